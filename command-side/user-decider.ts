@@ -1,0 +1,92 @@
+import { DomainError } from '../shared/errors.js';
+import type { UserEvent } from '../shared/user-events.js';
+import { normaliseEmail, normaliseName } from './user-values.js';
+
+/**
+ * The user aggregate as a pure decider: `decide(command, state)` returns the events
+ * a command produces, `evolve(state, event)` folds them. No I/O and no clock: the
+ * time arrives in the command as `now`.
+ */
+export type UserCommand =
+  | { type: 'RegisterUser'; data: { userId: string; name: string; email: string; now: Date } }
+  | { type: 'RenameUser'; data: { userId: string; name: string; now: Date } }
+  | { type: 'ChangeEmail'; data: { userId: string; email: string; now: Date } }
+  | { type: 'ValidateUser'; data: { userId: string; now: Date } }
+  | { type: 'DeactivateUser'; data: { userId: string; now: Date } };
+
+export type UserStatus = 'registered' | 'validated' | 'deactivated';
+
+export type UserState =
+  | { exists: false }
+  | { exists: true; userId: string; name: string; email: string; status: UserStatus; validated: boolean };
+
+export const initialState = (): UserState => ({ exists: false });
+
+export function evolve(state: UserState, event: UserEvent): UserState {
+  switch (event.type) {
+    case 'UserRegistered': {
+      const { userId, name, email } = event.data;
+      return { exists: true, userId, name, email, status: 'registered', validated: false };
+    }
+    case 'UserRenamed':
+      return state.exists ? { ...state, name: event.data.name } : state;
+    case 'UserEmailChanged':
+      return state.exists ? { ...state, email: event.data.email } : state;
+    case 'UserValidated':
+      return state.exists ? { ...state, status: 'validated', validated: true } : state;
+    case 'UserDeactivated':
+      return state.exists ? { ...state, status: 'deactivated' } : state;
+    default: {
+      const _exhaustive: never = event;
+      return state;
+    }
+  }
+}
+
+function existingActive(state: UserState, userId: string) {
+  if (!state.exists) throw new DomainError('USER_NOT_FOUND', `user ${userId} does not exist`);
+  if (state.status === 'deactivated') {
+    throw new DomainError('USER_DEACTIVATED', `user ${userId} is deactivated and accepts no changes`);
+  }
+  return state;
+}
+
+export function decide(command: UserCommand, state: UserState): UserEvent[] {
+  const occurredAt = command.data.now.toISOString();
+  const { userId } = command.data;
+  switch (command.type) {
+    case 'RegisterUser': {
+      if (state.exists) throw new DomainError('USER_ALREADY_EXISTS', `user ${userId} already exists`);
+      const name = normaliseName(command.data.name);
+      const email = normaliseEmail(command.data.email);
+      return [{ type: 'UserRegistered', data: { userId, name, email, occurredAt } }];
+    }
+    case 'RenameUser': {
+      const user = existingActive(state, userId);
+      const name = normaliseName(command.data.name);
+      return name === user.name ? [] : [{ type: 'UserRenamed', data: { userId, name, occurredAt } }];
+    }
+    case 'ChangeEmail': {
+      const user = existingActive(state, userId);
+      const email = normaliseEmail(command.data.email);
+      return email === user.email
+        ? []
+        : [{ type: 'UserEmailChanged', data: { userId, email, previousEmail: user.email, occurredAt } }];
+    }
+    case 'ValidateUser': {
+      const user = existingActive(state, userId);
+      return user.validated ? [] : [{ type: 'UserValidated', data: { userId, occurredAt } }];
+    }
+    case 'DeactivateUser': {
+      if (!state.exists) throw new DomainError('USER_NOT_FOUND', `user ${userId} does not exist`);
+      // Deactivating twice is a no-op, so a retried DELETE succeeds.
+      return state.status === 'deactivated' ? [] : [{ type: 'UserDeactivated', data: { userId, occurredAt } }];
+    }
+    default: {
+      const _exhaustive: never = command;
+      throw new Error(`unknown command ${JSON.stringify(_exhaustive)}`);
+    }
+  }
+}
+
+export const foldUser = (events: readonly UserEvent[]): UserState => events.reduce(evolve, initialState());

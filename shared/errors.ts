@@ -1,0 +1,89 @@
+/**
+ * The project's own errors. Adapters translate vendor errors into these at their
+ * boundary; the HTTP layers map them to status codes; long-running workers use
+ * `retriable` to choose between retrying with backoff and stopping loudly.
+ */
+export type ErrorCode =
+  | 'VALIDATION_FAILED'
+  | 'USER_NOT_FOUND'
+  | 'USER_ALREADY_EXISTS'
+  | 'USER_DEACTIVATED'
+  | 'EMAIL_TAKEN'
+  | 'REVISION_CONFLICT'
+  | 'IDEMPOTENCY_KEY_REUSED'
+  | 'STORE_UNAVAILABLE'
+  | 'CONSISTENCY_TIMEOUT'
+  | 'INVALID_CONSISTENCY_TOKEN'
+  | 'INVALID_CURSOR'
+  | 'CONFIG_INVALID'
+  | 'EVENT_INVALID';
+
+export interface FieldProblem {
+  field: string;
+  message: string;
+}
+
+export class ServiceError extends Error {
+  override readonly name: string = 'ServiceError';
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    readonly retriable = false,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+  }
+}
+
+/** A command the current state forbids, e.g. renaming a deactivated user. */
+export class DomainError extends ServiceError {
+  override readonly name = 'DomainError';
+}
+
+/** Input that does not match a schema; lists every field that is wrong. */
+export class ValidationError extends ServiceError {
+  override readonly name = 'ValidationError';
+  constructor(
+    message: string,
+    readonly problems: FieldProblem[],
+  ) {
+    super('VALIDATION_FAILED', message);
+  }
+}
+
+/** The stream was not at the revision the caller expected. */
+export class ConcurrencyError extends ServiceError {
+  override readonly name = 'ConcurrencyError';
+  constructor(
+    readonly streamId: string,
+    readonly expected: string,
+    /** The stream's current revision, or -1 when it does not exist. */
+    readonly actual: number,
+    options?: ErrorOptions,
+  ) {
+    super(
+      'REVISION_CONFLICT',
+      `stream ${streamId} is at revision ${actual}, expected ${expected}`,
+      false,
+      options,
+    );
+  }
+}
+
+/** A backing store could not be reached or timed out; trying again later may work. */
+export class StoreUnavailableError extends ServiceError {
+  override readonly name = 'StoreUnavailableError';
+  constructor(message: string, options?: ErrorOptions) {
+    super('STORE_UNAVAILABLE', message, true, options);
+  }
+}
+
+export class ConfigError extends ServiceError {
+  override readonly name = 'ConfigError';
+  constructor(readonly problems: FieldProblem[]) {
+    super(
+      'CONFIG_INVALID',
+      `invalid configuration:\n${problems.map((p) => `  ${p.field}: ${p.message}`).join('\n')}`,
+    );
+  }
+}

@@ -1,0 +1,60 @@
+import { randomUUID } from 'node:crypto';
+import { ConcurrencyError } from '../errors.js';
+import { appendSignal, pollingSubscription } from './log-subscription.js';
+import {
+  describeExpected,
+  satisfiesExpected,
+  type EventStore,
+  type RecordedEvent,
+} from './port.js';
+
+/** The event store in process memory: for unit tests and benchmarks of pure logic. */
+export function inMemoryEventStore(): EventStore {
+  const log: RecordedEvent[] = [];
+  const streams = new Map<string, RecordedEvent[]>();
+  const appended = appendSignal();
+
+  const store: EventStore = {
+    appendToStream(streamId, events, { expectedRevision }) {
+      const stream = streams.get(streamId) ?? [];
+      const current = stream.length - 1;
+      if (!satisfiesExpected(expectedRevision, current)) {
+        return Promise.reject(new ConcurrencyError(streamId, describeExpected(expectedRevision), current));
+      }
+      const recordedAt = new Date();
+      for (const event of events) {
+        const recorded: RecordedEvent = {
+          id: event.id ?? randomUUID(),
+          streamId,
+          revision: stream.length,
+          position: BigInt(log.length + 1),
+          type: event.type,
+          data: structuredClone(event.data),
+          metadata: structuredClone(event.metadata ?? {}),
+          recordedAt,
+        };
+        stream.push(recorded);
+        log.push(recorded);
+      }
+      streams.set(streamId, stream);
+      appended.notify();
+      return Promise.resolve({ nextExpectedRevision: stream.length - 1, position: BigInt(log.length) });
+    },
+    readStream(streamId, options = {}) {
+      const stream = streams.get(streamId) ?? [];
+      return Promise.resolve(stream.slice(options.fromRevision ?? 0));
+    },
+    readAll({ after = 0n, maxCount }) {
+      // Positions are 1-based and consecutive here, so the index of position p is p - 1.
+      const start = Number(after);
+      return Promise.resolve(log.slice(start, start + maxCount));
+    },
+    subscribeToAll(options = {}) {
+      return pollingSubscription({ readAll: (o) => store.readAll(o), waitForAppend: appended.wait }, options);
+    },
+    close() {
+      return Promise.resolve();
+    },
+  };
+  return store;
+}

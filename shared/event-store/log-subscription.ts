@@ -1,0 +1,68 @@
+import type { LogSubscription, ReadAllOptions, RecordedEvent, SubscribeOptions } from './port.js';
+
+export interface LogSource {
+  readAll(options: ReadAllOptions): Promise<RecordedEvent[]>;
+  /** Resolves when new events may exist, or after `ms` at the latest. */
+  waitForAppend(ms: number): Promise<void>;
+}
+
+/**
+ * A catch-up subscription over any store that can read its global log in pages:
+ * reads page after page, and once caught up waits for an append (or a poll
+ * interval, which covers appends made by other processes) before reading again.
+ */
+export function pollingSubscription(
+  source: LogSource,
+  options: SubscribeOptions & { pageSize?: number; pollMs?: number } = {},
+): LogSubscription {
+  const pageSize = options.pageSize ?? 500;
+  const pollMs = options.pollMs ?? 20;
+  const prefixes = options.streamPrefixes;
+  let closed = false;
+  let wakeClosed: () => void = () => {};
+  const closedSignal = new Promise<void>((resolve) => (wakeClosed = resolve));
+
+  async function* events(): AsyncGenerator<RecordedEvent> {
+    let after = options.after;
+    while (!closed) {
+      const page = await source.readAll(after === undefined ? { maxCount: pageSize } : { after, maxCount: pageSize });
+      for (const event of page) {
+        if (closed) return;
+        after = event.position;
+        if (!prefixes || prefixes.some((p) => event.streamId.startsWith(p))) yield event;
+      }
+      if (page.length < pageSize) await Promise.race([source.waitForAppend(pollMs), closedSignal]);
+    }
+  }
+
+  const iterator = events();
+  return {
+    [Symbol.asyncIterator]: () => iterator,
+    async close() {
+      closed = true;
+      wakeClosed();
+      await iterator.return(undefined);
+    },
+  };
+}
+
+/** Lets appenders in this process wake subscribers at once instead of at the next poll. */
+export function appendSignal(): { notify(): void; wait(ms: number): Promise<void> } {
+  const waiters = new Set<() => void>();
+  return {
+    notify() {
+      for (const wake of [...waiters]) wake();
+    },
+    wait(ms) {
+      return new Promise<void>((resolve) => {
+        const done = () => {
+          clearTimeout(timer);
+          waiters.delete(done);
+          resolve();
+        };
+        const timer = setTimeout(done, ms);
+        waiters.add(done);
+      });
+    },
+  };
+}

@@ -1,0 +1,89 @@
+/**
+ * The event store port. Adapters: `sqlite-event-store.ts` (embedded, file-backed,
+ * the default), `in-memory-event-store.ts` (unit tests). Every adapter passes
+ * `test/contracts/event-store.contract.ts`.
+ *
+ * Revisions count events within a stream from 0. Positions order events in the
+ * global log; they only grow, but need not be consecutive.
+ */
+export type ExpectedRevision = 'no_stream' | 'stream_exists' | 'any' | number;
+
+export interface EventMetadata {
+  correlationId?: string;
+  causationId?: string;
+  [key: string]: unknown;
+}
+
+export interface EventToAppend {
+  /** Unique event id; generated when absent. */
+  id?: string;
+  type: string;
+  data: unknown;
+  metadata?: EventMetadata;
+}
+
+export interface RecordedEvent {
+  id: string;
+  streamId: string;
+  revision: number;
+  position: bigint;
+  type: string;
+  data: unknown;
+  metadata: EventMetadata;
+  recordedAt: Date;
+}
+
+export interface AppendResult {
+  /** Revision of the last event appended. */
+  nextExpectedRevision: number;
+  /** Global position of the last event appended. */
+  position: bigint;
+}
+
+export interface ReadAllOptions {
+  /** Only events whose position is greater than this; from the start when absent. */
+  after?: bigint;
+  maxCount: number;
+}
+
+export interface SubscribeOptions {
+  after?: bigint;
+  /** Only events of streams whose id starts with one of these prefixes. */
+  streamPrefixes?: readonly string[];
+}
+
+/** A live, ordered view of the global log; iterate it, close it to stop. */
+export interface LogSubscription extends AsyncIterable<RecordedEvent> {
+  close(): Promise<void>;
+}
+
+export interface EventStore {
+  /** Appends atomically; throws ConcurrencyError when the stream is not where expected. */
+  appendToStream(
+    streamId: string,
+    events: readonly EventToAppend[],
+    options: { expectedRevision: ExpectedRevision },
+  ): Promise<AppendResult>;
+  /** The stream's events in order; an empty array when the stream does not exist. */
+  readStream(streamId: string, options?: { fromRevision?: number }): Promise<RecordedEvent[]>;
+  readAll(options: ReadAllOptions): Promise<RecordedEvent[]>;
+  /** Catches up from `after`, then tails new appends. */
+  subscribeToAll(options?: SubscribeOptions): LogSubscription;
+  close(): Promise<void>;
+}
+
+export const describeExpected = (expected: ExpectedRevision): string => String(expected);
+
+/** Whether a stream currently at `current` (-1: no stream) satisfies `expected`. */
+export function satisfiesExpected(expected: ExpectedRevision, current: number): boolean {
+  switch (expected) {
+    case 'any':
+      return true;
+    case 'no_stream':
+      return current === -1;
+    case 'stream_exists':
+      return current >= 0;
+    default:
+      return current === expected;
+  }
+}

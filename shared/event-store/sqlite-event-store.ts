@@ -1,0 +1,152 @@
+import { randomUUID } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import Database from 'better-sqlite3';
+import { ConcurrencyError, StoreUnavailableError } from '../errors.js';
+import { appendSignal, pollingSubscription } from './log-subscription.js';
+import {
+  describeExpected,
+  satisfiesExpected,
+  type EventStore,
+  type EventToAppend,
+  type ExpectedRevision,
+  type RecordedEvent,
+} from './port.js';
+
+interface EventRow {
+  position: number | bigint;
+  event_id: string;
+  stream_id: string;
+  revision: number | bigint;
+  type: string;
+  data: string;
+  metadata: string;
+  recorded_at: string;
+}
+
+const schema = `
+  CREATE TABLE IF NOT EXISTS events (
+    position    INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id    TEXT    NOT NULL,
+    stream_id   TEXT    NOT NULL,
+    revision    INTEGER NOT NULL,
+    type        TEXT    NOT NULL,
+    data        TEXT    NOT NULL,
+    metadata    TEXT    NOT NULL,
+    recorded_at TEXT    NOT NULL,
+    UNIQUE (stream_id, revision)
+  );
+`;
+
+const toRecorded = (row: EventRow): RecordedEvent => ({
+  id: row.event_id,
+  streamId: row.stream_id,
+  revision: Number(row.revision),
+  position: BigInt(row.position),
+  type: row.type,
+  data: JSON.parse(row.data) as unknown,
+  metadata: JSON.parse(row.metadata) as RecordedEvent['metadata'],
+  recordedAt: new Date(row.recorded_at),
+});
+
+/** SQLITE_BUSY and friends mean another process holds the lock: worth retrying. */
+function translate(error: unknown): unknown {
+  const code = (error as { code?: unknown }).code;
+  if (typeof code === 'string' && /^SQLITE_(BUSY|LOCKED|IOERR|CANTOPEN|FULL)/.test(code)) {
+    return new StoreUnavailableError(`embedded event store: ${code}`, { cause: error });
+  }
+  return error;
+}
+
+/**
+ * The embedded event store: one SQLite file in WAL mode with synchronous=FULL, so
+ * an append that returned is on disk. Several processes may share the file; the
+ * write lock (BEGIN IMMEDIATE) serialises appends, and subscribers in other
+ * processes see new events at their next poll.
+ */
+export function sqliteEventStore(options: { file: string; pollMs?: number }): EventStore {
+  if (options.file !== ':memory:') mkdirSync(dirname(options.file), { recursive: true });
+  const db = new Database(options.file);
+  db.pragma('journal_mode = WAL');
+  db.pragma('synchronous = FULL');
+  db.pragma('busy_timeout = 5000');
+  db.exec(schema);
+
+  const currentRevision = db
+    .prepare<[string], { revision: number | null }>('SELECT MAX(revision) AS revision FROM events WHERE stream_id = ?');
+  const insert = db.prepare(
+    `INSERT INTO events (event_id, stream_id, revision, type, data, metadata, recorded_at)
+     VALUES (?, ?, ?, ?, ?, ?, ?)`,
+  );
+  const selectStream = db.prepare<[string, number], EventRow>(
+    'SELECT * FROM events WHERE stream_id = ? AND revision >= ? ORDER BY revision',
+  );
+  const selectAll = db.prepare<[number | bigint, number], EventRow>(
+    'SELECT * FROM events WHERE position > ? ORDER BY position LIMIT ?',
+  );
+  selectAll.safeIntegers(true);
+
+  const append = db.transaction((streamId: string, events: readonly EventToAppend[], expected: ExpectedRevision) => {
+    const current = currentRevision.get(streamId)?.revision ?? -1;
+    if (!satisfiesExpected(expected, current)) {
+      throw new ConcurrencyError(streamId, describeExpected(expected), current);
+    }
+    const recordedAt = new Date().toISOString();
+    let revision = current;
+    let position = 0n;
+    for (const event of events) {
+      revision += 1;
+      const info = insert.run(
+        event.id ?? randomUUID(),
+        streamId,
+        revision,
+        event.type,
+        JSON.stringify(event.data),
+        JSON.stringify(event.metadata ?? {}),
+        recordedAt,
+      );
+      position = BigInt(info.lastInsertRowid);
+    }
+    return { nextExpectedRevision: revision, position };
+  });
+
+  const appended = appendSignal();
+  const pollMs = options.pollMs ?? 20;
+
+  const store: EventStore = {
+    appendToStream(streamId, events, { expectedRevision }) {
+      try {
+        const result = append.immediate(streamId, events, expectedRevision);
+        appended.notify();
+        return Promise.resolve(result);
+      } catch (error) {
+        return Promise.reject(translate(error));
+      }
+    },
+    readStream(streamId, { fromRevision = 0 } = {}) {
+      try {
+        return Promise.resolve(selectStream.all(streamId, fromRevision).map(toRecorded));
+      } catch (error) {
+        return Promise.reject(translate(error));
+      }
+    },
+    readAll({ after = 0n, maxCount }) {
+      try {
+        return Promise.resolve(selectAll.all(after, maxCount).map(toRecorded));
+      } catch (error) {
+        return Promise.reject(translate(error));
+      }
+    },
+    subscribeToAll(subscribeOptions = {}) {
+      return pollingSubscription(
+        { readAll: (o) => store.readAll(o), waitForAppend: appended.wait },
+        { pollMs, ...subscribeOptions },
+      );
+    },
+    close() {
+      db.close();
+      return Promise.resolve();
+    },
+  };
+  return store;
+}
