@@ -1,0 +1,88 @@
+import { createHash } from 'node:crypto';
+import { ConcurrencyError, DomainError } from '../shared/errors.js';
+import type { EventMetadata, EventStore, RecordedEvent } from '../shared/event-store/port.js';
+
+/**
+ * Email uniqueness, enforced in the event store: one stream per normalised
+ * address (`email-<sha256>`, so no address appears in a stream id) whose last
+ * event says who holds it. Appending with the expected revision makes two
+ * concurrent claims on one address conflict; exactly one wins.
+ *
+ * The claim and the user's own event are two appends, so a crash between them
+ * can leave a claim whose user never took the address. Such a claim counts as
+ * held only while it is younger than a grace period, or while its holder's stream
+ * really has that address; after that the next claimant takes it over.
+ */
+export const emailStreamPrefix = 'email-';
+export const emailStreamId = (email: string) =>
+  `${emailStreamPrefix}${createHash('sha256').update(email).digest('hex')}`;
+
+interface ReservationData {
+  email: string;
+  userId: string;
+  occurredAt: string;
+}
+
+export interface EmailReservationDeps {
+  store: EventStore;
+  /** The address the user's own stream holds now, or undefined. */
+  currentEmailOf(userId: string): Promise<string | undefined>;
+  graceMs: number;
+}
+
+export function emailReservations(deps: EmailReservationDeps) {
+  const { store } = deps;
+
+  async function isHeld(claim: RecordedEvent, now: Date): Promise<boolean> {
+    const { userId, email } = claim.data as ReservationData;
+    if (now.getTime() - claim.recordedAt.getTime() < deps.graceMs) return true;
+    return (await deps.currentEmailOf(userId)) === email;
+  }
+
+  return {
+    /** Claims `email` for `userId`; EMAIL_TAKEN when another user holds it. Returns whether it was newly claimed. */
+    async reserve(email: string, userId: string, now: Date, metadata: EventMetadata): Promise<boolean> {
+      const streamId = emailStreamId(email);
+      for (let attempt = 0; ; attempt++) {
+        const events = await store.readStream(streamId);
+        const last = events[events.length - 1];
+        if (last?.type === 'EmailReserved') {
+          const holder = (last.data as ReservationData).userId;
+          if (holder === userId) return false;
+          if (await isHeld(last, now)) throw new DomainError('EMAIL_TAKEN', `email ${email} is already taken`);
+        }
+        try {
+          await store.appendToStream(
+            streamId,
+            [{ type: 'EmailReserved', data: { email, userId, occurredAt: now.toISOString() }, metadata }],
+            { expectedRevision: last ? last.revision : 'no_stream' },
+          );
+          return true;
+        } catch (error) {
+          // Someone else claimed or released it meanwhile: look again.
+          if (error instanceof ConcurrencyError && attempt < 3) continue;
+          if (error instanceof ConcurrencyError) throw new DomainError('EMAIL_TAKEN', `email ${email} is already taken`);
+          throw error;
+        }
+      }
+    },
+
+    /** Gives `email` up if `userId` holds it. Best effort: a lost release is healed by the takeover rule. */
+    async release(email: string, userId: string, now: Date, metadata: EventMetadata): Promise<void> {
+      const streamId = emailStreamId(email);
+      const events = await store.readStream(streamId);
+      const last = events[events.length - 1];
+      if (last?.type !== 'EmailReserved' || (last.data as ReservationData).userId !== userId) return;
+      try {
+        await store.appendToStream(
+          streamId,
+          [{ type: 'EmailReleased', data: { email, userId, occurredAt: now.toISOString() }, metadata }],
+          { expectedRevision: last.revision },
+        );
+      } catch (error) {
+        if (!(error instanceof ConcurrencyError)) throw error;
+      }
+    },
+  };
+}
+export type EmailReservations = ReturnType<typeof emailReservations>;

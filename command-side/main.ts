@@ -1,0 +1,32 @@
+import { loadConfig } from '../shared/config.js';
+import { ConfigError } from '../shared/errors.js';
+import { openEventStore } from '../shared/event-store/open-event-store.js';
+import { exitOnStartupError, onShutdownSignal } from '../shared/lifecycle.js';
+import { createLogger } from '../shared/logger.js';
+import { buildCommandApp } from './app.js';
+import { userCommands } from './user-commands.js';
+
+/** The command side as its own process: the write API on COMMAND_PORT. */
+async function main() {
+  const config = loadConfig();
+  if (config.env === 'production' && config.writeApiTokens.length === 0) {
+    throw new ConfigError([{ field: 'WRITE_API_TOKENS', message: 'must be set when NODE_ENV=production' }]);
+  }
+  const logger = createLogger('command-side', config);
+  const store = openEventStore(config);
+  const commands = userCommands({ store, emailGraceMs: config.emailReservationGraceMs });
+  const app = buildCommandApp({
+    commands,
+    store,
+    writeApiTokens: config.writeApiTokens,
+    bodyLimitBytes: config.bodyLimitBytes,
+    logger: { name: 'command-side', level: config.logLevel },
+  });
+  onShutdownSignal(logger, async () => {
+    await app.close();
+    await store.close();
+  });
+  await app.listen({ host: config.host, port: config.commandPort });
+}
+
+main().catch(exitOnStartupError('command-side'));

@@ -1,0 +1,29 @@
+import { loadConfig } from '../shared/config.js';
+import { eventStoreFeed } from '../shared/event-feed/event-store-feed.js';
+import { openEventStore } from '../shared/event-store/open-event-store.js';
+import { exitOnStartupError, onShutdownSignal } from '../shared/lifecycle.js';
+import { createLogger } from '../shared/logger.js';
+import { openReadDb } from '../shared/read-db.js';
+import { userProjector } from './projector.js';
+import { migrateReadDb } from './read-db-migrations.js';
+
+/** The projector as its own process: event store (or Kafka) into the read DB. */
+async function main() {
+  const config = loadConfig();
+  const logger = createLogger('projector', config);
+  const db = await openReadDb(config.readDb);
+  await migrateReadDb(db);
+  const store = openEventStore(config);
+  const projector = userProjector({ db, feed: eventStoreFeed(store, { batchSize: config.projectorBatchSize }), logger });
+  onShutdownSignal(logger, async () => {
+    await projector.stop();
+    await store.close();
+    await db.destroy();
+  });
+  projector.start().catch((error: unknown) => {
+    logger.fatal({ err: error }, 'projector stopped on an error it cannot retry');
+    process.exit(1);
+  });
+}
+
+main().catch(exitOnStartupError('projector'));

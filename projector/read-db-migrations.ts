@@ -1,0 +1,61 @@
+import type { Knex } from 'knex';
+
+/**
+ * The read model's schema, as knex migrations kept in code (no files to find at
+ * run time). The proof of concept's names ID_USER_DATA, NAME and DATE_REGISTER
+ * stay. EMAIL is indexed but deliberately not UNIQUE: events of different users
+ * may be applied out of their real order, and uniqueness belongs to the write side.
+ */
+const migrations: Record<string, Knex.Migration> = {
+  '0001_user_data': {
+    async up(knex) {
+      await knex.schema.createTable('USER_DATA', (table) => {
+        table.string('ID_USER_DATA', 36).primary();
+        table.string('NAME', 255).notNullable();
+        table.string('EMAIL', 254).notNullable();
+        table.string('STATUS', 16).notNullable();
+        table.datetime('DATE_REGISTER', { precision: 3 }).notNullable();
+        table.datetime('DATE_VALIDATED', { precision: 3 }).nullable();
+        table.datetime('DATE_DEACTIVATED', { precision: 3 }).nullable();
+        table.datetime('DATE_UPDATED', { precision: 3 }).notNullable();
+        table.integer('VERSION').unsigned().notNullable();
+        table.index(['EMAIL'], 'IDX_USER_DATA_EMAIL');
+        table.index(['NAME', 'ID_USER_DATA'], 'IDX_USER_DATA_NAME');
+        table.index(['STATUS', 'ID_USER_DATA'], 'IDX_USER_DATA_STATUS');
+      });
+      await knex.schema.createTable('PROJECTION_CHECKPOINT', (table) => {
+        table.string('PROJECTION', 64).notNullable();
+        table.string('SOURCE', 191).notNullable();
+        table.string('POSITION', 40).notNullable();
+        table.datetime('DATE_UPDATED', { precision: 3 }).notNullable();
+        table.primary(['PROJECTION', 'SOURCE']);
+      });
+    },
+    async down(knex) {
+      await knex.schema.dropTable('PROJECTION_CHECKPOINT');
+      await knex.schema.dropTable('USER_DATA');
+    },
+  },
+};
+
+const migrationSource: Knex.MigrationSource<string> = {
+  getMigrations: () => Promise.resolve(Object.keys(migrations).sort()),
+  getMigrationName: (name) => name,
+  getMigration: (name) => Promise.resolve(migrations[name]!),
+};
+
+/**
+ * Brings the schema up to date. Two processes starting on a fresh database can
+ * race to create knex's own bookkeeping tables; the loser simply tries again.
+ */
+export async function migrateReadDb(db: Knex): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await db.migrate.latest({ migrationSource });
+      return;
+    } catch (error) {
+      if (attempt >= 3) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 200 * attempt));
+    }
+  }
+}

@@ -1,0 +1,104 @@
+import type { FastifyServerOptions } from 'fastify';
+import type { Knex } from 'knex';
+import { createHttpApp, errorBodySchema } from '../shared/http.js';
+import { userQueries, userViewSchema } from './user-queries.js';
+import { waitForWrite } from './read-your-writes.js';
+
+export interface QueryAppDeps {
+  db: Knex;
+  consistencyWaitMs: number;
+  logger?: FastifyServerOptions['logger'];
+}
+
+const consistencyHeaders = {
+  type: 'object',
+  properties: { 'consistency-token': { type: 'string', maxLength: 256 } },
+} as const;
+
+const errors = { 400: errorBodySchema, 404: errorBodySchema, 503: errorBodySchema } as const;
+
+/** The read API over `USER_DATA`. Builds the app; `main.ts` listens. */
+export function buildQueryApp(deps: QueryAppDeps) {
+  const app = createHttpApp({ logger: deps.logger ?? false });
+  const users = userQueries(deps.db);
+  const readYourWrites = async (token: string | undefined) => {
+    if (token !== undefined) await waitForWrite(token, users.versionOf, deps.consistencyWaitMs);
+  };
+
+  app.get(
+    '/users/:id',
+    {
+      schema: {
+        params: {
+          type: 'object',
+          properties: { id: { type: 'string', format: 'uuid' } },
+          required: ['id'],
+          additionalProperties: false,
+        },
+        headers: consistencyHeaders,
+        response: { 200: userViewSchema, ...errors },
+      },
+    },
+    async (request, reply) => {
+      await readYourWrites(request.headers['consistency-token']);
+      const user = await users.byId(request.params.id.toLowerCase());
+      if (!user) {
+        return reply.code(404).send({
+          statusCode: 404,
+          code: 'USER_NOT_FOUND',
+          error: 'Not Found',
+          message: `user ${request.params.id} not found`,
+        });
+      }
+      return user;
+    },
+  );
+
+  app.get(
+    '/users',
+    {
+      schema: {
+        querystring: {
+          type: 'object',
+          additionalProperties: false,
+          properties: {
+            email: { type: 'string', minLength: 1, maxLength: 254 },
+            name: { type: 'string', minLength: 1, maxLength: 255 },
+            status: { type: 'string', enum: ['registered', 'validated', 'deactivated'] },
+            limit: { type: 'integer', minimum: 1, maximum: 100, default: 20 },
+            cursor: { type: 'string', minLength: 1, maxLength: 200 },
+          },
+        },
+        headers: consistencyHeaders,
+        response: {
+          200: {
+            type: 'object',
+            additionalProperties: false,
+            properties: {
+              items: { type: 'array', items: userViewSchema },
+              nextCursor: { type: ['string', 'null'] },
+            },
+            required: ['items', 'nextCursor'],
+          },
+          ...errors,
+        },
+      },
+    },
+    async (request) => {
+      await readYourWrites(request.headers['consistency-token']);
+      const { limit, ...filter } = request.query;
+      return users.list({ ...filter, limit: limit ?? 20 });
+    },
+  );
+
+  app.get('/health', async (_request, reply) => {
+    try {
+      await deps.db.raw('SELECT 1');
+      return { status: 'ok', readDb: 'up' };
+    } catch {
+      return reply.code(503).header('retry-after', '1').send({ status: 'unavailable', readDb: 'down' });
+    }
+  });
+
+  return app;
+}

@@ -1,0 +1,32 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { decodeConsistencyToken } from '../shared/consistency-token.js';
+import { ServiceError } from '../shared/errors.js';
+import { userIdFromStream } from '../shared/user-events.js';
+
+/**
+ * Waits until the read model has applied the write a consistency token names,
+ * polling the row's VERSION with a short growing interval, for at most
+ * `timeoutMs`. Past that it throws a retriable CONSISTENCY_TIMEOUT (503 with
+ * Retry-After) rather than let the caller read stale data.
+ */
+export async function waitForWrite(
+  token: string,
+  versionOf: (userId: string) => Promise<number>,
+  timeoutMs: number,
+): Promise<void> {
+  const { streamId, revision } = decodeConsistencyToken(token);
+  const userId = userIdFromStream(streamId);
+  if (!userId) throw new ServiceError('INVALID_CONSISTENCY_TOKEN', 'Consistency-Token does not name a user stream');
+  const deadline = Date.now() + timeoutMs;
+  for (let pause = 2; ; pause = Math.min(pause * 2, 50)) {
+    if ((await versionOf(userId)) >= revision) return;
+    const left = deadline - Date.now();
+    if (left <= 0) break;
+    await sleep(Math.min(pause, left));
+  }
+  throw new ServiceError(
+    'CONSISTENCY_TIMEOUT',
+    `the read model has not applied ${token} yet (waited ${timeoutMs} ms); retry shortly`,
+    true,
+  );
+}

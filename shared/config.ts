@@ -1,0 +1,111 @@
+import { resolve } from 'node:path';
+import type { FromSchema } from 'json-schema-to-ts';
+import { ConfigError } from './errors.js';
+import { ajv, fieldProblems } from './schema-validation.js';
+
+/**
+ * All configuration comes from environment variables, checked once at start
+ * against this schema; an error lists every bad key. Defaults run the whole
+ * service on embedded stores under ./data.
+ */
+const port = { type: 'integer', minimum: 0, maximum: 65535 } as const;
+const positiveMs = { type: 'integer', minimum: 1, maximum: 600_000 } as const;
+
+export const configSchema = {
+  type: 'object',
+  additionalProperties: true,
+  properties: {
+    NODE_ENV: { type: 'string', default: 'development' },
+    LOG_LEVEL: { enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], default: 'info' },
+    HOST: { type: 'string', minLength: 1, default: '127.0.0.1' },
+    COMMAND_PORT: { ...port, default: 3000 },
+    QUERY_PORT: { ...port, default: 3001 },
+    DATA_DIR: { type: 'string', minLength: 1, default: './data' },
+    EVENT_STORE_FILE: { type: 'string', minLength: 1 },
+    READ_DB_URL: { type: 'string', pattern: '^(mysql|mariadb|sqlite)://' },
+    WRITE_API_TOKENS: { type: 'string' },
+    CONSISTENCY_WAIT_MS: { ...positiveMs, default: 5000 },
+    PROJECTOR_BATCH_SIZE: { type: 'integer', minimum: 1, maximum: 10_000, default: 500 },
+    POLL_MS: { type: 'integer', minimum: 1, maximum: 10_000, default: 20 },
+    EMAIL_RESERVATION_GRACE_MS: { ...positiveMs, default: 60_000 },
+    BODY_LIMIT_BYTES: { type: 'integer', minimum: 256, maximum: 10_485_760, default: 16_384 },
+  },
+  required: [
+    'NODE_ENV',
+    'LOG_LEVEL',
+    'HOST',
+    'COMMAND_PORT',
+    'QUERY_PORT',
+    'DATA_DIR',
+    'CONSISTENCY_WAIT_MS',
+    'PROJECTOR_BATCH_SIZE',
+    'POLL_MS',
+    'EMAIL_RESERVATION_GRACE_MS',
+    'BODY_LIMIT_BYTES',
+  ],
+} as const;
+
+type Env = FromSchema<typeof configSchema>;
+
+export type ReadDbConfig = { client: 'sqlite'; file: string } | { client: 'mysql'; url: string };
+
+export interface Config {
+  readonly env: string;
+  readonly logLevel: Env['LOG_LEVEL'];
+  readonly host: string;
+  readonly commandPort: number;
+  readonly queryPort: number;
+  readonly eventStore: { readonly file: string };
+  readonly readDb: ReadDbConfig;
+  readonly writeApiTokens: readonly string[];
+  readonly consistencyWaitMs: number;
+  readonly projectorBatchSize: number;
+  readonly pollMs: number;
+  readonly emailReservationGraceMs: number;
+  readonly bodyLimitBytes: number;
+}
+
+const check = ajv.compile<Env>({ ...configSchema, $id: 'config' });
+
+function readDbFrom(url: string | undefined, dataDir: string): ReadDbConfig {
+  if (!url) return { client: 'sqlite', file: resolve(dataDir, 'queries.sqlite') };
+  if (url.startsWith('sqlite://')) return { client: 'sqlite', file: resolve(url.slice('sqlite://'.length)) };
+  return { client: 'mysql', url };
+}
+
+export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
+  // Empty variables count as unset, and numbers arrive as strings.
+  const env: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(source)) {
+    if (value === undefined || value === '' || !(key in configSchema.properties)) continue;
+    const schema = configSchema.properties[key as keyof typeof configSchema.properties];
+    env[key] = 'type' in schema && schema.type === 'integer' && /^-?\d+$/.test(value) ? Number(value) : value;
+  }
+  const withDefaults = structuredClone(env);
+  for (const [key, schema] of Object.entries(configSchema.properties)) {
+    if (withDefaults[key] === undefined && 'default' in schema) withDefaults[key] = schema.default;
+  }
+  if (!check(withDefaults)) throw new ConfigError(fieldProblems(check.errors));
+  const e = withDefaults;
+  const dataDir = resolve(e.DATA_DIR);
+  return Object.freeze({
+    env: e.NODE_ENV,
+    logLevel: e.LOG_LEVEL,
+    host: e.HOST,
+    commandPort: e.COMMAND_PORT,
+    queryPort: e.QUERY_PORT,
+    eventStore: Object.freeze({ file: resolve(e.EVENT_STORE_FILE ?? resolve(dataDir, 'events.sqlite')) }),
+    readDb: Object.freeze(readDbFrom(e.READ_DB_URL, dataDir)),
+    writeApiTokens: Object.freeze(
+      (e.WRITE_API_TOKENS ?? '')
+        .split(',')
+        .map((token) => token.trim())
+        .filter(Boolean),
+    ),
+    consistencyWaitMs: e.CONSISTENCY_WAIT_MS,
+    projectorBatchSize: e.PROJECTOR_BATCH_SIZE,
+    pollMs: e.POLL_MS,
+    emailReservationGraceMs: e.EMAIL_RESERVATION_GRACE_MS,
+    bodyLimitBytes: e.BODY_LIMIT_BYTES,
+  });
+}

@@ -1,0 +1,33 @@
+import type { EventStore, LogSubscription } from '../event-store/port.js';
+import { userStreamPrefix } from '../user-events.js';
+import { inBatches } from './batches.js';
+import type { EventFeed } from './port.js';
+
+export const globalLogSource = '$all';
+
+/** The projector's feed straight from the event store's global log (no Kafka). */
+export function eventStoreFeed(store: EventStore, options: { batchSize: number }): EventFeed {
+  const subscriptions = new Set<LogSubscription>();
+  return {
+    async *batches(from) {
+      const after = from.get(globalLogSource);
+      const subscription = store.subscribeToAll({
+        ...(after === undefined ? {} : { after: BigInt(after) }),
+        streamPrefixes: [userStreamPrefix],
+      });
+      subscriptions.add(subscription);
+      try {
+        for await (const events of inBatches(subscription, options.batchSize)) {
+          const last = events[events.length - 1]!;
+          yield { events, checkpoints: new Map([[globalLogSource, last.position.toString()]]) };
+        }
+      } finally {
+        subscriptions.delete(subscription);
+        await subscription.close();
+      }
+    },
+    async close() {
+      await Promise.all([...subscriptions].map((s) => s.close()));
+    },
+  };
+}

@@ -1,0 +1,163 @@
+import { randomUUID } from 'node:crypto';
+import { Ajv } from 'ajv';
+import addFormatsModule from 'ajv-formats';
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import type { JsonSchemaToTsProvider } from '@fastify/type-provider-json-schema-to-ts';
+import { ServiceError, ValidationError, type ErrorCode, type FieldProblem } from './errors.js';
+import { fieldProblems } from './schema-validation.js';
+
+const addFormats = addFormatsModule as unknown as (ajv: Ajv) => Ajv;
+
+export const httpStatusOf: Record<ErrorCode, number> = {
+  VALIDATION_FAILED: 400,
+  INVALID_CONSISTENCY_TOKEN: 400,
+  INVALID_CURSOR: 400,
+  USER_NOT_FOUND: 404,
+  USER_ALREADY_EXISTS: 409,
+  EMAIL_TAKEN: 409,
+  REVISION_CONFLICT: 409,
+  USER_DEACTIVATED: 422,
+  IDEMPOTENCY_KEY_REUSED: 422,
+  STORE_UNAVAILABLE: 503,
+  CONSISTENCY_TIMEOUT: 503,
+  CONFIG_INVALID: 500,
+  EVENT_INVALID: 500,
+};
+
+/** The JSON body of every error answer. */
+export const errorBodySchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    statusCode: { type: 'integer' },
+    code: { type: 'string' },
+    error: { type: 'string' },
+    message: { type: 'string' },
+    problems: {
+      type: 'array',
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        properties: { field: { type: 'string' }, in: { type: 'string' }, message: { type: 'string' } },
+        required: ['field', 'message'],
+      },
+    },
+    currentRevision: { type: 'integer' },
+  },
+  required: ['statusCode', 'code', 'error', 'message'],
+} as const;
+
+const reasons: Record<number, string> = {
+  400: 'Bad Request',
+  401: 'Unauthorized',
+  404: 'Not Found',
+  405: 'Method Not Allowed',
+  409: 'Conflict',
+  413: 'Payload Too Large',
+  415: 'Unsupported Media Type',
+  422: 'Unprocessable Entity',
+  429: 'Too Many Requests',
+  500: 'Internal Server Error',
+  503: 'Service Unavailable',
+};
+
+/**
+ * Bodies and headers are validated strictly (a number is not a name); query
+ * strings and path parameters arrive as text and are coerced to their schema's
+ * types. Unknown properties are rejected, never silently dropped.
+ */
+function validatorCompilers() {
+  const strict = addFormats(new Ajv({ allErrors: true, removeAdditional: false, coerceTypes: false, useDefaults: true }));
+  const coercing = addFormats(new Ajv({ allErrors: true, removeAdditional: false, coerceTypes: 'array', useDefaults: true }));
+  return ({ schema, httpPart }: { schema: object; httpPart?: string }) =>
+    (httpPart === 'querystring' || httpPart === 'params' ? coercing : strict).compile(schema);
+}
+
+export interface AppOptions {
+  logger?: FastifyServerOptions['logger'];
+  bodyLimitBytes?: number;
+}
+
+/** A Fastify instance with the project's validation, error bodies and limits. */
+export function createHttpApp(options: AppOptions) {
+  const app = Fastify({
+    logger: options.logger ?? false,
+    bodyLimit: options.bodyLimitBytes ?? 16_384,
+    // Clients that trickle their request are cut off rather than holding a socket.
+    requestTimeout: 30_000,
+    connectionTimeout: 60_000,
+    return503OnClosing: true,
+    // A caller's X-Request-Id becomes the correlation id of the events it causes, when it is sane.
+    requestIdHeader: false,
+    genReqId: (request) => {
+      const given = request.headers['x-request-id'];
+      return typeof given === 'string' && /^[\x21-\x7e]{1,128}$/.test(given) ? given : randomUUID();
+    },
+  }).withTypeProvider<JsonSchemaToTsProvider>();
+  app.setValidatorCompiler(validatorCompilers());
+  app.setErrorHandler(handleError);
+  app.setNotFoundHandler((request, reply) =>
+    reply.code(404).send({
+      statusCode: 404,
+      code: 'ROUTE_NOT_FOUND',
+      error: 'Not Found',
+      message: `no route ${request.method} ${request.url.split('?')[0]}`,
+    }),
+  );
+  return app;
+}
+
+function validationProblems(error: FastifyError): FieldProblem[] {
+  const where = error.validationContext;
+  return fieldProblems(error.validation as Parameters<typeof fieldProblems>[0]).map((p) => ({
+    ...p,
+    ...(where ? { in: where } : {}),
+  }));
+}
+
+function handleError(
+  this: FastifyInstance,
+  error: FastifyError | ServiceError,
+  request: Parameters<Parameters<FastifyInstance['setErrorHandler']>[0]>[1],
+  reply: Parameters<Parameters<FastifyInstance['setErrorHandler']>[0]>[2],
+) {
+  if ('validation' in error && error.validation) {
+    const problems = validationProblems(error);
+    return reply.code(400).send({
+      statusCode: 400,
+      code: 'VALIDATION_FAILED',
+      error: 'Bad Request',
+      message: problems.map((p) => `${p.field} ${p.message}`).join('; '),
+      problems,
+    });
+  }
+  if (error instanceof ServiceError) {
+    const statusCode = httpStatusOf[error.code];
+    if (statusCode >= 500) request.log.warn({ err: error }, 'service unavailable');
+    if (error.retriable) void reply.header('retry-after', '1');
+    return reply.code(statusCode).send({
+      statusCode,
+      code: error.code,
+      error: reasons[statusCode] ?? 'Error',
+      message: error.message,
+      ...(error instanceof ValidationError ? { problems: error.problems } : {}),
+      ...('actual' in error && typeof error.actual === 'number' ? { currentRevision: error.actual } : {}),
+    });
+  }
+  const statusCode = typeof error.statusCode === 'number' ? error.statusCode : 500;
+  if (statusCode >= 400 && statusCode < 500) {
+    return reply.code(statusCode).send({
+      statusCode,
+      code: error.code ?? 'BAD_REQUEST',
+      error: reasons[statusCode] ?? 'Client Error',
+      message: error.message,
+    });
+  }
+  request.log.error({ err: error }, 'unexpected error');
+  return reply.code(500).send({
+    statusCode: 500,
+    code: 'INTERNAL_ERROR',
+    error: 'Internal Server Error',
+    message: 'an unexpected error occurred; it has been logged',
+  });
+}

@@ -1,0 +1,85 @@
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import knexFactory, { type Knex } from 'knex';
+import type { ReadDbConfig } from './config.js';
+import { StoreUnavailableError } from './errors.js';
+
+/**
+ * Opens the read database: MariaDB (`queries` by default) through mysql2, or the
+ * embedded SQLite file. Creates the MariaDB database when it is missing, so a
+ * fresh server needs nothing but a user that may create it.
+ */
+export async function openReadDb(config: ReadDbConfig): Promise<Knex> {
+  if (config.client === 'sqlite') {
+    mkdirSync(dirname(config.file), { recursive: true });
+    return knexFactory({
+      client: 'better-sqlite3',
+      connection: { filename: config.file },
+      useNullAsDefault: true,
+      pool: {
+        min: 1,
+        max: 1,
+        afterCreate(connection: { pragma(sql: string): unknown }, done: (error: Error | null) => void) {
+          connection.pragma('journal_mode = WAL');
+          connection.pragma('synchronous = NORMAL');
+          connection.pragma('busy_timeout = 5000');
+          done(null);
+        },
+      },
+    });
+  }
+  const url = new URL(config.url);
+  const database = decodeURIComponent(url.pathname.replace(/^\//, '')) || 'queries';
+  const connection = {
+    host: url.hostname,
+    port: Number(url.port || 3306),
+    user: decodeURIComponent(url.username || 'root'),
+    password: decodeURIComponent(url.password),
+    timezone: 'Z',
+    dateStrings: true,
+    supportBigNumbers: true,
+    bigNumberStrings: true,
+    charset: 'utf8mb4',
+    connectTimeout: 5000,
+  };
+  const admin = knexFactory({ client: 'mysql2', connection, pool: { min: 0, max: 1 } });
+  try {
+    await admin.raw('CREATE DATABASE IF NOT EXISTS ?? CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci', [database]);
+  } catch (error) {
+    throw readDbError(error, config.url);
+  } finally {
+    await admin.destroy();
+  }
+  return knexFactory({
+    client: 'mysql2',
+    connection: { ...connection, database },
+    pool: { min: 0, max: 10 },
+    acquireConnectionTimeout: 10_000,
+  });
+}
+
+const unreachableCodes = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENOTFOUND',
+  'PROTOCOL_CONNECTION_LOST',
+  'ER_CON_COUNT_ERROR',
+  'SQLITE_BUSY',
+]);
+
+/** Connection failures become the retriable StoreUnavailableError; the rest pass through. */
+export function readDbError(error: unknown, where = 'read database'): unknown {
+  const code = (error as { code?: unknown }).code;
+  const isTimeout = error instanceof Error && error.name === 'KnexTimeoutError';
+  if ((typeof code === 'string' && unreachableCodes.has(code)) || isTimeout) {
+    const redacted = where.replace(/\/\/[^@/]*@/, '//***@');
+    return new StoreUnavailableError(`cannot reach ${redacted}: ${String(code ?? 'timeout')}`, { cause: error });
+  }
+  return error;
+}
+
+/** Dates travel as UTC 'YYYY-MM-DD HH:MM:SS.mmm', which both dialects store and return as is. */
+export const toDbDate = (iso: string): string => new Date(iso).toISOString().replace('T', ' ').replace('Z', '');
+export const fromDbDate = (value: string): string => `${value.replace(' ', 'T')}Z`;

@@ -1,0 +1,29 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+
+/** Capped exponential backoff with full jitter: the n-th delay is random in [0, min(cap, base * 2^n)]. */
+export function backoffDelay(attempt: number, baseMs = 100, capMs = 10_000): number {
+  return Math.random() * Math.min(capMs, baseMs * 2 ** attempt);
+}
+
+export const isRetriable = (error: unknown): boolean =>
+  typeof error === 'object' && error !== null && (error as { retriable?: unknown }).retriable === true;
+
+/**
+ * Runs `work` until it succeeds, retrying retriable errors with backoff; any other
+ * error is thrown at once. `onRetry` is told of each failure so callers can log
+ * state changes rather than every attempt.
+ */
+export async function retrying<T>(
+  work: () => Promise<T>,
+  options: { signal?: AbortSignal; onRetry?: (error: unknown, attempt: number) => void; capMs?: number } = {},
+): Promise<T> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await work();
+    } catch (error) {
+      if (!isRetriable(error) || options.signal?.aborted) throw error;
+      options.onRetry?.(error, attempt);
+      await sleep(backoffDelay(attempt, 100, options.capMs), undefined, { signal: options.signal });
+    }
+  }
+}

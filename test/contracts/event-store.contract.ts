@@ -1,0 +1,177 @@
+import { randomUUID } from 'node:crypto';
+import type { Test } from 'tap';
+import type { EventStore, RecordedEvent } from '../../shared/event-store/port.js';
+
+/**
+ * The behaviour every event store adapter must have. Run it from an adapter's test
+ * file: `eventStoreContract(t, async () => ({ store, cleanup }))`. Stream ids are
+ * random, so the suite also runs against a store that already holds data.
+ */
+export interface StoreUnderTest {
+  store: EventStore;
+  cleanup(): Promise<void>;
+}
+
+const event = (n: number) => ({ type: 'Counted', data: { n }, metadata: { correlationId: `c-${n}` } });
+const stream = () => `contract-${randomUUID()}`;
+
+async function take(iterable: AsyncIterable<RecordedEvent>, count: number, predicate: (e: RecordedEvent) => boolean) {
+  const taken: RecordedEvent[] = [];
+  for await (const e of iterable) {
+    if (predicate(e)) taken.push(e);
+    if (taken.length === count) break;
+  }
+  return taken;
+}
+
+export function eventStoreContract(t: Test, open: () => Promise<StoreUnderTest>): void {
+  async function withStore(t: Test, body: (store: EventStore) => Promise<void>) {
+    const { store, cleanup } = await open();
+    t.teardown(cleanup);
+    await body(store);
+  }
+
+  void t.test('appends to a new stream with no_stream and reads it back in order', (t) =>
+    withStore(t, async (store) => {
+      const id = stream();
+      const result = await store.appendToStream(id, [event(1), event(2)], { expectedRevision: 'no_stream' });
+      t.equal(result.nextExpectedRevision, 1);
+      const read = await store.readStream(id);
+      t.same(
+        read.map((e) => [e.streamId, e.revision, e.type, e.data, e.metadata.correlationId]),
+        [
+          [id, 0, 'Counted', { n: 1 }, 'c-1'],
+          [id, 1, 'Counted', { n: 2 }, 'c-2'],
+        ],
+      );
+      t.equal(read[1]?.position, result.position, 'the result names the last event position');
+      t.ok(read[0]!.position < read[1]!.position, 'positions grow');
+      t.ok(read.every((e) => typeof e.id === 'string' && e.recordedAt instanceof Date));
+    }),
+  );
+
+  void t.test('keeps the event id given by the caller', (t) =>
+    withStore(t, async (store) => {
+      const id = stream();
+      const eventId = randomUUID();
+      await store.appendToStream(id, [{ ...event(1), id: eventId }], { expectedRevision: 'any' });
+      t.equal((await store.readStream(id))[0]?.id, eventId);
+    }),
+  );
+
+  void t.test('enforces the expected revision', (t) =>
+    withStore(t, async (store) => {
+      const id = stream();
+      await t.rejects(store.appendToStream(id, [event(1)], { expectedRevision: 0 }), {
+        name: 'ConcurrencyError',
+        code: 'REVISION_CONFLICT',
+        actual: -1,
+      });
+      await t.rejects(store.appendToStream(id, [event(1)], { expectedRevision: 'stream_exists' }), {
+        name: 'ConcurrencyError',
+      });
+      await store.appendToStream(id, [event(1)], { expectedRevision: 'no_stream' });
+      await t.rejects(store.appendToStream(id, [event(2)], { expectedRevision: 'no_stream' }), {
+        name: 'ConcurrencyError',
+        actual: 0,
+      });
+      await t.rejects(store.appendToStream(id, [event(2)], { expectedRevision: 5 }), { name: 'ConcurrencyError' });
+      const second = await store.appendToStream(id, [event(2)], { expectedRevision: 0 });
+      t.equal(second.nextExpectedRevision, 1);
+      const third = await store.appendToStream(id, [event(3)], { expectedRevision: 'stream_exists' });
+      t.equal(third.nextExpectedRevision, 2);
+      const fourth = await store.appendToStream(id, [event(4)], { expectedRevision: 'any' });
+      t.equal(fourth.nextExpectedRevision, 3);
+      t.same((await store.readStream(id)).map((e) => (e.data as { n: number }).n), [1, 2, 3, 4]);
+    }),
+  );
+
+  void t.test('lets exactly one of two concurrent appends at the same revision win', (t) =>
+    withStore(t, async (store) => {
+      const id = stream();
+      await store.appendToStream(id, [event(0)], { expectedRevision: 'no_stream' });
+      const results = await Promise.allSettled(
+        [1, 2, 3, 4].map((n) => store.appendToStream(id, [event(n)], { expectedRevision: 0 })),
+      );
+      t.equal(results.filter((r) => r.status === 'fulfilled').length, 1);
+      t.equal((await store.readStream(id)).length, 2);
+    }),
+  );
+
+  void t.test('reads a stream from a revision, and an unknown stream as empty', (t) =>
+    withStore(t, async (store) => {
+      const id = stream();
+      await store.appendToStream(id, [event(1), event(2), event(3)], { expectedRevision: 'no_stream' });
+      t.same((await store.readStream(id, { fromRevision: 1 })).map((e) => e.revision), [1, 2]);
+      t.same(await store.readStream(stream()), []);
+    }),
+  );
+
+  void t.test('reads the global log after a position, in append order, in pages', (t) =>
+    withStore(t, async (store) => {
+      const a = stream();
+      const b = stream();
+      const first = await store.appendToStream(a, [event(1)], { expectedRevision: 'no_stream' });
+      await store.appendToStream(b, [event(2), event(3)], { expectedRevision: 'no_stream' });
+      await store.appendToStream(a, [event(4)], { expectedRevision: 0 });
+      const page = await store.readAll({ after: first.position, maxCount: 2 });
+      t.same(page.map((e) => [e.streamId, (e.data as { n: number }).n]), [
+        [b, 2],
+        [b, 3],
+      ]);
+      const rest = await store.readAll({ after: page[1]!.position, maxCount: 100 });
+      t.same(
+        rest.filter((e) => e.streamId === a || e.streamId === b).map((e) => (e.data as { n: number }).n),
+        [4],
+      );
+      const fromStart = await store.readAll({ maxCount: 100_000 });
+      const ours = fromStart.filter((e) => e.streamId === a || e.streamId === b);
+      t.same(ours.map((e) => (e.data as { n: number }).n), [1, 2, 3, 4]);
+      for (let i = 1; i < fromStart.length; i++) t.ok(fromStart[i - 1]!.position < fromStart[i]!.position);
+    }),
+  );
+
+  void t.test('subscribes from a position, catches up, then tails live appends', (t) =>
+    withStore(t, async (store) => {
+      const id = stream();
+      const first = await store.appendToStream(id, [event(1)], { expectedRevision: 'no_stream' });
+      await store.appendToStream(id, [event(2)], { expectedRevision: 0 });
+      const subscription = store.subscribeToAll({ after: first.position });
+      t.teardown(() => subscription.close());
+      const received = take(subscription, 3, (e) => e.streamId === id);
+      // Appended after the subscription started: must arrive live.
+      setTimeout(() => void store.appendToStream(id, [event(3), event(4)], { expectedRevision: 1 }), 50);
+      t.same((await received).map((e) => (e.data as { n: number }).n), [2, 3, 4]);
+    }),
+  );
+
+  void t.test('filters a subscription by stream prefix', (t) =>
+    withStore(t, async (store) => {
+      const prefix = `contract-${randomUUID()}-`;
+      const wanted = `${prefix}one`;
+      const head = await store.readAll({ maxCount: 1 });
+      const subscription = store.subscribeToAll({ streamPrefixes: [prefix] });
+      t.teardown(() => subscription.close());
+      await store.appendToStream(stream(), [event(1)], { expectedRevision: 'no_stream' });
+      await store.appendToStream(wanted, [event(2)], { expectedRevision: 'no_stream' });
+      const [first] = await take(subscription, 1, () => true);
+      t.equal(first?.streamId, wanted, `first event seen after ${head.length ? 'existing' : 'no'} history`);
+    }),
+  );
+
+  void t.test('a closed subscription ends its iteration', (t) =>
+    withStore(t, async (store) => {
+      const subscription = store.subscribeToAll();
+      const iterator = subscription[Symbol.asyncIterator]();
+      const pending = (async () => {
+        for (;;) {
+          const next = await iterator.next();
+          if (next.done) return 'ended';
+        }
+      })();
+      await new Promise((r) => setTimeout(r, 30));
+      await subscription.close();
+      t.equal(await pending, 'ended');
+    }),
+  );
+}
