@@ -1,5 +1,4 @@
 import type { EventStore, LogSubscription } from '../event-store/port.js';
-import { userStreamPrefix } from '../user-events.js';
 import { inBatches } from './batches.js';
 import type { EventFeed } from './port.js';
 
@@ -11,10 +10,10 @@ export function eventStoreFeed(store: EventStore, options: { batchSize: number }
   return {
     async *batches(from) {
       const after = from.get(globalLogSource);
-      const subscription = store.subscribeToAll({
-        ...(after === undefined ? {} : { after: BigInt(after) }),
-        streamPrefixes: [userStreamPrefix],
-      });
+      // Unfiltered on purpose: the checkpoint must move past other streams' events too,
+      // or a log that ends in one would be re-read after every restart. The projector
+      // ignores events that are not user events.
+      const subscription = store.subscribeToAll(after === undefined ? {} : { after: BigInt(after) });
       subscriptions.add(subscription);
       try {
         for await (const events of inBatches(subscription, options.batchSize)) {

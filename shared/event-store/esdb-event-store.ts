@@ -1,0 +1,342 @@
+import { randomUUID } from 'node:crypto';
+import {
+  ANY,
+  CancelledError,
+  DeadlineExceededError,
+  EventStoreDBClient,
+  NO_STREAM,
+  NotLeaderError,
+  START,
+  STREAM_EXISTS,
+  StreamNotFoundError,
+  TimeoutError,
+  UnavailableError,
+  WrongExpectedVersionError,
+  excludeSystemEvents,
+  jsonEvent,
+  streamNameFilter,
+  type AllStreamResolvedEvent,
+  type AppendExpectedRevision,
+  type JSONType,
+  type ResolvedEvent,
+} from '@eventstore/db-client';
+import { ConcurrencyError, ServiceError, StoreUnavailableError } from '../errors.js';
+import {
+  describeExpected,
+  type EventMetadata,
+  type EventStore,
+  type ExpectedRevision,
+  type LogSubscription,
+  type RecordedEvent,
+} from './port.js';
+
+export interface EsdbEventStoreOptions {
+  /** e.g. `esdb://node1:2113,node2:2113?tls=true`. */
+  connectionString: string;
+  /**
+   * Upper bound on each append and read. The client sets no deadline on reads and
+   * on the shared BatchAppend call, so without it a hung node would hang callers.
+   */
+  operationTimeoutMs?: number;
+  /** Backoff between resubscriptions after a subscription dropped (doubling, capped). */
+  resubscribeDelayMs?: { initial: number; max: number };
+  /** Told of every drop that is followed by a resubscription, e.g. to log it. */
+  onSubscriptionDropped?: (error: unknown, attempt: number) => void;
+}
+
+type Resolved = ResolvedEvent | AllStreamResolvedEvent;
+
+/** gRPC status codes that mean "the node is not reachable right now". */
+const UNAVAILABLE_CODES = new Set([
+  1, // CANCELLED: by the server, e.g. it shut down under a call
+  4, // DEADLINE_EXCEEDED
+  10, // ABORTED: the client maps it to TimeoutError
+  14, // UNAVAILABLE
+]);
+
+/**
+ * The client reports the same outage in two shapes: its own CommandErrors, or the
+ * raw gRPC ServiceError when it failed while asking for the server's features
+ * (which happens first on every append after a reconnect).
+ */
+function isUnavailable(error: unknown): boolean {
+  if (
+    error instanceof UnavailableError ||
+    error instanceof DeadlineExceededError ||
+    error instanceof TimeoutError ||
+    error instanceof CancelledError ||
+    error instanceof NotLeaderError
+  ) {
+    return true;
+  }
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === 'number' && UNAVAILABLE_CODES.has(code) && !isClientCancellation(error);
+}
+
+const isClientCancellation = (error: unknown) =>
+  (error as { details?: unknown } | null)?.details === 'Cancelled on client';
+
+const message = (error: unknown) => (error instanceof Error ? error.message : String(error));
+
+function translate(error: unknown, what: string): Error {
+  if (error instanceof ServiceError) return error;
+  if (isUnavailable(error)) {
+    return new StoreUnavailableError(`EventStoreDB unavailable during ${what}: ${message(error)}`, { cause: error });
+  }
+  return new Error(`EventStoreDB ${what} failed: ${message(error)}`, { cause: error });
+}
+
+function toVendorExpected(expected: ExpectedRevision): AppendExpectedRevision {
+  switch (expected) {
+    case 'no_stream':
+      return NO_STREAM;
+    case 'stream_exists':
+      return STREAM_EXISTS;
+    case 'any':
+      return ANY;
+    default:
+      return BigInt(expected);
+  }
+}
+
+/** A node before 22.6 sends 2^64-1 ("no position") for events read from a stream. */
+const NO_POSITION = 2n ** 64n - 1n;
+
+function toRecorded(resolved: Resolved): RecordedEvent | undefined {
+  const event = resolved.event;
+  if (!event) return undefined;
+  const position = event.position?.commit ?? resolved.commitPosition;
+  if (position === undefined || position === NO_POSITION) {
+    throw new Error(`EventStoreDB sent no log position for ${event.streamId}@${event.revision}; 22.6 or newer is needed`);
+  }
+  const metadata = event.metadata;
+  return {
+    id: event.id,
+    streamId: event.streamId,
+    revision: Number(event.revision),
+    position,
+    type: event.type,
+    data: event.data,
+    metadata:
+      metadata && typeof metadata === 'object' && !(metadata instanceof Uint8Array) && !Array.isArray(metadata)
+        ? (metadata as EventMetadata)
+        : {},
+    recordedAt: event.created,
+  };
+}
+
+/** Events the database writes itself ($stats, $metadata, links, projections...). */
+const isSystemEvent = (event: RecordedEvent) => event.type.startsWith('$') || event.streamId.startsWith('$');
+
+/** Rejects with StoreUnavailableError after `ms`, calling `onTimeout` to release resources. */
+function withTimeout<T>(work: Promise<T>, ms: number, what: string, onTimeout?: () => void): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      onTimeout?.();
+      reject(new StoreUnavailableError(`EventStoreDB did not answer ${what} within ${ms} ms`));
+    }, ms);
+  });
+  return Promise.race([work, timeout]).finally(() => clearTimeout(timer));
+}
+
+/**
+ * The production event store: EventStoreDB through `@eventstore/db-client`.
+ *
+ * Positions are commit positions. `after` is exclusive everywhere in the port;
+ * EventStoreDB reads of $all include the event at `fromPosition` (it is skipped
+ * here) while subscriptions start after it (events at or before the last
+ * position seen are skipped anyway, which also makes resubscription duplicate-free).
+ * System events are never returned by readAll or subscriptions.
+ */
+export function esdbEventStore(options: EsdbEventStoreOptions): EventStore {
+  const client = EventStoreDBClient.connectionString(options.connectionString);
+  const timeoutMs = options.operationTimeoutMs ?? 10_000;
+  const backoff = options.resubscribeDelayMs ?? { initial: 100, max: 5_000 };
+  const subscriptions = new Set<LogSubscription>();
+  const inflight = new Set<Promise<unknown>>();
+  let closed = false;
+
+  /**
+   * close() waits for these: disposing the client cancels its calls, and the client
+   * rejects *every* pending BatchAppend of the process then, while a cancelled read
+   * simply never ends.
+   */
+  function track<T>(operation: Promise<T>): Promise<T> {
+    inflight.add(operation);
+    const done = () => inflight.delete(operation);
+    operation.then(done, done);
+    return operation;
+  }
+
+  /** Drains a read, bounded in time: the client puts no deadline on reads. */
+  async function collect(read: ReturnType<typeof client.readAll> | ReturnType<typeof client.readStream>, what: string) {
+    const events: Resolved[] = [];
+    const drain = async () => {
+      for await (const resolved of read) events.push(resolved);
+      return events;
+    };
+    return withTimeout(drain(), timeoutMs, what, () => {
+      void read.cancel();
+      read.destroy();
+    });
+  }
+
+  async function readAllPage(after: bigint | undefined, maxCount: number): Promise<RecordedEvent[]> {
+    const out: RecordedEvent[] = [];
+    let cursor = after;
+    // System events do not count towards maxCount, so one page may take several reads.
+    while (out.length < maxCount) {
+      const want = maxCount - out.length + (cursor === undefined ? 0 : 1);
+      const read = client.readAll({
+        fromPosition: cursor === undefined ? START : { commit: cursor, prepare: cursor },
+        maxCount: want,
+      });
+      const page = await collect(read, 'readAll');
+      for (const resolved of page) {
+        const event = toRecorded(resolved);
+        if (!event || (cursor !== undefined && event.position <= cursor)) continue;
+        cursor = event.position;
+        if (!isSystemEvent(event) && out.length < maxCount) out.push(event);
+      }
+      if (page.length < want) break;
+    }
+    return out;
+  }
+
+  const store: EventStore = {
+    appendToStream: (streamId, events, { expectedRevision }) => track(append(streamId, events, expectedRevision)),
+    readStream: (streamId, { fromRevision = 0 } = {}) => track(readStream(streamId, fromRevision)),
+    readAll: ({ after, maxCount }) => track(readAll(after, maxCount)),
+REMOVE_START
+    async appendToStream(streamId, events, { expectedRevision }) {
+      const what = `append to ${streamId}`;
+      try {
+        const result = await withTimeout(
+          client.appendToStream(
+            streamId,
+            events.map((e) =>
+              jsonEvent({
+                id: e.id ?? randomUUID(),
+                type: e.type,
+                data: e.data as JSONType,
+                ...(e.metadata ? { metadata: e.metadata } : {}),
+              }),
+            ),
+            { expectedRevision: toVendorExpected(expectedRevision) },
+          ),
+          timeoutMs,
+          what,
+        );
+        if (!result.success) {
+          // Only with throwOnAppendFailure=false in the connection string. The client's
+          // BatchAppend path then reports a wrong revision here, so say "unknown" (-1)
+          // rather than trust it.
+          throw new ConcurrencyError(streamId, describeExpected(expectedRevision), -1);
+        }
+        return {
+          nextExpectedRevision: Number(result.nextExpectedRevision),
+          position: result.position?.commit ?? 0n,
+        };
+      } catch (error) {
+        if (error instanceof WrongExpectedVersionError) {
+          const actual = typeof error.actualVersion === 'bigint' ? Number(error.actualVersion) : -1;
+          throw new ConcurrencyError(streamId, describeExpected(expectedRevision), actual, { cause: error });
+        }
+        throw translate(error, what);
+      }
+    },
+
+    async readStream(streamId, { fromRevision = 0 } = {}) {
+      try {
+        const read = client.readStream(streamId, { fromRevision: BigInt(fromRevision) });
+        const events = await collect(read, `read of ${streamId}`);
+        return events.map(toRecorded).filter((e): e is RecordedEvent => e !== undefined);
+      } catch (error) {
+        if (error instanceof StreamNotFoundError) return [];
+        throw translate(error, `read of ${streamId}`);
+      }
+    },
+
+    async readAll({ after, maxCount }) {
+      if (maxCount <= 0) return [];
+      try {
+        return await readAllPage(after, maxCount);
+      } catch (error) {
+        throw translate(error, 'readAll');
+      }
+    },
+
+    subscribeToAll({ after, streamPrefixes } = {}) {
+      let stopped = false;
+      let current: ReturnType<typeof client.subscribeToAll> | undefined;
+      let wake: () => void = () => {};
+      const filter = streamPrefixes ? streamNameFilter({ prefixes: [...streamPrefixes] }) : excludeSystemEvents();
+
+      async function* events(): AsyncGenerator<RecordedEvent> {
+        let last = after;
+        let attempt = 0;
+        while (!stopped) {
+          const subscription = client.subscribeToAll({
+            fromPosition: last === undefined ? START : { commit: last, prepare: last },
+            filter,
+          });
+          current = subscription;
+          // A confirmed subscription means the node is back: the next drop starts a fresh backoff.
+          subscription.once('confirmation', () => (attempt = 0));
+          try {
+            for await (const resolved of subscription as AsyncIterable<AllStreamResolvedEvent>) {
+              const event = toRecorded(resolved);
+              if (!event || (last !== undefined && event.position <= last)) continue;
+              last = event.position;
+              if (isSystemEvent(event)) continue;
+              yield event;
+            }
+            if (stopped) return;
+            // The node ended the call without an error: treat it like a drop.
+          } catch (error) {
+            if (stopped) return;
+            if (!isUnavailable(error)) throw translate(error, 'subscription to $all');
+            options.onSubscriptionDropped?.(error, attempt + 1);
+          } finally {
+            current = undefined;
+            void subscription.unsubscribe().catch(() => {});
+            subscription.destroy();
+          }
+          const delay = Math.min(backoff.max, backoff.initial * 2 ** attempt++);
+          await new Promise<void>((resolve) => {
+            const timer = setTimeout(resolve, delay);
+            wake = () => {
+              clearTimeout(timer);
+              resolve();
+            };
+          });
+        }
+      }
+
+      const iterator = events();
+      const subscription: LogSubscription = {
+        [Symbol.asyncIterator]: () => iterator,
+        async close() {
+          stopped = true;
+          subscriptions.delete(subscription);
+          wake();
+          // Ends a pending next(): the iteration above throws, sees `stopped`, and returns.
+          current?.destroy();
+          await iterator.return(undefined);
+        },
+      };
+      subscriptions.add(subscription);
+      if (closed) void subscription.close();
+      return subscription;
+    },
+
+    async close() {
+      if (closed) return;
+      closed = true;
+      await Promise.all([...subscriptions].map((s) => s.close()));
+      await client.dispose();
+    },
+  };
+  return store;
+}

@@ -1,0 +1,51 @@
+import type { Knex } from 'knex';
+import { userCommands, type UserCommands } from '../../command-side/user-commands.js';
+import type { EventStore } from '../../shared/event-store/port.js';
+import { userRowFrom, type UserRow } from '../../projector/user-row.js';
+import { toUserEvent } from '../../projector/apply-batch.js';
+
+export const commandsOver = (store: EventStore): UserCommands => userCommands({ store, emailGraceMs: 60_000 });
+
+/** Registers `count` users through the real command handler and gives them varied histories. */
+export async function seedUsers(commands: UserCommands, count: number, tag = 'seed'): Promise<string[]> {
+  const ids: string[] = [];
+  for (let i = 0; i < count; i++) {
+    const { id } = await commands.register({ name: `User ${tag} ${i}`, email: `u${i}.${tag}@example.org` });
+    ids.push(id);
+    if (i % 2 === 0) await commands.rename(id, `Renamed ${tag} ${i}`);
+    if (i % 3 === 0) await commands.changeEmail(id, `changed${i}.${tag}@example.org`);
+    if (i % 4 === 0) await commands.validate(id);
+    if (i % 5 === 0) await commands.deactivate(id);
+  }
+  return ids;
+}
+
+/** The read model as a pure fold of the whole log: what USER_DATA must equal. */
+export async function expectedRows(store: EventStore): Promise<UserRow[]> {
+  const rows = new Map<string, UserRow>();
+  for (let after: bigint | undefined; ; ) {
+    const page = await store.readAll({ ...(after === undefined ? {} : { after }), maxCount: 1000 });
+    for (const recorded of page) {
+      const event = toUserEvent(recorded);
+      if (!event) continue;
+      const row = userRowFrom(rows.get(event.data.userId), event, recorded.revision);
+      if (row) rows.set(row.ID_USER_DATA, row);
+    }
+    if (page.length < 1000) break;
+    after = page[page.length - 1]!.position;
+  }
+  return [...rows.values()].sort((a, b) => a.ID_USER_DATA.localeCompare(b.ID_USER_DATA));
+}
+
+export async function tableRows(db: Knex, table = 'USER_DATA'): Promise<UserRow[]> {
+  const rows = await db<UserRow>(table).select('*').orderBy('ID_USER_DATA');
+  return rows.map((row) => ({ ...row, VERSION: Number(row.VERSION) }));
+}
+
+export async function waitFor(condition: () => Promise<boolean> | boolean, timeoutMs = 10_000, what = 'condition') {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
