@@ -1,6 +1,6 @@
 import type { Knex } from 'knex';
 import { ServiceError } from '../shared/errors.js';
-import { readDbError } from '../shared/read-db.js';
+import { isMariaDb, readDbError } from '../shared/read-db.js';
 import { userEventSchemas, isUserEventType, userIdFromStream, type UserEvent } from '../shared/user-events.js';
 import { ajv, fieldProblems } from '../shared/schema-validation.js';
 import { userRowFrom, type UserRow } from './user-row.js';
@@ -62,7 +62,7 @@ export async function applyBatch(db: Knex, events: readonly ProjectedEvent[], ch
       for (let i = 0; i < ids.length; i += rowChunk) {
         const query = trx<UserRow>('USER_DATA').whereIn('ID_USER_DATA', ids.slice(i, i + rowChunk));
         // Several projector instances may share the table; lock the rows this batch owns.
-        const rows = await (trx.client.config.client === 'mysql2' ? query.forUpdate() : query);
+        const rows = await (isMariaDb(trx) ? query.forUpdate() : query);
         for (const row of rows) current.set(row.ID_USER_DATA, { ...row, VERSION: Number(row.VERSION) });
       }
       const changed = new Map<string, UserRow>();

@@ -94,6 +94,8 @@ export function createHttpApp(options: AppOptions) {
       return typeof given === 'string' && /^[\x21-\x7e]{1,128}$/.test(given) ? given : randomUUID();
     },
   }).withTypeProvider<JsonSchemaToTsProvider>();
+  // The APIs speak JSON only: any other body is 415, not a string that fails a schema.
+  app.removeContentTypeParser('text/plain');
   app.setValidatorCompiler(validatorCompilers());
   app.setErrorHandler(handleError);
   app.setNotFoundHandler((request, reply) =>

@@ -75,10 +75,13 @@ export function readDbError(error: unknown, where = 'read database'): unknown {
   const isTimeout = error instanceof Error && error.name === 'KnexTimeoutError';
   if ((typeof code === 'string' && unreachableCodes.has(code)) || isTimeout) {
     const redacted = where.replace(/\/\/[^@/]*@/, '//***@');
-    return new StoreUnavailableError(`cannot reach ${redacted}: ${String(code ?? 'timeout')}`, { cause: error });
+    return new StoreUnavailableError(`cannot reach ${redacted}: ${typeof code === 'string' ? code : 'timeout'}`, { cause: error });
   }
   return error;
 }
+
+export const isMariaDb = (db: Knex): boolean =>
+  (db.client as { config: { client: string } }).config.client === 'mysql2';
 
 /** Dates travel as UTC 'YYYY-MM-DD HH:MM:SS.mmm', which both dialects store and return as is. */
 export const toDbDate = (iso: string): string => new Date(iso).toISOString().replace('T', ' ').replace('Z', '');

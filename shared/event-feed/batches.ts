@@ -33,7 +33,7 @@ export async function* inBatches<T>(source: AsyncIterable<T>, maxSize: number): 
       // Let items that are already on their way join this batch.
       await new Promise((resolve) => setImmediate(resolve));
       if (queue.length === 0) {
-        if (failure) throw failure;
+        if (failure) throw failure instanceof Error ? failure : new Error('batch source failed', { cause: failure });
         if (done) return;
         continue;
       }

@@ -25,9 +25,11 @@ import {
   describeExpected,
   type EventMetadata,
   type EventStore,
+  type EventToAppend,
   type ExpectedRevision,
   type LogSubscription,
   type RecordedEvent,
+  type SubscribeOptions,
 } from './port.js';
 
 export interface EsdbEventStoreOptions {
@@ -109,7 +111,8 @@ function toRecorded(resolved: Resolved): RecordedEvent | undefined {
   if (position === undefined || position === NO_POSITION) {
     throw new Error(`EventStoreDB sent no log position for ${event.streamId}@${event.revision}; 22.6 or newer is needed`);
   }
-  const metadata = event.metadata;
+  // JSON metadata arrives parsed; anything else (bytes, arrays) is not ours.
+  const metadata: unknown = event.metadata;
   return {
     id: event.id,
     streamId: event.streamId,
@@ -204,139 +207,142 @@ export function esdbEventStore(options: EsdbEventStoreOptions): EventStore {
     return out;
   }
 
-  const store: EventStore = {
+  async function append(streamId: string, events: readonly EventToAppend[], expected: ExpectedRevision) {
+    const what = `append to ${streamId}`;
+    try {
+      const result = await withTimeout(
+        client.appendToStream(
+          streamId,
+          events.map((e) =>
+            jsonEvent({
+              id: e.id ?? randomUUID(),
+              type: e.type,
+              data: e.data as JSONType,
+              ...(e.metadata ? { metadata: e.metadata } : {}),
+            }),
+          ),
+          { expectedRevision: toVendorExpected(expected) },
+        ),
+        timeoutMs,
+        what,
+      );
+      if (!result.success) {
+        // Only with throwOnAppendFailure=false in the connection string. The client's
+        // BatchAppend path then reports a wrong current revision, so say -1 rather
+        // than trust it.
+        throw new ConcurrencyError(streamId, describeExpected(expected), -1);
+      }
+      return {
+        nextExpectedRevision: Number(result.nextExpectedRevision),
+        position: result.position?.commit ?? 0n,
+      };
+    } catch (error) {
+      if (error instanceof WrongExpectedVersionError) {
+        const actual = typeof error.actualVersion === 'bigint' ? Number(error.actualVersion) : -1;
+        throw new ConcurrencyError(streamId, describeExpected(expected), actual, { cause: error });
+      }
+      throw translate(error, what);
+    }
+  }
+
+  async function readStream(streamId: string, fromRevision: number) {
+    const what = `read of ${streamId}`;
+    try {
+      const events = await collect(client.readStream(streamId, { fromRevision: BigInt(fromRevision) }), what);
+      return events.map(toRecorded).filter((e): e is RecordedEvent => e !== undefined);
+    } catch (error) {
+      if (error instanceof StreamNotFoundError) return [];
+      throw translate(error, what);
+    }
+  }
+
+  async function readAll(after: bigint | undefined, maxCount: number) {
+    if (maxCount <= 0) return [];
+    try {
+      return await readAllPage(after, maxCount);
+    } catch (error) {
+      throw translate(error, 'readAll');
+    }
+  }
+
+  function subscribeToAll({ after, streamPrefixes }: SubscribeOptions = {}): LogSubscription {
+    let stopped = false;
+    let current: ReturnType<typeof client.subscribeToAll> | undefined;
+    let wake: () => void = () => {};
+    // Server-side filtering: by stream prefix when asked, else at least no system events.
+    const filter = streamPrefixes ? streamNameFilter({ prefixes: [...streamPrefixes] }) : excludeSystemEvents();
+
+    async function* events(): AsyncGenerator<RecordedEvent> {
+      let last = after;
+      let attempt = 0;
+      while (!stopped) {
+        const vendor = client.subscribeToAll({
+          fromPosition: last === undefined ? START : { commit: last, prepare: last },
+          filter,
+        });
+        current = vendor;
+        // A confirmed subscription means the node is back: the next drop starts a fresh backoff.
+        vendor.once('confirmation', () => (attempt = 0));
+        try {
+          for await (const resolved of vendor as AsyncIterable<AllStreamResolvedEvent>) {
+            const event = toRecorded(resolved);
+            // Subscriptions start after `fromPosition`; skipping what was seen anyway
+            // keeps a resubscription free of duplicates whatever the server does.
+            if (!event || (last !== undefined && event.position <= last)) continue;
+            last = event.position;
+            if (!isSystemEvent(event)) yield event;
+          }
+          if (stopped) return;
+          options.onSubscriptionDropped?.(new Error('the server ended the subscription'), attempt + 1);
+        } catch (error) {
+          if (stopped) return;
+          if (!isUnavailable(error)) throw translate(error, 'subscription to $all');
+          options.onSubscriptionDropped?.(error, attempt + 1);
+        } finally {
+          current = undefined;
+          vendor.unsubscribe().catch(() => {});
+          vendor.destroy();
+        }
+        const delay = Math.min(backoff.max, backoff.initial * 2 ** attempt++);
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, delay);
+          wake = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+      }
+    }
+
+    const iterator = events();
+    const subscription: LogSubscription = {
+      [Symbol.asyncIterator]: () => iterator,
+      async close() {
+        stopped = true;
+        subscriptions.delete(subscription);
+        wake();
+        // Ends a pending next(): the loop above throws, sees `stopped`, and returns.
+        current?.destroy();
+        await iterator.return(undefined);
+      },
+    };
+    subscriptions.add(subscription);
+    if (closed) void subscription.close();
+    return subscription;
+  }
+
+  return {
     appendToStream: (streamId, events, { expectedRevision }) => track(append(streamId, events, expectedRevision)),
     readStream: (streamId, { fromRevision = 0 } = {}) => track(readStream(streamId, fromRevision)),
     readAll: ({ after, maxCount }) => track(readAll(after, maxCount)),
-REMOVE_START
-    async appendToStream(streamId, events, { expectedRevision }) {
-      const what = `append to ${streamId}`;
-      try {
-        const result = await withTimeout(
-          client.appendToStream(
-            streamId,
-            events.map((e) =>
-              jsonEvent({
-                id: e.id ?? randomUUID(),
-                type: e.type,
-                data: e.data as JSONType,
-                ...(e.metadata ? { metadata: e.metadata } : {}),
-              }),
-            ),
-            { expectedRevision: toVendorExpected(expectedRevision) },
-          ),
-          timeoutMs,
-          what,
-        );
-        if (!result.success) {
-          // Only with throwOnAppendFailure=false in the connection string. The client's
-          // BatchAppend path then reports a wrong revision here, so say "unknown" (-1)
-          // rather than trust it.
-          throw new ConcurrencyError(streamId, describeExpected(expectedRevision), -1);
-        }
-        return {
-          nextExpectedRevision: Number(result.nextExpectedRevision),
-          position: result.position?.commit ?? 0n,
-        };
-      } catch (error) {
-        if (error instanceof WrongExpectedVersionError) {
-          const actual = typeof error.actualVersion === 'bigint' ? Number(error.actualVersion) : -1;
-          throw new ConcurrencyError(streamId, describeExpected(expectedRevision), actual, { cause: error });
-        }
-        throw translate(error, what);
-      }
-    },
-
-    async readStream(streamId, { fromRevision = 0 } = {}) {
-      try {
-        const read = client.readStream(streamId, { fromRevision: BigInt(fromRevision) });
-        const events = await collect(read, `read of ${streamId}`);
-        return events.map(toRecorded).filter((e): e is RecordedEvent => e !== undefined);
-      } catch (error) {
-        if (error instanceof StreamNotFoundError) return [];
-        throw translate(error, `read of ${streamId}`);
-      }
-    },
-
-    async readAll({ after, maxCount }) {
-      if (maxCount <= 0) return [];
-      try {
-        return await readAllPage(after, maxCount);
-      } catch (error) {
-        throw translate(error, 'readAll');
-      }
-    },
-
-    subscribeToAll({ after, streamPrefixes } = {}) {
-      let stopped = false;
-      let current: ReturnType<typeof client.subscribeToAll> | undefined;
-      let wake: () => void = () => {};
-      const filter = streamPrefixes ? streamNameFilter({ prefixes: [...streamPrefixes] }) : excludeSystemEvents();
-
-      async function* events(): AsyncGenerator<RecordedEvent> {
-        let last = after;
-        let attempt = 0;
-        while (!stopped) {
-          const subscription = client.subscribeToAll({
-            fromPosition: last === undefined ? START : { commit: last, prepare: last },
-            filter,
-          });
-          current = subscription;
-          // A confirmed subscription means the node is back: the next drop starts a fresh backoff.
-          subscription.once('confirmation', () => (attempt = 0));
-          try {
-            for await (const resolved of subscription as AsyncIterable<AllStreamResolvedEvent>) {
-              const event = toRecorded(resolved);
-              if (!event || (last !== undefined && event.position <= last)) continue;
-              last = event.position;
-              if (isSystemEvent(event)) continue;
-              yield event;
-            }
-            if (stopped) return;
-            // The node ended the call without an error: treat it like a drop.
-          } catch (error) {
-            if (stopped) return;
-            if (!isUnavailable(error)) throw translate(error, 'subscription to $all');
-            options.onSubscriptionDropped?.(error, attempt + 1);
-          } finally {
-            current = undefined;
-            void subscription.unsubscribe().catch(() => {});
-            subscription.destroy();
-          }
-          const delay = Math.min(backoff.max, backoff.initial * 2 ** attempt++);
-          await new Promise<void>((resolve) => {
-            const timer = setTimeout(resolve, delay);
-            wake = () => {
-              clearTimeout(timer);
-              resolve();
-            };
-          });
-        }
-      }
-
-      const iterator = events();
-      const subscription: LogSubscription = {
-        [Symbol.asyncIterator]: () => iterator,
-        async close() {
-          stopped = true;
-          subscriptions.delete(subscription);
-          wake();
-          // Ends a pending next(): the iteration above throws, sees `stopped`, and returns.
-          current?.destroy();
-          await iterator.return(undefined);
-        },
-      };
-      subscriptions.add(subscription);
-      if (closed) void subscription.close();
-      return subscription;
-    },
-
+    subscribeToAll,
     async close() {
       if (closed) return;
       closed = true;
       await Promise.all([...subscriptions].map((s) => s.close()));
+      // Every operation is bounded by the timeout, so this wait is too.
+      await Promise.allSettled([...inflight]);
       await client.dispose();
     },
   };
-  return store;
 }

@@ -50,7 +50,7 @@ export function inMemoryEventStore(): EventStore {
       return Promise.resolve(log.slice(start, start + maxCount));
     },
     subscribeToAll(options = {}) {
-      return pollingSubscription({ readAll: (o) => store.readAll(o), waitForAppend: appended.wait }, options);
+      return pollingSubscription({ readAll: (o) => store.readAll(o), waitForAppend: (ms) => appended.wait(ms) }, options);
     },
     close() {
       return Promise.resolve();

@@ -50,12 +50,12 @@ const toRecorded = (row: EventRow): RecordedEvent => ({
 });
 
 /** SQLITE_BUSY and friends mean another process holds the lock: worth retrying. */
-function translate(error: unknown): unknown {
+function translate(error: unknown): Error {
   const code = (error as { code?: unknown }).code;
   if (typeof code === 'string' && /^SQLITE_(BUSY|LOCKED|IOERR|CANTOPEN|FULL)/.test(code)) {
     return new StoreUnavailableError(`embedded event store: ${code}`, { cause: error });
   }
-  return error;
+  return error instanceof Error ? error : new Error(String(error));
 }
 
 /**
@@ -139,7 +139,7 @@ export function sqliteEventStore(options: { file: string; pollMs?: number }): Ev
     },
     subscribeToAll(subscribeOptions = {}) {
       return pollingSubscription(
-        { readAll: (o) => store.readAll(o), waitForAppend: appended.wait },
+        { readAll: (o) => store.readAll(o), waitForAppend: (ms) => appended.wait(ms) },
         { pollMs, ...subscribeOptions },
       );
     },

@@ -1,0 +1,122 @@
+import { pino } from 'pino';
+import t from 'tap';
+import { buildQueryApp } from '../../query-side/app.js';
+import { applyBatch } from '../../projector/apply-batch.js';
+import { userProjector } from '../../projector/projector.js';
+import { eventStoreFeed } from '../../shared/event-feed/event-store-feed.js';
+import { inMemoryEventStore } from '../../shared/event-store/in-memory-event-store.js';
+import { forEachReadDb } from '../support/read-dbs.js';
+import { commandsOver, waitFor } from '../support/seed.js';
+
+const logger = pino({ level: 'silent' });
+
+forEachReadDb(t, async (t, db) => {
+  const store = inMemoryEventStore();
+  const commands = commandsOver(store);
+  const app = buildQueryApp({ db, consistencyWaitMs: 300 });
+  t.teardown(() => app.close());
+
+  const names = ['Ada', 'Adam', 'Alan', 'Barbara', 'Ada_%', "O'Brien; DROP TABLE USER_DATA; --"];
+  const ids: string[] = [];
+  for (const [i, name] of names.entries()) {
+    ids.push((await commands.register({ name, email: `p${i}@example.org` })).id);
+  }
+  await commands.validate(ids[1]!);
+  await commands.deactivate(ids[2]!);
+  await applyBatch(db, await store.readAll({ maxCount: 1000 }), new Map());
+
+  await t.test('GET /users/:id returns the user, 404 for an unknown id, 400 for a malformed one', async (t) => {
+    const found = await app.inject({ url: `/users/${ids[1]}` });
+    t.equal(found.statusCode, 200);
+    t.match(found.json(), { id: ids[1], name: 'Adam', email: 'p1@example.org', status: 'validated', version: 1 });
+    t.match(found.json(), { registeredAt: /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/, validatedAt: /Z$/ });
+    const upper = await app.inject({ url: `/users/${ids[1]!.toUpperCase()}` });
+    t.equal(upper.statusCode, 200, 'ids are case-insensitive');
+    const missing = await app.inject({ url: '/users/0190f2a4-6c1d-7cc2-9d6e-7d3b8a2f0000' });
+    t.equal(missing.statusCode, 404);
+    t.equal(missing.json().code, 'USER_NOT_FOUND');
+    const bad = await app.inject({ url: '/users/not-a-uuid' });
+    t.equal(bad.statusCode, 400);
+    t.match(bad.json(), { code: 'VALIDATION_FAILED', problems: [{ field: 'id', in: 'params' }] });
+  });
+
+  await t.test('GET /users filters by exact email, name prefix and status', async (t) => {
+    const byEmail = await app.inject({ url: '/users?email=P3@example.org' });
+    t.same(byEmail.json().items.map((u: { name: string }) => u.name), ['Barbara']);
+    const byPrefix = await app.inject({ url: '/users?name=Ada' });
+    t.same(byPrefix.json().items.map((u: { name: string }) => u.name).sort(), ['Ada', 'Ada_%', 'Adam']);
+    const byStatus = await app.inject({ url: '/users?status=deactivated' });
+    t.same(byStatus.json().items.map((u: { name: string }) => u.name), ['Alan']);
+    const bad = await app.inject({ url: '/users?status=gone&limit=1000&colour=red' });
+    t.equal(bad.statusCode, 400);
+    t.same(bad.json().problems.map((p: { field: string }) => p.field).sort(), ['colour', 'limit', 'status']);
+  });
+
+  await t.test('SQL and LIKE metacharacters in every parameter are plain text', async (t) => {
+    const wildcard = await app.inject({ url: `/users?name=${encodeURIComponent('Ada_%')}` });
+    t.same(wildcard.json().items.map((u: { name: string }) => u.name), ['Ada_%'], '_ and % match only themselves');
+    const percentOnly = await app.inject({ url: `/users?name=${encodeURIComponent('%')}` });
+    t.same(percentOnly.json().items, []);
+    const injection = await app.inject({ url: `/users?name=${encodeURIComponent("O'Brien; DROP")}` });
+    t.equal(injection.json().items.length, 1);
+    for (const hostile of ["' OR '1'='1", '"; DELETE FROM USER_DATA; --', '\\', '!', "' UNION SELECT * FROM PROJECTION_CHECKPOINT --"]) {
+      for (const param of ['email', 'name', 'cursor']) {
+        const response = await app.inject({ url: `/users?${param}=${encodeURIComponent(hostile)}` });
+        t.ok([200, 400].includes(response.statusCode), `${param}=${hostile} -> ${response.statusCode}`);
+        if (response.statusCode === 200) t.same(response.json().items, [], `${param}=${hostile} matches nothing`);
+      }
+    }
+    t.equal(Number((await db('USER_DATA').count({ n: '*' }))[0]?.n), names.length, 'the table is intact');
+  });
+
+  await t.test('keyset pagination walks every row once, in id order', async (t) => {
+    const seen: string[] = [];
+    let cursor: string | null = null;
+    let pages = 0;
+    do {
+      const url: string = `/users?limit=2${cursor ? `&cursor=${cursor}` : ''}`;
+      const page: { items: { id: string }[]; nextCursor: string | null } = (await app.inject({ url })).json();
+      seen.push(...page.items.map((u) => u.id));
+      cursor = page.nextCursor;
+      pages += 1;
+    } while (cursor);
+    t.equal(pages, 3);
+    t.same(seen, [...ids].sort());
+    const badCursor = await app.inject({ url: '/users?cursor=bm90LWFuLWlk' });
+    t.equal(badCursor.statusCode, 400);
+    t.equal(badCursor.json().code, 'INVALID_CURSOR');
+  });
+
+  await t.test('read-your-writes: a token waits for its write, and times out with 503 + Retry-After', async (t) => {
+    const write = await commands.rename(ids[0]!, 'Ada Lovelace');
+    const token = `user-${ids[0]}@${write.revision}`;
+    const stale = await app.inject({ url: `/users/${ids[0]}`, headers: { 'consistency-token': token } });
+    t.equal(stale.statusCode, 503, 'nothing projects it, so the bounded wait ends in 503');
+    t.equal(stale.headers['retry-after'], '1');
+    t.equal(stale.json().code, 'CONSISTENCY_TIMEOUT');
+
+    const projector = userProjector({ db, feed: eventStoreFeed(store, { batchSize: 100 }), logger });
+    t.teardown(() => projector.stop());
+    const slowApp = buildQueryApp({ db, consistencyWaitMs: 5000 });
+    t.teardown(() => slowApp.close());
+    const second = await commands.rename(ids[0]!, 'Countess Ada');
+    const waiting = slowApp.inject({
+      url: `/users?name=Countess`,
+      headers: { 'consistency-token': `user-${ids[0]}@${second.revision}` },
+    });
+    void projector.start();
+    const answered = await waiting;
+    t.equal(answered.statusCode, 200);
+    t.same(answered.json().items.map((u: { name: string }) => u.name), ['Countess Ada'], 'the list reflects the write');
+    await waitFor(() => projector.status().eventsApplied > 0);
+
+    const malformed = await app.inject({ url: `/users/${ids[0]}`, headers: { 'consistency-token': 'garbage' } });
+    t.equal(malformed.statusCode, 400);
+    t.equal(malformed.json().code, 'INVALID_CONSISTENCY_TOKEN');
+  });
+
+  await t.test('GET /health reports the read DB', async (t) => {
+    const health = await app.inject({ url: '/health' });
+    t.same(health.json(), { status: 'ok', readDb: 'up' });
+  });
+});

@@ -1,0 +1,57 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import type { Test } from 'tap';
+
+/** A port that was free a moment ago, on 127.0.0.1. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
+    });
+  });
+}
+
+export interface RunningScript {
+  child: ChildProcess;
+  output: () => string;
+  /** SIGTERM, then waits for the exit; resolves to the exit code. */
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+/** Runs a TypeScript entry point of this project in its own process, stopped in teardown. */
+export function runScript(t: Test, relativePath: string, env: Record<string, string>): RunningScript {
+  const path = fileURLToPath(new URL(`../../${relativePath}`, import.meta.url));
+  const child = spawn(process.execPath, ['--import', 'tsx', path], {
+    env: { ...process.env, LOG_LEVEL: 'warn', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout?.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  child.stderr?.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const stop = async (signal: NodeJS.Signals = 'SIGTERM') => {
+    if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+    return exited;
+  };
+  t.teardown(() => stop('SIGKILL').then(() => undefined));
+  return { child, output: () => output, stop };
+}
+
+/** Polls `url` until it answers 200, or fails with what the process printed. */
+export async function waitUntilHealthy(url: string, script: RunningScript, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      if ((await fetch(url)).ok) return;
+    } catch {
+      // not listening yet
+    }
+    if (script.child.exitCode !== null) throw new Error(`process exited early:\n${script.output()}`);
+    if (Date.now() > deadline) throw new Error(`${url} not healthy after ${timeoutMs} ms:\n${script.output()}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
