@@ -1,0 +1,52 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const percentile = (sorted: readonly number[], p: number): number =>
+  sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer().listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
+    });
+  });
+}
+
+/** Starts `npm start`'s process tree on fresh data and free ports, for a benchmark. */
+export async function startStack(extraEnv: Record<string, string> = {}) {
+  const dataDir = await mkdtemp(join(tmpdir(), 'users-bench-'));
+  const commandPort = await freePort();
+  const queryPort = await freePort();
+  const child: ChildProcess = spawn(
+    process.execPath,
+    ['--import', 'tsx', fileURLToPath(new URL('../start.ts', import.meta.url))],
+    {
+      env: { ...process.env, LOG_LEVEL: 'warn', DATA_DIR: dataDir, COMMAND_PORT: `${commandPort}`, QUERY_PORT: `${queryPort}`, ...extraEnv },
+      stdio: ['ignore', 'inherit', 'inherit'],
+    },
+  );
+  const write = `http://127.0.0.1:${commandPort}`;
+  const read = `http://127.0.0.1:${queryPort}`;
+  for (const url of [`${write}/health`, `${read}/health`]) {
+    for (let i = 0; ; i++) {
+      if (await fetch(url).then((r) => r.ok, () => false)) break;
+      if (i > 300) throw new Error(`${url} did not come up`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+  return {
+    write,
+    read,
+    dataDir,
+    stop: () =>
+      new Promise<void>((resolve) => {
+        child.once('exit', () => resolve());
+        child.kill('SIGTERM');
+      }),
+  };
+}
