@@ -40,8 +40,8 @@ for (const stack of stacks) {
     if (stack.readDbUrl) {
       t.teardown(async () => {
         const { openReadDb } = await import('../../shared/read-db.js');
-        const db = await openReadDb({ client: 'mysql', url: stack.readDbUrl! });
-        await db.raw('DROP DATABASE IF EXISTS ??', [new URL(stack.readDbUrl!).pathname.slice(1)]);
+        const db = await openReadDb({ client: 'mysql', url: stack.readDbUrl });
+        await db.raw('DROP DATABASE IF EXISTS ??', [new URL(stack.readDbUrl).pathname.slice(1)]);
         await db.destroy();
       });
     }
