@@ -144,6 +144,32 @@ function withTimeout<T>(work: Promise<T>, ms: number, what: string, onTimeout?: 
 }
 
 /**
+ * One client per connection string per process, disposed with its last store.
+ * The client (6.2) keeps pending BatchAppends in a module-wide table: disposing
+ * one client rejects the appends in flight on every other client, and the answers
+ * that then arrive for them crash the process with an uncaught TypeError.
+ */
+const clients = new Map<string, { client: EventStoreDBClient; stores: number }>();
+
+function acquireClient(connectionString: string) {
+  const entry = clients.get(connectionString) ?? {
+    client: EventStoreDBClient.connectionString(connectionString),
+    stores: 0,
+  };
+  clients.set(connectionString, entry);
+  entry.stores += 1;
+  return {
+    client: entry.client,
+    release: async () => {
+      entry.stores -= 1;
+      if (entry.stores > 0) return;
+      clients.delete(connectionString);
+      await entry.client.dispose();
+    },
+  };
+}
+
+/**
  * The production event store: EventStoreDB through `@eventstore/db-client`.
  *
  * Positions are commit positions. `after` is exclusive everywhere in the port;
@@ -153,7 +179,7 @@ function withTimeout<T>(work: Promise<T>, ms: number, what: string, onTimeout?: 
  * System events are never returned by readAll or subscriptions.
  */
 export function esdbEventStore(options: EsdbEventStoreOptions): EventStore {
-  const client = EventStoreDBClient.connectionString(options.connectionString);
+  const { client, release } = acquireClient(options.connectionString);
   const timeoutMs = options.operationTimeoutMs ?? 10_000;
   const backoff = options.resubscribeDelayMs ?? { initial: 100, max: 5_000 };
   const subscriptions = new Set<LogSubscription>();
@@ -161,9 +187,9 @@ export function esdbEventStore(options: EsdbEventStoreOptions): EventStore {
   let closed = false;
 
   /**
-   * close() waits for these: disposing the client cancels its calls, and the client
-   * rejects *every* pending BatchAppend of the process then, while a cancelled read
-   * simply never ends.
+   * close() waits for these before the client may be disposed: disposal fails
+   * pending appends with an unhelpful "Cancelled on client", and a read it cancels
+   * never ends (the client swallows its own cancellations).
    */
   function track<T>(operation: Promise<T>): Promise<T> {
     inflight.add(operation);
@@ -273,6 +299,14 @@ export function esdbEventStore(options: EsdbEventStoreOptions): EventStore {
     const filter = streamPrefixes ? streamNameFilter({ prefixes: [...streamPrefixes] }) : excludeSystemEvents();
 
     async function* events(): AsyncGenerator<RecordedEvent> {
+      try {
+        yield* resubscribing();
+      } finally {
+        subscriptions.delete(subscription);
+      }
+    }
+
+    async function* resubscribing(): AsyncGenerator<RecordedEvent> {
       let last = after;
       let attempt = 0;
       while (!stopped) {
@@ -342,7 +376,7 @@ export function esdbEventStore(options: EsdbEventStoreOptions): EventStore {
       await Promise.all([...subscriptions].map((s) => s.close()));
       // Every operation is bounded by the timeout, so this wait is too.
       await Promise.allSettled([...inflight]);
-      await client.dispose();
+      await release();
     },
   };
 }
