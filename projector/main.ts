@@ -1,5 +1,7 @@
 import { loadConfig } from '../shared/config.js';
 import { eventStoreFeed } from '../shared/event-feed/event-store-feed.js';
+import { kafkaFeed } from '../shared/event-feed/kafka-feed.js';
+import { createKafka } from '../shared/kafka/kafka-client.js';
 import { openEventStore } from '../shared/event-store/open-event-store.js';
 import { exitOnStartupError, onShutdownSignal } from '../shared/lifecycle.js';
 import { createLogger } from '../shared/logger.js';
@@ -13,11 +15,20 @@ async function main() {
   const logger = createLogger('projector', config);
   const db = await openReadDb(config.readDb);
   await migrateReadDb(db);
-  const store = openEventStore(config);
-  const projector = userProjector({ db, feed: eventStoreFeed(store, { batchSize: config.projectorBatchSize }), logger });
+  // With Kafka configured the projector consumes the topic; else it reads the event store's log.
+  const store = config.kafka ? undefined : openEventStore(config);
+  const feed = config.kafka
+    ? kafkaFeed({
+        kafka: createKafka({ brokers: config.kafka.brokers, clientId: `${config.kafka.clientId}-projector`, logger }),
+        topic: config.kafka.topic,
+        groupId: config.kafka.groupId,
+        logger,
+      })
+    : eventStoreFeed(store!, { batchSize: config.projectorBatchSize });
+  const projector = userProjector({ db, feed, logger });
   onShutdownSignal(logger, async () => {
     await projector.stop();
-    await store.close();
+    await store?.close();
     await db.destroy();
   });
   projector.start().catch((error: unknown) => {

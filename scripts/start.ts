@@ -11,11 +11,12 @@ import { migrateReadDb } from '../projector/read-db-migrations.js';
  * DB first so the roles never race to create it. If one role dies, the others
  * are stopped and this exits non-zero; SIGINT/SIGTERM stop all gracefully.
  */
-const roles = {
+const roles: Record<string, string> = {
   'command-side': '../command-side/main.ts',
   projector: '../projector/main.ts',
   'query-side': '../query-side/main.ts',
-} as const;
+};
+const relay = { relay: '../command-side/relay-main.ts' };
 
 async function main() {
   const config = loadConfig();
@@ -31,7 +32,8 @@ async function main() {
     for (const child of children.values()) child.kill(signal);
   };
 
-  for (const [role, path] of Object.entries(roles)) {
+  // The relay has work only when Kafka is configured.
+  for (const [role, path] of Object.entries({ ...roles, ...(config.kafka ? relay : {}) })) {
     const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL(path, import.meta.url))], {
       stdio: 'inherit',
       env: process.env,

@@ -22,6 +22,13 @@ export const configSchema = {
     QUERY_PORT: { ...port, default: 3001 },
     DATA_DIR: { type: 'string', minLength: 1, default: './data' },
     EVENT_STORE_FILE: { type: 'string', minLength: 1 },
+    EVENTSTORE_URL: { type: 'string', pattern: '^(esdb|esdb\\+discover)://' },
+    KAFKA_BROKERS: { type: 'string', pattern: '^[^,\\s]+(,[^,\\s]+)*$' },
+    KAFKA_TOPIC: { type: 'string', pattern: '^[A-Za-z0-9._-]{1,249}$', default: 'users.events.v1' },
+    KAFKA_CLIENT_ID: { type: 'string', minLength: 1, default: 'users-service' },
+    KAFKA_GROUP_ID: { type: 'string', minLength: 1, default: 'users-projector' },
+    RELAY_LEASE_MS: { type: 'integer', minimum: 1000, maximum: 600_000, default: 15_000 },
+    RELAY_BATCH_SIZE: { type: 'integer', minimum: 1, maximum: 10_000, default: 500 },
     READ_DB_URL: { type: 'string', pattern: '^(mysql|mariadb|sqlite)://' },
     WRITE_API_TOKENS: { type: 'string' },
     CONSISTENCY_WAIT_MS: { ...positiveMs, default: 5000 },
@@ -42,6 +49,11 @@ export const configSchema = {
     'POLL_MS',
     'EMAIL_RESERVATION_GRACE_MS',
     'BODY_LIMIT_BYTES',
+    'KAFKA_TOPIC',
+    'KAFKA_CLIENT_ID',
+    'KAFKA_GROUP_ID',
+    'RELAY_LEASE_MS',
+    'RELAY_BATCH_SIZE',
   ],
 } as const;
 
@@ -55,7 +67,12 @@ export interface Config {
   readonly host: string;
   readonly commandPort: number;
   readonly queryPort: number;
-  readonly eventStore: { readonly file: string };
+  /** EventStoreDB when `url` is set (EVENTSTORE_URL), else the embedded file. */
+  readonly eventStore: { readonly file: string; readonly url?: string };
+  /** Kafka when KAFKA_BROKERS is set: the relay publishes, the projector consumes. */
+  readonly kafka?: { readonly brokers: readonly string[]; readonly topic: string; readonly clientId: string; readonly groupId: string };
+  readonly relayLeaseMs: number;
+  readonly relayBatchSize: number;
   readonly readDb: ReadDbConfig;
   readonly writeApiTokens: readonly string[];
   readonly consistencyWaitMs: number;
@@ -94,7 +111,22 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
     host: e.HOST,
     commandPort: e.COMMAND_PORT,
     queryPort: e.QUERY_PORT,
-    eventStore: Object.freeze({ file: resolve(e.EVENT_STORE_FILE ?? resolve(dataDir, 'events.sqlite')) }),
+    eventStore: Object.freeze({
+      file: resolve(e.EVENT_STORE_FILE ?? resolve(dataDir, 'events.sqlite')),
+      ...(e.EVENTSTORE_URL ? { url: e.EVENTSTORE_URL } : {}),
+    }),
+    ...(e.KAFKA_BROKERS
+      ? {
+          kafka: Object.freeze({
+            brokers: Object.freeze(e.KAFKA_BROKERS.split(',')),
+            topic: e.KAFKA_TOPIC,
+            clientId: e.KAFKA_CLIENT_ID,
+            groupId: e.KAFKA_GROUP_ID,
+          }),
+        }
+      : {}),
+    relayLeaseMs: e.RELAY_LEASE_MS,
+    relayBatchSize: e.RELAY_BATCH_SIZE,
     readDb: Object.freeze(readDbFrom(e.READ_DB_URL, dataDir)),
     writeApiTokens: Object.freeze(
       (e.WRITE_API_TOKENS ?? '')

@@ -1,0 +1,37 @@
+import { loadConfig } from '../shared/config.js';
+import { ConfigError } from '../shared/errors.js';
+import { openEventStore } from '../shared/event-store/open-event-store.js';
+import { createKafka } from '../shared/kafka/kafka-client.js';
+import { exitOnStartupError, onShutdownSignal } from '../shared/lifecycle.js';
+import { createLogger } from '../shared/logger.js';
+import { kafkaPublisher } from './relay/kafka-publisher.js';
+import { eventRelay } from './relay/relay.js';
+
+/** The relay as its own process: the event store's user events to Kafka. Needs KAFKA_BROKERS. */
+async function main() {
+  const config = loadConfig();
+  if (!config.kafka) throw new ConfigError([{ field: 'KAFKA_BROKERS', message: 'the relay needs Kafka brokers' }]);
+  const logger = createLogger('relay', config);
+  const store = openEventStore(config);
+  const kafka = createKafka({ brokers: config.kafka.brokers, clientId: `${config.kafka.clientId}-relay`, logger });
+  const publisher = kafkaPublisher(kafka, config.kafka.topic);
+  const relay = eventRelay({
+    store,
+    publisher,
+    topic: config.kafka.topic,
+    logger,
+    leaseMs: config.relayLeaseMs,
+    batchSize: config.relayBatchSize,
+  });
+  onShutdownSignal(logger, async () => {
+    await relay.stop();
+    await publisher.close();
+    await store.close();
+  });
+  relay.start().catch((error: unknown) => {
+    logger.fatal({ err: error }, 'relay stopped on an error it cannot retry');
+    process.exit(1);
+  });
+}
+
+main().catch(exitOnStartupError('relay'));

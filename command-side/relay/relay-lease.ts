@@ -1,0 +1,89 @@
+import { ConcurrencyError } from '../../shared/errors.js';
+import type { EventStore, RecordedEvent } from '../../shared/event-store/port.js';
+
+/**
+ * The relay's resume point and its single-publisher lease, kept together in one
+ * event-store stream (`relay-<topic>`). Each append names the owner, how far it
+ * has published and until when it holds the lease, and is made with the expected
+ * revision, so:
+ *  - a second relay sees a live lease and waits (standby) until it expires;
+ *  - a relay that lost its lease (it stalled, another took over) finds out at its
+ *    next append, which conflicts, and stops publishing;
+ *  - a holder that cannot renew stops publishing before its lease runs out
+ *    (see `relay.ts`), so two relays never publish at the same time as long as
+ *    clocks drift by less than the safety margin.
+ */
+export interface RelayCheckpoint {
+  owner: string;
+  /** Log position of the last event the broker acknowledged; absent before the first. */
+  position?: string;
+  leaseUntil: string;
+}
+
+export interface Lease {
+  /** Whether the lease is still ours with `marginMs` to spare. */
+  isHeld(marginMs: number): boolean;
+  position(): bigint | undefined;
+  /** Renews the lease, moving the resume point when `position` is given. Throws LeaseLostError. */
+  renew(position?: bigint): Promise<void>;
+}
+
+export class LeaseLostError extends Error {
+  override readonly name = 'LeaseLostError';
+}
+
+export const relayStreamId = (topic: string) => `relay-${topic}`;
+
+export function relayLease(deps: { store: EventStore; streamId: string; owner: string; leaseMs: number; clock?: () => number }) {
+  const { store, streamId, owner, leaseMs } = deps;
+  const now = deps.clock ?? Date.now;
+
+  const latest = async (): Promise<RecordedEvent | undefined> => {
+    const events = await store.readStream(streamId);
+    return events[events.length - 1];
+  };
+
+  return {
+    /**
+     * Takes the lease if it is free or expired. Returns undefined with the time to
+     * wait when another relay holds it.
+     */
+    async tryAcquire(): Promise<Lease | { waitMs: number }> {
+      const last = await latest();
+      const held = last?.data as RelayCheckpoint | undefined;
+      if (held && held.owner !== owner) {
+        const left = Date.parse(held.leaseUntil) - now();
+        if (left > 0) return { waitMs: left };
+      }
+      let revision = last?.revision ?? -1;
+      let position = held?.position;
+      let until = 0;
+      const append = async (moveTo?: bigint) => {
+        const nextPosition = moveTo === undefined ? position : moveTo.toString();
+        const leaseUntil = now() + leaseMs;
+        const data: RelayCheckpoint = {
+          owner,
+          ...(nextPosition === undefined ? {} : { position: nextPosition }),
+          leaseUntil: new Date(leaseUntil).toISOString(),
+        };
+        try {
+          const result = await store.appendToStream(streamId, [{ type: 'RelayCheckpointed', data }], {
+            expectedRevision: revision === -1 ? 'no_stream' : revision,
+          });
+          revision = result.nextExpectedRevision;
+          position = nextPosition;
+          until = leaseUntil;
+        } catch (error) {
+          if (error instanceof ConcurrencyError) throw new LeaseLostError(`another relay took ${streamId}`, { cause: error });
+          throw error;
+        }
+      };
+      await append();
+      return {
+        isHeld: (marginMs) => now() < until - marginMs,
+        position: () => (position === undefined ? undefined : BigInt(position)),
+        renew: append,
+      };
+    },
+  };
+}

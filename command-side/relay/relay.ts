@@ -1,0 +1,149 @@
+import { randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Logger } from 'pino';
+import { inBatches } from '../../shared/event-feed/batches.js';
+import type { EventStore, RecordedEvent } from '../../shared/event-store/port.js';
+import { envelopeContentType, envelopeOf } from '../../shared/public-events.js';
+import { retrying } from '../../shared/retry.js';
+import { userStreamPrefix } from '../../shared/user-events.js';
+import type { EventPublisher, OutboundMessage } from './publisher.js';
+import { LeaseLostError, relayLease, relayStreamId, type Lease } from './relay-lease.js';
+
+/** Gateway: one stored event becomes zero or one message, keyed by its stream. */
+export function messageOf(event: RecordedEvent): OutboundMessage | undefined {
+  const envelope = envelopeOf(event);
+  if (!envelope) return undefined;
+  return {
+    key: event.streamId,
+    value: JSON.stringify(envelope),
+    headers: { 'content-type': envelopeContentType, 'event-type': envelope.type, 'event-id': envelope.eventId },
+  };
+}
+
+export interface RelayStatus {
+  role: 'starting' | 'standby' | 'publishing' | 'stopped';
+  published: number;
+  position?: string;
+}
+
+/**
+ * Publishes every user event of the global log to the broker, at least once and
+ * in log order (so in per-stream order). The resume point moves only after the
+ * broker acknowledged the batch, so a crash anywhere republishes, never skips;
+ * consumers drop the duplicates by stream revision. Only the lease holder
+ * publishes; the others wait in standby.
+ */
+export function eventRelay(deps: {
+  store: EventStore;
+  publisher: EventPublisher;
+  topic: string;
+  logger: Logger;
+  leaseMs: number;
+  batchSize: number;
+  owner?: string;
+}) {
+  const { store, publisher, logger } = deps;
+  const owner = deps.owner ?? randomUUID();
+  const lease = relayLease({ store, streamId: relayStreamId(deps.topic), owner, leaseMs: deps.leaseMs });
+  // Renew when a third of the lease is gone; stop publishing with a third still left.
+  const renewEvery = deps.leaseMs / 3;
+  const margin = deps.leaseMs / 3;
+  const abort = new AbortController();
+  const status: RelayStatus = { role: 'starting', published: 0 };
+
+  async function publishWhileHolding(held: Lease): Promise<void> {
+    const after = held.position();
+    const subscription = store.subscribeToAll({
+      ...(after === undefined ? {} : { after }),
+      streamPrefixes: [userStreamPrefix],
+    });
+    const closeOnAbort = () => void subscription.close();
+    abort.signal.addEventListener('abort', closeOnAbort);
+    const batches = inBatches(subscription, deps.batchSize)[Symbol.asyncIterator]();
+    try {
+      let next = batches.next();
+      for (;;) {
+        // A timer per wait, cancelled when a batch wins, so none pile up under load.
+        const timer = new AbortController();
+        const renewal = sleep(renewEvery, 'renew' as const, { signal: AbortSignal.any([abort.signal, timer.signal]) }).catch(
+          () => 'renew' as const,
+        );
+        const winner = await Promise.race([next, renewal]);
+        timer.abort();
+        if (abort.signal.aborted) return;
+        if (winner === 'renew') {
+          await held.renew();
+          continue;
+        }
+        if (winner.done) return;
+        const events = winner.value;
+        const messages = events.flatMap((event) => messageOf(event) ?? []);
+        await retrying(
+          async () => {
+            if (!held.isHeld(margin)) await held.renew();
+            await publisher.publish(messages);
+          },
+          {
+            signal: abort.signal,
+            capMs: renewEvery,
+            onRetry: (error, attempt) => {
+              if (attempt === 0) logger.warn({ err: error }, 'broker unavailable; relay retrying');
+            },
+          },
+        );
+        const last = events[events.length - 1]!.position;
+        await held.renew(last);
+        status.published += messages.length;
+        status.position = last.toString();
+        next = batches.next();
+      }
+    } finally {
+      abort.signal.removeEventListener('abort', closeOnAbort);
+      await subscription.close();
+    }
+  }
+
+  async function run(): Promise<void> {
+    while (!abort.signal.aborted) {
+      let acquired: Awaited<ReturnType<typeof lease.tryAcquire>>;
+      try {
+        acquired = await retrying(() => lease.tryAcquire(), { signal: abort.signal });
+      } catch (error) {
+        if (abort.signal.aborted) break;
+        if (!(error instanceof LeaseLostError)) throw error;
+        continue;
+      }
+      if ('waitMs' in acquired) {
+        if (status.role !== 'standby') logger.info({ owner }, 'another relay holds the lease; standing by');
+        status.role = 'standby';
+        await sleep(Math.min(acquired.waitMs, renewEvery), undefined, { signal: abort.signal }).catch(() => {});
+        continue;
+      }
+      status.role = 'publishing';
+      logger.info({ owner, from: acquired.position()?.toString() ?? 'start' }, 'relay publishing');
+      try {
+        await publishWhileHolding(acquired);
+      } catch (error) {
+        if (abort.signal.aborted) break;
+        if (!(error instanceof LeaseLostError)) throw error;
+        logger.warn({ owner }, 'relay lost its lease; standing by');
+        status.role = 'standby';
+      }
+    }
+    status.role = 'stopped';
+  }
+
+  let running: Promise<void> | undefined;
+  return {
+    status: (): Readonly<RelayStatus> => status,
+    start(): Promise<void> {
+      running ??= run();
+      return running;
+    },
+    /** Finishes the batch in flight (published and checkpointed), then stops. */
+    async stop(): Promise<void> {
+      abort.abort();
+      await running?.catch(() => {});
+    },
+  };
+}

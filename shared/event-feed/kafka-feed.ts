@@ -1,0 +1,111 @@
+import type { Consumer, ConsumerConfig, Kafka } from 'kafkajs';
+import type { Logger } from 'pino';
+import type { ProjectedEvent } from '../../projector/apply-batch.js';
+import { translateKafkaError } from '../kafka/kafka-client.js';
+import { fromEnvelope } from '../public-events.js';
+import type { EventFeed, FeedBatch } from './port.js';
+
+export const partitionSource = (topic: string, partition: number) => `${topic}:${partition}`;
+
+interface Handoff {
+  batch: FeedBatch;
+  applied: () => void;
+  failed: (error: unknown) => void;
+}
+
+/**
+ * The projector's feed from a Kafka consumer group. Each fetched batch of one
+ * partition is handed to the projector and only after the projector committed
+ * it (rows + `topic:partition` -> next offset, in one DB transaction) is the
+ * offset committed to Kafka. A crash in between replays the batch, which the
+ * row-version guard makes harmless. On joining the group, partitions whose
+ * offset the read DB knows are sought there, so the DB, not Kafka, is the
+ * source of truth for where projection resumes.
+ */
+export function kafkaFeed(deps: {
+  kafka: Kafka;
+  topic: string;
+  groupId: string;
+  logger: Logger;
+  consumerConfig?: Partial<ConsumerConfig>;
+}): EventFeed {
+  const { topic } = deps;
+  let consumer: Consumer | undefined;
+  let closing = false;
+  const waiting: Handoff[] = [];
+  let wake: (() => void) | undefined;
+
+  return {
+    async *batches(from) {
+      const active = deps.kafka.consumer({
+        groupId: deps.groupId,
+        allowAutoTopicCreation: false,
+        maxWaitTimeInMs: 100,
+        ...deps.consumerConfig,
+      });
+      consumer = active;
+      let failure: unknown;
+      active.on(active.events.GROUP_JOIN, ({ payload }) => {
+        for (const partition of payload.memberAssignment[topic] ?? []) {
+          const offset = from.get(partitionSource(topic, partition));
+          if (offset !== undefined) active.seek({ topic, partition, offset });
+        }
+      });
+      active.on(active.events.CRASH, ({ payload }) => {
+        if (!payload.restart) {
+          failure = translateKafkaError(payload.error, 'consume');
+          wake?.();
+        }
+      });
+      try {
+        await active.connect();
+        await active.subscribe({ topic, fromBeginning: true });
+        await active.run({
+          autoCommit: false,
+          eachBatchAutoResolve: false,
+          eachBatch: async ({ batch, heartbeat, isRunning, isStale }) => {
+            if (batch.messages.length === 0 || !isRunning() || isStale()) return;
+            const events: ProjectedEvent[] = batch.messages.map((m) => fromEnvelope(m.value));
+            const next = (BigInt(batch.messages[batch.messages.length - 1]!.offset) + 1n).toString();
+            await new Promise<void>((applied, failed) => {
+              waiting.push({
+                batch: { events, checkpoints: new Map([[partitionSource(topic, batch.partition), next]]) },
+                applied,
+                failed,
+              });
+              wake?.();
+            });
+            await active.commitOffsets([{ topic, partition: batch.partition, offset: next }]);
+            await heartbeat();
+          },
+        });
+      } catch (error) {
+        throw translateKafkaError(error, 'subscribe');
+      }
+      let current: Handoff | undefined;
+      try {
+        while (!closing) {
+          if (failure) throw failure instanceof Error ? failure : new Error('Kafka consumer crashed', { cause: failure });
+          const handoff = waiting.shift();
+          if (!handoff) {
+            await new Promise<void>((resolve) => (wake = resolve));
+            continue;
+          }
+          current = handoff;
+          yield handoff.batch;
+          current = undefined;
+          handoff.applied();
+        }
+      } finally {
+        // Batches not confirmed are not committed to Kafka: they come again, harmlessly.
+        for (const handoff of [...(current ? [current] : []), ...waiting.splice(0)]) handoff.failed(new Error('feed closed'));
+        await active.disconnect().catch(() => {});
+      }
+    },
+    async close() {
+      closing = true;
+      wake?.();
+      await consumer?.disconnect().catch(() => {});
+    },
+  };
+}

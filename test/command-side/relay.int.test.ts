@@ -1,0 +1,167 @@
+import { pino } from 'pino';
+import t, { type Test } from 'tap';
+import type { EventPublisher, OutboundMessage } from '../../command-side/relay/publisher.js';
+import { messageOf, eventRelay } from '../../command-side/relay/relay.js';
+import { relayStreamId } from '../../command-side/relay/relay-lease.js';
+import { StoreUnavailableError } from '../../shared/errors.js';
+import { inMemoryEventStore } from '../../shared/event-store/in-memory-event-store.js';
+import type { EventStore } from '../../shared/event-store/port.js';
+import { envelopeSchema, fromEnvelope } from '../../shared/public-events.js';
+import { ajv } from '../../shared/schema-validation.js';
+import { commandsOver, seedUsers, waitFor } from '../support/seed.js';
+
+const logger = pino({ level: 'silent' });
+const topic = 'users.events.v1';
+
+/** A broker stand-in that records what it acknowledged, and can be told to fail. */
+function recordingPublisher(behaviour: { failTimes?: number; crashAfterAck?: number } = {}) {
+  const acknowledged: OutboundMessage[] = [];
+  let failures = behaviour.failTimes ?? 0;
+  let publishes = 0;
+  const publisher: EventPublisher & { acknowledged: OutboundMessage[] } = {
+    acknowledged,
+    async publish(messages) {
+      if (failures > 0) {
+        failures -= 1;
+        throw new StoreUnavailableError('broker down');
+      }
+      acknowledged.push(...messages);
+      publishes += 1;
+      if (behaviour.crashAfterAck === publishes) throw new Error('crash after the broker acknowledged');
+    },
+    close: () => Promise.resolve(),
+  };
+  return publisher;
+}
+
+async function userEventsIn(store: EventStore) {
+  return (await store.readAll({ maxCount: 1_000_000 })).filter((e) => e.streamId.startsWith('user-'));
+}
+
+/** Every user event at least once, and each stream's revisions in order once duplicates are dropped. */
+function assertComplete(t: Test, acknowledged: OutboundMessage[], expected: Awaited<ReturnType<typeof userEventsIn>>) {
+  const seen = new Map<string, number>();
+  let outOfOrder = 0;
+  for (const message of acknowledged) {
+    const { streamId, revision } = fromEnvelope(Buffer.from(message.value));
+    t.equal(message.key, streamId, 'keyed by stream id');
+    const last = seen.get(streamId) ?? -1;
+    if (revision > last + 1) outOfOrder += 1;
+    if (revision === last + 1) seen.set(streamId, revision);
+  }
+  t.equal(outOfOrder, 0, 'no stream skips ahead');
+  const complete = expected.every((e) => (seen.get(e.streamId) ?? -1) >= e.revision);
+  t.ok(complete, `every one of ${expected.length} user events acknowledged`);
+}
+
+void t.test('messageOf: the public v1 envelope, keyed by stream, with type and content-type headers', async (t) => {
+  const store = inMemoryEventStore();
+  await commandsOver(store).register({ name: 'Ada', email: 'ada@example.org' });
+  const [event] = await userEventsIn(store);
+  const message = messageOf(event!)!;
+  const envelope = JSON.parse(message.value);
+  t.ok(ajv.validate(envelopeSchema, envelope), 'valid against the envelope schema');
+  t.match(envelope, { specVersion: '1', type: 'user.registered.v1', stream: event!.streamId, revision: 0, logPosition: event!.position.toString() });
+  t.same(message.headers, { 'content-type': 'application/vnd.users.event+json; version=1', 'event-type': 'user.registered.v1', 'event-id': event!.id });
+  t.equal(messageOf({ ...event!, type: 'EmailReserved' }), undefined, 'internal events are not published');
+});
+
+void t.test('publishes every user event in order, and only user events', async (t) => {
+  const store = inMemoryEventStore();
+  await seedUsers(commandsOver(store), 20);
+  const publisher = recordingPublisher();
+  const relay = eventRelay({ store, publisher, topic, logger, leaseMs: 3000, batchSize: 7 });
+  void relay.start();
+  t.teardown(() => relay.stop());
+  const expected = await userEventsIn(store);
+  await waitFor(() => publisher.acknowledged.length === expected.length, 5000, 'all published');
+  t.same(publisher.acknowledged.map((m) => JSON.parse(m.value).eventId), expected.map((e) => e.id), 'exactly once, in log order');
+  // Live: a new write is relayed without a restart.
+  await commandsOver(store).register({ name: 'Late', email: 'late@example.org' });
+  await waitFor(() => publisher.acknowledged.length === expected.length + 1, 5000, 'live event');
+});
+
+void t.test('a broker outage is retried; nothing is skipped', async (t) => {
+  const store = inMemoryEventStore();
+  await seedUsers(commandsOver(store), 5);
+  const publisher = recordingPublisher({ failTimes: 3 });
+  const relay = eventRelay({ store, publisher, topic, logger, leaseMs: 3000, batchSize: 4 });
+  void relay.start();
+  t.teardown(() => relay.stop());
+  const expected = await userEventsIn(store);
+  await waitFor(() => publisher.acknowledged.length === expected.length, 10_000, 'published after the outage');
+  assertComplete(t, publisher.acknowledged, expected);
+});
+
+void t.test('a crash after the broker acknowledged, before the checkpoint: the restart republishes, loses nothing', async (t) => {
+  const store = inMemoryEventStore();
+  await seedUsers(commandsOver(store), 10);
+  const publisher = recordingPublisher({ crashAfterAck: 2 });
+  const first = eventRelay({ store, publisher, topic, logger, leaseMs: 200, batchSize: 5, owner: 'first' });
+  await t.rejects(first.start(), { message: /crash after the broker acknowledged/ });
+  const afterCrash = publisher.acknowledged.length;
+  t.equal(afterCrash, 10, 'two batches reached the broker');
+  const checkpoint = (await store.readStream(relayStreamId(topic))).at(-1)?.data as { position?: string };
+  t.ok(checkpoint.position, 'the first batch was checkpointed');
+
+  // A new relay must wait out the dead one's lease, then resumes from the checkpoint.
+  const second = eventRelay({ store, publisher, topic, logger, leaseMs: 200, batchSize: 5, owner: 'second' });
+  void second.start();
+  t.teardown(() => second.stop());
+  const expected = await userEventsIn(store);
+  await waitFor(() => second.status().position === expected.at(-1)!.position.toString(), 10_000, 'second relay caught up');
+  t.equal(publisher.acknowledged.length - expected.length, 5, 'exactly the batch acknowledged but not checkpointed came again');
+  assertComplete(t, publisher.acknowledged, expected);
+});
+
+void t.test('only one relay publishes at a time; the standby takes over when the lease expires', async (t) => {
+  const store = inMemoryEventStore();
+  const commands = commandsOver(store);
+  await seedUsers(commands, 5);
+  const publisher = recordingPublisher();
+  const a = eventRelay({ store, publisher, topic, logger, leaseMs: 300, batchSize: 3, owner: 'a' });
+  void a.start();
+  await waitFor(() => a.status().role === 'publishing', 5000, 'a publishing');
+  const b = eventRelay({ store, publisher, topic, logger, leaseMs: 300, batchSize: 3, owner: 'b' });
+  void b.start();
+  t.teardown(async () => {
+    await a.stop();
+    await b.stop();
+  });
+  await waitFor(() => b.status().role === 'standby', 5000, 'b on standby');
+  await seedUsers(commands, 5, 'during');
+  const expected = await userEventsIn(store);
+  await waitFor(() => a.status().position === expected.at(-1)!.position.toString(), 5000, 'a caught up');
+  t.equal(b.status().published, 0, 'the standby published nothing');
+  t.equal(publisher.acknowledged.length, expected.length, 'no duplicates while one relay runs');
+
+  await a.stop();
+  await seedUsers(commands, 3, 'after');
+  const all = await userEventsIn(store);
+  await waitFor(() => b.status().position === all.at(-1)!.position.toString(), 5000, 'b took over');
+  t.equal(b.status().role, 'publishing');
+  t.equal(publisher.acknowledged.length, all.length, 'the takeover resumed exactly at the checkpoint');
+  assertComplete(t, publisher.acknowledged, all);
+});
+
+void t.test('a relay whose lease was taken stops publishing at its next append', async (t) => {
+  const store = inMemoryEventStore();
+  const commands = commandsOver(store);
+  await seedUsers(commands, 2);
+  const publisher = recordingPublisher();
+  const relay = eventRelay({ store, publisher, topic, logger, leaseMs: 60_000, batchSize: 10, owner: 'slow' });
+  void relay.start();
+  t.teardown(() => relay.stop());
+  await waitFor(() => relay.status().role === 'publishing' && publisher.acknowledged.length > 0, 5000, 'publishing');
+  // Another relay takes the lease (as if this one had stalled past it).
+  const stream = await store.readStream(relayStreamId(topic));
+  await store.appendToStream(
+    relayStreamId(topic),
+    [{ type: 'RelayCheckpointed', data: { owner: 'usurper', leaseUntil: new Date(Date.now() + 60_000).toISOString() } }],
+    { expectedRevision: stream.at(-1)!.revision },
+  );
+  const before = publisher.acknowledged.length;
+  await commands.register({ name: 'After', email: 'after@example.org' });
+  await waitFor(() => relay.status().role === 'standby', 5000, 'relay fenced');
+  t.ok(publisher.acknowledged.length <= before + 1, 'at most the batch in flight went out');
+});
