@@ -8,7 +8,7 @@ import { kafkaPublisher } from './relay/kafka-publisher.js';
 import { eventRelay } from './relay/relay.js';
 
 /** The relay as its own process: the event store's user events to Kafka. Needs KAFKA_BROKERS. */
-async function main() {
+function main() {
   const config = loadConfig();
   if (!config.kafka) throw new ConfigError([{ field: 'KAFKA_BROKERS', message: 'the relay needs Kafka brokers' }]);
   const logger = createLogger('relay', config);
@@ -34,4 +34,8 @@ async function main() {
   });
 }
 
-main().catch(exitOnStartupError('relay'));
+try {
+  main();
+} catch (error) {
+  exitOnStartupError('relay')(error);
+}

@@ -63,8 +63,9 @@ export function kafkaFeed(deps: {
         await active.run({
           autoCommit: false,
           eachBatchAutoResolve: false,
-          eachBatch: async ({ batch, heartbeat, isRunning, isStale }) => {
-            if (batch.messages.length === 0 || !isRunning() || isStale()) return;
+          eachBatch: async (payload) => {
+            const { batch } = payload;
+            if (batch.messages.length === 0 || !payload.isRunning() || payload.isStale()) return;
             const events: ProjectedEvent[] = batch.messages.map((m) => fromEnvelope(m.value));
             const next = (BigInt(batch.messages[batch.messages.length - 1]!.offset) + 1n).toString();
             await new Promise<void>((applied, failed) => {
@@ -76,7 +77,7 @@ export function kafkaFeed(deps: {
               wake?.();
             });
             await active.commitOffsets([{ topic, partition: batch.partition, offset: next }]);
-            await heartbeat();
+            await payload.heartbeat();
           },
         });
       } catch (error) {
