@@ -1,0 +1,41 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Test } from 'tap';
+import { esdbEventStore } from '../../shared/event-store/esdb-event-store.js';
+import { inMemoryEventStore } from '../../shared/event-store/in-memory-event-store.js';
+import type { EventStore } from '../../shared/event-store/port.js';
+import { sqliteEventStore } from '../../shared/event-store/sqlite-event-store.js';
+import { startEsdbTestServer } from './esdb-test-server.js';
+
+/** Every event store backend, each opened empty and closed in teardown. */
+export const eventStoreKinds: Array<{ name: string; open(t: Test): Promise<EventStore> }> = [
+  {
+    name: 'in-memory',
+    open: () => Promise.resolve(inMemoryEventStore()),
+  },
+  {
+    name: 'embedded SQLite',
+    async open(t) {
+      const dir = await mkdtemp(join(tmpdir(), 'users-es-'));
+      const store = sqliteEventStore({ file: join(dir, 'events.sqlite'), pollMs: 5 });
+      t.teardown(async () => {
+        await store.close();
+        await rm(dir, { recursive: true, force: true });
+      });
+      return store;
+    },
+  },
+  {
+    name: 'EventStoreDB (gRPC test server)',
+    async open(t) {
+      const server = await startEsdbTestServer();
+      const store = esdbEventStore({ connectionString: server.connectionString });
+      t.teardown(async () => {
+        await store.close();
+        await server.stop();
+      });
+      return store;
+    },
+  },
+];
