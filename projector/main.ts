@@ -24,7 +24,10 @@ async function main() {
         groupId: config.kafka.groupId,
         logger,
       })
-    : eventStoreFeed(store!, { batchSize: config.projectorBatchSize });
+    : eventStoreFeed(store!, {
+        batchSize: config.projectorBatchSize,
+        onLiveChange: (live) => logger.info(live ? 'projector caught up with the log' : 'projector fell behind the log'),
+      });
   const projector = userProjector({ db, feed, logger });
   onShutdownSignal(logger, async () => {
     await projector.stop();

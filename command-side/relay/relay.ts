@@ -22,6 +22,8 @@ export function messageOf(event: RecordedEvent): OutboundMessage | undefined {
 
 export interface RelayStatus {
   role: 'starting' | 'standby' | 'publishing' | 'stopped';
+  /** Whether the relay has caught up with the head of the log. */
+  live: boolean;
   published: number;
   position?: string;
 }
@@ -49,13 +51,17 @@ export function eventRelay(deps: {
   const renewEvery = deps.leaseMs / 3;
   const margin = deps.leaseMs / 3;
   const abort = new AbortController();
-  const status: RelayStatus = { role: 'starting', published: 0 };
+  const status: RelayStatus = { role: 'starting', live: false, published: 0 };
 
   async function publishWhileHolding(held: Lease): Promise<void> {
     const after = held.position();
     const subscription = store.subscribeToAll({
       ...(after === undefined ? {} : { after }),
       streamPrefixes: [userStreamPrefix],
+      onLiveChange: (live) => {
+        status.live = live;
+        logger.info({ position: status.position }, live ? 'relay caught up with the log' : 'relay fell behind the log');
+      },
     });
     const closeOnAbort = () => void subscription.close();
     abort.signal.addEventListener('abort', closeOnAbort);

@@ -5,7 +5,10 @@ import type { EventFeed } from './port.js';
 export const globalLogSource = '$all';
 
 /** The projector's feed straight from the event store's global log (no Kafka). */
-export function eventStoreFeed(store: EventStore, options: { batchSize: number }): EventFeed {
+export function eventStoreFeed(
+  store: EventStore,
+  options: { batchSize: number; onLiveChange?: (live: boolean) => void },
+): EventFeed {
   const subscriptions = new Set<LogSubscription>();
   return {
     async *batches(from) {
@@ -13,7 +16,10 @@ export function eventStoreFeed(store: EventStore, options: { batchSize: number }
       // Unfiltered on purpose: the checkpoint must move past other streams' events too,
       // or a log that ends in one would be re-read after every restart. The projector
       // ignores events that are not user events.
-      const subscription = store.subscribeToAll(after === undefined ? {} : { after: BigInt(after) });
+      const subscription = store.subscribeToAll({
+        ...(after === undefined ? {} : { after: BigInt(after) }),
+        ...(options.onLiveChange ? { onLiveChange: options.onLiveChange } : {}),
+      });
       subscriptions.add(subscription);
       try {
         for await (const events of inBatches(subscription, options.batchSize)) {

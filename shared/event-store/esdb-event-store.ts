@@ -291,7 +291,7 @@ export function esdbEventStore(options: EsdbEventStoreOptions): EventStore {
     }
   }
 
-  function subscribeToAll({ after, streamPrefixes }: SubscribeOptions = {}): LogSubscription {
+  function subscribeToAll({ after, streamPrefixes, onLiveChange }: SubscribeOptions = {}): LogSubscription {
     let stopped = false;
     let current: ReturnType<typeof client.subscribeToAll> | undefined;
     let wake: () => void = () => {};
@@ -317,6 +317,8 @@ export function esdbEventStore(options: EsdbEventStoreOptions): EventStore {
         current = vendor;
         // A confirmed subscription means the node is back: the next drop starts a fresh backoff.
         vendor.once('confirmation', () => (attempt = 0));
+        vendor.on('caughtUp', () => onLiveChange?.(true));
+        vendor.on('fellBehind', () => onLiveChange?.(false));
         try {
           for await (const resolved of vendor as AsyncIterable<AllStreamResolvedEvent>) {
             const event = toRecorded(resolved);
@@ -334,6 +336,7 @@ export function esdbEventStore(options: EsdbEventStoreOptions): EventStore {
           options.onSubscriptionDropped?.(error, attempt + 1);
         } finally {
           current = undefined;
+          if (!stopped) onLiveChange?.(false);
           vendor.unsubscribe().catch(() => {});
           vendor.destroy();
         }

@@ -24,6 +24,10 @@ export function pollingSubscription(
 
   async function* events(): AsyncGenerator<RecordedEvent> {
     let after = options.after;
+    let live = false;
+    const report = (now: boolean) => {
+      if (now !== live) options.onLiveChange?.((live = now));
+    };
     while (!closed) {
       const page = await source.readAll(after === undefined ? { maxCount: pageSize } : { after, maxCount: pageSize });
       for (const event of page) {
@@ -31,6 +35,7 @@ export function pollingSubscription(
         after = event.position;
         if (!prefixes || prefixes.some((p) => event.streamId.startsWith(p))) yield event;
       }
+      report(page.length < pageSize);
       if (page.length < pageSize) await Promise.race([source.waitForAppend(pollMs), closedSignal]);
     }
   }

@@ -50,6 +50,11 @@ export interface SubscribeOptions {
   after?: bigint;
   /** Only events of streams whose id starts with one of these prefixes. */
   streamPrefixes?: readonly string[];
+  /**
+   * Told `true` when the subscription has caught up with the head of the log and
+   * `false` when it falls behind again (or dropped and is resubscribing).
+   */
+  onLiveChange?: (live: boolean) => void;
 }
 
 /** A live, ordered view of the global log; iterate it, close it to stop. */

@@ -159,6 +159,26 @@ export function eventStoreContract(t: Test, open: () => Promise<StoreUnderTest>)
     }),
   );
 
+  void t.test('a subscription reports when it has caught up with the log', (t) =>
+    withStore(t, async (store) => {
+      await store.appendToStream(stream(), [event(1)], { expectedRevision: 'no_stream' });
+      let caughtUp: () => void = () => {};
+      const live = new Promise<void>((resolve) => (caughtUp = resolve));
+      const subscription = store.subscribeToAll({ onLiveChange: (isLive) => isLive && caughtUp() });
+      t.teardown(() => subscription.close());
+      const draining = (async () => {
+        for await (const _ of subscription) {
+          // consume until closed
+        }
+      })();
+      const timeout = new Promise((_, reject) => setTimeout(() => reject(new Error('never caught up')), 5000));
+      await Promise.race([live, timeout]);
+      t.pass('caught up');
+      await subscription.close();
+      await draining;
+    }),
+  );
+
   void t.test('a closed subscription ends its iteration', (t) =>
     withStore(t, async (store) => {
       const subscription = store.subscribeToAll();
