@@ -1,0 +1,71 @@
+import { randomBytes } from 'node:crypto';
+import { pino } from 'pino';
+import t from 'tap';
+import { userProjector } from '../../projector/projector.js';
+import { migrateReadDb } from '../../projector/read-db-migrations.js';
+import { eventStoreFeed, globalLogSource } from '../../shared/event-feed/event-store-feed.js';
+import { inMemoryEventStore } from '../../shared/event-store/in-memory-event-store.js';
+import { openReadDb } from '../../shared/read-db.js';
+import { buildQueryApp } from '../../query-side/app.js';
+import { mariadbUrl, readDbsUnderTest } from '../support/read-dbs.js';
+import { commandsOver, expectedRows, seedUsers, tableRows, waitFor } from '../support/seed.js';
+import { startTcpProxy } from '../support/tcp-proxy.js';
+
+/**
+ * MariaDB goes away under a running projector (a proxy in front of it is cut):
+ * the projector pauses, logs the outage once, and resumes from its checkpoint
+ * when MariaDB is back, losing nothing; the read API answers 503 meanwhile.
+ */
+void t.test('a MariaDB outage pauses the projector, which resumes without loss', async (t) => {
+  // Fails with advice (or skips, if MARIADB_OPTIONAL=1) when MariaDB is not there.
+  const mariadb = readDbsUnderTest.find((d) => d.name === 'mariadb')!;
+  try {
+    await mariadb.open(t);
+  } catch {
+    return;
+  }
+  const target = new URL(mariadbUrl);
+  const proxy = await startTcpProxy({ host: target.hostname, port: Number(target.port || 3306) });
+  t.teardown(() => proxy.stop());
+  const database = `queries_outage_${randomBytes(5).toString('hex')}`;
+  const viaProxy = new URL(mariadbUrl);
+  viaProxy.host = `127.0.0.1:${proxy.port}`;
+  viaProxy.pathname = `/${database}`;
+  const db = await openReadDb({ client: 'mysql', url: viaProxy.toString() });
+  t.teardown(async () => {
+    await db.raw('DROP DATABASE IF EXISTS ??', [database]).catch(() => {});
+    await db.destroy();
+  });
+  await migrateReadDb(db);
+
+  const warnings: string[] = [];
+  const logger = pino({ level: 'info' }, { write: (line: string) => void warnings.push(JSON.parse(line).msg as string) });
+  const store = inMemoryEventStore();
+  const commands = commandsOver(store);
+  const projector = userProjector({ db, feed: eventStoreFeed(store, { batchSize: 20 }), logger });
+  void projector.start();
+  t.teardown(() => projector.stop());
+  const query = buildQueryApp({ db, consistencyWaitMs: 500 });
+  t.teardown(() => query.close());
+
+  await seedUsers(commands, 10, 'before');
+  const head = async () => (await store.readAll({ maxCount: 100_000 })).at(-1)!.position.toString();
+  await waitFor(async () => projector.status().checkpoints[globalLogSource] === (await head()), 10_000, 'first batch');
+
+  proxy.cut();
+  await seedUsers(commands, 10, 'during');
+  await waitFor(() => !projector.status().readDbReachable, 10_000, 'projector to notice the outage');
+  const health = await query.inject({ url: '/health' });
+  t.equal(health.statusCode, 503, 'the read API reports the outage');
+  const read = await query.inject({ url: '/users?limit=1' });
+  t.equal(read.statusCode, 503, 'reads answer 503, not 500');
+  t.equal(read.headers['retry-after'], '1');
+
+  await new Promise((resolve) => setTimeout(resolve, 1500));
+  proxy.restore();
+  await waitFor(async () => projector.status().checkpoints[globalLogSource] === (await head()), 20_000, 'resume');
+  t.ok(projector.status().readDbReachable, 'back to normal');
+  t.same(await tableRows(db), await expectedRows(store), 'nothing lost, nothing doubled');
+  t.equal(warnings.filter((m) => m.includes('unavailable')).length, 1, 'the outage was logged once, not per retry');
+  t.equal(warnings.filter((m) => m.includes('resumed')).length, 1, 'and its end once');
+});
