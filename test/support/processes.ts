@@ -18,6 +18,8 @@ export function freePort(): Promise<number> {
 export interface RunningScript {
   child: ChildProcess;
   output: () => string;
+  /** Resolves to the exit code once the process has exited. */
+  exited: Promise<number | null>;
   /** SIGTERM, then waits for the exit; resolves to the exit code. */
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
@@ -38,7 +40,7 @@ export function runScript(t: Test, relativePath: string, env: Record<string, str
     return exited;
   };
   t.teardown(() => stop('SIGKILL').then(() => undefined));
-  return { child, output: () => output, stop };
+  return { child, output: () => output, exited, stop };
 }
 
 /** Polls `url` until it answers 200, or fails with what the process printed. */

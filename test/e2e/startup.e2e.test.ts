@@ -1,0 +1,27 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t from 'tap';
+import { freePort, runScript } from '../support/processes.js';
+
+void t.test('the write API refuses to start in production without tokens', async (t) => {
+  const dataDir = await mkdtemp(join(tmpdir(), 'users-start-'));
+  t.teardown(() => rm(dataDir, { recursive: true, force: true }));
+  const role = runScript(t, 'command-side/main.ts', { NODE_ENV: 'production', WRITE_API_TOKENS: '', DATA_DIR: dataDir, COMMAND_PORT: String(await freePort()) });
+  t.equal(await role.exited, 1);
+  t.match(role.output(), /WRITE_API_TOKENS: must be set when NODE_ENV=production/);
+});
+
+void t.test('a bad configuration stops a role at start with every bad key listed', async (t) => {
+  const role = runScript(t, 'query-side/main.ts', { QUERY_PORT: 'http', CONSISTENCY_WAIT_MS: '-5' });
+  t.equal(await role.exited, 1);
+  t.match(role.output(), /query-side could not start: invalid configuration/);
+  t.match(role.output(), /QUERY_PORT/);
+  t.match(role.output(), /CONSISTENCY_WAIT_MS/);
+});
+
+void t.test('the relay needs Kafka brokers', async (t) => {
+  const role = runScript(t, 'command-side/relay-main.ts', { KAFKA_BROKERS: '' });
+  t.equal(await role.exited, 1);
+  t.match(role.output(), /KAFKA_BROKERS: the relay needs Kafka brokers/);
+});
