@@ -67,7 +67,8 @@ export function kafkaFeed(deps: {
             const { batch } = payload;
             if (batch.messages.length === 0 || !payload.isRunning() || payload.isStale()) return;
             const events: ProjectedEvent[] = batch.messages.map((m) => fromEnvelope(m.value));
-            const next = (BigInt(batch.messages[batch.messages.length - 1]!.offset) + 1n).toString();
+            const lastOffset = batch.messages[batch.messages.length - 1]!.offset;
+            const next = (BigInt(lastOffset) + 1n).toString();
             await new Promise<void>((applied, failed) => {
               waiting.push({
                 batch: { events, checkpoints: new Map([[partitionSource(topic, batch.partition), next]]) },
@@ -76,7 +77,14 @@ export function kafkaFeed(deps: {
               });
               wake?.();
             });
-            await active.commitOffsets([{ topic, partition: batch.partition, offset: next }]);
+            // kafkajs fetches from resolved offsets, not committed ones: resolve, or the batch comes again.
+            payload.resolveOffset(lastOffset);
+            try {
+              await active.commitOffsets([{ topic, partition: batch.partition, offset: next }]);
+            } catch (error) {
+              // The DB already holds this offset; a lost Kafka commit only means a harmless replay.
+              deps.logger.warn({ err: error, partition: batch.partition }, 'Kafka offset commit failed; the read DB keeps the position');
+            }
             await payload.heartbeat();
           },
         });
