@@ -57,6 +57,9 @@ export async function applyBatch(db: Knex, events: readonly ProjectedEvent[], ch
   });
   const ids = [...new Set(userEvents.map((e) => e.userId))];
   try {
+    // READ COMMITTED on MariaDB: FOR UPDATE then locks only existing rows, not the gaps
+    // between them, so projectors working on different users do not deadlock on inserts.
+    const isolation = isMariaDb(db) ? { isolationLevel: 'read committed' as const } : {};
     return await db.transaction(async (trx) => {
       const current = new Map<string, UserRow>();
       for (let i = 0; i < ids.length; i += rowChunk) {
@@ -89,7 +92,7 @@ export async function applyBatch(db: Knex, events: readonly ProjectedEvent[], ch
         await trx('PROJECTION_CHECKPOINT').insert(positions).onConflict(['PROJECTION', 'SOURCE']).merge();
       }
       return rows.length;
-    });
+    }, isolation);
   } catch (error) {
     throw readDbError(error);
   }

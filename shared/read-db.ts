@@ -69,9 +69,15 @@ const unreachableCodes = new Set([
   'SQLITE_BUSY',
 ]);
 
-/** Connection failures become the retriable StoreUnavailableError; the rest pass through. */
+// Lock conflicts between concurrent writers: the transaction was rolled back and may simply run again.
+const transientLockCodes = new Set(['ER_LOCK_DEADLOCK', 'ER_LOCK_WAIT_TIMEOUT']);
+
+/** Connection failures and lock conflicts become the retriable StoreUnavailableError; the rest pass through. */
 export function readDbError(error: unknown, where = 'read database'): unknown {
   const code = (error as { code?: unknown }).code;
+  if (typeof code === 'string' && transientLockCodes.has(code)) {
+    return new StoreUnavailableError(`${where}: transient lock conflict (${code}); try again`, { cause: error });
+  }
   const isTimeout = error instanceof Error && error.name === 'KnexTimeoutError';
   if ((typeof code === 'string' && unreachableCodes.has(code)) || isTimeout) {
     const redacted = where.replace(/\/\/[^@/]*@/, '//***@');

@@ -1,0 +1,142 @@
+import { randomBytes } from 'node:crypto';
+import type { ConsumerConfig } from 'kafkajs';
+import { pino } from 'pino';
+import t, { type Test } from 'tap';
+import { kafkaPublisher } from '../../command-side/relay/kafka-publisher.js';
+import { messageOf, eventRelay } from '../../command-side/relay/relay.js';
+import { readCheckpoints } from '../../projector/apply-batch.js';
+import { userProjector } from '../../projector/projector.js';
+import { migrateReadDb } from '../../projector/read-db-migrations.js';
+import { kafkaFeed } from '../../shared/event-feed/kafka-feed.js';
+import { inMemoryEventStore } from '../../shared/event-store/in-memory-event-store.js';
+import type { EventStore } from '../../shared/event-store/port.js';
+import { createKafka } from '../../shared/kafka/kafka-client.js';
+import { openReadDb } from '../../shared/read-db.js';
+import { startKafkaTestBroker } from '../support/kafka-test-broker.js';
+import { forEachReadDb, mariadbUrl, readDbsUnderTest } from '../support/read-dbs.js';
+import { commandsOver, expectedRows, seedUsers, tableRows, waitFor } from '../support/seed.js';
+import { startTcpProxy } from '../support/tcp-proxy.js';
+
+/**
+ * The production projection path on the test broker: relay -> Kafka topic (3
+ * partitions, keyed by stream) -> consumer-group projector -> read DB. With
+ * KAFKA_BROKERS set, runs against that Kafka instead (topic must allow creation).
+ */
+const logger = pino({ level: 'silent' });
+const fastGroup: Partial<ConsumerConfig> = { sessionTimeout: 3000, rebalanceTimeout: 3000, heartbeatInterval: 100, maxWaitTimeInMs: 200 };
+
+async function kafkaFor(t: Test, topic: string) {
+  if (process.env.KAFKA_BROKERS) return createKafka({ brokers: process.env.KAFKA_BROKERS.split(','), clientId: 'test', logger });
+  const broker = await startKafkaTestBroker({ topics: [{ name: topic, partitions: 3 }] });
+  t.teardown(() => broker.stop());
+  return createKafka({ brokers: broker.brokers, clientId: 'test', logger });
+}
+
+function projectorOn(t: Test, kafka: ReturnType<typeof createKafka>, topic: string, groupId: string, db: Parameters<typeof userProjector>[0]['db']) {
+  const projector = userProjector({ db, feed: kafkaFeed({ kafka, topic, groupId, logger, consumerConfig: fastGroup }), logger });
+  const running = projector.start();
+  t.teardown(() => projector.stop());
+  return { projector, running };
+}
+
+async function relayAll(t: Test, store: EventStore, kafka: ReturnType<typeof createKafka>, topic: string) {
+  const publisher = kafkaPublisher(kafka, topic);
+  const relay = eventRelay({ store, publisher, topic, logger, leaseMs: 3000, batchSize: 50 });
+  void relay.start();
+  t.teardown(async () => {
+    await relay.stop();
+    await publisher.close();
+  });
+  return relay;
+}
+
+const sameAsLog = async (db: Parameters<typeof tableRows>[0], store: EventStore) =>
+  JSON.stringify(await tableRows(db)) === JSON.stringify(await expectedRows(store));
+
+forEachReadDb(t, async (t, db) => {
+  const topic = `users.events.${randomBytes(4).toString('hex')}`;
+  const kafka = await kafkaFor(t, topic);
+  const store = inMemoryEventStore();
+  const commands = commandsOver(store);
+  await seedUsers(commands, 30);
+  await relayAll(t, store, kafka, topic);
+
+  await t.test('relayed events become rows equal to a fold of the log; offsets stored per partition', async (t) => {
+    const { projector } = projectorOn(t, kafka, topic, 'projector-a', db);
+    await waitFor(() => sameAsLog(db, store), 20_000, 'table to match the log');
+    const checkpoints = await readCheckpoints(db);
+    t.ok([...checkpoints.keys()].every((source) => source.startsWith(`${topic}:`)), 'sources are topic:partition');
+    t.ok(checkpoints.size >= 2, `offsets for ${checkpoints.size} partitions`);
+    await projector.stop();
+  });
+
+  await t.test('duplicates from the relay change nothing', async (t) => {
+    const before = await tableRows(db);
+    const duplicates = kafkaPublisher(kafka, topic);
+    t.teardown(() => duplicates.close());
+    const log = await store.readAll({ maxCount: 100_000 });
+    await duplicates.publish(log.flatMap((e) => messageOf(e) ?? []));
+    const { projector } = projectorOn(t, kafka, topic, 'projector-a', db);
+    await waitFor(() => projector.status().eventsApplied >= log.filter((e) => e.streamId.startsWith('user-')).length, 20_000, 'duplicates consumed');
+    t.same(await tableRows(db), before);
+    await projector.stop();
+  });
+
+  await t.test('two projectors in one group share the partitions; a restart resumes', async (t) => {
+    const first = projectorOn(t, kafka, topic, 'projector-a', db);
+    const second = projectorOn(t, kafka, topic, 'projector-a', db);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    await seedUsers(commands, 30, 'shared');
+    await waitFor(() => sameAsLog(db, store), 20_000, 'both projectors to catch up');
+    t.ok(first.projector.status().eventsApplied > 0 && second.projector.status().eventsApplied > 0, 'both did work');
+    await first.projector.stop();
+    await seedUsers(commands, 10, 'after-stop');
+    await waitFor(() => sameAsLog(db, store), 20_000, 'the remaining projector takes every partition');
+    await second.projector.stop();
+    await seedUsers(commands, 5, 'while-down');
+    const restarted = projectorOn(t, kafka, topic, 'projector-a', db);
+    await waitFor(() => sameAsLog(db, store), 20_000, 'a restarted projector resumes');
+    await restarted.projector.stop();
+  });
+});
+
+void t.test('a MariaDB outage pauses Kafka consumption, which resumes without loss', async (t) => {
+  const mariadb = readDbsUnderTest.find((d) => d.name === 'mariadb')!;
+  try {
+    await mariadb.open(t);
+  } catch {
+    return;
+  }
+  const target = new URL(mariadbUrl);
+  const proxy = await startTcpProxy({ host: target.hostname, port: Number(target.port || 3306) });
+  t.teardown(() => proxy.stop());
+  const database = `queries_kafka_outage_${randomBytes(4).toString('hex')}`;
+  const viaProxy = new URL(mariadbUrl);
+  viaProxy.host = `127.0.0.1:${proxy.port}`;
+  viaProxy.pathname = `/${database}`;
+  const db = await openReadDb({ client: 'mysql', url: viaProxy.toString() });
+  t.teardown(async () => {
+    await db.raw('DROP DATABASE IF EXISTS ??', [database]).catch(() => {});
+    await db.destroy();
+  });
+  await migrateReadDb(db);
+
+  const topic = `users.events.${randomBytes(4).toString('hex')}`;
+  const kafka = await kafkaFor(t, topic);
+  const store = inMemoryEventStore();
+  const commands = commandsOver(store);
+  await relayAll(t, store, kafka, topic);
+  const { projector } = projectorOn(t, kafka, topic, 'projector-outage', db);
+  await seedUsers(commands, 10, 'before');
+  await waitFor(() => sameAsLog(db, store), 20_000, 'first rows');
+
+  proxy.cut();
+  await seedUsers(commands, 10, 'during');
+  await waitFor(() => !projector.status().readDbReachable, 10_000, 'projector to notice');
+  // Longer than the consumer's session timeout: the group evicts the stalled member.
+  await new Promise((resolve) => setTimeout(resolve, 4000));
+  proxy.restore();
+  await waitFor(() => sameAsLog(db, store), 30_000, 'rows after the outage');
+  t.ok(projector.status().readDbReachable);
+  t.ok(projector.status().running, 'the projector kept running through the outage');
+});
