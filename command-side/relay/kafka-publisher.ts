@@ -1,4 +1,4 @@
-import type { Kafka, Producer } from 'kafkajs';
+import { Partitioners, type Kafka, type Producer } from 'kafkajs';
 import { translateKafkaError } from '../../shared/kafka/kafka-client.js';
 import type { EventPublisher } from './publisher.js';
 
@@ -8,7 +8,13 @@ import type { EventPublisher } from './publisher.js';
  * reorder a partition's messages.
  */
 export function kafkaPublisher(kafka: Kafka, topic: string): EventPublisher {
-  const producer: Producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false });
+  const producer: Producer = kafka.producer({
+    idempotent: true,
+    maxInFlightRequests: 1,
+    allowAutoTopicCreation: false,
+    // murmur2 on the key, as the Java client partitions: other producers of these keys agree.
+    createPartitioner: Partitioners.DefaultPartitioner,
+  });
   let connected: Promise<void> | undefined;
   const connect = () => (connected ??= producer.connect().catch((error: unknown) => {
     connected = undefined;

@@ -1,0 +1,197 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+import { pino } from 'pino';
+import { kafkaPublisher } from '../command-side/relay/kafka-publisher.js';
+import { eventRelay } from '../command-side/relay/relay.js';
+import { toUserEvent } from '../projector/apply-batch.js';
+import { userProjector } from '../projector/projector.js';
+import { migrateReadDb } from '../projector/read-db-migrations.js';
+import { userRowFrom, type UserRow } from '../projector/user-row.js';
+import { kafkaFeed } from '../shared/event-feed/kafka-feed.js';
+import { esdbEventStore } from '../shared/event-store/esdb-event-store.js';
+import type { EventStore } from '../shared/event-store/port.js';
+import { createKafka } from '../shared/kafka/kafka-client.js';
+import { openReadDb } from '../shared/read-db.js';
+import { userStreamId } from '../shared/user-events.js';
+import { startEsdbTestServer } from '../test/support/esdb-test-server.js';
+import { startKafkaTestBroker } from '../test/support/kafka-test-broker.js';
+import { percentile, startStack } from './bench/stack.js';
+
+/**
+ * The production path on the protocol test servers (EventStoreDB gRPC test server,
+ * in-repo Kafka broker) and the machine's MariaDB:
+ *  1. seeds BENCH_EVENTS (100,000) user events into EventStoreDB;
+ *  2. relay: events/s from the log to Kafka (acknowledged);
+ *  3. projector: events/s from Kafka into MariaDB, and in the same run a plain
+ *     multi-row INSERT of the same final rows (rows/s) for comparison;
+ *  4. the four roles as processes at a steady BENCH_RATE (500) writes/s for
+ *     BENCH_SECONDS (20): time from the write's 201 to the row being readable.
+ */
+const totalEvents = Number(process.env.BENCH_EVENTS ?? 100_000);
+const rate = Number(process.env.BENCH_RATE ?? 500);
+const seconds = Number(process.env.BENCH_SECONDS ?? 20);
+const mariadbUrl = process.env.MARIADB_URL ?? 'mysql://root@127.0.0.1:3306';
+const logger = pino({ level: 'silent' });
+const topic = 'users.events.v1';
+
+async function seed(store: EventStore): Promise<void> {
+  // Four events per user: registered, renamed, email changed, validated.
+  const users = Math.ceil(totalEvents / 4);
+  const at = new Date().toISOString();
+  for (let i = 0; i < users; i += 200) {
+    await Promise.all(
+      Array.from({ length: Math.min(200, users - i) }, (_, j) => {
+        const userId = randomUUID();
+        const n = i + j;
+        return store.appendToStream(
+          userStreamId(userId),
+          [
+            { type: 'UserRegistered', data: { userId, name: `Bench ${n}`, email: `b${n}@bench.example.org`, occurredAt: at } },
+            { type: 'UserRenamed', data: { userId, name: `Bench ${n} renamed`, occurredAt: at } },
+            { type: 'UserEmailChanged', data: { userId, email: `c${n}@bench.example.org`, previousEmail: `b${n}@bench.example.org`, occurredAt: at } },
+            { type: 'UserValidated', data: { userId, occurredAt: at } },
+          ],
+          { expectedRevision: 'no_stream' },
+        );
+      }),
+    );
+  }
+}
+
+async function finalRows(store: EventStore): Promise<UserRow[]> {
+  const rows = new Map<string, UserRow>();
+  for (let after: bigint | undefined; ; ) {
+    const page = await store.readAll({ ...(after === undefined ? {} : { after }), maxCount: 5000 });
+    for (const e of page) {
+      const event = toUserEvent(e);
+      const row = event && userRowFrom(rows.get(event.data.userId), event, e.revision);
+      if (row) rows.set(row.ID_USER_DATA, row);
+    }
+    if (page.length < 5000) break;
+    after = page[page.length - 1]!.position;
+  }
+  return [...rows.values()];
+}
+
+const freshDb = async (name: string) => {
+  const db = await openReadDb({ client: 'mysql', url: `${mariadbUrl}/${name}` });
+  await migrateReadDb(db);
+  return db;
+};
+
+async function main() {
+  const esdb = await startEsdbTestServer();
+  const broker = await startKafkaTestBroker({ topics: [{ name: topic, partitions: 6 }] });
+  const store = esdbEventStore({ connectionString: esdb.connectionString });
+  const kafka = createKafka({ brokers: broker.brokers, clientId: 'bench', logger });
+  const suffix = randomBytes(4).toString('hex');
+  const databases = [`queries_bench_proj_${suffix}`, `queries_bench_plain_${suffix}`];
+  try {
+    let started = performance.now();
+    await seed(store);
+    const log = await store.readAll({ maxCount: totalEvents + 1000 });
+    const head = log[log.length - 1]!.position.toString();
+    console.log(`seeded ${log.length} events into the EventStoreDB test server in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+
+    const publisher = kafkaPublisher(kafka, topic);
+    const relay = eventRelay({ store, publisher, topic, logger, leaseMs: 15_000, batchSize: 1000 });
+    started = performance.now();
+    void relay.start();
+    while (relay.status().position !== head) await new Promise((resolve) => setTimeout(resolve, 20));
+    const relaySeconds = (performance.now() - started) / 1000;
+    console.log(`relay: ${(log.length / relaySeconds).toFixed(0)} events/s (${log.length} events to Kafka, acknowledged, in ${relaySeconds.toFixed(1)} s)`);
+    await relay.stop();
+    await publisher.close();
+
+    const db = await freshDb(databases[0]!);
+    const projector = userProjector({ db, feed: kafkaFeed({ kafka, topic, groupId: 'bench', logger }), logger });
+    started = performance.now();
+    void projector.start();
+    while (projector.status().eventsApplied < log.length) await new Promise((resolve) => setTimeout(resolve, 20));
+    const projectorSeconds = (performance.now() - started) / 1000;
+    await projector.stop();
+    await db.destroy();
+
+    const rows = await finalRows(store);
+    const plain = await freshDb(databases[1]!);
+    started = performance.now();
+    for (let i = 0; i < rows.length; i += 500) await plain('USER_DATA').insert(rows.slice(i, i + 500));
+    const plainSeconds = (performance.now() - started) / 1000;
+    await plain.destroy();
+    console.log(
+      `projector: ${(log.length / projectorSeconds).toFixed(0)} events/s from Kafka into MariaDB (${rows.length} rows in ${projectorSeconds.toFixed(1)} s); ` +
+        `plain multi-row INSERT of the same rows: ${(rows.length / plainSeconds).toFixed(0)} rows/s in ${plainSeconds.toFixed(1)} s ` +
+        `(projector time / plain INSERT time = ${(projectorSeconds / plainSeconds).toFixed(1)})`,
+    );
+
+    await lagAtSteadyRate(esdb.connectionString, broker.brokers);
+  } finally {
+    await store.close();
+    await broker.stop();
+    await esdb.stop();
+    const admin = await openReadDb({ client: 'mysql', url: `${mariadbUrl}/queries` });
+    for (const name of databases) await admin.raw('DROP DATABASE IF EXISTS ??', [name]);
+    await admin.destroy();
+  }
+}
+
+async function lagAtSteadyRate(eventstoreUrl: string, brokers: string[]) {
+  const database = `queries_bench_lag_${randomBytes(4).toString('hex')}`;
+  const stack = await startStack({
+    EVENTSTORE_URL: eventstoreUrl,
+    KAFKA_BROKERS: brokers.join(','),
+    KAFKA_TOPIC: topic,
+    KAFKA_GROUP_ID: 'bench-lag',
+    READ_DB_URL: `${mariadbUrl}/${database}`,
+  });
+  const lags: number[] = [];
+  let failures = 0;
+  const pending: Promise<void>[] = [];
+  const started = performance.now();
+  try {
+    for (let n = 0; n < rate * seconds; n++) {
+      const due = started + (n * 1000) / rate;
+      const wait = due - performance.now();
+      if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+      pending.push(
+        (async () => {
+          const tag = randomUUID();
+          const response = await fetch(`${stack.write}/users`, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json' },
+            body: JSON.stringify({ name: `Lag ${tag}`, email: `${tag}@lag.example.org` }),
+          });
+          if (response.status !== 201) {
+            failures += 1;
+            return;
+          }
+          const { id } = (await response.json()) as { id: string };
+          const acknowledged = performance.now();
+          // Every tenth write is followed to its row, so polling does not dominate the load.
+          if (n % 10 !== 0) return;
+          while ((await fetch(`${stack.read}/users/${id}`)).status !== 200) await new Promise((resolve) => setTimeout(resolve, 2));
+          lags.push(performance.now() - acknowledged);
+        })(),
+      );
+    }
+    await Promise.all(pending);
+    const achieved = (rate * seconds) / ((performance.now() - started) / 1000);
+    lags.sort((a, b) => a - b);
+    console.log(
+      `end-to-end at ${rate} writes/s for ${seconds} s (achieved ${achieved.toFixed(0)}/s, ${failures} failed): ` +
+        `201 -> row visible p50 ${percentile(lags, 50).toFixed(1)} ms, p99 ${percentile(lags, 99).toFixed(1)} ms over ${lags.length} samples`,
+    );
+  } finally {
+    await stack.stop();
+    const admin = await openReadDb({ client: 'mysql', url: `${mariadbUrl}/queries` });
+    await admin.raw('DROP DATABASE IF EXISTS ??', [database]);
+    await admin.destroy();
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (error: unknown) => {
+    console.error(error);
+    process.exit(1);
+  },
+);
