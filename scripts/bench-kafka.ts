@@ -57,6 +57,16 @@ async function seed(store: EventStore): Promise<void> {
   }
 }
 
+async function readWholeLog(store: EventStore) {
+  const events = [];
+  for (let after: bigint | undefined; ; ) {
+    const page = await store.readAll({ ...(after === undefined ? {} : { after }), maxCount: 5000 });
+    events.push(...page);
+    if (page.length < 5000) return events;
+    after = page[page.length - 1]!.position;
+  }
+}
+
 async function finalRows(store: EventStore): Promise<UserRow[]> {
   const rows = new Map<string, UserRow>();
   for (let after: bigint | undefined; ; ) {
@@ -88,7 +98,7 @@ async function main() {
   try {
     let started = performance.now();
     await seed(store);
-    const log = await store.readAll({ maxCount: totalEvents + 1000 });
+    const log = await readWholeLog(store);
     const head = log[log.length - 1]!.position.toString();
     console.log(`seeded ${log.length} events into the EventStoreDB test server in ${((performance.now() - started) / 1000).toFixed(1)} s`);
 
