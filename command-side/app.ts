@@ -1,10 +1,10 @@
-import bearerAuth from '@fastify/bearer-auth';
 import type { FastifyServerOptions } from 'fastify';
 import type { JsonSchemaToTsProvider } from '@fastify/type-provider-json-schema-to-ts';
 import { encodeConsistencyToken } from '../shared/consistency-token.js';
 import { ValidationError } from '../shared/errors.js';
 import type { EventStore } from '../shared/event-store/port.js';
 import { createHttpApp, errorBodySchema } from '../shared/http.js';
+import { harden, requireBearerTokens } from '../shared/http-hardening.js';
 import { userStreamId } from '../shared/user-events.js';
 import type { CommandOptions, CommandResult, UserCommands } from './user-commands.js';
 
@@ -14,6 +14,8 @@ export interface CommandAppDeps {
   /** When non-empty, every write needs `Authorization: Bearer <one of these>`. */
   writeApiTokens?: readonly string[];
   bodyLimitBytes?: number;
+  /** Requests per minute per client; 0 or absent: no limit. */
+  rateLimitPerMinute?: number;
   logger?: FastifyServerOptions['logger'];
 }
 
@@ -84,107 +86,98 @@ export function buildCommandApp(deps: CommandAppDeps) {
   const app = createHttpApp({ logger: deps.logger ?? false, bodyLimitBytes: deps.bodyLimitBytes });
   const { commands } = deps;
 
-  app.get('/health', async (_request, reply) => {
-    try {
-      await deps.store.readAll({ maxCount: 1 });
-      return { status: 'ok', eventStore: 'up' };
-    } catch {
-      return reply.code(503).header('retry-after', '1').send({ status: 'unavailable', eventStore: 'down' });
-    }
-  });
+  harden(app, { rateLimitPerMinute: deps.rateLimitPerMinute ?? 0 });
+  void app.register(async (api) => {
+    api.get('/health', async (_request, reply) => {
+      try {
+        await deps.store.readAll({ maxCount: 1 });
+        return { status: 'ok', eventStore: 'up' };
+      } catch {
+        return reply.code(503).header('retry-after', '1').send({ status: 'unavailable', eventStore: 'down' });
+      }
+    });
 
-  void app.register(async (scope) => {
-    const writes = scope.withTypeProvider<JsonSchemaToTsProvider>();
-    const tokens = deps.writeApiTokens ?? [];
-    if (tokens.length > 0) {
-      await scope.register(bearerAuth, {
-        keys: new Set(tokens),
-        verifyErrorLogLevel: 'info',
-        errorResponse: (error: Error) => ({
-          statusCode: 401,
-          code: 'UNAUTHORIZED',
-          error: 'Unauthorized',
-          message: error.message,
-        }),
-      });
-    }
+    await api.register(async (scope) => {
+      const writes = scope.withTypeProvider<JsonSchemaToTsProvider>();
+      await requireBearerTokens(scope, deps.writeApiTokens ?? []);
 
-    writes.post(
-      '/users',
-      {
-        schema: {
-          body: {
-            type: 'object',
-            additionalProperties: false,
-            properties: { name: nameField, email: emailField },
-            required: ['name', 'email'],
+      writes.post(
+        '/users',
+        {
+          schema: {
+            body: {
+              type: 'object',
+              additionalProperties: false,
+              properties: { name: nameField, email: emailField },
+              required: ['name', 'email'],
+            },
+            headers: {
+              type: 'object',
+              properties: { 'idempotency-key': { type: 'string', minLength: 1, maxLength: 255, pattern: '^[\\x21-\\x7e]+$' } },
+            },
+            response: responses(201),
           },
-          headers: {
-            type: 'object',
-            properties: { 'idempotency-key': { type: 'string', minLength: 1, maxLength: 255, pattern: '^[\\x21-\\x7e]+$' } },
+        },
+        async (request, reply) => {
+          const idempotencyKey = request.headers['idempotency-key'];
+          const result = await commands.register(request.body, {
+            correlationId: request.id,
+            ...(idempotencyKey ? { idempotencyKey } : {}),
+          });
+          return reply.code(201).header('location', `/users/${result.id}`).send(answer(result));
+        },
+      );
+
+      writes.put(
+        '/users/:id/name',
+        {
+          schema: {
+            params: userIdParams,
+            headers: ifMatchHeaders,
+            body: { type: 'object', additionalProperties: false, properties: { name: nameField }, required: ['name'] },
+            response: responses(200),
           },
-          response: responses(201),
         },
-      },
-      async (request, reply) => {
-        const idempotencyKey = request.headers['idempotency-key'];
-        const result = await commands.register(request.body, {
-          correlationId: request.id,
-          ...(idempotencyKey ? { idempotencyKey } : {}),
-        });
-        return reply.code(201).header('location', `/users/${result.id}`).send(answer(result));
-      },
-    );
-
-    writes.put(
-      '/users/:id/name',
-      {
-        schema: {
-          params: userIdParams,
-          headers: ifMatchHeaders,
-          body: { type: 'object', additionalProperties: false, properties: { name: nameField }, required: ['name'] },
-          response: responses(200),
+        async (request) => {
+          const { userId, options } = changeOf(request);
+          return answer(await commands.rename(userId, request.body.name, options));
         },
-      },
-      async (request) => {
-        const { userId, options } = changeOf(request);
-        return answer(await commands.rename(userId, request.body.name, options));
-      },
-    );
+      );
 
-    writes.put(
-      '/users/:id/email',
-      {
-        schema: {
-          params: userIdParams,
-          headers: ifMatchHeaders,
-          body: { type: 'object', additionalProperties: false, properties: { email: emailField }, required: ['email'] },
-          response: responses(200),
+      writes.put(
+        '/users/:id/email',
+        {
+          schema: {
+            params: userIdParams,
+            headers: ifMatchHeaders,
+            body: { type: 'object', additionalProperties: false, properties: { email: emailField }, required: ['email'] },
+            response: responses(200),
+          },
         },
-      },
-      async (request) => {
-        const { userId, options } = changeOf(request);
-        return answer(await commands.changeEmail(userId, request.body.email, options));
-      },
-    );
+        async (request) => {
+          const { userId, options } = changeOf(request);
+          return answer(await commands.changeEmail(userId, request.body.email, options));
+        },
+      );
 
-    writes.post(
-      '/users/:id/validation',
-      { schema: { params: userIdParams, headers: ifMatchHeaders, response: responses(200) } },
-      async (request) => {
-        const { userId, options } = changeOf(request);
-        return answer(await commands.validate(userId, options));
-      },
-    );
+      writes.post(
+        '/users/:id/validation',
+        { schema: { params: userIdParams, headers: ifMatchHeaders, response: responses(200) } },
+        async (request) => {
+          const { userId, options } = changeOf(request);
+          return answer(await commands.validate(userId, options));
+        },
+      );
 
-    writes.delete(
-      '/users/:id',
-      { schema: { params: userIdParams, headers: ifMatchHeaders, response: responses(200) } },
-      async (request) => {
-        const { userId, options } = changeOf(request);
-        return answer(await commands.deactivate(userId, options));
-      },
-    );
+      writes.delete(
+        '/users/:id',
+        { schema: { params: userIdParams, headers: ifMatchHeaders, response: responses(200) } },
+        async (request) => {
+          const { userId, options } = changeOf(request);
+          return answer(await commands.deactivate(userId, options));
+        },
+      );
+    });
   });
 
   return app;

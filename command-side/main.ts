@@ -20,6 +20,7 @@ async function main() {
     store,
     writeApiTokens: config.writeApiTokens,
     bodyLimitBytes: config.bodyLimitBytes,
+    rateLimitPerMinute: config.rateLimitPerMinute,
     logger: { name: 'command-side', level: config.logLevel },
   });
   onShutdownSignal(logger, async () => {

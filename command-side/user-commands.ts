@@ -3,7 +3,7 @@ import { ConcurrencyError, DomainError } from '../shared/errors.js';
 import type { EventMetadata, EventStore } from '../shared/event-store/port.js';
 import { userStreamId, type UserEvent } from '../shared/user-events.js';
 import { emailReservations } from './email-reservations.js';
-import { decide, foldUser, type UserCommand, type UserState } from './user-decider.js';
+import { decide, foldUser, initialState, type UserCommand, type UserState } from './user-decider.js';
 import { normaliseEmail, normaliseName } from './user-values.js';
 
 export interface CommandOptions {
@@ -60,9 +60,15 @@ export function userCommands(deps: { store: EventStore; clock?: () => Date; emai
   }
 
   /** Decides and appends one command, claiming and releasing email addresses around it. */
-  async function execute(userId: string, commandAt: (now: Date) => UserCommand, options: CommandOptions): Promise<CommandResult> {
+  async function execute(
+    userId: string,
+    commandAt: (now: Date) => UserCommand,
+    options: CommandOptions & { newStream?: boolean },
+  ): Promise<CommandResult> {
     for (let attempt = 0; ; attempt++) {
-      const { state, revision } = await load(userId);
+      // A freshly generated id has no stream yet: skip the read (the append still says "no stream").
+      const { state, revision } =
+        options.newStream && attempt === 0 ? { state: initialState(), revision: -1 } : await load(userId);
       if (options.expectedRevision !== undefined && options.expectedRevision !== revision) {
         throw new ConcurrencyError(userStreamId(userId), String(options.expectedRevision), revision);
       }
@@ -95,7 +101,10 @@ export function userCommands(deps: { store: EventStore; clock?: () => Date; emai
       const key = options.idempotencyKey;
       if (key === undefined) {
         const userId = uuidv7();
-        return execute(userId, (now) => ({ type: 'RegisterUser', data: { userId, ...input, now } }), options);
+        return execute(userId, (now) => ({ type: 'RegisterUser', data: { userId, ...input, now } }), {
+          ...options,
+          newStream: true,
+        });
       }
       const userId = uuidv5(key, idempotencyNamespace);
       const earlier = await earlierRegistration(userId, input);

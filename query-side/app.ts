@@ -1,12 +1,20 @@
 import type { FastifyServerOptions } from 'fastify';
 import type { Knex } from 'knex';
+import type { JsonSchemaToTsProvider } from '@fastify/type-provider-json-schema-to-ts';
 import { createHttpApp, errorBodySchema } from '../shared/http.js';
+import { harden, requireBearerTokens } from '../shared/http-hardening.js';
 import { userQueries, userViewSchema } from './user-queries.js';
 import { waitForWrite } from './read-your-writes.js';
 
 export interface QueryAppDeps {
   db: Knex;
   consistencyWaitMs: number;
+  /** When non-empty, every read needs `Authorization: Bearer <one of these>`. */
+  readApiTokens?: readonly string[];
+  /** Requests per minute per client; 0 or absent: no limit. */
+  rateLimitPerMinute?: number;
+  /** Longest a single read DB query may take before the request answers 503. */
+  queryTimeoutMs?: number;
   logger?: FastifyServerOptions['logger'];
 }
 
@@ -20,84 +28,92 @@ const errors = { 400: errorBodySchema, 404: errorBodySchema, 503: errorBodySchem
 /** The read API over `USER_DATA`. Builds the app; `main.ts` listens. */
 export function buildQueryApp(deps: QueryAppDeps) {
   const app = createHttpApp({ logger: deps.logger ?? false });
-  const users = userQueries(deps.db);
+  const users = userQueries(deps.db, { timeoutMs: deps.queryTimeoutMs ?? 5000 });
   const readYourWrites = async (token: string | undefined) => {
     if (token !== undefined) await waitForWrite(token, users.versionOf, deps.consistencyWaitMs);
   };
 
-  app.get(
-    '/users/:id',
-    {
-      schema: {
-        params: {
-          type: 'object',
-          properties: { id: { type: 'string', format: 'uuid' } },
-          required: ['id'],
-          additionalProperties: false,
-        },
-        headers: consistencyHeaders,
-        response: { 200: userViewSchema, ...errors },
-      },
-    },
-    async (request, reply) => {
-      await readYourWrites(request.headers['consistency-token']);
-      const user = await users.byId(request.params.id.toLowerCase());
-      if (!user) {
-        return reply.code(404).send({
-          statusCode: 404,
-          code: 'USER_NOT_FOUND',
-          error: 'Not Found',
-          message: `user ${request.params.id} not found`,
-        });
+  harden(app, { rateLimitPerMinute: deps.rateLimitPerMinute ?? 0 });
+  void app.register(async (api) => {
+    api.get('/health', async (_request, reply) => {
+      try {
+        await deps.db.raw('SELECT 1');
+        return { status: 'ok', readDb: 'up' };
+      } catch {
+        return reply.code(503).header('retry-after', '1').send({ status: 'unavailable', readDb: 'down' });
       }
-      return user;
-    },
-  );
+    });
 
-  app.get(
-    '/users',
-    {
-      schema: {
-        querystring: {
-          type: 'object',
-          additionalProperties: false,
-          properties: {
-            email: { type: 'string', minLength: 1, maxLength: 254 },
-            name: { type: 'string', minLength: 1, maxLength: 255 },
-            status: { type: 'string', enum: ['registered', 'validated', 'deactivated'] },
-            limit: { type: 'integer', minimum: 1, maximum: 100, default: 20 },
-            cursor: { type: 'string', minLength: 1, maxLength: 200 },
-          },
-        },
-        headers: consistencyHeaders,
-        response: {
-          200: {
-            type: 'object',
-            additionalProperties: false,
-            properties: {
-              items: { type: 'array', items: userViewSchema },
-              nextCursor: { type: ['string', 'null'] },
+    await api.register(async (scope) => {
+      const reads = scope.withTypeProvider<JsonSchemaToTsProvider>();
+      await requireBearerTokens(scope, deps.readApiTokens ?? []);
+
+      reads.get(
+        '/users/:id',
+        {
+          schema: {
+            params: {
+              type: 'object',
+              properties: { id: { type: 'string', format: 'uuid' } },
+              required: ['id'],
+              additionalProperties: false,
             },
-            required: ['items', 'nextCursor'],
+            headers: consistencyHeaders,
+            response: { 200: userViewSchema, ...errors },
           },
-          ...errors,
         },
-      },
-    },
-    async (request) => {
-      await readYourWrites(request.headers['consistency-token']);
-      const { limit, ...filter } = request.query;
-      return users.list({ ...filter, limit: limit ?? 20 });
-    },
-  );
+        async (request, reply) => {
+          await readYourWrites(request.headers['consistency-token']);
+          const user = await users.byId(request.params.id.toLowerCase());
+          if (!user) {
+            return reply.code(404).send({
+              statusCode: 404,
+              code: 'USER_NOT_FOUND',
+              error: 'Not Found',
+              message: `user ${request.params.id} not found`,
+            });
+          }
+          return user;
+        },
+      );
 
-  app.get('/health', async (_request, reply) => {
-    try {
-      await deps.db.raw('SELECT 1');
-      return { status: 'ok', readDb: 'up' };
-    } catch {
-      return reply.code(503).header('retry-after', '1').send({ status: 'unavailable', readDb: 'down' });
-    }
+      reads.get(
+        '/users',
+        {
+          schema: {
+            querystring: {
+              type: 'object',
+              additionalProperties: false,
+              properties: {
+                email: { type: 'string', minLength: 1, maxLength: 254 },
+                name: { type: 'string', minLength: 1, maxLength: 255 },
+                status: { type: 'string', enum: ['registered', 'validated', 'deactivated'] },
+                limit: { type: 'integer', minimum: 1, maximum: 100, default: 20 },
+                cursor: { type: 'string', minLength: 1, maxLength: 200 },
+              },
+            },
+            headers: consistencyHeaders,
+            response: {
+              200: {
+                type: 'object',
+                additionalProperties: false,
+                properties: {
+                  items: { type: 'array', items: userViewSchema },
+                  nextCursor: { type: ['string', 'null'] },
+                },
+                required: ['items', 'nextCursor'],
+              },
+              ...errors,
+            },
+          },
+        },
+        async (request) => {
+          await readYourWrites(request.headers['consistency-token']);
+          const { limit, ...filter } = request.query;
+          return users.list({ ...filter, limit: limit ?? 20 });
+        },
+      );
+    });
   });
 
   return app;

@@ -15,6 +15,9 @@ async function main() {
   const app = buildQueryApp({
     db,
     consistencyWaitMs: config.consistencyWaitMs,
+    readApiTokens: config.readApiTokens,
+    rateLimitPerMinute: config.rateLimitPerMinute,
+    queryTimeoutMs: config.queryTimeoutMs,
     logger: { name: 'query-side', level: config.logLevel },
   });
   onShutdownSignal(logger, async () => {

@@ -1,7 +1,7 @@
 import type { FromSchema } from 'json-schema-to-ts';
 import type { Knex } from 'knex';
 import { ServiceError } from '../shared/errors.js';
-import { fromDbDate, readDbError } from '../shared/read-db.js';
+import { fromDbDate, isMariaDb, readDbError } from '../shared/read-db.js';
 import type { UserRow } from '../projector/user-row.js';
 
 /** A user as the read API shows it. */
@@ -54,7 +54,9 @@ function decodeCursor(cursor: string): string {
 // '!' as the LIKE escape character needs no escaping itself in either SQL dialect.
 const escapeLike = (text: string) => text.replace(/[!%_]/g, (c) => `!${c}`);
 
-export function userQueries(db: Knex) {
+export function userQueries(db: Knex, options: { timeoutMs: number } = { timeoutMs: 5000 }) {
+  // MariaDB kills a query that ran out of time; the embedded engine has nothing to cancel.
+  const cancel = { cancel: isMariaDb(db) };
   const guarded = async <T>(query: () => Promise<T>): Promise<T> => {
     try {
       return await query();
@@ -65,14 +67,14 @@ export function userQueries(db: Knex) {
   return {
     byId: (id: string) =>
       guarded(async () => {
-        const row = await db<UserRow>('USER_DATA').where('ID_USER_DATA', id).first();
+        const row = await db<UserRow>('USER_DATA').where('ID_USER_DATA', id).first().timeout(options.timeoutMs, cancel);
         return row ? userViewFrom(row) : undefined;
       }),
 
     /** Keyset pagination in id order (ids are UUIDv7, so that is registration order). */
     list: (filter: UserFilter) =>
       guarded(async () => {
-        const query = db<UserRow>('USER_DATA').orderBy('ID_USER_DATA').limit(filter.limit + 1);
+        const query = db<UserRow>('USER_DATA').orderBy('ID_USER_DATA').limit(filter.limit + 1).timeout(options.timeoutMs, cancel);
         if (filter.email !== undefined) void query.where('EMAIL', filter.email.trim().toLowerCase());
         if (filter.name !== undefined) void  query.whereRaw("NAME LIKE ? ESCAPE '!'", [`${escapeLike(filter.name)}%`]);
         if (filter.status !== undefined) void query.where('STATUS', filter.status);
@@ -89,7 +91,7 @@ export function userQueries(db: Knex) {
     /** The stream revision the read model holds for a user, -1 when it has no row. */
     versionOf: (id: string) =>
       guarded(async () => {
-        const row = await db<UserRow>('USER_DATA').where('ID_USER_DATA', id).first('VERSION');
+        const row = await db<UserRow>('USER_DATA').where('ID_USER_DATA', id).first('VERSION').timeout(options.timeoutMs, cancel);
         return row ? Number(row.VERSION) : -1;
       }),
   };

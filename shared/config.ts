@@ -36,6 +36,9 @@ export const configSchema = {
     POLL_MS: { type: 'integer', minimum: 1, maximum: 10_000, default: 20 },
     EMAIL_RESERVATION_GRACE_MS: { ...positiveMs, default: 60_000 },
     BODY_LIMIT_BYTES: { type: 'integer', minimum: 256, maximum: 10_485_760, default: 16_384 },
+    READ_API_TOKENS: { type: 'string' },
+    RATE_LIMIT_PER_MINUTE: { type: 'integer', minimum: 0, maximum: 10_000_000, default: 6000 },
+    QUERY_TIMEOUT_MS: { ...positiveMs, default: 5000 },
   },
   required: [
     'NODE_ENV',
@@ -49,6 +52,8 @@ export const configSchema = {
     'POLL_MS',
     'EMAIL_RESERVATION_GRACE_MS',
     'BODY_LIMIT_BYTES',
+    'RATE_LIMIT_PER_MINUTE',
+    'QUERY_TIMEOUT_MS',
     'KAFKA_TOPIC',
     'KAFKA_CLIENT_ID',
     'KAFKA_GROUP_ID',
@@ -75,6 +80,9 @@ export interface Config {
   readonly relayBatchSize: number;
   readonly readDb: ReadDbConfig;
   readonly writeApiTokens: readonly string[];
+  readonly readApiTokens: readonly string[];
+  readonly rateLimitPerMinute: number;
+  readonly queryTimeoutMs: number;
   readonly consistencyWaitMs: number;
   readonly projectorBatchSize: number;
   readonly pollMs: number;
@@ -89,6 +97,14 @@ function readDbFrom(url: string | undefined, dataDir: string): ReadDbConfig {
   if (url.startsWith('sqlite://')) return { client: 'sqlite', file: resolve(url.slice('sqlite://'.length)) };
   return { client: 'mysql', url };
 }
+
+const tokenList = (value: string | undefined): readonly string[] =>
+  Object.freeze(
+    (value ?? '')
+      .split(',')
+      .map((token) => token.trim())
+      .filter(Boolean),
+  );
 
 export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
   // Empty variables count as unset, and numbers arrive as strings.
@@ -128,12 +144,10 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
     relayLeaseMs: e.RELAY_LEASE_MS,
     relayBatchSize: e.RELAY_BATCH_SIZE,
     readDb: Object.freeze(readDbFrom(e.READ_DB_URL, dataDir)),
-    writeApiTokens: Object.freeze(
-      (e.WRITE_API_TOKENS ?? '')
-        .split(',')
-        .map((token) => token.trim())
-        .filter(Boolean),
-    ),
+    writeApiTokens: tokenList(e.WRITE_API_TOKENS),
+    readApiTokens: tokenList(e.READ_API_TOKENS),
+    rateLimitPerMinute: e.RATE_LIMIT_PER_MINUTE,
+    queryTimeoutMs: e.QUERY_TIMEOUT_MS,
     consistencyWaitMs: e.CONSISTENCY_WAIT_MS,
     projectorBatchSize: e.PROJECTOR_BATCH_SIZE,
     pollMs: e.POLL_MS,

@@ -26,7 +26,8 @@ export async function startStack(extraEnv: Record<string, string> = {}) {
     process.execPath,
     ['--import', 'tsx', fileURLToPath(new URL('../start.ts', import.meta.url))],
     {
-      env: { ...process.env, LOG_LEVEL: 'warn', DATA_DIR: dataDir, COMMAND_PORT: `${commandPort}`, QUERY_PORT: `${queryPort}`, ...extraEnv },
+      // Rate limiting off: the load comes from one client on purpose.
+      env: { ...process.env, LOG_LEVEL: 'warn', RATE_LIMIT_PER_MINUTE: '0', DATA_DIR: dataDir, COMMAND_PORT: `${commandPort}`, QUERY_PORT: `${queryPort}`, ...extraEnv },
       stdio: ['ignore', 'inherit', 'inherit'],
     },
   );
