@@ -1,20 +1,10 @@
 import type { InjectOptions } from 'fastify';
+import { seededRandom } from './seeded-random.js';
 
 /**
  * Malformed and adversarial requests, each invalid by construction (so a 2xx is
  * always a bug), generated from a seed so a failure can be replayed.
  */
-export function seededRandom(seed: number): () => number {
-  // mulberry32: small, fast, good enough to pick cases.
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let x = state;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 export const hostileStrings = [
   "' OR '1'='1",

@@ -1,0 +1,198 @@
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t, { type Test } from 'tap';
+import { esdbEventStore } from '../../shared/event-store/esdb-event-store.js';
+import type { EventStore } from '../../shared/event-store/port.js';
+import { sqliteEventStore } from '../../shared/event-store/sqlite-event-store.js';
+import { openReadDb } from '../../shared/read-db.js';
+import { userStreamId } from '../../shared/user-events.js';
+import { migrateReadDb } from '../../projector/read-db-migrations.js';
+import { startEsdbTestServer } from '../support/esdb-test-server.js';
+import { startKafkaTestBroker } from '../support/kafka-test-broker.js';
+import { freePort, runScript, waitUntilHealthy, type RunningScript } from '../support/processes.js';
+import { mariadbUrl, readDbsUnderTest } from '../support/read-dbs.js';
+import { expectedRows, tableRows, waitFor } from '../support/seed.js';
+import { seededRandom } from '../support/seeded-random.js';
+
+/**
+ * Chaos: writes at a steady rate while the command side, the projector and (with
+ * Kafka) the relay are killed with SIGKILL at random moments and restarted. Then:
+ * every acknowledged write is in the event store, the read model equals a fold of
+ * the whole log (so nothing was lost or applied twice), and consistency tokens
+ * issued before the kills are honoured. CHAOS_SECONDS sets the length, CHAOS_SEED
+ * replays a run.
+ */
+const seconds = Number(process.env.CHAOS_SECONDS ?? 12);
+const seed = Number(process.env.CHAOS_SEED ?? Date.now() % 1_000_000);
+const writesPerSecond = 40;
+
+interface Acknowledged {
+  id: string;
+  revision: number;
+  token: string;
+  name: string;
+}
+
+interface Stack {
+  env: Record<string, string>;
+  roles: Record<string, string>;
+  store: EventStore;
+  readDb: Awaited<ReturnType<typeof openReadDb>>;
+  /** With Kafka: how many messages were delivered more than once (killed relays republish). */
+  duplicatesPublished?: () => number;
+}
+
+async function chaos(t: Test, stack: Stack) {
+  const random = seededRandom(seed);
+  const commandPort = await freePort();
+  const queryPort = await freePort();
+  const env = { ...stack.env, COMMAND_PORT: String(commandPort), QUERY_PORT: String(queryPort), RATE_LIMIT_PER_MINUTE: '0', LOG_LEVEL: 'error' };
+  const write = `http://127.0.0.1:${commandPort}`;
+  const read = `http://127.0.0.1:${queryPort}`;
+  const running = new Map<string, RunningScript>();
+  const start = (role: string) => running.set(role, runScript(t, stack.roles[role]!, env));
+  for (const role of Object.keys(stack.roles)) start(role);
+  await waitUntilHealthy(`${write}/health`, running.get('command-side')!);
+  await waitUntilHealthy(`${read}/health`, running.get('query-side')!);
+
+  const acknowledged: Acknowledged[] = [];
+  const tokensBeforeKills: string[] = [];
+  let kills = 0;
+  let stop = false;
+  const json = { 'content-type': 'application/json' };
+
+  const writer = (async () => {
+    for (let n = 0; !stop; n++) {
+      await new Promise((resolve) => setTimeout(resolve, 1000 / writesPerSecond));
+      const renaming = acknowledged.length > 0 && random() < 0.3;
+      const target = renaming ? acknowledged[Math.floor(random() * acknowledged.length)]! : undefined;
+      const name = `Chaos ${n}`;
+      try {
+        const response = target
+          ? await fetch(`${write}/users/${target.id}/name`, { method: 'PUT', headers: json, body: JSON.stringify({ name }) })
+          : await fetch(`${write}/users`, { method: 'POST', headers: json, body: JSON.stringify({ name, email: `chaos${n}.${seed}@example.org` }) });
+        if (response.ok) {
+          const body = (await response.json()) as { id: string; revision: number; consistencyToken: string };
+          acknowledged.push({ id: body.id, revision: body.revision, token: body.consistencyToken, name });
+          if (kills === 0) tokensBeforeKills.push(body.consistencyToken);
+        }
+      } catch {
+        // the command side is down right now: not acknowledged, nothing to check
+      }
+    }
+  })();
+
+  const killable = Object.keys(stack.roles).filter((role) => role !== 'query-side');
+  const deadline = Date.now() + seconds * 1000;
+  while (Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 300 + random() * 900));
+    const role = killable[Math.floor(random() * killable.length)]!;
+    await running.get(role)!.stop('SIGKILL');
+    kills += 1;
+    await new Promise((resolve) => setTimeout(resolve, 50 + random() * 400));
+    start(role);
+  }
+  stop = true;
+  await writer;
+  await waitUntilHealthy(`${write}/health`, running.get('command-side')!);
+
+  // Every acknowledged write is durable.
+  let missing = 0;
+  for (const write of acknowledged) {
+    const events = await stack.store.readStream(userStreamId(write.id));
+    const event = events[write.revision];
+    const name = (event?.data as { name?: string } | undefined)?.name;
+    if (name !== write.name) missing += 1;
+  }
+  t.equal(missing, 0, `all ${acknowledged.length} acknowledged writes are in the event store`);
+
+  // The read model converges to a fold of the whole log.
+  const expected = await expectedRows(stack.store);
+  await waitFor(async () => JSON.stringify(await tableRows(stack.readDb)) === JSON.stringify(expected), 60_000, 'read model to converge');
+  const differences = (await tableRows(stack.readDb)).filter((row, i) => JSON.stringify(row) !== JSON.stringify(expected[i])).length;
+  t.equal(differences, 0, `read model equals the fold of ${expected.length} users`);
+
+  // Tokens from before the first kill are honoured after all the restarts.
+  let honoured = 0;
+  for (const token of tokensBeforeKills.slice(0, 20)) {
+    const id = token.slice('user-'.length, token.lastIndexOf('@'));
+    const response = await fetch(`${read}/users/${id}`, { headers: { 'consistency-token': token } });
+    if (response.status === 200) honoured += 1;
+  }
+  t.equal(honoured, Math.min(20, tokensBeforeKills.length), 'consistency tokens from before the kills are honoured');
+  t.ok(kills > 3, `${kills} kills`);
+  const duplicates = stack.duplicatesPublished ? `, ${stack.duplicatesPublished()} duplicate deliveries absorbed` : '';
+  t.comment(
+    `chaos (seed ${seed}): ${kills} kills, ${acknowledged.length} writes acknowledged, ${expected.reduce((n, r) => n + r.VERSION + 1, 0)} user events verified, ${missing + differences} differences${duplicates}`,
+  );
+  for (const script of running.values()) await script.stop('SIGTERM');
+}
+
+void t.test('embedded stack: SQLite event store and read DB', async (t) => {
+  const dataDir = await mkdtemp(join(tmpdir(), 'users-chaos-'));
+  t.teardown(() => rm(dataDir, { recursive: true, force: true }));
+  const readDb = await openReadDb({ client: 'sqlite', file: join(dataDir, 'queries.sqlite') });
+  await migrateReadDb(readDb);
+  const store = sqliteEventStore({ file: join(dataDir, 'events.sqlite') });
+  t.teardown(async () => {
+    await store.close();
+    await readDb.destroy();
+  });
+  await chaos(t, {
+    env: { DATA_DIR: dataDir },
+    roles: { 'command-side': 'command-side/main.ts', projector: 'projector/main.ts', 'query-side': 'query-side/main.ts' },
+    store,
+    readDb,
+  });
+});
+
+void t.test('production stack: EventStoreDB and Kafka test servers, MariaDB', async (t) => {
+  const mariadb = readDbsUnderTest.find((d) => d.name === 'mariadb')!;
+  try {
+    await mariadb.open(t);
+  } catch {
+    return;
+  }
+  const esdb = await startEsdbTestServer();
+  const topic = 'users.events.v1';
+  const kafka = await startKafkaTestBroker({ topics: [{ name: topic, partitions: 3 }] });
+  const database = `queries_chaos_${randomBytes(4).toString('hex')}`;
+  const readDbUrl = `${mariadbUrl.replace(/\/$/, '')}/${database}`;
+  const readDb = await openReadDb({ client: 'mysql', url: readDbUrl });
+  await migrateReadDb(readDb);
+  const store = esdbEventStore({ connectionString: esdb.connectionString });
+  const dataDir = await mkdtemp(join(tmpdir(), 'users-chaos-'));
+  t.teardown(async () => {
+    await store.close();
+    await readDb.raw('DROP DATABASE IF EXISTS ??', [database]);
+    await readDb.destroy();
+    await kafka.stop();
+    await esdb.stop();
+    await rm(dataDir, { recursive: true, force: true });
+  });
+  await chaos(t, {
+    env: {
+      DATA_DIR: dataDir,
+      EVENTSTORE_URL: esdb.connectionString,
+      KAFKA_BROKERS: kafka.brokers.join(','),
+      KAFKA_TOPIC: topic,
+      READ_DB_URL: readDbUrl,
+      // Short lease: a killed relay's successor takes over within a second or two.
+      RELAY_LEASE_MS: '1500',
+    },
+    roles: {
+      'command-side': 'command-side/main.ts',
+      relay: 'command-side/relay-main.ts',
+      projector: 'projector/main.ts',
+      'query-side': 'query-side/main.ts',
+    },
+    store,
+    readDb,
+    duplicatesPublished: () => {
+      const keys = [0, 1, 2].flatMap((p) => kafka.records(topic, p).map((r) => JSON.parse(r.value?.toString() ?? '{}') as { eventId?: string }));
+      return keys.length - new Set(keys.map((k) => k.eventId)).size;
+    },
+  });
+});
