@@ -140,3 +140,23 @@ void t.test('a MariaDB outage pauses Kafka consumption, which resumes without lo
   t.ok(projector.status().readDbReachable);
   t.ok(projector.status().running, 'the projector kept running through the outage');
 });
+
+void t.test('a Kafka outage: the projector reconnects on its own and loses nothing', async (t) => {
+  const { db } = await readDbsUnderTest[0]!.open(t);
+  const topic = 'users.events.v1';
+  const broker = await startKafkaTestBroker({ topics: [{ name: topic, partitions: 3 }] });
+  t.teardown(() => broker.stop());
+  const kafka = createKafka({ brokers: broker.brokers, clientId: 'test', logger });
+  const store = inMemoryEventStore();
+  const commands = commandsOver(store);
+  await relayAll(t, store, kafka, topic);
+  const { projector } = projectorOn(t, kafka, topic, 'projector-kafka-outage', db);
+  await seedUsers(commands, 10, 'before');
+  await waitFor(() => sameAsLog(db, store), 20_000, 'rows before the outage');
+  await broker.stop();
+  await seedUsers(commands, 10, 'during');
+  await new Promise((resolve) => setTimeout(resolve, 1500));
+  await broker.restart();
+  await waitFor(() => sameAsLog(db, store), 30_000, 'rows after the outage');
+  t.ok(projector.status().running, 'the projector kept running');
+});
