@@ -3,6 +3,7 @@ import { ServiceError } from '../shared/errors.js';
 import { isMariaDb, readDbError } from '../shared/read-db.js';
 import { userEventSchemas, isUserEventType, userIdFromStream, type UserEvent } from '../shared/user-events.js';
 import { ajv, fieldProblems } from '../shared/schema-validation.js';
+import { assertNotPaused } from './projection-control.js';
 import { userRowFrom, type UserRow } from './user-row.js';
 
 export const projectionName = 'USER_DATA';
@@ -48,7 +49,8 @@ const rowChunk = 500;
  * Applies a batch in one transaction together with the feed's checkpoints, so the
  * read model and "how far it got" can never disagree: after a crash the batch is
  * either wholly there or wholly replayed, and replays change nothing because each
- * row only moves forward in VERSION.
+ * row only moves forward in VERSION. While a rebuild holds the pause the batch
+ * fails with the retriable ProjectionPausedError and is tried again later.
  */
 export async function applyBatch(db: Knex, events: readonly ProjectedEvent[], checkpoints: Checkpoints): Promise<number> {
   const userEvents = events.flatMap((e) => {
@@ -61,6 +63,8 @@ export async function applyBatch(db: Knex, events: readonly ProjectedEvent[], ch
     // between them, so projectors working on different users do not deadlock on inserts.
     const isolation = isMariaDb(db) ? { isolationLevel: 'read committed' as const } : {};
     return await db.transaction(async (trx) => {
+      // A rebuild swapping the table in pauses the live projector: nothing is written, the batch is retried.
+      await assertNotPaused(trx, projectionName);
       const current = new Map<string, UserRow>();
       for (let i = 0; i < ids.length; i += rowChunk) {
         const query = trx<UserRow>('USER_DATA').whereIn('ID_USER_DATA', ids.slice(i, i + rowChunk));

@@ -1,8 +1,10 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Knex } from 'knex';
 import type { Logger } from 'pino';
 import type { EventFeed } from '../shared/event-feed/port.js';
 import { retrying } from '../shared/retry.js';
-import { applyBatch, readCheckpoints } from './apply-batch.js';
+import { applyBatch, readCheckpoints, type Checkpoints, type ProjectedEvent } from './apply-batch.js';
+import { ProjectionPausedError } from './projection-control.js';
 
 export interface ProjectorStatus {
   running: boolean;
@@ -10,15 +12,19 @@ export interface ProjectorStatus {
   batchesApplied: number;
   checkpoints: Record<string, string>;
   readDbReachable: boolean;
+  /** A rebuild is swapping the table in; the batch in hand waits and is applied afterwards. */
+  pausedByRebuild: boolean;
 }
 
 /**
  * Feeds batches into the read model, one transaction each, from the checkpoints
  * stored beside the rows. A read DB outage pauses it (retried with backoff, logged
- * once when it starts and once when it ends); any other error stops it loudly.
+ * once when it starts and once when it ends); so does a rebuild's pause, polled
+ * more often because it lasts seconds; any other error stops it loudly.
  */
-export function userProjector(deps: { db: Knex; feed: EventFeed; logger: Logger }) {
+export function userProjector(deps: { db: Knex; feed: EventFeed; logger: Logger; pausePollMs?: number }) {
   const { db, feed, logger } = deps;
+  const pausePollMs = deps.pausePollMs ?? 200;
   const abort = new AbortController();
   const status: ProjectorStatus = {
     running: false,
@@ -26,7 +32,25 @@ export function userProjector(deps: { db: Knex; feed: EventFeed; logger: Logger 
     batchesApplied: 0,
     checkpoints: {},
     readDbReachable: true,
+    pausedByRebuild: false,
   };
+
+  /** Applies the batch, waiting out a rebuild's pause; outages are left to the retry loop around it. */
+  async function applyWhenNotPaused(events: ProjectedEvent[], checkpoints: Checkpoints): Promise<void> {
+    for (;;) {
+      try {
+        await applyBatch(db, events, checkpoints);
+        if (status.pausedByRebuild) logger.info('rebuild handed over; projector resumed');
+        status.pausedByRebuild = false;
+        return;
+      } catch (error) {
+        if (!(error instanceof ProjectionPausedError)) throw error;
+        if (!status.pausedByRebuild) logger.info({ rebuild: error.pausedBy }, 'projector paused while a rebuild swaps the table in');
+        status.pausedByRebuild = true;
+        await sleep(pausePollMs, undefined, { signal: abort.signal });
+      }
+    }
+  }
 
   async function run(): Promise<void> {
     status.running = true;
@@ -35,7 +59,7 @@ export function userProjector(deps: { db: Knex; feed: EventFeed; logger: Logger 
       status.checkpoints = Object.fromEntries(from);
       logger.info({ checkpoints: status.checkpoints }, 'projector starting');
       for await (const batch of feed.batches(from)) {
-        await retrying(() => applyBatch(db, batch.events, batch.checkpoints), {
+        await retrying(() => applyWhenNotPaused(batch.events, batch.checkpoints), {
           signal: abort.signal,
           onRetry(error, attempt) {
             if (attempt === 0) logger.warn({ err: error }, 'read database unavailable; projector paused');

@@ -36,6 +36,27 @@ const migrations: Record<string, Knex.Migration> = {
       await knex.schema.dropTable('USER_DATA');
     },
   },
+  /**
+   * One row per projection that a rebuild coordinates through: the pause that
+   * holds the live projector while the rebuilt table is swapped in, and the lock
+   * (owner + heartbeat) that lets only one rebuild run at a time.
+   */
+  '0002_projection_control': {
+    async up(knex) {
+      await knex.schema.createTable('PROJECTION_CONTROL', (table) => {
+        table.string('PROJECTION', 64).primary();
+        table.string('PAUSED_BY', 191).nullable();
+        table.datetime('PAUSED_UNTIL', { precision: 3 }).nullable();
+        table.string('REBUILD_OWNER', 191).nullable();
+        table.datetime('REBUILD_STARTED', { precision: 3 }).nullable();
+        table.datetime('REBUILD_HEARTBEAT', { precision: 3 }).nullable();
+      });
+      await knex('PROJECTION_CONTROL').insert({ PROJECTION: 'USER_DATA' });
+    },
+    async down(knex) {
+      await knex.schema.dropTable('PROJECTION_CONTROL');
+    },
+  },
 };
 
 const migrationSource: Knex.MigrationSource<string> = {

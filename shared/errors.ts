@@ -16,7 +16,11 @@ export type ErrorCode =
   | 'INVALID_CONSISTENCY_TOKEN'
   | 'INVALID_CURSOR'
   | 'CONFIG_INVALID'
-  | 'EVENT_INVALID';
+  | 'EVENT_INVALID'
+  | 'PROJECTION_PAUSED'
+  | 'REBUILD_LOCKED'
+  | 'REBUILD_LOCK_LOST'
+  | 'REBUILD_ABORTED';
 
 export interface FieldProblem {
   field: string;

@@ -22,6 +22,11 @@ export const httpStatusOf: Record<ErrorCode, number> = {
   CONSISTENCY_TIMEOUT: 503,
   CONFIG_INVALID: 500,
   EVENT_INVALID: 500,
+  // Raised by the projector and the rebuild, never by a route.
+  PROJECTION_PAUSED: 500,
+  REBUILD_LOCKED: 500,
+  REBUILD_LOCK_LOST: 500,
+  REBUILD_ABORTED: 500,
 };
 
 /** The JSON body of every error answer. */

@@ -7,12 +7,15 @@ import { StoreUnavailableError } from './errors.js';
 /**
  * Opens the read database: MariaDB (`queries` by default) through mysql2, or the
  * embedded SQLite file. Creates the MariaDB database when it is missing, so a
- * fresh server needs nothing but a user that may create it.
+ * fresh server needs nothing but a user that may create it. `log` replaces
+ * knex's console output (e.g. a stack per failed connection attempt).
  */
-export async function openReadDb(config: ReadDbConfig): Promise<Knex> {
+export async function openReadDb(config: ReadDbConfig, options: { log?: Knex.Logger } = {}): Promise<Knex> {
+  const log = options.log ? { log: options.log } : {};
   if (config.client === 'sqlite') {
     mkdirSync(dirname(config.file), { recursive: true });
     return knexFactory({
+      ...log,
       client: 'better-sqlite3',
       connection: { filename: config.file },
       useNullAsDefault: true,
@@ -42,7 +45,7 @@ export async function openReadDb(config: ReadDbConfig): Promise<Knex> {
     charset: 'utf8mb4',
     connectTimeout: 5000,
   };
-  const admin = knexFactory({ client: 'mysql2', connection, pool: { min: 0, max: 1 } });
+  const admin = knexFactory({ ...log, client: 'mysql2', connection, pool: { min: 0, max: 1 } });
   try {
     await admin.raw('CREATE DATABASE IF NOT EXISTS ?? CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci', [database]);
   } catch (error) {
@@ -51,6 +54,7 @@ export async function openReadDb(config: ReadDbConfig): Promise<Knex> {
     await admin.destroy();
   }
   return knexFactory({
+    ...log,
     client: 'mysql2',
     connection: { ...connection, database },
     pool: { min: 0, max: 10 },
@@ -66,7 +70,6 @@ const unreachableCodes = new Set([
   'ENOTFOUND',
   'PROTOCOL_CONNECTION_LOST',
   'ER_CON_COUNT_ERROR',
-  'SQLITE_BUSY',
 ]);
 
 // Lock conflicts between concurrent writers: the transaction was rolled back and may simply run again.
@@ -79,7 +82,9 @@ export function readDbError(error: unknown, where = 'read database'): unknown {
     return new StoreUnavailableError(`${where}: transient lock conflict (${code}); try again`, { cause: error });
   }
   const isTimeout = error instanceof Error && error.name === 'KnexTimeoutError';
-  if ((typeof code === 'string' && unreachableCodes.has(code)) || isTimeout) {
+  // SQLITE_BUSY_SNAPSHOT, SQLITE_BUSY_TIMEOUT...: another connection holds or just took the write lock.
+  const busy = typeof code === 'string' && code.startsWith('SQLITE_BUSY');
+  if ((typeof code === 'string' && unreachableCodes.has(code)) || busy || isTimeout) {
     const redacted = where.replace(/\/\/[^@/]*@/, '//***@');
     return new StoreUnavailableError(`cannot reach ${redacted}: ${typeof code === 'string' ? code : 'timeout'}`, { cause: error });
   }
@@ -89,6 +94,9 @@ export function readDbError(error: unknown, where = 'read database'): unknown {
 export const isMariaDb = (db: Knex): boolean =>
   (db.client as { config: { client: string } }).config.client === 'mysql2';
 
+const canonicalUtc = /^\d{4}-[01]\d-[0-3]\dT[0-2]\d:[0-5]\d:[0-5]\d\.\d{3}Z$/;
 /** Dates travel as UTC 'YYYY-MM-DD HH:MM:SS.mmm', which both dialects store and return as is. */
-export const toDbDate = (iso: string): string => new Date(iso).toISOString().replace('T', ' ').replace('Z', '');
+export const toDbDate = (iso: string): string =>
+  // Events carry this canonical form (checked as date-time first); re-parsing it is the slow part of a rebuild.
+  canonicalUtc.test(iso) ? `${iso.slice(0, 10)} ${iso.slice(11, 23)}` : new Date(iso).toISOString().replace('T', ' ').replace('Z', '');
 export const fromDbDate = (value: string): string => `${value.replace(' ', 'T')}Z`;

@@ -1,8 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import {
   ANY,
+  BACKWARDS,
   CancelledError,
   DeadlineExceededError,
+  END,
   EventStoreDBClient,
   NO_STREAM,
   NotLeaderError,
@@ -291,6 +293,16 @@ export function esdbEventStore(options: EsdbEventStoreOptions): EventStore {
     }
   }
 
+  /** The last event's commit position (a byte offset, so only an estimate of the log's size). */
+  async function headPosition(): Promise<bigint | undefined> {
+    try {
+      const [last] = await collect(client.readAll({ direction: BACKWARDS, fromPosition: END, maxCount: 1 }), 'readAll backwards');
+      return last?.event?.position?.commit ?? last?.commitPosition;
+    } catch (error) {
+      throw translate(error, 'readAll backwards');
+    }
+  }
+
   function subscribeToAll({ after, streamPrefixes, onLiveChange }: SubscribeOptions = {}): LogSubscription {
     let stopped = false;
     let current: ReturnType<typeof client.subscribeToAll> | undefined;
@@ -372,6 +384,7 @@ export function esdbEventStore(options: EsdbEventStoreOptions): EventStore {
     appendToStream: (streamId, events, { expectedRevision }) => track(append(streamId, events, expectedRevision)),
     readStream: (streamId, { fromRevision = 0 } = {}) => track(readStream(streamId, fromRevision)),
     readAll: ({ after, maxCount }) => track(readAll(after, maxCount)),
+    headPosition: () => track(headPosition()),
     subscribeToAll,
     async close() {
       if (closed) return;

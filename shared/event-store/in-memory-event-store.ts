@@ -49,6 +49,9 @@ export function inMemoryEventStore(): EventStore {
       const start = Number(after);
       return Promise.resolve(log.slice(start, start + maxCount));
     },
+    headPosition() {
+      return Promise.resolve(log.length === 0 ? undefined : BigInt(log.length));
+    },
     subscribeToAll(options = {}) {
       return pollingSubscription({ readAll: (o) => store.readAll(o), waitForAppend: (ms) => appended.wait(ms) }, options);
     },

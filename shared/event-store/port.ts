@@ -72,6 +72,11 @@ export interface EventStore {
   /** The stream's events in order; an empty array when the stream does not exist. */
   readStream(streamId: string, options?: { fromRevision?: number }): Promise<RecordedEvent[]>;
   readAll(options: ReadAllOptions): Promise<RecordedEvent[]>;
+  /**
+   * The position of the last event in the log, if the store can tell cheaply;
+   * for progress displays (e.g. the rebuild's), never for correctness.
+   */
+  headPosition?(): Promise<bigint | undefined>;
   /** Catches up from `after`, then tails new appends. */
   subscribeToAll(options?: SubscribeOptions): LogSubscription;
   close(): Promise<void>;

@@ -24,10 +24,10 @@ export interface RunningScript {
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
-/** Runs a TypeScript entry point of this project in its own process, stopped in teardown. */
-export function runScript(t: Test, relativePath: string, env: Record<string, string>): RunningScript {
+/** Runs a TypeScript entry point of this project in its own process (with `args`), stopped in teardown. */
+export function runScript(t: Test, relativePath: string, env: Record<string, string>, args: readonly string[] = []): RunningScript {
   const path = fileURLToPath(new URL(`../../${relativePath}`, import.meta.url));
-  const child = spawn(process.execPath, ['--import', 'tsx', path], {
+  const child = spawn(process.execPath, ['--import', 'tsx', path, ...args], {
     env: { ...process.env, LOG_LEVEL: 'warn', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

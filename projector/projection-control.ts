@@ -1,0 +1,152 @@
+import type { Knex } from 'knex';
+import { ServiceError } from '../shared/errors.js';
+import { isMariaDb } from '../shared/read-db.js';
+
+/**
+ * PROJECTION_CONTROL: one row per projection through which a rebuild coordinates
+ * with the live projector (a pause with an expiry) and with other rebuilds (a
+ * lock with an owner and a heartbeat). Times come from the database's clock, so
+ * processes on different hosts agree on what has expired.
+ */
+const table = 'PROJECTION_CONTROL';
+
+const now = (db: Knex): Knex.Raw =>
+  db.raw(isMariaDb(db) ? 'UTC_TIMESTAMP(3)' : "strftime('%Y-%m-%d %H:%M:%f', 'now')");
+
+const nowPlus = (db: Knex, ms: number): Knex.Raw =>
+  isMariaDb(db)
+    ? db.raw('DATE_ADD(UTC_TIMESTAMP(3), INTERVAL ? MICROSECOND)', [Math.round(ms * 1000)])
+    : db.raw("strftime('%Y-%m-%d %H:%M:%f', 'now', ?)", [`${ms >= 0 ? '+' : ''}${(ms / 1000).toFixed(3)} seconds`]);
+
+const ageMs = (db: Knex, column: string): Knex.Raw =>
+  isMariaDb(db)
+    ? db.raw('TIMESTAMPDIFF(MICROSECOND, ??, UTC_TIMESTAMP(3)) DIV 1000', [column])
+    : db.raw("CAST((julianday('now') - julianday(??)) * 86400000 AS INTEGER)", [column]);
+
+/** The live projector met a rebuild's pause: retriable, the same batch is tried again later. */
+export class ProjectionPausedError extends ServiceError {
+  override readonly name = 'ProjectionPausedError';
+  constructor(readonly pausedBy: string) {
+    super('PROJECTION_PAUSED', `projection paused by rebuild ${pausedBy} while it swaps the table in`, true);
+  }
+}
+
+/** Another rebuild holds the lock and its heartbeat is fresh. */
+export class RebuildLockedError extends ServiceError {
+  override readonly name = 'RebuildLockedError';
+  constructor(
+    readonly owner: string,
+    readonly heartbeatAgeMs: number,
+    readonly staleAfterMs: number,
+  ) {
+    super(
+      'REBUILD_LOCKED',
+      `another rebuild is running (owner ${owner}, last heartbeat ${(heartbeatAgeMs / 1000).toFixed(1)} s ago); ` +
+        `only one may run at a time. If it was killed, its lock goes stale ${(staleAfterMs / 1000).toFixed(0)} s after its last heartbeat.`,
+    );
+  }
+}
+
+/**
+ * Called first in every live batch's transaction. On MariaDB the shared lock on
+ * the control row makes a rebuild's pause (an UPDATE of that row) wait for the
+ * batch in flight, and a batch that starts later sees the pause. On SQLite a
+ * write to the row takes the database's write lock first, which serialises the
+ * same way (and keeps a deferred transaction from failing with BUSY_SNAPSHOT
+ * when another connection commits between its first read and its first write).
+ */
+export async function assertNotPaused(trx: Knex.Transaction, projection: string): Promise<void> {
+  const row = trx(table).where({ PROJECTION: projection });
+  if (!isMariaDb(trx)) await row.clone().update({ PROJECTION: projection });
+  const query = row.first<{ PAUSED_BY: string | null; ACTIVE: number | string } | undefined>(
+    'PAUSED_BY',
+    trx.raw('CASE WHEN PAUSED_UNTIL > ? THEN 1 ELSE 0 END AS ACTIVE', [now(trx)]),
+  );
+  const control = await (isMariaDb(trx) ? query.forShare() : query);
+  if (control?.PAUSED_BY && Number(control.ACTIVE) === 1) throw new ProjectionPausedError(control.PAUSED_BY);
+}
+
+export interface LockTaken {
+  /** The owner of a stale lock that was taken over: a previous run that was interrupted. */
+  staleOwner?: string;
+  staleAgeMs?: number;
+}
+
+/** The rebuild's side of the control row, for one projection and one owner. */
+export function projectionControl(deps: { db: Knex; projection: string; owner: string }) {
+  const { db, projection, owner } = deps;
+  const row = () => db(table).where({ PROJECTION: projection });
+
+  return {
+    /**
+     * Takes the rebuild lock when it is free or stale (heartbeat older than
+     * `staleAfterMs`); taking a stale lock also lifts any pause it left behind.
+     */
+    async acquire(staleAfterMs: number): Promise<LockTaken> {
+      await db(table).insert({ PROJECTION: projection }).onConflict('PROJECTION').ignore();
+      const before = await row().first<{ REBUILD_OWNER: string | null; AGE: number | string | null }>(
+        'REBUILD_OWNER',
+        ageMs(db, 'REBUILD_HEARTBEAT').wrap('(', ') AS AGE'),
+      );
+      const taken = await row()
+        .where((q) => {
+          void q
+            .whereNull('REBUILD_OWNER')
+            .orWhereNull('REBUILD_HEARTBEAT')
+            .orWhere('REBUILD_HEARTBEAT', '<', nowPlus(db, -staleAfterMs));
+        })
+        .update({
+          REBUILD_OWNER: owner,
+          REBUILD_STARTED: now(db),
+          REBUILD_HEARTBEAT: now(db),
+          PAUSED_BY: null,
+          PAUSED_UNTIL: null,
+        });
+      if (taken === 1) {
+        return before?.REBUILD_OWNER
+          ? { staleOwner: before.REBUILD_OWNER, staleAgeMs: Number(before.AGE ?? 0) }
+          : {};
+      }
+      const holder = await row().first<{ REBUILD_OWNER: string | null; AGE: number | string | null }>(
+        'REBUILD_OWNER',
+        ageMs(db, 'REBUILD_HEARTBEAT').wrap('(', ') AS AGE'),
+      );
+      throw new RebuildLockedError(holder?.REBUILD_OWNER ?? 'unknown', Number(holder?.AGE ?? 0), staleAfterMs);
+    },
+
+    /** Refreshes the heartbeat; false when the lock is no longer ours (another run took it over). */
+    async heartbeat(): Promise<boolean> {
+      return (await row().where({ REBUILD_OWNER: owner }).update({ REBUILD_HEARTBEAT: now(db) })) === 1;
+    },
+
+    async release(): Promise<void> {
+      await row()
+        .where({ REBUILD_OWNER: owner })
+        .update({ REBUILD_OWNER: null, REBUILD_STARTED: null, REBUILD_HEARTBEAT: null });
+    },
+
+    /**
+     * Pauses the live projector for `ms`. On MariaDB the UPDATE waits for the
+     * live batch in flight (it holds a shared lock on the row) to commit.
+     */
+    async pause(ms: number): Promise<boolean> {
+      const updated = await row().where({ REBUILD_OWNER: owner }).update({ PAUSED_BY: owner, PAUSED_UNTIL: nowPlus(db, ms) });
+      return updated === 1;
+    },
+
+    /** Extends our pause; false when it expired or is not ours any more (then the live projector may have moved on). */
+    async extendPause(ms: number, trx: Knex = db): Promise<boolean> {
+      const updated = await trx(table)
+        .where({ PROJECTION: projection, REBUILD_OWNER: owner, PAUSED_BY: owner })
+        .where('PAUSED_UNTIL', '>', now(trx))
+        .update({ PAUSED_UNTIL: nowPlus(trx, ms) });
+      return updated === 1;
+    },
+
+    async clearPause(trx: Knex = db): Promise<void> {
+      await trx(table).where({ PROJECTION: projection, PAUSED_BY: owner }).update({ PAUSED_BY: null, PAUSED_UNTIL: null });
+    },
+  };
+}
+
+export type ProjectionControl = ReturnType<typeof projectionControl>;

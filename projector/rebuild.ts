@@ -1,0 +1,328 @@
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Knex } from 'knex';
+import type { Logger } from 'pino';
+import { globalLogSource } from '../shared/event-feed/event-store-feed.js';
+import { ServiceError } from '../shared/errors.js';
+import type { EventStore, RecordedEvent } from '../shared/event-store/port.js';
+import { isMariaDb } from '../shared/read-db.js';
+import { projectionName, readCheckpoints } from './apply-batch.js';
+import { compareUserTables, type TableDifferences } from './compare-tables.js';
+import { projectionControl } from './projection-control.js';
+import { rebuildRows } from './rebuild-rows.js';
+import { shadowUserData } from './shadow-table.js';
+
+export type RebuildPhase = 'replaying' | 'catching up (paused)' | 'verifying (paused)' | 'swapping';
+
+export interface RebuildProgress {
+  phase: RebuildPhase;
+  /** Events read from the log so far. */
+  events: number;
+  /** Log position of the last event read. */
+  position: bigint | undefined;
+}
+
+export interface RebuildOptions {
+  /** Compare the rebuilt table with the live one (during the pause) and report differences. */
+  verify?: boolean;
+  /** Build (and verify) the shadow, then drop it instead of swapping it in. */
+  dryRun?: boolean;
+  /** Events per read of the log. */
+  batchSize?: number;
+  /** Rows held in memory; past that, changed ones are flushed to the shadow and memory is cleared. */
+  maxRowsInMemory?: number;
+  /** Aborting before the swap drops the shadow and leaves the live table as it was. */
+  signal?: AbortSignal;
+  onProgress?: (progress: RebuildProgress) => void;
+}
+
+export interface Verification extends TableDifferences {
+  /** The live projector's global-log checkpoint at the comparison, if it has one. */
+  livePosition?: string;
+  /** Log position the shadow had reached at the comparison. */
+  shadowPosition?: string;
+  /** The shadow was past the live checkpoint, so rows changed in between differ legitimately. */
+  shadowAhead: boolean;
+}
+
+export interface RebuildResult {
+  events: number;
+  rows: number;
+  /** Log position the rebuilt table reflects. */
+  position?: string;
+  swapped: boolean;
+  verification?: Verification;
+  durationMs: number;
+  /** How long the live projector was held. */
+  pausedMs: number;
+  /** Where the time went: waiting for the log, folding it (with any wait for background writes), the final writes. */
+  timings: { readMs: number; foldMs: number; writeMs: number };
+  /** Rows written to the shadow; more than `rows` when some were written before they changed again. */
+  rowsWritten: number;
+  /** An earlier, interrupted run whose lock and leftovers this run took over. */
+  tookOverFrom?: string;
+}
+
+export class RebuildAbortedError extends ServiceError {
+  override readonly name = 'RebuildAbortedError';
+  constructor() {
+    super('REBUILD_ABORTED', 'rebuild interrupted; the live table was left as it was and the shadow table dropped');
+  }
+}
+
+export class RebuildLockLostError extends ServiceError {
+  override readonly name = 'RebuildLockLostError';
+  constructor() {
+    super('REBUILD_LOCK_LOST', 'this rebuild lost its lock (its heartbeat went stale and another run took over); stopping without swapping');
+  }
+}
+
+/** The pause ran out before the swap: pause again and catch up again. */
+class PauseLost extends Error {}
+
+const toPosition = (value: string | undefined): bigint | undefined => (value === undefined ? undefined : BigInt(value));
+
+/**
+ * Rebuilds USER_DATA from the event store without stopping reads or the live
+ * projector. The global log is folded in memory with the projector's own pure
+ * `userRowFrom` into a shadow table (bulk writes in large transactions, rows
+ * flushed whenever memory holds `maxRowsInMemory` of them, so a row is usually
+ * written once). Close to the head, the live projector is paused (its batch in
+ * flight commits first), the shadow catches up with everything in the log, and
+ * is swapped in atomically; the live projector then carries on where it was,
+ * its VERSION guard skipping what the new table already holds.
+ */
+export function userDataRebuild(deps: {
+  store: EventStore;
+  db: Knex;
+  logger: Logger;
+  owner?: string;
+  /** How often the lock's heartbeat is refreshed; it is stale after three of these. */
+  heartbeatMs?: number;
+  /** How long a pause holds the live projector unless extended; bounds the harm of a run that dies paused. */
+  pauseMs?: number;
+  /** Sleep between reads of the log: to go easy on a busy store (and to slow runs down in tests). */
+  pageDelayMs?: number;
+}) {
+  const { store, db, logger } = deps;
+  const owner = deps.owner ?? `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
+  const heartbeatMs = deps.heartbeatMs ?? 5000;
+  const pauseMs = deps.pauseMs ?? 30_000;
+  const pageDelayMs = deps.pageDelayMs ?? 0;
+
+  async function run(options: RebuildOptions = {}): Promise<RebuildResult> {
+    const startedAt = performance.now();
+    const batchSize = options.batchSize ?? 5000;
+    const maxRows = options.maxRowsInMemory ?? 200_000;
+    const { signal } = options;
+    const control = projectionControl({ db, projection: projectionName, owner });
+    const shadow = shadowUserData(db);
+
+    const rows = rebuildRows({
+      shadow,
+      maxRows,
+      // Overlap the database's work with the fold when the database is another process.
+      ...(isMariaDb(db) ? { writeBehind: { hotRows: Math.floor(maxRows / 4), batchRows: Math.max(100, Math.floor(maxRows / 20)) } } : {}),
+    });
+    let position: bigint | undefined;
+    let pending: RecordedEvent[] = [];
+    let events = 0;
+    let phase: RebuildPhase = 'replaying';
+    let paused = false;
+    let pausedSince = 0;
+    let pausedMs = 0;
+    let lockLost = false;
+    const timings = { readMs: 0, foldMs: 0, writeMs: 0 };
+    const timed = async <T>(key: keyof typeof timings, work: () => Promise<T>): Promise<T> => {
+      const start = performance.now();
+      try {
+        return await work();
+      } finally {
+        timings[key] += performance.now() - start;
+      }
+    };
+
+    const report = () => options.onProgress?.({ phase, events, position });
+
+    /** Between pages: stop when asked or when the lock is gone; keep our pause alive. */
+    async function checkpoint(): Promise<void> {
+      if (signal?.aborted) throw new RebuildAbortedError();
+      if (lockLost) throw new RebuildLockLostError();
+      if (paused && !(await control.extendPause(pauseMs))) throw new PauseLost();
+    }
+
+    const flush = () => timed('writeMs', () => rows.flush(position?.toString()));
+
+    /** Folds the log from where it got to, up to `until` (inclusive) or the head; returns how many events it read. */
+    async function replay(until?: bigint): Promise<number> {
+      let count = 0;
+      for (;;) {
+        await checkpoint();
+        if (until !== undefined && position !== undefined && position >= until) return count;
+        let page: RecordedEvent[];
+        let atHead = false;
+        if (pending.length > 0) {
+          page = pending;
+          pending = [];
+        } else {
+          const after = position;
+          page = await timed('readMs', () => store.readAll({ ...(after === undefined ? {} : { after }), maxCount: batchSize }));
+          atHead = page.length < batchSize;
+        }
+        let reached = false;
+        if (until !== undefined) {
+          const cut = page.findIndex((e) => e.position > until);
+          if (cut >= 0) {
+            pending = page.slice(cut);
+            page = page.slice(0, cut);
+            reached = true;
+          }
+        }
+        if (page.length > 0) position = page[page.length - 1]!.position;
+        await timed('foldMs', () => rows.fold(page, position?.toString()));
+        count += page.length;
+        events += page.length;
+        report();
+        if (reached || atHead) return count;
+        // A synchronous store never lets the event loop turn; background writes need it to.
+        if (pageDelayMs > 0) await sleep(pageDelayMs, undefined, signal ? { signal } : {});
+        else await new Promise((resolve) => setImmediate(resolve));
+      }
+    }
+
+    const liveLogPosition = async () => toPosition((await readCheckpoints(db)).get(globalLogSource));
+
+    /** Pause, (verify,) catch up with the whole log, swap. Returns the verification, if asked for. */
+    async function handOver(): Promise<Verification | undefined> {
+      phase = 'catching up (paused)';
+      report();
+      if (!(await control.pause(pauseMs))) throw new RebuildLockLostError();
+      paused = true;
+      pausedSince = performance.now();
+      logger.info('live projector paused');
+      let verification: Verification | undefined;
+      if (options.verify) {
+        // Compare at the live projector's own position, so both tables reflect the same events.
+        const live = await liveLogPosition();
+        const shadowAhead = live !== undefined && position !== undefined && position > live;
+        await replay(shadowAhead ? undefined : live);
+        await flush();
+        phase = 'verifying (paused)';
+        report();
+        const differences = await compareUserTables(db, { expected: shadow.name, actual: projectionName }, { onPage: checkpoint });
+        verification = {
+          ...differences,
+          ...(live === undefined ? {} : { livePosition: live.toString() }),
+          ...(position === undefined ? {} : { shadowPosition: position.toString() }),
+          shadowAhead,
+        };
+        logger.info(
+          `verified: ${differences.compared} rows compared, ${differences.missing} missing, ${differences.extra} extra, ${differences.different} different`,
+        );
+      }
+      if (options.dryRun) return verification;
+      // Everything the live projector applied was in the log before the pause, so
+      // catching up with the log now covers it, whatever feeds the projector.
+      phase = 'catching up (paused)';
+      await replay();
+      await flush();
+      if (events === 0 && (await shadow.count(projectionName)) > 0) {
+        // Far likelier a wrong EVENTSTORE_URL / DATA_DIR than a log that lost every event.
+        throw new Error('the event store holds no events but USER_DATA has rows; not replacing it with an empty table');
+      }
+      phase = 'swapping';
+      report();
+      await checkpoint();
+      if (!(await shadow.swap(control, position?.toString(), pauseMs))) throw new PauseLost();
+      return verification;
+    }
+
+    async function releasePause(): Promise<void> {
+      if (!paused) return;
+      paused = false;
+      pausedMs += performance.now() - pausedSince;
+      await control.clearPause();
+    }
+
+    const taken = await control.acquire(heartbeatMs * 3);
+    if (taken.staleOwner) {
+      logger.warn(
+        { staleOwner: taken.staleOwner, heartbeatAgeMs: taken.staleAgeMs },
+        'an earlier rebuild was interrupted (its lock went stale); cleaning up after it',
+      );
+    }
+    const heartbeat = setInterval(() => {
+      control.heartbeat().then(
+        (ours) => void (ours || (lockLost = true)),
+        (error: unknown) => logger.warn({ err: error }, 'rebuild heartbeat failed; will try again'),
+      );
+    }, heartbeatMs);
+    let swapped = false;
+    try {
+      const leftovers = await shadow.dropLeftovers();
+      if (leftovers.length > 0) logger.warn({ tables: leftovers }, 'dropped tables an interrupted rebuild left behind');
+      await shadow.create();
+      logger.info({ owner, verify: !!options.verify, dryRun: !!options.dryRun }, 'rebuild started');
+
+      // While the live projector runs: to the head (or, when verifying, no further
+      // than the live projector, so both can be compared at one position), until
+      // one round finds little left to do.
+      const followLive = options.verify === true;
+      for (;;) {
+        const target = followLive ? await liveLogPosition() : undefined;
+        if ((await replay(target)) < batchSize) break;
+      }
+      // The bulk of the rows is written now, so the pause only covers the last few changes.
+      await flush();
+
+      let verification: Verification | undefined;
+      for (let attempt = 1; ; attempt++) {
+        try {
+          if (options.verify || !options.dryRun) verification = await handOver();
+          break;
+        } catch (error) {
+          if (!(error instanceof PauseLost) || attempt >= 3) throw error;
+          paused = false;
+          pausedMs += performance.now() - pausedSince;
+          logger.warn('the pause ran out before the swap; pausing again and catching up again');
+        }
+      }
+      if (options.dryRun) {
+        await releasePause();
+      } else {
+        swapped = true;
+        paused = false;
+        pausedMs += performance.now() - pausedSince;
+        logger.info({ position: position?.toString(), pausedMs: Math.round(pausedMs) }, 'rebuilt table swapped in; live projector resumed');
+      }
+      return {
+        events,
+        rows: rows.created,
+        rowsWritten: rows.written,
+        ...(position === undefined ? {} : { position: position.toString() }),
+        swapped,
+        ...(verification ? { verification } : {}),
+        durationMs: performance.now() - startedAt,
+        pausedMs,
+        timings,
+        ...(taken.staleOwner ? { tookOverFrom: taken.staleOwner } : {}),
+      };
+    } catch (error) {
+      if (signal?.aborted && !(error instanceof ServiceError)) throw new RebuildAbortedError();
+      throw error;
+    } finally {
+      clearInterval(heartbeat);
+      await rows.drain();
+      // Only while the lock is ours: after a takeover the shadow belongs to the other run.
+      if (!lockLost && !swapped) {
+        await Promise.all([shadow.drop(), releasePause()]).catch((error: unknown) =>
+          logger.warn({ err: error }, 'could not clean up; the next rebuild will'),
+        );
+      }
+      if (!lockLost) await control.release().catch((error: unknown) => logger.warn({ err: error }, 'could not release the rebuild lock'));
+    }
+  }
+
+  return { owner, run };
+}

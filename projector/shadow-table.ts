@@ -1,0 +1,221 @@
+import type { Knex } from 'knex';
+import { escape, escapeId } from 'mysql2';
+import { globalLogSource } from '../shared/event-feed/event-store-feed.js';
+import { isMariaDb } from '../shared/read-db.js';
+import { projectionName } from './apply-batch.js';
+import type { ProjectionControl } from './projection-control.js';
+import type { UserRow } from './user-row.js';
+
+export const shadowName = 'USER_DATA_REBUILD';
+const liveName = projectionName;
+const oldName = 'USER_DATA_OLD';
+const checkpointTable = 'PROJECTION_CHECKPOINT';
+
+/** Rows per SQLite INSERT: knex writes a multi-row insert as a compound SELECT, which SQLite caps at 500 terms. */
+const rowsPerStatement = 500;
+/** Size of a MariaDB INSERT: few round trips, yet far below max_allowed_packet (16 MiB by default, 4 MiB on old servers). */
+const bytesPerStatement = 1 << 20;
+/** IDs per read-back query. */
+const idsPerQuery = 1000;
+/** MariaDB's ER_LOCK_WAIT_TIMEOUT, and how long and how often the swap waits for running queries. */
+const lockWaitTimeout = 1205;
+const renameWaitSeconds = 2;
+const renameAttempts = 5;
+
+const toRow = (row: UserRow): UserRow => ({ ...row, VERSION: Number(row.VERSION) });
+const dbTime = () => new Date().toISOString().replace('T', ' ').replace('Z', '');
+
+const columns = [
+  'ID_USER_DATA',
+  'NAME',
+  'EMAIL',
+  'STATUS',
+  'DATE_REGISTER',
+  'DATE_VALIDATED',
+  'DATE_DEACTIVATED',
+  'DATE_UPDATED',
+  'VERSION',
+] as const satisfies ReadonlyArray<keyof UserRow>;
+// Fails to compile when UserRow gains a column this list lacks.
+const _everyColumn: [Exclude<keyof UserRow, (typeof columns)[number]>] extends [never] ? true : never = true;
+const insertHead = `INSERT INTO ${escapeId(shadowName)} (${columns.map((c) => escapeId(c)).join(', ')}) VALUES `;
+const upsertTail = ` ON DUPLICATE KEY UPDATE ${columns
+  .filter((c) => c !== 'ID_USER_DATA')
+  .map((c) => `${escapeId(c)} = VALUES(${escapeId(c)})`)
+  .join(', ')}`;
+
+/**
+ * Multi-row INSERTs of about 1 MiB as plain SQL text (values escaped by the
+ * driver's own escape, cheaper than the query builder), the next statement
+ * built while the database runs the previous one.
+ */
+async function writeMariaDb(trx: Knex.Transaction, rows: readonly UserRow[], empty: boolean): Promise<void> {
+  let inFlight: Promise<unknown> | undefined;
+  for (let i = 0; i < rows.length; ) {
+    const values: string[] = [];
+    let bytes = 0;
+    while (i < rows.length && bytes < bytesPerStatement) {
+      const row = rows[i++]!;
+      const tuple = `(${columns.map((c) => escape(row[c])).join(',')})`;
+      values.push(tuple);
+      bytes += tuple.length;
+    }
+    const statement = trx.raw(`${insertHead}${values.join(',')}${empty ? '' : upsertTail}`).then(() => undefined);
+    // Handled below when awaited; this keeps a failure from being reported as unhandled meanwhile.
+    statement.catch(() => {});
+    await inFlight;
+    inFlight = statement;
+  }
+  await inFlight;
+}
+
+/**
+ * The rebuild's shadow table, USER_DATA_REBUILD, and the swap that makes it
+ * USER_DATA. The shadow is a clone of the live table's current definition
+ * (whatever migrations made of it), so the two cannot drift apart.
+ */
+export function shadowUserData(db: Knex) {
+  const mariadb = isMariaDb(db);
+
+  async function exists(name: string): Promise<boolean> {
+    return db.schema.hasTable(name);
+  }
+
+  /** SQLite keeps index names database-wide, so the live table's indexes are recreated on the shadow at the swap. */
+  async function sqliteIndexes(): Promise<string[]> {
+    const rows = await db.raw<{ sql: string }[]>(
+      "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ? AND sql IS NOT NULL ORDER BY name",
+      [liveName],
+    );
+    return rows.map((r) => r.sql);
+  }
+
+  async function setCheckpoint(trx: Knex, projection: string, position: string): Promise<void> {
+    await trx(checkpointTable)
+      .insert({ PROJECTION: projection, SOURCE: globalLogSource, POSITION: position, DATE_UPDATED: dbTime() })
+      .onConflict(['PROJECTION', 'SOURCE'])
+      .merge();
+  }
+
+  return {
+    name: shadowName,
+
+    /** Drops what an interrupted run left: its shadow, its checkpoint, and an old table a swap did not get to drop. */
+    async dropLeftovers(): Promise<string[]> {
+      const dropped: string[] = [];
+      if (await exists(shadowName)) dropped.push(shadowName);
+      // The old table only ever exists next to a live one; never drop the last copy of the data.
+      if ((await exists(oldName)) && (await exists(liveName))) dropped.push(oldName);
+      for (const name of dropped) await db.schema.dropTable(name);
+      await db(checkpointTable).where({ PROJECTION: shadowName }).del();
+      return dropped;
+    },
+
+    async create(): Promise<void> {
+      if (mariadb) {
+        await db.raw('CREATE TABLE ?? LIKE ??', [shadowName, liveName]);
+        return;
+      }
+      const [table] = await db.raw<{ sql: string }[]>("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", [
+        liveName,
+      ]);
+      if (!table) throw new Error(`the read DB has no ${liveName} table; run the migrations first`);
+      const definition = table.sql.replace(/^CREATE TABLE\s+(["`[]?)USER_DATA(["`\]]?)/i, `CREATE TABLE \`${shadowName}\``);
+      if (definition === table.sql) throw new Error(`unexpected ${liveName} definition: ${table.sql}`);
+      await db.raw(definition);
+    },
+
+    async drop(): Promise<void> {
+      await db.schema.dropTableIfExists(shadowName);
+      await db(checkpointTable).where({ PROJECTION: shadowName }).del();
+    },
+
+    /**
+     * Writes rows (sorted by ID, so InnoDB appends to its clustered index) in one
+     * transaction with the rebuild's own checkpoint. Into an empty shadow a plain
+     * INSERT does; later writes upsert, since some rows were written before.
+     */
+    async write(rows: readonly UserRow[], position: string | undefined, options: { empty: boolean }): Promise<void> {
+      await db.transaction(async (trx) => {
+        if (mariadb) await writeMariaDb(trx, rows, options.empty);
+        else {
+          for (let i = 0; i < rows.length; i += rowsPerStatement) {
+            const chunk = rows.slice(i, i + rowsPerStatement);
+            if (options.empty) await trx(shadowName).insert(chunk);
+            else await trx(shadowName).insert(chunk).onConflict('ID_USER_DATA').merge();
+          }
+        }
+        if (position !== undefined) await setCheckpoint(trx, shadowName, position);
+      });
+    },
+
+    /** The shadow's rows for these users: a row flushed earlier that a later event changes. */
+    async read(ids: readonly string[]): Promise<UserRow[]> {
+      const rows: UserRow[] = [];
+      for (let i = 0; i < ids.length; i += idsPerQuery) {
+        const found = await db<UserRow>(shadowName).whereIn('ID_USER_DATA', ids.slice(i, i + idsPerQuery));
+        for (const row of found) rows.push(toRow(row));
+      }
+      return rows;
+    },
+
+    async count(name: string = shadowName): Promise<number> {
+      const [row] = await db(name).count<{ n: number | string }[]>({ n: '*' });
+      return Number(row?.n ?? 0);
+    },
+
+    /**
+     * Swaps the shadow in while the live projector is paused. Checks first that the
+     * pause is still ours (else returns false: the live projector may have moved
+     * on, and the caller must pause and catch up again). Sets the live checkpoint
+     * to the shadow's position when the live projector reads the global log (or
+     * has no checkpoint yet); Kafka `topic:partition` checkpoints are left alone,
+     * the rows' VERSION makes whatever Kafka redelivers harmless.
+     */
+    async swap(control: ProjectionControl, position: string | undefined, pauseMs: number): Promise<boolean> {
+      const finish = async (trx: Knex) => {
+        const sources = await trx(checkpointTable).where({ PROJECTION: liveName }).pluck<string[]>('SOURCE');
+        if (position !== undefined && (sources.length === 0 || sources.includes(globalLogSource))) {
+          await setCheckpoint(trx, liveName, position);
+        }
+        await trx(checkpointTable).where({ PROJECTION: shadowName }).del();
+        await control.clearPause(trx);
+      };
+      if (mariadb) {
+        // One statement, atomic: readers see the old table or the new one, never neither. It waits
+        // for running queries, and queries arriving meanwhile queue behind it, so each wait is kept
+        // short and tried again a few times, every time well inside a freshly extended pause.
+        for (let attempt = 1; ; attempt++) {
+          if (!(await control.extendPause(pauseMs))) return false;
+          try {
+            await db.raw('SET STATEMENT lock_wait_timeout = ? FOR RENAME TABLE ?? TO ??, ?? TO ??', [
+              renameWaitSeconds,
+              liveName,
+              oldName,
+              shadowName,
+              liveName,
+            ]);
+            break;
+          } catch (error) {
+            if ((error as { errno?: unknown }).errno !== lockWaitTimeout || attempt >= renameAttempts) throw error;
+          }
+        }
+        await db.transaction(finish);
+        await db.schema.dropTable(oldName);
+        return true;
+      }
+      const indexes = await sqliteIndexes();
+      return db.transaction(async (trx) => {
+        // Inside the swap's transaction, so the check and the swap are one atomic step.
+        if (!(await control.extendPause(pauseMs, trx))) return false;
+        await trx.schema.dropTable(liveName);
+        await trx.raw('ALTER TABLE ?? RENAME TO ??', [shadowName, liveName]);
+        for (const sql of indexes) await trx.raw(sql);
+        await finish(trx);
+        return true;
+      });
+    },
+  };
+}
+
+export type ShadowUserData = ReturnType<typeof shadowUserData>;

@@ -1,0 +1,193 @@
+import { existsSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { pino } from 'pino';
+import { RebuildLockedError } from '../projector/projection-control.js';
+import { migrateReadDb } from '../projector/read-db-migrations.js';
+import { RebuildAbortedError, userDataRebuild, type RebuildResult } from '../projector/rebuild.js';
+import { loadConfig } from '../shared/config.js';
+import { StoreUnavailableError } from '../shared/errors.js';
+import { openEventStore } from '../shared/event-store/open-event-store.js';
+import { openReadDb } from '../shared/read-db.js';
+import { rebuildProgress, type ProgressView } from './rebuild/progress.js';
+
+const usage = `Usage: npm run rebuild -- [--verify] [--dry-run] [--batch-size N] [--max-rows N]
+
+Rebuilds the read model (USER_DATA) from the event store into a shadow table,
+then swaps it in atomically while reads and the live projector keep running.
+The event store and read DB come from the usual environment (EVENTSTORE_URL or
+DATA_DIR / EVENT_STORE_FILE; READ_DB_URL).
+
+  --verify         compare the rebuilt table with the live one before the swap
+                   and report missing, extra and different rows (exit 3 if any)
+  --dry-run        build (and verify) the shadow table, then drop it: no swap
+  --batch-size N   events per read of the log (default 5000)
+  --max-rows N     rows held in memory before flushing to the shadow (default 200000)
+  --help           this text
+
+Exit codes: 0 done, 1 failed (e.g. store or DB unreachable), 2 bad usage,
+3 --verify found differences (the rebuilt table was still swapped in unless
+--dry-run), 4 another rebuild is running, 130 interrupted (live table untouched).`;
+
+const exitCodes = { ok: 0, failed: 1, usage: 2, differences: 3, locked: 4, interrupted: 130 } as const;
+
+function positiveInteger(name: string, value: string | undefined, fallback: number, min = 1): number {
+  if (value === undefined || value === '') return fallback;
+  if (!/^\d+$/.test(value) || Number(value) < min) throw new Error(`${name} must be an integer >= ${min}, got ${JSON.stringify(value)}`);
+  return Number(value);
+}
+
+function parseOptions(argv: string[]) {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      verify: { type: 'boolean', default: false },
+      'dry-run': { type: 'boolean', default: false },
+      'batch-size': { type: 'string' },
+      'max-rows': { type: 'string' },
+      help: { type: 'boolean', default: false },
+    },
+    strict: true,
+    allowPositionals: false,
+  });
+  return {
+    help: values.help,
+    verify: values.verify,
+    dryRun: values['dry-run'],
+    batchSize: positiveInteger('--batch-size', values['batch-size'], 5000),
+    maxRowsInMemory: positiveInteger('--max-rows', values['max-rows'], 200_000),
+  };
+}
+
+/** Tuning knobs from the environment (the rest of the configuration is loadConfig's). */
+function knobs(env: NodeJS.ProcessEnv) {
+  return {
+    heartbeatMs: positiveInteger('REBUILD_HEARTBEAT_MS', env.REBUILD_HEARTBEAT_MS, 5000, 10),
+    pauseMs: positiveInteger('REBUILD_PAUSE_MS', env.REBUILD_PAUSE_MS, 30_000, 100),
+    pageDelayMs: positiveInteger('REBUILD_PAGE_DELAY_MS', env.REBUILD_PAGE_DELAY_MS, 0, 0),
+  };
+}
+
+/** One line, and not a page of SQL (knex puts the whole statement into its errors). */
+function message(error: unknown): string {
+  const text = (error instanceof Error ? error.message : String(error)).replace(/\s+/g, ' ').trim();
+  return text.length <= 400 ? text : `${text.slice(0, 150)} … ${text.slice(-200)}`;
+}
+
+function report(result: RebuildResult, out: (line: string) => void) {
+  const seconds = result.durationMs / 1000;
+  const what = result.swapped ? 'rebuilt USER_DATA' : 'dry run: built and dropped the shadow table';
+  out(
+    `${what}: ${result.events} events, ${result.rows} rows in ${seconds.toFixed(1)} s ` +
+      `(${Math.round(result.events / Math.max(seconds, 0.001))} events/s)` +
+      (result.swapped ? `; live projector held ${Math.round(result.pausedMs)} ms; position ${result.position ?? 'none'}` : ''),
+  );
+  const v = result.verification;
+  if (!v) return;
+  const differs = v.missing + v.extra + v.different > 0;
+  out(
+    `verify: ${v.compared} rows compared: ${v.missing} missing, ${v.extra} extra, ${v.different} different` +
+      (v.livePosition ? ` (live checkpoint ${v.livePosition}, rebuilt at ${v.shadowPosition ?? 'start'})` : ''),
+  );
+  if (v.shadowAhead) out('verify: the rebuilt table was ahead of the live projector; rows changed in between differ legitimately');
+  for (const example of v.examples) out(`  ${example}`);
+  if (differs && result.swapped) out('verify: the live table differed; the rebuilt table has replaced it');
+}
+
+async function main(): Promise<number> {
+  let options: ReturnType<typeof parseOptions>;
+  let tuning: ReturnType<typeof knobs>;
+  try {
+    options = parseOptions(process.argv.slice(2));
+    tuning = knobs(process.env);
+  } catch (error) {
+    process.stderr.write(`rebuild: ${message(error)}\n\n${usage}\n`);
+    return exitCodes.usage;
+  }
+  if (options.help) {
+    process.stdout.write(`${usage}\n`);
+    return exitCodes.ok;
+  }
+
+  const config = loadConfig();
+  if (!config.eventStore.url && !existsSync(config.eventStore.file)) {
+    throw new Error(`no embedded event store at ${config.eventStore.file} (set DATA_DIR, EVENT_STORE_FILE or EVENTSTORE_URL)`);
+  }
+  let progress: ProgressView | undefined;
+  const print = (line: string) => (progress ? progress.log(line) : void process.stderr.write(`${line}\n`));
+  // The library's structured logs, as plain lines for the operator.
+  const logger = pino(
+    { name: 'rebuild', level: config.logLevel },
+    {
+      write(line: string) {
+        const { level, msg, err } = JSON.parse(line) as { level: number; msg: string; err?: { message?: string } };
+        print(`${level >= 40 ? 'warning: ' : ''}${msg}${err?.message ? `: ${err.message}` : ''}`);
+      },
+    },
+  );
+
+  // Knex would print a stack per failed connection attempt; the failure is reported once, below.
+  const quiet = (text: unknown) => logger.debug(String(text));
+  const db = await openReadDb(config.readDb, { log: { warn: quiet, error: quiet, debug: quiet, deprecate: quiet } }).catch(
+    (error: unknown) => {
+      if (error instanceof StoreUnavailableError) throw error; // says "cannot reach <url>" already
+      const where = config.readDb.client === 'sqlite' ? config.readDb.file : 'MariaDB';
+      throw new Error(`cannot open the read DB (${where}): ${message(error)}`, { cause: error });
+    },
+  );
+  const store = openEventStore(config);
+  const abort = new AbortController();
+  let firstSignalAt: number | undefined;
+  const onSignal = (signal: NodeJS.Signals) => {
+    // A terminal's Ctrl-C reaches this process directly and again through the npm and tsx
+    // wrappers, within milliseconds: only a later signal means "exit now, skip the cleanup".
+    if (firstSignalAt !== undefined) {
+      if (Date.now() - firstSignalAt > 1000) process.exit(exitCodes.interrupted);
+      return;
+    }
+    firstSignalAt = Date.now();
+    print(`${signal}: stopping; the live table stays as it is (again to exit at once)`);
+    abort.abort();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    await migrateReadDb(db);
+    // Fail fast, with the store's own words, before taking the lock.
+    await store.readAll({ maxCount: 1 });
+    const rebuild = userDataRebuild({ store, db, logger, ...tuning });
+    progress = await rebuildProgress({
+      stream: process.stderr,
+      ...(store.headPosition ? { headPosition: () => store.headPosition!() } : {}),
+    });
+    const result = await rebuild.run({ ...options, signal: abort.signal, onProgress: (p) => progress?.update(p) });
+    progress.stop();
+    progress = undefined;
+    report(result, (line) => process.stdout.write(`${line}\n`));
+    const v = result.verification;
+    return v && v.missing + v.extra + v.different > 0 ? exitCodes.differences : exitCodes.ok;
+  } catch (error) {
+    progress?.stop();
+    progress = undefined;
+    if (error instanceof RebuildAbortedError) {
+      process.stderr.write(`rebuild: ${error.message}\n`);
+      return exitCodes.interrupted;
+    }
+    if (error instanceof RebuildLockedError) {
+      process.stderr.write(`rebuild: ${error.message}\n`);
+      return exitCodes.locked;
+    }
+    throw error;
+  } finally {
+    await store.close().catch(() => {});
+    await db.destroy().catch(() => {});
+  }
+}
+
+main().then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    process.stderr.write(`rebuild failed: ${message(error)}\n`);
+    if (process.env.LOG_LEVEL === 'debug' && error instanceof Error) process.stderr.write(`${error.stack}\n`);
+    process.exit(exitCodes.failed);
+  },
+);

@@ -1,0 +1,225 @@
+import type { Knex } from 'knex';
+import { pino } from 'pino';
+import t, { type Test } from 'tap';
+import { v7 as uuidv7 } from 'uuid';
+import { readCheckpoints } from '../../projector/apply-batch.js';
+import { userProjector } from '../../projector/projector.js';
+import { userDataRebuild } from '../../projector/rebuild.js';
+import { shadowUserData } from '../../projector/shadow-table.js';
+import { eventStoreFeed, globalLogSource } from '../../shared/event-feed/event-store-feed.js';
+import { inMemoryEventStore } from '../../shared/event-store/in-memory-event-store.js';
+import type { EventStore } from '../../shared/event-store/port.js';
+import { userStreamId } from '../../shared/user-events.js';
+import { forEachReadDb } from '../support/read-dbs.js';
+import { commandsOver, expectedRows, seedUsers, tableRows, waitFor } from '../support/seed.js';
+
+const logger = pino({ level: 'silent' });
+
+const head = async (store: EventStore) => (await store.readAll({ maxCount: 1_000_000 })).at(-1)?.position.toString();
+
+/** A live projector on the store's log, running until the test ends. */
+async function liveProjector(t: Test, db: Knex, store: EventStore) {
+  const projector = userProjector({ db, feed: eventStoreFeed(store, { batchSize: 7 }), logger, pausePollMs: 10 });
+  void projector.start();
+  t.teardown(() => projector.stop());
+  const caughtUp = async () => {
+    const last = await head(store);
+    await waitFor(() => projector.status().checkpoints[globalLogSource] === last, 10_000, 'the live projector to reach the head');
+  };
+  await caughtUp();
+  return { projector, caughtUp };
+}
+
+/** Nothing of a rebuild is left: no shadow or old table, no rebuild checkpoint, no lock, no pause. */
+async function assertNoLeftovers(t: Test, db: Knex) {
+  t.notOk(await db.schema.hasTable('USER_DATA_REBUILD'), 'no shadow table left');
+  t.notOk(await db.schema.hasTable('USER_DATA_OLD'), 'no old table left');
+  t.same(await db('PROJECTION_CHECKPOINT').where({ PROJECTION: 'USER_DATA_REBUILD' }), [], 'no rebuild checkpoint left');
+  t.match(await db('PROJECTION_CONTROL').where({ PROJECTION: 'USER_DATA' }).first(), {
+    REBUILD_OWNER: null,
+    PAUSED_BY: null,
+  });
+}
+
+forEachReadDb(t, async (t, db) => {
+  // Each case brings its own log; the table and checkpoints start empty.
+  t.beforeEach(async () => {
+    await db('USER_DATA').del();
+    await db('PROJECTION_CHECKPOINT').del();
+  });
+
+  await t.test('while writes and the live projector run: the table equals a fold of the log, every write once', async (t) => {
+    const store = inMemoryEventStore();
+    const commands = commandsOver(store);
+    await seedUsers(commands, 60);
+    const { projector, caughtUp } = await liveProjector(t, db, store);
+
+    const written: Array<{ id: string; revision: number }> = [];
+    let writing = true;
+    const write = async (i: number) => {
+      const registered = await commands.register({ name: `During ${i}`, email: `during${i}@example.org` });
+      written.push(registered);
+      if (i % 2 === 0) written.push(await commands.rename(registered.id, `Renamed during ${i}`));
+    };
+    const writer = (async () => {
+      for (let i = 0; writing; i++) {
+        await write(i);
+        await new Promise((resolve) => setTimeout(resolve, 2));
+      }
+    })();
+    let burst: Promise<unknown> | undefined;
+
+    let sawPause = false;
+    const sampler = setInterval(() => (sawPause ||= projector.status().pausedByRebuild), 1);
+    const result = await userDataRebuild({ store, db, logger, pageDelayMs: 3 }).run({
+      verify: true,
+      batchSize: 20,
+      maxRowsInMemory: 25, // several flushes, and rows read back from the shadow
+      onProgress(progress) {
+        // Writes made while the live projector is held: they reach the new table either way.
+        if (progress.phase === 'verifying (paused)' && !burst) burst = Promise.all([1000, 1001, 1002, 1003].map(write));
+      },
+    });
+    clearInterval(sampler);
+    t.comment(`the live projector ${sawPause ? 'met' : 'did not meet'} the pause`);
+    writing = false;
+    await writer;
+    await burst;
+
+    t.ok(result.swapped, 'swapped in');
+    t.ok(burst, 'writes were made while the live projector was paused');
+    t.match(result.verification, { missing: 0, extra: 0, different: 0 }, 'the live table was right before the swap');
+    t.ok(written.length > 6, `writes went on during the rebuild (${written.length})`);
+    await caughtUp();
+    t.notOk(projector.status().pausedByRebuild, 'the live projector is running again');
+    t.same(await tableRows(db), await expectedRows(store), 'the table is a fold of the whole log');
+    const rows = new Map((await tableRows(db)).map((row) => [row.ID_USER_DATA, row]));
+    for (const { id } of written) {
+      const stream = await store.readStream(userStreamId(id));
+      t.equal(rows.get(id)?.VERSION, stream.length - 1, `${id} reflects its last revision exactly`);
+    }
+    await assertNoLeftovers(t, db);
+  });
+
+  await t.test('after corruption: --verify reports it, a dry run changes nothing, a rebuild restores the table', async (t) => {
+    const store = inMemoryEventStore();
+    const commands = commandsOver(store);
+    const ids = await seedUsers(commands, 30);
+    const { caughtUp } = await liveProjector(t, db, store);
+    await db('USER_DATA').whereIn('ID_USER_DATA', ids.slice(0, 3)).del();
+    await db('USER_DATA').where('ID_USER_DATA', ids[3]!).update({ NAME: 'Corrupted', VERSION: 0 });
+    await db('USER_DATA').where('ID_USER_DATA', ids[4]!).update({ EMAIL: 'wrong@example.org' });
+    await db('USER_DATA').insert({
+      ...(await db('USER_DATA').where('ID_USER_DATA', ids[5]!).first()),
+      ID_USER_DATA: '00000000-0000-7000-8000-000000000000',
+    });
+    const corrupted = await tableRows(db);
+    const rebuild = userDataRebuild({ store, db, logger });
+
+    const dry = await rebuild.run({ verify: true, dryRun: true, batchSize: 50 });
+    t.match(dry.verification, { missing: 3, extra: 1, different: 2, shadowAhead: false });
+    t.notOk(dry.swapped);
+    t.same(await tableRows(db), corrupted, 'a dry run leaves the live table as it is');
+    await assertNoLeftovers(t, db);
+
+    const real = await rebuild.run({ verify: true, batchSize: 50 });
+    t.match(real.verification, { missing: 3, extra: 1, different: 2 });
+    t.ok(real.verification!.examples.some((e) => e.includes('NAME "Corrupted"')), 'examples name the difference');
+    t.ok(real.swapped, 'swapped in even though they differed: the rebuild is the repair');
+    await caughtUp();
+    t.same(await tableRows(db), await expectedRows(store), 'restored');
+    t.match((await rebuild.run({ verify: true })).verification, { compared: 30, missing: 0, extra: 0, different: 0 });
+    await assertNoLeftovers(t, db);
+  });
+
+  await t.test('only one rebuild at a time; a stale lock is taken over with its leftovers', async (t) => {
+    const store = inMemoryEventStore();
+    await seedUsers(commandsOver(store), 20);
+    let started = false;
+    const slow = userDataRebuild({ store, db, logger, owner: 'host-a:123', pageDelayMs: 30 });
+    const first = slow.run({ batchSize: 5, onProgress: () => (started = true) });
+    await waitFor(() => started, 5000, 'the first rebuild to start');
+    await t.rejects(userDataRebuild({ store, db, logger }).run(), {
+      code: 'REBUILD_LOCKED',
+      message: /another rebuild is running \(owner host-a:123/,
+    });
+    t.ok((await first).swapped, 'the first one finishes undisturbed');
+
+    // What a run killed while paused leaves behind: its lock (heartbeat long gone), its pause, its shadow.
+    await db('PROJECTION_CONTROL').where({ PROJECTION: 'USER_DATA' }).update({
+      REBUILD_OWNER: 'dead-host:42',
+      REBUILD_STARTED: '2020-01-01 00:00:00.000',
+      REBUILD_HEARTBEAT: '2020-01-01 00:00:00.000',
+      PAUSED_BY: 'dead-host:42',
+      PAUSED_UNTIL: '2999-01-01 00:00:00.000',
+    });
+    await shadowUserData(db).create();
+    const result = await userDataRebuild({ store, db, logger }).run();
+    t.equal(result.tookOverFrom, 'dead-host:42');
+    t.ok(result.swapped);
+    t.same(await tableRows(db), await expectedRows(store));
+    await assertNoLeftovers(t, db);
+  });
+
+  await t.test('aborted while the live projector is paused: live table untouched, pause lifted, shadow dropped', async (t) => {
+    const store = inMemoryEventStore();
+    await seedUsers(commandsOver(store), 20);
+    const { projector, caughtUp } = await liveProjector(t, db, store);
+    const before = await tableRows(db);
+    const abort = new AbortController();
+    await t.rejects(
+      userDataRebuild({ store, db, logger }).run({
+        signal: abort.signal,
+        onProgress: (p) => void (p.phase === 'catching up (paused)' && abort.abort()),
+      }),
+      { code: 'REBUILD_ABORTED' },
+    );
+    t.same(await tableRows(db), before);
+    await assertNoLeftovers(t, db);
+    await seedUsers(commandsOver(store), 2, 'after-abort');
+    await caughtUp();
+    t.notOk(projector.status().pausedByRebuild);
+    t.same(await tableRows(db), await expectedRows(store), 'the live projector carries on');
+  });
+
+  await t.test('large flushes: several INSERT statements, background writes, rows read back after a flush', async (t) => {
+    const store = inMemoryEventStore();
+    const users = Array.from({ length: 4500 }, () => uuidv7());
+    const at = (i: number) => new Date(Date.UTC(2026, 0, 1) + i).toISOString();
+    for (const [i, userId] of users.entries()) {
+      const data = { userId, name: `Bulk ${i}`, email: `bulk${i}@example.org`, occurredAt: at(i) };
+      await store.appendToStream(userStreamId(userId), [{ type: 'UserRegistered', data }], { expectedRevision: 'no_stream' });
+    }
+    // Renamed after everyone registered: with little memory, their rows come back from the shadow.
+    for (const [i, userId] of users.entries()) {
+      const data = { userId, name: `Renamed ${i}`, occurredAt: at(10_000 + i) };
+      await store.appendToStream(userStreamId(userId), [{ type: 'UserRenamed', data }], { expectedRevision: 0 });
+    }
+    const roomy = await userDataRebuild({ store, db, logger }).run();
+    t.equal(roomy.rows, 4500);
+    t.equal(roomy.rowsWritten, 4500, 'with room for every row, each is written once');
+    t.same(await tableRows(db), await expectedRows(store));
+
+    const tight = await userDataRebuild({ store, db, logger }).run({ maxRowsInMemory: 400, batchSize: 250, verify: true });
+    t.ok(tight.rowsWritten > 4500, `rows written again after being read back (${tight.rowsWritten})`);
+    t.match(tight.verification, { compared: 4500, missing: 0, extra: 0, different: 0 });
+    t.same(await tableRows(db), await expectedRows(store));
+    await assertNoLeftovers(t, db);
+  });
+
+  await t.test('Kafka checkpoints are left alone; an empty log never replaces a filled table', async (t) => {
+    const store = inMemoryEventStore();
+    await seedUsers(commandsOver(store), 5);
+    await db('PROJECTION_CHECKPOINT').del();
+    await db('PROJECTION_CHECKPOINT').insert({ PROJECTION: 'USER_DATA', SOURCE: 'users.events.v1:0', POSITION: '17', DATE_UPDATED: '2026-01-01 00:00:00.000' });
+    const result = await userDataRebuild({ store, db, logger }).run();
+    t.ok(result.swapped);
+    t.same(await readCheckpoints(db), new Map([['users.events.v1:0', '17']]), 'no $all checkpoint added');
+    t.same(await tableRows(db), await expectedRows(store));
+
+    const before = await tableRows(db);
+    await t.rejects(userDataRebuild({ store: inMemoryEventStore(), db, logger }).run(), { message: /holds no events/ });
+    t.same(await tableRows(db), before);
+    await assertNoLeftovers(t, db);
+  });
+});
