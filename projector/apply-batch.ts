@@ -3,7 +3,10 @@ import { ServiceError } from '../shared/errors.js';
 import { isMariaDb, readDbError } from '../shared/read-db.js';
 import { userEventSchemas, isUserEventType, userIdFromStream, type UserEvent } from '../shared/user-events.js';
 import { ajv, fieldProblems } from '../shared/schema-validation.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { backoffDelay, isRetriable } from '../shared/retry.js';
 import { assertNotPaused } from './projection-control.js';
+import { blockedStreams, parkEvents, type EventToPark } from './dead-letters.js';
 import { userRowFrom, type UserRow } from './user-row.js';
 
 export const projectionName = 'USER_DATA';
@@ -14,26 +17,52 @@ export interface ProjectedEvent {
   revision: number;
   type: string;
   data: unknown;
+  /** Where the feed found it (log position or offset), kept with it if it is parked. */
+  position?: bigint | string;
+  /** Set by a feed that could not read the event at all (e.g. a broken Kafka message): it is parked. */
+  problem?: string;
 }
 
 /** Where a feed has got to: e.g. `$all` -> a log position, or `topic:partition` -> an offset. */
 export type Checkpoints = Map<string, string>;
 
+/** An event of this projection: one to apply, or a poison one to park. */
+export type ClassifiedEvent =
+  | { kind: 'event'; streamId: string; revision: number; userId: string; event: UserEvent; from: ProjectedEvent }
+  | { kind: 'poison'; streamId: string; revision: number; error: string; from: ProjectedEvent };
+
 const validators = Object.fromEntries(
   Object.entries(userEventSchemas).map(([type, schema]) => [type, ajv.compile(schema)]),
 ) as Record<UserEvent['type'], ReturnType<typeof ajv.compile>>;
 
-/** Checks an event against its JSON Schema: the projector's input boundary. */
-export function toUserEvent(event: ProjectedEvent): UserEvent | undefined {
-  if (!userIdFromStream(event.streamId) || !isUserEventType(event.type)) return undefined;
-  const validate = validators[event.type];
-  if (!validate(event.data)) {
+/**
+ * The projector's input boundary: undefined for events of other streams (email
+ * reservations, the relay's lease...), else the user event checked against its
+ * JSON Schema, or why it is poison (unknown type, invalid payload, wrong user).
+ */
+export function classify(e: ProjectedEvent): ClassifiedEvent | undefined {
+  const poison = (error: string): ClassifiedEvent => ({ kind: 'poison', streamId: e.streamId, revision: e.revision, error, from: e });
+  if (e.problem !== undefined) return poison(e.problem);
+  const userId = userIdFromStream(e.streamId);
+  if (userId === undefined) return undefined;
+  if (!isUserEventType(e.type)) return poison(`unknown event type ${JSON.stringify(e.type).slice(0, 200)}`);
+  const validate = validators[e.type];
+  if (!validate(e.data)) {
     const problems = fieldProblems(validate.errors)
       .map((p) => `${p.field} ${p.message}`)
       .join('; ');
-    throw new ServiceError('EVENT_INVALID', `${event.streamId}@${event.revision} ${event.type}: ${problems}`);
+    return poison(`${e.type} does not match its schema: ${problems}`);
   }
-  return { type: event.type, data: event.data } as UserEvent;
+  const event = { type: e.type, data: e.data } as UserEvent;
+  if (event.data.userId !== userId) return poison(`${e.type} names user ${event.data.userId}, not the stream's user ${userId}`);
+  return { kind: 'event', streamId: e.streamId, revision: e.revision, userId, event, from: e };
+}
+
+/** The user event, if it is one; throws EVENT_INVALID for a poison event (for folds that must not meet one). */
+export function toUserEvent(e: ProjectedEvent): UserEvent | undefined {
+  const classified = classify(e);
+  if (classified?.kind === 'poison') throw new ServiceError('EVENT_INVALID', `${e.streamId}@${e.revision}: ${classified.error}`);
+  return classified?.event;
 }
 
 export async function readCheckpoints(db: Knex): Promise<Checkpoints> {
@@ -45,19 +74,49 @@ export async function readCheckpoints(db: Knex): Promise<Checkpoints> {
 
 const rowChunk = 500;
 
+export interface ApplyOptions {
+  /**
+   * Event by event, each row write in a savepoint: an event whose handler or
+   * row write fails is parked instead of failing the batch. For a batch that
+   * failed `attempts` times as a whole.
+   */
+  isolate?: boolean;
+  /** In isolation, how often an event is tried (with backoff) before it is parked. */
+  attempts?: number;
+  /** The event -> row function; tests put a failing one in its place. */
+  fold?: typeof userRowFrom;
+}
+
+export interface Applied {
+  /** Rows written. */
+  rows: number;
+  /** Events parked in PROJECTION_DEAD_LETTER (failed or held back). */
+  parked: number;
+}
+
+const describe = (error: unknown): string => (error instanceof Error ? `${error.name}: ${error.message}` : String(error));
+
 /**
  * Applies a batch in one transaction together with the feed's checkpoints, so the
  * read model and "how far it got" can never disagree: after a crash the batch is
  * either wholly there or wholly replayed, and replays change nothing because each
- * row only moves forward in VERSION. While a rebuild holds the pause the batch
- * fails with the retriable ProjectionPausedError and is tried again later.
+ * row only moves forward in VERSION. Poison events are parked in the same
+ * transaction, and so are later events of a stream that has one parked, so the
+ * checkpoint moves on for everyone else without breaking any user's order.
+ * While a rebuild holds the pause the batch fails with the retriable
+ * ProjectionPausedError and is tried again later.
  */
-export async function applyBatch(db: Knex, events: readonly ProjectedEvent[], checkpoints: Checkpoints): Promise<number> {
-  const userEvents = events.flatMap((e) => {
-    const event = toUserEvent(e);
-    return event ? [{ event, revision: e.revision, userId: event.data.userId }] : [];
-  });
-  const ids = [...new Set(userEvents.map((e) => e.userId))];
+export async function applyBatch(
+  db: Knex,
+  events: readonly ProjectedEvent[],
+  checkpoints: Checkpoints,
+  options: ApplyOptions = {},
+): Promise<Applied> {
+  const fold = options.fold ?? userRowFrom;
+  const classified = events.flatMap((e) => classify(e) ?? []);
+  const ids = [...new Set(classified.flatMap((c) => (c.kind === 'event' ? [c.userId] : [])))];
+  const streams = [...new Set(classified.map((c) => c.streamId))];
+  const source = [...checkpoints.keys()].join(',') || undefined;
   try {
     // READ COMMITTED on MariaDB: FOR UPDATE then locks only existing rows, not the gaps
     // between them, so projectors working on different users do not deadlock on inserts.
@@ -72,19 +131,63 @@ export async function applyBatch(db: Knex, events: readonly ProjectedEvent[], ch
         const rows = await (isMariaDb(trx) ? query.forUpdate() : query);
         for (const row of rows) current.set(row.ID_USER_DATA, { ...row, VERSION: Number(row.VERSION) });
       }
+      const blocked = streams.length > 0 ? await blockedStreams(trx, projectionName, streams) : new Map<string, number>();
+      const parked: EventToPark[] = [];
+      const park = (c: ClassifiedEvent, state: 'failed' | 'held', error: string, attempts: number) => {
+        const position = c.from.position?.toString();
+        parked.push({ streamId: c.streamId, revision: c.revision, type: c.from.type, data: c.from.data, state, error, attempts, source, position });
+      };
       const changed = new Map<string, UserRow>();
-      for (const { event, revision, userId } of userEvents) {
-        const before = current.get(userId);
-        const after = userRowFrom(before, event, revision);
-        if (after && after !== before) {
-          current.set(userId, after);
-          changed.set(userId, after);
+      let written = 0;
+      for (const c of classified) {
+        const userId = userIdFromStream(c.streamId);
+        const before = userId === undefined ? undefined : current.get(userId);
+        // Applied already (a duplicate or a replay): nothing to apply, nothing to park.
+        if (before && c.revision <= before.VERSION) continue;
+        const parkedFrom = blocked.get(c.streamId);
+        if (parkedFrom !== undefined && c.revision >= parkedFrom) {
+          park(c, 'held', `held behind ${c.streamId}@${parkedFrom}, which is parked`, 0);
+          continue;
+        }
+        if (c.kind === 'poison') {
+          park(c, 'failed', c.error, 1);
+          blocked.set(c.streamId, c.revision);
+          continue;
+        }
+        if (!options.isolate) {
+          const after = fold(before, c.event, c.revision);
+          if (after && after !== before) {
+            current.set(c.userId, after);
+            changed.set(c.userId, after);
+          }
+          continue;
+        }
+        const attempts = options.attempts ?? 1;
+        for (let attempt = 1; ; attempt++) {
+          try {
+            const after = fold(before, c.event, c.revision);
+            if (after && after !== before) {
+              await trx.transaction((savepoint) => upsertRows(savepoint, [after]));
+              current.set(c.userId, after);
+              written += 1;
+            }
+            break;
+          } catch (error) {
+            // An outage or a lock conflict says nothing about the event: the whole batch is tried again.
+            if (isRetriable(readDbError(error))) throw error;
+            if (attempt < attempts) {
+              await sleep(backoffDelay(attempt));
+              continue;
+            }
+            park(c, 'failed', describe(error), attempts);
+            blocked.set(c.streamId, c.revision);
+            break;
+          }
         }
       }
       const rows = [...changed.values()];
-      for (let i = 0; i < rows.length; i += rowChunk) {
-        await trx('USER_DATA').insert(rows.slice(i, i + rowChunk)).onConflict('ID_USER_DATA').merge();
-      }
+      await upsertRows(trx, rows);
+      if (parked.length > 0) await parkEvents(trx, projectionName, parked);
       const now = new Date().toISOString().replace('T', ' ').replace('Z', '');
       const positions = [...checkpoints].map(([SOURCE, POSITION]) => ({
         PROJECTION: projectionName,
@@ -95,9 +198,15 @@ export async function applyBatch(db: Knex, events: readonly ProjectedEvent[], ch
       if (positions.length > 0) {
         await trx('PROJECTION_CHECKPOINT').insert(positions).onConflict(['PROJECTION', 'SOURCE']).merge();
       }
-      return rows.length;
+      return { rows: rows.length + written, parked: parked.length };
     }, isolation);
   } catch (error) {
     throw readDbError(error);
+  }
+}
+
+export async function upsertRows(trx: Knex, rows: readonly UserRow[]): Promise<void> {
+  for (let i = 0; i < rows.length; i += rowChunk) {
+    await trx('USER_DATA').insert(rows.slice(i, i + rowChunk)).onConflict('ID_USER_DATA').merge();
   }
 }

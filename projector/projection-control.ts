@@ -66,6 +66,35 @@ export async function assertNotPaused(trx: Knex.Transaction, projection: string)
   if (control?.PAUSED_BY && Number(control.ACTIVE) === 1) throw new ProjectionPausedError(control.PAUSED_BY);
 }
 
+/** A rebuild is running: the quarantine is left alone until it has swapped its table in. */
+export class RebuildRunningError extends ServiceError {
+  override readonly name = 'RebuildRunningError';
+  constructor(readonly owner: string) {
+    super('REBUILD_LOCKED', `a rebuild is running (owner ${owner}); try again when it has finished`, true);
+  }
+}
+
+/**
+ * For changes made beside the live projector (an operator releasing parked
+ * events): like a live batch it waits for and respects a pause, and it refuses
+ * while a rebuild is running, because the rebuild folds the log with the
+ * quarantine as it found it at its start. Holding the control row also makes a
+ * rebuild that starts meanwhile wait for this transaction.
+ */
+const abandonedRebuildMs = 60_000;
+
+export async function assertNoRebuild(trx: Knex.Transaction, projection: string): Promise<void> {
+  await assertNotPaused(trx, projection);
+  const control = await trx(table)
+    .where({ PROJECTION: projection })
+    .first<{ REBUILD_OWNER: string | null; AGE: number | string | null } | undefined>(
+      'REBUILD_OWNER',
+      ageMs(trx, 'REBUILD_HEARTBEAT').wrap('(', ') AS AGE'),
+    );
+  // A lock whose heartbeat stopped a minute ago belongs to a run that was killed.
+  if (control?.REBUILD_OWNER && Number(control.AGE ?? 0) < abandonedRebuildMs) throw new RebuildRunningError(control.REBUILD_OWNER);
+}
+
 export interface LockTaken {
   /** The owner of a stale lock that was taken over: a previous run that was interrupted. */
   staleOwner?: string;

@@ -2,9 +2,12 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Knex } from 'knex';
 import type { Logger } from 'pino';
 import type { EventFeed } from '../shared/event-feed/port.js';
-import { retrying } from '../shared/retry.js';
-import { applyBatch, readCheckpoints, type Checkpoints, type ProjectedEvent } from './apply-batch.js';
+import { backoffDelay, isRetriable, retrying } from '../shared/retry.js';
+import { applyBatch, projectionName, readCheckpoints, type Applied, type ApplyOptions } from './apply-batch.js';
+import { parkedCounts } from './dead-letters.js';
+import { readDbError } from '../shared/read-db.js';
 import { ProjectionPausedError } from './projection-control.js';
+import type { FeedBatch } from '../shared/event-feed/port.js';
 
 export interface ProjectorStatus {
   running: boolean;
@@ -14,17 +17,32 @@ export interface ProjectorStatus {
   readDbReachable: boolean;
   /** A rebuild is swapping the table in; the batch in hand waits and is applied afterwards. */
   pausedByRebuild: boolean;
+  /** Events in quarantine (PROJECTION_DEAD_LETTER) as last counted: failed, and held back behind them. */
+  parked: { failed: number; held: number };
 }
 
 /**
  * Feeds batches into the read model, one transaction each, from the checkpoints
  * stored beside the rows. A read DB outage pauses it (retried with backoff, logged
  * once when it starts and once when it ends); so does a rebuild's pause, polled
- * more often because it lasts seconds; any other error stops it loudly.
+ * more often because it lasts seconds. Poison events are parked by the batch
+ * itself; a batch that keeps failing otherwise is tried `maxAttempts` times,
+ * then applied event by event so that only what fails is parked. What still
+ * fails after that (e.g. the checkpoint write) stops it loudly.
  */
-export function userProjector(deps: { db: Knex; feed: EventFeed; logger: Logger; pausePollMs?: number }) {
+export function userProjector(deps: {
+  db: Knex;
+  feed: EventFeed;
+  logger: Logger;
+  pausePollMs?: number;
+  /** Tries of a failing batch before it is applied event by event (default 3). */
+  maxAttempts?: number;
+  /** Replaces the event -> row function (tests inject handler failures). */
+  fold?: ApplyOptions['fold'];
+}) {
   const { db, feed, logger } = deps;
   const pausePollMs = deps.pausePollMs ?? 200;
+  const maxAttempts = deps.maxAttempts ?? 3;
   const abort = new AbortController();
   const status: ProjectorStatus = {
     running: false,
@@ -33,16 +51,17 @@ export function userProjector(deps: { db: Knex; feed: EventFeed; logger: Logger;
     checkpoints: {},
     readDbReachable: true,
     pausedByRebuild: false,
+    parked: { failed: 0, held: 0 },
   };
 
   /** Applies the batch, waiting out a rebuild's pause; outages are left to the retry loop around it. */
-  async function applyWhenNotPaused(events: ProjectedEvent[], checkpoints: Checkpoints): Promise<void> {
+  async function applyWhenNotPaused(batch: FeedBatch, options: ApplyOptions): Promise<Applied> {
     for (;;) {
       try {
-        await applyBatch(db, events, checkpoints);
+        const applied = await applyBatch(db, batch.events, batch.checkpoints, { ...options, ...(deps.fold ? { fold: deps.fold } : {}) });
         if (status.pausedByRebuild) logger.info('rebuild handed over; projector resumed');
         status.pausedByRebuild = false;
-        return;
+        return applied;
       } catch (error) {
         if (!(error instanceof ProjectionPausedError)) throw error;
         if (!status.pausedByRebuild) logger.info({ rebuild: error.pausedBy }, 'projector paused while a rebuild swaps the table in');
@@ -52,14 +71,53 @@ export function userProjector(deps: { db: Knex; feed: EventFeed; logger: Logger;
     }
   }
 
+  /**
+   * A batch that fails for a reason other than an outage is tried again, with
+   * backoff, up to `maxAttempts` times (the cause may pass); then it is applied
+   * event by event, each event again tried up to `maxAttempts` times, and only
+   * the events that keep failing are parked.
+   */
+  async function applyOrQuarantine(batch: FeedBatch): Promise<Applied> {
+    let failures = 0;
+    for (;;) {
+      const isolate = failures >= maxAttempts;
+      try {
+        return await applyWhenNotPaused(batch, isolate ? { isolate, attempts: maxAttempts } : {});
+      } catch (error) {
+        if (isRetriable(error) || isolate) throw error;
+        failures += 1;
+        logger.warn(
+          { err: error, attempt: failures, maxAttempts },
+          failures < maxAttempts ? 'batch failed; trying it again' : 'batch keeps failing; applying it event by event to park what fails',
+        );
+        if (failures < maxAttempts) await sleep(backoffDelay(failures), undefined, { signal: abort.signal });
+      }
+    }
+  }
+
+  /** Refreshes the quarantine counts and logs when they change (not per batch). */
+  async function countParked(): Promise<void> {
+    const before = status.parked;
+    try {
+      status.parked = await parkedCounts(db, projectionName);
+    } catch (error) {
+      throw readDbError(error);
+    }
+    const { failed, held } = status.parked;
+    if (failed === before.failed && held === before.held) return;
+    if (failed > 0) logger.error({ parked: status.parked }, 'events in quarantine; see npm run dead-letters -- list');
+    else logger.info({ parked: status.parked }, 'quarantine is empty');
+  }
+
   async function run(): Promise<void> {
     status.running = true;
     try {
       const from = await retrying(() => readCheckpoints(db), { signal: abort.signal });
       status.checkpoints = Object.fromEntries(from);
       logger.info({ checkpoints: status.checkpoints }, 'projector starting');
+      await retrying(countParked, { signal: abort.signal });
       for await (const batch of feed.batches(from)) {
-        await retrying(() => applyWhenNotPaused(batch.events, batch.checkpoints), {
+        const applied = await retrying(() => applyOrQuarantine(batch), {
           signal: abort.signal,
           onRetry(error, attempt) {
             if (attempt === 0) logger.warn({ err: error }, 'read database unavailable; projector paused');
@@ -70,6 +128,7 @@ export function userProjector(deps: { db: Knex; feed: EventFeed; logger: Logger;
         status.readDbReachable = true;
         status.eventsApplied += batch.events.length;
         status.batchesApplied += 1;
+        if (applied.parked > 0) await countParked().catch((error: unknown) => logger.warn({ err: error }, 'could not count parked events'));
         Object.assign(status.checkpoints, Object.fromEntries(batch.checkpoints));
         if (abort.signal.aborted) break;
       }

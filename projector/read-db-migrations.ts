@@ -57,6 +57,38 @@ const migrations: Record<string, Knex.Migration> = {
       await knex.schema.dropTable('PROJECTION_CONTROL');
     },
   },
+  /**
+   * Quarantined events: one that the projector cannot apply ('failed', with the
+   * error) and the later events of the same stream held back behind it ('held'),
+   * so a user's events are never applied out of order. 'skipped' rows stay as the
+   * record of what an operator chose to leave out. One row per stream revision:
+   * a redelivered event adds nothing.
+   */
+  '0003_projection_dead_letter': {
+    async up(knex) {
+      await knex.schema.createTable('PROJECTION_DEAD_LETTER', (table) => {
+        table.bigIncrements('ID').primary();
+        table.string('PROJECTION', 64).notNullable();
+        table.string('STREAM_ID', 200).notNullable();
+        // -1 when a message was too broken to tell its revision.
+        table.integer('REVISION').notNullable();
+        table.string('EVENT_TYPE', 200).notNullable();
+        table.text('DATA', 'mediumtext').notNullable();
+        table.string('STATE', 16).notNullable();
+        table.text('ERROR').notNullable();
+        table.integer('ATTEMPTS').notNullable();
+        table.string('SOURCE', 191).nullable();
+        table.string('POSITION', 40).nullable();
+        table.datetime('DATE_PARKED', { precision: 3 }).notNullable();
+        table.datetime('DATE_UPDATED', { precision: 3 }).notNullable();
+        table.unique(['PROJECTION', 'STREAM_ID', 'REVISION'], { indexName: 'UQ_DEAD_LETTER_EVENT' });
+        table.index(['PROJECTION', 'STATE'], 'IDX_DEAD_LETTER_STATE');
+      });
+    },
+    async down(knex) {
+      await knex.schema.dropTable('PROJECTION_DEAD_LETTER');
+    },
+  },
 };
 
 const migrationSource: Knex.MigrationSource<string> = {

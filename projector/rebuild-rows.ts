@@ -1,8 +1,28 @@
 import type { RecordedEvent } from '../shared/event-store/port.js';
 import type { UserEvent } from '../shared/user-events.js';
-import { toUserEvent } from './apply-batch.js';
+import { classify, type ClassifiedEvent } from './apply-batch.js';
+import type { EventToPark } from './dead-letters.js';
 import type { ShadowUserData } from './shadow-table.js';
 import { userRowFrom, type UserRow } from './user-row.js';
+
+/** What the live projector has quarantined: streams blocked from a revision on, and events skipped for good. */
+export interface Quarantined {
+  blocked: Map<string, number>;
+  /** `stream@revision` */
+  skipped: Set<string>;
+}
+
+const toPark = (c: ClassifiedEvent, state: 'failed' | 'held', error: string, position: string | undefined): EventToPark => ({
+  streamId: c.streamId,
+  revision: c.revision,
+  type: c.from.type,
+  data: c.from.data,
+  state,
+  error,
+  attempts: state === 'failed' ? 1 : 0,
+  source: 'rebuild',
+  position: c.from.position?.toString() ?? position,
+});
 
 const byId = (a: UserRow, b: UserRow) => (a.ID_USER_DATA < b.ID_USER_DATA ? -1 : a.ID_USER_DATA > b.ID_USER_DATA ? 1 : 0);
 
@@ -18,8 +38,17 @@ const byId = (a: UserRow, b: UserRow) => (a.ID_USER_DATA < b.ID_USER_DATA ? -1 :
  *   goes on, so the database's work overlaps the fold instead of following it.
  *   A row changed again after being written is simply written again (upsert).
  */
-export function rebuildRows(deps: { shadow: ShadowUserData; maxRows: number; writeBehind?: { hotRows: number; batchRows: number } }) {
+export function rebuildRows(deps: {
+  shadow: ShadowUserData;
+  maxRows: number;
+  writeBehind?: { hotRows: number; batchRows: number };
+  /** The quarantine as the rebuild found it; streams newly blocked by the fold are added. */
+  quarantine?: Quarantined;
+}) {
   const { shadow, maxRows, writeBehind } = deps;
+  const quarantine: Quarantined = deps.quarantine ?? { blocked: new Map(), skipped: new Set() };
+  // Events the fold parked, as the live projector would have: recorded at the swap.
+  const parked: EventToPark[] = [];
   // Every row held, as of the last event folded.
   const rows = new Map<string, UserRow>();
   // The rows changed since they were last written, least recently changed first.
@@ -76,32 +105,40 @@ export function rebuildRows(deps: { shadow: ShadowUserData; maxRows: number; wri
     get created() {
       return created;
     },
+    /** Events the fold parked (poison ones, and those held behind a parked one). */
+    get parked(): readonly EventToPark[] {
+      return parked;
+    },
     /** Row writes so far (a row written twice counts twice). */
     get written() {
       return written;
     },
 
     async fold(page: readonly RecordedEvent[], position: string | undefined): Promise<void> {
-      if (!evicted) {
-        for (const recorded of page) {
-          const event = toUserEvent(recorded);
-          if (event) apply(event, recorded.revision);
+      const toApply: Array<{ event: UserEvent; revision: number }> = [];
+      const unknown = new Set<string>();
+      for (const recorded of page) {
+        const c = classify(recorded);
+        if (!c || quarantine.skipped.has(`${c.streamId}@${c.revision}`)) continue;
+        // As the live projector does: a stream with a parked event waits behind it, a poison event is parked.
+        const parkedFrom = quarantine.blocked.get(c.streamId);
+        if (parkedFrom !== undefined && c.revision >= parkedFrom) {
+          parked.push(toPark(c, 'held', `held behind ${c.streamId}@${parkedFrom}, which is parked`, position));
+          continue;
         }
-      } else {
-        const userEvents: Array<{ event: UserEvent; revision: number }> = [];
-        const unknown = new Set<string>();
-        for (const recorded of page) {
-          const event = toUserEvent(recorded);
-          if (!event) continue;
-          userEvents.push({ event, revision: recorded.revision });
-          // A row flushed out of memory earlier must come back before a later event can change it.
-          if (recorded.revision > 0 && !rows.has(event.data.userId)) unknown.add(event.data.userId);
+        if (c.kind === 'poison') {
+          parked.push(toPark(c, 'failed', c.error, position));
+          quarantine.blocked.set(c.streamId, c.revision);
+          continue;
         }
-        if (unknown.size > 0) {
-          for (const row of await shadow.read([...unknown])) if (!rows.has(row.ID_USER_DATA)) rows.set(row.ID_USER_DATA, row);
-        }
-        for (const { event, revision } of userEvents) apply(event, revision);
+        toApply.push({ event: c.event, revision: c.revision });
+        // A row flushed out of memory earlier must come back before a later event can change it.
+        if (evicted && c.revision > 0 && !rows.has(c.userId)) unknown.add(c.userId);
       }
+      if (unknown.size > 0) {
+        for (const row of await shadow.read([...unknown])) if (!rows.has(row.ID_USER_DATA)) rows.set(row.ID_USER_DATA, row);
+      }
+      for (const { event, revision } of toApply) apply(event, revision);
       if (rows.size > maxRows) await this.flush(position);
       else if (writeBehind && dirty.size >= writeBehind.hotRows + writeBehind.batchRows) {
         // At most one write in the background; wait for it only when the database falls behind.

@@ -10,7 +10,8 @@ import { isMariaDb } from '../shared/read-db.js';
 import { projectionName, readCheckpoints } from './apply-batch.js';
 import { compareUserTables, type TableDifferences } from './compare-tables.js';
 import { projectionControl } from './projection-control.js';
-import { rebuildRows } from './rebuild-rows.js';
+import { quarantinedEvents } from './dead-letters.js';
+import { rebuildRows, type Quarantined } from './rebuild-rows.js';
 import { shadowUserData } from './shadow-table.js';
 
 export type RebuildPhase = 'replaying' | 'catching up (paused)' | 'verifying (paused)' | 'swapping';
@@ -119,9 +120,12 @@ export function userDataRebuild(deps: {
     const control = projectionControl({ db, projection: projectionName, owner });
     const shadow = shadowUserData(db);
 
+    // Filled once the lock is taken: from then on operators cannot change the quarantine.
+    const quarantine: Quarantined = { blocked: new Map(), skipped: new Set() };
     const rows = rebuildRows({
       shadow,
       maxRows,
+      quarantine,
       // Overlap the database's work with the fold when the database is another process.
       ...(isMariaDb(db) ? { writeBehind: { hotRows: Math.floor(maxRows / 4), batchRows: Math.max(100, Math.floor(maxRows / 20)) } } : {}),
     });
@@ -234,7 +238,7 @@ export function userDataRebuild(deps: {
       phase = 'swapping';
       report();
       await checkpoint();
-      if (!(await shadow.swap(control, position?.toString(), pauseMs))) throw new PauseLost();
+      if (!(await shadow.swap(control, position?.toString(), pauseMs, rows.parked))) throw new PauseLost();
       return verification;
     }
 
@@ -260,6 +264,7 @@ export function userDataRebuild(deps: {
     }, heartbeatMs);
     let swapped = false;
     try {
+      Object.assign(quarantine, await quarantinedEvents(db, projectionName));
       const leftovers = await shadow.dropLeftovers();
       if (leftovers.length > 0) logger.warn({ tables: leftovers }, 'dropped tables an interrupted rebuild left behind');
       await shadow.create();

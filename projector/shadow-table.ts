@@ -4,6 +4,7 @@ import { globalLogSource } from '../shared/event-feed/event-store-feed.js';
 import { isMariaDb } from '../shared/read-db.js';
 import { projectionName } from './apply-batch.js';
 import type { ProjectionControl } from './projection-control.js';
+import { parkEvents, type EventToPark } from './dead-letters.js';
 import type { UserRow } from './user-row.js';
 
 export const shadowName = 'USER_DATA_REBUILD';
@@ -170,10 +171,13 @@ export function shadowUserData(db: Knex) {
      * on, and the caller must pause and catch up again). Sets the live checkpoint
      * to the shadow's position when the live projector reads the global log (or
      * has no checkpoint yet); Kafka `topic:partition` checkpoints are left alone,
-     * the rows' VERSION makes whatever Kafka redelivers harmless.
+     * the rows' VERSION makes whatever Kafka redelivers harmless. Events the fold
+     * parked are recorded in the quarantine in the same step.
      */
-    async swap(control: ProjectionControl, position: string | undefined, pauseMs: number): Promise<boolean> {
+    async swap(control: ProjectionControl, position: string | undefined, pauseMs: number, parked: readonly EventToPark[] = []): Promise<boolean> {
       const finish = async (trx: Knex) => {
+        // What the fold parked: the live projector, resuming past it, would not see it again.
+        await parkEvents(trx, liveName, parked);
         const sources = await trx(checkpointTable).where({ PROJECTION: liveName }).pluck<string[]>('SOURCE');
         if (position !== undefined && (sources.length === 0 || sources.includes(globalLogSource))) {
           await setCheckpoint(trx, liveName, position);

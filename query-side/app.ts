@@ -5,6 +5,8 @@ import { createHttpApp, errorBodySchema } from '../shared/http.js';
 import { harden, requireBearerTokens } from '../shared/http-hardening.js';
 import { userQueries, userViewSchema } from './user-queries.js';
 import { waitForWrite } from './read-your-writes.js';
+import { projectionName } from '../projector/apply-batch.js';
+import { parkedCounts } from '../projector/dead-letters.js';
 
 export interface QueryAppDeps {
   db: Knex;
@@ -37,8 +39,9 @@ export function buildQueryApp(deps: QueryAppDeps) {
   void app.register(async (api) => {
     api.get('/health', async (_request, reply) => {
       try {
-        await deps.db.raw('SELECT 1');
-        return { status: 'ok', readDb: 'up' };
+        // Events the projector could not apply wait in quarantine; operators watch this number.
+        const parked = await parkedCounts(deps.db, projectionName);
+        return { status: 'ok', readDb: 'up', parkedEvents: parked.failed + parked.held, parked };
       } catch {
         return reply.code(503).header('retry-after', '1').send({ status: 'unavailable', readDb: 'down' });
       }

@@ -1,4 +1,4 @@
-import type { Consumer, ConsumerConfig, Kafka } from 'kafkajs';
+import type { Consumer, ConsumerConfig, Kafka, KafkaMessage } from 'kafkajs';
 import type { Logger } from 'pino';
 import type { ProjectedEvent } from '../../projector/apply-batch.js';
 import { translateKafkaError } from '../kafka/kafka-client.js';
@@ -6,6 +6,27 @@ import { fromEnvelope } from '../public-events.js';
 import type { EventFeed, FeedBatch } from './port.js';
 
 export const partitionSource = (topic: string, partition: number) => `${topic}:${partition}`;
+
+/**
+ * A message as the projector sees it. One that is not a readable v1 envelope is
+ * handed on as a problem (the projector parks it under its key, the stream id,
+ * holding that stream's later events back) rather than stopping consumption.
+ */
+function projectedEventOf(message: KafkaMessage): ProjectedEvent {
+  try {
+    return { ...fromEnvelope(message.value), position: message.offset };
+  } catch (error) {
+    const type = message.headers?.['event-type'];
+    return {
+      streamId: message.key?.toString('utf8') ?? '(no key)',
+      revision: -1,
+      type: type === undefined ? '(unreadable)' : String(type),
+      data: message.value?.toString('utf8').slice(0, 1 << 20) ?? null,
+      position: message.offset,
+      problem: error instanceof Error ? error.message : String(error),
+    };
+  }
+}
 
 interface Handoff {
   batch: FeedBatch;
@@ -66,7 +87,7 @@ export function kafkaFeed(deps: {
           eachBatch: async (payload) => {
             const { batch } = payload;
             if (batch.messages.length === 0 || !payload.isRunning() || payload.isStale()) return;
-            const events: ProjectedEvent[] = batch.messages.map((m) => fromEnvelope(m.value));
+            const events = batch.messages.map((m) => projectedEventOf(m));
             const lastOffset = batch.messages[batch.messages.length - 1]!.offset;
             const next = (BigInt(lastOffset) + 1n).toString();
             await new Promise<void>((applied, failed) => {

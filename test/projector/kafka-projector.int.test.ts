@@ -4,7 +4,10 @@ import { pino } from 'pino';
 import t, { type Test } from 'tap';
 import { kafkaPublisher } from '../../command-side/relay/kafka-publisher.js';
 import { messageOf, eventRelay } from '../../command-side/relay/relay.js';
-import { readCheckpoints } from '../../projector/apply-batch.js';
+import { projectionName, readCheckpoints } from '../../projector/apply-batch.js';
+import { listParked, parkedCounts } from '../../projector/dead-letters.js';
+import { quarantine } from '../../projector/quarantine.js';
+import { userStreamId } from '../../shared/user-events.js';
 import { userProjector } from '../../projector/projector.js';
 import { migrateReadDb } from '../../projector/read-db-migrations.js';
 import { kafkaFeed } from '../../shared/event-feed/kafka-feed.js';
@@ -79,6 +82,29 @@ forEachReadDb(t, async (t, db) => {
     const { projector } = projectorOn(t, kafka, topic, 'projector-a', db);
     await waitFor(() => projector.status().eventsApplied >= log.filter((e) => e.streamId.startsWith('user-')).length, 20_000, 'duplicates consumed');
     t.same(await tableRows(db), before);
+    await projector.stop();
+  });
+
+  await t.test('a broken message is parked under its key, its user held back; the others keep flowing', async (t) => {
+    const [, victim] = await seedUsers(commands, 2, 'kafka-poison');
+    const { projector } = projectorOn(t, kafka, topic, 'projector-a', db);
+    await waitFor(() => sameAsLog(db, store), 20_000, 'caught up');
+    const broken = kafkaPublisher(kafka, topic);
+    t.teardown(() => broken.close());
+    await broken.publish([{ key: userStreamId(victim!), value: '{"specVersion":"1"}', headers: { 'event-type': 'user.renamed.v1' } }]);
+    await commands.rename(victim!, 'Held back');
+    const { id: after } = await commands.register({ name: 'After the broken message', email: 'after.broken@example.org' });
+    await waitFor(async () => (await db('USER_DATA').where({ ID_USER_DATA: after })).length === 1, 20_000, 'other users to flow');
+    await waitFor(async () => (await parkedCounts(db, projectionName)).held === 1, 20_000, 'the rename to be held');
+    t.match(await listParked(db, projectionName), [
+      { STREAM_ID: userStreamId(victim!), REVISION: -1, STATE: 'failed', EVENT_TYPE: 'user.renamed.v1', ERROR: /not a v1 envelope/ },
+      { STREAM_ID: userStreamId(victim!), STATE: 'held', EVENT_TYPE: 'UserRenamed' },
+    ]);
+    t.notMatch(await db('USER_DATA').where({ ID_USER_DATA: victim }).first(), { NAME: 'Held back' });
+    t.ok(projector.status().running);
+    const [failed] = await listParked(db, projectionName, { states: ['failed'] });
+    t.match(await quarantine({ db }).skip(failed!.ID), { skipped: 1, applied: 1, stillParked: 0 });
+    t.ok(await sameAsLog(db, store), 'released: the table is the fold of the log again');
     await projector.stop();
   });
 

@@ -2,6 +2,7 @@ import { pino } from 'pino';
 import t from 'tap';
 import { buildQueryApp } from '../../query-side/app.js';
 import { applyBatch } from '../../projector/apply-batch.js';
+import { toParkedRow } from '../../projector/dead-letters.js';
 import { userProjector } from '../../projector/projector.js';
 import { eventStoreFeed } from '../../shared/event-feed/event-store-feed.js';
 import { inMemoryEventStore } from '../../shared/event-store/in-memory-event-store.js';
@@ -115,8 +116,13 @@ forEachReadDb(t, async (t, db) => {
     t.equal(malformed.json().code, 'INVALID_CONSISTENCY_TOKEN');
   });
 
-  await t.test('GET /health reports the read DB', async (t) => {
+  await t.test('GET /health reports the read DB and how many events are parked', async (t) => {
     const health = await app.inject({ url: '/health' });
-    t.same(health.json(), { status: 'ok', readDb: 'up' });
+    t.same(health.json(), { status: 'ok', readDb: 'up', parkedEvents: 0, parked: { failed: 0, held: 0 } });
+    await db('PROJECTION_DEAD_LETTER').insert(
+      toParkedRow('USER_DATA', { streamId: 'user-x', revision: 2, type: 'UserRenamed', data: {}, state: 'failed', error: 'e', attempts: 1 }),
+    );
+    t.match((await app.inject({ url: '/health' })).json(), { parkedEvents: 1, parked: { failed: 1, held: 0 } });
+    await db('PROJECTION_DEAD_LETTER').del();
   });
 });

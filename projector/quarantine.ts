@@ -1,0 +1,146 @@
+import type { Knex } from 'knex';
+import { isMariaDb, readDbError, toDbDate } from '../shared/read-db.js';
+import { isRetriable } from '../shared/retry.js';
+import { userIdFromStream } from '../shared/user-events.js';
+import { classify, projectionName, upsertRows } from './apply-batch.js';
+import { deadLetterTable, type ParkedEvent } from './dead-letters.js';
+import { assertNoRebuild } from './projection-control.js';
+import { userRowFrom, type UserRow } from './user-row.js';
+
+export interface Release {
+  streamId: string;
+  /** Parked events now applied (or found applied already) and removed from quarantine. */
+  applied: number;
+  /** Marked skipped: left out of the read model for good, kept as a record. */
+  skipped: number;
+  /** Still parked: the head failed again (its new error is recorded), the rest wait behind it. */
+  stillParked: number;
+  error?: string;
+}
+
+const parse = (text: string): unknown => {
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    return text;
+  }
+};
+
+const describe = (error: unknown): string => (error instanceof Error ? `${error.name}: ${error.message}` : String(error));
+
+/**
+ * The operator's side of the quarantine: retry a stream's parked events in
+ * revision order (after a fix is deployed, say), or skip the failed one at the
+ * head and release the events held behind it. One transaction per stream, with
+ * the user's row locked, so the live projector and the release cannot interleave.
+ */
+export function quarantine(deps: { db: Knex; fold?: typeof userRowFrom }) {
+  const { db } = deps;
+  const fold = deps.fold ?? userRowFrom;
+
+  async function releaseOnce(streamId: string, skipId?: number): Promise<Release> {
+    const result: Release = { streamId, applied: 0, skipped: 0, stillParked: 0 };
+    await db.transaction(async (trx) => {
+      await assertNoRebuild(trx, projectionName);
+      const parkedQuery = trx<ParkedEvent>(deadLetterTable)
+        .where({ PROJECTION: projectionName, STREAM_ID: streamId })
+        .whereIn('STATE', ['failed', 'held'])
+        .orderBy('REVISION');
+      const parked = await (isMariaDb(trx) ? parkedQuery.forUpdate() : parkedQuery);
+      const userId = userIdFromStream(streamId);
+      let row: UserRow | undefined;
+      if (userId !== undefined) {
+        const rowQuery = trx<UserRow>('USER_DATA').where({ ID_USER_DATA: userId });
+        const found = await (isMariaDb(trx) ? rowQuery.forUpdate() : rowQuery).first();
+        row = found && { ...found, VERSION: Number(found.VERSION) };
+      }
+      const now = toDbDate(new Date().toISOString());
+      for (const [index, entry] of parked.entries()) {
+        const id = Number(entry.ID);
+        if (id === skipId) {
+          await trx(deadLetterTable).where({ ID: id }).update({ STATE: 'skipped', DATE_UPDATED: now });
+          result.skipped += 1;
+          continue;
+        }
+        const revision = Number(entry.REVISION);
+        const classified = classify({ streamId, revision, type: entry.EVENT_TYPE, data: parse(entry.DATA) });
+        let failure: string | undefined;
+        if (!classified) failure = `${streamId} is not a user stream`;
+        else if (classified.kind === 'poison') failure = classified.error;
+        else if (!(row && revision <= row.VERSION)) {
+          try {
+            const after = fold(row, classified.event, revision);
+            if (after && after !== row) {
+              await trx.transaction((savepoint) => upsertRows(savepoint, [after]));
+              row = after;
+            }
+          } catch (error) {
+            if (isRetriable(readDbError(error))) throw error;
+            failure = describe(error);
+          }
+        }
+        if (failure !== undefined) {
+          await trx(deadLetterTable)
+            .where({ ID: id })
+            .update({ STATE: 'failed', ERROR: failure.slice(0, 4000), ATTEMPTS: Number(entry.ATTEMPTS) + 1, DATE_UPDATED: now });
+          result.error = failure;
+          result.stillParked = parked.length - index;
+          return;
+        }
+        await trx(deadLetterTable).where({ ID: id }).del();
+        result.applied += 1;
+      }
+    });
+    return result;
+  }
+
+  /**
+   * Retries the stream's parked events in order; with `skipId`, that failed
+   * event is marked skipped first. Runs again if the live projector held back
+   * one more event of the stream meanwhile, until nothing is left or the head
+   * fails again.
+   */
+  async function release(streamId: string, skipId?: number): Promise<Release> {
+    const total: Release = { streamId, applied: 0, skipped: 0, stillParked: 0 };
+    for (let round = 0; round < 5; round++) {
+      let once: Release;
+      try {
+        once = await releaseOnce(streamId, round === 0 ? skipId : undefined);
+      } catch (error) {
+        throw readDbError(error);
+      }
+      total.applied += once.applied;
+      total.skipped += once.skipped;
+      total.stillParked = once.stillParked;
+      if (once.error !== undefined) total.error = once.error;
+      if (once.error !== undefined || once.applied + once.skipped === 0) break;
+    }
+    return total;
+  }
+
+  return {
+    retry: (streamId: string) => release(streamId),
+
+    /** Skips a failed event (by its ID in the dead-letter table) and releases what was held behind it. */
+    async skip(id: number): Promise<Release> {
+      const entry = await db<ParkedEvent>(deadLetterTable).where({ ID: id, PROJECTION: projectionName }).first();
+      if (!entry) throw new Error(`no parked event with ID ${id}`);
+      if (entry.STATE !== 'failed') {
+        throw new Error(`parked event ${id} is ${entry.STATE}; only a failed event can be skipped (held ones are released by retrying or skipping the failed one before them)`);
+      }
+      return release(entry.STREAM_ID, id);
+    },
+
+    /** Retries every stream that has a failed event. */
+    async retryAll(): Promise<Release[]> {
+      const streams = await db(deadLetterTable)
+        .where({ PROJECTION: projectionName })
+        .whereIn('STATE', ['failed', 'held'])
+        .distinct<{ STREAM_ID: string }[]>('STREAM_ID')
+        .orderBy('STREAM_ID');
+      const results: Release[] = [];
+      for (const { STREAM_ID } of streams) results.push(await release(STREAM_ID));
+      return results;
+    },
+  };
+}

@@ -1,0 +1,178 @@
+import type { Knex } from 'knex';
+import { pino } from 'pino';
+import t, { type Test } from 'tap';
+import { applyBatch, projectionName, readCheckpoints } from '../../projector/apply-batch.js';
+import { listParked, parkedCounts } from '../../projector/dead-letters.js';
+import { userProjector } from '../../projector/projector.js';
+import { quarantine } from '../../projector/quarantine.js';
+import { userDataRebuild } from '../../projector/rebuild.js';
+import { userRowFrom } from '../../projector/user-row.js';
+import { eventStoreFeed, globalLogSource } from '../../shared/event-feed/event-store-feed.js';
+import { inMemoryEventStore } from '../../shared/event-store/in-memory-event-store.js';
+import type { EventStore } from '../../shared/event-store/port.js';
+import { userStreamId } from '../../shared/user-events.js';
+import { forEachReadDb } from '../support/read-dbs.js';
+import { commandsOver, expectedRows, seedUsers, tableRows, waitFor } from '../support/seed.js';
+
+const logger = pino({ level: 'silent' });
+
+const head = async (store: EventStore) => (await store.readAll({ maxCount: 1_000_000 })).at(-1)!.position.toString();
+
+/** Appends an event the command side would never write (as an older or buggy writer might have). */
+async function appendRaw(store: EventStore, userId: string, type: string, data: unknown): Promise<number> {
+  const stream = userStreamId(userId);
+  const revision = (await store.readStream(stream)).length - 1;
+  await store.appendToStream(stream, [{ type, data }], { expectedRevision: revision });
+  return revision + 1;
+}
+
+async function runProjector(t: Test, db: Knex, store: EventStore, options: Partial<Parameters<typeof userProjector>[0]> = {}) {
+  const projector = userProjector({ db, feed: eventStoreFeed(store, { batchSize: 7 }), logger, ...options });
+  const done = projector.start();
+  t.teardown(() => projector.stop());
+  const caughtUp = async () => {
+    const last = await head(store);
+    await waitFor(() => projector.status().checkpoints[globalLogSource] === last, 20_000, 'the projector to reach the head');
+  };
+  await caughtUp();
+  return { projector, caughtUp, done };
+}
+
+const deadLetters = (db: Knex) =>
+  db('PROJECTION_DEAD_LETTER').orderBy('ID').select('STREAM_ID', 'REVISION', 'STATE', 'ERROR', 'ATTEMPTS');
+
+forEachReadDb(t, async (t, db) => {
+  t.beforeEach(async () => {
+    await db('USER_DATA').del();
+    await db('PROJECTION_CHECKPOINT').del();
+    await db('PROJECTION_DEAD_LETTER').del();
+  });
+
+  await t.test('unknown type and invalid payload: parked, the user held back in order, everyone else flows', async (t) => {
+    const store = inMemoryEventStore();
+    const commands = commandsOver(store);
+    const [, a, b, c] = await seedUsers(commands, 8, 'poison');
+    const now = new Date().toISOString();
+    const unknownAt = await appendRaw(store, a!, 'UserNicknamed', { userId: a, nickname: 'x', occurredAt: now });
+    await commands.rename(a!, 'A after the poison');
+    const invalidAt = await appendRaw(store, b!, 'UserRenamed', { userId: b, name: '', occurredAt: now });
+    await commands.rename(b!, 'B after the poison');
+    // Other users keep going meanwhile.
+    const { id: fresh } = await commands.register({ name: 'Fresh', email: 'fresh@example.org' });
+    await commands.rename(c!, 'C renamed');
+
+    const { projector, caughtUp } = await runProjector(t, db, store);
+    t.ok(projector.status().running, 'the projector did not stop');
+    t.same(projector.status().parked, { failed: 2, held: 2 });
+    t.match(await deadLetters(db), [
+      { STREAM_ID: userStreamId(a!), REVISION: unknownAt, STATE: 'failed', ERROR: /unknown event type "UserNicknamed"/, ATTEMPTS: 1 },
+      { STREAM_ID: userStreamId(a!), REVISION: unknownAt + 1, STATE: 'held', ERROR: /held behind/ },
+      { STREAM_ID: userStreamId(b!), REVISION: invalidAt, STATE: 'failed', ERROR: /does not match its schema: name/ },
+      { STREAM_ID: userStreamId(b!), REVISION: invalidAt + 1, STATE: 'held' },
+    ]);
+    const rows = await tableRows(db);
+    t.same(rows, await expectedRows(store), 'the table is the fold of the log, each parked stream cut at its poison');
+    t.equal(rows.find((r) => r.ID_USER_DATA === a)!.VERSION, unknownAt - 1, 'A stays at the revision before the poison');
+    t.match(rows.find((r) => r.ID_USER_DATA === c), { NAME: 'C renamed' });
+    t.match(rows.find((r) => r.ID_USER_DATA === fresh), { NAME: 'Fresh' });
+    t.same(await readCheckpoints(db), new Map([[globalLogSource, await head(store)]]), 'the checkpoint moved on');
+
+    // A's new events keep waiting behind the poison while it is parked.
+    await commands.validate(a!);
+    await caughtUp();
+    t.same(await parkedCounts(db, projectionName), { failed: 2, held: 3 });
+
+    // Replays and duplicates park nothing twice and change nothing.
+    const table = await tableRows(db);
+    const parked = await deadLetters(db);
+    await applyBatch(db, await store.readAll({ maxCount: 10_000 }), new Map());
+    t.same(await tableRows(db), table);
+    t.same(await deadLetters(db), parked);
+
+    // A rebuild honours the quarantine: the same table, the same parked events.
+    const rebuilt = await userDataRebuild({ store, db, logger }).run({ verify: true });
+    t.match(rebuilt.verification, { missing: 0, extra: 0, different: 0 });
+    await caughtUp();
+    t.same(await tableRows(db), table);
+    t.same(await deadLetters(db), parked);
+
+    const operator = quarantine({ db });
+    const stillBroken = await operator.retry(userStreamId(a!));
+    t.match(stillBroken, { applied: 0, stillParked: 3, error: /unknown event type/ });
+    t.match(await listParked(db, projectionName, { stream: userStreamId(a!) }), [{ STATE: 'failed', ATTEMPTS: 2 }, {}, {}]);
+
+    const [aHead] = await listParked(db, projectionName, { stream: userStreamId(a!), states: ['failed'] });
+    await t.rejects(operator.skip(aHead!.ID + 1), /only a failed event can be skipped/, 'a held event cannot be skipped');
+    t.match(await operator.skip(aHead!.ID), { skipped: 1, applied: 2, stillParked: 0 });
+    const [bHead] = await listParked(db, projectionName, { stream: userStreamId(b!), states: ['failed'] });
+    t.match(await operator.skip(bHead!.ID), { skipped: 1, applied: 1, stillParked: 0 });
+    const skipped = new Set([`${userStreamId(a!)}@${unknownAt}`, `${userStreamId(b!)}@${invalidAt}`]);
+    t.same(await tableRows(db), await expectedRows(store, { skipped }), 'released in order: the fold without the skipped events');
+    t.match(await tableRows(db).then((r) => r.find((x) => x.ID_USER_DATA === a)), { NAME: 'A after the poison', STATUS: 'validated' });
+    t.same(await parkedCounts(db, projectionName), { failed: 0, held: 0 });
+    t.equal((await listParked(db, projectionName, { states: ['skipped'] })).length, 2, 'skipped events stay on record');
+
+    // Once released, the stream flows again; a replay of the whole log changes nothing.
+    await commands.rename(a!, 'A flows again');
+    await caughtUp();
+    t.match(await tableRows(db).then((r) => r.find((x) => x.ID_USER_DATA === a)), { NAME: 'A flows again' });
+    const released = await tableRows(db);
+    await applyBatch(db, await store.readAll({ maxCount: 10_000 }), new Map());
+    t.same(await tableRows(db), released);
+    t.same(await parkedCounts(db, projectionName), { failed: 0, held: 0 });
+    // A rebuild agrees, skipped events included.
+    t.match((await userDataRebuild({ store, db, logger }).run({ verify: true })).verification, { missing: 0, extra: 0, different: 0 });
+  });
+
+  await t.test('a handler error that repeats: parked after the bounded attempts; one that passes parks nothing', async (t) => {
+    const store = inMemoryEventStore();
+    const commands = commandsOver(store);
+    const [, x, y] = await seedUsers(commands, 4, 'handler');
+    await commands.rename(x!, 'Boom');
+    await commands.rename(x!, 'X after');
+    await commands.rename(y!, 'Flaky');
+    const { id: other } = await commands.register({ name: 'Other', email: 'other@example.org' });
+    let flakyCalls = 0;
+    const fold: typeof userRowFrom = (row, event, revision) => {
+      if (event.type === 'UserRenamed' && event.data.name === 'Boom') throw new Error('handler bug: cannot project Boom');
+      if (event.type === 'UserRenamed' && event.data.name === 'Flaky' && ++flakyCalls <= 2) throw new Error('passing trouble');
+      return userRowFrom(row, event, revision);
+    };
+
+    const { projector } = await runProjector(t, db, store, { fold, maxAttempts: 3 });
+    t.ok(projector.status().running);
+    t.match(await deadLetters(db), [
+      { STREAM_ID: userStreamId(x!), STATE: 'failed', ERROR: /handler bug: cannot project Boom/, ATTEMPTS: 3 },
+      { STREAM_ID: userStreamId(x!), STATE: 'held' },
+    ]);
+    t.equal((await deadLetters(db)).length, 2, 'only X is parked');
+    const rows = await tableRows(db);
+    t.match(rows.find((r) => r.ID_USER_DATA === y), { NAME: 'Flaky' }, 'the passing error cost retries, not the event');
+    t.match(rows.find((r) => r.ID_USER_DATA === other), { NAME: 'Other' });
+    t.notMatch(rows.find((r) => r.ID_USER_DATA === x), { NAME: 'Boom' });
+
+    // The fix is deployed (the real handler): retrying applies the parked events in order.
+    t.match(await quarantine({ db }).retry(userStreamId(x!)), { applied: 2, stillParked: 0 });
+    t.same(await tableRows(db), await expectedRows(store));
+    t.same(await parkedCounts(db, projectionName), { failed: 0, held: 0 });
+  });
+
+  await t.test('a broken message from the feed is parked under its key and holds that stream', async (t) => {
+    const store = inMemoryEventStore();
+    const commands = commandsOver(store);
+    const [, u] = await seedUsers(commands, 2, 'broken');
+    const log = await store.readAll({ maxCount: 1000 });
+    const stream = userStreamId(u!);
+    const broken = { streamId: stream, revision: -1, type: '(unreadable)', data: '{"oops', position: '17', problem: 'message is not JSON' };
+    await applyBatch(db, [broken], new Map([['users:0', '18']]));
+    await applyBatch(db, log, new Map([['users:0', '40']]));
+    t.match(await deadLetters(db), [
+      { STREAM_ID: stream, REVISION: -1, STATE: 'failed', ERROR: 'message is not JSON' },
+      ...log.filter((e) => e.streamId === stream).map(() => ({ STREAM_ID: stream, STATE: 'held' })),
+    ]);
+    t.notOk((await tableRows(db)).some((r) => r.ID_USER_DATA === u), 'nothing of the stream is applied behind it');
+    const [first] = await listParked(db, projectionName, { states: ['failed'] });
+    t.match(await quarantine({ db }).skip(first!.ID), { skipped: 1, stillParked: 0 });
+    t.same(await tableRows(db), await expectedRows(store));
+  });
+});
