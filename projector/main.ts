@@ -28,7 +28,7 @@ async function main() {
         batchSize: config.projectorBatchSize,
         onLiveChange: (live) => logger.info(live ? 'projector caught up with the log' : 'projector fell behind the log'),
       });
-  const projector = userProjector({ db, feed, logger });
+  const projector = userProjector({ db, feed, logger, maxAttempts: config.projectorMaxAttempts });
   onShutdownSignal(logger, async () => {
     await projector.stop();
     await store?.close();

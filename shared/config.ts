@@ -33,6 +33,7 @@ export const configSchema = {
     WRITE_API_TOKENS: { type: 'string' },
     CONSISTENCY_WAIT_MS: { ...positiveMs, default: 5000 },
     PROJECTOR_BATCH_SIZE: { type: 'integer', minimum: 1, maximum: 10_000, default: 500 },
+    PROJECTOR_MAX_ATTEMPTS: { type: 'integer', minimum: 1, maximum: 100, default: 3 },
     POLL_MS: { type: 'integer', minimum: 1, maximum: 10_000, default: 20 },
     EMAIL_RESERVATION_GRACE_MS: { ...positiveMs, default: 60_000 },
     BODY_LIMIT_BYTES: { type: 'integer', minimum: 256, maximum: 10_485_760, default: 16_384 },
@@ -49,6 +50,7 @@ export const configSchema = {
     'DATA_DIR',
     'CONSISTENCY_WAIT_MS',
     'PROJECTOR_BATCH_SIZE',
+    'PROJECTOR_MAX_ATTEMPTS',
     'POLL_MS',
     'EMAIL_RESERVATION_GRACE_MS',
     'BODY_LIMIT_BYTES',
@@ -85,6 +87,8 @@ export interface Config {
   readonly queryTimeoutMs: number;
   readonly consistencyWaitMs: number;
   readonly projectorBatchSize: number;
+  /** Tries of a failing batch, then of each of its events alone, before an event is parked. */
+  readonly projectorMaxAttempts: number;
   readonly pollMs: number;
   readonly emailReservationGraceMs: number;
   readonly bodyLimitBytes: number;
@@ -150,6 +154,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
     queryTimeoutMs: e.QUERY_TIMEOUT_MS,
     consistencyWaitMs: e.CONSISTENCY_WAIT_MS,
     projectorBatchSize: e.PROJECTOR_BATCH_SIZE,
+    projectorMaxAttempts: e.PROJECTOR_MAX_ATTEMPTS,
     pollMs: e.POLL_MS,
     emailReservationGraceMs: e.EMAIL_RESERVATION_GRACE_MS,
     bodyLimitBytes: e.BODY_LIMIT_BYTES,

@@ -9,7 +9,7 @@ import { buildQueryApp } from '../../query-side/app.js';
 import { eventStoreFeed, globalLogSource } from '../../shared/event-feed/event-store-feed.js';
 import { sqliteEventStore } from '../../shared/event-store/sqlite-event-store.js';
 import { runScript, type RunningScript } from '../support/processes.js';
-import { forEachReadDb, mariadbUrl } from '../support/read-dbs.js';
+import { forEachReadDb, readDbUrl } from '../support/read-dbs.js';
 import { commandsOver, expectedRows, seedUsers, tableRows, waitFor } from '../support/seed.js';
 
 /**
@@ -18,13 +18,6 @@ import { commandsOver, expectedRows, seedUsers, tableRows, waitFor } from '../su
  */
 const logger = pino({ level: 'silent' });
 const heartbeatMs = 200;
-
-/** The READ_DB_URL that names the database `db` is connected to. */
-function readDbUrl(db: Knex): string {
-  const { client, connection } = db.client.config as { client: string; connection: { filename?: string; database?: string } };
-  if (client === 'better-sqlite3') return `sqlite://${connection.filename}`;
-  return `${mariadbUrl.replace(/\/$/, '')}/${connection.database}`;
-}
 
 const exitOf = (run: RunningScript) =>
   new Promise<number | null>((resolve) => {

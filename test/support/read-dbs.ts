@@ -17,6 +17,13 @@ import { migrateReadDb } from '../../projector/read-db-migrations.js';
  */
 export const mariadbUrl = process.env.MARIADB_URL ?? 'mysql://root@127.0.0.1:3306';
 
+/** The READ_DB_URL that names the database `db` is connected to. */
+export function readDbUrl(db: Knex): string {
+  const { client, connection } = db.client.config as { client: string; connection: { filename?: string; database?: string } };
+  if (client === 'better-sqlite3') return `sqlite://${connection.filename}`;
+  return `${mariadbUrl.replace(/\/$/, '')}/${connection.database}`;
+}
+
 export interface ReadDbUnderTest {
   name: 'sqlite' | 'mariadb';
   open(t: Test): Promise<{ db: Knex; config: ReadDbConfig }>;

@@ -1,0 +1,77 @@
+import t from 'tap';
+import { applyBatch } from '../../projector/apply-batch.js';
+import { inMemoryEventStore } from '../../shared/event-store/in-memory-event-store.js';
+import { userStreamId } from '../../shared/user-events.js';
+import { runScript } from '../support/processes.js';
+import { forEachReadDb, readDbUrl } from '../support/read-dbs.js';
+import { commandsOver, expectedRows, seedUsers, tableRows } from '../support/seed.js';
+
+/** `npm run dead-letters` as an operator runs it: its own process, configured by the environment. */
+forEachReadDb(t, async (t, db, kind) => {
+  const store = inMemoryEventStore();
+  const commands = commandsOver(store);
+  const [, a, b] = await seedUsers(commands, 3, 'cli');
+  for (const user of [a!, b!]) {
+    const stream = userStreamId(user);
+    const revision = (await store.readStream(stream)).length - 1;
+    await store.appendToStream(stream, [{ type: 'UserNicknamed', data: { userId: user } }], { expectedRevision: revision });
+    await commands.rename(user, `${user} after`);
+  }
+  await applyBatch(db, await store.readAll({ maxCount: 1000 }), new Map());
+
+  const cli = async (...args: string[]) => {
+    const run = runScript(t, 'scripts/dead-letters.ts', { READ_DB_URL: readDbUrl(db) }, args);
+    return { code: await run.exited, output: run.output() };
+  };
+
+  await t.test('list shows failed and held events with their errors; exit 3 while any are parked', async (t) => {
+    const { code, output } = await cli('list');
+    t.equal(code, 3, output);
+    t.match(output, /#\d+ failed .*user-.*UserNicknamed/);
+    t.match(output, /unknown event type "UserNicknamed"/);
+    t.match(output, /held .*UserRenamed/);
+    t.match(output, /2 failed, 2 held back behind them/);
+    const json = await cli('list', '--json', '--stream', userStreamId(a!));
+    t.match(JSON.parse(json.output), { counts: { failed: 2, held: 2 }, events: [{ STATE: 'failed' }, { STATE: 'held' }] });
+  });
+
+  await t.test('bad usage: exit 2 with the usage text; an unknown ID: exit 1', async (t) => {
+    // Usage is checked before the read DB is opened: once is enough.
+    const usageErrors = kind === 'sqlite' ? [[], ['frobnicate'], ['skip'], ['skip', 'x'], ['retry'], ['list', '--limit', '0'], ['list', '--nope']] : [['retry']];
+    for (const args of usageErrors) {
+      const { code, output } = await cli(...args);
+      t.equal(code, 2, `${args.join(' ')}: ${output}`);
+      t.match(output, /Usage: npm run dead-letters/);
+    }
+    const unknown = await cli('skip', '999999');
+    t.equal(unknown.code, 1);
+    t.match(unknown.output, /no parked event with ID 999999/);
+  });
+
+  await t.test('retry reports what failed again; skip releases the held events; then list exits 0', async (t) => {
+    const again = await cli('retry', userStreamId(a!));
+    t.equal(again.code, 3, again.output);
+    t.match(again.output, /0 applied, 0 skipped, 2 still parked \(failed again: unknown event type/);
+
+    const failedIds = await db('PROJECTION_DEAD_LETTER').where({ STATE: 'failed' }).orderBy('ID').pluck('ID');
+    for (const id of failedIds) {
+      const skipped = await cli('skip', String(id));
+      t.equal(skipped.code, 0, skipped.output);
+      t.match(skipped.output, /1 applied, 1 skipped, 0 still parked/);
+    }
+    const skippedEvents = new Set(
+      (await db('PROJECTION_DEAD_LETTER').where({ STATE: 'skipped' }).select('STREAM_ID', 'REVISION')).map(
+        (r: { STREAM_ID: string; REVISION: number }) => `${r.STREAM_ID}@${r.REVISION}`,
+      ),
+    );
+    t.same(await tableRows(db), await expectedRows(store, { skipped: skippedEvents }));
+    const listed = await cli('list');
+    t.equal(listed.code, 0, listed.output);
+    t.match(listed.output, /0 failed, 0 held/);
+    const history = await cli('list', '--all');
+    t.match(history.output, /skipped/);
+    const none = await cli('retry', '--all');
+    t.equal(none.code, 0);
+    t.match(none.output, /nothing is parked/);
+  });
+});
