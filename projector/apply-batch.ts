@@ -40,21 +40,22 @@ const validators = Object.fromEntries(
  * reservations, the relay's lease...), else the user event checked against its
  * JSON Schema, or why it is poison (unknown type, invalid payload, wrong user).
  */
+const poison = (e: ProjectedEvent, error: string): ClassifiedEvent => ({ kind: 'poison', streamId: e.streamId, revision: e.revision, error, from: e });
+
 export function classify(e: ProjectedEvent): ClassifiedEvent | undefined {
-  const poison = (error: string): ClassifiedEvent => ({ kind: 'poison', streamId: e.streamId, revision: e.revision, error, from: e });
-  if (e.problem !== undefined) return poison(e.problem);
+  if (e.problem !== undefined) return poison(e, e.problem);
   const userId = userIdFromStream(e.streamId);
   if (userId === undefined) return undefined;
-  if (!isUserEventType(e.type)) return poison(`unknown event type ${JSON.stringify(e.type).slice(0, 200)}`);
+  if (!isUserEventType(e.type)) return poison(e, `unknown event type ${JSON.stringify(e.type).slice(0, 200)}`);
   const validate = validators[e.type];
   if (!validate(e.data)) {
     const problems = fieldProblems(validate.errors)
       .map((p) => `${p.field} ${p.message}`)
       .join('; ');
-    return poison(`${e.type} does not match its schema: ${problems}`);
+    return poison(e, `${e.type} does not match its schema: ${problems}`);
   }
   const event = { type: e.type, data: e.data } as UserEvent;
-  if (event.data.userId !== userId) return poison(`${e.type} names user ${event.data.userId}, not the stream's user ${userId}`);
+  if (event.data.userId !== userId) return poison(e, `${e.type} names user ${event.data.userId}, not the stream's user ${userId}`);
   return { kind: 'event', streamId: e.streamId, revision: e.revision, userId, event, from: e };
 }
 

@@ -24,6 +24,12 @@ const toPark = (c: ClassifiedEvent, state: 'failed' | 'held', error: string, pos
   position: c.from.position?.toString() ?? position,
 });
 
+interface Held {
+  row: UserRow;
+  changedAt: number;
+  dirty: boolean;
+}
+
 const byId = (a: UserRow, b: UserRow) => (a.ID_USER_DATA < b.ID_USER_DATA ? -1 : a.ID_USER_DATA > b.ID_USER_DATA ? 1 : 0);
 
 /**
@@ -49,10 +55,15 @@ export function rebuildRows(deps: {
   const quarantine: Quarantined = deps.quarantine ?? { blocked: new Map(), skipped: new Set() };
   // Events the fold parked, as the live projector would have: recorded at the swap.
   const parked: EventToPark[] = [];
-  // Every row held, as of the last event folded.
-  const rows = new Map<string, UserRow>();
-  // The rows changed since they were last written, least recently changed first.
-  const dirty = new Map<string, UserRow>();
+  // Every row held, as of the last event folded, with when it last changed and whether it is unwritten.
+  const rows = new Map<string, Held>();
+  // Rows that became dirty, oldest first; an entry is stale once its row was written (then `dirty` is false).
+  let queue: Held[] = [];
+  let head = 0;
+  let dirtyCount = 0;
+  // Events folded so far: a row changed within the last `hotEvents` of them is likely to change again.
+  let sequence = 0;
+  const hotEvents = writeBehind?.hotRows ?? 0;
   let inFlight: Promise<void> | undefined;
   let shadowEmpty = true;
   // Whether rows were ever dropped from memory (then a later event may need one back from the shadow).
@@ -74,13 +85,28 @@ export function rebuildRows(deps: {
     await writing;
   }
 
-  /** Writes the least recently changed rows in the background; the fold goes on meanwhile. */
+  function markWritten(held: Held, batch: UserRow[]): void {
+    held.dirty = false;
+    dirtyCount -= 1;
+    batch.push(held.row);
+  }
+
+  /**
+   * Writes rows that have not changed for a while in the background; the fold goes
+   * on meanwhile. Rows met at the front of the queue that are still hot go to its back.
+   */
   function writeColdRowsBehind(count: number): void {
     const batch: UserRow[] = [];
-    for (const [id, row] of dirty) {
-      if (batch.length >= count) break;
-      batch.push(row);
-      dirty.delete(id);
+    const coldBefore = sequence - hotEvents;
+    for (let scanned = 0; batch.length < count && head < queue.length && scanned < 4 * count; scanned++) {
+      const held = queue[head++]!;
+      if (!held.dirty) continue;
+      if (held.changedAt < coldBefore) markWritten(held, batch);
+      else queue.push(held);
+    }
+    if (head > 65_536 && head * 2 > queue.length) {
+      queue = queue.slice(head);
+      head = 0;
     }
     const writing = write(batch, undefined);
     // Awaited by settle(); meanwhile a failure must not count as unhandled.
@@ -90,14 +116,25 @@ export function rebuildRows(deps: {
 
   function apply(event: UserEvent, revision: number): void {
     const userId = event.data.userId;
-    const before = rows.get(userId);
+    const held = rows.get(userId);
+    const before = held?.row;
     const after = userRowFrom(before, event, revision);
-    if (after && after !== before) {
-      if (!before) created += 1;
-      rows.set(userId, after);
-      // Re-inserting keeps `dirty` in order of last change.
-      dirty.delete(userId);
-      dirty.set(userId, after);
+    if (!after || after === before) return;
+    sequence += 1;
+    if (!held) {
+      created += 1;
+      const fresh: Held = { row: after, changedAt: sequence, dirty: true };
+      rows.set(userId, fresh);
+      queue.push(fresh);
+      dirtyCount += 1;
+      return;
+    }
+    held.row = after;
+    held.changedAt = sequence;
+    if (!held.dirty) {
+      held.dirty = true;
+      queue.push(held);
+      dirtyCount += 1;
     }
   }
 
@@ -117,18 +154,19 @@ export function rebuildRows(deps: {
     async fold(page: readonly RecordedEvent[], position: string | undefined): Promise<void> {
       const toApply: Array<{ event: UserEvent; revision: number }> = [];
       const unknown = new Set<string>();
+      const { blocked, skipped } = quarantine;
       for (const recorded of page) {
         const c = classify(recorded);
-        if (!c || quarantine.skipped.has(`${c.streamId}@${c.revision}`)) continue;
+        if (!c || (skipped.size > 0 && skipped.has(`${c.streamId}@${c.revision}`))) continue;
         // As the live projector does: a stream with a parked event waits behind it, a poison event is parked.
-        const parkedFrom = quarantine.blocked.get(c.streamId);
+        const parkedFrom = blocked.size > 0 ? blocked.get(c.streamId) : undefined;
         if (parkedFrom !== undefined && c.revision >= parkedFrom) {
           parked.push(toPark(c, 'held', `held behind ${c.streamId}@${parkedFrom}, which is parked`, position));
           continue;
         }
         if (c.kind === 'poison') {
           parked.push(toPark(c, 'failed', c.error, position));
-          quarantine.blocked.set(c.streamId, c.revision);
+          blocked.set(c.streamId, c.revision);
           continue;
         }
         toApply.push({ event: c.event, revision: c.revision });
@@ -136,22 +174,27 @@ export function rebuildRows(deps: {
         if (evicted && c.revision > 0 && !rows.has(c.userId)) unknown.add(c.userId);
       }
       if (unknown.size > 0) {
-        for (const row of await shadow.read([...unknown])) if (!rows.has(row.ID_USER_DATA)) rows.set(row.ID_USER_DATA, row);
+        for (const row of await shadow.read([...unknown])) {
+          if (!rows.has(row.ID_USER_DATA)) rows.set(row.ID_USER_DATA, { row, changedAt: sequence, dirty: false });
+        }
       }
       for (const { event, revision } of toApply) apply(event, revision);
       if (rows.size > maxRows) await this.flush(position);
-      else if (writeBehind && dirty.size >= writeBehind.hotRows + writeBehind.batchRows) {
+      else if (writeBehind && dirtyCount >= writeBehind.hotRows + writeBehind.batchRows) {
         // At most one write in the background; wait for it only when the database falls behind.
         if (inFlight === undefined) writeColdRowsBehind(writeBehind.batchRows);
-        else if (dirty.size >= writeBehind.hotRows + 4 * writeBehind.batchRows) await settle();
+        else if (dirtyCount >= writeBehind.hotRows + 4 * writeBehind.batchRows) await settle();
       }
     },
 
     /** Writes every changed row with the position they reflect, and empties memory. */
     async flush(position: string | undefined): Promise<void> {
       await settle();
-      await write([...dirty.values()], position);
-      dirty.clear();
+      const batch: UserRow[] = [];
+      for (let i = head; i < queue.length; i++) if (queue[i]!.dirty) markWritten(queue[i]!, batch);
+      await write(batch, position);
+      queue = [];
+      head = 0;
       rows.clear();
       evicted = true;
     },

@@ -131,6 +131,8 @@ export function userDataRebuild(deps: {
     });
     let position: bigint | undefined;
     let pending: RecordedEvent[] = [];
+    // The page after the last one read, already on its way.
+    let ahead: { after: bigint; page: Promise<RecordedEvent[]> } | undefined;
     let events = 0;
     let phase: RebuildPhase = 'replaying';
     let paused = false;
@@ -171,8 +173,17 @@ export function userDataRebuild(deps: {
           pending = [];
         } else {
           const after = position;
-          page = await timed('readMs', () => store.readAll({ ...(after === undefined ? {} : { after }), maxCount: batchSize }));
+          const read = ahead !== undefined && ahead.after === after ? ahead.page : store.readAll({ ...(after === undefined ? {} : { after }), maxCount: batchSize });
+          ahead = undefined;
+          page = await timed('readMs', () => read);
           atHead = page.length < batchSize;
+          // Read the next page while this one is folded (I/O, or a store reading on another thread).
+          if (!atHead) {
+            const next = { after: page[page.length - 1]!.position, page: store.readAll({ after: page[page.length - 1]!.position, maxCount: batchSize }) };
+            // Awaited when used; dropped unread (the run stopped) it must not count as unhandled.
+            next.page.catch(() => {});
+            ahead = next;
+          }
         }
         let reached = false;
         if (until !== undefined) {

@@ -16,6 +16,8 @@ const checkpointTable = 'PROJECTION_CHECKPOINT';
 const rowsPerStatement = 500;
 /** Size of a MariaDB INSERT: few round trips, yet far below max_allowed_packet (16 MiB by default, 4 MiB on old servers). */
 const bytesPerStatement = 1 << 20;
+/** Rows from which a MariaDB write is split over two connections. */
+const parallelFrom = 10_000;
 /** IDs per read-back query. */
 const idsPerQuery = 1000;
 /** MariaDB's ER_LOCK_WAIT_TIMEOUT, and how long and how often the swap waits for running queries. */
@@ -45,6 +47,16 @@ const upsertTail = ` ON DUPLICATE KEY UPDATE ${columns
   .map((c) => `${escapeId(c)} = VALUES(${escapeId(c)})`)
   .join(', ')}`;
 
+// Values made only of these characters need no escaping: ids, dates, statuses (most of a row).
+const plain = /^[0-9A-Za-z :.-]*$/;
+const literal = (value: string | number | null): string =>
+  typeof value === 'string' && plain.test(value) ? `'${value}'` : escape(value);
+
+/** One row as a SQL tuple. NAME and EMAIL, the free text, always go through the driver's escape. */
+const tupleOf = (r: UserRow): string =>
+  `(${literal(r.ID_USER_DATA)},${escape(r.NAME)},${escape(r.EMAIL)},${literal(r.STATUS)},${literal(r.DATE_REGISTER)},` +
+  `${literal(r.DATE_VALIDATED)},${literal(r.DATE_DEACTIVATED)},${literal(r.DATE_UPDATED)},${Number(r.VERSION)})`;
+
 /**
  * Multi-row INSERTs of about 1 MiB as plain SQL text (values escaped by the
  * driver's own escape, cheaper than the query builder), the next statement
@@ -57,7 +69,7 @@ async function writeMariaDb(trx: Knex.Transaction, rows: readonly UserRow[], emp
     let bytes = 0;
     while (i < rows.length && bytes < bytesPerStatement) {
       const row = rows[i++]!;
-      const tuple = `(${columns.map((c) => escape(row[c])).join(',')})`;
+      const tuple = tupleOf(row);
       values.push(tuple);
       bytes += tuple.length;
     }
@@ -137,6 +149,16 @@ export function shadowUserData(db: Knex) {
      * INSERT does; later writes upsert, since some rows were written before.
      */
     async write(rows: readonly UserRow[], position: string | undefined, options: { empty: boolean }): Promise<void> {
+      if (mariadb && rows.length >= 2 * parallelFrom) {
+        // A big write (the last one before the handover, when nothing else is left to
+        // overlap it with) goes over two connections, each its own range of IDs, so the
+        // server can use two cores. The checkpoint follows once both committed; a run that
+        // fails in between drops the shadow anyway.
+        const half = Math.ceil(rows.length / 2);
+        await Promise.all([rows.slice(0, half), rows.slice(half)].map((part) => db.transaction((trx) => writeMariaDb(trx, part, options.empty))));
+        if (position !== undefined) await setCheckpoint(db, shadowName, position);
+        return;
+      }
       await db.transaction(async (trx) => {
         if (mariadb) await writeMariaDb(trx, rows, options.empty);
         else {

@@ -107,7 +107,7 @@ async function main() {
   const database = `queries_bench_${randomBytes(4).toString('hex')}`;
   const url = process.env.READ_DB_URL ?? `mysql://root@127.0.0.1:3306/${database}`;
   const db = await openReadDb({ client: 'mysql', url });
-  const store = sqliteEventStore({ file: join(dir, 'events.sqlite') });
+  const store = sqliteEventStore({ file: join(dir, 'events.sqlite'), readAllInWorker: true });
   try {
     let t = performance.now();
     if ((await store.headPosition!()) !== BigInt(eventCount)) {

@@ -134,7 +134,7 @@ async function main(): Promise<number> {
       throw new Error(`cannot open the read DB (${where}): ${message(error)}`, { cause: error });
     },
   );
-  const store = openEventStore(config);
+  const store = openEventStore(config, { longReads: true });
   const abort = new AbortController();
   let firstSignalAt: number | undefined;
   const onSignal = (signal: NodeJS.Signals) => {

@@ -1,6 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { dirname } from 'node:path';
+import { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import { ConcurrencyError, StoreUnavailableError } from '../errors.js';
 import { appendSignal, pollingSubscription } from './log-subscription.js';
@@ -51,6 +53,42 @@ const toRecorded = ([position, id, streamId, revision, type, data, metadata, rec
   recordedAt: new Date(recordedAt),
 });
 
+/**
+ * A recorded event whose metadata and recording time are parsed on first use: a
+ * long read (a rebuild replaying millions of events) needs neither.
+ */
+class LazyRecordedEvent implements RecordedEvent {
+  readonly id: string;
+  readonly streamId: string;
+  readonly revision: number;
+  readonly position: bigint;
+  readonly type: string;
+  readonly data: unknown;
+  #metadataText: string;
+  #metadata: RecordedEvent['metadata'] | undefined;
+  #recordedAtText: string;
+  #recordedAt: Date | undefined;
+
+  constructor([position, id, streamId, revision, type, data, metadata, recordedAt]: EventTuple) {
+    this.id = id;
+    this.streamId = streamId;
+    this.revision = Number(revision);
+    this.position = BigInt(position);
+    this.type = type;
+    this.data = JSON.parse(data) as unknown;
+    this.#metadataText = metadata;
+    this.#recordedAtText = recordedAt;
+  }
+
+  get metadata(): RecordedEvent['metadata'] {
+    return (this.#metadata ??= JSON.parse(this.#metadataText) as RecordedEvent['metadata']);
+  }
+
+  get recordedAt(): Date {
+    return (this.#recordedAt ??= new Date(this.#recordedAtText));
+  }
+}
+
 /** SQLITE_BUSY and friends mean another process holds the lock: worth retrying. */
 function translate(error: unknown): Error {
   const code = (error as { code?: unknown }).code;
@@ -61,12 +99,66 @@ function translate(error: unknown): Error {
 }
 
 /**
+ * A reader of the log on a thread of its own, with its own read-only connection:
+ * long reads (a rebuild's replay) then cost the caller's thread only the copy of
+ * the rows, and the next page can be read while the caller works on this one.
+ * Plain JavaScript evaluated in the worker, so it needs no TypeScript loader.
+ */
+const logReaderSource = `
+const { parentPort, workerData } = require('node:worker_threads');
+const Database = require(workerData.driver);
+const db = new Database(workerData.file, { readonly: true, fileMustExist: true });
+db.pragma('busy_timeout = 5000');
+const select = db.prepare(workerData.sql).raw(true).safeIntegers(true);
+parentPort.on('message', ({ after, maxCount }) => {
+  try {
+    parentPort.postMessage({ rows: select.all(after, maxCount) });
+  } catch (error) {
+    parentPort.postMessage({ error: { message: String(error && error.message), code: error && error.code } });
+  }
+});
+`;
+
+function logReader(file: string, sql: string) {
+  const worker = new Worker(logReaderSource, {
+    eval: true,
+    workerData: { file, sql, driver: createRequire(import.meta.url).resolve('better-sqlite3') },
+  });
+  const waiting: Array<{ resolve: (rows: EventTuple[]) => void; reject: (error: Error) => void }> = [];
+  worker.on('message', (message: { rows?: EventTuple[]; error?: { message: string; code?: string } }) => {
+    const next = waiting.shift();
+    if (message.error) next?.reject(translate(Object.assign(new Error(message.error.message), { code: message.error.code })));
+    else next?.resolve(message.rows ?? []);
+  });
+  worker.on('error', (error) => {
+    for (const next of waiting.splice(0)) next.reject(translate(error));
+  });
+  return {
+    read(after: bigint, maxCount: number): Promise<EventTuple[]> {
+      return new Promise((resolve, reject) => {
+        waiting.push({ resolve, reject });
+        worker.postMessage({ after, maxCount });
+      });
+    },
+    async close(): Promise<void> {
+      for (const next of waiting.splice(0)) next.reject(new Error('embedded event store closed'));
+      await worker.terminate();
+    },
+  };
+}
+
+/**
  * The embedded event store: one SQLite file in WAL mode with synchronous=FULL, so
  * an append that returned is on disk. Several processes may share the file; the
  * write lock (BEGIN IMMEDIATE) serialises appends, and subscribers in other
  * processes see new events at their next poll.
  */
-export function sqliteEventStore(options: { file: string; pollMs?: number }): EventStore {
+export function sqliteEventStore(options: {
+  file: string;
+  pollMs?: number;
+  /** `readAll` on a worker thread (see `logReader`): for long sequential reads such as a rebuild's. */
+  readAllInWorker?: boolean;
+}): EventStore {
   if (options.file !== ':memory:') mkdirSync(dirname(options.file), { recursive: true });
   const db = new Database(options.file);
   db.pragma('journal_mode = WAL');
@@ -83,9 +175,9 @@ export function sqliteEventStore(options: { file: string; pollMs?: number }): Ev
   const selectStream = db
     .prepare<[string, number], EventTuple>(`SELECT ${columns} FROM events WHERE stream_id = ? AND revision >= ? ORDER BY revision`)
     .raw(true);
-  const selectAll = db
-    .prepare<[number | bigint, number], EventTuple>(`SELECT ${columns} FROM events WHERE position > ? ORDER BY position LIMIT ?`)
-    .raw(true);
+  const selectAllSql = `SELECT ${columns} FROM events WHERE position > ? ORDER BY position LIMIT ?`;
+  const selectAll = db.prepare<[number | bigint, number], EventTuple>(selectAllSql).raw(true);
+  const reader = options.readAllInWorker && options.file !== ':memory:' ? logReader(options.file, selectAllSql) : undefined;
   selectAll.safeIntegers(true);
   const selectHead = db.prepare<[], { position: bigint | null }>('SELECT MAX(position) AS position FROM events');
   selectHead.safeIntegers(true);
@@ -135,6 +227,7 @@ export function sqliteEventStore(options: { file: string; pollMs?: number }): Ev
       }
     },
     readAll({ after = 0n, maxCount }) {
+      if (reader) return reader.read(after, maxCount).then((rows) => rows.map((row) => new LazyRecordedEvent(row)));
       try {
         return Promise.resolve(selectAll.all(after, maxCount).map(toRecorded));
       } catch (error) {
@@ -155,9 +248,9 @@ export function sqliteEventStore(options: { file: string; pollMs?: number }): Ev
         { pollMs, ...subscribeOptions },
       );
     },
-    close() {
+    async close() {
+      await reader?.close();
       db.close();
-      return Promise.resolve();
     },
   };
   return store;

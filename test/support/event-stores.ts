@@ -27,6 +27,19 @@ export const eventStoreKinds: Array<{ name: string; open(t: Test): Promise<Event
     },
   },
   {
+    // The rebuild's way of opening it: reads of the log on a worker thread.
+    name: 'embedded SQLite, reading on a worker thread',
+    async open(t) {
+      const dir = await mkdtemp(join(tmpdir(), 'users-es-'));
+      const store = sqliteEventStore({ file: join(dir, 'events.sqlite'), pollMs: 5, readAllInWorker: true });
+      t.teardown(async () => {
+        await store.close();
+        await rm(dir, { recursive: true, force: true });
+      });
+      return store;
+    },
+  },
+  {
     name: 'EventStoreDB (gRPC test server)',
     async open(t) {
       const server = await startEsdbTestServer();
