@@ -172,6 +172,11 @@ forEachReadDb(t, async (t, db) => {
     ]);
     t.notOk((await tableRows(db)).some((r) => r.ID_USER_DATA === u), 'nothing of the stream is applied behind it');
     const [first] = await listParked(db, projectionName, { states: ['failed'] });
+    // While a rebuild runs (its heartbeat is fresh) the quarantine is left alone.
+    await db('PROJECTION_CONTROL').where({ PROJECTION: projectionName }).update({ REBUILD_OWNER: 'host:1:abc', REBUILD_HEARTBEAT: new Date().toISOString().replace('T', ' ').replace('Z', '') });
+    await t.rejects(quarantine({ db }).skip(first!.ID), { name: 'RebuildRunningError', message: /a rebuild is running \(owner host:1:abc\)/ });
+    t.same(await parkedCounts(db, projectionName), { failed: 1, held: log.filter((e) => e.streamId === stream).length }, 'nothing released');
+    await db('PROJECTION_CONTROL').where({ PROJECTION: projectionName }).update({ REBUILD_OWNER: null, REBUILD_HEARTBEAT: null });
     t.match(await quarantine({ db }).skip(first!.ID), { skipped: 1, stillParked: 0 });
     t.same(await tableRows(db), await expectedRows(store));
   });
