@@ -115,7 +115,7 @@ export async function applyBatch(
 ): Promise<Applied> {
   const fold = options.fold ?? userRowFrom;
   const classified = events.flatMap((e) => classify(e) ?? []);
-  const ids = [...new Set(classified.flatMap((c) => (c.kind === 'event' ? [c.userId] : [])))];
+  const ids = [...new Set(classified.flatMap((c) => userIdFromStream(c.streamId) ?? []))];
   const streams = [...new Set(classified.map((c) => c.streamId))];
   const source = [...checkpoints.keys()].join(',') || undefined;
   try {
@@ -143,8 +143,9 @@ export async function applyBatch(
       for (const c of classified) {
         const userId = userIdFromStream(c.streamId);
         const before = userId === undefined ? undefined : current.get(userId);
-        // Applied already (a duplicate or a replay): nothing to apply, nothing to park.
-        if (before && c.revision <= before.VERSION) continue;
+        // Applied already (a duplicate or a replay): nothing to apply, nothing to park. A message
+        // too broken to tell its revision (-1) is never taken for one.
+        if (before && c.revision >= 0 && c.revision <= before.VERSION) continue;
         const parkedFrom = blocked.get(c.streamId);
         if (parkedFrom !== undefined && c.revision >= parkedFrom) {
           park(c, 'held', `held behind ${c.streamId}@${parkedFrom}, which is parked`, 0);
