@@ -83,7 +83,12 @@ export function eventRelay(deps: {
         }
         if (winner.done) return;
         const events = winner.value;
-        const messages = events.flatMap((event) => messageOf(event) ?? []);
+        const messages = events.flatMap((event) => {
+          const message = messageOf(event);
+          // The v1 contract has no name for it; the embedded projector would park it, here it is only reported.
+          if (!message) logger.error({ stream: event.streamId, revision: event.revision, type: event.type }, 'user event of a type the public contract does not name; not published');
+          return message ?? [];
+        });
         await retrying(
           async () => {
             if (!held.isHeld(margin)) await held.renew();
