@@ -6,7 +6,7 @@ import { ajv, fieldProblems } from '../shared/schema-validation.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { backoffDelay, isRetriable } from '../shared/retry.js';
 import { assertNotPaused } from './projection-control.js';
-import { blockedStreams, parkEvents, type EventToPark } from './dead-letters.js';
+import { blockedStreams, parkedError, parkEvents, type EventToPark } from './dead-letters.js';
 import { userRowFrom, type UserRow } from './user-row.js';
 
 export const projectionName = 'USER_DATA';
@@ -95,8 +95,6 @@ export interface Applied {
   parked: number;
 }
 
-const describe = (error: unknown): string => (error instanceof Error ? `${error.name}: ${error.message}` : String(error));
-
 /**
  * Applies a batch in one transaction together with the feed's checkpoints, so the
  * read model and "how far it got" can never disagree: after a crash the batch is
@@ -181,7 +179,7 @@ export async function applyBatch(
               await sleep(backoffDelay(attempt));
               continue;
             }
-            park(c, 'failed', describe(error), attempts);
+            park(c, 'failed', parkedError(error), attempts);
             blocked.set(c.streamId, c.revision);
             break;
           }

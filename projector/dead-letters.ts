@@ -41,6 +41,10 @@ export interface EventToPark {
 }
 
 const errorLength = 4000;
+
+/** How an error is recorded with a parked event: its kind and message, bounded. */
+export const parkedError = (error: unknown): string =>
+  (error instanceof Error ? `${error.name}: ${error.message}` : String(error)).slice(0, errorLength);
 const now = () => toDbDate(new Date().toISOString());
 
 /** Event data as stored: JSON text (a payload that is already text stays as it is). */

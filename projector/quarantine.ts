@@ -3,7 +3,7 @@ import { isMariaDb, readDbError, toDbDate } from '../shared/read-db.js';
 import { isRetriable } from '../shared/retry.js';
 import { userIdFromStream } from '../shared/user-events.js';
 import { classify, projectionName, upsertRows } from './apply-batch.js';
-import { deadLetterTable, type ParkedEvent } from './dead-letters.js';
+import { deadLetterTable, parkedError, type ParkedEvent } from './dead-letters.js';
 import { assertNoRebuild } from './projection-control.js';
 import { userRowFrom, type UserRow } from './user-row.js';
 
@@ -25,8 +25,6 @@ const parse = (text: string): unknown => {
     return text;
   }
 };
-
-const describe = (error: unknown): string => (error instanceof Error ? `${error.name}: ${error.message}` : String(error));
 
 /**
  * The operator's side of the quarantine: retry a stream's parked events in
@@ -66,7 +64,7 @@ export function quarantine(deps: { db: Knex; fold?: typeof userRowFrom }) {
         const classified = classify({ streamId, revision, type: entry.EVENT_TYPE, data: parse(entry.DATA) });
         let failure: string | undefined;
         if (!classified) failure = `${streamId} is not a user stream`;
-        else if (classified.kind === 'poison') failure = classified.error;
+        else if (classified.kind === 'poison') failure = parkedError(classified.error);
         else if (!(row && revision <= row.VERSION)) {
           try {
             const after = fold(row, classified.event, revision);
@@ -76,13 +74,13 @@ export function quarantine(deps: { db: Knex; fold?: typeof userRowFrom }) {
             }
           } catch (error) {
             if (isRetriable(readDbError(error))) throw error;
-            failure = describe(error);
+            failure = parkedError(error);
           }
         }
         if (failure !== undefined) {
           await trx(deadLetterTable)
             .where({ ID: id })
-            .update({ STATE: 'failed', ERROR: failure.slice(0, 4000), ATTEMPTS: Number(entry.ATTEMPTS) + 1, DATE_UPDATED: now });
+            .update({ STATE: 'failed', ERROR: failure, ATTEMPTS: Number(entry.ATTEMPTS) + 1, DATE_UPDATED: now });
           result.error = failure;
           result.stillParked = parked.length - index;
           return;
