@@ -173,9 +173,13 @@ export function userDataRebuild(deps: {
           pending = [];
         } else {
           const after = position;
-          const read = ahead !== undefined && ahead.after === after ? ahead.page : store.readAll({ ...(after === undefined ? {} : { after }), maxCount: batchSize });
+          const readFresh = () => store.readAll({ ...(after === undefined ? {} : { after }), maxCount: batchSize });
+          const prefetched = ahead !== undefined && ahead.after === after ? ahead.page : undefined;
           ahead = undefined;
-          page = await timed('readMs', () => read);
+          page = await timed('readMs', () => prefetched ?? readFresh());
+          // A full page read ahead is as good as a fresh one: the log only grows. A short one may
+          // be stale at the head (read before the pause, say), so the head is judged by a fresh read.
+          if (prefetched !== undefined && page.length < batchSize) page = await timed('readMs', readFresh);
           atHead = page.length < batchSize;
           // Read the next page while this one is folded (I/O, or a store reading on another thread).
           if (!atHead) {
