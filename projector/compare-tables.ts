@@ -60,13 +60,17 @@ export async function compareUserTables(
     if (shown[kind]++ < examplesPerKind) result.examples.push(`${kind}: ${text}`);
   };
 
-  let after: string | undefined;
-  for (;;) {
-    const page = await db(tables.expected)
-      .modify((q) => void (after === undefined ? q : q.where(key, '>', after)))
+  /** The next `pageSize` rows of `table` in ID order, after `from`. */
+  const pageAfter = (table: string, from: string | undefined) =>
+    db(table)
+      .modify((q) => void (from === undefined ? q : q.where(key, '>', from)))
       .orderBy(key)
       .limit(pageSize)
       .select<Row[]>('*');
+
+  let after: string | undefined;
+  for (;;) {
+    const page = await pageAfter(tables.expected, after);
     if (page.length === 0) break;
     const last = page[page.length - 1]![key] as string;
     const actual = await db(tables.actual)
@@ -94,11 +98,7 @@ export async function compareUserTables(
   }
   // Whatever the actual table has past the expected table's last ID is extra.
   for (;;) {
-    const tail = await db(tables.actual)
-      .modify((q) => void (after === undefined ? q : q.where(key, '>', after)))
-      .orderBy(key)
-      .limit(pageSize)
-      .select<Row[]>('*');
+    const tail = await pageAfter(tables.actual, after);
     for (const row of tail) note('extra', `${String(row[key])} (VERSION ${show(row.VERSION)})`);
     if (tail.length < pageSize) return result;
     after = tail[tail.length - 1]![key] as string;
