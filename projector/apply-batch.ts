@@ -165,16 +165,14 @@ export async function applyBatch(
         const attempts = options.attempts ?? 1;
         for (let attempt = 1; ; attempt++) {
           try {
-            const after = fold(before, c.event, c.revision);
-            if (after && after !== before) {
-              await trx.transaction((savepoint) => upsertRows(savepoint, [after]));
-              current.set(c.userId, after);
+            const after = await applyInSavepoint(trx, before, c.event, c.revision, fold);
+            if (after !== before) {
+              current.set(c.userId, after!);
               written += 1;
             }
             break;
           } catch (error) {
-            // An outage or a lock conflict says nothing about the event: the whole batch is tried again.
-            if (isRetriable(readDbError(error))) throw error;
+            if (isRetriable(error)) throw error;
             if (attempt < attempts) {
               await sleep(backoffDelay(attempt));
               continue;
@@ -200,6 +198,30 @@ export async function applyBatch(
       }
       return { rows: rows.length + written, parked: parked.length };
     }, isolation);
+  } catch (error) {
+    throw readDbError(error);
+  }
+}
+
+/**
+ * Applies one event to its user's row in a savepoint of `trx`, so that a failure
+ * undoes only this event. Returns the row after it (`before` when it changed
+ * nothing). An outage or a lock conflict comes back as the retriable
+ * StoreUnavailableError: it says nothing about the event, and the caller tries
+ * the whole transaction again; any other error is the event's own.
+ */
+export async function applyInSavepoint(
+  trx: Knex.Transaction,
+  before: UserRow | undefined,
+  event: UserEvent,
+  revision: number,
+  fold: typeof userRowFrom,
+): Promise<UserRow | undefined> {
+  try {
+    const after = fold(before, event, revision);
+    if (!after || after === before) return before;
+    await trx.transaction((savepoint) => upsertRows(savepoint, [after]));
+    return after;
   } catch (error) {
     throw readDbError(error);
   }

@@ -1,13 +1,12 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Knex } from 'knex';
 import type { Logger } from 'pino';
-import type { EventFeed } from '../shared/event-feed/port.js';
+import type { EventFeed, FeedBatch } from '../shared/event-feed/port.js';
 import { backoffDelay, isRetriable, retrying } from '../shared/retry.js';
 import { applyBatch, projectionName, readCheckpoints, type Applied, type ApplyOptions } from './apply-batch.js';
-import { parkedCounts } from './dead-letters.js';
 import { readDbError } from '../shared/read-db.js';
+import { parkedCounts } from './dead-letters.js';
 import { ProjectionPausedError } from './projection-control.js';
-import type { FeedBatch } from '../shared/event-feed/port.js';
 
 export interface ProjectorStatus {
   running: boolean;

@@ -2,7 +2,7 @@ import type { Knex } from 'knex';
 import { isMariaDb, readDbError, toDbDate } from '../shared/read-db.js';
 import { isRetriable } from '../shared/retry.js';
 import { userIdFromStream } from '../shared/user-events.js';
-import { classify, projectionName, upsertRows } from './apply-batch.js';
+import { applyInSavepoint, classify, projectionName } from './apply-batch.js';
 import { deadLetterTable, parkedError, type ParkedEvent } from './dead-letters.js';
 import { assertNoRebuild } from './projection-control.js';
 import { userRowFrom, type UserRow } from './user-row.js';
@@ -67,13 +67,9 @@ export function quarantine(deps: { db: Knex; fold?: typeof userRowFrom }) {
         else if (classified.kind === 'poison') failure = parkedError(classified.error);
         else if (!(row && revision <= row.VERSION)) {
           try {
-            const after = fold(row, classified.event, revision);
-            if (after && after !== row) {
-              await trx.transaction((savepoint) => upsertRows(savepoint, [after]));
-              row = after;
-            }
+            row = await applyInSavepoint(trx, row, classified.event, revision, fold);
           } catch (error) {
-            if (isRetriable(readDbError(error))) throw error;
+            if (isRetriable(error)) throw error;
             failure = parkedError(error);
           }
         }
