@@ -75,6 +75,19 @@ export async function readCheckpoints(db: Knex): Promise<Checkpoints> {
 
 const rowChunk = 500;
 
+/** The quarantine's record of a classified event; `position` stands in when the event carries none. */
+export const eventToPark = (
+  c: ClassifiedEvent,
+  how: Pick<EventToPark, 'state' | 'error' | 'attempts' | 'source' | 'position'>,
+): EventToPark => ({
+  ...how,
+  streamId: c.streamId,
+  revision: c.revision,
+  type: c.from.type,
+  data: c.from.data,
+  position: c.from.position?.toString() ?? how.position,
+});
+
 export interface ApplyOptions {
   /**
    * Event by event, each row write in a savepoint: an event whose handler or
@@ -132,10 +145,8 @@ export async function applyBatch(
       }
       const blocked = streams.length > 0 ? await blockedStreams(trx, projectionName, streams) : new Map<string, number>();
       const parked: EventToPark[] = [];
-      const park = (c: ClassifiedEvent, state: 'failed' | 'held', error: string, attempts: number) => {
-        const position = c.from.position?.toString();
-        parked.push({ streamId: c.streamId, revision: c.revision, type: c.from.type, data: c.from.data, state, error, attempts, source, position });
-      };
+      const park = (c: ClassifiedEvent, state: 'failed' | 'held', error: string, attempts: number) =>
+        parked.push(eventToPark(c, { state, error, attempts, source }));
       const changed = new Map<string, UserRow>();
       let written = 0;
       for (const c of classified) {

@@ -1,6 +1,6 @@
 import type { RecordedEvent } from '../shared/event-store/port.js';
 import type { UserEvent } from '../shared/user-events.js';
-import { classify, type ClassifiedEvent } from './apply-batch.js';
+import { classify, eventToPark, type ClassifiedEvent } from './apply-batch.js';
 import type { EventToPark } from './dead-letters.js';
 import type { ShadowUserData } from './shadow-table.js';
 import { userRowFrom, type UserRow } from './user-row.js';
@@ -12,17 +12,8 @@ export interface Quarantined {
   skipped: Set<string>;
 }
 
-const toPark = (c: ClassifiedEvent, state: 'failed' | 'held', error: string, position: string | undefined): EventToPark => ({
-  streamId: c.streamId,
-  revision: c.revision,
-  type: c.from.type,
-  data: c.from.data,
-  state,
-  error,
-  attempts: state === 'failed' ? 1 : 0,
-  source: 'rebuild',
-  position: c.from.position?.toString() ?? position,
-});
+const toPark = (c: ClassifiedEvent, state: 'failed' | 'held', error: string, position: string | undefined): EventToPark =>
+  eventToPark(c, { state, error, attempts: state === 'failed' ? 1 : 0, source: 'rebuild', position });
 
 interface Held {
   row: UserRow;
@@ -47,7 +38,12 @@ const byId = (a: UserRow, b: UserRow) => (a.ID_USER_DATA < b.ID_USER_DATA ? -1 :
 export function rebuildRows(deps: {
   shadow: ShadowUserData;
   maxRows: number;
-  writeBehind?: { hotRows: number; batchRows: number };
+  /**
+   * `hot`: rows changed within the last `hot` events are kept back (likely to change
+   * again), and background writes start once more than `hot` rows are unwritten;
+   * `batchRows`: rows per background write.
+   */
+  writeBehind?: { hot: number; batchRows: number };
   /** The quarantine as the rebuild found it; streams newly blocked by the fold are added. */
   quarantine?: Quarantined;
 }) {
@@ -61,9 +57,9 @@ export function rebuildRows(deps: {
   let queue: Held[] = [];
   let head = 0;
   let dirtyCount = 0;
-  // Events folded so far: a row changed within the last `hotEvents` of them is likely to change again.
+  // Events folded so far: a row changed within the last `hot` of them is likely to change again.
   let sequence = 0;
-  const hotEvents = writeBehind?.hotRows ?? 0;
+  const hotEvents = writeBehind?.hot ?? 0;
   let inFlight: Promise<void> | undefined;
   let shadowEmpty = true;
   // Whether rows were ever dropped from memory (then a later event may need one back from the shadow).
@@ -180,10 +176,10 @@ export function rebuildRows(deps: {
       }
       for (const { event, revision } of toApply) apply(event, revision);
       if (rows.size > maxRows) await this.flush(position);
-      else if (writeBehind && dirtyCount >= writeBehind.hotRows + writeBehind.batchRows) {
+      else if (writeBehind && dirtyCount >= writeBehind.hot + writeBehind.batchRows) {
         // At most one write in the background; wait for it only when the database falls behind.
         if (inFlight === undefined) writeColdRowsBehind(writeBehind.batchRows);
-        else if (dirtyCount >= writeBehind.hotRows + 4 * writeBehind.batchRows) await settle();
+        else if (dirtyCount >= writeBehind.hot + 4 * writeBehind.batchRows) await settle();
       }
     },
 

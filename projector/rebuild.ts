@@ -127,7 +127,7 @@ export function userDataRebuild(deps: {
       maxRows,
       quarantine,
       // Overlap the database's work with the fold when the database is another process.
-      ...(isMariaDb(db) ? { writeBehind: { hotRows: Math.floor(maxRows / 4), batchRows: Math.max(100, Math.floor(maxRows / 20)) } } : {}),
+      ...(isMariaDb(db) ? { writeBehind: { hot: Math.floor(maxRows / 4), batchRows: Math.max(100, Math.floor(maxRows / 20)) } } : {}),
     });
     let position: bigint | undefined;
     let pending: RecordedEvent[] = [];
