@@ -1,6 +1,6 @@
 import type { Knex } from 'knex';
 import { ServiceError } from '../shared/errors.js';
-import { isMariaDb, readDbError } from '../shared/read-db.js';
+import { dbNow, isMariaDb, readDbError } from '../shared/read-db.js';
 import { userEventSchemas, isUserEventType, userIdFromStream, type UserEvent } from '../shared/user-events.js';
 import { ajv, fieldProblems } from '../shared/schema-validation.js';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -197,7 +197,7 @@ export async function applyBatch(
       const rows = [...changed.values()];
       await upsertRows(trx, rows);
       if (parked.length > 0) await parkEvents(trx, projectionName, parked);
-      const now = new Date().toISOString().replace('T', ' ').replace('Z', '');
+      const now = dbNow();
       const positions = [...checkpoints].map(([SOURCE, POSITION]) => ({
         PROJECTION: projectionName,
         SOURCE,

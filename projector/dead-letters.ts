@@ -1,5 +1,5 @@
 import type { Knex } from 'knex';
-import { isMariaDb, toDbDate } from '../shared/read-db.js';
+import { dbNow, isMariaDb } from '../shared/read-db.js';
 
 /**
  * PROJECTION_DEAD_LETTER: where the projector parks an event it cannot apply
@@ -45,13 +45,12 @@ const errorLength = 4000;
 /** How an error is recorded with a parked event: its kind and message, bounded. */
 export const parkedError = (error: unknown): string =>
   (error instanceof Error ? `${error.name}: ${error.message}` : String(error)).slice(0, errorLength);
-const now = () => toDbDate(new Date().toISOString());
 
 /** Event data as stored: JSON text (a payload that is already text stays as it is). */
 const dataText = (data: unknown): string => (typeof data === 'string' ? data : (JSON.stringify(data) ?? 'null'));
 
 export function toParkedRow(projection: string, event: EventToPark): Omit<ParkedEvent, 'ID'> {
-  const at = now();
+  const at = dbNow();
   return {
     PROJECTION: projection,
     STREAM_ID: event.streamId.slice(0, 200),

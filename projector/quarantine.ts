@@ -1,5 +1,5 @@
 import type { Knex } from 'knex';
-import { isMariaDb, readDbError, toDbDate } from '../shared/read-db.js';
+import { dbNow, isMariaDb, readDbError } from '../shared/read-db.js';
 import { isRetriable } from '../shared/retry.js';
 import { userIdFromStream } from '../shared/user-events.js';
 import { applyInSavepoint, classify, projectionName } from './apply-batch.js';
@@ -52,7 +52,7 @@ export function quarantine(deps: { db: Knex; fold?: typeof userRowFrom }) {
         const found = await (isMariaDb(trx) ? rowQuery.forUpdate() : rowQuery).first();
         row = found && { ...found, VERSION: Number(found.VERSION) };
       }
-      const now = toDbDate(new Date().toISOString());
+      const now = dbNow();
       for (const [index, entry] of parked.entries()) {
         const id = Number(entry.ID);
         if (id === skipId) {

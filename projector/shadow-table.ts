@@ -1,7 +1,7 @@
 import type { Knex } from 'knex';
 import { escape, escapeId } from 'mysql2';
 import { globalLogSource } from '../shared/event-feed/event-store-feed.js';
-import { isMariaDb } from '../shared/read-db.js';
+import { dbNow, isMariaDb } from '../shared/read-db.js';
 import { projectionName } from './apply-batch.js';
 import type { ProjectionControl } from './projection-control.js';
 import { parkEvents, type EventToPark } from './dead-letters.js';
@@ -26,7 +26,6 @@ const renameWaitSeconds = 2;
 const renameAttempts = 5;
 
 const toRow = (row: UserRow): UserRow => ({ ...row, VERSION: Number(row.VERSION) });
-const dbTime = () => new Date().toISOString().replace('T', ' ').replace('Z', '');
 
 const columns = [
   'ID_USER_DATA',
@@ -105,7 +104,7 @@ export function shadowUserData(db: Knex) {
 
   async function setCheckpoint(trx: Knex, projection: string, position: string): Promise<void> {
     await trx(checkpointTable)
-      .insert({ PROJECTION: projection, SOURCE: globalLogSource, POSITION: position, DATE_UPDATED: dbTime() })
+      .insert({ PROJECTION: projection, SOURCE: globalLogSource, POSITION: position, DATE_UPDATED: dbNow() })
       .onConflict(['PROJECTION', 'SOURCE'])
       .merge();
   }

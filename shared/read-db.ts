@@ -99,4 +99,6 @@ const canonicalUtc = /^\d{4}-[01]\d-[0-3]\dT[0-2]\d:[0-5]\d:[0-5]\d\.\d{3}Z$/;
 export const toDbDate = (iso: string): string =>
   // Events carry this canonical form (checked as date-time first); re-parsing it is the slow part of a rebuild.
   canonicalUtc.test(iso) ? `${iso.slice(0, 10)} ${iso.slice(11, 23)}` : new Date(iso).toISOString().replace('T', ' ').replace('Z', '');
+/** The current time as the read DB stores dates. */
+export const dbNow = (): string => toDbDate(new Date().toISOString());
 export const fromDbDate = (value: string): string => `${value.replace(' ', 'T')}Z`;
