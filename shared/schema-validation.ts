@@ -1,12 +1,54 @@
-import { Ajv, type ErrorObject } from 'ajv';
+import { Ajv, type ErrorObject, type Format } from 'ajv';
 import addFormatsModule from 'ajv-formats';
 import { ValidationError, type FieldProblem } from './errors.js';
 
 // ajv-formats is published as CommonJS with a default export.
 const addFormats = addFormatsModule as unknown as (ajv: Ajv) => Ajv;
 
+/** A string format's check, as ajv-formats registered it. */
+function formatCheck(ajv: Ajv, name: string): (value: string) => boolean {
+  const format = ajv.formats[name] as Format | undefined;
+  const check = typeof format === 'object' && !(format instanceof RegExp) ? format.validate : format;
+  if (typeof check === 'function') return check as (value: string) => boolean;
+  if (check instanceof RegExp) return (value) => check.test(value);
+  throw new Error(`no string format ${name}`);
+}
+
+/**
+ * The instant every event carries (`Date.prototype.toISOString()`: UTC, milliseconds), with the
+ * time of day pinned to 00:00:00.000-23:59:59.999, which ajv-formats' full check accepts for any
+ * valid date. A leap second (23:59:60) does not match and gets the full check.
+ */
+const utcMillisInstant = /^(\d{4}-\d\d-\d\d)T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d\.\d{3}Z$/;
+const knownDaysLimit = 4096;
+
+/**
+ * ajv-formats' full `date-time` check, with the same verdicts but cheaper on the form events
+ * carry: the time of day is checked by one regex and the calendar date by ajv-formats' own
+ * `date` check, once per distinct day. A rebuild checks millions of instants (ajv-formats
+ * splits and re-parses each: a third of the rebuild's schema checks), most of them on few days.
+ */
+function withFastInstants(ajv: Ajv): Ajv {
+  const fullDateTime = formatCheck(ajv, 'date-time');
+  const fullDate = formatCheck(ajv, 'date');
+  const days = new Map<string, boolean>();
+  const validDay = (day: string): boolean => {
+    let valid = days.get(day);
+    if (valid === undefined) {
+      if (days.size >= knownDaysLimit) days.clear();
+      days.set(day, (valid = fullDate(day)));
+    }
+    return valid;
+  };
+  const validate = (value: string): boolean => {
+    const instant = utcMillisInstant.exec(value);
+    return instant ? validDay(instant[1]!) : fullDateTime(value);
+  };
+  return ajv.addFormat('date-time', { type: 'string', validate });
+}
+
 /** One ajv instance for the project's own boundaries (events, config, tokens). */
-export const ajv = addFormats(new Ajv({ allErrors: true, strict: true, coerceTypes: false }));
+export const ajv = withFastInstants(addFormats(new Ajv({ allErrors: true, strict: true, coerceTypes: false })));
 
 export function fieldProblems(errors: readonly ErrorObject[] | null | undefined): FieldProblem[] {
   return (errors ?? []).map((e) => {
