@@ -1,6 +1,6 @@
-import type { RecordedEvent } from '../shared/event-store/port.js';
+import type { LoggedEvent } from '../shared/event-store/port.js';
 import type { UserEvent } from '../shared/user-events.js';
-import { classify, eventToPark, type ClassifiedEvent } from './apply-batch.js';
+import { classify, eventToPark, type ClassifiedEvent, type ProjectedEvent } from './apply-batch.js';
 import type { EventToPark } from './dead-letters.js';
 import type { ShadowUserData } from './shadow-table.js';
 import { userRowFrom, type UserRow } from './user-row.js';
@@ -34,6 +34,9 @@ const byId = (a: UserRow, b: UserRow) => (a.ID_USER_DATA < b.ID_USER_DATA ? -1 :
  *   have not changed for a while are written in the background while folding
  *   goes on, so the database's work overlaps the fold instead of following it.
  *   A row changed again after being written is simply written again (upsert).
+ * - A log read stream after stream (`foldByStream`, then `endByStream`) needs
+ *   none of that: each row is complete when the next stream begins, so it goes
+ *   straight into the next write, and memory holds one row and one batch.
  */
 export function rebuildRows(deps: {
   shadow: ShadowUserData;
@@ -66,6 +69,11 @@ export function rebuildRows(deps: {
   let evicted = false;
   let created = 0;
   let written = 0;
+  // The stream-ordered fold: the stream being folded, and rows complete but not yet written.
+  let current: { userId: string; row: UserRow | undefined } | undefined;
+  let complete: UserRow[] = [];
+  // Complete rows wait for a write of a good size, never more than `maxRows` of them.
+  const rowsPerWrite = Math.min(maxRows, writeBehind?.batchRows ?? Math.max(100, Math.floor(maxRows / 20)));
 
   async function write(batch: UserRow[], position: string | undefined): Promise<void> {
     batch.sort(byId);
@@ -110,6 +118,44 @@ export function rebuildRows(deps: {
     inFlight = writing;
   }
 
+  /**
+   * The event to apply, if any. As the live projector does: a stream with a parked
+   * event waits behind it, a poison event is parked, a skipped one is passed over.
+   */
+  function admitted(recorded: ProjectedEvent, position: string | undefined): Extract<ClassifiedEvent, { kind: 'event' }> | undefined {
+    const c = classify(recorded);
+    const { blocked, skipped } = quarantine;
+    if (!c || (skipped.size > 0 && skipped.has(`${c.streamId}@${c.revision}`))) return undefined;
+    const parkedFrom = blocked.size > 0 ? blocked.get(c.streamId) : undefined;
+    if (parkedFrom !== undefined && c.revision >= parkedFrom) {
+      parked.push(toPark(c, 'held', `held behind ${c.streamId}@${parkedFrom}, which is parked`, position));
+      return undefined;
+    }
+    if (c.kind === 'poison') {
+      parked.push(toPark(c, 'failed', c.error, position));
+      blocked.set(c.streamId, c.revision);
+      return undefined;
+    }
+    return c;
+  }
+
+  function completeCurrent(): void {
+    if (current?.row) {
+      complete.push(current.row);
+      created += 1;
+    }
+  }
+
+  /** Starts a background write of the complete rows, once the previous one is done. */
+  async function writeComplete(position: string | undefined): Promise<void> {
+    await settle();
+    const batch = complete;
+    complete = [];
+    const writing = write(batch, position);
+    writing.catch(() => {});
+    inFlight = writing;
+  }
+
   function apply(event: UserEvent, revision: number): void {
     const userId = event.data.userId;
     const held = rows.get(userId);
@@ -147,24 +193,12 @@ export function rebuildRows(deps: {
       return written;
     },
 
-    async fold(page: readonly RecordedEvent[], position: string | undefined): Promise<void> {
+    async fold(page: readonly LoggedEvent[], position: string | undefined): Promise<void> {
       const toApply: Array<{ event: UserEvent; revision: number }> = [];
       const unknown = new Set<string>();
-      const { blocked, skipped } = quarantine;
       for (const recorded of page) {
-        const c = classify(recorded);
-        if (!c || (skipped.size > 0 && skipped.has(`${c.streamId}@${c.revision}`))) continue;
-        // As the live projector does: a stream with a parked event waits behind it, a poison event is parked.
-        const parkedFrom = blocked.size > 0 ? blocked.get(c.streamId) : undefined;
-        if (parkedFrom !== undefined && c.revision >= parkedFrom) {
-          parked.push(toPark(c, 'held', `held behind ${c.streamId}@${parkedFrom}, which is parked`, position));
-          continue;
-        }
-        if (c.kind === 'poison') {
-          parked.push(toPark(c, 'failed', c.error, position));
-          blocked.set(c.streamId, c.revision);
-          continue;
-        }
+        const c = admitted(recorded, position);
+        if (!c) continue;
         toApply.push({ event: c.event, revision: c.revision });
         // A row flushed out of memory earlier must come back before a later event can change it.
         if (evicted && c.revision > 0 && !rows.has(c.userId)) unknown.add(c.userId);
@@ -181,6 +215,32 @@ export function rebuildRows(deps: {
         if (inFlight === undefined) writeColdRowsBehind(writeBehind.batchRows);
         else if (dirtyCount >= writeBehind.hot + 4 * writeBehind.batchRows) await settle();
       }
+    },
+
+    /**
+     * Folds a page of a stream-ordered read of the log (`readAllByStream`), on an
+     * empty shadow and before any `fold`. A stream may go on in the next page.
+     */
+    async foldByStream(page: readonly LoggedEvent[]): Promise<void> {
+      for (const recorded of page) {
+        const c = admitted(recorded, undefined);
+        if (!c) continue;
+        if (current?.userId !== c.userId) {
+          completeCurrent();
+          current = { userId: c.userId, row: undefined };
+        }
+        current.row = userRowFrom(current.row, c.event, c.revision) ?? current.row;
+      }
+      if (complete.length >= rowsPerWrite) await writeComplete(undefined);
+    },
+
+    /** The stream-ordered read is over: writes the last rows (with the position the read stopped at). */
+    async endByStream(position: string | undefined): Promise<void> {
+      completeCurrent();
+      current = undefined;
+      await writeComplete(position);
+      await settle();
+      evicted = true;
     },
 
     /** Writes every changed row with the position they reflect, and empties memory. */

@@ -7,6 +7,7 @@ import { globalLogSource } from '../shared/event-feed/event-store-feed.js';
 import { ServiceError } from '../shared/errors.js';
 import type { EventStore, RecordedEvent } from '../shared/event-store/port.js';
 import { isMariaDb } from '../shared/read-db.js';
+import { userStreamPrefix } from '../shared/user-events.js';
 import { projectionName, readCheckpoints } from './apply-batch.js';
 import { compareUserTables, type TableDifferences } from './compare-tables.js';
 import { projectionControl } from './projection-control.js';
@@ -210,6 +211,32 @@ export function userDataRebuild(deps: {
       }
     }
 
+    /**
+     * Folds the user streams as the log stood at `until`, stream after stream, where
+     * the store can read them so: every row is complete when written, none is held.
+     */
+    async function replayByStream(until: bigint): Promise<void> {
+      const pages = store.readAllByStream!({ streamPrefix: userStreamPrefix, until, pageSize: batchSize })[Symbol.asyncIterator]();
+      try {
+        for (;;) {
+          await checkpoint();
+          const next = await timed('readMs', () => pages.next());
+          if (next.done) break;
+          const page = next.value;
+          await timed('foldMs', () => rows.foldByStream(page));
+          events += page.length;
+          report();
+          if (pageDelayMs > 0) await sleep(pageDelayMs, undefined, signal ? { signal } : {});
+          else await new Promise((resolve) => setImmediate(resolve));
+        }
+      } finally {
+        // Stops the store's reading ahead when the run stops early.
+        await pages.return?.();
+      }
+      position = until;
+      await timed('writeMs', () => rows.endByStream(until.toString()));
+    }
+
     const liveLogPosition = async () => toPosition((await readCheckpoints(db)).get(globalLogSource));
 
     /** Pause, (verify,) catch up with the whole log, swap. Returns the verification, if asked for. */
@@ -287,8 +314,13 @@ export function userDataRebuild(deps: {
 
       // While the live projector runs: to the head (or, when verifying, no further
       // than the live projector, so both can be compared at one position), until
-      // one round finds little left to do.
+      // one round finds little left to do. The bulk stream after stream when the
+      // store can read so, then in order of position from where that stopped.
       const followLive = options.verify === true;
+      if (store.readAllByStream) {
+        const until = (followLive ? await liveLogPosition() : undefined) ?? (await store.headPosition?.());
+        if (until !== undefined) await replayByStream(until);
+      }
       for (;;) {
         const target = followLive ? await liveLogPosition() : undefined;
         if ((await replay(target)) < batchSize) break;

@@ -49,6 +49,25 @@ export function inMemoryEventStore(): EventStore {
       const start = Number(after);
       return Promise.resolve(log.slice(start, start + maxCount));
     },
+    // The port's pages are async; memory has nothing to wait for.
+    // eslint-disable-next-line @typescript-eslint/require-await
+    async *readAllByStream({ streamPrefix, until, pageSize }) {
+      if (!streamPrefix) throw new Error('readAllByStream needs a stream prefix');
+      const ids = [...streams.keys()].filter((id) => id.startsWith(streamPrefix)).sort();
+      let page: RecordedEvent[] = [];
+      for (const id of ids) {
+        for (const event of streams.get(id) ?? []) {
+          // A stream's positions grow with its revisions.
+          if (event.position > until) break;
+          page.push(event);
+          if (page.length === pageSize) {
+            yield page;
+            page = [];
+          }
+        }
+      }
+      if (page.length > 0) yield page;
+    },
     headPosition() {
       return Promise.resolve(log.length === 0 ? undefined : BigInt(log.length));
     },

@@ -46,6 +46,18 @@ export interface ReadAllOptions {
   maxCount: number;
 }
 
+/** An event as a projection replaying the log needs it: no id, metadata or recording time. */
+export type LoggedEvent = Pick<RecordedEvent, 'streamId' | 'revision' | 'position' | 'type' | 'data'>;
+
+export interface ReadAllByStreamOptions {
+  /** Only streams whose id starts with this (not empty). */
+  streamPrefix: string;
+  /** Only events at or before this position: the log as it stood when the replay began. */
+  until: bigint;
+  /** Events per page. */
+  pageSize: number;
+}
+
 export interface SubscribeOptions {
   after?: bigint;
   /** Only events of streams whose id starts with one of these prefixes. */
@@ -72,6 +84,16 @@ export interface EventStore {
   /** The stream's events in order; an empty array when the stream does not exist. */
   readStream(streamId: string, options?: { fromRevision?: number }): Promise<RecordedEvent[]>;
   readAll(options: ReadAllOptions): Promise<RecordedEvent[]>;
+  /**
+   * Optional: the log up to a position, in pages, stream after stream (each
+   * stream's events together, in order of revision; the streams in an order of
+   * the store's choosing). A replay of one-row-per-stream projections (the
+   * rebuild) then completes each row before the next begins and holds none of
+   * them. The store may read ahead while the caller works; leaving the loop early
+   * stops it. Stores that can only read the log in order of position
+   * (EventStoreDB's $all) leave it out, and such replays read `readAll`.
+   */
+  readAllByStream?(options: ReadAllByStreamOptions): AsyncIterable<readonly LoggedEvent[]>;
   /**
    * The position of the last event in the log, if the store can tell cheaply;
    * for progress displays (e.g. the rebuild's), never for correctness.

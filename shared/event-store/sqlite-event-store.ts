@@ -1,11 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { dirname } from 'node:path';
-import { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import { ConcurrencyError, StoreUnavailableError } from '../errors.js';
 import { appendSignal, pollingSubscription } from './log-subscription.js';
+import { byStreamRowsSql, cursorParams, firstCursor, logReader, toLogged, type LoggedTuple } from './sqlite-long-reads.js';
 import {
   describeExpected,
   satisfiesExpected,
@@ -99,55 +98,6 @@ function translate(error: unknown): Error {
 }
 
 /**
- * A reader of the log on a thread of its own, with its own read-only connection:
- * long reads (a rebuild's replay) then cost the caller's thread only the copy of
- * the rows, and the next page can be read while the caller works on this one.
- * Plain JavaScript evaluated in the worker, so it needs no TypeScript loader.
- */
-const logReaderSource = `
-const { parentPort, workerData } = require('node:worker_threads');
-const Database = require(workerData.driver);
-const db = new Database(workerData.file, { readonly: true, fileMustExist: true });
-db.pragma('busy_timeout = 5000');
-const select = db.prepare(workerData.sql).raw(true).safeIntegers(true);
-parentPort.on('message', ({ after, maxCount }) => {
-  try {
-    parentPort.postMessage({ rows: select.all(after, maxCount) });
-  } catch (error) {
-    parentPort.postMessage({ error: { message: String(error && error.message), code: error && error.code } });
-  }
-});
-`;
-
-function logReader(file: string, sql: string) {
-  const worker = new Worker(logReaderSource, {
-    eval: true,
-    workerData: { file, sql, driver: createRequire(import.meta.url).resolve('better-sqlite3') },
-  });
-  const waiting: Array<{ resolve: (rows: EventTuple[]) => void; reject: (error: Error) => void }> = [];
-  worker.on('message', (message: { rows?: EventTuple[]; error?: { message: string; code?: string } }) => {
-    const next = waiting.shift();
-    if (message.error) next?.reject(translate(Object.assign(new Error(message.error.message), { code: message.error.code })));
-    else next?.resolve(message.rows ?? []);
-  });
-  worker.on('error', (error) => {
-    for (const next of waiting.splice(0)) next.reject(translate(error));
-  });
-  return {
-    read(after: bigint, maxCount: number): Promise<EventTuple[]> {
-      return new Promise((resolve, reject) => {
-        waiting.push({ resolve, reject });
-        worker.postMessage({ after, maxCount });
-      });
-    },
-    async close(): Promise<void> {
-      for (const next of waiting.splice(0)) next.reject(new Error('embedded event store closed'));
-      await worker.terminate();
-    },
-  };
-}
-
-/**
  * The embedded event store: one SQLite file in WAL mode with synchronous=FULL, so
  * an append that returned is on disk. Several processes may share the file; the
  * write lock (BEGIN IMMEDIATE) serialises appends, and subscribers in other
@@ -156,7 +106,7 @@ function logReader(file: string, sql: string) {
 export function sqliteEventStore(options: {
   file: string;
   pollMs?: number;
-  /** `readAll` on a worker thread (see `logReader`): for long sequential reads such as a rebuild's. */
+  /** `readAll` and `readAllByStream` on a worker thread (see `logReader`): for long reads such as a rebuild's. */
   readAllInWorker?: boolean;
 }): EventStore {
   if (options.file !== ':memory:') mkdirSync(dirname(options.file), { recursive: true });
@@ -177,7 +127,9 @@ export function sqliteEventStore(options: {
     .raw(true);
   const selectAllSql = `SELECT ${columns} FROM events WHERE position > ? ORDER BY position LIMIT ?`;
   const selectAll = db.prepare<[number | bigint, number], EventTuple>(selectAllSql).raw(true);
-  const reader = options.readAllInWorker && options.file !== ':memory:' ? logReader(options.file, selectAllSql) : undefined;
+  const selectByStream = db.prepare<unknown[], LoggedTuple>(byStreamRowsSql).raw(true);
+  selectByStream.safeIntegers(true);
+  const reader = options.readAllInWorker && options.file !== ':memory:' ? logReader(options.file, selectAllSql, translate) : undefined;
   selectAll.safeIntegers(true);
   const selectHead = db.prepare<[], { position: bigint | null }>('SELECT MAX(position) AS position FROM events');
   selectHead.safeIntegers(true);
@@ -227,11 +179,31 @@ export function sqliteEventStore(options: {
       }
     },
     readAll({ after = 0n, maxCount }) {
-      if (reader) return reader.read(after, maxCount).then((rows) => rows.map((row) => new LazyRecordedEvent(row)));
+      if (reader) return reader.all(after, maxCount).then((rows) => (rows as EventTuple[]).map((row) => new LazyRecordedEvent(row)));
       try {
         return Promise.resolve(selectAll.all(after, maxCount).map(toRecorded));
       } catch (error) {
         return Promise.reject(translate(error));
+      }
+    },
+    async *readAllByStream({ streamPrefix, until, pageSize }) {
+      const cursor = firstCursor(streamPrefix, until, pageSize);
+      if (reader) {
+        yield* reader.byStream(cursor);
+        return;
+      }
+      for (;;) {
+        let rows: LoggedTuple[];
+        try {
+          rows = selectByStream.all(...cursorParams(cursor));
+        } catch (error) {
+          throw translate(error);
+        }
+        const page = rows.map(toLogged);
+        if (page.length > 0) yield page;
+        if (page.length < pageSize) return;
+        cursor.streamId = page[page.length - 1]!.streamId;
+        cursor.revision = page[page.length - 1]!.revision;
       }
     },
     headPosition() {

@@ -11,6 +11,7 @@ import { eventStoreFeed, globalLogSource } from '../../shared/event-feed/event-s
 import { inMemoryEventStore } from '../../shared/event-store/in-memory-event-store.js';
 import type { EventStore } from '../../shared/event-store/port.js';
 import { userStreamId } from '../../shared/user-events.js';
+import { inPositionOrderOnly } from '../support/event-stores.js';
 import { forEachReadDb } from '../support/read-dbs.js';
 import { commandsOver, expectedRows, seedUsers, tableRows, waitFor } from '../support/seed.js';
 
@@ -89,12 +90,14 @@ forEachReadDb(t, async (t, db) => {
     t.same(await tableRows(db), table);
     t.same(await deadLetters(db), parked);
 
-    // A rebuild honours the quarantine: the same table, the same parked events.
-    const rebuilt = await userDataRebuild({ store, db, logger }).run({ verify: true });
-    t.match(rebuilt.verification, { missing: 0, extra: 0, different: 0 });
-    await caughtUp();
-    t.same(await tableRows(db), table);
-    t.same(await deadLetters(db), parked);
+    // A rebuild honours the quarantine, reading the log either way: the same table, the same parked events.
+    for (const replayed of [store, inPositionOrderOnly(store)]) {
+      const rebuilt = await userDataRebuild({ store: replayed, db, logger }).run({ verify: true });
+      t.match(rebuilt.verification, { missing: 0, extra: 0, different: 0 });
+      await caughtUp();
+      t.same(await tableRows(db), table);
+      t.same(await deadLetters(db), parked);
+    }
 
     const operator = quarantine({ db });
     const stillBroken = await operator.retry(userStreamId(a!));
@@ -121,8 +124,40 @@ forEachReadDb(t, async (t, db) => {
     t.same(await tableRows(db), released);
     t.same(await parkedCounts(db, projectionName), { failed: 0, held: 0 });
     // A rebuild agrees, skipped events included.
-    t.match((await userDataRebuild({ store, db, logger }).run({ verify: true })).verification, { missing: 0, extra: 0, different: 0 });
+    for (const replayed of [store, inPositionOrderOnly(store)]) {
+      t.match((await userDataRebuild({ store: replayed, db, logger }).run({ verify: true })).verification, { missing: 0, extra: 0, different: 0 });
+    }
   });
+
+  for (const [order, replayed] of [
+    ['stream after stream', (store: EventStore) => store],
+    ['in order of position', inPositionOrderOnly],
+  ] as const) {
+    await t.test(`a rebuild that meets poison events first parks them as the live projector would (${order})`, async (t) => {
+      const store = inMemoryEventStore();
+      const commands = commandsOver(store);
+      const [, a, b] = await seedUsers(commands, 8, 'first');
+      const unknownAt = await appendRaw(store, a!, 'UserNicknamed', { userId: a, nickname: 'x', occurredAt: new Date().toISOString() });
+      await commands.rename(a!, 'A after the poison');
+      const wrongUserAt = await appendRaw(store, b!, 'UserRenamed', { userId: a, name: 'Not B', occurredAt: new Date().toISOString() });
+
+      const result = await userDataRebuild({ store: replayed(store), db, logger }).run();
+      t.ok(result.swapped);
+      const skippedNothing = await expectedRows(store);
+      t.same(await tableRows(db), skippedNothing, 'every user as far as the first poison event of their stream');
+      t.match(await deadLetters(db), [
+        { STREAM_ID: userStreamId(a!), REVISION: unknownAt, STATE: 'failed', ERROR: /unknown event type "UserNicknamed"/ },
+        { STREAM_ID: userStreamId(a!), REVISION: unknownAt + 1, STATE: 'held', ERROR: /held behind/ },
+        { STREAM_ID: userStreamId(b!), REVISION: wrongUserAt, STATE: 'failed', ERROR: /names user/ },
+      ]);
+      t.equal((await deadLetters(db)).length, 3);
+
+      // The live projector, started on the rebuilt table, agrees and parks nothing more.
+      const { projector } = await runProjector(t, db, store);
+      t.same(projector.status().parked, { failed: 2, held: 1 });
+      t.same(await tableRows(db), skippedNothing);
+    });
+  }
 
   await t.test('a handler error that repeats: parked after the bounded attempts; one that passes parks nothing', async (t) => {
     const store = inMemoryEventStore();

@@ -5,6 +5,7 @@ import type { Knex } from 'knex';
 import { pino } from 'pino';
 import t, { type Test } from 'tap';
 import { userProjector } from '../../projector/projector.js';
+import { shadowUserData } from '../../projector/shadow-table.js';
 import { buildQueryApp } from '../../query-side/app.js';
 import { eventStoreFeed, globalLogSource } from '../../shared/event-feed/event-store-feed.js';
 import { sqliteEventStore } from '../../shared/event-store/sqlite-event-store.js';
@@ -26,7 +27,7 @@ const exitOf = (run: RunningScript) =>
   });
 
 const shadowFlushed = async (db: Knex) =>
-  (await db('PROJECTION_CHECKPOINT').where({ PROJECTION: 'USER_DATA_REBUILD' })).length > 0;
+  (await db.schema.hasTable('USER_DATA_REBUILD')) && (await shadowUserData(db).count()) > 0;
 
 async function assertNoLeftovers(t: Test, db: Knex) {
   t.notOk(await db.schema.hasTable('USER_DATA_REBUILD'), 'no shadow table left');

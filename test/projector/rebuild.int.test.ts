@@ -10,10 +10,17 @@ import { eventStoreFeed, globalLogSource } from '../../shared/event-feed/event-s
 import { inMemoryEventStore } from '../../shared/event-store/in-memory-event-store.js';
 import type { EventStore } from '../../shared/event-store/port.js';
 import { userStreamId } from '../../shared/user-events.js';
+import { inPositionOrderOnly } from '../support/event-stores.js';
 import { forEachReadDb } from '../support/read-dbs.js';
 import { commandsOver, expectedRows, seedUsers, tableRows, waitFor } from '../support/seed.js';
 
 const logger = pino({ level: 'silent' });
+
+/** Both ways a rebuild reads the log: stream after stream where the store can (SQLite, in memory), else in order of position (EventStoreDB). */
+const replays = [
+  { name: 'stream after stream', byStream: true, store: (store: EventStore) => store },
+  { name: 'in order of position', byStream: false, store: inPositionOrderOnly },
+];
 
 const head = async (store: EventStore) => (await store.readAll({ maxCount: 1_000_000 })).at(-1)?.position.toString();
 
@@ -48,89 +55,118 @@ forEachReadDb(t, async (t, db) => {
     await db('PROJECTION_CHECKPOINT').del();
   });
 
-  await t.test('while writes and the live projector run: the table equals a fold of the log, every write once', async (t) => {
-    const store = inMemoryEventStore();
-    const commands = commandsOver(store);
-    await seedUsers(commands, 60);
-    const { projector, caughtUp } = await liveProjector(t, db, store);
+  for (const replay of replays) {
+    await t.test(`while writes and the live projector run: the table equals a fold of the log, every write once (${replay.name})`, async (t) => {
+      const store = inMemoryEventStore();
+      const commands = commandsOver(store);
+      await seedUsers(commands, 60);
+      const { projector, caughtUp } = await liveProjector(t, db, store);
 
-    const written: Array<{ id: string; revision: number }> = [];
-    let writing = true;
-    const write = async (i: number) => {
-      const registered = await commands.register({ name: `During ${i}`, email: `during${i}@example.org` });
-      written.push(registered);
-      if (i % 2 === 0) written.push(await commands.rename(registered.id, `Renamed during ${i}`));
-    };
-    const writer = (async () => {
-      for (let i = 0; writing; i++) {
-        await write(i);
-        await new Promise((resolve) => setTimeout(resolve, 2));
+      const written: Array<{ id: string; revision: number }> = [];
+      let writing = true;
+      const write = async (i: number) => {
+        const registered = await commands.register({ name: `During ${i}`, email: `during${i}@example.org` });
+        written.push(registered);
+        if (i % 2 === 0) written.push(await commands.rename(registered.id, `Renamed during ${i}`));
+      };
+      const writer = (async () => {
+        for (let i = 0; writing; i++) {
+          await write(i);
+          await new Promise((resolve) => setTimeout(resolve, 2));
+        }
+      })();
+      let burst: Promise<unknown> | undefined;
+
+      let sawPause = false;
+      const sampler = setInterval(() => (sawPause ||= projector.status().pausedByRebuild), 1);
+      const result = await userDataRebuild({ store: replay.store(store), db, logger, pageDelayMs: 3 }).run({
+        verify: true,
+        batchSize: 20,
+        maxRowsInMemory: 25, // several flushes, and rows read back from the shadow
+        onProgress(progress) {
+          // Writes made while the live projector is held: they reach the new table either way.
+          if (progress.phase === 'verifying (paused)' && !burst) burst = Promise.all([1000, 1001, 1002, 1003].map(write));
+        },
+      });
+      clearInterval(sampler);
+      t.comment(`the live projector ${sawPause ? 'met' : 'did not meet'} the pause`);
+      writing = false;
+      await writer;
+      await burst;
+
+      t.ok(result.swapped, 'swapped in');
+      t.ok(burst, 'writes were made while the live projector was paused');
+      t.match(result.verification, { missing: 0, extra: 0, different: 0 }, 'the live table was right before the swap');
+      t.ok(written.length > 6, `writes went on during the rebuild (${written.length})`);
+      await caughtUp();
+      t.notOk(projector.status().pausedByRebuild, 'the live projector is running again');
+      t.same(await tableRows(db), await expectedRows(store), 'the table is a fold of the whole log');
+      const rows = new Map((await tableRows(db)).map((row) => [row.ID_USER_DATA, row]));
+      for (const { id } of written) {
+        const stream = await store.readStream(userStreamId(id));
+        t.equal(rows.get(id)?.VERSION, stream.length - 1, `${id} reflects its last revision exactly`);
       }
-    })();
-    let burst: Promise<unknown> | undefined;
-
-    let sawPause = false;
-    const sampler = setInterval(() => (sawPause ||= projector.status().pausedByRebuild), 1);
-    const result = await userDataRebuild({ store, db, logger, pageDelayMs: 3 }).run({
-      verify: true,
-      batchSize: 20,
-      maxRowsInMemory: 25, // several flushes, and rows read back from the shadow
-      onProgress(progress) {
-        // Writes made while the live projector is held: they reach the new table either way.
-        if (progress.phase === 'verifying (paused)' && !burst) burst = Promise.all([1000, 1001, 1002, 1003].map(write));
-      },
+      await assertNoLeftovers(t, db);
     });
-    clearInterval(sampler);
-    t.comment(`the live projector ${sawPause ? 'met' : 'did not meet'} the pause`);
-    writing = false;
-    await writer;
-    await burst;
 
-    t.ok(result.swapped, 'swapped in');
-    t.ok(burst, 'writes were made while the live projector was paused');
-    t.match(result.verification, { missing: 0, extra: 0, different: 0 }, 'the live table was right before the swap');
-    t.ok(written.length > 6, `writes went on during the rebuild (${written.length})`);
-    await caughtUp();
-    t.notOk(projector.status().pausedByRebuild, 'the live projector is running again');
-    t.same(await tableRows(db), await expectedRows(store), 'the table is a fold of the whole log');
-    const rows = new Map((await tableRows(db)).map((row) => [row.ID_USER_DATA, row]));
-    for (const { id } of written) {
-      const stream = await store.readStream(userStreamId(id));
-      t.equal(rows.get(id)?.VERSION, stream.length - 1, `${id} reflects its last revision exactly`);
-    }
-    await assertNoLeftovers(t, db);
-  });
+    await t.test(`after corruption: --verify reports it, a dry run changes nothing, a rebuild restores the table (${replay.name})`, async (t) => {
+      const store = inMemoryEventStore();
+      const commands = commandsOver(store);
+      const ids = await seedUsers(commands, 30);
+      const { caughtUp } = await liveProjector(t, db, store);
+      await db('USER_DATA').whereIn('ID_USER_DATA', ids.slice(0, 3)).del();
+      await db('USER_DATA').where('ID_USER_DATA', ids[3]!).update({ NAME: 'Corrupted', VERSION: 0 });
+      await db('USER_DATA').where('ID_USER_DATA', ids[4]!).update({ EMAIL: 'wrong@example.org' });
+      await db('USER_DATA').insert({
+        ...(await db('USER_DATA').where('ID_USER_DATA', ids[5]!).first()),
+        ID_USER_DATA: '00000000-0000-7000-8000-000000000000',
+      });
+      const corrupted = await tableRows(db);
+      const rebuild = userDataRebuild({ store: replay.store(store), db, logger });
 
-  await t.test('after corruption: --verify reports it, a dry run changes nothing, a rebuild restores the table', async (t) => {
-    const store = inMemoryEventStore();
-    const commands = commandsOver(store);
-    const ids = await seedUsers(commands, 30);
-    const { caughtUp } = await liveProjector(t, db, store);
-    await db('USER_DATA').whereIn('ID_USER_DATA', ids.slice(0, 3)).del();
-    await db('USER_DATA').where('ID_USER_DATA', ids[3]!).update({ NAME: 'Corrupted', VERSION: 0 });
-    await db('USER_DATA').where('ID_USER_DATA', ids[4]!).update({ EMAIL: 'wrong@example.org' });
-    await db('USER_DATA').insert({
-      ...(await db('USER_DATA').where('ID_USER_DATA', ids[5]!).first()),
-      ID_USER_DATA: '00000000-0000-7000-8000-000000000000',
+      const dry = await rebuild.run({ verify: true, dryRun: true, batchSize: 50 });
+      t.match(dry.verification, { missing: 3, extra: 1, different: 2, shadowAhead: false });
+      t.notOk(dry.swapped);
+      t.same(await tableRows(db), corrupted, 'a dry run leaves the live table as it is');
+      await assertNoLeftovers(t, db);
+
+      const real = await rebuild.run({ verify: true, batchSize: 50 });
+      t.match(real.verification, { missing: 3, extra: 1, different: 2 });
+      t.ok(real.verification!.examples.some((e) => e.includes('NAME "Corrupted"')), 'examples name the difference');
+      t.ok(real.swapped, 'swapped in even though they differed: the rebuild is the repair');
+      await caughtUp();
+      t.same(await tableRows(db), await expectedRows(store), 'restored');
+      t.match((await rebuild.run({ verify: true })).verification, { compared: 30, missing: 0, extra: 0, different: 0 });
+      await assertNoLeftovers(t, db);
     });
-    const corrupted = await tableRows(db);
-    const rebuild = userDataRebuild({ store, db, logger });
 
-    const dry = await rebuild.run({ verify: true, dryRun: true, batchSize: 50 });
-    t.match(dry.verification, { missing: 3, extra: 1, different: 2, shadowAhead: false });
-    t.notOk(dry.swapped);
-    t.same(await tableRows(db), corrupted, 'a dry run leaves the live table as it is');
-    await assertNoLeftovers(t, db);
+    await t.test(`large flushes: several INSERT statements, background writes, little memory (${replay.name})`, async (t) => {
+      const store = inMemoryEventStore();
+      const users = Array.from({ length: 4500 }, () => uuidv7());
+      const at = (i: number) => new Date(Date.UTC(2026, 0, 1) + i).toISOString();
+      for (const [i, userId] of users.entries()) {
+        const data = { userId, name: `Bulk ${i}`, email: `bulk${i}@example.org`, occurredAt: at(i) };
+        await store.appendToStream(userStreamId(userId), [{ type: 'UserRegistered', data }], { expectedRevision: 'no_stream' });
+      }
+      // Renamed after everyone registered: read in order of position with little memory, their rows come back from the shadow.
+      for (const [i, userId] of users.entries()) {
+        const data = { userId, name: `Renamed ${i}`, occurredAt: at(10_000 + i) };
+        await store.appendToStream(userStreamId(userId), [{ type: 'UserRenamed', data }], { expectedRevision: 0 });
+      }
+      const rebuild = userDataRebuild({ store: replay.store(store), db, logger });
+      const roomy = await rebuild.run();
+      t.equal(roomy.rows, 4500);
+      t.equal(roomy.rowsWritten, 4500, 'with room for every row, each is written once');
+      t.same(await tableRows(db), await expectedRows(store));
 
-    const real = await rebuild.run({ verify: true, batchSize: 50 });
-    t.match(real.verification, { missing: 3, extra: 1, different: 2 });
-    t.ok(real.verification!.examples.some((e) => e.includes('NAME "Corrupted"')), 'examples name the difference');
-    t.ok(real.swapped, 'swapped in even though they differed: the rebuild is the repair');
-    await caughtUp();
-    t.same(await tableRows(db), await expectedRows(store), 'restored');
-    t.match((await rebuild.run({ verify: true })).verification, { compared: 30, missing: 0, extra: 0, different: 0 });
-    await assertNoLeftovers(t, db);
-  });
+      const tight = await rebuild.run({ maxRowsInMemory: 400, batchSize: 250, verify: true });
+      if (replay.byStream) t.equal(tight.rowsWritten, 4500, 'stream after stream, each row is written once whatever the memory');
+      else t.ok(tight.rowsWritten > 4500, `rows written again after being read back (${tight.rowsWritten})`);
+      t.match(tight.verification, { compared: 4500, missing: 0, extra: 0, different: 0 });
+      t.same(await tableRows(db), await expectedRows(store));
+      await assertNoLeftovers(t, db);
+    });
+  }
 
   await t.test('only one rebuild at a time; a stale lock is taken over with its leftovers', async (t) => {
     const store = inMemoryEventStore();
@@ -180,31 +216,6 @@ forEachReadDb(t, async (t, db) => {
     await caughtUp();
     t.notOk(projector.status().pausedByRebuild);
     t.same(await tableRows(db), await expectedRows(store), 'the live projector carries on');
-  });
-
-  await t.test('large flushes: several INSERT statements, background writes, rows read back after a flush', async (t) => {
-    const store = inMemoryEventStore();
-    const users = Array.from({ length: 4500 }, () => uuidv7());
-    const at = (i: number) => new Date(Date.UTC(2026, 0, 1) + i).toISOString();
-    for (const [i, userId] of users.entries()) {
-      const data = { userId, name: `Bulk ${i}`, email: `bulk${i}@example.org`, occurredAt: at(i) };
-      await store.appendToStream(userStreamId(userId), [{ type: 'UserRegistered', data }], { expectedRevision: 'no_stream' });
-    }
-    // Renamed after everyone registered: with little memory, their rows come back from the shadow.
-    for (const [i, userId] of users.entries()) {
-      const data = { userId, name: `Renamed ${i}`, occurredAt: at(10_000 + i) };
-      await store.appendToStream(userStreamId(userId), [{ type: 'UserRenamed', data }], { expectedRevision: 0 });
-    }
-    const roomy = await userDataRebuild({ store, db, logger }).run();
-    t.equal(roomy.rows, 4500);
-    t.equal(roomy.rowsWritten, 4500, 'with room for every row, each is written once');
-    t.same(await tableRows(db), await expectedRows(store));
-
-    const tight = await userDataRebuild({ store, db, logger }).run({ maxRowsInMemory: 400, batchSize: 250, verify: true });
-    t.ok(tight.rowsWritten > 4500, `rows written again after being read back (${tight.rowsWritten})`);
-    t.match(tight.verification, { compared: 4500, missing: 0, extra: 0, different: 0 });
-    t.same(await tableRows(db), await expectedRows(store));
-    await assertNoLeftovers(t, db);
   });
 
   await t.test('Kafka checkpoints are left alone; an empty log never replaces a filled table', async (t) => {

@@ -1,8 +1,10 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import t from 'tap';
 import { inMemoryEventStore } from '../../shared/event-store/in-memory-event-store.js';
+import type { EventStore, LoggedEvent } from '../../shared/event-store/port.js';
 import { sqliteEventStore } from '../../shared/event-store/sqlite-event-store.js';
 import { eventStoreContract } from '../contracts/event-store.contract.js';
 
@@ -10,7 +12,7 @@ void t.test('in-memory event store', async (t) => {
   eventStoreContract(t, () => {
     const store = inMemoryEventStore();
     return Promise.resolve({ store, cleanup: () => store.close() });
-  });
+  }, { readsByStream: true });
 });
 
 void t.test('embedded SQLite event store', async (t) => {
@@ -21,7 +23,7 @@ void t.test('embedded SQLite event store', async (t) => {
   eventStoreContract(t, () => {
     const store = sqliteEventStore({ file, pollMs: 10 });
     return Promise.resolve({ store, cleanup: () => store.close() });
-  });
+  }, { readsByStream: true });
 
   void t.test('survives a reopen: what was appended is still there', async (t) => {
     const first = sqliteEventStore({ file: join(dir, 'reopen.sqlite') });
@@ -46,5 +48,77 @@ void t.test('embedded SQLite event store', async (t) => {
       t.equal(e.streamId, 'x');
       break;
     }
+  });
+});
+
+void t.test('embedded SQLite event store, long reads on a worker thread', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'users-es-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const file = join(dir, 'events.sqlite');
+  eventStoreContract(
+    t,
+    () => {
+      const store = sqliteEventStore({ file, pollMs: 10, readAllInWorker: true });
+      return Promise.resolve({ store, cleanup: () => store.close() });
+    },
+    { readsByStream: true },
+  );
+
+  const readByStream = async (store: EventStore, streamPrefix: string, pageSize = 1000) => {
+    const read: LoggedEvent[] = [];
+    for await (const page of store.readAllByStream!({ streamPrefix, until: 1n << 60n, pageSize })) read.push(...page);
+    return read;
+  };
+
+  void t.test('any stored data, stream id and position comes through a page exactly, in SQLite\'s order', async (t) => {
+    const store = sqliteEventStore({ file: join(dir, 'exact.sqlite'), readAllInWorker: true });
+    t.teardown(() => store.close());
+    const data = { text: 'quote " backslash \\ newline \n tab \t', clef: '𝄞', nested: [1, [2, { deep: null }]], big: 2 ** 53 - 1, float: 0.1 };
+    // Ids that need escaping, and code points whose order differs between UTF-8 and UTF-16.
+    const streams = ['p-"quoted"', 'p-back\\slash', 'p-\uFFFF', 'p-😀', 'p-plain'];
+    for (const id of streams) await store.appendToStream(id, [{ type: 'T"1', data }, { type: 'T2', data: [] }], { expectedRevision: 'no_stream' });
+    const read = await readByStream(store, 'p-', 3);
+    t.same(
+      read.map((e) => e.streamId),
+      ['p-"quoted"', 'p-"quoted"', 'p-back\\slash', 'p-back\\slash', 'p-plain', 'p-plain', 'p-\uFFFF', 'p-\uFFFF', 'p-😀', 'p-😀'],
+      'streams in SQLite\'s (UTF-8) order, each one together',
+    );
+    const recorded = (await store.readAll({ maxCount: 100 })).map((e) => ({ streamId: e.streamId, revision: e.revision, position: e.position, type: e.type, data: e.data }));
+    t.same(new Set(read), new Set(recorded), 'every event as readAll reads it');
+  });
+
+  void t.test('stored data that is not JSON fails a stream-ordered read as it fails readAll', async (t) => {
+    for (const readAllInWorker of [true, false]) {
+      const broken = join(dir, `broken-${readAllInWorker}.sqlite`);
+      const store = sqliteEventStore({ file: broken, readAllInWorker });
+      t.teardown(() => store.close());
+      await store.appendToStream('user-a', [{ type: 'A', data: { n: 1 } }], { expectedRevision: 'no_stream' });
+      await store.appendToStream('user-b', [{ type: 'A', data: { n: 2 } }, { type: 'A', data: { n: 3 } }], { expectedRevision: 'no_stream' });
+      const raw = new Database(broken);
+      // Two broken rows that would make well-formed JSON together if pasted into one text.
+      raw.prepare("UPDATE events SET data = '{\"n\": [' WHERE stream_id = 'user-b' AND revision = 0").run();
+      raw.prepare("UPDATE events SET data = '1]}' WHERE stream_id = 'user-b' AND revision = 1").run();
+      raw.close();
+      await t.rejects(store.readAll({ maxCount: 10 }), SyntaxError, `readAll (worker: ${readAllInWorker})`);
+      await t.rejects(readByStream(store, 'user-'), SyntaxError, `readAllByStream (worker: ${readAllInWorker})`);
+      t.same((await readByStream(store, 'user-a')).map((e) => e.data), [{ n: 1 }], 'the intact stream still reads');
+    }
+  });
+
+  void t.test('a long read over many pages: every event once, streams together, as the rows are', async (t) => {
+    const store = sqliteEventStore({ file: join(dir, 'long.sqlite'), readAllInWorker: true });
+    t.teardown(() => store.close());
+    const ids = Array.from({ length: 300 }, (_, i) => `user-${String(i).padStart(4, '0')}`);
+    for (let round = 0; round < 4; round++) {
+      for (const [i, id] of ids.entries()) {
+        if ((i + round) % 3 !== 0) await store.appendToStream(id, [{ type: 'A', data: { round, i } }], { expectedRevision: 'any' });
+      }
+    }
+    const read = await readByStream(store, 'user-', 37);
+    const expected = (await store.readAll({ maxCount: 10_000 })).sort((x, y) => (x.streamId === y.streamId ? x.revision - y.revision : x.streamId < y.streamId ? -1 : 1));
+    t.same(
+      read.map((e) => [e.streamId, e.revision, e.position, e.data]),
+      expected.map((e) => [e.streamId, e.revision, e.position, e.data]),
+    );
   });
 });

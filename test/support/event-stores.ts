@@ -52,3 +52,6 @@ export const eventStoreKinds: Array<{ name: string; open(t: Test): Promise<Event
     },
   },
 ];
+
+/** The store as one that reads its log only in order of position (as EventStoreDB's $all): a replay then takes that path. */
+export const inPositionOrderOnly = (store: EventStore): EventStore => ({ ...store, readAllByStream: undefined });
