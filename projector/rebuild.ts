@@ -273,9 +273,9 @@ export function userDataRebuild(deps: {
       phase = 'catching up (paused)';
       await replay();
       await flush();
-      if (events === 0 && (await shadow.count(projectionName)) > 0) {
-        // Far likelier a wrong EVENTSTORE_URL / DATA_DIR than a log that lost every event.
-        throw new Error('the event store holds no events but USER_DATA has rows; not replacing it with an empty table');
+      if (rows.created === 0 && (await shadow.count(projectionName)) > 0) {
+        // Far likelier a wrong EVENTSTORE_URL / DATA_DIR than a log that lost every user.
+        throw new Error('the event store holds no users but USER_DATA has rows (a wrong EVENTSTORE_URL or DATA_DIR?); not replacing it with an empty table');
       }
       phase = 'swapping';
       report();

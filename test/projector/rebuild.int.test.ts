@@ -229,7 +229,11 @@ forEachReadDb(t, async (t, db) => {
     t.same(await tableRows(db), await expectedRows(store));
 
     const before = await tableRows(db);
-    await t.rejects(userDataRebuild({ store: inMemoryEventStore(), db, logger }).run(), { message: /holds no events/ });
+    await t.rejects(userDataRebuild({ store: inMemoryEventStore(), db, logger }).run(), { message: /holds no users/ });
+    // A log of other streams only (another service's store, say) is no better.
+    const foreign = inMemoryEventStore();
+    await foreign.appendToStream('order-1', [{ type: 'OrderPlaced', data: {} }], { expectedRevision: 'no_stream' });
+    for (const replay of replays) await t.rejects(userDataRebuild({ store: replay.store(foreign), db, logger }).run(), { message: /holds no users/ });
     t.same(await tableRows(db), before);
     await assertNoLeftovers(t, db);
   });
