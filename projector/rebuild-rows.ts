@@ -75,12 +75,12 @@ export function rebuildRows(deps: {
   // Complete rows wait for a write of a good size, never more than `maxRows` of them.
   const rowsPerWrite = Math.min(maxRows, writeBehind?.batchRows ?? Math.max(100, Math.floor(maxRows / 20)));
 
-  async function write(batch: UserRow[], position: string | undefined): Promise<void> {
+  /** Writes rows; `newRows` when none of them can be in the shadow yet (it is empty, or each row is written once). */
+  async function write(batch: UserRow[], position: string | undefined, newRows = shadowEmpty): Promise<void> {
     batch.sort(byId);
-    const empty = shadowEmpty;
     if (batch.length > 0) shadowEmpty = false;
     written += batch.length;
-    await shadow.write(batch, position, { empty });
+    await shadow.write(batch, position, { newRows });
   }
 
   async function settle(): Promise<void> {
@@ -151,7 +151,8 @@ export function rebuildRows(deps: {
     await settle();
     const batch = complete;
     complete = [];
-    const writing = write(batch, position);
+    // Stream after stream, every row is written once, into a shadow that was empty when the read began.
+    const writing = write(batch, position, true);
     writing.catch(() => {});
     inFlight = writing;
   }

@@ -61,7 +61,7 @@ const tupleOf = (r: UserRow): string =>
  * driver's own escape, cheaper than the query builder), the next statement
  * built while the database runs the previous one.
  */
-async function writeMariaDb(trx: Knex.Transaction, rows: readonly UserRow[], empty: boolean): Promise<void> {
+async function writeMariaDb(trx: Knex.Transaction, rows: readonly UserRow[], newRows: boolean): Promise<void> {
   let inFlight: Promise<unknown> | undefined;
   for (let i = 0; i < rows.length; ) {
     const values: string[] = [];
@@ -72,7 +72,7 @@ async function writeMariaDb(trx: Knex.Transaction, rows: readonly UserRow[], emp
       values.push(tuple);
       bytes += tuple.length;
     }
-    const statement = trx.raw(`${insertHead}${values.join(',')}${empty ? '' : upsertTail}`).then(() => undefined);
+    const statement = trx.raw(`${insertHead}${values.join(',')}${newRows ? '' : upsertTail}`).then(() => undefined);
     // Handled below when awaited; this keeps a failure from being reported as unhandled meanwhile.
     statement.catch(() => {});
     await inFlight;
@@ -144,26 +144,26 @@ export function shadowUserData(db: Knex) {
 
     /**
      * Writes rows (sorted by ID, so InnoDB appends to its clustered index) in one
-     * transaction with the rebuild's own checkpoint. Into an empty shadow a plain
-     * INSERT does; later writes upsert, since some rows were written before.
+     * transaction with the rebuild's own checkpoint. Rows none of which is in the
+     * shadow yet (`newRows`) take a plain INSERT; others upsert.
      */
-    async write(rows: readonly UserRow[], position: string | undefined, options: { empty: boolean }): Promise<void> {
+    async write(rows: readonly UserRow[], position: string | undefined, options: { newRows: boolean }): Promise<void> {
       if (mariadb && rows.length >= 2 * parallelFrom) {
         // A big write (the last one before the handover, when nothing else is left to
         // overlap it with) goes over two connections, each its own range of IDs, so the
         // server can use two cores. The checkpoint follows once both committed; a run that
         // fails in between drops the shadow anyway.
         const half = Math.ceil(rows.length / 2);
-        await Promise.all([rows.slice(0, half), rows.slice(half)].map((part) => db.transaction((trx) => writeMariaDb(trx, part, options.empty))));
+        await Promise.all([rows.slice(0, half), rows.slice(half)].map((part) => db.transaction((trx) => writeMariaDb(trx, part, options.newRows))));
         if (position !== undefined) await setCheckpoint(db, shadowName, position);
         return;
       }
       await db.transaction(async (trx) => {
-        if (mariadb) await writeMariaDb(trx, rows, options.empty);
+        if (mariadb) await writeMariaDb(trx, rows, options.newRows);
         else {
           for (let i = 0; i < rows.length; i += rowsPerStatement) {
             const chunk = rows.slice(i, i + rowsPerStatement);
-            if (options.empty) await trx(shadowName).insert(chunk);
+            if (options.newRows) await trx(shadowName).insert(chunk);
             else await trx(shadowName).insert(chunk).onConflict('ID_USER_DATA').merge();
           }
         }
