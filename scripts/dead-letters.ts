@@ -6,6 +6,7 @@ import { quarantine, type Release } from '../projector/quarantine.js';
 import { migrateReadDb } from '../projector/read-db-migrations.js';
 import { loadConfig } from '../shared/config.js';
 import { openReadDb } from '../shared/read-db.js';
+import { integerOption } from './options.js';
 
 const usage = `Usage: npm run dead-letters -- <command> [options]
 
@@ -46,8 +47,7 @@ function parseCommand(argv: string[]) {
   const [command, argument, ...rest] = positionals;
   if (values.help) return { command: 'help' as const };
   if (rest.length > 0) throw new UsageError(`unexpected arguments: ${rest.join(' ')}`);
-  const limit = values.limit === undefined ? 100 : Number(values.limit);
-  if (!Number.isInteger(limit) || limit < 1 || limit > 10_000) throw new UsageError('--limit must be an integer from 1 to 10000');
+  const limit = integerOption('--limit', values.limit, { fallback: 100, max: 10_000 });
   switch (command) {
     case 'list':
       if (argument !== undefined) throw new UsageError('list takes no argument (use --stream)');

@@ -8,6 +8,7 @@ import { loadConfig } from '../shared/config.js';
 import { StoreUnavailableError } from '../shared/errors.js';
 import { openEventStore } from '../shared/event-store/open-event-store.js';
 import { openReadDb } from '../shared/read-db.js';
+import { integerOption } from './options.js';
 import { rebuildProgress, type ProgressView } from './rebuild/progress.js';
 
 const usage = `Usage: npm run rebuild -- [--verify] [--dry-run] [--batch-size N] [--max-rows N]
@@ -30,12 +31,6 @@ Exit codes: 0 done, 1 failed (e.g. store or DB unreachable), 2 bad usage,
 
 const exitCodes = { ok: 0, failed: 1, usage: 2, differences: 3, locked: 4, interrupted: 130 } as const;
 
-function positiveInteger(name: string, value: string | undefined, fallback: number, min = 1): number {
-  if (value === undefined || value === '') return fallback;
-  if (!/^\d+$/.test(value) || Number(value) < min) throw new Error(`${name} must be an integer >= ${min}, got ${JSON.stringify(value)}`);
-  return Number(value);
-}
-
 function parseOptions(argv: string[]) {
   const { values } = parseArgs({
     args: argv,
@@ -53,17 +48,17 @@ function parseOptions(argv: string[]) {
     help: values.help,
     verify: values.verify,
     dryRun: values['dry-run'],
-    batchSize: positiveInteger('--batch-size', values['batch-size'], 5000),
-    maxRowsInMemory: positiveInteger('--max-rows', values['max-rows'], 200_000),
+    batchSize: integerOption('--batch-size', values['batch-size'], { fallback: 5000 }),
+    maxRowsInMemory: integerOption('--max-rows', values['max-rows'], { fallback: 200_000 }),
   };
 }
 
 /** Tuning knobs from the environment (the rest of the configuration is loadConfig's). */
 function knobs(env: NodeJS.ProcessEnv) {
   return {
-    heartbeatMs: positiveInteger('REBUILD_HEARTBEAT_MS', env.REBUILD_HEARTBEAT_MS, 5000, 10),
-    pauseMs: positiveInteger('REBUILD_PAUSE_MS', env.REBUILD_PAUSE_MS, 30_000, 100),
-    pageDelayMs: positiveInteger('REBUILD_PAGE_DELAY_MS', env.REBUILD_PAGE_DELAY_MS, 0, 0),
+    heartbeatMs: integerOption('REBUILD_HEARTBEAT_MS', env.REBUILD_HEARTBEAT_MS, { fallback: 5000, min: 10 }),
+    pauseMs: integerOption('REBUILD_PAUSE_MS', env.REBUILD_PAUSE_MS, { fallback: 30_000, min: 100 }),
+    pageDelayMs: integerOption('REBUILD_PAGE_DELAY_MS', env.REBUILD_PAGE_DELAY_MS, { fallback: 0, min: 0 }),
   };
 }
 
