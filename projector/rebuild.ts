@@ -318,6 +318,8 @@ export function userDataRebuild(deps: {
       // store can read so, then in order of position from where that stopped.
       const followLive = options.verify === true;
       if (store.readAllByStream) {
+        // Any position splits the log exactly (at or before it, stream after stream; after it,
+        // in order of position), so a head that is already stale costs time, never rows.
         const until = (followLive ? await liveLogPosition() : undefined) ?? (await store.headPosition?.());
         if (until !== undefined) await replayByStream(until);
       }
