@@ -83,6 +83,14 @@ export function rebuildRows(deps: {
     await shadow.write(batch, position, { newRows });
   }
 
+  /** Starts a write the fold does not wait for; settle() awaits it. */
+  function writeInBackground(batch: UserRow[], position: string | undefined, newRows?: boolean): void {
+    const writing = write(batch, position, newRows);
+    // Awaited by settle(); meanwhile a failure must not count as unhandled.
+    writing.catch(() => {});
+    inFlight = writing;
+  }
+
   async function settle(): Promise<void> {
     const writing = inFlight;
     inFlight = undefined;
@@ -112,10 +120,7 @@ export function rebuildRows(deps: {
       queue = queue.slice(head);
       head = 0;
     }
-    const writing = write(batch, undefined);
-    // Awaited by settle(); meanwhile a failure must not count as unhandled.
-    writing.catch(() => {});
-    inFlight = writing;
+    writeInBackground(batch, undefined);
   }
 
   /**
@@ -152,9 +157,7 @@ export function rebuildRows(deps: {
     const batch = complete;
     complete = [];
     // Stream after stream, every row is written once, into a shadow that was empty when the read began.
-    const writing = write(batch, position, true);
-    writing.catch(() => {});
-    inFlight = writing;
+    writeInBackground(batch, position, true);
   }
 
   function apply(event: UserEvent, revision: number): void {

@@ -161,6 +161,15 @@ export function userDataRebuild(deps: {
 
     const flush = () => timed('writeMs', () => rows.flush(position?.toString()));
 
+    /**
+     * The configured sleep between reads of the log, or at least one turn of the event
+     * loop: a synchronous store never lets it turn, and background writes need it to.
+     */
+    const betweenPages = async () => {
+      if (pageDelayMs > 0) await sleep(pageDelayMs, undefined, signal ? { signal } : {});
+      else await new Promise((resolve) => setImmediate(resolve));
+    };
+
     /** Folds the log from where it got to, up to `until` (inclusive) or the head; returns how many events it read. */
     async function replay(until?: bigint): Promise<number> {
       let count = 0;
@@ -205,9 +214,7 @@ export function userDataRebuild(deps: {
         events += page.length;
         report();
         if (reached || atHead) return count;
-        // A synchronous store never lets the event loop turn; background writes need it to.
-        if (pageDelayMs > 0) await sleep(pageDelayMs, undefined, signal ? { signal } : {});
-        else await new Promise((resolve) => setImmediate(resolve));
+        await betweenPages();
       }
     }
 
@@ -226,8 +233,7 @@ export function userDataRebuild(deps: {
           await timed('foldMs', () => rows.foldByStream(page));
           events += page.length;
           report();
-          if (pageDelayMs > 0) await sleep(pageDelayMs, undefined, signal ? { signal } : {});
-          else await new Promise((resolve) => setImmediate(resolve));
+          await betweenPages();
         }
       } finally {
         // Stops the store's reading ahead when the run stops early.
