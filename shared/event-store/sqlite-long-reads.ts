@@ -204,8 +204,14 @@ export function logReader(file: string, allSql: string, toError: (error: unknown
   const listeners = new Map<number, (reply: Reply | Error) => void>();
   const replyError = (error: NonNullable<Reply['error']>) => toError(Object.assign(new Error(error.message), { code: error.code }));
   worker.on('message', (reply: Reply) => listeners.get(reply.id)?.(reply));
-  worker.on('error', (error) => {
-    for (const listener of [...listeners.values()]) listener(toError(error));
+  const failAll = (error: Error) => {
+    for (const listener of [...listeners.values()]) listener(error);
+  };
+  worker.on('error', (error) => failAll(toError(error)));
+  // A reader gone for any other reason must not leave a read waiting for ever.
+  worker.on('exit', (code) => {
+    if (!closed) failAll(new Error(`embedded event store: the log reader stopped (exit code ${code})`));
+    closed = true;
   });
 
   return {
@@ -256,7 +262,7 @@ export function logReader(file: string, allSql: string, toError: (error: unknown
 
     async close(): Promise<void> {
       closed = true;
-      for (const listener of [...listeners.values()]) listener(new Error('embedded event store closed'));
+      failAll(new Error('embedded event store closed'));
       await worker.terminate();
     },
   };
