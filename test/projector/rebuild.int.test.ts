@@ -10,7 +10,7 @@ import { eventStoreFeed, globalLogSource } from '../../shared/event-feed/event-s
 import { inMemoryEventStore } from '../../shared/event-store/in-memory-event-store.js';
 import type { EventStore } from '../../shared/event-store/port.js';
 import { userStreamId } from '../../shared/user-events.js';
-import { inPositionOrderOnly } from '../support/event-stores.js';
+import { inPositionOrderOnly, openEmbeddedStoreReadOnWorker } from '../support/event-stores.js';
 import { forEachReadDb } from '../support/read-dbs.js';
 import { commandsOver, expectedRows, seedUsers, tableRows, waitFor } from '../support/seed.js';
 
@@ -20,6 +20,12 @@ const logger = pino({ level: 'silent' });
 const replays = [
   { name: 'stream after stream', byStream: true, store: (store: EventStore) => store },
   { name: 'in order of position', byStream: false, store: inPositionOrderOnly },
+];
+const inMemory = () => Promise.resolve(inMemoryEventStore());
+/** The cases above on the store in memory; the first also on the embedded store as `npm run rebuild` opens it. */
+const whileWritesOn = [
+  ...replays.map((replay) => ({ ...replay, open: inMemory })),
+  { name: 'stream after stream, embedded store read on a worker thread', byStream: true, store: (store: EventStore) => store, open: openEmbeddedStoreReadOnWorker },
 ];
 
 const head = async (store: EventStore) => (await store.readAll({ maxCount: 1_000_000 })).at(-1)?.position.toString();
@@ -55,9 +61,9 @@ forEachReadDb(t, async (t, db) => {
     await db('PROJECTION_CHECKPOINT').del();
   });
 
-  for (const replay of replays) {
+  for (const replay of whileWritesOn) {
     await t.test(`while writes and the live projector run: the table equals a fold of the log, every write once (${replay.name})`, async (t) => {
-      const store = inMemoryEventStore();
+      const store = await replay.open(t);
       const commands = commandsOver(store);
       await seedUsers(commands, 60);
       const { projector, caughtUp } = await liveProjector(t, db, store);
@@ -109,6 +115,9 @@ forEachReadDb(t, async (t, db) => {
       await assertNoLeftovers(t, db);
     });
 
+  }
+
+  for (const replay of replays) {
     await t.test(`after corruption: --verify reports it, a dry run changes nothing, a rebuild restores the table (${replay.name})`, async (t) => {
       const store = inMemoryEventStore();
       const commands = commandsOver(store);

@@ -8,6 +8,17 @@ import type { EventStore } from '../../shared/event-store/port.js';
 import { sqliteEventStore } from '../../shared/event-store/sqlite-event-store.js';
 import { startEsdbTestServer } from './esdb-test-server.js';
 
+/** The embedded store as the rebuild opens it (long reads on a worker thread), empty, closed in teardown. */
+export async function openEmbeddedStoreReadOnWorker(t: Test): Promise<EventStore> {
+  const dir = await mkdtemp(join(tmpdir(), 'users-es-'));
+  const store = sqliteEventStore({ file: join(dir, 'events.sqlite'), pollMs: 5, readAllInWorker: true });
+  t.teardown(async () => {
+    await store.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+  return store;
+}
+
 /** Every event store backend, each opened empty and closed in teardown. */
 export const eventStoreKinds: Array<{ name: string; open(t: Test): Promise<EventStore> }> = [
   {
@@ -26,19 +37,7 @@ export const eventStoreKinds: Array<{ name: string; open(t: Test): Promise<Event
       return store;
     },
   },
-  {
-    // The rebuild's way of opening it: reads of the log on a worker thread.
-    name: 'embedded SQLite, reading on a worker thread',
-    async open(t) {
-      const dir = await mkdtemp(join(tmpdir(), 'users-es-'));
-      const store = sqliteEventStore({ file: join(dir, 'events.sqlite'), pollMs: 5, readAllInWorker: true });
-      t.teardown(async () => {
-        await store.close();
-        await rm(dir, { recursive: true, force: true });
-      });
-      return store;
-    },
-  },
+  { name: 'embedded SQLite, reading on a worker thread', open: openEmbeddedStoreReadOnWorker },
   {
     name: 'EventStoreDB (gRPC test server)',
     async open(t) {
