@@ -21,8 +21,13 @@ export interface RebuildProgress {
   phase: RebuildPhase;
   /** Events read from the log so far. */
   events: number;
-  /** Log position of the last event read. */
+  /** Log position of the last event read (none while the log is read stream after stream). */
   position: bigint | undefined;
+  /**
+   * While the log is read stream after stream: about how many events that read
+   * holds (the user streams' share of the log, sampled), for a progress display.
+   */
+  expected?: number;
 }
 
 export interface RebuildOptions {
@@ -150,7 +155,8 @@ export function userDataRebuild(deps: {
       }
     };
 
-    const report = () => options.onProgress?.({ phase, events, position });
+    let expected: number | undefined;
+    const report = () => options.onProgress?.({ phase, events, position, ...(expected === undefined ? {} : { expected }) });
 
     /** Between pages: stop when asked or when the lock is gone; keep our pause alive. */
     async function checkpoint(): Promise<void> {
@@ -224,6 +230,8 @@ export function userDataRebuild(deps: {
      */
     async function replayByStream(until: bigint): Promise<void> {
       const pages = store.readAllByStream!({ streamPrefix: userStreamPrefix, until, pageSize: batchSize })[Symbol.asyncIterator]();
+      // Only the user streams are read: the log's head would overstate what is to come.
+      if (options.onProgress) expected = await sampledUserEvents(until);
       try {
         for (;;) {
           await checkpoint();
@@ -240,7 +248,27 @@ export function userDataRebuild(deps: {
         await pages.return?.();
       }
       position = until;
+      expected = undefined;
       await timed('writeMs', () => rows.endByStream(until.toString()));
+    }
+
+    /**
+     * About how many events of the user streams the log holds up to `until`: their
+     * share of a few short pages spread over it, times `until` (the stores that read
+     * stream after stream number their events consecutively).
+     */
+    async function sampledUserEvents(until: bigint): Promise<number | undefined> {
+      const samples = 8n;
+      let seen = 0;
+      let ofUsers = 0;
+      for (let i = 0n; i < samples; i++) {
+        for (const e of await store.readAll({ after: (until * i) / samples, maxCount: 250 })) {
+          if (e.position > until) break;
+          seen += 1;
+          if (e.streamId.startsWith(userStreamPrefix)) ofUsers += 1;
+        }
+      }
+      return seen === 0 ? undefined : Math.round((Number(until) * ofUsers) / seen);
     }
 
     const liveLogPosition = async () => toPosition((await readCheckpoints(db)).get(globalLogSource));

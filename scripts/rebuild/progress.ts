@@ -13,8 +13,9 @@ export interface ProgressView {
  * on a terminal, a plain line every few seconds otherwise. The total is
  * estimated from log positions: the store's head position scaled by how many
  * events the positions passed so far held (exact for the embedded store, whose
- * positions count events; an estimate for EventStoreDB's byte offsets). Without
- * a head position only what is done is shown.
+ * positions count events; an estimate for EventStoreDB's byte offsets). While
+ * the log is read stream after stream, the rebuild's own estimate of that read
+ * (`expected`) stands in. Without either only what is done is shown.
  */
 export async function rebuildProgress(deps: {
   stream: NodeJS.WriteStream;
@@ -31,6 +32,7 @@ export async function rebuildProgress(deps: {
   headTimer.unref();
   const speed = () => Math.round(last.events / Math.max(0.001, (performance.now() - started) / 1000));
   const total = () => {
+    if (last.expected !== undefined) return Math.max(last.events, last.expected);
     if (head === undefined) return undefined;
     if (last.position === undefined || last.position <= 0n) return Number(head);
     return Math.max(last.events, Math.round((last.events * Number(head)) / Number(last.position)));

@@ -4,7 +4,7 @@ import t, { type Test } from 'tap';
 import { v7 as uuidv7 } from 'uuid';
 import { readCheckpoints } from '../../projector/apply-batch.js';
 import { userProjector } from '../../projector/projector.js';
-import { userDataRebuild } from '../../projector/rebuild.js';
+import { userDataRebuild, type RebuildProgress } from '../../projector/rebuild.js';
 import { shadowUserData } from '../../projector/shadow-table.js';
 import { eventStoreFeed, globalLogSource } from '../../shared/event-feed/event-store-feed.js';
 import { inMemoryEventStore } from '../../shared/event-store/in-memory-event-store.js';
@@ -176,6 +176,25 @@ forEachReadDb(t, async (t, db) => {
       await assertNoLeftovers(t, db);
     });
   }
+
+  await t.test("progress, read stream after stream: the total expected is the user streams' share of the log", async (t) => {
+    const store = inMemoryEventStore();
+    await seedUsers(commandsOver(store), 60);
+    const log = await store.readAll({ maxCount: 100_000 });
+    const userEvents = log.filter((e) => e.streamId.startsWith('user-')).length;
+    t.ok(userEvents < log.length * 0.9, `the log holds other streams' events too (${log.length - userEvents} of ${log.length})`);
+    const seen: RebuildProgress[] = [];
+    await userDataRebuild({ store, db, logger }).run({ batchSize: 20, onProgress: (p) => seen.push({ ...p }) });
+    const byStream = seen.filter((p) => p.expected !== undefined);
+    t.ok(byStream.length >= userEvents / 20, `reported page by page while reading stream after stream (${byStream.length})`);
+    const expected = byStream[0]!.expected!;
+    t.ok(Math.abs(expected - userEvents) <= userEvents * 0.1, `expected ${expected}, read ${userEvents}`);
+    t.equal(byStream.at(-1)!.events, userEvents, "that read held exactly the user streams' events");
+    t.ok(
+      seen.slice(seen.indexOf(byStream.at(-1)!) + 1).every((p) => p.expected === undefined),
+      'afterwards the log position serves again',
+    );
+  });
 
   await t.test('only one rebuild at a time; a stale lock is taken over with its leftovers', async (t) => {
     const store = inMemoryEventStore();
