@@ -129,7 +129,7 @@ function readOn(id) {
       const [text, count, invalid] = pageText.get(...params);
       const next = count === BigInt(cursor.pageSize) ? pageLast.get(...params) : undefined;
       const page = invalid ? { rows: pageRows.all(...params) } : { text: count > 0n ? text : '[]' };
-      parentPort.postMessage({ id, page, next, last: !next });
+      parentPort.postMessage({ id, page, next });
       if (!next) {
         cursors.delete(id);
         return;
@@ -178,9 +178,8 @@ type Reply = {
   id: number;
   rows?: unknown[][];
   page?: { text?: string; rows?: LoggedTuple[] };
-  /** Where the next page starts (the page's last event in SQLite's order), when there is one. */
+  /** Where the next page starts (the page's last event in SQLite's order); none after the last page. */
   next?: [streamId: string, revision: bigint];
-  last?: boolean;
   error?: { message: string; code?: string };
 };
 
@@ -247,12 +246,12 @@ export function logReader(file: string, allSql: string, toError: (error: unknown
           const reply = replies.shift()!;
           if (reply instanceof Error) throw reply;
           if (reply.error) throw replyError(reply.error);
-          if (!reply.last) worker.postMessage({ id, kind: 'more' });
+          if (reply.next) worker.postMessage({ id, kind: 'more' });
           // Rows come instead of text when some data is not valid JSON: parsed one by one, that fails as any read would.
           const { text, rows } = reply.page ?? {};
           const events = rows ? rows.map(toLogged) : eventsOfText(text ?? '[]', reply.next);
           if (events.length > 0) yield events;
-          if (reply.last) return;
+          if (!reply.next) return;
         }
       } finally {
         listeners.delete(id);
