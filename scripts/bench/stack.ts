@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { openSync } from 'node:fs';
 import { mkdtemp } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -17,9 +18,15 @@ function freePort(): Promise<number> {
   });
 }
 
-/** Starts `npm start`'s process tree on fresh data and free ports, for a benchmark. */
-export async function startStack(extraEnv: Record<string, string> = {}) {
+/**
+ * Starts `npm start`'s process tree on fresh data and free ports, for a
+ * benchmark: LOG_LEVEL warn and no rate limit unless `extraEnv` says otherwise.
+ * With `logFile`, the roles' logs go to that file in the data dir (as to a log
+ * collector) instead of this terminal.
+ */
+export async function startStack(extraEnv: Record<string, string> = {}, options: { logFile?: string } = {}) {
   const dataDir = await mkdtemp(join(tmpdir(), 'users-bench-'));
+  const stdout = options.logFile ? openSync(join(dataDir, options.logFile), 'a') : 'inherit';
   const commandPort = await freePort();
   const queryPort = await freePort();
   const child: ChildProcess = spawn(
@@ -28,7 +35,7 @@ export async function startStack(extraEnv: Record<string, string> = {}) {
     {
       // Rate limiting off: the load comes from one client on purpose.
       env: { ...process.env, LOG_LEVEL: 'warn', RATE_LIMIT_PER_MINUTE: '0', DATA_DIR: dataDir, COMMAND_PORT: `${commandPort}`, QUERY_PORT: `${queryPort}`, ...extraEnv },
-      stdio: ['ignore', 'inherit', 'inherit'],
+      stdio: ['ignore', stdout, 'inherit'],
     },
   );
   const write = `http://127.0.0.1:${commandPort}`;

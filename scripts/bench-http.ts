@@ -1,0 +1,194 @@
+import autocannon from 'autocannon';
+import { spawn } from 'node:child_process';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import knexFactory from 'knex';
+import { percentile, startStack } from './bench/stack.js';
+
+/**
+ * The request paths against bare Fastify, measured in the same run:
+ *  - a bare Fastify process (hello-world GET, JSON-echo POST) as the baseline;
+ *  - `npm start`'s process tree on fresh data, with the embedded read DB and with
+ *    MariaDB (`MARIADB_URL`, default mysql://root@127.0.0.1:3306, a fresh
+ *    `queries_bench_http_<random>` database dropped afterwards; BENCH_MARIADB=0
+ *    leaves it out).
+ * Each path runs BENCH_SECONDS (10) at BENCH_CONNECTIONS (32) after a 2 s warm-up,
+ * BENCH_RUNS (3) times, bare and service in turn; the medians are printed with
+ * each path's ratio to its bare counterpart. Settings changed from `npm start`'s
+ * defaults: RATE_LIMIT_PER_MINUTE=0 (the load comes from one address), fresh
+ * DATA_DIR and ports; logs at the default level (info) go to a file.
+ * BENCH_PROFILE_DIR=<dir> profiles every process of the stack as `--cpu-prof`
+ * would (`bench/cpu-profile.mjs`; one .cpuprofile per process, written when it stops; open it in Chrome DevTools'
+ * Performance panel or speedscope). Prints figures; asserts nothing.
+ */
+const seconds = Number(process.env.BENCH_SECONDS ?? 10);
+const connections = Number(process.env.BENCH_CONNECTIONS ?? 32);
+const runs = Number(process.env.BENCH_RUNS ?? 3);
+const seedUsers = Number(process.env.BENCH_USERS ?? 2000);
+/** BENCH_PATHS=get,list,post runs only those paths. */
+const only = process.env.BENCH_PATHS?.split(',');
+const mariadbUrl = (process.env.MARIADB_URL ?? 'mysql://root@127.0.0.1:3306').replace(/\/$/, '');
+
+interface Figures {
+  rps: number;
+  p50: number;
+  p99: number;
+  non2xx: number;
+  errors: number;
+}
+
+type Request = NonNullable<autocannon.Options['requests']>[number];
+
+async function load(url: string, request: Request, duration: number): Promise<Figures> {
+  const result = await autocannon({ url, connections, duration, requests: [request] });
+  return {
+    rps: result.requests.average,
+    p50: result.latency.p50,
+    p99: result.latency.p99,
+    non2xx: result.non2xx,
+    errors: result.errors,
+  };
+}
+
+async function measure(url: string, request: Request): Promise<Figures> {
+  await load(url, request, 2);
+  return load(url, request, seconds);
+}
+
+async function startBare() {
+  const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('bench/bare-fastify.ts', import.meta.url))], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const port = await new Promise<number>((resolve, reject) => {
+    child.stdout.once('data', (chunk: Buffer) => resolve(Number(chunk.toString().trim())));
+    child.once('exit', (code) => reject(new Error(`bare Fastify exited (${code})`)));
+  });
+  return {
+    url: `http://127.0.0.1:${port}`,
+    stop: () => new Promise<void>((resolve) => (child.once('exit', () => resolve()), child.kill('SIGTERM'))),
+  };
+}
+
+const json = { 'content-type': 'application/json' };
+const newUser = (request: autocannon.Request) => {
+  const tag = randomUUID();
+  return { ...request, body: JSON.stringify({ name: `Bench ${tag}`, email: `${tag}@bench.example.org` }) };
+};
+const pick = <T>(items: readonly T[]): T => items[Math.floor(Math.random() * items.length)]!;
+
+async function seed(write: string, read: string, count: number) {
+  const users: { id: string; email: string }[] = [];
+  let last = '';
+  for (let i = 0; i < count; i += 32) {
+    await Promise.all(
+      Array.from({ length: Math.min(32, count - i) }, async (_, j) => {
+        const email = `seed${i + j}.${randomUUID()}@bench.example.org`;
+        const response = await fetch(`${write}/users`, { method: 'POST', headers: json, body: JSON.stringify({ name: `Seed ${i + j}`, email }) });
+        const body = (await response.json()) as { id: string; consistencyToken: string };
+        users.push({ id: body.id, email });
+        last = body.consistencyToken;
+      }),
+    );
+  }
+  // Every seeded row readable before the reads are timed.
+  for (const user of users) {
+    const response = await fetch(`${read}/users/${user.id}`, { headers: { 'consistency-token': last } });
+    if (response.status !== 200) throw new Error(`seeded user ${user.id} not readable: ${response.status}`);
+  }
+  return users;
+}
+
+type Path = 'GET /users/:id' | 'GET /users?email=' | 'POST /users';
+type Row = { path: Path; bare: Figures[]; service: Figures[] };
+
+async function benchStack(label: string, env: Record<string, string>, bareUrl: () => string, rows: Row[]) {
+  const profile = process.env.BENCH_PROFILE_DIR;
+  const preload = fileURLToPath(new URL('bench/cpu-profile.mjs', import.meta.url));
+  const profiling: Record<string, string> = profile ? { NODE_OPTIONS: `--import=${preload}`, CPU_PROFILE_DIR: `${profile}/${label}` } : {};
+  const stack = await startStack({ LOG_LEVEL: 'info', ...profiling, ...env }, { logFile: 'service.log' });
+  try {
+    const users = await seed(stack.write, stack.read, seedUsers);
+    const paths: { path: Path; bare: Request; service: Request; url: string }[] = [
+      {
+        path: 'GET /users/:id',
+        bare: { method: 'GET', path: '/hello' },
+        service: { method: 'GET', setupRequest: (r) => ({ ...r, path: `/users/${pick(users).id}` }) },
+        url: stack.read,
+      },
+      {
+        path: 'GET /users?email=',
+        bare: { method: 'GET', path: '/hello' },
+        service: { method: 'GET', setupRequest: (r) => ({ ...r, path: `/users?email=${encodeURIComponent(pick(users).email)}` }) },
+        url: stack.read,
+      },
+      {
+        path: 'POST /users',
+        bare: { method: 'POST', path: '/echo', headers: json, setupRequest: newUser },
+        service: { method: 'POST', path: '/users', headers: json, setupRequest: newUser },
+        url: stack.write,
+      },
+    ];
+    const keys: Record<Path, string> = { 'GET /users/:id': 'get', 'GET /users?email=': 'list', 'POST /users': 'post' };
+    for (const { path, bare, service, url } of paths.filter((p) => !only || only.includes(keys[p.path]))) {
+      const row: Row = { path, bare: [], service: [] };
+      for (let run = 0; run < runs; run++) {
+        row.bare.push(await measure(bareUrl(), bare));
+        row.service.push(await measure(url, service));
+        const s = row.service[row.service.length - 1]!;
+        const b = row.bare[row.bare.length - 1]!;
+        console.log(
+          `  [${label}] ${path} run ${run + 1}: ${Math.round(s.rps)} req/s p99 ${s.p99} ms` +
+            ` (bare ${Math.round(b.rps)} req/s p99 ${b.p99} ms; ratio ${(s.rps / b.rps).toFixed(2)})` +
+            (s.non2xx || s.errors ? ` non-2xx ${s.non2xx}, errors ${s.errors}` : ''),
+        );
+      }
+      rows.push(row);
+    }
+  } finally {
+    await stack.stop();
+  }
+}
+
+const median = (values: number[]) => percentile([...values].sort((a, b) => a - b), 50);
+
+function report(label: string, rows: Row[]) {
+  console.log(`\n${label}: medians over ${runs} runs of ${seconds} s at ${connections} connections`);
+  console.log('| path | req/s | p50 ms | p99 ms | bare req/s | bare p99 ms | ratio (median of per-run ratios) |');
+  console.log('|---|---|---|---|---|---|---|');
+  for (const { path, bare, service } of rows) {
+    const ratios = service.map((s, i) => s.rps / bare[i]!.rps);
+    console.log(
+      `| ${path} | ${Math.round(median(service.map((s) => s.rps)))} | ${median(service.map((s) => s.p50))} | ` +
+        `${median(service.map((s) => s.p99))} | ${Math.round(median(bare.map((b) => b.rps)))} | ${median(bare.map((b) => b.p99))} | ` +
+        `${median(ratios).toFixed(2)} |`,
+    );
+  }
+}
+
+async function main() {
+  const bare = await startBare();
+  try {
+    const embedded: Row[] = [];
+    await benchStack('embedded', {}, () => bare.url, embedded);
+    report('embedded read DB', embedded);
+    if (process.env.BENCH_MARIADB !== '0') {
+      const database = `queries_bench_http_${randomBytes(4).toString('hex')}`;
+      const mariadb: Row[] = [];
+      try {
+        await benchStack('mariadb', { READ_DB_URL: `${mariadbUrl}/${database}` }, () => bare.url, mariadb);
+      } finally {
+        const admin = knexFactory({ client: 'mysql2', connection: mariadbUrl, pool: { min: 0, max: 1 } });
+        await admin.raw('DROP DATABASE IF EXISTS ??', [database]);
+        await admin.destroy();
+      }
+      report('MariaDB read DB', mariadb);
+    }
+  } finally {
+    await bare.stop();
+  }
+}
+
+main().catch((error: unknown) => {
+  console.error(error);
+  process.exit(1);
+});
