@@ -1,18 +1,11 @@
-import { randomUUID } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
-import { ConcurrencyError, StoreUnavailableError } from '../errors.js';
+import { StoreUnavailableError } from '../errors.js';
 import { appendSignal, pollingSubscription } from './log-subscription.js';
+import { groupCommitter } from './sqlite-group-commit.js';
 import { byStreamRowsSql, cursorParams, firstCursor, logReader, toLogged, type LoggedTuple } from './sqlite-long-reads.js';
-import {
-  describeExpected,
-  satisfiesExpected,
-  type EventStore,
-  type EventToAppend,
-  type ExpectedRevision,
-  type RecordedEvent,
-} from './port.js';
+import type { EventStore, RecordedEvent } from './port.js';
 
 /** A row as an array (better-sqlite3's raw mode): cheaper than an object per row on long reads. */
 type EventTuple = [
@@ -108,20 +101,19 @@ export function sqliteEventStore(options: {
   pollMs?: number;
   /** `readAll` and `readAllByStream` on a worker thread (see `logReader`): for long reads such as a rebuild's. */
   readAllInWorker?: boolean;
+  /** How long an append waits for another process's write lock before it fails as unavailable (default 5 s). */
+  busyTimeoutMs?: number;
+  /** Tests only: see `WriterOptions.failCommitsFor`. */
+  failCommitsFor?: readonly string[];
 }): EventStore {
-  if (options.file !== ':memory:') mkdirSync(dirname(options.file), { recursive: true });
+  if (options.file === ':memory:') throw new Error('the embedded event store needs a file: its writer thread opens it too');
+  mkdirSync(dirname(options.file), { recursive: true });
   const db = new Database(options.file);
   db.pragma('journal_mode = WAL');
   db.pragma('synchronous = FULL');
   db.pragma('busy_timeout = 5000');
   db.exec(schema);
 
-  const currentRevision = db
-    .prepare<[string], { revision: number | null }>('SELECT MAX(revision) AS revision FROM events WHERE stream_id = ?');
-  const insert = db.prepare(
-    `INSERT INTO events (event_id, stream_id, revision, type, data, metadata, recorded_at)
-     VALUES (?, ?, ?, ?, ?, ?, ?)`,
-  );
   const selectStream = db
     .prepare<[string, number], EventTuple>(`SELECT ${columns} FROM events WHERE stream_id = ? AND revision >= ? ORDER BY revision`)
     .raw(true);
@@ -129,47 +121,25 @@ export function sqliteEventStore(options: {
   const selectAll = db.prepare<[number | bigint, number], EventTuple>(selectAllSql).raw(true);
   const selectByStream = db.prepare<unknown[], LoggedTuple>(byStreamRowsSql).raw(true);
   selectByStream.safeIntegers(true);
-  const reader = options.readAllInWorker && options.file !== ':memory:' ? logReader(options.file, selectAllSql, translate) : undefined;
+  const reader = options.readAllInWorker ? logReader(options.file, selectAllSql, translate) : undefined;
   selectAll.safeIntegers(true);
   const selectHead = db.prepare<[], { position: bigint | null }>('SELECT MAX(position) AS position FROM events');
   selectHead.safeIntegers(true);
 
-  const append = db.transaction((streamId: string, events: readonly EventToAppend[], expected: ExpectedRevision) => {
-    const current = currentRevision.get(streamId)?.revision ?? -1;
-    if (!satisfiesExpected(expected, current)) {
-      throw new ConcurrencyError(streamId, describeExpected(expected), current);
-    }
-    const recordedAt = new Date().toISOString();
-    let revision = current;
-    let position = 0n;
-    for (const event of events) {
-      revision += 1;
-      const info = insert.run(
-        event.id ?? randomUUID(),
-        streamId,
-        revision,
-        event.type,
-        JSON.stringify(event.data),
-        JSON.stringify(event.metadata ?? {}),
-        recordedAt,
-      );
-      position = BigInt(info.lastInsertRowid);
-    }
-    return { nextExpectedRevision: revision, position };
+  const writer = groupCommitter({
+    file: options.file,
+    busyTimeoutMs: options.busyTimeoutMs ?? 5000,
+    translate,
+    ...(options.failCommitsFor ? { failCommitsFor: options.failCommitsFor } : {}),
   });
-
   const appended = appendSignal();
   const pollMs = options.pollMs ?? 20;
 
   const store: EventStore = {
-    appendToStream(streamId, events, { expectedRevision }) {
-      try {
-        const result = append.immediate(streamId, events, expectedRevision);
-        appended.notify();
-        return Promise.resolve(result);
-      } catch (error) {
-        return Promise.reject(translate(error));
-      }
+    async appendToStream(streamId, events, { expectedRevision }) {
+      const result = await writer.append(streamId, events, expectedRevision);
+      appended.notify();
+      return result;
     },
     readStream(streamId, { fromRevision = 0 } = {}) {
       try {
@@ -221,6 +191,7 @@ export function sqliteEventStore(options: {
       );
     },
     async close() {
+      await writer.close();
       await reader?.close();
       db.close();
     },

@@ -28,6 +28,11 @@ async function take(iterable: AsyncIterable<RecordedEvent>, count: number, predi
 export interface ContractOptions {
   /** Whether it reads the log stream after stream (`readAllByStream`). */
   readsByStream: boolean;
+  /**
+   * For stores that commit appends in groups: a stream id whose appends make the
+   * commit of their whole group fail (a seam the test opened the store with).
+   */
+  commitFailsFor?: string;
 }
 
 export function eventStoreContract(t: Test, open: () => Promise<StoreUnderTest>, options: ContractOptions): void {
@@ -279,4 +284,77 @@ export function eventStoreContract(t: Test, open: () => Promise<StoreUnderTest>,
       );
     }),
   );
+
+  void t.test('concurrent appends to different streams each succeed with their own position', (t) =>
+    withStore(t, async (store) => {
+      const ids = Array.from({ length: 40 }, () => stream());
+      const results = await Promise.all(ids.map((id, n) => store.appendToStream(id, [event(n), event(n + 1)], { expectedRevision: 'no_stream' })));
+      t.ok(results.every((r) => r.nextExpectedRevision === 1), 'each append has its own revisions');
+      t.equal(new Set(results.map((r) => r.position)).size, ids.length, 'and its own position');
+      for (const [n, id] of ids.entries()) {
+        const read = await store.readStream(id);
+        t.same(read.map((e) => e.data), [{ n }, { n: n + 1 }], `${id} holds its own events`);
+        t.equal(read[1]!.position, results[n]!.position, 'the result names its last event');
+      }
+    }),
+  );
+
+  void t.test('concurrent appends to one stream are serialised: each gets a revision of its own', (t) =>
+    withStore(t, async (store) => {
+      const id = stream();
+      const results = await Promise.all(Array.from({ length: 20 }, (_, n) => store.appendToStream(id, [event(n)], { expectedRevision: 'any' })));
+      const read = await store.readStream(id);
+      t.same(read.map((e) => e.revision), Array.from({ length: 20 }, (_, n) => n));
+      t.same(
+        [...results.map((r) => r.nextExpectedRevision)].sort((a, b) => a - b),
+        read.map((e) => e.revision),
+        'every append reports the revision it took',
+      );
+      for (const result of results) {
+        t.same(read[result.nextExpectedRevision]!.position, result.position, 'and the position it took');
+      }
+    }),
+  );
+
+  void t.test('a conflict among concurrent appends fails that append alone', (t) =>
+    withStore(t, async (store) => {
+      const [first, left, conflicted, right] = [stream(), stream(), stream(), stream()];
+      await store.appendToStream(conflicted, [event(0)], { expectedRevision: 'no_stream' });
+      // The first append is in flight while the others arrive: a grouping store commits them together.
+      const results = await Promise.allSettled([
+        store.appendToStream(first, [event(1)], { expectedRevision: 'no_stream' }),
+        store.appendToStream(left, [event(2)], { expectedRevision: 'no_stream' }),
+        store.appendToStream(conflicted, [event(3)], { expectedRevision: 5 }),
+        store.appendToStream(right, [event(4)], { expectedRevision: 'no_stream' }),
+      ]);
+      t.same(results.map((r) => r.status), ['fulfilled', 'fulfilled', 'rejected', 'fulfilled']);
+      t.match((results[2] as PromiseRejectedResult).reason, { name: 'ConcurrencyError', code: 'REVISION_CONFLICT', actual: 0 });
+      t.same((await store.readStream(left)).map((e) => e.data), [{ n: 2 }], 'its neighbours are written');
+      t.same((await store.readStream(right)).map((e) => e.data), [{ n: 4 }]);
+      t.same((await store.readStream(conflicted)).map((e) => e.data), [{ n: 0 }], 'the conflicted stream is unchanged');
+    }),
+  );
+
+  const failing = options.commitFailsFor;
+  if (failing !== undefined) {
+    void t.test('a commit that fails fails every append of its group and writes none of them', (t) =>
+      withStore(t, async (store) => {
+        const [first, left, right] = [stream(), stream(), stream()];
+        const results = await Promise.allSettled([
+          store.appendToStream(first, [event(1)], { expectedRevision: 'no_stream' }),
+          store.appendToStream(left, [event(2)], { expectedRevision: 'no_stream' }),
+          store.appendToStream(failing, [event(3)], { expectedRevision: 'any' }),
+          store.appendToStream(right, [event(4)], { expectedRevision: 'no_stream' }),
+        ]);
+        t.equal(results[0].status, 'fulfilled', 'the group before it committed');
+        const reasons = results.slice(1).map((r) => (r.status === 'rejected' ? (r.reason as Error) : undefined));
+        t.ok(reasons.every((reason) => reason !== undefined), 'every waiter of the failed group gets the error');
+        t.ok(reasons.every((reason) => reason === reasons[0]), 'the same error');
+        t.match(reasons[0], { name: 'StoreUnavailableError', retriable: true });
+        for (const id of [left, failing, right]) t.same(await store.readStream(id), [], `${id}: nothing half-written`);
+        await store.appendToStream(left, [event(5)], { expectedRevision: 'no_stream' });
+        t.same((await store.readStream(left)).map((e) => e.data), [{ n: 5 }], 'the store goes on appending');
+      }),
+    );
+  }
 }

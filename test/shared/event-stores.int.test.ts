@@ -6,6 +6,7 @@ import t from 'tap';
 import { inMemoryEventStore } from '../../shared/event-store/in-memory-event-store.js';
 import type { EventStore, LoggedEvent } from '../../shared/event-store/port.js';
 import { sqliteEventStore } from '../../shared/event-store/sqlite-event-store.js';
+import { groupCommitter } from '../../shared/event-store/sqlite-group-commit.js';
 import { eventStoreContract } from '../contracts/event-store.contract.js';
 
 void t.test('in-memory event store', async (t) => {
@@ -20,10 +21,11 @@ void t.test('embedded SQLite event store', async (t) => {
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   // One file shared by every case, like a long-lived store with history in it.
   const file = join(dir, 'events.sqlite');
+  const commitFailsFor = 'contract-commit-fails';
   eventStoreContract(t, () => {
-    const store = sqliteEventStore({ file, pollMs: 10 });
+    const store = sqliteEventStore({ file, pollMs: 10, failCommitsFor: [commitFailsFor] });
     return Promise.resolve({ store, cleanup: () => store.close() });
-  }, { readsByStream: true });
+  }, { readsByStream: true, commitFailsFor });
 
   void t.test('survives a reopen: what was appended is still there', async (t) => {
     const first = sqliteEventStore({ file: join(dir, 'reopen.sqlite') });
@@ -32,6 +34,41 @@ void t.test('embedded SQLite event store', async (t) => {
     const second = sqliteEventStore({ file: join(dir, 'reopen.sqlite') });
     t.teardown(() => second.close());
     t.same((await second.readStream('s')).map((e) => e.data), [{ v: 1 }]);
+  });
+
+  void t.test('appends wait for another process\'s write lock, and a group that cannot get it fails whole', async (t) => {
+    const shared = join(dir, 'locked.sqlite');
+    const store = sqliteEventStore({ file: shared, busyTimeoutMs: 100 });
+    t.teardown(() => store.close());
+    await store.appendToStream('warm', [{ type: 'A', data: {} }], { expectedRevision: 'no_stream' });
+    // Another connection (as another process would) holds the write lock for longer than the store waits.
+    const other = new Database(shared);
+    other.exec('BEGIN IMMEDIATE');
+    const results = await Promise.allSettled(
+      ['a', 'b', 'c'].map((id) => store.appendToStream(id, [{ type: 'A', data: { id } }], { expectedRevision: 'no_stream' })),
+    );
+    other.exec('ROLLBACK');
+    other.close();
+    t.ok(results.every((r) => r.status === 'rejected'), 'every waiter gets the error');
+    t.match((results[0] as PromiseRejectedResult).reason, { name: 'StoreUnavailableError', retriable: true, message: /SQLITE_BUSY/ });
+    for (const id of ['a', 'b', 'c']) t.same(await store.readStream(id), [], `${id}: nothing written`);
+    const after = await store.appendToStream('a', [{ type: 'A', data: {} }], { expectedRevision: 'no_stream' });
+    t.equal(after.nextExpectedRevision, 0, 'once the lock is free, appends go on');
+  });
+
+  void t.test('a burst of appends shares transactions: appends that arrive during a commit go in the next', async (t) => {
+    const file = join(dir, 'burst.sqlite');
+    await sqliteEventStore({ file }).close(); // creates the schema
+    const writer = groupCommitter({ file, busyTimeoutMs: 5000, translate: (error) => error });
+    t.teardown(() => writer.close());
+    const results = await Promise.all(
+      Array.from({ length: 200 }, (_, n) => writer.append(`burst-${n}`, [{ type: 'A', data: { n } }], 'no_stream')),
+    );
+    t.same(writer.stats(), { groups: 2, appends: 200 }, 'the first append alone (the writer was idle), then the other 199 together');
+    t.equal(new Set(results.map((r) => r.position)).size, 200);
+    const db = new Database(file, { readonly: true });
+    t.teardown(() => db.close());
+    t.equal((db.prepare('SELECT COUNT(*) AS n FROM events').get() as { n: number }).n, 200, 'all on disk');
   });
 
   void t.test('a subscriber in one connection sees appends made through another', async (t) => {

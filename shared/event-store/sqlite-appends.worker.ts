@@ -1,0 +1,81 @@
+import { parentPort, workerData } from 'node:worker_threads';
+import Database from 'better-sqlite3';
+import { describeExpected, satisfiesExpected } from './port.js';
+import type { AppendGroup, AppendOutcome, GroupResult, WriterOptions } from './sqlite-group-commit.js';
+
+/**
+ * The embedded store's writer: owns the write connection and commits each group
+ * of appends it is sent in one transaction (one fsync: synchronous=FULL). Each
+ * append runs under its own savepoint with its own expected-revision check, so a
+ * conflict or a failed insert undoes that append alone; a failure of the
+ * transaction itself (the write lock not had, the commit failing) fails the
+ * whole group and writes nothing.
+ */
+const options = workerData as WriterOptions;
+const db = new Database(options.file);
+db.pragma('journal_mode = WAL');
+db.pragma('synchronous = FULL');
+db.pragma(`busy_timeout = ${options.busyTimeoutMs}`);
+
+const currentRevision = db.prepare<[string], { revision: number | null }>(
+  'SELECT MAX(revision) AS revision FROM events WHERE stream_id = ?',
+);
+const insert = db.prepare<[string, string, number, string, string, string, string]>(
+  `INSERT INTO events (event_id, stream_id, revision, type, data, metadata, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+);
+insert.safeIntegers(true);
+
+const codeOf = (error: unknown): string | undefined => {
+  const code = (error as { code?: unknown }).code;
+  return typeof code === 'string' ? code : undefined;
+};
+const failureOf = (error: unknown) => ({
+  message: error instanceof Error ? error.message : String(error),
+  ...(codeOf(error) ? { code: codeOf(error) } : {}),
+});
+
+function appendOne(append: AppendGroup['appends'][number], recordedAt: string): AppendOutcome {
+  const current = currentRevision.get(append.streamId)?.revision ?? -1;
+  if (!satisfiesExpected(append.expected, current)) {
+    return { kind: 'conflict', expected: describeExpected(append.expected), actual: current };
+  }
+  db.exec('SAVEPOINT append');
+  try {
+    let revision = current;
+    let position = 0n;
+    for (const [eventId, type, data, metadata] of append.events) {
+      revision += 1;
+      position = BigInt(insert.run(eventId, append.streamId, revision, type, data, metadata, recordedAt).lastInsertRowid);
+    }
+    db.exec('RELEASE append');
+    return { kind: 'appended', revision, position };
+  } catch (error) {
+    // A full disk, an I/O error or a lost lock may have ended the transaction: the whole group fails.
+    if (!db.inTransaction || /^SQLITE_(IOERR|FULL|BUSY|NOMEM|CORRUPT|CANTOPEN)/.test(codeOf(error) ?? '')) throw error;
+    db.exec('ROLLBACK TO append');
+    db.exec('RELEASE append');
+    return { kind: 'failed', ...failureOf(error) };
+  }
+}
+
+function commit(group: AppendGroup): GroupResult {
+  try {
+    db.exec('BEGIN IMMEDIATE');
+  } catch (error) {
+    return { id: group.id, failed: failureOf(error) };
+  }
+  try {
+    const recordedAt = new Date().toISOString();
+    const outcomes = group.appends.map((append) => appendOne(append, recordedAt));
+    if (options.failCommitsFor?.some((streamId) => group.appends.some((a) => a.streamId === streamId))) {
+      throw Object.assign(new Error('commit failed (injected by a test)'), { code: 'SQLITE_IOERR_FSYNC' });
+    }
+    db.exec('COMMIT');
+    return { id: group.id, outcomes };
+  } catch (error) {
+    if (db.inTransaction) db.exec('ROLLBACK');
+    return { id: group.id, failed: failureOf(error) };
+  }
+}
+
+parentPort!.on('message', (group: AppendGroup) => parentPort!.postMessage(commit(group)));
