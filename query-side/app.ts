@@ -4,6 +4,7 @@ import type { JsonSchemaToTsProvider } from '@fastify/type-provider-json-schema-
 import { createHttpApp, errorBodySchema } from '../shared/http.js';
 import { harden, requireBearerTokens } from '../shared/http-hardening.js';
 import { userQueries, userViewSchema } from './user-queries.js';
+import { openUserReads } from './user-reads.js';
 import { waitForWrite } from './read-your-writes.js';
 import { projectionName } from '../projector/apply-batch.js';
 import { parkedCounts } from '../projector/dead-letters.js';
@@ -30,10 +31,12 @@ const errors = { 400: errorBodySchema, 404: errorBodySchema, 503: errorBodySchem
 /** The read API over `USER_DATA`. Builds the app; `main.ts` listens. */
 export function buildQueryApp(deps: QueryAppDeps) {
   const app = createHttpApp({ logger: deps.logger ?? false });
-  const users = userQueries(deps.db, { timeoutMs: deps.queryTimeoutMs ?? 5000 });
-  const readYourWrites = async (token: string | undefined) => {
-    if (token !== undefined) await waitForWrite(token, users.versionOf, deps.consistencyWaitMs);
-  };
+  const reads = openUserReads(deps.db, { timeoutMs: deps.queryTimeoutMs ?? 5000 });
+  app.addHook('onClose', () => reads.close());
+  const users = userQueries(reads);
+  // Most reads carry no token: they go straight to the query, without an await.
+  const readYourWrites = (token: string | undefined) =>
+    token === undefined ? undefined : waitForWrite(token, users.versionOf, deps.consistencyWaitMs);
 
   harden(app, { rateLimitPerMinute: deps.rateLimitPerMinute ?? 0 });
   void app.register(async (api) => {
@@ -66,7 +69,8 @@ export function buildQueryApp(deps: QueryAppDeps) {
           },
         },
         async (request, reply) => {
-          await readYourWrites(request.headers['consistency-token']);
+          const waiting = readYourWrites(request.headers['consistency-token']);
+          if (waiting) await waiting;
           const user = await users.byId(request.params.id.toLowerCase());
           if (!user) {
             return reply.code(404).send({
@@ -111,7 +115,8 @@ export function buildQueryApp(deps: QueryAppDeps) {
           },
         },
         async (request) => {
-          await readYourWrites(request.headers['consistency-token']);
+          const waiting = readYourWrites(request.headers['consistency-token']);
+          if (waiting) await waiting;
           const { limit, ...filter } = request.query;
           return users.list({ ...filter, limit: limit ?? 20 });
         },

@@ -1,8 +1,8 @@
 import type { FromSchema } from 'json-schema-to-ts';
-import type { Knex } from 'knex';
 import { ServiceError } from '../shared/errors.js';
-import { fromDbDate, isMariaDb, readDbError } from '../shared/read-db.js';
+import { fromDbDate } from '../shared/read-db.js';
 import type { UserRow } from '../projector/user-row.js';
+import type { UserReads } from './user-reads.js';
 
 /** A user as the read API shows it. */
 export const userViewSchema = {
@@ -51,49 +51,33 @@ function decodeCursor(cursor: string): string {
   return id;
 }
 
-// '!' as the LIKE escape character needs no escaping itself in either SQL dialect.
-const escapeLike = (text: string) => text.replace(/[!%_]/g, (c) => `!${c}`);
-
-export function userQueries(db: Knex, options: { timeoutMs: number } = { timeoutMs: 5000 }) {
-  // MariaDB kills a query that ran out of time; the embedded engine has nothing to cancel.
-  const cancel = { cancel: isMariaDb(db) };
-  const guarded = async <T>(query: () => Promise<T>): Promise<T> => {
-    try {
-      return await query();
-    } catch (error) {
-      throw readDbError(error);
-    }
-  };
+/** The read API's answers over the prepared reads: rows become views, cursors are checked. */
+export function userQueries(reads: UserReads) {
   return {
-    byId: (id: string) =>
-      guarded(async () => {
-        const row = await db<UserRow>('USER_DATA').where('ID_USER_DATA', id).first().timeout(options.timeoutMs, cancel);
-        return row ? userViewFrom(row) : undefined;
-      }),
+    byId: async (id: string) => {
+      const row = await reads.byId(id);
+      return row ? userViewFrom(row) : undefined;
+    },
 
     /** Keyset pagination in id order (ids are UUIDv7, so that is registration order). */
-    list: (filter: UserFilter) =>
-      guarded(async () => {
-        const query = db<UserRow>('USER_DATA').orderBy('ID_USER_DATA').limit(filter.limit + 1).timeout(options.timeoutMs, cancel);
-        if (filter.email !== undefined) void query.where('EMAIL', filter.email.trim().toLowerCase());
-        if (filter.name !== undefined) void  query.whereRaw("NAME LIKE ? ESCAPE '!'", [`${escapeLike(filter.name)}%`]);
-        if (filter.status !== undefined) void query.where('STATUS', filter.status);
-        if (filter.cursor !== undefined) void query.where('ID_USER_DATA', '>', decodeCursor(filter.cursor));
-        const rows = await query;
-        const page = rows.slice(0, filter.limit);
-        const last = page[page.length - 1];
-        return {
-          items: page.map(userViewFrom),
-          nextCursor: rows.length > filter.limit && last ? encodeCursor(last.ID_USER_DATA) : null,
-        };
-      }),
+    list: async (filter: UserFilter) => {
+      const rows = await reads.list({
+        ...(filter.email !== undefined ? { email: filter.email.trim().toLowerCase() } : {}),
+        ...(filter.name !== undefined ? { name: filter.name } : {}),
+        ...(filter.status !== undefined ? { status: filter.status } : {}),
+        ...(filter.cursor !== undefined ? { afterId: decodeCursor(filter.cursor) } : {}),
+        limit: filter.limit + 1,
+      });
+      const page = rows.slice(0, filter.limit);
+      const last = page[page.length - 1];
+      return {
+        items: page.map(userViewFrom),
+        nextCursor: rows.length > filter.limit && last ? encodeCursor(last.ID_USER_DATA) : null,
+      };
+    },
 
     /** The stream revision the read model holds for a user, -1 when it has no row. */
-    versionOf: (id: string) =>
-      guarded(async () => {
-        const row = await db<UserRow>('USER_DATA').where('ID_USER_DATA', id).first('VERSION').timeout(options.timeoutMs, cancel);
-        return row ? Number(row.VERSION) : -1;
-      }),
+    versionOf: (id: string) => reads.versionOf(id),
   };
 }
 export type UserQueries = ReturnType<typeof userQueries>;

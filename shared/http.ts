@@ -5,6 +5,7 @@ import Fastify, { type FastifyError, type FastifyInstance, type FastifyServerOpt
 import type { JsonSchemaToTsProvider } from '@fastify/type-provider-json-schema-to-ts';
 import { ServiceError, ValidationError, type ErrorCode, type FieldProblem } from './errors.js';
 import { fieldProblems } from './schema-validation.js';
+import { lazyRequestLogger } from './request-logger.js';
 
 const addFormats = addFormatsModule as unknown as (ajv: Ajv) => Ajv;
 
@@ -83,6 +84,8 @@ export interface AppOptions {
   bodyLimitBytes?: number;
 }
 
+const debugging = (level: string) => level === 'debug' || level === 'trace';
+
 /** A Fastify instance with the project's validation, error bodies and limits. */
 export function createHttpApp(options: AppOptions) {
   const app = Fastify({
@@ -92,6 +95,9 @@ export function createHttpApp(options: AppOptions) {
     requestTimeout: 30_000,
     connectionTimeout: 60_000,
     return503OnClosing: true,
+    // One line per request, at debug (see the onResponse hook below), instead of two at info.
+    disableRequestLogging: true,
+    childLoggerFactory: lazyRequestLogger,
     // A caller's X-Request-Id becomes the correlation id of the events it causes, when it is sane.
     requestIdHeader: false,
     genReqId: (request) => {
@@ -101,6 +107,16 @@ export function createHttpApp(options: AppOptions) {
   }).withTypeProvider<JsonSchemaToTsProvider>();
   // The APIs speak JSON only: any other body is 415, not a string that fails a schema.
   app.removeContentTypeParser('text/plain');
+  // Only at debug or trace is there a hook at all: at info and above requests cost no logging.
+  if (debugging(app.log.level)) {
+    app.addHook('onResponse', (request, reply, done) => {
+      request.log.debug(
+        { method: request.method, url: request.url, statusCode: reply.statusCode, ms: Math.round(reply.elapsedTime * 10) / 10 },
+        'request completed',
+      );
+      done();
+    });
+  }
   app.setValidatorCompiler(validatorCompilers());
   app.setErrorHandler(handleError);
   app.setNotFoundHandler((request, reply) =>

@@ -81,7 +81,8 @@ export function readDbError(error: unknown, where = 'read database'): unknown {
   if (typeof code === 'string' && transientLockCodes.has(code)) {
     return new StoreUnavailableError(`${where}: transient lock conflict (${code}); try again`, { cause: error });
   }
-  const isTimeout = error instanceof Error && error.name === 'KnexTimeoutError';
+  // KnexTimeoutError: knex's own query timeout; errno 1969: MariaDB's max_statement_time ended the query.
+  const isTimeout = (error instanceof Error && error.name === 'KnexTimeoutError') || (error as { errno?: unknown }).errno === 1969;
   // SQLITE_BUSY_SNAPSHOT, SQLITE_BUSY_TIMEOUT...: another connection holds or just took the write lock.
   const busy = typeof code === 'string' && code.startsWith('SQLITE_BUSY');
   if ((typeof code === 'string' && unreachableCodes.has(code)) || busy || isTimeout) {

@@ -1,0 +1,131 @@
+import Database from 'better-sqlite3';
+import type { Knex } from 'knex';
+import { createPool, type Pool, type RowDataPacket } from 'mysql2/promise';
+import { isMariaDb, readDbError } from '../shared/read-db.js';
+import type { UserRow } from '../projector/user-row.js';
+
+/** What a list may be narrowed by; values are bound, never part of the SQL text. */
+export interface UserRowFilter {
+  email?: string;
+  /** A prefix of the name. */
+  name?: string;
+  status?: UserRow['STATUS'];
+  /** Only ids after this one (keyset pagination). */
+  afterId?: string;
+  /** At most this many rows (an integer the route's schema bounds). */
+  limit: number;
+}
+
+/** The read API's queries, as prepared statements on a connection of their own. */
+export interface UserReads {
+  byId(id: string): Promise<UserRow | undefined>;
+  /** Rows in id order. */
+  list(filter: UserRowFilter): Promise<UserRow[]>;
+  /** The stream revision the row reflects, -1 when there is no row. */
+  versionOf(id: string): Promise<number>;
+  close(): Promise<void>;
+}
+
+const columns = 'ID_USER_DATA, NAME, EMAIL, STATUS, DATE_REGISTER, DATE_VALIDATED, DATE_DEACTIVATED, DATE_UPDATED, VERSION';
+const byIdSql = `SELECT ${columns} FROM USER_DATA WHERE ID_USER_DATA = ?`;
+const versionSql = 'SELECT VERSION FROM USER_DATA WHERE ID_USER_DATA = ?';
+
+/**
+ * The list query for one combination of filters. Its text depends only on which
+ * filters are present and on the limit (a bounded integer), so a few dozen texts
+ * cover every request and each is prepared once. '!' as the LIKE escape
+ * character needs no escaping itself in either dialect.
+ */
+function listQuery(filter: UserRowFilter): { sql: string; params: string[] } {
+  const where: string[] = [];
+  const params: string[] = [];
+  const narrow = (condition: string, value: string) => {
+    where.push(condition);
+    params.push(value);
+  };
+  if (filter.email !== undefined) narrow('EMAIL = ?', filter.email);
+  if (filter.name !== undefined) narrow("NAME LIKE ? ESCAPE '!'", `${filter.name.replace(/[!%_]/g, (c) => `!${c}`)}%`);
+  if (filter.status !== undefined) narrow('STATUS = ?', filter.status);
+  if (filter.afterId !== undefined) narrow('ID_USER_DATA > ?', filter.afterId);
+  if (!Number.isSafeInteger(filter.limit) || filter.limit < 1) throw new RangeError(`limit must be a positive integer, not ${filter.limit}`);
+  const sql = `SELECT ${columns} FROM USER_DATA${where.length ? ` WHERE ${where.join(' AND ')}` : ''} ORDER BY ID_USER_DATA LIMIT ${filter.limit}`;
+  return { sql, params };
+}
+
+/**
+ * Opens the prepared reads on the database `db` (the knex instance of the read
+ * DB) points at: a connection of their own, so the request path runs no query
+ * builder. knex keeps migrations and the rare queries.
+ */
+export function openUserReads(db: Knex, options: { timeoutMs: number }): UserReads {
+  const config = (db.client as { config: { connection: Record<string, unknown> & { filename?: string } } }).config;
+  return isMariaDb(db) ? mariadbUserReads(config.connection, options) : sqliteUserReads(config.connection.filename!);
+}
+
+/** The embedded read DB: better-sqlite3 statements, prepared once, run synchronously (microseconds). */
+function sqliteUserReads(file: string): UserReads {
+  const connection = new Database(file, { fileMustExist: true });
+  connection.pragma('busy_timeout = 5000');
+  connection.pragma('query_only = ON');
+  const byId = connection.prepare<[string], UserRow>(byIdSql);
+  const version = connection.prepare<[string], { VERSION: number }>(versionSql);
+  const lists = new Map<string, Database.Statement<string[], UserRow>>();
+  const run = <T>(read: () => T): Promise<T> => {
+    try {
+      return Promise.resolve(read());
+    } catch (error) {
+      const failure = readDbError(error);
+      return Promise.reject(failure instanceof Error ? failure : new Error(String(failure)));
+    }
+  };
+  return {
+    byId: (id) => run(() => byId.get(id)),
+    versionOf: (id) => run(() => version.get(id)?.VERSION ?? -1),
+    list: (filter) =>
+      run(() => {
+        const { sql, params } = listQuery(filter);
+        let statement = lists.get(sql);
+        if (!statement) lists.set(sql, (statement = connection.prepare<string[], UserRow>(sql)));
+        return statement.all(...params);
+      }),
+    close: () => Promise.resolve(void connection.close()),
+  };
+}
+
+/**
+ * MariaDB: mysql2's `execute` (server-side prepared statements, cached per
+ * connection). The server ends a read that runs past `timeoutMs`
+ * (max_statement_time); the client gives up a little later on a server that no
+ * longer answers at all.
+ */
+function mariadbUserReads(connection: Record<string, unknown>, options: { timeoutMs: number }): UserReads {
+  const pool: Pool = createPool({ ...connection, connectionLimit: 10, enableKeepAlive: true });
+  // Queued on each new connection before anything else it runs; a failure shows in the first read.
+  pool.pool.on('connection', (created) => {
+    created.query(`SET SESSION max_statement_time = ${options.timeoutMs / 1000}`, () => {});
+  });
+  const patience = options.timeoutMs + 1000;
+  const rows = async <T>(sql: string, params: string[]): Promise<T[]> => {
+    let timer: NodeJS.Timeout | undefined;
+    const gaveUp = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(Object.assign(new Error('the read DB did not answer'), { code: 'ETIMEDOUT' })), patience);
+    });
+    try {
+      const [result] = await Promise.race([pool.execute<RowDataPacket[]>(sql, params), gaveUp]);
+      return result as T[];
+    } catch (error) {
+      throw readDbError(error);
+    } finally {
+      clearTimeout(timer);
+    }
+  };
+  return {
+    byId: async (id) => (await rows<UserRow>(byIdSql, [id]))[0],
+    versionOf: async (id) => Number((await rows<{ VERSION: number }>(versionSql, [id]))[0]?.VERSION ?? -1),
+    list: (filter) => {
+      const { sql, params } = listQuery(filter);
+      return rows<UserRow>(sql, params);
+    },
+    close: () => pool.end(),
+  };
+}
