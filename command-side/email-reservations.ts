@@ -43,6 +43,14 @@ export function emailReservations(deps: EmailReservationDeps) {
     /** Claims `email` for `userId`; EMAIL_TAKEN when another user holds it. Returns whether it was newly claimed. */
     async reserve(email: string, userId: string, now: Date, metadata: EventMetadata): Promise<boolean> {
       const streamId = emailStreamId(email);
+      const claim = [{ type: 'EmailReserved', data: { email, userId, occurredAt: now.toISOString() }, metadata }];
+      // Most addresses were never claimed: claim first, and read only when the stream turns out to exist.
+      try {
+        await store.appendToStream(streamId, claim, { expectedRevision: 'no_stream' });
+        return true;
+      } catch (error) {
+        if (!(error instanceof ConcurrencyError)) throw error;
+      }
       for (let attempt = 0; ; attempt++) {
         const events = await store.readStream(streamId);
         const last = events[events.length - 1];
@@ -52,11 +60,7 @@ export function emailReservations(deps: EmailReservationDeps) {
           if (await isHeld(last, now)) throw new DomainError('EMAIL_TAKEN', `email ${email} is already taken`);
         }
         try {
-          await store.appendToStream(
-            streamId,
-            [{ type: 'EmailReserved', data: { email, userId, occurredAt: now.toISOString() }, metadata }],
-            { expectedRevision: last ? last.revision : 'no_stream' },
-          );
+          await store.appendToStream(streamId, claim, { expectedRevision: last ? last.revision : 'no_stream' });
           return true;
         } catch (error) {
           // Someone else claimed or released it meanwhile: look again.

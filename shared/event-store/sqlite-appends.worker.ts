@@ -1,7 +1,7 @@
-import { parentPort, workerData } from 'node:worker_threads';
+import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import { describeExpected, satisfiesExpected } from './port.js';
-import type { AppendGroup, AppendOutcome, GroupResult, WriterOptions } from './sqlite-group-commit.js';
+import type { AppendBatch, AppendOutcome, GroupResult, QueuedAppend, WriterOptions } from './sqlite-group-commit.js';
 
 /**
  * The embedded store's writer: owns the write connection and commits each group
@@ -34,7 +34,7 @@ const failureOf = (error: unknown) => ({
   ...(codeOf(error) ? { code: codeOf(error) } : {}),
 });
 
-function appendOne(append: AppendGroup['appends'][number], recordedAt: string): AppendOutcome {
+function appendOne(append: QueuedAppend, recordedAt: string): AppendOutcome {
   const current = currentRevision.get(append.streamId)?.revision ?? -1;
   if (!satisfiesExpected(append.expected, current)) {
     return { kind: 'conflict', expected: describeExpected(append.expected), actual: current };
@@ -58,24 +58,43 @@ function appendOne(append: AppendGroup['appends'][number], recordedAt: string): 
   }
 }
 
-function commit(group: AppendGroup): GroupResult {
+function commit(group: QueuedAppend[]): GroupResult {
+  const seqs = group.map((append) => append.seq);
   try {
     db.exec('BEGIN IMMEDIATE');
   } catch (error) {
-    return { id: group.id, failed: failureOf(error) };
+    return { seqs, failed: failureOf(error) };
   }
   try {
     const recordedAt = new Date().toISOString();
-    const outcomes = group.appends.map((append) => appendOne(append, recordedAt));
-    if (options.failCommitsFor?.some((streamId) => group.appends.some((a) => a.streamId === streamId))) {
+    const outcomes = group.map((append): [number, AppendOutcome] => [append.seq, appendOne(append, recordedAt)]);
+    if (options.failCommitsFor?.some((streamId) => group.some((a) => a.streamId === streamId))) {
       throw Object.assign(new Error('commit failed (injected by a test)'), { code: 'SQLITE_IOERR_FSYNC' });
     }
     db.exec('COMMIT');
-    return { id: group.id, outcomes };
+    return { outcomes };
   } catch (error) {
     if (db.inTransaction) db.exec('ROLLBACK');
-    return { id: group.id, failed: failureOf(error) };
+    return { seqs, failed: failureOf(error) };
   }
 }
 
-parentPort!.on('message', (group: AppendGroup) => parentPort!.postMessage(commit(group)));
+/** The most appends one transaction takes; more go into the next. */
+const maxGroup = 1000;
+
+/**
+ * Commits everything that has arrived, then whatever arrived meanwhile, until
+ * nothing waits: the messages queued during a commit are taken off the port
+ * directly, so they form the next group without a turn of this thread's loop.
+ */
+const port = parentPort!;
+port.on('message', (first: AppendBatch) => {
+  const queued = [...first.appends];
+  for (;;) {
+    for (let next = receiveMessageOnPort(port); next; next = receiveMessageOnPort(port)) {
+      queued.push(...(next.message as AppendBatch).appends);
+    }
+    if (queued.length === 0) return;
+    port.postMessage(commit(queued.splice(0, maxGroup)));
+  }
+});

@@ -5,13 +5,14 @@ import type { AppendResult, EventToAppend, ExpectedRevision } from './port.js';
 
 /** An append as the writer takes it: events already serialised, ids given. */
 export interface QueuedAppend {
+  seq: number;
   streamId: string;
   expected: ExpectedRevision;
   events: [eventId: string, type: string, data: string, metadata: string][];
 }
 
-export interface AppendGroup {
-  id: number;
+/** Main thread -> writer: the appends made since the last message. */
+export interface AppendBatch {
   appends: QueuedAppend[];
 }
 
@@ -20,9 +21,10 @@ export type AppendOutcome =
   | { kind: 'conflict'; expected: string; actual: number }
   | { kind: 'failed'; message: string; code?: string };
 
+/** Writer -> main thread: one message per committed (or failed) group. */
 export type GroupResult =
-  | { id: number; outcomes: AppendOutcome[] }
-  | { id: number; failed: { message: string; code?: string } };
+  | { outcomes: [seq: number, outcome: AppendOutcome][] }
+  | { seqs: number[]; failed: { message: string; code?: string } };
 
 export interface WriterOptions {
   file: string;
@@ -32,29 +34,31 @@ export interface WriterOptions {
 }
 
 interface Waiter {
-  append: QueuedAppend;
+  streamId: string;
   resolve(result: AppendResult): void;
   reject(error: unknown): void;
 }
 
-/** The most appends one transaction takes; more wait for the next. */
-const maxGroup = 1000;
-
 /**
  * Group commit for the embedded store. Appends go to a writer thread
- * (`sqlite-appends.worker.ts`); while it commits one group, the appends that
- * arrive queue up and go together as the next, so a burst of requests shares one
- * transaction and one fsync. Each append keeps its own expected-revision check
- * and its own outcome. A promise resolves only after its group's COMMIT returned,
- * i.e. once the events are on disk. An idle writer takes an append at once: no
- * waiting to fill a group.
+ * (`sqlite-appends.worker.ts`), which commits whatever has arrived in one
+ * transaction: while it commits one group, the appends that arrive wait in its
+ * queue and go together into the next, so a burst of requests shares one
+ * transaction and one fsync, and the writer never waits for this thread to hand
+ * it the next group. Each append keeps its own expected-revision check and its
+ * own outcome. A promise resolves only after its group's COMMIT returned, i.e.
+ * once the events are on disk. Appends made in one turn of the event loop travel
+ * in one message; an idle writer commits them at once, without waiting to fill a
+ * group.
  */
 export function groupCommitter(options: WriterOptions & { translate(error: Error): Error }) {
   let worker: Worker | undefined;
-  let queue: Waiter[] = [];
-  let inFlight: { id: number; waiters: Waiter[] } | undefined;
-  let nextId = 1;
+  let unsent: QueuedAppend[] = [];
+  let sending: NodeJS.Immediate | undefined;
+  const waiting = new Map<number, Waiter>();
+  let nextSeq = 1;
   let closing: Promise<void> | undefined;
+  let idle: (() => void) | undefined;
   const counted = { groups: 0, appends: 0 };
 
   function start(): Worker {
@@ -63,46 +67,50 @@ export function groupCommitter(options: WriterOptions & { translate(error: Error
     started.on('error', (error) => failAll(error));
     started.on('exit', (code) => {
       worker = undefined;
-      if (!closing) failAll(new Error(`the event store's writer thread exited (code ${code})`));
+      if (!closing || waiting.size > 0) failAll(new Error(`the event store's writer thread exited (code ${code})`));
     });
     return started;
   }
 
   function failAll(error: unknown) {
-    const waiters = [...(inFlight?.waiters ?? []), ...queue];
-    inFlight = undefined;
-    queue = [];
+    const waiters = [...waiting.values()];
+    waiting.clear();
+    unsent = [];
     for (const waiter of waiters) waiter.reject(error instanceof Error ? options.translate(error) : error);
+    idle?.();
   }
 
-  function flush() {
-    if (inFlight || queue.length === 0) return;
-    const waiters = queue.slice(0, maxGroup);
-    queue = queue.slice(waiters.length);
-    inFlight = { id: nextId++, waiters };
-    counted.groups += 1;
-    counted.appends += waiters.length;
+  function send() {
+    sending = undefined;
+    if (unsent.length === 0) return;
     worker ??= start();
-    worker.postMessage({ id: inFlight.id, appends: waiters.map((w) => w.append) } satisfies AppendGroup);
+    worker.postMessage({ appends: unsent } satisfies AppendBatch);
+    unsent = [];
   }
 
   function settle(result: GroupResult) {
-    const group = inFlight;
-    if (!group || group.id !== result.id) return;
-    inFlight = undefined;
-    // The next group goes to the writer before this one's callers run on.
-    flush();
+    counted.groups += 1;
     if ('failed' in result) {
       const error = options.translate(sqliteError(result.failed));
-      for (const waiter of group.waiters) waiter.reject(error);
-      return;
+      counted.appends += result.seqs.length;
+      for (const seq of result.seqs) take(seq)?.reject(error);
+    } else {
+      counted.appends += result.outcomes.length;
+      for (const [seq, outcome] of result.outcomes) {
+        const waiter = take(seq);
+        if (!waiter) continue;
+        if (outcome.kind === 'appended') waiter.resolve({ nextExpectedRevision: outcome.revision, position: outcome.position });
+        else if (outcome.kind === 'conflict') waiter.reject(new ConcurrencyError(waiter.streamId, outcome.expected, outcome.actual));
+        else waiter.reject(options.translate(sqliteError(outcome)));
+      }
     }
-    result.outcomes.forEach((outcome, i) => {
-      const waiter = group.waiters[i]!;
-      if (outcome.kind === 'appended') waiter.resolve({ nextExpectedRevision: outcome.revision, position: outcome.position });
-      else if (outcome.kind === 'conflict') waiter.reject(new ConcurrencyError(waiter.append.streamId, outcome.expected, outcome.actual));
-      else waiter.reject(options.translate(sqliteError(outcome)));
-    });
+    if (waiting.size === 0) idle?.();
+  }
+
+  function take(seq: number): Waiter | undefined {
+    const waiter = waiting.get(seq);
+    waiting.delete(seq);
+    return waiter;
   }
 
   return {
@@ -111,6 +119,7 @@ export function groupCommitter(options: WriterOptions & { translate(error: Error
       let append: QueuedAppend;
       try {
         append = {
+          seq: nextSeq++,
           streamId,
           expected,
           events: events.map((e) => [e.id ?? randomUUID(), e.type, JSON.stringify(e.data), JSON.stringify(e.metadata ?? {})]),
@@ -119,18 +128,19 @@ export function groupCommitter(options: WriterOptions & { translate(error: Error
         return Promise.reject(error instanceof Error ? error : new Error(String(error)));
       }
       return new Promise<AppendResult>((resolve, reject) => {
-        queue.push({ append, resolve, reject });
-        flush();
+        waiting.set(append.seq, { streamId, resolve, reject });
+        unsent.push(append);
+        sending ??= setImmediate(send);
       });
     },
 
-    /** Groups sent to the writer and the appends they held, since the start: their ratio is the grouping. */
+    /** Groups the writer committed (or failed) and the appends they held, since the start: their ratio is the grouping. */
     stats: () => ({ ...counted }),
 
-    /** Lets the group in flight and those queued commit, then stops the writer. */
+    /** Lets every append already made commit, then stops the writer. */
     close(): Promise<void> {
       closing ??= (async () => {
-        while (inFlight || queue.length > 0) await new Promise((resolve) => setTimeout(resolve, 1));
+        if (waiting.size > 0) await new Promise<void>((resolve) => (idle = resolve));
         await worker?.terminate();
       })();
       return closing;

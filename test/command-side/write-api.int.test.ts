@@ -199,6 +199,7 @@ function writeApiSuite(t: Test, openStore: (t: Test) => Promise<EventStore>) {
     const failing: EventStore = {
       ...(await openStore(t)),
       readStream: () => Promise.reject(new StoreUnavailableError('event store down')),
+      appendToStream: () => Promise.reject(new StoreUnavailableError('event store down')),
     };
     const { register } = await setUp(t, { store: failing });
     const response = await register('Ada', 'ada@example.org');
