@@ -1,6 +1,7 @@
 import autocannon from 'autocannon';
 import { spawn } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import knexFactory from 'knex';
 import { percentile, startStack } from './bench/stack.js';
@@ -17,6 +18,9 @@ import { percentile, startStack } from './bench/stack.js';
  * each path's ratio to its bare counterpart. Settings changed from `npm start`'s
  * defaults: RATE_LIMIT_PER_MINUTE=0 (the load comes from one address), fresh
  * DATA_DIR and ports; logs at the default level (info) go to a file.
+ * Last, POST /users with EventStoreDB as the store (its gRPC test server in a
+ * process of its own; BENCH_ESDB=0 leaves it out): the CPU the command side and
+ * the server each spend per registration.
  * BENCH_PROFILE_DIR=<dir> profiles every process of the stack as `--cpu-prof`
  * would (`bench/cpu-profile.mjs`; one .cpuprofile per process, written when it stops; open it in Chrome DevTools'
  * Performance panel or speedscope). Prints figures; asserts nothing.
@@ -53,6 +57,75 @@ async function load(url: string, request: Request, duration: number): Promise<Fi
 async function measure(url: string, request: Request): Promise<Figures> {
   await load(url, request, 2);
   return load(url, request, seconds);
+}
+
+/** User + system CPU time a process has used so far, in microseconds (Linux /proc). */
+function cpuMicros(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * (1_000_000 / 100);
+}
+
+/** A child process of ours that prints one line (its address) once it is ready. */
+async function startChild(script: string, env: Record<string, string> = {}) {
+  const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL(script, import.meta.url))], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...process.env, ...env },
+  });
+  const line = await new Promise<string>((resolve, reject) => {
+    child.stdout.once('data', (chunk: Buffer) => resolve(chunk.toString().trim()));
+    child.once('exit', (code) => reject(new Error(`${script} exited (${code})`)));
+  });
+  return {
+    line,
+    pid: child.pid!,
+    stop: () => new Promise<void>((resolve) => (child.once('exit', () => resolve()), child.kill('SIGTERM'))),
+  };
+}
+
+/**
+ * The command side on EventStoreDB (the gRPC test server, in a process of its
+ * own): how much CPU the command side spends per registration, beside the
+ * server's own, so that the service's share can be told from the store's.
+ */
+async function benchCommandSideOnEsdb() {
+  const server = await startChild('bench/esdb-server.ts');
+  const port = await freePortOf();
+  const command = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('../command-side/main.ts', import.meta.url))], {
+    stdio: ['ignore', 'ignore', 'inherit'],
+    env: { ...process.env, EVENTSTORE_URL: server.line, COMMAND_PORT: `${port}`, LOG_LEVEL: 'info', RATE_LIMIT_PER_MINUTE: '0' },
+  });
+  const url = `http://127.0.0.1:${port}`;
+  try {
+    for (let i = 0; !(await fetch(`${url}/health`).then((r) => r.ok, () => false)); i++) {
+      if (i > 300) throw new Error('the command side on EventStoreDB did not come up');
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    const request: Request = { method: 'POST', path: '/users', headers: json, setupRequest: newUser };
+    await load(url, request, 2);
+    const [service0, store0] = [cpuMicros(command.pid!), cpuMicros(server.pid)];
+    const result = await autocannon({ url, connections, duration: seconds, requests: [request] });
+    const registrations = result['2xx'];
+    const service = (cpuMicros(command.pid!) - service0) / registrations;
+    const store = (cpuMicros(server.pid) - store0) / registrations;
+    console.log(
+      `\nPOST /users on EventStoreDB (test server): ${Math.round(registrations / result.duration)} req/s, p99 ${result.latency.p99} ms; ` +
+        `CPU per registration: command side ${Math.round(service)} µs, test server ${Math.round(store)} µs` +
+        (result.non2xx ? ` (non-2xx ${result.non2xx})` : ''),
+    );
+  } finally {
+    await new Promise<void>((resolve) => (command.once('exit', () => resolve()), command.kill('SIGTERM')));
+    await server.stop();
+  }
+}
+
+async function freePortOf(): Promise<number> {
+  const { createServer } = await import('node:net');
+  return new Promise((resolve) => {
+    const probe = createServer().listen(0, '127.0.0.1', () => {
+      const address = probe.address();
+      probe.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
+    });
+  });
 }
 
 async function startBare() {
@@ -183,6 +256,7 @@ async function main() {
       }
       report('MariaDB read DB', mariadb);
     }
+    if (process.env.BENCH_ESDB !== '0') await benchCommandSideOnEsdb();
   } finally {
     await bare.stop();
   }

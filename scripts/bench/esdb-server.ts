@@ -1,0 +1,9 @@
+import { startEsdbTestServer } from '../../test/support/esdb-test-server.js';
+
+/**
+ * The EventStoreDB test server as a process of its own, for `npm run bench:http`:
+ * prints its connection string once listening; SIGTERM stops it.
+ */
+const server = await startEsdbTestServer();
+process.stdout.write(`${server.connectionString}\n`);
+process.on('SIGTERM', () => void server.stop().then(() => process.exit(0)));
