@@ -102,4 +102,8 @@ export const toDbDate = (iso: string): string =>
   canonicalUtc.test(iso) ? `${iso.slice(0, 10)} ${iso.slice(11, 23)}` : new Date(iso).toISOString().replace('T', ' ').replace('Z', '');
 /** The current time as the read DB stores dates. */
 export const dbNow = (): string => toDbDate(new Date().toISOString());
-export const fromDbDate = (value: string): string => `${value.replace(' ', 'T')}Z`;
+/**
+ * A stored date as the API shows it (`toISOString()`'s form). MariaDB's binary protocol
+ * (prepared statements) leaves the fraction out of a whole second; it is put back.
+ */
+export const fromDbDate = (value: string): string => `${value.replace(' ', 'T')}${value.length === 19 ? '.000' : ''}Z`;

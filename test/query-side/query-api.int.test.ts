@@ -26,6 +26,27 @@ forEachReadDb(t, async (t, db) => {
   await commands.deactivate(ids[2]!);
   await applyBatch(db, await store.readAll({ maxCount: 1000 }), new Map());
 
+  await t.test('dates read back in one form, whole seconds and concurrent lookups included', async (t) => {
+    const id = '0190f2a4-6c1d-7cc2-9d6e-7d3b8a2f0001';
+    await db('USER_DATA').insert({
+      ID_USER_DATA: id,
+      NAME: 'Whole Second',
+      EMAIL: 'whole@example.org',
+      STATUS: 'registered',
+      DATE_REGISTER: '2026-01-01 00:00:00.000',
+      DATE_UPDATED: '2026-01-01 00:00:01.500',
+      VERSION: 0,
+    });
+    t.teardown(() => db('USER_DATA').where('ID_USER_DATA', id).delete());
+    // Many lookups at once (batched into one query on MariaDB), each answered with its own row.
+    const answers = await Promise.all([id, ids[0]!, id, ids[3]!, '0190f2a4-6c1d-7cc2-9d6e-7d3b8a2f0002'].map((u) => app.inject({ url: `/users/${u}` })));
+    t.same(answers.map((a) => a.statusCode), [200, 200, 200, 200, 404]);
+    t.same(answers.map((a) => (a.statusCode === 200 ? a.json().name : null)), ['Whole Second', 'Ada', 'Whole Second', 'Barbara', null]);
+    t.match(answers[0]!.json(), { registeredAt: '2026-01-01T00:00:00.000Z', updatedAt: '2026-01-01T00:00:01.500Z' });
+    const listed = await app.inject({ url: '/users?email=whole@example.org' });
+    t.match(listed.json().items, [{ id, registeredAt: '2026-01-01T00:00:00.000Z' }]);
+  });
+
   await t.test('GET /users/:id returns the user, 404 for an unknown id, 400 for a malformed one', async (t) => {
     const found = await app.inject({ url: `/users/${ids[1]}` });
     t.equal(found.statusCode, 200);
