@@ -40,8 +40,6 @@ const rowOf = ([ID_USER_DATA, NAME, EMAIL, STATUS, DATE_REGISTER, DATE_VALIDATED
   DATE_UPDATED,
   VERSION,
 });
-/** The most rows a list asks for: the route's largest page and one more, to know whether another follows. */
-const maxListRows = 101;
 const byIdSql = `SELECT ${columns} FROM USER_DATA WHERE ID_USER_DATA = ?`;
 const versionSql = 'SELECT VERSION FROM USER_DATA WHERE ID_USER_DATA = ?';
 
@@ -150,30 +148,10 @@ function mariadbUserReads(connection: Record<string, unknown>, options: { timeou
     },
     { cache: false, maxBatchSize: 100, batchScheduleFn: (run) => setImmediate(run) },
   );
-  // The commonest list, by email alone, batched the same way: each address's first rows in
-  // id order (an address has one user, or two for a moment; the cap bounds any other case).
-  const byEmails = new DataLoader<string, UserRow[]>(
-    async (emails) => {
-      const found = await rows<UserRow & { N: number }>(
-        `SELECT ${columns} FROM (SELECT ${columns}, ROW_NUMBER() OVER (PARTITION BY EMAIL ORDER BY ID_USER_DATA) AS N ` +
-          `FROM USER_DATA WHERE EMAIL IN (${emails.map(() => '?').join(', ')})) AS FIRST_ROWS WHERE N <= ${maxListRows} ORDER BY EMAIL, ID_USER_DATA`,
-        [...emails],
-      );
-      const byKey = new Map<string, UserRow[]>();
-      for (const row of found) {
-        const key = row.EMAIL;
-        byKey.set(key, [...(byKey.get(key) ?? []), row]);
-      }
-      return emails.map((email) => byKey.get(email) ?? []);
-    },
-    { cache: false, maxBatchSize: 100, batchScheduleFn: (run) => setImmediate(run) },
-  );
   return {
     byId: (id) => byIds.load(id),
     versionOf: async (id) => Number((await byIds.load(id))?.VERSION ?? -1),
-    list: async (filter) => {
-      const byEmailOnly = filter.email !== undefined && filter.name === undefined && filter.status === undefined && filter.afterId === undefined;
-      if (byEmailOnly && filter.limit <= maxListRows) return (await byEmails.load(filter.email!)).slice(0, filter.limit);
+    list: (filter) => {
       const { sql, params } = listQuery(filter);
       return rows<UserRow>(sql, params);
     },
