@@ -42,6 +42,36 @@ const rowOf = ([ID_USER_DATA, NAME, EMAIL, STATUS, DATE_REGISTER, DATE_VALIDATED
 });
 const byIdsSql = (count: number) => `SELECT ${columns} FROM USER_DATA WHERE ID_USER_DATA IN (${Array.from({ length: count }, () => '?').join(', ')})`;
 
+/** The most rows a list asks for: the route's largest page and one more, to tell whether another follows. */
+const maxListRows = 101;
+
+/**
+ * The first rows of each of `count` addresses, in id order. Each requested address
+ * is a row of its own (`K`) joined on `EMAIL = K`, so an address matches exactly
+ * what `EMAIL = ?` matches in the table's collation, and every row says which
+ * address it was found for.
+ */
+const byEmailsSql = (count: number) =>
+  `SELECT K, ${columns} FROM (SELECT R.K AS K, U.*, ROW_NUMBER() OVER (PARTITION BY R.K ORDER BY U.ID_USER_DATA) AS N ` +
+  `FROM (${Array.from({ length: count }, () => 'SELECT ? AS K').join(' UNION ALL ')}) AS R JOIN USER_DATA AS U ON U.EMAIL = R.K) AS FIRST_ROWS ` +
+  `WHERE N <= ${maxListRows} ORDER BY K, ID_USER_DATA`;
+
+/** Lists by email alone (the commonest list) that arrive in one turn, as one query; see `lookupsById`. */
+function listsByEmail(query: (emails: readonly string[]) => Promise<(UserRow & { K: string })[]>) {
+  return new DataLoader<string, UserRow[]>(
+    async (emails) => {
+      const distinct = [...new Set(emails)];
+      const byKey = new Map<string, UserRow[]>(distinct.map((email) => [email, []]));
+      for (const { K, ...row } of await query(distinct)) byKey.get(K)?.push(row);
+      return emails.map((email) => byKey.get(email) ?? []);
+    },
+    { cache: false, maxBatchSize: 100, batchScheduleFn: (go) => setImmediate(go) },
+  );
+}
+
+const byEmailOnly = (filter: UserRowFilter): filter is UserRowFilter & { email: string } =>
+  filter.email !== undefined && filter.name === undefined && filter.status === undefined && filter.afterId === undefined && filter.limit <= maxListRows;
+
 /**
  * The lookups by id that arrive in one turn of the event loop, as one query
  * (`ID_USER_DATA IN (...)`, a statement per batch size, prepared once): under load
@@ -115,16 +145,26 @@ function sqliteUserReads(file: string): UserReads {
       return statement.all(...ids).map(rowOf);
     }),
   );
+  const byEmailLists = new Map<number, Database.Statement<string[], [string, ...RowTuple]>>();
+  const byEmails = listsByEmail((emails) =>
+    run(() => {
+      let statement = byEmailLists.get(emails.length);
+      if (!statement) byEmailLists.set(emails.length, (statement = connection.prepare<string[], [string, ...RowTuple]>(byEmailsSql(emails.length)).raw(true)));
+      return statement.all(...emails).map(([K, ...row]) => ({ K, ...rowOf(row) }));
+    }),
+  );
   return {
     byId: (id) => byIds.load(id),
     versionOf: async (id) => (await byIds.load(id))?.VERSION ?? -1,
-    list: (filter) =>
-      run(() => {
+    list: async (filter) => {
+      if (byEmailOnly(filter)) return (await byEmails.load(filter.email)).slice(0, filter.limit);
+      return run(() => {
         const { sql, params } = listQuery(filter);
         let statement = lists.get(sql);
         if (!statement) lists.set(sql, (statement = connection.prepare<string[], RowTuple>(sql).raw(true)));
         return statement.all(...params).map(rowOf);
-      }),
+      });
+    },
     close: () => Promise.resolve(void connection.close()),
   };
 }
@@ -158,10 +198,12 @@ function mariadbUserReads(connection: Record<string, unknown>, options: { timeou
     }
   };
   const byIds = lookupsById((ids) => rows<UserRow>(byIdsSql(ids.length), [...ids]));
+  const byEmails = listsByEmail((emails) => rows<UserRow & { K: string }>(byEmailsSql(emails.length), [...emails]));
   return {
     byId: (id) => byIds.load(id),
     versionOf: async (id) => Number((await byIds.load(id))?.VERSION ?? -1),
-    list: (filter) => {
+    list: async (filter) => {
+      if (byEmailOnly(filter)) return (await byEmails.load(filter.email)).slice(0, filter.limit);
       const { sql, params } = listQuery(filter);
       return rows<UserRow>(sql, params);
     },

@@ -47,6 +47,22 @@ forEachReadDb(t, async (t, db) => {
     t.match(listed.json().items, [{ id, registeredAt: '2026-01-01T00:00:00.000Z' }]);
   });
 
+  await t.test('lists by email that arrive together each get their own rows, in id order, up to their limit', async (t) => {
+    // Two users with one address (events of different users may be applied out of order for a moment).
+    const shared = ['0190f2a4-6c1d-7cc2-9d6e-7d3b8a2f0012', '0190f2a4-6c1d-7cc2-9d6e-7d3b8a2f0011'];
+    for (const [i, id] of shared.entries()) {
+      await db('USER_DATA').insert({ ID_USER_DATA: id, NAME: `Shared ${i}`, EMAIL: 'shared@example.org', STATUS: 'registered', DATE_REGISTER: '2026-01-01 00:00:00.001', DATE_UPDATED: '2026-01-01 00:00:00.001', VERSION: 0 });
+    }
+    t.teardown(() => db('USER_DATA').whereIn('ID_USER_DATA', shared).delete());
+    const urls = ['/users?email=shared@example.org', '/users?email=p0@example.org', '/users?email=SHARED@example.org&limit=1', '/users?email=nobody@example.org', '/users?email=shared@example.org'];
+    const answers = await Promise.all(urls.map((url) => app.inject({ url })));
+    t.same(answers.map((a) => a.statusCode), [200, 200, 200, 200, 200]);
+    const ids = answers.map((a) => a.json().items.map((u: { id: string }) => u.id));
+    t.same(ids, [[...shared].sort(), [ids[1][0]], [[...shared].sort()[0]], [], [...shared].sort()], 'each its own rows, in id order');
+    t.ok(answers[2]!.json().nextCursor, 'a limit below the rows found gives a cursor');
+    t.equal(answers[0]!.json().nextCursor, null);
+  });
+
   await t.test('GET /users/:id returns the user, 404 for an unknown id, 400 for a malformed one', async (t) => {
     const found = await app.inject({ url: `/users/${ids[1]}` });
     t.equal(found.statusCode, 200);
