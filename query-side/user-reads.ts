@@ -28,18 +28,6 @@ export interface UserReads {
 }
 
 const columns = 'ID_USER_DATA, NAME, EMAIL, STATUS, DATE_REGISTER, DATE_VALIDATED, DATE_DEACTIVATED, DATE_UPDATED, VERSION';
-type RowTuple = [string, string, string, UserRow['STATUS'], string, string | null, string | null, string, number];
-const rowOf = ([ID_USER_DATA, NAME, EMAIL, STATUS, DATE_REGISTER, DATE_VALIDATED, DATE_DEACTIVATED, DATE_UPDATED, VERSION]: RowTuple): UserRow => ({
-  ID_USER_DATA,
-  NAME,
-  EMAIL,
-  STATUS,
-  DATE_REGISTER,
-  DATE_VALIDATED,
-  DATE_DEACTIVATED,
-  DATE_UPDATED,
-  VERSION,
-});
 const byIdsSql = (count: number) => `SELECT ${columns} FROM USER_DATA WHERE ID_USER_DATA IN (${Array.from({ length: count }, () => '?').join(', ')})`;
 
 /** The most rows a list asks for: the route's largest page and one more, to tell whether another follows. */
@@ -121,59 +109,50 @@ export function openUserReads(db: Knex, options: { timeoutMs: number }): UserRea
   return isMariaDb(db) ? mariadbUserReads(config.connection, options) : sqliteUserReads(config.connection.filename!);
 }
 
-/** The embedded read DB: better-sqlite3 statements, prepared once; lookups by id batched per turn of the event loop. */
+/**
+ * The read API's reads over one way of running a query: lookups by id and lists by
+ * email alone batched per turn of the event loop, any other list one query each.
+ */
+function userReadsOver(rows: <T>(sql: string, params: readonly string[]) => Promise<T[]>, close: () => Promise<void>): UserReads {
+  const byIds = lookupsById((ids) => rows<UserRow>(byIdsSql(ids.length), ids));
+  const byEmails = listsByEmail((emails) => rows<UserRow & { K: string }>(byEmailsSql(emails.length), emails));
+  return {
+    byId: (id) => byIds.load(id),
+    versionOf: async (id) => Number((await byIds.load(id))?.VERSION ?? -1),
+    list: async (filter) => {
+      if (byEmailOnly(filter)) return (await byEmails.load(filter.email)).slice(0, filter.limit);
+      const { sql, params } = listQuery(filter);
+      return rows<UserRow>(sql, params);
+    },
+    close,
+  };
+}
+
+/** The embedded read DB: better-sqlite3 statements, each text prepared once and kept. */
 function sqliteUserReads(file: string): UserReads {
   const connection = new Database(file, { fileMustExist: true });
   connection.pragma('busy_timeout = 5000');
   connection.pragma('query_only = ON');
-  // Rows as arrays (raw mode): better-sqlite3 builds an object property by property from
-  // C++; a literal built here costs less.
-  const lists = new Map<string, Database.Statement<string[], RowTuple>>();
-  const run = <T>(read: () => T): Promise<T> => {
-    try {
-      return Promise.resolve(read());
-    } catch (error) {
-      const failure = readDbError(error);
-      return Promise.reject(failure instanceof Error ? failure : new Error(String(failure)));
-    }
-  };
-  const byIdLists = new Map<number, Database.Statement<string[], RowTuple>>();
-  const byIds = lookupsById((ids) =>
-    run(() => {
-      let statement = byIdLists.get(ids.length);
-      if (!statement) byIdLists.set(ids.length, (statement = connection.prepare<string[], RowTuple>(byIdsSql(ids.length)).raw(true)));
-      return statement.all(...ids).map(rowOf);
-    }),
-  );
-  const byEmailLists = new Map<number, Database.Statement<string[], [string, ...RowTuple]>>();
-  const byEmails = listsByEmail((emails) =>
-    run(() => {
-      let statement = byEmailLists.get(emails.length);
-      if (!statement) byEmailLists.set(emails.length, (statement = connection.prepare<string[], [string, ...RowTuple]>(byEmailsSql(emails.length)).raw(true)));
-      return statement.all(...emails).map(([K, ...row]) => ({ K, ...rowOf(row) }));
-    }),
-  );
-  return {
-    byId: (id) => byIds.load(id),
-    versionOf: async (id) => (await byIds.load(id))?.VERSION ?? -1,
-    list: async (filter) => {
-      if (byEmailOnly(filter)) return (await byEmails.load(filter.email)).slice(0, filter.limit);
-      return run(() => {
-        const { sql, params } = listQuery(filter);
-        let statement = lists.get(sql);
-        if (!statement) lists.set(sql, (statement = connection.prepare<string[], RowTuple>(sql).raw(true)));
-        return statement.all(...params).map(rowOf);
-      });
+  const prepared = new Map<string, Database.Statement<unknown[]>>();
+  return userReadsOver(
+    <T>(sql: string, params: readonly string[]): Promise<T[]> => {
+      try {
+        let statement = prepared.get(sql);
+        if (!statement) prepared.set(sql, (statement = connection.prepare<unknown[]>(sql)));
+        return Promise.resolve(statement.all(...params) as T[]);
+      } catch (error) {
+        const failure = readDbError(error);
+        return Promise.reject(failure instanceof Error ? failure : new Error(String(failure)));
+      }
     },
-    close: () => Promise.resolve(void connection.close()),
-  };
+    () => Promise.resolve(void connection.close()),
+  );
 }
 
 /**
  * MariaDB: mysql2's `execute` (server-side prepared statements, cached per
- * connection), lookups by id batched per turn of the event loop. The server ends
- * a read that runs past `timeoutMs` (max_statement_time); the client gives up a
- * little later on a server that no
+ * connection). The server ends a read that runs past `timeoutMs`
+ * (max_statement_time); the client gives up a little later on a server that no
  * longer answers at all.
  */
 function mariadbUserReads(connection: Record<string, unknown>, options: { timeoutMs: number }): UserReads {
@@ -183,13 +162,13 @@ function mariadbUserReads(connection: Record<string, unknown>, options: { timeou
     created.query(`SET SESSION max_statement_time = ${options.timeoutMs / 1000}`, () => {});
   });
   const patience = options.timeoutMs + 1000;
-  const rows = async <T>(sql: string, params: string[]): Promise<T[]> => {
+  const rows = async <T>(sql: string, params: readonly string[]): Promise<T[]> => {
     let timer: NodeJS.Timeout | undefined;
     const gaveUp = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(Object.assign(new Error('the read DB did not answer'), { code: 'ETIMEDOUT' })), patience);
     });
     try {
-      const [result] = await Promise.race([pool.execute<RowDataPacket[]>(sql, params), gaveUp]);
+      const [result] = await Promise.race([pool.execute<RowDataPacket[]>(sql, [...params]), gaveUp]);
       return result as T[];
     } catch (error) {
       throw readDbError(error);
@@ -197,16 +176,5 @@ function mariadbUserReads(connection: Record<string, unknown>, options: { timeou
       clearTimeout(timer);
     }
   };
-  const byIds = lookupsById((ids) => rows<UserRow>(byIdsSql(ids.length), [...ids]));
-  const byEmails = listsByEmail((emails) => rows<UserRow & { K: string }>(byEmailsSql(emails.length), [...emails]));
-  return {
-    byId: (id) => byIds.load(id),
-    versionOf: async (id) => Number((await byIds.load(id))?.VERSION ?? -1),
-    list: async (filter) => {
-      if (byEmailOnly(filter)) return (await byEmails.load(filter.email)).slice(0, filter.limit);
-      const { sql, params } = listQuery(filter);
-      return rows<UserRow>(sql, params);
-    },
-    close: () => pool.end(),
-  };
+  return userReadsOver(rows, () => pool.end());
 }

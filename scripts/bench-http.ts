@@ -4,7 +4,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import knexFactory from 'knex';
-import { percentile, startStack } from './bench/stack.js';
+import { freePort, percentile, startStack } from './bench/stack.js';
 
 /**
  * The request paths against bare Fastify, measured in the same run:
@@ -22,8 +22,8 @@ import { percentile, startStack } from './bench/stack.js';
  * process of its own; BENCH_ESDB=0 leaves it out): the CPU the command side and
  * the server each spend per registration.
  * BENCH_PROFILE_DIR=<dir> profiles every process of the stack as `--cpu-prof`
- * would (`bench/cpu-profile.mjs`; one .cpuprofile per process, written when it stops; open it in Chrome DevTools'
- * Performance panel or speedscope). Prints figures; asserts nothing.
+ * would (`bench/cpu-profile.mjs`; one .cpuprofile per process, written when it
+ * stops; open it in Chrome DevTools' Performance panel or speedscope). Prints figures; asserts nothing.
  */
 const seconds = Number(process.env.BENCH_SECONDS ?? 10);
 const connections = Number(process.env.BENCH_CONNECTIONS ?? 32);
@@ -89,7 +89,7 @@ async function startChild(script: string, env: Record<string, string> = {}) {
  */
 async function benchCommandSideOnEsdb() {
   const server = await startChild('bench/esdb-server.ts');
-  const port = await freePortOf();
+  const port = await freePort();
   const command = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('../command-side/main.ts', import.meta.url))], {
     stdio: ['ignore', 'ignore', 'inherit'],
     env: { ...process.env, EVENTSTORE_URL: server.line, COMMAND_PORT: `${port}`, LOG_LEVEL: 'info', RATE_LIMIT_PER_MINUTE: '0' },
@@ -118,28 +118,10 @@ async function benchCommandSideOnEsdb() {
   }
 }
 
-async function freePortOf(): Promise<number> {
-  const { createServer } = await import('node:net');
-  return new Promise((resolve) => {
-    const probe = createServer().listen(0, '127.0.0.1', () => {
-      const address = probe.address();
-      probe.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
-    });
-  });
-}
-
+/** The bare Fastify baseline in a process of its own (it prints its port). */
 async function startBare() {
-  const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('bench/bare-fastify.ts', import.meta.url))], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  const port = await new Promise<number>((resolve, reject) => {
-    child.stdout.once('data', (chunk: Buffer) => resolve(Number(chunk.toString().trim())));
-    child.once('exit', (code) => reject(new Error(`bare Fastify exited (${code})`)));
-  });
-  return {
-    url: `http://127.0.0.1:${port}`,
-    stop: () => new Promise<void>((resolve) => (child.once('exit', () => resolve()), child.kill('SIGTERM'))),
-  };
+  const child = await startChild('bench/bare-fastify.ts');
+  return { url: `http://127.0.0.1:${child.line}`, stop: child.stop };
 }
 
 const json = { 'content-type': 'application/json' };
