@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { ConcurrencyError, DomainError } from '../shared/errors.js';
-import type { EventMetadata, EventStore, RecordedEvent } from '../shared/event-store/port.js';
+import type { AppendResult, EventMetadata, EventStore, RecordedEvent, StreamAppend } from '../shared/event-store/port.js';
 
 /**
  * Email uniqueness, enforced in the event store: one stream per normalised
@@ -8,8 +8,11 @@ import type { EventMetadata, EventStore, RecordedEvent } from '../shared/event-s
  * event says who holds it. Appending with the expected revision makes two
  * concurrent claims on one address conflict; exactly one wins.
  *
- * The claim and the user's own event are two appends, so a crash between them
- * can leave a claim whose user never took the address. Such a claim counts as
+ * Where the store appends to several streams at once (the embedded store), a
+ * new claim and the user's own events go in one transaction: one commit, and
+ * nothing to clean up if either is refused. Elsewhere (EventStoreDB) they are
+ * two appends, so a crash between them can leave a claim whose user never took
+ * the address. Such a claim counts as
  * held only while it is younger than a grace period, or while its holder's stream
  * really has that address; after that the next claimant takes it over.
  */
@@ -40,28 +43,43 @@ export function emailReservations(deps: EmailReservationDeps) {
   }
 
   return {
-    /** Claims `email` for `userId`; EMAIL_TAKEN when another user holds it. Returns whether it was newly claimed. */
-    async reserve(email: string, userId: string, now: Date, metadata: EventMetadata): Promise<boolean> {
+    /**
+     * Claims `email` for `userId`; EMAIL_TAKEN when another user holds it.
+     * `alongside` (the user's own events) is appended in the same transaction
+     * when the address was never claimed and the store can: then its result is
+     * returned, and a conflict on its stream is thrown with nothing written.
+     */
+    async reserve(
+      email: string,
+      userId: string,
+      now: Date,
+      metadata: EventMetadata,
+      alongside?: StreamAppend,
+    ): Promise<{ newlyClaimed: boolean; appendedAlongside?: AppendResult }> {
       const streamId = emailStreamId(email);
       const claim = [{ type: 'EmailReserved', data: { email, userId, occurredAt: now.toISOString() }, metadata }];
       // Most addresses were never claimed: claim first, and read only when the stream turns out to exist.
       try {
+        if (alongside && store.appendToStreams) {
+          const [, appendedAlongside] = await store.appendToStreams([{ streamId, events: claim, expectedRevision: 'no_stream' }, alongside]);
+          return { newlyClaimed: true, appendedAlongside: appendedAlongside! };
+        }
         await store.appendToStream(streamId, claim, { expectedRevision: 'no_stream' });
-        return true;
+        return { newlyClaimed: true };
       } catch (error) {
-        if (!(error instanceof ConcurrencyError)) throw error;
+        if (!(error instanceof ConcurrencyError) || error.streamId !== streamId) throw error;
       }
       for (let attempt = 0; ; attempt++) {
         const events = await store.readStream(streamId);
         const last = events[events.length - 1];
         if (last?.type === 'EmailReserved') {
           const holder = (last.data as ReservationData).userId;
-          if (holder === userId) return false;
+          if (holder === userId) return { newlyClaimed: false };
           if (await isHeld(last, now)) throw new DomainError('EMAIL_TAKEN', `email ${email} is already taken`);
         }
         try {
           await store.appendToStream(streamId, claim, { expectedRevision: last ? last.revision : 'no_stream' });
-          return true;
+          return { newlyClaimed: true };
         } catch (error) {
           // Someone else claimed or released it meanwhile: look again.
           if (error instanceof ConcurrencyError && attempt < 3) continue;

@@ -1,6 +1,6 @@
 import { v5 as uuidv5, v7 as uuidv7 } from 'uuid';
 import { ConcurrencyError, DomainError } from '../shared/errors.js';
-import type { EventMetadata, EventStore } from '../shared/event-store/port.js';
+import type { EventMetadata, EventStore, StreamAppend } from '../shared/event-store/port.js';
 import { userStreamId, type UserEvent } from '../shared/user-events.js';
 import { emailReservations } from './email-reservations.js';
 import { decide, foldUser, initialState, type UserCommand, type UserState } from './user-decider.js';
@@ -50,14 +50,11 @@ export function userCommands(deps: { store: EventStore; clock?: () => Date; emai
     ...(options.correlationId ? { correlationId: options.correlationId, causationId: options.correlationId } : {}),
   });
 
-  async function append(userId: string, events: UserEvent[], revision: number, metadata: EventMetadata) {
-    const result = await store.appendToStream(
-      userStreamId(userId),
-      events.map((event) => ({ ...event, metadata })),
-      { expectedRevision: revision === -1 ? 'no_stream' : revision },
-    );
-    return result.nextExpectedRevision;
-  }
+  const userAppend = (userId: string, events: UserEvent[], revision: number, metadata: EventMetadata): StreamAppend => ({
+    streamId: userStreamId(userId),
+    events: events.map((event) => ({ ...event, metadata })),
+    expectedRevision: revision === -1 ? 'no_stream' : revision,
+  });
 
   /** Decides and appends one command, claiming and releasing email addresses around it. */
   async function execute(
@@ -78,9 +75,16 @@ export function userCommands(deps: { store: EventStore; clock?: () => Date; emai
       if (events.length === 0) return { id: userId, revision };
       const metadata = metadataFor(command, options);
       const claimed = claimedEmail(events);
-      const newlyClaimed = claimed ? await emails.reserve(claimed, userId, now, metadata) : false;
+      const ours = userAppend(userId, events, revision, metadata);
+      let newlyClaimed = false;
       try {
-        const next = await append(userId, events, revision, metadata);
+        // A new claim and the user's events may go in one append (see `reserve`).
+        const { newlyClaimed: claimedNow, appendedAlongside } = claimed
+          ? await emails.reserve(claimed, userId, now, metadata, ours)
+          : { newlyClaimed: false, appendedAlongside: undefined };
+        newlyClaimed = claimedNow;
+        const { streamId, events: toAppend, expectedRevision } = ours;
+        const next = (appendedAlongside ?? (await store.appendToStream(streamId, toAppend, { expectedRevision }))).nextExpectedRevision;
         const released = releasedEmail(events);
         if (released) await emails.release(released, userId, now, metadata).catch(() => {});
         return { id: userId, revision: next };

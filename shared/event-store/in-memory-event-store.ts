@@ -16,29 +16,40 @@ export function inMemoryEventStore(): EventStore {
 
   const store: EventStore = {
     appendToStream(streamId, events, { expectedRevision }) {
-      const stream = streams.get(streamId) ?? [];
-      const current = stream.length - 1;
-      if (!satisfiesExpected(expectedRevision, current)) {
-        return Promise.reject(new ConcurrencyError(streamId, describeExpected(expectedRevision), current));
+      return store.appendToStreams!([{ streamId, events, expectedRevision }]).then(([result]) => result!);
+    },
+    appendToStreams(appends) {
+      // Checked in order, as if each stream's share were appended before the next is checked.
+      const lengths = new Map<string, number>();
+      for (const { streamId, events, expectedRevision } of appends) {
+        const length = lengths.get(streamId) ?? streams.get(streamId)?.length ?? 0;
+        if (!satisfiesExpected(expectedRevision, length - 1)) {
+          return Promise.reject(new ConcurrencyError(streamId, describeExpected(expectedRevision), length - 1));
+        }
+        lengths.set(streamId, length + events.length);
       }
       const recordedAt = new Date();
-      for (const event of events) {
-        const recorded: RecordedEvent = {
-          id: event.id ?? randomUUID(),
-          streamId,
-          revision: stream.length,
-          position: BigInt(log.length + 1),
-          type: event.type,
-          data: structuredClone(event.data),
-          metadata: structuredClone(event.metadata ?? {}),
-          recordedAt,
-        };
-        stream.push(recorded);
-        log.push(recorded);
-      }
-      streams.set(streamId, stream);
+      const results = appends.map(({ streamId, events }) => {
+        const stream = streams.get(streamId) ?? [];
+        for (const event of events) {
+          const recorded: RecordedEvent = {
+            id: event.id ?? randomUUID(),
+            streamId,
+            revision: stream.length,
+            position: BigInt(log.length + 1),
+            type: event.type,
+            data: structuredClone(event.data),
+            metadata: structuredClone(event.metadata ?? {}),
+            recordedAt,
+          };
+          stream.push(recorded);
+          log.push(recorded);
+        }
+        streams.set(streamId, stream);
+        return { nextExpectedRevision: stream.length - 1, position: BigInt(log.length) };
+      });
       appended.notify();
-      return Promise.resolve({ nextExpectedRevision: stream.length - 1, position: BigInt(log.length) });
+      return Promise.resolve(results);
     },
     readStream(streamId, options = {}) {
       const stream = streams.get(streamId) ?? [];

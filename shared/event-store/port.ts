@@ -40,6 +40,13 @@ export interface AppendResult {
   position: bigint;
 }
 
+/** One stream's share of a multi-stream append. */
+export interface StreamAppend {
+  streamId: string;
+  events: readonly EventToAppend[];
+  expectedRevision: ExpectedRevision;
+}
+
 export interface ReadAllOptions {
   /** Only events whose position is greater than this; from the start when absent. */
   after?: bigint;
@@ -81,6 +88,15 @@ export interface EventStore {
     events: readonly EventToAppend[],
     options: { expectedRevision: ExpectedRevision },
   ): Promise<AppendResult>;
+  /**
+   * Optional: appends to several streams in one transaction, all or nothing, in
+   * the order given (their events get consecutive positions in that order).
+   * Throws ConcurrencyError for the first stream not where expected, having
+   * written nothing; resolves with one result per stream. Stores without
+   * multi-stream transactions (EventStoreDB) leave it out, and callers append
+   * stream by stream.
+   */
+  appendToStreams?(appends: readonly StreamAppend[]): Promise<AppendResult[]>;
   /** The stream's events in order; an empty array when the stream does not exist. */
   readStream(streamId: string, options?: { fromRevision?: number }): Promise<RecordedEvent[]>;
   readAll(options: ReadAllOptions): Promise<RecordedEvent[]>;

@@ -34,21 +34,28 @@ const failureOf = (error: unknown) => ({
   ...(codeOf(error) ? { code: codeOf(error) } : {}),
 });
 
+/** One append (one stream, or several all or nothing) under a savepoint of its own. */
 function appendOne(append: QueuedAppend, recordedAt: string): AppendOutcome {
-  const current = currentRevision.get(append.streamId)?.revision ?? -1;
-  if (!satisfiesExpected(append.expected, current)) {
-    return { kind: 'conflict', expected: describeExpected(append.expected), actual: current };
-  }
   db.exec('SAVEPOINT append');
   try {
-    let revision = current;
-    let position = 0n;
-    for (const [eventId, type, data, metadata] of append.events) {
-      revision += 1;
-      position = BigInt(insert.run(eventId, append.streamId, revision, type, data, metadata, recordedAt).lastInsertRowid);
+    const results: [number, bigint][] = [];
+    for (const part of append.parts) {
+      const current = currentRevision.get(part.streamId)?.revision ?? -1;
+      if (!satisfiesExpected(part.expected, current)) {
+        db.exec('ROLLBACK TO append');
+        db.exec('RELEASE append');
+        return { kind: 'conflict', streamId: part.streamId, expected: describeExpected(part.expected), actual: current };
+      }
+      let revision = current;
+      let position = 0n;
+      for (const [eventId, type, data, metadata] of part.events) {
+        revision += 1;
+        position = BigInt(insert.run(eventId, part.streamId, revision, type, data, metadata, recordedAt).lastInsertRowid);
+      }
+      results.push([revision, position]);
     }
     db.exec('RELEASE append');
-    return { kind: 'appended', revision, position };
+    return { kind: 'appended', results };
   } catch (error) {
     // A full disk, an I/O error or a lost lock may have ended the transaction: the whole group fails.
     if (!db.inTransaction || /^SQLITE_(IOERR|FULL|BUSY|NOMEM|CORRUPT|CANTOPEN)/.test(codeOf(error) ?? '')) throw error;
@@ -68,7 +75,7 @@ function commit(group: QueuedAppend[]): GroupResult {
   try {
     const recordedAt = new Date().toISOString();
     const outcomes = group.map((append): [number, AppendOutcome] => [append.seq, appendOne(append, recordedAt)]);
-    if (options.failCommitsFor?.some((streamId) => group.some((a) => a.streamId === streamId))) {
+    if (options.failCommitsFor?.some((streamId) => group.some((a) => a.parts.some((part) => part.streamId === streamId)))) {
       throw Object.assign(new Error('commit failed (injected by a test)'), { code: 'SQLITE_IOERR_FSYNC' });
     }
     db.exec('COMMIT');

@@ -137,9 +137,14 @@ export function sqliteEventStore(options: {
 
   const store: EventStore = {
     async appendToStream(streamId, events, { expectedRevision }) {
-      const result = await writer.append(streamId, events, expectedRevision);
+      const [result] = await writer.append([{ streamId, events, expectedRevision }]);
       appended.notify();
-      return result;
+      return result!;
+    },
+    async appendToStreams(appends) {
+      const results = await writer.append(appends);
+      appended.notify();
+      return results;
     },
     readStream(streamId, { fromRevision = 0 } = {}) {
       try {

@@ -1,14 +1,19 @@
 import { randomUUID } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
 import { ConcurrencyError } from '../errors.js';
-import type { AppendResult, EventToAppend, ExpectedRevision } from './port.js';
+import type { AppendResult, ExpectedRevision, StreamAppend } from './port.js';
 
-/** An append as the writer takes it: events already serialised, ids given. */
-export interface QueuedAppend {
-  seq: number;
+/** One stream's share of an append as the writer takes it: events already serialised, ids given. */
+export interface QueuedPart {
   streamId: string;
   expected: ExpectedRevision;
   events: [eventId: string, type: string, data: string, metadata: string][];
+}
+
+/** An append as the writer takes it: one stream, or several that commit all or nothing. */
+export interface QueuedAppend {
+  seq: number;
+  parts: QueuedPart[];
 }
 
 /** Main thread -> writer: the appends made since the last message. */
@@ -17,8 +22,8 @@ export interface AppendBatch {
 }
 
 export type AppendOutcome =
-  | { kind: 'appended'; revision: number; position: bigint }
-  | { kind: 'conflict'; expected: string; actual: number }
+  | { kind: 'appended'; results: [revision: number, position: bigint][] }
+  | { kind: 'conflict'; streamId: string; expected: string; actual: number }
   | { kind: 'failed'; message: string; code?: string };
 
 /** Writer -> main thread: one message per committed (or failed) group. */
@@ -34,8 +39,7 @@ export interface WriterOptions {
 }
 
 interface Waiter {
-  streamId: string;
-  resolve(result: AppendResult): void;
+  resolve(results: AppendResult[]): void;
   reject(error: unknown): void;
 }
 
@@ -46,7 +50,8 @@ interface Waiter {
  * queue and go together into the next, so a burst of requests shares one
  * transaction and one fsync, and the writer never waits for this thread to hand
  * it the next group. Each append keeps its own expected-revision check and its
- * own outcome. A promise resolves only after its group's COMMIT returned, i.e.
+ * own outcome; an append to several streams checks each and commits all or
+ * none of them. A promise resolves only after its group's COMMIT returned, i.e.
  * once the events are on disk. Appends made in one turn of the event loop travel
  * in one message; an idle writer commits them at once, without waiting to fill a
  * group.
@@ -99,8 +104,11 @@ export function groupCommitter(options: WriterOptions & { translate(error: Error
       for (const [seq, outcome] of result.outcomes) {
         const waiter = take(seq);
         if (!waiter) continue;
-        if (outcome.kind === 'appended') waiter.resolve({ nextExpectedRevision: outcome.revision, position: outcome.position });
-        else if (outcome.kind === 'conflict') waiter.reject(new ConcurrencyError(waiter.streamId, outcome.expected, outcome.actual));
+        if (outcome.kind === 'appended') {
+          waiter.resolve(outcome.results.map(([revision, position]) => ({ nextExpectedRevision: revision, position })));
+        } else if (outcome.kind === 'conflict') {
+          waiter.reject(new ConcurrencyError(outcome.streamId, outcome.expected, outcome.actual));
+        }
         else waiter.reject(options.translate(sqliteError(outcome)));
       }
     }
@@ -114,21 +122,24 @@ export function groupCommitter(options: WriterOptions & { translate(error: Error
   }
 
   return {
-    append(streamId: string, events: readonly EventToAppend[], expected: ExpectedRevision): Promise<AppendResult> {
+    /** Appends to one stream or, all or nothing, to several; one result per stream. */
+    append(appends: readonly StreamAppend[]): Promise<AppendResult[]> {
       if (closing) return Promise.reject(new Error('the event store is closed'));
       let append: QueuedAppend;
       try {
         append = {
           seq: nextSeq++,
-          streamId,
-          expected,
-          events: events.map((e) => [e.id ?? randomUUID(), e.type, JSON.stringify(e.data), JSON.stringify(e.metadata ?? {})]),
+          parts: appends.map(({ streamId, events, expectedRevision }) => ({
+            streamId,
+            expected: expectedRevision,
+            events: events.map((e) => [e.id ?? randomUUID(), e.type, JSON.stringify(e.data), JSON.stringify(e.metadata ?? {})]),
+          })),
         };
       } catch (error) {
         return Promise.reject(error instanceof Error ? error : new Error(String(error)));
       }
-      return new Promise<AppendResult>((resolve, reject) => {
-        waiting.set(append.seq, { streamId, resolve, reject });
+      return new Promise<AppendResult[]>((resolve, reject) => {
+        waiting.set(append.seq, { resolve, reject });
         unsent.push(append);
         sending ??= setImmediate(send);
       });

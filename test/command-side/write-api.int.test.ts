@@ -2,7 +2,7 @@ import t, { type Test } from 'tap';
 import type { InjectOptions } from 'fastify';
 import { buildCommandApp } from '../../command-side/app.js';
 import { userCommands } from '../../command-side/user-commands.js';
-import { emailStreamId } from '../../command-side/email-reservations.js';
+import { emailReservations, emailStreamId } from '../../command-side/email-reservations.js';
 import type { EventStore } from '../../shared/event-store/port.js';
 import { StoreUnavailableError } from '../../shared/errors.js';
 import { eventStoreKinds } from '../support/event-stores.js';
@@ -116,6 +116,33 @@ function writeApiSuite(t: Test, openStore: (t: Test) => Promise<EventStore>) {
     t.same(results.map((r) => r.statusCode).sort(), [201, 409, 409, 409, 409]);
   });
 
+  void t.test('a new claim and the user\'s events: one transaction where the store offers it, two appends elsewhere', async (t) => {
+    const store = await openStore(t);
+    const emails = emailReservations({ store, graceMs: 60_000, currentEmailOf: () => Promise.resolve(undefined) });
+    const userEvents = (userId: string, expectedRevision: 'no_stream' | number) => ({
+      streamId: `user-${userId}`,
+      events: [{ type: 'UserRegistered', data: { userId } }],
+      expectedRevision,
+    });
+    const together = await emails.reserve('pair@example.org', 'u-1', new Date(), {}, userEvents('u-1', 'no_stream'));
+    t.equal(together.newlyClaimed, true);
+    const [claim] = await store.readStream(emailStreamId('pair@example.org'));
+    if (store.appendToStreams) {
+      const [user] = await store.readStream('user-u-1');
+      t.equal(together.appendedAlongside?.position, user?.position, 'the user\'s events were appended with the claim');
+      t.ok(claim && user && claim.position < user.position, 'claim first');
+      // The user's stream is not where the command expected: neither is written.
+      await t.rejects(emails.reserve('lone@example.org', 'u-1', new Date(), {}, userEvents('u-1', 'no_stream')), {
+        name: 'ConcurrencyError',
+        streamId: 'user-u-1',
+      });
+      t.same(await store.readStream(emailStreamId('lone@example.org')), [], 'no claim is left behind');
+    } else {
+      t.equal(together.appendedAlongside, undefined, 'the caller appends the user\'s events itself');
+      t.ok(claim, 'the claim is written');
+    }
+  });
+
   void t.test('a claim left by a crash before the user was written is taken over after the grace period', async (t) => {
     const store = await openStore(t);
     // The service's clock runs ahead on demand, past the 60 s grace period.
@@ -200,6 +227,7 @@ function writeApiSuite(t: Test, openStore: (t: Test) => Promise<EventStore>) {
       ...(await openStore(t)),
       readStream: () => Promise.reject(new StoreUnavailableError('event store down')),
       appendToStream: () => Promise.reject(new StoreUnavailableError('event store down')),
+      appendToStreams: () => Promise.reject(new StoreUnavailableError('event store down')),
     };
     const { register } = await setUp(t, { store: failing });
     const response = await register('Ada', 'ada@example.org');

@@ -28,6 +28,8 @@ async function take(iterable: AsyncIterable<RecordedEvent>, count: number, predi
 export interface ContractOptions {
   /** Whether it reads the log stream after stream (`readAllByStream`). */
   readsByStream: boolean;
+  /** Whether it appends to several streams in one transaction (`appendToStreams`). */
+  appendsToStreams: boolean;
   /**
    * For stores that commit the appends made in one turn of the event loop as
    * one group: a stream id whose appends make the commit of their whole group
@@ -207,6 +209,8 @@ export function eventStoreContract(t: Test, open: () => Promise<StoreUnderTest>,
     }),
   );
 
+  multiStreamAppends(t, withStore, options.appendsToStreams);
+
   if (!options.readsByStream) {
     void t.test('offers no stream-ordered read, so replays read in order of position', (t) =>
       withStore(t, async (store) => {
@@ -359,4 +363,54 @@ export function eventStoreContract(t: Test, open: () => Promise<StoreUnderTest>,
       }),
     );
   }
+}
+
+function multiStreamAppends(t: Test, withStore: (t: Test, body: (store: EventStore) => Promise<void>) => Promise<void>, offered: boolean) {
+  if (!offered) {
+    void t.test('offers no multi-stream append, so callers append stream by stream', (t) =>
+      withStore(t, async (store) => {
+        t.equal(store.appendToStreams, undefined);
+      }),
+    );
+    return;
+  }
+
+  void t.test('appends to several streams at once, in the order given', (t) =>
+    withStore(t, async (store) => {
+      const [a, b] = [stream(), stream()];
+      await store.appendToStream(b, [event(0)], { expectedRevision: 'no_stream' });
+      const results = await store.appendToStreams!([
+        { streamId: a, events: [event(1), event(2)], expectedRevision: 'no_stream' },
+        { streamId: b, events: [event(3)], expectedRevision: 0 },
+      ]);
+      t.same(results.map((r) => r.nextExpectedRevision), [1, 1], 'one result per stream');
+      t.ok(results[1]!.position > results[0]!.position);
+      const [readA, readB] = [await store.readStream(a), await store.readStream(b)];
+      t.same(readA.map((e) => e.data), [{ n: 1 }, { n: 2 }]);
+      t.same(readB.map((e) => e.data), [{ n: 0 }, { n: 3 }]);
+      const positions = [...readA, readB[1]!].map((e) => e.position);
+      t.same(positions, [...positions].sort((x, y) => (x < y ? -1 : 1)), 'positions follow the order given');
+      t.equal(positions[2]!, results[1]!.position);
+    }),
+  );
+
+  void t.test('a multi-stream append with one stream out of place writes none of them', (t) =>
+    withStore(t, async (store) => {
+      const [a, b, neighbour] = [stream(), stream(), stream()];
+      await store.appendToStream(b, [event(0)], { expectedRevision: 'no_stream' });
+      const [together, alone] = await Promise.allSettled([
+        store.appendToStreams!([
+          { streamId: a, events: [event(1)], expectedRevision: 'no_stream' },
+          { streamId: b, events: [event(2)], expectedRevision: 'no_stream' },
+        ]),
+        store.appendToStream(neighbour, [event(3)], { expectedRevision: 'no_stream' }),
+      ]);
+      t.equal(together!.status, 'rejected');
+      t.match((together as PromiseRejectedResult).reason, { name: 'ConcurrencyError', streamId: b, actual: 0 });
+      t.same(await store.readStream(a), [], 'the stream that was in place is not written either');
+      t.same((await store.readStream(b)).map((e) => e.data), [{ n: 0 }]);
+      t.equal(alone!.status, 'fulfilled', 'an append alongside it is not affected');
+      t.same((await store.readStream(neighbour)).map((e) => e.data), [{ n: 3 }]);
+    }),
+  );
 }

@@ -13,7 +13,7 @@ void t.test('in-memory event store', async (t) => {
   eventStoreContract(t, () => {
     const store = inMemoryEventStore();
     return Promise.resolve({ store, cleanup: () => store.close() });
-  }, { readsByStream: true });
+  }, { readsByStream: true, appendsToStreams: true });
 });
 
 void t.test('embedded SQLite event store', async (t) => {
@@ -25,7 +25,7 @@ void t.test('embedded SQLite event store', async (t) => {
   eventStoreContract(t, () => {
     const store = sqliteEventStore({ file, pollMs: 10, failCommitsFor: [commitFailsFor] });
     return Promise.resolve({ store, cleanup: () => store.close() });
-  }, { readsByStream: true, commitFailsFor });
+  }, { readsByStream: true, appendsToStreams: true, commitFailsFor });
 
   void t.test('survives a reopen: what was appended is still there', async (t) => {
     const first = sqliteEventStore({ file: join(dir, 'reopen.sqlite') });
@@ -62,17 +62,17 @@ void t.test('embedded SQLite event store', async (t) => {
     const writer = groupCommitter({ file, busyTimeoutMs: 5000, translate: (error) => error });
     t.teardown(() => writer.close());
     const results = await Promise.all(
-      Array.from({ length: 200 }, (_, n) => writer.append(`burst-${n}`, [{ type: 'A', data: { n } }], 'no_stream')),
+      Array.from({ length: 200 }, (_, n) => writer.append([{ streamId: `burst-${n}`, events: [{ type: 'A', data: { n } }], expectedRevision: 'no_stream' }])),
     );
     t.same(writer.stats(), { groups: 1, appends: 200 }, 'appends made in one turn of the event loop share one transaction');
     const more = await Promise.all([
-      writer.append('one', [{ type: 'A', data: {} }], 'no_stream'),
+      writer.append([{ streamId: 'one', events: [{ type: 'A', data: {} }], expectedRevision: 'no_stream' }]),
       // Made while the first is committing: both travel and commit after it.
-      new Promise<void>((resolve) => setImmediate(resolve)).then(() => writer.append('two', [{ type: 'A', data: {} }], 'no_stream')),
+      new Promise<void>((resolve) => setImmediate(resolve)).then(() => writer.append([{ streamId: 'two', events: [{ type: 'A', data: {} }], expectedRevision: 'no_stream' }])),
     ]);
     t.equal(more.length, 2);
     t.ok(writer.stats().groups <= 3, `${writer.stats().groups} groups for 202 appends`);
-    t.equal(new Set(results.map((r) => r.position)).size, 200);
+    t.equal(new Set(results.map(([r]) => r!.position)).size, 200);
     const db = new Database(file, { readonly: true });
     t.teardown(() => db.close());
     t.equal((db.prepare('SELECT COUNT(*) AS n FROM events').get() as { n: number }).n, 202, 'all on disk');
@@ -105,7 +105,7 @@ void t.test('embedded SQLite event store, long reads on a worker thread', async 
       const store = sqliteEventStore({ file, pollMs: 10, readAllInWorker: true });
       return Promise.resolve({ store, cleanup: () => store.close() });
     },
-    { readsByStream: true },
+    { readsByStream: true, appendsToStreams: true },
   );
 
   const readByStream = async (store: EventStore, streamPrefix: string, pageSize = 1000) => {
