@@ -21,6 +21,7 @@ function main() {
     topic: config.kafka.topic,
     logger,
     leaseMs: config.relayLeaseMs,
+    owner: config.relayId,
     batchSize: config.relayBatchSize,
   });
   onShutdownSignal(logger, async () => {

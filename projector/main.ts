@@ -22,6 +22,7 @@ async function main() {
         kafka: createKafka({ brokers: config.kafka.brokers, clientId: `${config.kafka.clientId}-projector`, logger }),
         topic: config.kafka.topic,
         groupId: config.kafka.groupId,
+        sessionTimeoutMs: config.kafka.sessionTimeoutMs,
         logger,
       })
     : eventStoreFeed(store!, {

@@ -1,3 +1,4 @@
+import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import type { FromSchema } from 'json-schema-to-ts';
 import { ConfigError } from './errors.js';
@@ -27,6 +28,8 @@ export const configSchema = {
     KAFKA_TOPIC: { type: 'string', pattern: '^[A-Za-z0-9._-]{1,249}$', default: 'users.events.v1' },
     KAFKA_CLIENT_ID: { type: 'string', minLength: 1, default: 'users-service' },
     KAFKA_GROUP_ID: { type: 'string', minLength: 1, default: 'users-projector' },
+    KAFKA_SESSION_TIMEOUT_MS: { type: 'integer', minimum: 1000, maximum: 300_000, default: 6000 },
+    RELAY_ID: { type: 'string', pattern: '^[A-Za-z0-9._:@-]{1,200}$' },
     RELAY_LEASE_MS: { type: 'integer', minimum: 1000, maximum: 600_000, default: 15_000 },
     RELAY_BATCH_SIZE: { type: 'integer', minimum: 1, maximum: 10_000, default: 500 },
     READ_DB_URL: { type: 'string', pattern: '^(mysql|mariadb|sqlite)://' },
@@ -59,6 +62,7 @@ export const configSchema = {
     'KAFKA_TOPIC',
     'KAFKA_CLIENT_ID',
     'KAFKA_GROUP_ID',
+    'KAFKA_SESSION_TIMEOUT_MS',
     'RELAY_LEASE_MS',
     'RELAY_BATCH_SIZE',
   ],
@@ -77,7 +81,20 @@ export interface Config {
   /** EventStoreDB when `url` is set (EVENTSTORE_URL), else the embedded file. */
   readonly eventStore: { readonly file: string; readonly url?: string };
   /** Kafka when KAFKA_BROKERS is set: the relay publishes, the projector consumes. */
-  readonly kafka?: { readonly brokers: readonly string[]; readonly topic: string; readonly clientId: string; readonly groupId: string };
+  readonly kafka?: {
+    readonly brokers: readonly string[];
+    readonly topic: string;
+    readonly clientId: string;
+    readonly groupId: string;
+    /** How long a projector that died silently keeps its partitions from the group (KAFKA_SESSION_TIMEOUT_MS). */
+    readonly sessionTimeoutMs: number;
+  };
+  /**
+   * This relay's identity in the lease (RELAY_ID, default the host name): a relay
+   * restarted with the same identity takes its lease back at once, another waits
+   * for it to expire. Two relays running at once must not share one.
+   */
+  readonly relayId: string;
   readonly relayLeaseMs: number;
   readonly relayBatchSize: number;
   readonly readDb: ReadDbConfig;
@@ -142,9 +159,11 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
             topic: e.KAFKA_TOPIC,
             clientId: e.KAFKA_CLIENT_ID,
             groupId: e.KAFKA_GROUP_ID,
+            sessionTimeoutMs: e.KAFKA_SESSION_TIMEOUT_MS,
           }),
         }
       : {}),
+    relayId: e.RELAY_ID ?? `relay@${hostname()}`,
     relayLeaseMs: e.RELAY_LEASE_MS,
     relayBatchSize: e.RELAY_BATCH_SIZE,
     readDb: Object.freeze(readDbFrom(e.READ_DB_URL, dataDir)),

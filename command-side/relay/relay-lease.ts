@@ -6,7 +6,10 @@ import type { EventStore, RecordedEvent } from '../../shared/event-store/port.js
  * event-store stream (`relay-<topic>`). Each append names the owner, how far it
  * has published and until when it holds the lease, and is made with the expected
  * revision, so:
- *  - a second relay sees a live lease and waits (standby) until it expires;
+ *  - a second relay sees a live lease and waits (standby) until it expires or is
+ *    released (a relay that stops gracefully releases it);
+ *  - a relay restarted with its predecessor's identity (RELAY_ID) takes the lease
+ *    back at once: the predecessor is gone, or it would not be restarted;
  *  - a relay that lost its lease (it stalled, another took over) finds out at its
  *    next append, which conflicts, and stops publishing;
  *  - a holder that cannot renew stops publishing before its lease runs out
@@ -26,6 +29,8 @@ export interface Lease {
   position(): bigint | undefined;
   /** Renews the lease, moving the resume point when `position` is given. Throws LeaseLostError. */
   renew(position?: bigint): Promise<void>;
+  /** Gives the lease up (keeping the resume point), so another relay need not wait for it to expire. */
+  release(): Promise<void>;
 }
 
 export class LeaseLostError extends Error {
@@ -58,9 +63,8 @@ export function relayLease(deps: { store: EventStore; streamId: string; owner: s
       let revision = last?.revision ?? -1;
       let position = held?.position;
       let until = 0;
-      const append = async (moveTo?: bigint) => {
+      const append = async (moveTo?: bigint, leaseUntil = now() + leaseMs) => {
         const nextPosition = moveTo === undefined ? position : moveTo.toString();
-        const leaseUntil = now() + leaseMs;
         const data: RelayCheckpoint = {
           owner,
           ...(nextPosition === undefined ? {} : { position: nextPosition }),
@@ -82,7 +86,8 @@ export function relayLease(deps: { store: EventStore; streamId: string; owner: s
       return {
         isHeld: (marginMs) => now() < until - marginMs,
         position: () => (position === undefined ? undefined : BigInt(position)),
-        renew: append,
+        renew: (moveTo) => append(moveTo),
+        release: () => append(undefined, 0),
       };
     },
   };

@@ -135,10 +135,16 @@ export function eventRelay(deps: {
       try {
         await publishWhileHolding(acquired);
       } catch (error) {
-        if (abort.signal.aborted) break;
-        if (!(error instanceof LeaseLostError)) throw error;
-        logger.warn({ owner }, 'relay lost its lease; standing by');
-        status.role = 'standby';
+        if (!abort.signal.aborted) {
+          if (!(error instanceof LeaseLostError)) throw error;
+          logger.warn({ owner }, 'relay lost its lease; standing by');
+          status.role = 'standby';
+          continue;
+        }
+      }
+      // Stopping: let another relay take over now rather than when the lease expires (a lost lease only conflicts).
+      if (abort.signal.aborted) {
+        await acquired.release().catch((error: unknown) => logger.warn({ err: error }, 'could not release the relay lease'));
       }
     }
     status.role = 'stopped';

@@ -48,6 +48,15 @@ export function kafkaFeed(deps: {
   topic: string;
   groupId: string;
   logger: Logger;
+  /**
+   * How long the group waits for a member that stopped heartbeating before it
+   * hands that member's partitions on (default 6 s, the least a Kafka broker
+   * accepts by default). A projector restarted after a crash rejoins the group
+   * only then, so this bounds the recovery; a shorter one also evicts a live
+   * member whose process stalls that long (it rejoins; its batch is replayed,
+   * harmlessly).
+   */
+  sessionTimeoutMs?: number;
   consumerConfig?: Partial<ConsumerConfig>;
 }): EventFeed {
   const { topic } = deps;
@@ -58,10 +67,14 @@ export function kafkaFeed(deps: {
 
   return {
     async *batches(from) {
+      const sessionTimeout = deps.sessionTimeoutMs ?? 6000;
       const active = deps.kafka.consumer({
         groupId: deps.groupId,
         allowAutoTopicCreation: false,
         maxWaitTimeInMs: 100,
+        sessionTimeout,
+        // kafkajs heartbeats between fetches and when told to; a third of the session or less.
+        heartbeatInterval: Math.min(1000, Math.floor(sessionTimeout / 3)),
         ...deps.consumerConfig,
       });
       consumer = active;
@@ -90,14 +103,20 @@ export function kafkaFeed(deps: {
             const events = batch.messages.map((m) => projectedEventOf(m));
             const lastOffset = batch.messages[batch.messages.length - 1]!.offset;
             const next = (BigInt(lastOffset) + 1n).toString();
-            await new Promise<void>((applied, failed) => {
-              waiting.push({
-                batch: { events, checkpoints: new Map([[partitionSource(topic, batch.partition), next]]) },
-                applied,
-                failed,
+            // A slow apply (the read DB down, a rebuild's pause) must not cost the group membership.
+            const keepAlive = setInterval(() => void payload.heartbeat().catch(() => {}), Math.min(1000, Math.floor(sessionTimeout / 3)));
+            try {
+              await new Promise<void>((applied, failed) => {
+                waiting.push({
+                  batch: { events, checkpoints: new Map([[partitionSource(topic, batch.partition), next]]) },
+                  applied,
+                  failed,
+                });
+                wake?.();
               });
-              wake?.();
-            });
+            } finally {
+              clearInterval(keepAlive);
+            }
             // kafkajs fetches from resolved offsets, not committed ones: resolve, or the batch comes again.
             payload.resolveOffset(lastOffset);
             try {

@@ -165,3 +165,46 @@ void t.test('a relay whose lease was taken stops publishing at its next append',
   await waitFor(() => relay.status().role === 'standby', 5000, 'relay fenced');
   t.ok(publisher.acknowledged.length <= before + 1, 'at most the batch in flight went out');
 });
+
+void t.test('a relay restarted with its identity takes its lease back at once; another identity waits for it', async (t) => {
+  const store = inMemoryEventStore();
+  const commands = commandsOver(store);
+  await seedUsers(commands, 4);
+  const publisher = recordingPublisher({ crashAfterAck: 1 });
+  // A long lease: waiting it out would fail the test.
+  const crashed = eventRelay({ store, publisher, topic, logger, leaseMs: 60_000, batchSize: 2, owner: 'relay@host-a' });
+  await t.rejects(crashed.start(), { message: /crash after the broker acknowledged/ });
+  const other = eventRelay({ store, publisher, topic, logger, leaseMs: 60_000, batchSize: 2, owner: 'relay@host-b' });
+  void other.start();
+  t.teardown(() => other.stop());
+  await waitFor(() => other.status().role === 'standby', 5000, 'a relay of another identity stands by');
+  const restarted = eventRelay({ store, publisher, topic, logger, leaseMs: 60_000, batchSize: 2, owner: 'relay@host-a' });
+  void restarted.start();
+  t.teardown(() => restarted.stop());
+  const expected = await userEventsIn(store);
+  await waitFor(() => restarted.status().position === expected.at(-1)!.position.toString(), 5000, 'the restarted relay publishes at once');
+  t.equal(other.status().published, 0, 'the other relay still stands by');
+  assertComplete(t, publisher.acknowledged, expected);
+});
+
+void t.test('a relay that stops releases its lease: a relay of another identity starts publishing at once', async (t) => {
+  const store = inMemoryEventStore();
+  const commands = commandsOver(store);
+  await seedUsers(commands, 3);
+  const publisher = recordingPublisher();
+  const a = eventRelay({ store, publisher, topic, logger, leaseMs: 60_000, batchSize: 2, owner: 'a' });
+  void a.start();
+  const before = await userEventsIn(store);
+  await waitFor(() => a.status().position === before.at(-1)!.position.toString(), 5000, 'a caught up');
+  await a.stop();
+  const lease = (await store.readStream(relayStreamId(topic))).at(-1)?.data as { owner: string; leaseUntil: string; position?: string };
+  t.ok(Date.parse(lease.leaseUntil) <= Date.now(), 'the lease is given up');
+  t.equal(lease.position, before.at(-1)!.position.toString(), 'the resume point is kept');
+  await seedUsers(commands, 2, 'after');
+  const b = eventRelay({ store, publisher, topic, logger, leaseMs: 60_000, batchSize: 2, owner: 'b' });
+  void b.start();
+  t.teardown(() => b.stop());
+  const all = await userEventsIn(store);
+  await waitFor(() => b.status().position === all.at(-1)!.position.toString(), 5000, 'b publishes without waiting out the lease');
+  t.equal(publisher.acknowledged.length, all.length, 'b resumed exactly where a stopped');
+});

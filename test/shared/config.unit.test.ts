@@ -22,8 +22,23 @@ void t.test('production settings are read and typed', async (t) => {
   t.equal(config.commandPort, 8080);
   t.same(config.readDb, { client: 'mysql', url: 'mysql://root@db:3306/queries' });
   t.equal(config.eventStore.url, 'esdb://es:2113?tls=false');
-  t.same(config.kafka, { brokers: ['k1:9092', 'k2:9092'], topic: 'users.events.v1', clientId: 'users-service', groupId: 'users-projector' });
+  t.same(config.kafka, {
+    brokers: ['k1:9092', 'k2:9092'],
+    topic: 'users.events.v1',
+    clientId: 'users-service',
+    groupId: 'users-projector',
+    sessionTimeoutMs: 6000,
+  });
   t.same(config.writeApiTokens, ['a', 'b']);
+});
+
+void t.test('the relay\'s identity is stable across restarts: RELAY_ID, else one derived from the host', async (t) => {
+  const derived = loadConfig({}).relayId;
+  t.match(derived, /^relay@.+/);
+  t.equal(loadConfig({}).relayId, derived, 'the same on every start');
+  t.equal(loadConfig({ RELAY_ID: 'relay-b' }).relayId, 'relay-b');
+  t.throws(() => loadConfig({ RELAY_ID: 'has spaces' }), { name: 'ConfigError' });
+  t.equal(loadConfig({ KAFKA_BROKERS: 'k:9092', KAFKA_SESSION_TIMEOUT_MS: '10000' }).kafka?.sessionTimeoutMs, 10_000);
 });
 
 void t.test('an invalid configuration names every bad key at once', async (t) => {
