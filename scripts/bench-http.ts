@@ -1,10 +1,9 @@
 import autocannon from 'autocannon';
 import { spawn } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import knexFactory from 'knex';
-import { freePort, percentile, startStack } from './bench/stack.js';
+import { cpuMicros, freePort, percentile, startChild, startStack } from './bench/stack.js';
 
 /**
  * The request paths against bare Fastify, measured in the same run:
@@ -59,36 +58,13 @@ async function measure(url: string, request: Request): Promise<Figures> {
   return load(url, request, seconds);
 }
 
-/** User + system CPU time a process has used so far, in microseconds (Linux /proc). */
-function cpuMicros(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return (Number(fields[11]) + Number(fields[12])) * (1_000_000 / 100);
-}
-
-/** A child process of ours that prints one line (its address) once it is ready. */
-async function startChild(script: string, env: Record<string, string> = {}) {
-  const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL(script, import.meta.url))], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-    env: { ...process.env, ...env },
-  });
-  const line = await new Promise<string>((resolve, reject) => {
-    child.stdout.once('data', (chunk: Buffer) => resolve(chunk.toString().trim()));
-    child.once('exit', (code) => reject(new Error(`${script} exited (${code})`)));
-  });
-  return {
-    line,
-    pid: child.pid!,
-    stop: () => new Promise<void>((resolve) => (child.once('exit', () => resolve()), child.kill('SIGTERM'))),
-  };
-}
-
 /**
  * The command side on EventStoreDB (the gRPC test server, in a process of its
  * own): how much CPU the command side spends per registration, beside the
  * server's own, so that the service's share can be told from the store's.
  */
 async function benchCommandSideOnEsdb() {
-  const server = await startChild('bench/esdb-server.ts');
+  const server = await startChild('esdb-server.ts');
   const port = await freePort();
   const command = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('../command-side/main.ts', import.meta.url))], {
     stdio: ['ignore', 'ignore', 'inherit'],
@@ -120,7 +96,7 @@ async function benchCommandSideOnEsdb() {
 
 /** The bare Fastify baseline in a process of its own (it prints its port). */
 async function startBare() {
-  const child = await startChild('bench/bare-fastify.ts');
+  const child = await startChild('bare-fastify.ts');
   return { url: `http://127.0.0.1:${child.line}`, stop: child.stop };
 }
 

@@ -12,22 +12,21 @@ import type { EventStore } from '../shared/event-store/port.js';
 import { createKafka } from '../shared/kafka/kafka-client.js';
 import { openReadDb } from '../shared/read-db.js';
 import { userStreamId } from '../shared/user-events.js';
-import { startEsdbTestServer } from '../test/support/esdb-test-server.js';
-import { startKafkaTestBroker } from '../test/support/kafka-test-broker.js';
-import { percentile, startStack } from './bench/stack.js';
+import { percentile, startChild, startStack } from './bench/stack.js';
 
 /**
  * The production path on the protocol test servers (EventStoreDB gRPC test server,
- * in-repo Kafka broker) and the machine's MariaDB:
- *  1. seeds BENCH_EVENTS (100,000) user events into EventStoreDB;
- *  2. relay: events/s from the log to Kafka (acknowledged);
+ * in-repo Kafka broker; each a process of its own) and the machine's MariaDB:
+ *  1. seeds BENCH_EVENTS (100,000) user events into EventStoreDB, then reads the
+ *     whole log back through the client: the test server's own pace;
+ *  2. relay: events/s from the log to Kafka (acknowledged), and its ratio to that read;
  *  3. projector: events/s from Kafka into MariaDB, and in the same run a plain
  *     multi-row INSERT of the same final rows (rows/s) for comparison;
- *  4. the four roles as processes at a steady BENCH_RATE (500) writes/s for
+ *  4. the four roles as processes at a steady BENCH_RATE (100) writes/s for
  *     BENCH_SECONDS (20): time from the write's 201 to the row being readable.
  */
 const totalEvents = Number(process.env.BENCH_EVENTS ?? 100_000);
-const rate = Number(process.env.BENCH_RATE ?? 500);
+const rate = Number(process.env.BENCH_RATE ?? 100);
 const seconds = Number(process.env.BENCH_SECONDS ?? 20);
 const mariadbUrl = process.env.MARIADB_URL ?? 'mysql://root@127.0.0.1:3306';
 const logger = pino({ level: 'silent' });
@@ -88,19 +87,33 @@ const freshDb = async (name: string) => {
   return db;
 };
 
+/** The two test servers, each a process of its own, so that their work does not share a thread with the code measured. */
+async function startServers() {
+  const esdb = await startChild('esdb-server.ts');
+  const broker = await startChild('kafka-broker.ts', { BENCH_TOPICS: `${topic}:6` });
+  return {
+    eventstoreUrl: esdb.line,
+    brokers: broker.line.split(','),
+    stop: () => Promise.all([esdb.stop(), broker.stop()]),
+  };
+}
+
 async function main() {
-  const esdb = await startEsdbTestServer();
-  const broker = await startKafkaTestBroker({ topics: [{ name: topic, partitions: 6 }] });
-  const store = esdbEventStore({ connectionString: esdb.connectionString });
-  const kafka = createKafka({ brokers: broker.brokers, clientId: 'bench', logger });
+  const servers = await startServers();
+  const store = esdbEventStore({ connectionString: servers.eventstoreUrl });
+  const kafka = createKafka({ brokers: servers.brokers, clientId: 'bench', logger });
   const suffix = randomBytes(4).toString('hex');
   const databases = [`queries_bench_proj_${suffix}`, `queries_bench_plain_${suffix}`];
   try {
     let started = performance.now();
     await seed(store);
+    console.log(`seeded ${totalEvents} events into the EventStoreDB test server in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+    // The test server's own pace: the whole log read through the client, nothing else done with it.
+    started = performance.now();
     const log = await readWholeLog(store);
+    const bareReadRate = log.length / ((performance.now() - started) / 1000);
+    console.log(`bare read of the log through the client: ${bareReadRate.toFixed(0)} events/s`);
     const head = log[log.length - 1]!.position.toString();
-    console.log(`seeded ${log.length} events into the EventStoreDB test server in ${((performance.now() - started) / 1000).toFixed(1)} s`);
 
     const publisher = kafkaPublisher(kafka, topic);
     const relay = eventRelay({ store, publisher, topic, logger, leaseMs: 15_000, batchSize: 1000 });
@@ -108,7 +121,11 @@ async function main() {
     void relay.start();
     while (relay.status().position !== head) await new Promise((resolve) => setTimeout(resolve, 20));
     const relaySeconds = (performance.now() - started) / 1000;
-    console.log(`relay: ${(log.length / relaySeconds).toFixed(0)} events/s (${log.length} events to Kafka, acknowledged, in ${relaySeconds.toFixed(1)} s)`);
+    const relayRate = log.length / relaySeconds;
+    console.log(
+      `relay: ${relayRate.toFixed(0)} events/s (${log.length} events to Kafka, acknowledged, in ${relaySeconds.toFixed(1)} s; ` +
+        `${(relayRate / bareReadRate).toFixed(2)}x the bare read)`,
+    );
     await relay.stop();
     await publisher.close();
 
@@ -135,8 +152,7 @@ async function main() {
 
   } finally {
     await store.close();
-    await broker.stop();
-    await esdb.stop();
+    await servers.stop();
     const admin = await openReadDb({ client: 'mysql', url: `${mariadbUrl}/queries` });
     for (const name of databases) await admin.raw('DROP DATABASE IF EXISTS ??', [name]);
     await admin.destroy();
@@ -204,13 +220,11 @@ async function lagAtSteadyRate(eventstoreUrl: string, brokers: string[]) {
 async function benchmarks() {
   await main();
   // Fresh servers, so the lag is not spent catching up with the first part's 100,000 events.
-  const esdb = await startEsdbTestServer();
-  const broker = await startKafkaTestBroker({ topics: [{ name: topic, partitions: 6 }] });
+  const servers = await startServers();
   try {
-    await lagAtSteadyRate(esdb.connectionString, broker.brokers);
+    await lagAtSteadyRate(servers.eventstoreUrl, servers.brokers);
   } finally {
-    await broker.stop();
-    await esdb.stop();
+    await servers.stop();
   }
 }
 

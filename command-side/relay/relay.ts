@@ -25,6 +25,7 @@ export interface RelayStatus {
   /** Whether the relay has caught up with the head of the log. */
   live: boolean;
   published: number;
+  /** The resume point: the log position up to which the broker acknowledged everything, as stored. */
   position?: string;
 }
 
@@ -53,6 +54,58 @@ export function eventRelay(deps: {
   const abort = new AbortController();
   const status: RelayStatus = { role: 'starting', live: false, published: 0 };
 
+  /**
+   * The lease's appends (renewals and resume points) one at a time, in the
+   * background: the next batch is published while the previous one's resume
+   * point is written. Resume points coalesce: while one is being written, only
+   * the latest acknowledged position waits to be written next. A failure (the
+   * lease lost, the store down) is kept and thrown at the publisher's next step.
+   */
+  function leaseWriter(held: Lease) {
+    let pending: bigint | undefined;
+    let writing: Promise<void> | undefined;
+    let failure: Error | undefined;
+    let fail: (error: Error) => void = () => {};
+    const failed = new Promise<never>((_, reject) => (fail = reject));
+    failed.catch(() => {}); // observed through `failed` by whoever races it
+    const drain = async () => {
+      try {
+        while (pending !== undefined) {
+          const to = pending;
+          pending = undefined;
+          await held.renew(to);
+          status.position = to.toString();
+        }
+      } catch (error) {
+        failure = error instanceof Error ? error : new Error(String(error));
+        fail(failure);
+      } finally {
+        writing = undefined;
+      }
+    };
+    const settled = async () => {
+      while (writing) await writing;
+      if (failure) throw failure;
+    };
+    return {
+      /** The broker acknowledged everything up to `position`: it may become the resume point. */
+      acknowledged(position: bigint) {
+        if (failure) throw failure;
+        pending = position;
+        writing ??= drain();
+      },
+      /** Renews the lease (no resume point to move) once the writes in flight are done. */
+      async renew() {
+        await settled();
+        await held.renew();
+      },
+      /** Waits for every resume point handed over to be written. */
+      settled,
+      /** Rejects when a write fails (the lease lost, the store down), so a relay waiting for events stops at once. */
+      failed,
+    };
+  }
+
   async function publishWhileHolding(held: Lease): Promise<void> {
     const after = held.position();
     const subscription = store.subscribeToAll({
@@ -65,7 +118,8 @@ export function eventRelay(deps: {
     });
     const closeOnAbort = () => void subscription.close();
     abort.signal.addEventListener('abort', closeOnAbort);
-    const batches = inBatches(subscription, deps.batchSize)[Symbol.asyncIterator]();
+    const batches = inBatches(subscription, deps.batchSize, { lingerMs: 10 })[Symbol.asyncIterator]();
+    const leaseWrites = leaseWriter(held);
     try {
       let next = batches.next();
       for (;;) {
@@ -74,11 +128,11 @@ export function eventRelay(deps: {
         const renewal = sleep(renewEvery, 'renew' as const, { signal: AbortSignal.any([abort.signal, timer.signal]) }).catch(
           () => 'renew' as const,
         );
-        const winner = await Promise.race([next, renewal]);
+        const winner = await Promise.race([next, renewal, leaseWrites.failed]);
         timer.abort();
         if (abort.signal.aborted) return;
         if (winner === 'renew') {
-          await held.renew();
+          await leaseWrites.renew();
           continue;
         }
         if (winner.done) return;
@@ -91,7 +145,7 @@ export function eventRelay(deps: {
         });
         await retrying(
           async () => {
-            if (!held.isHeld(margin)) await held.renew();
+            if (!held.isHeld(margin)) await leaseWrites.renew();
             await publisher.publish(messages);
           },
           {
@@ -102,15 +156,16 @@ export function eventRelay(deps: {
             },
           },
         );
-        const last = events[events.length - 1]!.position;
-        await held.renew(last);
         status.published += messages.length;
-        status.position = last.toString();
+        // Only now, with the broker's acknowledgement, may the resume point move past the batch.
+        leaseWrites.acknowledged(events[events.length - 1]!.position);
         next = batches.next();
       }
     } finally {
       abort.signal.removeEventListener('abort', closeOnAbort);
       await subscription.close();
+      // What the broker acknowledged is not published again after a graceful stop.
+      await leaseWrites.settled().catch((error: unknown) => logger.warn({ err: error }, 'could not write the last resume point'));
     }
   }
 

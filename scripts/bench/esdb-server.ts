@@ -1,7 +1,7 @@
 import { startEsdbTestServer } from '../../test/support/esdb-test-server.js';
 
 /**
- * The EventStoreDB test server as a process of its own, for `npm run bench:http`:
+ * The EventStoreDB test server as a process of its own, for the benchmarks (`npm run bench:http`, `npm run bench:kafka`):
  * prints its connection string once listening; SIGTERM stops it.
  */
 const server = await startEsdbTestServer();
