@@ -57,6 +57,8 @@ export function kafkaFeed(deps: {
    * harmlessly).
    */
   sessionTimeoutMs?: number;
+  /** Partitions fetched at once (default 4): their batches are applied together. */
+  concurrentPartitions?: number;
   consumerConfig?: Partial<ConsumerConfig>;
 }): EventFeed {
   const { topic } = deps;
@@ -68,6 +70,7 @@ export function kafkaFeed(deps: {
   return {
     async *batches(from) {
       const sessionTimeout = deps.sessionTimeoutMs ?? 6000;
+      const concurrentPartitions = deps.concurrentPartitions ?? 4;
       const active = deps.kafka.consumer({
         groupId: deps.groupId,
         allowAutoTopicCreation: false,
@@ -97,6 +100,8 @@ export function kafkaFeed(deps: {
         await active.run({
           autoCommit: false,
           eachBatchAutoResolve: false,
+          // Partitions are fetched and decoded while the projector applies what came before.
+          partitionsConsumedConcurrently: concurrentPartitions,
           eachBatch: async (payload) => {
             const { batch } = payload;
             if (batch.messages.length === 0 || !payload.isRunning() || payload.isStale()) return;
@@ -131,23 +136,27 @@ export function kafkaFeed(deps: {
       } catch (error) {
         throw translateKafkaError(error, 'subscribe');
       }
-      let current: Handoff | undefined;
+      let current: Handoff[] = [];
       try {
         while (!closing) {
           if (failure) throw failure instanceof Error ? failure : new Error('Kafka consumer crashed', { cause: failure });
-          const handoff = waiting.shift();
-          if (!handoff) {
+          if (waiting.length === 0) {
             await new Promise<void>((resolve) => (wake = resolve));
             continue;
           }
-          current = handoff;
-          yield handoff.batch;
-          current = undefined;
-          handoff.applied();
+          // Whatever the partitions have handed over goes into one batch: one transaction for all.
+          // Each partition's messages keep their order, and a stream lives in one partition.
+          current = waiting.splice(0);
+          yield {
+            events: current.flatMap((handoff) => handoff.batch.events),
+            checkpoints: new Map(current.flatMap((handoff) => [...handoff.batch.checkpoints])),
+          };
+          for (const handoff of current) handoff.applied();
+          current = [];
         }
       } finally {
         // Batches not confirmed are not committed to Kafka: they come again, harmlessly.
-        for (const handoff of [...(current ? [current] : []), ...waiting.splice(0)]) handoff.failed(new Error('feed closed'));
+        for (const handoff of [...current, ...waiting.splice(0)]) handoff.failed(new Error('feed closed'));
         await active.disconnect().catch(() => {});
       }
     },
