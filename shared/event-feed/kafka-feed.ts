@@ -124,12 +124,11 @@ export function kafkaFeed(deps: {
             }
             // kafkajs fetches from resolved offsets, not committed ones: resolve, or the batch comes again.
             payload.resolveOffset(lastOffset);
-            try {
-              await active.commitOffsets([{ topic, partition: batch.partition, offset: next }]);
-            } catch (error) {
-              // The DB already holds this offset; a lost Kafka commit only means a harmless replay.
+            // Not awaited: the next fetch need not wait for it. The DB already holds this offset, so
+            // a commit lost or overtaken only means a harmless replay after a rebalance.
+            active.commitOffsets([{ topic, partition: batch.partition, offset: next }]).catch((error: unknown) => {
               deps.logger.warn({ err: error, partition: batch.partition }, 'Kafka offset commit failed; the read DB keeps the position');
-            }
+            });
             await payload.heartbeat();
           },
         });
