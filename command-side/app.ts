@@ -1,14 +1,20 @@
-import type { FastifyServerOptions } from 'fastify';
+import type { FastifyReply, FastifyRequest, FastifyServerOptions } from 'fastify';
+import type { Registry } from 'prom-client';
 import type { JsonSchemaToTsProvider } from '@fastify/type-provider-json-schema-to-ts';
 import { encodeConsistencyToken } from '../shared/consistency-token.js';
 import { ValidationError } from '../shared/errors.js';
 import type { EventStore } from '../shared/event-store/port.js';
-import { createHttpApp, errorBodySchema } from '../shared/http.js';
+import { commonErrorDescriptions, errorResponses, optionalBearerToken, registerApiDocs } from '../shared/api-docs.js';
+import { createHttpApp } from '../shared/http.js';
 import { harden, requireBearerTokens } from '../shared/http-hardening.js';
+import { requestTraceContext } from '../shared/request-context.js';
+import { createMetricsRegistry, serveHttpMetrics } from '../shared/metrics.js';
 import { userStreamId } from '../shared/user-events.js';
 import type { CommandOptions, CommandResult, UserCommands } from './user-commands.js';
 
 export interface CommandAppDeps {
+  /** The process's metrics registry, served at /metrics; a fresh one when absent. */
+  metrics?: Registry;
   commands: UserCommands;
   store: EventStore;
   /** When non-empty, every write needs `Authorization: Bearer <one of these>`. */
@@ -16,46 +22,77 @@ export interface CommandAppDeps {
   bodyLimitBytes?: number;
   /** Requests per minute per client; 0 or absent: no limit. */
   rateLimitPerMinute?: number;
+  /** Whose X-Forwarded-For names the client (TRUST_PROXY); absent: the peer's address. */
+  trustProxy?: boolean | number | readonly string[];
   logger?: FastifyServerOptions['logger'];
 }
 
 const userIdParams = {
   type: 'object',
   additionalProperties: false,
-  properties: { id: { type: 'string', format: 'uuid' } },
+  properties: { id: { type: 'string', format: 'uuid', description: 'The user id (case-insensitive).', examples: ['0190f2a4-6c1d-7cc2-9d6e-7d3b8a2f0001'] } },
   required: ['id'],
 } as const;
 
 const ifMatchHeaders = {
   type: 'object',
-  properties: { 'if-match': { type: 'string', pattern: '^\\s*(W/)?"?\\d{1,15}"?\\s*$' } },
+  properties: {
+    'if-match': {
+      type: 'string',
+      pattern: '^\\s*(W/)?"?\\d{1,15}"?\\s*$',
+      description:
+        'The stream revision the change was decided on, as the last answer gave it (`"3"`). If the user has moved on, the answer is 409 `REVISION_CONFLICT` with `currentRevision` and nothing is written. Without it a conflicting write is retried on fresh state.',
+      examples: ['"0"'],
+    },
+  },
 } as const;
 
 // Raw lengths are capped generously; the decider enforces 1..255 after trimming.
-const nameField = { type: 'string', minLength: 1, maxLength: 1024 } as const;
-const emailField = { type: 'string', minLength: 3, maxLength: 320 } as const;
+const nameField = {
+  type: 'string',
+  minLength: 1,
+  maxLength: 1024,
+  description: 'Trimmed, then 1 to 255 characters (code points), without control characters.',
+} as const;
+const emailField = {
+  type: 'string',
+  minLength: 3,
+  maxLength: 320,
+  description: 'Trimmed and lower-cased, then checked; unique across users, case-insensitively.',
+} as const;
 
 const writeResult = {
   type: 'object',
   additionalProperties: false,
   properties: {
-    id: { type: 'string' },
-    revision: { type: 'integer' },
-    consistencyToken: { type: 'string' },
+    id: { type: 'string', description: 'The user id (a UUIDv7; a UUIDv5 of the `Idempotency-Key` when one was sent).' },
+    revision: { type: 'integer', description: 'The revision the user\'s stream is at after this write: the value for a later `If-Match`.' },
+    consistencyToken: { type: 'string', description: 'Send it as `Consistency-Token` to the read API to read this write back.' },
   },
   required: ['id', 'revision', 'consistencyToken'],
+  examples: [{ id: '0190f2a4-6c1d-7cc2-9d6e-7d3b8a2f0001', revision: 1, consistencyToken: 'user-0190f2a4-6c1d-7cc2-9d6e-7d3b8a2f0001@1' }],
 } as const;
 
-const responses = (success: 200 | 201) =>
-  ({
-    [success]: writeResult,
-    400: errorBodySchema,
-    401: errorBodySchema,
-    404: errorBodySchema,
-    409: errorBodySchema,
-    422: errorBodySchema,
-    503: errorBodySchema,
-  }) as const;
+/** The errors every write can answer; each route adds its own. */
+const writeErrors = {
+  400: '`VALIDATION_FAILED`: the id or a header (`If-Match`) is malformed; `problems` names every one.',
+  401: '`UNAUTHORIZED`: `WRITE_API_TOKENS` is set and the bearer token is missing or wrong.',
+  ...commonErrorDescriptions,
+  503: '`STORE_UNAVAILABLE`: the event store cannot be reached; nothing was written. Retry after `Retry-After` seconds.',
+} as const;
+const bodyErrors = {
+  400: '`VALIDATION_FAILED`: the body, a path parameter or a header breaks its schema, or the name or email is not acceptable; `problems` names every field (`in`: body, params, headers). `FST_ERR_CTP_INVALID_JSON_BODY`: the body is not JSON, or has a `__proto__` or `constructor.prototype` key.',
+  413: '`FST_ERR_CTP_BODY_TOO_LARGE`: the body is over `BODY_LIMIT_BYTES`.',
+  415: '`FST_ERR_CTP_INVALID_MEDIA_TYPE`: the body is not `application/json`.',
+} as const;
+const existingUserErrors = {
+  404: '`USER_NOT_FOUND`: no user has this id.',
+  409: '`REVISION_CONFLICT`: the user is not at the revision `If-Match` named (or stayed in conflict after 3 retries without it); `currentRevision` is where it is.',
+  422: '`USER_DEACTIVATED`: a deactivated user accepts no changes.',
+} as const;
+
+const changeResult = { ...writeResult, description: 'Done, or already so (nothing written): the revision the user is at.' } as const;
+const writeTags = ['users'] as const;
 
 const answer = (result: CommandResult) => ({
   ...result,
@@ -65,8 +102,10 @@ const answer = (result: CommandResult) => ({
 /** The target user and the options every change takes from its request. */
 function changeOf(request: { id: string; params: { id: string }; headers: { 'if-match'?: string } }) {
   const expectedRevision = expectedRevisionFrom(request.headers['if-match']);
+  const trace = requestTraceContext(request);
   const options: CommandOptions = {
     correlationId: request.id,
+    ...(trace ? { trace } : {}),
     ...(expectedRevision === undefined ? {} : { expectedRevision }),
   };
   return { userId: request.params.id.toLowerCase(), options };
@@ -83,19 +122,29 @@ function expectedRevisionFrom(ifMatch: string | undefined): number | undefined {
 
 /** The write API. Builds the app; `main.ts` listens. */
 export function buildCommandApp(deps: CommandAppDeps) {
-  const app = createHttpApp({ logger: deps.logger ?? false, bodyLimitBytes: deps.bodyLimitBytes });
+  const app = createHttpApp({ logger: deps.logger ?? false, bodyLimitBytes: deps.bodyLimitBytes, trustProxy: deps.trustProxy });
   const { commands } = deps;
 
-  harden(app, { rateLimitPerMinute: deps.rateLimitPerMinute ?? 0 });
+  harden(app, { rateLimitPerMinute: deps.rateLimitPerMinute ?? 0, tokens: deps.writeApiTokens ?? [] });
+  registerApiDocs(app, {
+    name: 'write API',
+    description:
+      'Registers and changes users. Every change is appended to the user\'s event stream; a 2xx means it is durable. Answers carry the stream `revision` (for `If-Match`) and a `consistencyToken` (for the read API\'s `Consistency-Token`). Errors are JSON `ErrorBody`s. Every answer carries `X-Request-Id`: the caller\'s own when it sent a sane one, which becomes the correlation id of the events the request causes.',
+  });
+  serveHttpMetrics(app, deps.metrics ?? createMetricsRegistry('command-side'));
   void app.register(async (api) => {
-    api.get('/health', async (_request, reply) => {
+    // Readiness: the event store answers. Liveness: the process answers at all.
+    const ready = async (_request: FastifyRequest, reply: FastifyReply) => {
       try {
         await deps.store.readAll({ maxCount: 1 });
         return { status: 'ok', eventStore: 'up' };
       } catch {
         return reply.code(503).header('retry-after', '1').send({ status: 'unavailable', eventStore: 'down' });
       }
-    });
+    };
+    api.get('/health', ready);
+    api.get('/health/ready', ready);
+    api.get('/health/live', () => ({ status: 'ok' }));
 
     await api.register(async (scope) => {
       const writes = scope.withTypeProvider<JsonSchemaToTsProvider>();
@@ -105,23 +154,52 @@ export function buildCommandApp(deps: CommandAppDeps) {
         '/users',
         {
           schema: {
+            summary: 'Register a user',
+            description: 'Appends `UserRegistered` and reserves the email address. A 2xx means the write is durable.',
+            tags: writeTags,
+            security: optionalBearerToken,
             body: {
               type: 'object',
               additionalProperties: false,
               properties: { name: nameField, email: emailField },
               required: ['name', 'email'],
+              examples: [{ name: 'Ada Lovelace', email: 'ada@example.org' }],
             },
             headers: {
               type: 'object',
-              properties: { 'idempotency-key': { type: 'string', minLength: 1, maxLength: 255, pattern: '^[\\x21-\\x7e]+$' } },
+              properties: {
+                'idempotency-key': {
+                  type: 'string',
+                  minLength: 1,
+                  maxLength: 255,
+                  pattern: '^[\\x21-\\x7e]+$',
+                  description:
+                    'Makes a retry safe: the user id is derived from the key, so the same key with the same body answers the original registration and writes nothing; with a different body it is 422 `IDEMPOTENCY_KEY_REUSED`.',
+                  examples: ['signup-7f3a9c'],
+                },
+              },
             },
-            response: responses(201),
+            response: {
+              201: {
+                ...writeResult,
+                description: 'Registered (or registered before under this `Idempotency-Key`).',
+                headers: { Location: { type: 'string', description: 'The new user, e.g. `/users/<id>`.' } },
+              },
+              ...errorResponses({
+                ...writeErrors,
+                ...bodyErrors,
+                409: '`EMAIL_TAKEN`: another user has this email address (case-insensitive). `USER_ALREADY_EXISTS`: an `Idempotency-Key` collided with a user registered otherwise.',
+                422: '`IDEMPOTENCY_KEY_REUSED`: this `Idempotency-Key` registered a user with a different body.',
+              }),
+            },
           },
         },
         async (request, reply) => {
           const idempotencyKey = request.headers['idempotency-key'];
+          const trace = requestTraceContext(request);
           const result = await commands.register(request.body, {
             correlationId: request.id,
+            ...(trace ? { trace } : {}),
             ...(idempotencyKey ? { idempotencyKey } : {}),
           });
           return reply.code(201).header('location', `/users/${result.id}`).send(answer(result));
@@ -132,10 +210,20 @@ export function buildCommandApp(deps: CommandAppDeps) {
         '/users/:id/name',
         {
           schema: {
+            summary: 'Rename a user',
+            description: 'Appends `UserRenamed`; the same name (after trimming) writes nothing.',
+            tags: writeTags,
+            security: optionalBearerToken,
             params: userIdParams,
             headers: ifMatchHeaders,
-            body: { type: 'object', additionalProperties: false, properties: { name: nameField }, required: ['name'] },
-            response: responses(200),
+            body: {
+              type: 'object',
+              additionalProperties: false,
+              properties: { name: nameField },
+              required: ['name'],
+              examples: [{ name: 'Countess of Lovelace' }],
+            },
+            response: { 200: changeResult, ...errorResponses({ ...writeErrors, ...bodyErrors, ...existingUserErrors }) },
           },
         },
         async (request) => {
@@ -148,10 +236,28 @@ export function buildCommandApp(deps: CommandAppDeps) {
         '/users/:id/email',
         {
           schema: {
+            summary: "Change a user's email address",
+            description: 'Reserves the new address, appends `UserEmailChanged`, then releases the old address; the same address writes nothing.',
+            tags: writeTags,
+            security: optionalBearerToken,
             params: userIdParams,
             headers: ifMatchHeaders,
-            body: { type: 'object', additionalProperties: false, properties: { email: emailField }, required: ['email'] },
-            response: responses(200),
+            body: {
+              type: 'object',
+              additionalProperties: false,
+              properties: { email: emailField },
+              required: ['email'],
+              examples: [{ email: 'ada@lovelace.dev' }],
+            },
+            response: {
+              200: changeResult,
+              ...errorResponses({
+                ...writeErrors,
+                ...bodyErrors,
+                ...existingUserErrors,
+                409: `${existingUserErrors[409]} \`EMAIL_TAKEN\`: another user has this address (case-insensitive).`,
+              }),
+            },
           },
         },
         async (request) => {
@@ -162,7 +268,17 @@ export function buildCommandApp(deps: CommandAppDeps) {
 
       writes.post(
         '/users/:id/validation',
-        { schema: { params: userIdParams, headers: ifMatchHeaders, response: responses(200) } },
+        {
+          schema: {
+            summary: "Mark a user's email address as validated",
+            description: 'Appends `UserValidated`; validating again writes nothing.',
+            tags: writeTags,
+            security: optionalBearerToken,
+            params: userIdParams,
+            headers: ifMatchHeaders,
+            response: { 200: changeResult, ...errorResponses({ ...writeErrors, ...existingUserErrors }) },
+          },
+        },
         async (request) => {
           const { userId, options } = changeOf(request);
           return answer(await commands.validate(userId, options));
@@ -171,7 +287,20 @@ export function buildCommandApp(deps: CommandAppDeps) {
 
       writes.delete(
         '/users/:id',
-        { schema: { params: userIdParams, headers: ifMatchHeaders, response: responses(200) } },
+        {
+          schema: {
+            summary: 'Deactivate a user',
+            description: 'Appends `UserDeactivated`; the user keeps its email address and accepts no further changes. Deactivating again writes nothing.',
+            tags: writeTags,
+            security: optionalBearerToken,
+            params: userIdParams,
+            headers: ifMatchHeaders,
+            response: {
+              200: changeResult,
+              ...errorResponses({ ...writeErrors, 404: existingUserErrors[404], 409: existingUserErrors[409] }),
+            },
+          },
+        },
         async (request) => {
           const { userId, options } = changeOf(request);
           return answer(await commands.deactivate(userId, options));

@@ -1,13 +1,15 @@
 import { loadConfig } from '../shared/config.js';
 import { ConfigError } from '../shared/errors.js';
 import { openEventStore } from '../shared/event-store/open-event-store.js';
-import { exitOnStartupError, onShutdownSignal } from '../shared/lifecycle.js';
-import { createLogger } from '../shared/logger.js';
+import { exitOnStartupError, onShutdownSignal, reportReady } from '../shared/lifecycle.js';
+import { startTracing } from '../shared/tracing.js';
+import { createLogger, loggerOptions } from '../shared/logger.js';
 import { buildCommandApp } from './app.js';
 import { userCommands } from './user-commands.js';
 
 /** The command side as its own process: the write API on COMMAND_PORT. */
 async function main() {
+  await startTracing('command-side');
   const config = loadConfig();
   if (config.env === 'production' && config.writeApiTokens.length === 0) {
     throw new ConfigError([{ field: 'WRITE_API_TOKENS', message: 'must be set when NODE_ENV=production' }]);
@@ -21,13 +23,15 @@ async function main() {
     writeApiTokens: config.writeApiTokens,
     bodyLimitBytes: config.bodyLimitBytes,
     rateLimitPerMinute: config.rateLimitPerMinute,
-    logger: { name: 'command-side', level: config.logLevel },
+    trustProxy: config.trustProxy,
+    logger: loggerOptions('command-side', config),
   });
   onShutdownSignal(logger, async () => {
     await app.close();
     await store.close();
   });
   await app.listen({ host: config.host, port: config.commandPort });
+  reportReady('command-side');
 }
 
 main().catch(exitOnStartupError('command-side'));

@@ -1,6 +1,8 @@
+import { SpanKind, type Span } from '@opentelemetry/api';
 import { v5 as uuidv5, v7 as uuidv7 } from 'uuid';
 import { ConcurrencyError, DomainError } from '../shared/errors.js';
 import type { EventMetadata, EventStore, StreamAppend } from '../shared/event-store/port.js';
+import { failSpan, startSpan, traceContextOfSpan, tracingOn, type TraceContext } from '../shared/tracing.js';
 import { userStreamId, type UserEvent } from '../shared/user-events.js';
 import { emailReservations } from './email-reservations.js';
 import { decide, foldUser, initialState, type UserCommand, type UserState } from './user-decider.js';
@@ -10,6 +12,8 @@ export interface CommandOptions {
   /** The revision the caller last saw (If-Match); a different current revision is a conflict. */
   expectedRevision?: number;
   correlationId?: string;
+  /** The W3C trace context of the request; its events keep it in their metadata. */
+  trace?: TraceContext;
 }
 
 export interface CommandResult {
@@ -48,6 +52,7 @@ export function userCommands(deps: { store: EventStore; clock?: () => Date; emai
   const metadataFor = (command: UserCommand, options: CommandOptions): EventMetadata => ({
     commandType: command.type,
     ...(options.correlationId ? { correlationId: options.correlationId, causationId: options.correlationId } : {}),
+    ...options.trace,
   });
 
   const userAppend = (userId: string, events: UserEvent[], revision: number, metadata: EventMetadata): StreamAppend => ({
@@ -56,11 +61,34 @@ export function userCommands(deps: { store: EventStore; clock?: () => Date; emai
     expectedRevision: revision === -1 ? 'no_stream' : revision,
   });
 
-  /** Decides and appends one command, claiming and releasing email addresses around it. */
+  /**
+   * Runs one command; with tracing on, as an `append` span (a child of the
+   * request's), whose context its events carry on.
+   */
   async function execute(
     userId: string,
     commandAt: (now: Date) => UserCommand,
     options: CommandOptions & { newStream?: boolean },
+  ): Promise<CommandResult> {
+    if (!tracingOn()) return decideAndAppend(userId, commandAt, options);
+    const span = startSpan('append', { kind: SpanKind.INTERNAL, parent: options.trace, attributes: { 'users.stream.id': userStreamId(userId) } });
+    try {
+      const result = await decideAndAppend(userId, commandAt, { ...options, trace: traceContextOfSpan(span), span });
+      span.setAttribute('users.stream.revision', result.revision);
+      return result;
+    } catch (error) {
+      failSpan(span, error);
+      throw error;
+    } finally {
+      span.end();
+    }
+  }
+
+  /** Decides and appends one command, claiming and releasing email addresses around it. */
+  async function decideAndAppend(
+    userId: string,
+    commandAt: (now: Date) => UserCommand,
+    options: CommandOptions & { newStream?: boolean; span?: Span },
   ): Promise<CommandResult> {
     for (let attempt = 0; ; attempt++) {
       // A freshly generated id has no stream yet: skip the read (the append still says "no stream").
@@ -72,6 +100,7 @@ export function userCommands(deps: { store: EventStore; clock?: () => Date; emai
       const now = clock();
       const command = commandAt(now);
       const events = decide(command, state);
+      options.span?.setAttributes({ 'users.command': command.type, 'users.events.appended': events.length, 'users.append.attempts': attempt + 1 });
       if (events.length === 0) return { id: userId, revision };
       const metadata = metadataFor(command, options);
       const claimed = claimedEmail(events);

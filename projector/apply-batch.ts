@@ -8,6 +8,7 @@ import { backoffDelay, isRetriable } from '../shared/retry.js';
 import { assertNotPaused } from './projection-control.js';
 import { blockedStreams, parkedError, parkEvents, type EventToPark } from './dead-letters.js';
 import { userRowFrom, type UserRow } from './user-row.js';
+import type { TraceContext } from '../shared/tracing.js';
 
 export const projectionName = 'USER_DATA';
 
@@ -21,6 +22,8 @@ export interface ProjectedEvent {
   position?: bigint | string;
   /** Set by a feed that could not read the event at all (e.g. a broken Kafka message): it is parked. */
   problem?: string;
+  /** The trace context the event was written under (Kafka headers, event metadata); set by the feeds only while tracing is on. */
+  trace?: TraceContext;
 }
 
 /** Where a feed has got to: e.g. `$all` -> a log position, or `topic:partition` -> an offset. */

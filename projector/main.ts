@@ -3,14 +3,18 @@ import { eventStoreFeed } from '../shared/event-feed/event-store-feed.js';
 import { kafkaFeed } from '../shared/event-feed/kafka-feed.js';
 import { createKafka } from '../shared/kafka/kafka-client.js';
 import { openEventStore } from '../shared/event-store/open-event-store.js';
-import { exitOnStartupError, onShutdownSignal } from '../shared/lifecycle.js';
+import { exitOnStartupError, onShutdownSignal, reportReady } from '../shared/lifecycle.js';
+import { startTracing } from '../shared/tracing.js';
 import { createLogger } from '../shared/logger.js';
 import { openReadDb } from '../shared/read-db.js';
+import { createMetricsRegistry, startOpsServer } from '../shared/metrics.js';
 import { userProjector } from './projector.js';
+import { projectorMetrics } from './projector-metrics.js';
 import { migrateReadDb } from './read-db-migrations.js';
 
 /** The projector as its own process: event store (or Kafka) into the read DB. */
 async function main() {
+  await startTracing('projector');
   const config = loadConfig();
   const logger = createLogger('projector', config);
   const db = await openReadDb(config.readDb);
@@ -29,9 +33,20 @@ async function main() {
         batchSize: config.projectorBatchSize,
         onLiveChange: (live) => logger.info(live ? 'projector caught up with the log' : 'projector fell behind the log'),
       });
-  const projector = userProjector({ db, feed, logger, maxAttempts: config.projectorMaxAttempts });
+  const registry = createMetricsRegistry('projector');
+  const metrics = projectorMetrics(registry, store?.headPosition ? { headPosition: () => store.headPosition!() } : {});
+  const projector = userProjector({ db, feed, logger, maxAttempts: config.projectorMaxAttempts, onBatch: (batch, seconds) => metrics.onBatch(batch, seconds) });
+  metrics.watch(projector);
+  const ops = await startOpsServer({
+    host: config.host,
+    port: config.projectorMetricsPort,
+    registry,
+    ready: () => metrics.readiness(db, config.projectorReadyMaxLagMs),
+    logger,
+  });
   onShutdownSignal(logger, async () => {
     await projector.stop();
+    await ops.close();
     await store?.close();
     await db.destroy();
   });
@@ -39,6 +54,7 @@ async function main() {
     logger.fatal({ err: error }, 'projector stopped on an error it cannot retry');
     process.exit(1);
   });
+  reportReady('projector');
 }
 
 main().catch(exitOnStartupError('projector'));

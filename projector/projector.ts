@@ -1,4 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
+import { SpanKind, type Span } from '@opentelemetry/api';
 import type { Knex } from 'knex';
 import type { Logger } from 'pino';
 import type { EventFeed, FeedBatch } from '../shared/event-feed/port.js';
@@ -7,6 +8,7 @@ import { applyBatch, projectionName, readCheckpoints, type Applied, type ApplyOp
 import { readDbError } from '../shared/read-db.js';
 import { parkedCounts } from './dead-letters.js';
 import { ProjectionPausedError } from './projection-control.js';
+import { endingSpan, startSpan, tracingOn } from '../shared/tracing.js';
 
 export interface ProjectorStatus {
   running: boolean;
@@ -18,6 +20,26 @@ export interface ProjectorStatus {
   pausedByRebuild: boolean;
   /** Events in quarantine (PROJECTION_DEAD_LETTER) as last counted: failed, and held back behind them. */
   parked: { failed: number; held: number };
+}
+
+/**
+ * A consumer span for one batch, linked to the context each of its events was
+ * written under (OpenTelemetry's messaging conventions for batch consumers).
+ */
+function processSpan(batch: FeedBatch): Span {
+  // `topic:partition` (Kafka) or `$all` (the event store's log).
+  const source = [...batch.checkpoints.keys()][0]?.replace(/:\d+$/, '') ?? 'events';
+  return startSpan(`process ${source}`, {
+    kind: SpanKind.CONSUMER,
+    links: batch.events.map((e) => e.trace),
+    attributes: {
+      'messaging.operation.type': 'process',
+      'messaging.operation.name': 'process',
+      'messaging.destination.name': source,
+      'messaging.batch.message_count': batch.events.length,
+      'users.projection': projectionName,
+    },
+  });
 }
 
 /**
@@ -38,6 +60,8 @@ export function userProjector(deps: {
   maxAttempts?: number;
   /** Replaces the event -> row function (tests inject handler failures). */
   fold?: ApplyOptions['fold'];
+  /** Told of every batch applied, with how long it took (retries included): for metrics. */
+  onBatch?: (batch: FeedBatch, seconds: number) => void;
 }) {
   const { db, feed, logger } = deps;
   const pausePollMs = deps.pausePollMs ?? 200;
@@ -116,19 +140,23 @@ export function userProjector(deps: {
       logger.info({ checkpoints: status.checkpoints }, 'projector starting');
       await retrying(countParked, { signal: abort.signal });
       for await (const batch of feed.batches(from)) {
-        const applied = await retrying(() => applyOrQuarantine(batch), {
+        const started = performance.now();
+        const span = tracingOn() ? processSpan(batch) : undefined;
+        const applied = await endingSpan(span, retrying(() => applyOrQuarantine(batch), {
           signal: abort.signal,
           onRetry(error, attempt) {
             if (attempt === 0) logger.warn({ err: error }, 'read database unavailable; projector paused');
             status.readDbReachable = false;
+            span?.addEvent('retry', { 'error.type': error instanceof Error ? error.name : 'unknown' });
           },
-        });
+        }));
         if (!status.readDbReachable) logger.info('read database back; projector resumed');
         status.readDbReachable = true;
         status.eventsApplied += batch.events.length;
         status.batchesApplied += 1;
         if (applied.parked > 0) await countParked().catch((error: unknown) => logger.warn({ err: error }, 'could not count parked events'));
         Object.assign(status.checkpoints, Object.fromEntries(batch.checkpoints));
+        deps.onBatch?.(batch, (performance.now() - started) / 1000);
         if (abort.signal.aborted) break;
       }
     } finally {

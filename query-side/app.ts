@@ -1,8 +1,11 @@
-import type { FastifyServerOptions } from 'fastify';
+import type { FastifyReply, FastifyRequest, FastifyServerOptions } from 'fastify';
+import type { Registry } from 'prom-client';
 import type { Knex } from 'knex';
 import type { JsonSchemaToTsProvider } from '@fastify/type-provider-json-schema-to-ts';
-import { createHttpApp, errorBodySchema } from '../shared/http.js';
+import { commonErrorDescriptions, errorResponses, optionalBearerToken, registerApiDocs } from '../shared/api-docs.js';
+import { createHttpApp } from '../shared/http.js';
 import { harden, requireBearerTokens } from '../shared/http-hardening.js';
+import { createMetricsRegistry, serveHttpMetrics } from '../shared/metrics.js';
 import { userQueries, userViewSchema } from './user-queries.js';
 import { openUserReads } from './user-reads.js';
 import { waitForWrite } from './read-your-writes.js';
@@ -10,12 +13,16 @@ import { projectionName } from '../projector/apply-batch.js';
 import { parkedCounts } from '../projector/dead-letters.js';
 
 export interface QueryAppDeps {
+  /** The process's metrics registry, served at /metrics; a fresh one when absent. */
+  metrics?: Registry;
   db: Knex;
   consistencyWaitMs: number;
   /** When non-empty, every read needs `Authorization: Bearer <one of these>`. */
   readApiTokens?: readonly string[];
   /** Requests per minute per client; 0 or absent: no limit. */
   rateLimitPerMinute?: number;
+  /** Whose X-Forwarded-For names the client (TRUST_PROXY); absent: the peer's address. */
+  trustProxy?: boolean | number | readonly string[];
   /** Longest a single read DB query may take before the request answers 503. */
   queryTimeoutMs?: number;
   logger?: FastifyServerOptions['logger'];
@@ -23,14 +30,40 @@ export interface QueryAppDeps {
 
 const consistencyHeaders = {
   type: 'object',
-  properties: { 'consistency-token': { type: 'string', maxLength: 256 } },
+  properties: {
+    'consistency-token': {
+      type: 'string',
+      maxLength: 256,
+      description:
+        'Read your own write: the `consistencyToken` a write answered (`user-<id>@<revision>`). The read waits until the read model holds that user at that revision or later, for at most `CONSISTENCY_WAIT_MS` (default 5 s); past that it answers 503 `CONSISTENCY_TIMEOUT` rather than stale data.',
+      examples: ['user-0190f2a4-6c1d-7cc2-9d6e-7d3b8a2f0001@1'],
+    },
+  },
 } as const;
 
-const errors = { 400: errorBodySchema, 404: errorBodySchema, 503: errorBodySchema } as const;
+const userExample = {
+  id: '0190f2a4-6c1d-7cc2-9d6e-7d3b8a2f0001',
+  name: 'Countess of Lovelace',
+  email: 'ada@lovelace.dev',
+  status: 'validated',
+  registeredAt: '2026-01-05T09:30:00.000Z',
+  validatedAt: '2026-01-05T09:31:12.250Z',
+  updatedAt: '2026-01-05T09:31:12.250Z',
+  version: 3,
+} as const;
+
+/** The errors every read can answer; each route adds its own. */
+const readErrors = {
+  400: '`VALIDATION_FAILED`: a parameter or header breaks its schema; `problems` names every one (`in`: params, querystring, headers). `INVALID_CONSISTENCY_TOKEN`: the `Consistency-Token` is not one the write API gave.',
+  401: '`UNAUTHORIZED`: `READ_API_TOKENS` is set and the bearer token is missing or wrong.',
+  ...commonErrorDescriptions,
+  503: '`CONSISTENCY_TIMEOUT`: the read model has not reached the `Consistency-Token`\'s write within `CONSISTENCY_WAIT_MS`. `STORE_UNAVAILABLE`: the read database cannot be reached or a query ran past `QUERY_TIMEOUT_MS`. Retry after `Retry-After` seconds.',
+} as const;
+const readTags = ['users'] as const;
 
 /** The read API over `USER_DATA`. Builds the app; `main.ts` listens. */
 export function buildQueryApp(deps: QueryAppDeps) {
-  const app = createHttpApp({ logger: deps.logger ?? false });
+  const app = createHttpApp({ logger: deps.logger ?? false, trustProxy: deps.trustProxy });
   const reads = openUserReads(deps.db, { timeoutMs: deps.queryTimeoutMs ?? 5000 });
   app.addHook('onClose', () => reads.close());
   const users = userQueries(reads);
@@ -38,9 +71,16 @@ export function buildQueryApp(deps: QueryAppDeps) {
   const readYourWrites = (token: string | undefined) =>
     token === undefined ? undefined : waitForWrite(token, users.versionOf, deps.consistencyWaitMs);
 
-  harden(app, { rateLimitPerMinute: deps.rateLimitPerMinute ?? 0 });
+  harden(app, { rateLimitPerMinute: deps.rateLimitPerMinute ?? 0, tokens: deps.readApiTokens ?? [] });
+  registerApiDocs(app, {
+    name: 'read API',
+    description:
+      'Reads users from the read model (`USER_DATA`), which a projector keeps up with the write side\'s events. Send a write\'s `consistencyToken` as `Consistency-Token` to read your own write. Errors are JSON `ErrorBody`s. Every answer carries `X-Request-Id`.',
+  });
+  serveHttpMetrics(app, deps.metrics ?? createMetricsRegistry('query-side'));
   void app.register(async (api) => {
-    api.get('/health', async (_request, reply) => {
+    // Readiness: the read DB answers. Liveness: the process answers at all.
+    const ready = async (_request: FastifyRequest, reply: FastifyReply) => {
       try {
         // Events the projector could not apply wait in quarantine; operators watch this number.
         const parked = await parkedCounts(deps.db, projectionName);
@@ -48,7 +88,10 @@ export function buildQueryApp(deps: QueryAppDeps) {
       } catch {
         return reply.code(503).header('retry-after', '1').send({ status: 'unavailable', readDb: 'down' });
       }
-    });
+    };
+    api.get('/health', ready);
+    api.get('/health/ready', ready);
+    api.get('/health/live', () => ({ status: 'ok' }));
 
     await api.register(async (scope) => {
       const reads = scope.withTypeProvider<JsonSchemaToTsProvider>();
@@ -58,14 +101,21 @@ export function buildQueryApp(deps: QueryAppDeps) {
         '/users/:id',
         {
           schema: {
+            summary: 'Read a user',
+            description: 'The user as the read model holds it (eventually consistent; see `Consistency-Token`).',
+            tags: readTags,
+            security: optionalBearerToken,
             params: {
               type: 'object',
-              properties: { id: { type: 'string', format: 'uuid' } },
+              properties: { id: { type: 'string', format: 'uuid', description: 'The user id (case-insensitive).', examples: [userExample.id] } },
               required: ['id'],
               additionalProperties: false,
             },
             headers: consistencyHeaders,
-            response: { 200: userViewSchema, ...errors },
+            response: {
+              200: { ...userViewSchema, description: 'The user.', examples: [userExample] },
+              ...errorResponses({ ...readErrors, 404: '`USER_NOT_FOUND`: the read model has no user with this id.' }),
+            },
           },
         },
         async (request, reply) => {
@@ -88,15 +138,19 @@ export function buildQueryApp(deps: QueryAppDeps) {
         '/users',
         {
           schema: {
+            summary: 'Search users',
+            description: 'Filters combine; pages follow registration order (keyset pagination: pass `nextCursor` back as `cursor`).',
+            tags: readTags,
+            security: optionalBearerToken,
             querystring: {
               type: 'object',
               additionalProperties: false,
               properties: {
-                email: { type: 'string', minLength: 1, maxLength: 254 },
-                name: { type: 'string', minLength: 1, maxLength: 255 },
-                status: { type: 'string', enum: ['registered', 'validated', 'deactivated'] },
-                limit: { type: 'integer', minimum: 1, maximum: 100, default: 20 },
-                cursor: { type: 'string', minLength: 1, maxLength: 200 },
+                email: { type: 'string', minLength: 1, maxLength: 254, description: 'Exact email address (case-insensitive).', examples: ['ada@lovelace.dev'] },
+                name: { type: 'string', minLength: 1, maxLength: 255, description: 'Name prefix (case-insensitive); `%` and `_` match only themselves.', examples: ['Count'] },
+                status: { type: 'string', enum: ['registered', 'validated', 'deactivated'], description: 'Only users in this state.' },
+                limit: { type: 'integer', minimum: 1, maximum: 100, default: 20, description: 'Most users on this page.' },
+                cursor: { type: 'string', minLength: 1, maxLength: 200, description: 'The `nextCursor` of the previous page.' },
               },
             },
             headers: consistencyHeaders,
@@ -104,13 +158,18 @@ export function buildQueryApp(deps: QueryAppDeps) {
               200: {
                 type: 'object',
                 additionalProperties: false,
+                description: 'One page of users.',
                 properties: {
                   items: { type: 'array', items: userViewSchema },
-                  nextCursor: { type: ['string', 'null'] },
+                  nextCursor: { type: ['string', 'null'], description: 'Pass as `cursor` for the next page; null on the last page.' },
                 },
                 required: ['items', 'nextCursor'],
+                examples: [{ items: [userExample], nextCursor: null }],
               },
-              ...errors,
+              ...errorResponses({
+                ...readErrors,
+                400: `${readErrors[400]} \`INVALID_CURSOR\`: the cursor is not one this API returned.`,
+              }),
             },
           },
         },

@@ -1,12 +1,14 @@
 import { loadConfig } from '../shared/config.js';
-import { exitOnStartupError, onShutdownSignal } from '../shared/lifecycle.js';
-import { createLogger } from '../shared/logger.js';
+import { exitOnStartupError, onShutdownSignal, reportReady } from '../shared/lifecycle.js';
+import { startTracing } from '../shared/tracing.js';
+import { createLogger, loggerOptions } from '../shared/logger.js';
 import { openReadDb } from '../shared/read-db.js';
 import { migrateReadDb } from '../projector/read-db-migrations.js';
 import { buildQueryApp } from './app.js';
 
 /** The query side as its own process: the read API on QUERY_PORT. */
 async function main() {
+  await startTracing('query-side');
   const config = loadConfig();
   const logger = createLogger('query-side', config);
   const db = await openReadDb(config.readDb);
@@ -17,14 +19,16 @@ async function main() {
     consistencyWaitMs: config.consistencyWaitMs,
     readApiTokens: config.readApiTokens,
     rateLimitPerMinute: config.rateLimitPerMinute,
+    trustProxy: config.trustProxy,
     queryTimeoutMs: config.queryTimeoutMs,
-    logger: { name: 'query-side', level: config.logLevel },
+    logger: loggerOptions('query-side', config),
   });
   onShutdownSignal(logger, async () => {
     await app.close();
     await db.destroy();
   });
   await app.listen({ host: config.host, port: config.queryPort });
+  reportReady('query-side');
 }
 
 main().catch(exitOnStartupError('query-side'));

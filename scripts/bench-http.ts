@@ -15,8 +15,9 @@ import { cpuMicros, freePort, percentile, startChild, startStack } from './bench
  * Each path runs BENCH_SECONDS (10) at BENCH_CONNECTIONS (32) after a 2 s warm-up,
  * BENCH_RUNS (3) times, bare and service in turn; the medians are printed with
  * each path's ratio to its bare counterpart. Settings changed from `npm start`'s
- * defaults: RATE_LIMIT_PER_MINUTE=0 (the load comes from one address), fresh
- * DATA_DIR and ports; logs at the default level (info) go to a file.
+ * defaults: fresh DATA_DIR and ports (RATE_LIMIT_PER_MINUTE=0, the default, is set
+ * explicitly: the load comes from one address); logs at the default level (info)
+ * go to a file.
  * Last, POST /users with EventStoreDB as the store (its gRPC test server in a
  * process of its own; BENCH_ESDB=0 leaves it out): the CPU the command side and
  * the server each spend per registration.

@@ -13,7 +13,8 @@ const usage = `Usage: npm run dead-letters -- <command> [options]
 The projector parks an event it cannot apply (unknown type, invalid payload, a
 handler error that repeats) in PROJECTION_DEAD_LETTER, and holds the later
 events of the same user behind it; other users keep flowing. The read DB comes
-from the usual environment (READ_DB_URL, or DATA_DIR for the embedded one).
+from the usual environment (READ_DB_URL, or DATA_DIR for the embedded one); it
+must exist (a missing one is reported, never created).
 
   list [--stream S] [--all] [--limit N] [--json]
                    parked events, failed and held (--all: skipped ones too)
@@ -90,7 +91,8 @@ async function main(): Promise<number> {
     return exitCodes.ok;
   }
   const config = loadConfig();
-  const db = await openReadDb(config.readDb);
+  // An operator command reads what the service made: a missing read DB is a mistyped setting, not one to create.
+  const db = await openReadDb(config.readDb, { create: false });
   try {
     await migrateReadDb(db);
     if (command.command === 'list') {

@@ -1,14 +1,15 @@
-import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
 import { RebuildLockedError } from '../projector/projection-control.js';
 import { migrateReadDb } from '../projector/read-db-migrations.js';
 import { RebuildAbortedError, userDataRebuild, type RebuildResult } from '../projector/rebuild.js';
 import { loadConfig } from '../shared/config.js';
-import { StoreUnavailableError } from '../shared/errors.js';
+import { StoreMissingError, StoreUnavailableError } from '../shared/errors.js';
 import { openEventStore } from '../shared/event-store/open-event-store.js';
 import { openReadDb } from '../shared/read-db.js';
+import { createMetricsRegistry, startOpsServer } from '../shared/metrics.js';
 import { integerOption } from './options.js';
+import { rebuildMetrics } from './rebuild/rebuild-metrics.js';
 import { rebuildProgress, type ProgressView } from './rebuild/progress.js';
 
 const usage = `Usage: npm run rebuild -- [--verify] [--dry-run] [--batch-size N] [--max-rows N]
@@ -16,7 +17,8 @@ const usage = `Usage: npm run rebuild -- [--verify] [--dry-run] [--batch-size N]
 Rebuilds the read model (USER_DATA) from the event store into a shadow table,
 then swaps it in atomically while reads and the live projector keep running.
 The event store and read DB come from the usual environment (EVENTSTORE_URL or
-DATA_DIR / EVENT_STORE_FILE; READ_DB_URL).
+DATA_DIR / EVENT_STORE_FILE; READ_DB_URL). Both must exist: a missing one is
+reported, never created.
 
   --verify         compare the rebuilt table with the live one before the swap
                    and report missing, extra and different rows (exit 3 if any)
@@ -104,9 +106,6 @@ async function main(): Promise<number> {
   }
 
   const config = loadConfig();
-  if (!config.eventStore.url && !existsSync(config.eventStore.file)) {
-    throw new Error(`no embedded event store at ${config.eventStore.file} (set DATA_DIR, EVENT_STORE_FILE or EVENTSTORE_URL)`);
-  }
   let progress: ProgressView | undefined;
   const print = (line: string) => (progress ? progress.log(line) : void process.stderr.write(`${line}\n`));
   // The library's structured logs, as plain lines for the operator.
@@ -122,15 +121,19 @@ async function main(): Promise<number> {
 
   // Knex would print a stack per failed connection attempt; the failure is reported once, below.
   const quiet = (text: unknown) => logger.debug(String(text));
-  const db = await openReadDb(config.readDb, { log: { warn: quiet, error: quiet, debug: quiet, deprecate: quiet } }).catch(
-    (error: unknown) => {
-      if (error instanceof StoreUnavailableError) throw error; // says "cannot reach <url>" already
+  // Both stores must exist: a rebuild replays what the service wrote, and a missing store is a mistyped setting.
+  const store = openEventStore(config, { longReads: true, create: false });
+  const db = await openReadDb(config.readDb, { create: false, log: { warn: quiet, error: quiet, debug: quiet, deprecate: quiet } }).catch(
+    async (error: unknown) => {
+      await store.close().catch(() => {});
+      // These say "cannot reach <url>" or what is missing already.
+      if (error instanceof StoreUnavailableError || error instanceof StoreMissingError) throw error;
       const where = config.readDb.client === 'sqlite' ? config.readDb.file : 'MariaDB';
       throw new Error(`cannot open the read DB (${where}): ${message(error)}`, { cause: error });
     },
   );
-  const store = openEventStore(config, { longReads: true });
   const abort = new AbortController();
+  let ops: Awaited<ReturnType<typeof startOpsServer>> | undefined;
   let firstSignalAt: number | undefined;
   const onSignal = (signal: NodeJS.Signals) => {
     // A terminal's Ctrl-C reaches this process directly and again through the npm and tsx
@@ -154,7 +157,26 @@ async function main(): Promise<number> {
       stream: process.stderr,
       ...(store.headPosition ? { headPosition: () => store.headPosition!() } : {}),
     });
-    const result = await rebuild.run({ ...options, signal: abort.signal, onProgress: (p) => progress?.update(p) });
+    // Progress for Prometheus while it runs, when asked for.
+    const registry = config.rebuildMetricsPort === undefined ? undefined : createMetricsRegistry('rebuild');
+    const metrics = registry && rebuildMetrics(registry);
+    ops =
+      registry &&
+      (await startOpsServer({
+        host: config.host,
+        port: config.rebuildMetricsPort!,
+        registry,
+        ready: () => Promise.resolve({ ready: true, detail: { phase: metrics?.phase() ?? 'starting' } }),
+        logger,
+      }));
+    const result = await rebuild.run({
+      ...options,
+      signal: abort.signal,
+      onProgress: (p) => {
+        progress?.update(p);
+        metrics?.update(p);
+      },
+    });
     progress.stop();
     progress = undefined;
     report(result, (line) => process.stdout.write(`${line}\n`));
@@ -173,6 +195,7 @@ async function main(): Promise<number> {
     }
     throw error;
   } finally {
+    await ops?.close();
     await store.close().catch(() => {});
     await db.destroy().catch(() => {});
   }

@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import type { FromSchema } from 'json-schema-to-ts';
@@ -12,15 +13,50 @@ import { ajv, fieldProblems } from './schema-validation.js';
 const port = { type: 'integer', minimum: 0, maximum: 65535 } as const;
 const positiveMs = { type: 'integer', minimum: 1, maximum: 600_000 } as const;
 
+/** proxy-addr's names for address ranges, accepted in TRUST_PROXY's list. */
+const namedRanges = new Set(['loopback', 'linklocal', 'uniquelocal']);
+
+/** An address, an address/prefix (CIDR) or a named range. */
+function isProxyAddress(entry: string): boolean {
+  if (namedRanges.has(entry)) return true;
+  const [address = '', prefix, ...rest] = entry.split('/');
+  const version = isIP(address);
+  if (version === 0 || rest.length > 0) return false;
+  return prefix === undefined || (/^\d{1,3}$/.test(prefix) && Number(prefix) <= (version === 4 ? 32 : 128));
+}
+
+const trustProxyShape = /^(true|false|\d{1,2})$/;
+const proxyList = (value: string): string[] => value.split(',').map((entry) => entry.trim());
+
+/** TRUST_PROXY: `true`, `false`, a hop count, or a comma-separated list of addresses, CIDRs and named ranges. */
+ajv.addKeyword({
+  keyword: 'trustProxy',
+  type: 'string',
+  schemaType: 'boolean',
+  errors: true,
+  validate: function validTrustProxy(this: unknown, _schema: boolean, value: string): boolean {
+    if (trustProxyShape.test(value) || proxyList(value).every(isProxyAddress)) return true;
+    (validTrustProxy as { errors?: object[] }).errors = [
+      { keyword: 'trustProxy', params: {}, message: 'must be true, false, a hop count or a comma-separated list of addresses and CIDR ranges' },
+    ];
+    return false;
+  },
+});
+
 export const configSchema = {
   type: 'object',
   additionalProperties: true,
   properties: {
     NODE_ENV: { type: 'string', default: 'development' },
     LOG_LEVEL: { enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], default: 'info' },
+    LOG_FORMAT: { enum: ['auto', 'json', 'pretty'], default: 'auto' },
     HOST: { type: 'string', minLength: 1, default: '127.0.0.1' },
     COMMAND_PORT: { ...port, default: 3000 },
     QUERY_PORT: { ...port, default: 3001 },
+    PROJECTOR_METRICS_PORT: { ...port, default: 3002 },
+    RELAY_METRICS_PORT: { ...port, default: 3003 },
+    REBUILD_METRICS_PORT: port,
+    PROJECTOR_READY_MAX_LAG_MS: { type: 'integer', minimum: 1000, maximum: 86_400_000, default: 60_000 },
     DATA_DIR: { type: 'string', minLength: 1, default: './data' },
     EVENT_STORE_FILE: { type: 'string', minLength: 1 },
     EVENTSTORE_URL: { type: 'string', pattern: '^(esdb|esdb\\+discover)://' },
@@ -41,15 +77,20 @@ export const configSchema = {
     EMAIL_RESERVATION_GRACE_MS: { ...positiveMs, default: 60_000 },
     BODY_LIMIT_BYTES: { type: 'integer', minimum: 256, maximum: 10_485_760, default: 16_384 },
     READ_API_TOKENS: { type: 'string' },
-    RATE_LIMIT_PER_MINUTE: { type: 'integer', minimum: 0, maximum: 10_000_000, default: 6000 },
+    RATE_LIMIT_PER_MINUTE: { type: 'integer', minimum: 0, maximum: 10_000_000, default: 0 },
+    TRUST_PROXY: { type: 'string', trustProxy: true },
     QUERY_TIMEOUT_MS: { ...positiveMs, default: 5000 },
   },
   required: [
     'NODE_ENV',
     'LOG_LEVEL',
+    'LOG_FORMAT',
     'HOST',
     'COMMAND_PORT',
     'QUERY_PORT',
+    'PROJECTOR_METRICS_PORT',
+    'RELAY_METRICS_PORT',
+    'PROJECTOR_READY_MAX_LAG_MS',
     'DATA_DIR',
     'CONSISTENCY_WAIT_MS',
     'PROJECTOR_BATCH_SIZE',
@@ -75,9 +116,18 @@ export type ReadDbConfig = { client: 'sqlite'; file: string } | { client: 'mysql
 export interface Config {
   readonly env: string;
   readonly logLevel: Env['LOG_LEVEL'];
+  /** `auto`: readable lines on a terminal unless NODE_ENV=production, else JSON (see logger.ts). */
+  readonly logFormat: Env['LOG_FORMAT'];
   readonly host: string;
   readonly commandPort: number;
   readonly queryPort: number;
+  /** The projector's and the relay's small HTTP port: /metrics, /health/live, /health/ready. */
+  readonly projectorMetricsPort: number;
+  readonly relayMetricsPort: number;
+  /** Where a running rebuild serves its progress as metrics; none when unset. */
+  readonly rebuildMetricsPort?: number;
+  /** The projector reports not ready while it is further behind than this. */
+  readonly projectorReadyMaxLagMs: number;
   /** EventStoreDB when `url` is set (EVENTSTORE_URL), else the embedded file. */
   readonly eventStore: { readonly file: string; readonly url?: string };
   /** Kafka when KAFKA_BROKERS is set: the relay publishes, the projector consumes. */
@@ -101,6 +151,12 @@ export interface Config {
   readonly writeApiTokens: readonly string[];
   readonly readApiTokens: readonly string[];
   readonly rateLimitPerMinute: number;
+  /**
+   * Which proxies in front of the APIs are trusted to report the client's address
+   * (X-Forwarded-For), as Fastify's `trustProxy`: off, every hop, a hop count, or
+   * their addresses. The rate limit counts clients by that address.
+   */
+  readonly trustProxy: boolean | number | readonly string[];
   readonly queryTimeoutMs: number;
   readonly consistencyWaitMs: number;
   readonly projectorBatchSize: number;
@@ -117,6 +173,13 @@ function readDbFrom(url: string | undefined, dataDir: string): ReadDbConfig {
   if (!url) return { client: 'sqlite', file: resolve(dataDir, 'queries.sqlite') };
   if (url.startsWith('sqlite://')) return { client: 'sqlite', file: resolve(url.slice('sqlite://'.length)) };
   return { client: 'mysql', url };
+}
+
+function trustProxyFrom(value: string | undefined): Config['trustProxy'] {
+  if (value === undefined || value === 'false') return false;
+  if (value === 'true') return true;
+  if (/^\d+$/.test(value)) return Number(value) > 0 && Number(value);
+  return Object.freeze(proxyList(value));
 }
 
 const tokenList = (value: string | undefined): readonly string[] =>
@@ -145,9 +208,14 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
   return Object.freeze({
     env: e.NODE_ENV,
     logLevel: e.LOG_LEVEL,
+    logFormat: e.LOG_FORMAT,
     host: e.HOST,
     commandPort: e.COMMAND_PORT,
     queryPort: e.QUERY_PORT,
+    projectorMetricsPort: e.PROJECTOR_METRICS_PORT,
+    relayMetricsPort: e.RELAY_METRICS_PORT,
+    projectorReadyMaxLagMs: e.PROJECTOR_READY_MAX_LAG_MS,
+    ...(e.REBUILD_METRICS_PORT === undefined ? {} : { rebuildMetricsPort: e.REBUILD_METRICS_PORT }),
     eventStore: Object.freeze({
       file: resolve(e.EVENT_STORE_FILE ?? resolve(dataDir, 'events.sqlite')),
       ...(e.EVENTSTORE_URL ? { url: e.EVENTSTORE_URL } : {}),
@@ -170,6 +238,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
     writeApiTokens: tokenList(e.WRITE_API_TOKENS),
     readApiTokens: tokenList(e.READ_API_TOKENS),
     rateLimitPerMinute: e.RATE_LIMIT_PER_MINUTE,
+    trustProxy: trustProxyFrom(e.TRUST_PROXY),
     queryTimeoutMs: e.QUERY_TIMEOUT_MS,
     consistencyWaitMs: e.CONSISTENCY_WAIT_MS,
     projectorBatchSize: e.PROJECTOR_BATCH_SIZE,

@@ -12,6 +12,7 @@ export type ErrorCode =
   | 'REVISION_CONFLICT'
   | 'IDEMPOTENCY_KEY_REUSED'
   | 'STORE_UNAVAILABLE'
+  | 'STORE_MISSING'
   | 'CONSISTENCY_TIMEOUT'
   | 'INVALID_CONSISTENCY_TOKEN'
   | 'INVALID_CURSOR'
@@ -79,6 +80,17 @@ export class StoreUnavailableError extends ServiceError {
   override readonly name = 'StoreUnavailableError';
   constructor(message: string, options?: ErrorOptions) {
     super('STORE_UNAVAILABLE', message, true, options);
+  }
+}
+
+/**
+ * A store that an operator command only reads is not there (a mistyped DATA_DIR,
+ * file or database name): the command stops rather than create an empty one.
+ */
+export class StoreMissingError extends ServiceError {
+  override readonly name = 'StoreMissingError';
+  constructor(message: string) {
+    super('STORE_MISSING', message);
   }
 }
 

@@ -7,19 +7,42 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 export interface HardeningOptions {
   /** Requests per minute per client; 0 turns rate limiting off. */
   rateLimitPerMinute: number;
+  /** The API's bearer tokens: a request with one of them is counted as that token's client. */
+  tokens?: readonly string[];
+}
+
+const digestOf = (token: string): string => createHash('sha256').update(token).digest('hex').slice(0, 32);
+
+/**
+ * A client is its bearer token when it sends one of the API's tokens (many
+ * callers may share a proxy's address), else its address (`request.ip`, from
+ * X-Forwarded-For when TRUST_PROXY trusts the proxy). A token the API does not
+ * know counts as the address: made-up tokens must not buy fresh budgets. Tokens
+ * are compared and kept as digests, so none sits in memory as a map key or
+ * reaches a log.
+ */
+function clientKeyOf(tokens: readonly string[]): (request: FastifyRequest) => string {
+  const known = new Set(tokens.map(digestOf));
+  return (request) => {
+    const authorization = request.headers.authorization;
+    if (known.size > 0 && typeof authorization === 'string' && authorization.startsWith('Bearer ')) {
+      const digest = digestOf(authorization.slice(7));
+      if (known.has(digest)) return `token:${digest}`;
+    }
+    return `ip:${request.ip}`;
+  };
 }
 
 /**
- * A client is its bearer token when it sends one (many callers may share a
- * proxy's address), else its address. The token is hashed so it never sits in
- * memory as a map key or reaches a log.
+ * Fastify's `trustProxy` for the TRUST_PROXY setting. A hop count trusts that
+ * many hops in front of the server whoever they are (as Express does); Fastify
+ * itself no longer takes a bare number, because a client that reaches the
+ * server directly can then write its own X-Forwarded-For.
  */
-function clientKey(request: FastifyRequest): string {
-  const authorization = request.headers.authorization;
-  if (typeof authorization === 'string' && authorization.startsWith('Bearer ')) {
-    return `token:${createHash('sha256').update(authorization.slice(7)).digest('hex').slice(0, 32)}`;
-  }
-  return `ip:${request.ip}`;
+export function trustProxyOption(trust: boolean | number | readonly string[] | undefined): boolean | string[] | ((address: string, hop: number) => boolean) {
+  if (typeof trust === 'number') return (_address, hop) => hop < trust;
+  if (typeof trust === 'object') return [...trust];
+  return trust ?? false;
 }
 
 /**
@@ -75,7 +98,7 @@ export function harden(app: FastifyInstance, options: HardeningOptions): void {
     void app.register(rateLimit, {
       max: options.rateLimitPerMinute,
       timeWindow: 60_000,
-      keyGenerator: clientKey,
+      keyGenerator: clientKeyOf(options.tokens ?? []),
       errorResponseBuilder: (_request, context) => ({
         statusCode: 429,
         code: 'RATE_LIMITED',

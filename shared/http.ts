@@ -6,6 +6,10 @@ import type { JsonSchemaToTsProvider } from '@fastify/type-provider-json-schema-
 import { ServiceError, ValidationError, type ErrorCode, type FieldProblem } from './errors.js';
 import { fieldProblems } from './schema-validation.js';
 import { lazyRequestLogger } from './request-logger.js';
+import { routeMethods } from './http-methods.js';
+import { acceptJsonBodiesOnly, unsupportedMediaTypeMessage } from './json-bodies.js';
+import { trustProxyOption } from './http-hardening.js';
+import { addRequestContext } from './request-context.js';
 
 const addFormats = addFormatsModule as unknown as (ajv: Ajv) => Ajv;
 
@@ -28,6 +32,8 @@ export const httpStatusOf: Record<ErrorCode, number> = {
   REBUILD_LOCKED: 500,
   REBUILD_LOCK_LOST: 500,
   REBUILD_ABORTED: 500,
+  // Raised by the operator commands, which never create the stores they read.
+  STORE_MISSING: 500,
 };
 
 /** The JSON body of every error answer. */
@@ -35,21 +41,27 @@ export const errorBodySchema = {
   type: 'object',
   additionalProperties: false,
   properties: {
-    statusCode: { type: 'integer' },
-    code: { type: 'string' },
-    error: { type: 'string' },
-    message: { type: 'string' },
+    statusCode: { type: 'integer', description: 'The HTTP status, repeated.' },
+    code: { type: 'string', description: 'What went wrong, for programs: e.g. `VALIDATION_FAILED`, `EMAIL_TAKEN`, `REVISION_CONFLICT`.' },
+    error: { type: 'string', description: 'The HTTP reason phrase.' },
+    message: { type: 'string', description: 'What went wrong, for people.' },
     problems: {
       type: 'array',
+      description: 'With `VALIDATION_FAILED`: every field that is wrong.',
       items: {
         type: 'object',
         additionalProperties: false,
-        properties: { field: { type: 'string' }, in: { type: 'string' }, message: { type: 'string' } },
+        properties: {
+          field: { type: 'string', description: 'The field, parameter or header, e.g. `email` or `if-match`.' },
+          in: { type: 'string', description: 'Where it was: `body`, `params`, `querystring` or `headers`.' },
+          message: { type: 'string' },
+        },
         required: ['field', 'message'],
       },
     },
-    currentRevision: { type: 'integer' },
+    currentRevision: { type: 'integer', description: 'With `REVISION_CONFLICT`: the revision the user is at.' },
   },
+  examples: [{ statusCode: 409, code: 'REVISION_CONFLICT', error: 'Conflict', message: 'stream user-0190f2a4-6c1d-7cc2-9d6e-7d3b8a2f0001 is at revision 1, expected 0', currentRevision: 1 }],
   required: ['statusCode', 'code', 'error', 'message'],
 } as const;
 
@@ -82,6 +94,8 @@ function validatorCompilers() {
 export interface AppOptions {
   logger?: FastifyServerOptions['logger'];
   bodyLimitBytes?: number;
+  /** Fastify's `trustProxy`: whose X-Forwarded-For gives `request.ip` (config TRUST_PROXY); off when absent. */
+  trustProxy?: boolean | number | readonly string[];
 }
 
 /**
@@ -103,6 +117,7 @@ export function createHttpApp(options: AppOptions) {
   const app = Fastify({
     logger: options.logger ?? false,
     bodyLimit: options.bodyLimitBytes ?? 16_384,
+    trustProxy: trustProxyOption(options.trustProxy),
     // Clients that trickle their request are cut off rather than holding a socket.
     requestTimeout: 30_000,
     connectionTimeout: 60_000,
@@ -116,18 +131,25 @@ export function createHttpApp(options: AppOptions) {
       return typeof given === 'string' && /^[\x21-\x7e]{1,128}$/.test(given) ? given : randomUUID();
     },
   }).withTypeProvider<JsonSchemaToTsProvider>();
+  addRequestContext(app);
   // The APIs speak JSON only: any other body is 415, not a string that fails a schema.
-  app.removeContentTypeParser('text/plain');
+  acceptJsonBodiesOnly(app);
+  const methodsOf = routeMethods(app);
   app.setValidatorCompiler(validatorCompilers());
   app.setErrorHandler(handleError);
-  app.setNotFoundHandler((request, reply) =>
-    reply.code(404).send({
-      statusCode: 404,
-      code: 'ROUTE_NOT_FOUND',
-      error: 'Not Found',
-      message: `no route ${request.method} ${request.url.split('?')[0]}`,
-    }),
-  );
+  app.setNotFoundHandler((request, reply) => {
+    const path = request.url.split('?')[0]!;
+    const allowed = methodsOf(path);
+    if (allowed.length > 0) {
+      return reply.code(405).header('allow', allowed.join(', ')).send({
+        statusCode: 405,
+        code: 'METHOD_NOT_ALLOWED',
+        error: 'Method Not Allowed',
+        message: `${request.method} is not allowed on ${path}; allowed: ${allowed.join(', ')}`,
+      });
+    }
+    return reply.code(404).send({ statusCode: 404, code: 'ROUTE_NOT_FOUND', error: 'Not Found', message: `no route ${request.method} ${path}` });
+  });
   return app;
 }
 
@@ -174,7 +196,7 @@ function handleError(
       statusCode,
       code: error.code ?? 'BAD_REQUEST',
       error: reasons[statusCode] ?? 'Client Error',
-      message: error.message,
+      message: statusCode === 415 ? unsupportedMediaTypeMessage(request) : error.message,
     });
   }
   request.log.error({ err: error }, 'unexpected error');

@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import { stopTracing } from './tracing.js';
 
 /**
  * Graceful shutdown: the first SIGTERM or SIGINT runs `shutdown` (finish what is
@@ -6,14 +7,15 @@ import type { Logger } from 'pino';
  */
 export function onShutdownSignal(logger: Logger, shutdown: () => Promise<void>): void {
   let stopping = false;
-  const handle = (signal: NodeJS.Signals) => {
+  const handle = (signal: NodeJS.Signals | 'disconnect') => {
     if (stopping) {
       logger.warn({ signal }, 'second signal: exiting now');
       process.exit(130);
     }
     stopping = true;
     logger.info({ signal }, 'shutting down');
-    shutdown().then(
+    // The spans of the work just finished are exported last (nothing to do when tracing is off).
+    shutdown().finally(stopTracing).then(
       () => process.exit(0),
       (error: unknown) => {
         logger.error({ err: error }, 'shutdown failed');
@@ -23,13 +25,21 @@ export function onShutdownSignal(logger: Logger, shutdown: () => Promise<void>):
   };
   process.on('SIGTERM', handle);
   process.on('SIGINT', handle);
+  // Started by `npm start` (an IPC channel): a supervisor that went away, even killed, stops this role too.
+  if (process.connected) process.once('disconnect', () => handle('disconnect'));
 }
+
+/** Tells a supervising `npm start` (scripts/start.ts) that this role is up; a role run alone has no one to tell. */
+export const reportReady = (role: string): void => void process.send?.({ ready: role });
 
 /** Logs a start-up failure (e.g. invalid configuration) in plain words and exits non-zero. */
 export function exitOnStartupError(role: string) {
   return (error: unknown) => {
     const message = error instanceof Error ? error.message : String(error);
     process.stderr.write(`${role} could not start: ${message}\n`);
-    process.exit(1);
+    process.exitCode = 1;
+    // The supervisor reports why (e.g. the port in use); the message must leave before the exit.
+    if (process.connected && process.send) process.send({ failed: role, message }, () => process.exit(1));
+    else process.exit(1);
   };
 }

@@ -2,18 +2,24 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import knexFactory, { type Knex } from 'knex';
 import type { ReadDbConfig } from './config.js';
-import { StoreUnavailableError } from './errors.js';
+import { StoreMissingError, StoreUnavailableError } from './errors.js';
+import { requireExistingFile } from './store-files.js';
 
 /**
  * Opens the read database: MariaDB (`queries` by default) through mysql2, or the
- * embedded SQLite file. Creates the MariaDB database when it is missing, so a
- * fresh server needs nothing but a user that may create it. `log` replaces
- * knex's console output (e.g. a stack per failed connection attempt).
+ * embedded SQLite file. Creates the MariaDB database (or the file and its
+ * directory) when it is missing, so a fresh server needs nothing but a user that
+ * may create it; with `create: false` (operator commands, which only work on an
+ * existing read model) a missing one is a StoreMissingError instead, and nothing
+ * is created. `log` replaces knex's console output (e.g. a stack per failed
+ * connection attempt).
  */
-export async function openReadDb(config: ReadDbConfig, options: { log?: Knex.Logger } = {}): Promise<Knex> {
+export async function openReadDb(config: ReadDbConfig, options: { log?: Knex.Logger; create?: boolean } = {}): Promise<Knex> {
   const log = options.log ? { log: options.log } : {};
+  const create = options.create ?? true;
   if (config.client === 'sqlite') {
-    mkdirSync(dirname(config.file), { recursive: true });
+    if (create) mkdirSync(dirname(config.file), { recursive: true });
+    else requireExistingFile(config.file, 'read DB', 'DATA_DIR or READ_DB_URL');
     return knexFactory({
       ...log,
       client: 'better-sqlite3',
@@ -45,10 +51,17 @@ export async function openReadDb(config: ReadDbConfig, options: { log?: Knex.Log
     charset: 'utf8mb4',
     connectTimeout: 5000,
   };
+  // A connection without a database: it creates the database, or (create: false) checks that it exists.
   const admin = knexFactory({ ...log, client: 'mysql2', connection, pool: { min: 0, max: 1 } });
   try {
-    await admin.raw('CREATE DATABASE IF NOT EXISTS ?? CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci', [database]);
+    if (create) await admin.raw('CREATE DATABASE IF NOT EXISTS ?? CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci', [database]);
+    else await admin.raw('USE ??', [database]);
   } catch (error) {
+    if ((error as { code?: unknown }).code === 'ER_BAD_DB_ERROR') {
+      throw new StoreMissingError(
+        `the read DB ${JSON.stringify(database)} does not exist on ${url.protocol}//${url.host}; nothing was created (the database comes from READ_DB_URL)`,
+      );
+    }
     throw readDbError(error, config.url);
   } finally {
     await admin.destroy();

@@ -59,8 +59,15 @@ export function fieldProblems(errors: readonly ErrorObject[] | null | undefined)
         : undefined;
     const path = e.instancePath.replace(/^\//, '').replaceAll('/', '.');
     const field = [path, missing ?? extra].filter(Boolean).join('.') || '(root)';
-    return { field, message: extra ? 'is not allowed' : (e.message ?? 'is invalid') };
+    return { field, message: extra ? 'is not allowed' : e.keyword === 'enum' ? oneOf(e.params) : (e.message ?? 'is invalid') };
   });
+}
+
+/** ajv says "must be equal to one of the allowed values"; the caller needs to know which. */
+function oneOf(params: unknown): string {
+  const allowed = (params as { allowedValues?: unknown }).allowedValues;
+  if (!Array.isArray(allowed)) return 'must be one of the allowed values';
+  return `must be one of: ${allowed.map((value) => (typeof value === 'string' ? value : JSON.stringify(value))).join(', ')}`;
 }
 
 /** Compiles a schema once and returns an assertion that throws a ValidationError. */

@@ -1,23 +1,49 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { SpanKind, type Span } from '@opentelemetry/api';
 import type { Logger } from 'pino';
 import { inBatches } from '../../shared/event-feed/batches.js';
 import type { EventStore, RecordedEvent } from '../../shared/event-store/port.js';
 import { envelopeContentType, envelopeOf } from '../../shared/public-events.js';
 import { retrying } from '../../shared/retry.js';
+import { endingSpan, startSpan, traceContextOf, tracingOn } from '../../shared/tracing.js';
 import { userStreamPrefix } from '../../shared/user-events.js';
 import type { EventPublisher, OutboundMessage } from './publisher.js';
 import { LeaseLostError, relayLease, relayStreamId, type Lease } from './relay-lease.js';
 
-/** Gateway: one stored event becomes zero or one message, keyed by its stream. */
+/**
+ * Gateway: one stored event becomes zero or one message, keyed by its stream.
+ * The W3C trace context the event was written under, if any, rides along as the
+ * `traceparent` (and `tracestate`) header.
+ */
 export function messageOf(event: RecordedEvent): OutboundMessage | undefined {
   const envelope = envelopeOf(event);
   if (!envelope) return undefined;
   return {
     key: event.streamId,
     value: JSON.stringify(envelope),
-    headers: { 'content-type': envelopeContentType, 'event-type': envelope.type, 'event-id': envelope.eventId },
+    headers: {
+      'content-type': envelopeContentType,
+      'event-type': envelope.type,
+      'event-id': envelope.eventId,
+      ...traceContextOf(event.metadata.traceparent, event.metadata.tracestate),
+    },
   };
+}
+
+/** A producer span for one batch, linked to the context each of its messages carries (OpenTelemetry messaging conventions). */
+function sendSpan(topic: string, messages: readonly OutboundMessage[]): Span {
+  return startSpan(`send ${topic}`, {
+    kind: SpanKind.PRODUCER,
+    links: messages.map((m) => traceContextOf(m.headers.traceparent, m.headers.tracestate)),
+    attributes: {
+      'messaging.system': 'kafka',
+      'messaging.operation.type': 'send',
+      'messaging.operation.name': 'send',
+      'messaging.destination.name': topic,
+      'messaging.batch.message_count': messages.length,
+    },
+  });
 }
 
 export interface RelayStatus {
@@ -27,6 +53,8 @@ export interface RelayStatus {
   published: number;
   /** The resume point: the log position up to which the broker acknowledged everything, as stored. */
   position?: string;
+  /** When the last event the broker acknowledged was recorded in the log, ms since the epoch: for the lag in seconds. */
+  lastPublishedAt?: number;
 }
 
 /**
@@ -44,6 +72,8 @@ export function eventRelay(deps: {
   leaseMs: number;
   batchSize: number;
   owner?: string;
+  /** Told of every batch the broker acknowledged: its messages and how long publishing took (retries included). */
+  onPublished?: (messages: number, seconds: number) => void;
 }) {
   const { store, publisher, logger } = deps;
   const owner = deps.owner ?? randomUUID();
@@ -143,7 +173,9 @@ export function eventRelay(deps: {
           if (!message) logger.error({ stream: event.streamId, revision: event.revision, type: event.type }, 'user event of a type the public contract does not name; not published');
           return message ?? [];
         });
-        await retrying(
+        const started = performance.now();
+        const span = tracingOn() ? sendSpan(deps.topic, messages) : undefined;
+        await endingSpan(span, retrying(
           async () => {
             if (!held.isHeld(margin)) await leaseWrites.renew();
             await publisher.publish(messages);
@@ -153,10 +185,13 @@ export function eventRelay(deps: {
             capMs: renewEvery,
             onRetry: (error, attempt) => {
               if (attempt === 0) logger.warn({ err: error }, 'broker unavailable; relay retrying');
+              span?.addEvent('retry', { 'error.type': error instanceof Error ? error.name : 'unknown' });
             },
           },
-        );
+        ));
         status.published += messages.length;
+        status.lastPublishedAt = events[events.length - 1]!.recordedAt.getTime();
+        deps.onPublished?.(messages.length, (performance.now() - started) / 1000);
         // Only now, with the broker's acknowledgement, may the resume point move past the batch.
         leaseWrites.acknowledged(events[events.length - 1]!.position);
         next = batches.next();

@@ -35,7 +35,17 @@ export async function startStack(extraEnv: Record<string, string> = {}, options:
     ['--import', 'tsx', fileURLToPath(new URL('../start.ts', import.meta.url))],
     {
       // Rate limiting off: the load comes from one client on purpose.
-      env: { ...process.env, LOG_LEVEL: 'warn', RATE_LIMIT_PER_MINUTE: '0', DATA_DIR: dataDir, COMMAND_PORT: `${commandPort}`, QUERY_PORT: `${queryPort}`, ...extraEnv },
+      env: {
+        ...process.env,
+        LOG_LEVEL: 'warn',
+        RATE_LIMIT_PER_MINUTE: '0',
+        DATA_DIR: dataDir,
+        COMMAND_PORT: `${commandPort}`,
+        QUERY_PORT: `${queryPort}`,
+        PROJECTOR_METRICS_PORT: '0',
+        RELAY_METRICS_PORT: '0',
+        ...extraEnv,
+      },
       stdio: ['ignore', stdout, 'inherit'],
     },
   );

@@ -1,8 +1,18 @@
-import type { EventStore, LogSubscription } from '../event-store/port.js';
+import type { ProjectedEvent } from '../../projector/apply-batch.js';
+import type { EventStore, LogSubscription, RecordedEvent } from '../event-store/port.js';
+import { traceContextOf, tracingOn } from '../tracing.js';
 import { inBatches } from './batches.js';
 import type { EventFeed } from './port.js';
 
 export const globalLogSource = '$all';
+
+/** The event with the trace context its metadata names, for the projector's batch span. */
+function withTrace(event: RecordedEvent): ProjectedEvent {
+  const trace = traceContextOf(event.metadata.traceparent, event.metadata.tracestate);
+  if (!trace) return event;
+  const { streamId, revision, type, data, position } = event;
+  return { streamId, revision, type, data, position, trace };
+}
 
 /** The projector's feed straight from the event store's global log (no Kafka). */
 export function eventStoreFeed(
@@ -24,7 +34,7 @@ export function eventStoreFeed(
       try {
         for await (const events of inBatches(subscription, options.batchSize)) {
           const last = events[events.length - 1]!;
-          yield { events, checkpoints: new Map([[globalLogSource, last.position.toString()]]) };
+          yield { events: tracingOn() ? events.map(withTrace) : events, checkpoints: new Map([[globalLogSource, last.position.toString()]]), lastEventAt: last.recordedAt.getTime() };
         }
       } finally {
         subscriptions.delete(subscription);

@@ -3,9 +3,13 @@ import type { Logger } from 'pino';
 import type { ProjectedEvent } from '../../projector/apply-batch.js';
 import { translateKafkaError } from '../kafka/kafka-client.js';
 import { fromEnvelope } from '../public-events.js';
+import { traceContextOf, tracingOn } from '../tracing.js';
 import type { EventFeed, FeedBatch } from './port.js';
 
 export const partitionSource = (topic: string, partition: number) => `${topic}:${partition}`;
+
+const headerText = (value: Buffer | string | (Buffer | string)[] | undefined): string | undefined =>
+  value === undefined || Array.isArray(value) ? undefined : value.toString();
 
 /**
  * A message as the projector sees it. One that is not a readable v1 envelope is
@@ -14,7 +18,12 @@ export const partitionSource = (topic: string, partition: number) => `${topic}:$
  */
 function projectedEventOf(message: KafkaMessage): ProjectedEvent {
   try {
-    return { ...fromEnvelope(message.value), position: message.offset };
+    const event: ProjectedEvent = { ...fromEnvelope(message.value), position: message.offset };
+    if (tracingOn()) {
+      const trace = traceContextOf(headerText(message.headers?.traceparent), headerText(message.headers?.tracestate));
+      if (trace) event.trace = trace;
+    }
+    return event;
   } catch (error) {
     const type = message.headers?.['event-type'];
     return {
@@ -112,8 +121,14 @@ export function kafkaFeed(deps: {
             const keepAlive = setInterval(() => void payload.heartbeat().catch(() => {}), Math.min(1000, Math.floor(sessionTimeout / 3)));
             try {
               await new Promise<void>((applied, failed) => {
+                const source = partitionSource(topic, batch.partition);
                 waiting.push({
-                  batch: { events, checkpoints: new Map([[partitionSource(topic, batch.partition), next]]) },
+                  batch: {
+                    events,
+                    checkpoints: new Map([[source, next]]),
+                    behind: new Map([[source, Math.max(0, Number(BigInt(batch.highWatermark) - BigInt(next)))]]),
+                    lastEventAt: Number(batch.messages[batch.messages.length - 1]!.timestamp),
+                  },
                   applied,
                   failed,
                 });
@@ -149,6 +164,8 @@ export function kafkaFeed(deps: {
           yield {
             events: current.flatMap((handoff) => handoff.batch.events),
             checkpoints: new Map(current.flatMap((handoff) => [...handoff.batch.checkpoints])),
+            behind: new Map(current.flatMap((handoff) => [...(handoff.batch.behind ?? [])])),
+            lastEventAt: Math.max(...current.map((handoff) => handoff.batch.lastEventAt ?? 0)),
           };
           for (const handoff of current) handoff.applied();
           current = [];

@@ -8,6 +8,10 @@ import type { Checkpoints, ProjectedEvent } from '../../projector/apply-batch.js
 export interface FeedBatch {
   events: ProjectedEvent[];
   checkpoints: Checkpoints;
+  /** For lag metrics, per source: how many messages were left behind this batch when it was fetched (Kafka). */
+  behind?: Map<string, number>;
+  /** For lag metrics: when the batch's last event entered its source (recorded in the log, appended to Kafka), in ms since the epoch. */
+  lastEventAt?: number;
 }
 
 export interface EventFeed {

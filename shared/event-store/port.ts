@@ -11,6 +11,9 @@ export type ExpectedRevision = 'no_stream' | 'stream_exists' | 'any' | number;
 export interface EventMetadata {
   correlationId?: string;
   causationId?: string;
+  /** The W3C trace context the event was written under, handed on to its Kafka message and its projection. */
+  traceparent?: string;
+  tracestate?: string;
   [key: string]: unknown;
 }
 

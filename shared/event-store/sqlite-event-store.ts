@@ -105,10 +105,13 @@ export function sqliteEventStore(options: {
   busyTimeoutMs?: number;
   /** Tests only: see `WriterOptions.failCommitsFor`. */
   failCommitsFor?: readonly string[];
+  /** false: open an existing file only (for commands that read the store); default true: create file and directory. */
+  create?: boolean;
 }): EventStore {
   if (options.file === ':memory:') throw new Error('the embedded event store needs a file: its writer thread opens it too');
-  mkdirSync(dirname(options.file), { recursive: true });
-  const db = new Database(options.file);
+  const create = options.create ?? true;
+  if (create) mkdirSync(dirname(options.file), { recursive: true });
+  const db = new Database(options.file, { fileMustExist: !create });
   db.pragma('journal_mode = WAL');
   db.pragma('synchronous = FULL');
   db.pragma('busy_timeout = 5000');

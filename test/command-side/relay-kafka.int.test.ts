@@ -56,3 +56,26 @@ void t.test('everything appended reaches Kafka at least once, in per-stream orde
   }
   t.equal(misordered, 0, 'within each partition every stream is in order (duplicates allowed, gaps not)');
 });
+
+void t.test('the traceparent and tracestate of a write reach its Kafka message as headers', async (t) => {
+  const topic = 'users.events.v1';
+  const broker = await startKafkaTestBroker({ topics: [{ name: topic, partitions: 1 }] });
+  t.teardown(() => broker.stop());
+  const logger = pino({ level: 'silent' });
+  const kafka = createKafka({ brokers: broker.brokers, clientId: 'relay-test', logger });
+  const store = inMemoryEventStore();
+  const publisher = kafkaPublisher(kafka, topic);
+  const relay = eventRelay({ store, publisher, topic, logger, leaseMs: 3000, batchSize: 20 });
+  void relay.start();
+  t.teardown(async () => {
+    await relay.stop();
+    await publisher.close();
+  });
+  const trace = { traceparent: '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01', tracestate: 'congo=t61rcWkgMzE' };
+  await commandsOver(store).register({ name: 'Ada', email: 'ada@example.org' }, { trace });
+  await waitFor(() => broker.records(topic, 0).length === 1, 10_000, 'the message in Kafka');
+  const [record] = broker.records(topic, 0);
+  t.equal(record?.headers.traceparent?.toString(), trace.traceparent);
+  t.equal(record?.headers.tracestate?.toString(), trace.tracestate);
+  t.equal(record?.headers['event-type']?.toString(), 'user.registered.v1');
+});

@@ -66,6 +66,26 @@ void t.test('messageOf: the public v1 envelope, keyed by stream, with type and c
   t.equal(messageOf({ ...event!, type: 'EmailReserved' }), undefined, 'internal events are not published');
 });
 
+void t.test('the trace context a write was made under rides along as the traceparent and tracestate headers', async (t) => {
+  const store = inMemoryEventStore();
+  const commands = commandsOver(store);
+  const traced = { traceparent: '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01', tracestate: 'congo=t61rcWkgMzE' };
+  const { id } = await commands.register({ name: 'Ada', email: 'ada@example.org' }, { trace: traced });
+  await commands.rename(id, 'Ada L.');
+  const publisher = recordingPublisher();
+  const relay = eventRelay({ store, publisher, topic, logger, leaseMs: 3000, batchSize: 7 });
+  void relay.start();
+  t.teardown(() => relay.stop());
+  await waitFor(() => publisher.acknowledged.length === 2, 5000, 'both published');
+  const [registered, renamed] = publisher.acknowledged;
+  t.match(registered?.headers, { ...traced, 'event-type': 'user.registered.v1' });
+  t.same(Object.keys(renamed!.headers).sort(), ['content-type', 'event-id', 'event-type'], 'no trace context, no header');
+  // Metadata that is not a well-formed trace context (written by hand, by another tool) never reaches a header.
+  const [event] = await userEventsIn(store);
+  const forged = messageOf({ ...event!, metadata: { traceparent: '00-zz-00f067aa0ba902b7-01', tracestate: 'a=b' } });
+  t.notOk(forged && 'traceparent' in forged.headers);
+});
+
 void t.test('publishes every user event in order, and only user events', async (t) => {
   const store = inMemoryEventStore();
   await seedUsers(commandsOver(store), 20);

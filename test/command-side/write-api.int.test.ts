@@ -213,6 +213,71 @@ function writeApiSuite(t: Test, openStore: (t: Test) => Promise<EventStore>) {
     t.equal(await logSize(), before, 'nothing reached the event store');
   });
 
+  void t.test('a body that is not JSON is 415 and says application/json is expected; an empty body is no body', async (t) => {
+    const { app, register, logSize } = await setUp(t);
+    const { id } = (await register('Ada', 'ada@example.org')).json();
+    const before = await logSize();
+    const notJson = [
+      { headers: { 'content-type': 'text/plain' }, got: /got content-type "text\/plain"$/ },
+      { headers: { 'content-type': 'application/x-www-form-urlencoded' }, got: /got content-type "application\/x-www-form-urlencoded"$/ },
+      { headers: {}, got: /got no content-type$/ },
+    ];
+    for (const { headers, got } of notJson) {
+      const response = await app.inject({ method: 'PUT', url: `/users/${id}/name`, payload: '{"name":"Ada L."}', headers });
+      t.equal(response.statusCode, 415, JSON.stringify(headers));
+      t.same(Object.keys(response.json()).sort(), ['code', 'error', 'message', 'statusCode'], 'the usual error shape');
+      t.match(response.json(), { statusCode: 415, error: 'Unsupported Media Type', message: /^expected a body with content-type application\/json; / });
+      t.match(response.json().message, got);
+    }
+    t.equal(await logSize(), before, 'nothing appended');
+
+    // What `curl -X POST -H 'content-type: application/json'` without -d sends.
+    const validated = await app.inject({ method: 'POST', url: `/users/${id}/validation`, headers: { 'content-type': 'application/json' } });
+    t.equal(validated.statusCode, 200, validated.body);
+    t.equal(validated.json().revision, 1);
+    const emptyForm = await app.inject({ method: 'POST', url: `/users/${id}/validation`, headers: { 'content-type': 'application/x-www-form-urlencoded', 'content-length': '0' } });
+    t.equal(emptyForm.statusCode, 200, `an empty body of another type: ${emptyForm.body}`);
+    const deactivated = await app.inject({ method: 'DELETE', url: `/users/${id}`, headers: { 'content-type': 'application/json; charset=utf-8' } });
+    t.equal(deactivated.statusCode, 200, deactivated.body);
+    t.equal(deactivated.json().revision, 2);
+    const noName = await app.inject({ method: 'PUT', url: `/users/${id}/name`, headers: { 'content-type': 'application/json' } });
+    t.equal(noName.statusCode, 400, 'a change that needs a body says so');
+    t.match(noName.json(), { code: 'VALIDATION_FAILED', problems: [{ field: '(root)', in: 'body' }] });
+    const fresh = await register('Bob', 'bob@example.org', { 'content-type': 'application/json' });
+    t.equal(fresh.statusCode, 201, 'a JSON body with its content type still registers');
+  });
+
+  void t.test('a known path asked with another method is 405 with Allow; an unknown path stays 404', async (t) => {
+    const { app, logSize } = await setUp(t);
+    const id = '0190f2a4-6c1d-7cc2-9d6e-7d3b8a2f0000';
+    const wrongMethods = [
+      { method: 'GET' as const, url: '/users', allow: 'POST' },
+      { method: 'PATCH' as const, url: `/users/${id}`, allow: 'DELETE' },
+      { method: 'GET' as const, url: `/users/${id}/name`, allow: 'PUT' },
+      { method: 'POST' as const, url: `/users/${id}/email?x=1`, allow: 'PUT' },
+      { method: 'DELETE' as const, url: `/users/${id}/validation`, allow: 'POST' },
+      { method: 'POST' as const, url: '/health', allow: 'GET, HEAD' },
+    ];
+    for (const { method, url, allow } of wrongMethods) {
+      const response = await app.inject({ method, url, payload: method === 'GET' ? undefined : { name: 'A' } });
+      t.equal(response.statusCode, 405, `${method} ${url}`);
+      t.equal(response.headers.allow, allow, `${method} ${url}: Allow`);
+      t.same(response.json(), {
+        statusCode: 405,
+        code: 'METHOD_NOT_ALLOWED',
+        error: 'Method Not Allowed',
+        message: `${method} is not allowed on ${url.split('?')[0]}; allowed: ${allow}`,
+      });
+    }
+    for (const url of ['/nowhere', `/users/${id}/nickname`, `/users/${id}/name/extra`, '/users/', '//users']) {
+      const response = await app.inject({ method: 'GET', url });
+      t.equal(response.statusCode, 404, url);
+      t.equal(response.json().code, 'ROUTE_NOT_FOUND', url);
+      t.equal(response.headers.allow, undefined, url);
+    }
+    t.equal(await logSize(), 0, 'nothing appended');
+  });
+
   void t.test('bearer tokens: writes need one when configured; health does not', async (t) => {
     const { app, register } = await setUp(t, { tokens: ['s3cret', 'other'] });
     t.equal((await register('Ada', 'ada@example.org')).statusCode, 401);

@@ -1,4 +1,5 @@
 import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
@@ -24,4 +25,17 @@ void t.test('the relay needs Kafka brokers', async (t) => {
   const role = runScript(t, 'command-side/relay-main.ts', { KAFKA_BROKERS: '' });
   t.equal(await role.exited, 1);
   t.match(role.output(), /KAFKA_BROKERS: the relay needs Kafka brokers/);
+});
+
+void t.test('npm start stops when a role cannot take its port, naming the role and the port', async (t) => {
+  const dataDir = await mkdtemp(join(tmpdir(), 'users-start-'));
+  t.teardown(() => rm(dataDir, { recursive: true, force: true }));
+  const taken = createServer();
+  await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => new Promise<void>((resolve) => taken.close(() => resolve())));
+  const port = (taken.address() as AddressInfo).port;
+  const start = runScript(t, 'scripts/start.ts', { DATA_DIR: dataDir, COMMAND_PORT: String(port), QUERY_PORT: String(await freePort()) });
+  t.equal(await start.exited, 1, 'exits 1 once the other roles have stopped');
+  t.match(start.output(), `users service could not start: command-side: listen EADDRINUSE: address already in use 127.0.0.1:${port}`);
+  t.notMatch(start.output(), /users service started/);
 });

@@ -3,10 +3,11 @@ import t from 'tap';
 import { buildCommandApp } from '../../command-side/app.js';
 import { userCommands } from '../../command-side/user-commands.js';
 import { buildQueryApp } from '../../query-side/app.js';
+import { loadConfig } from '../../shared/config.js';
 import { inMemoryEventStore } from '../../shared/event-store/in-memory-event-store.js';
 import { readDbsUnderTest } from '../support/read-dbs.js';
 
-const writeApp = (options: { rateLimitPerMinute?: number } = {}) => {
+const writeApp = (options: { rateLimitPerMinute?: number; trustProxy?: boolean | number | readonly string[]; writeApiTokens?: string[] } = {}) => {
   const store = inMemoryEventStore();
   return buildCommandApp({ commands: userCommands({ store, emailGraceMs: 60_000 }), store, ...options });
 };
@@ -46,7 +47,57 @@ void t.test('rate limiting per client: 429 with Retry-After and a JSON body; cli
   const limited = await post();
   t.match(limited.json(), { statusCode: 429, code: 'RATE_LIMITED', error: 'Too Many Requests' });
   t.ok(Number(limited.headers['retry-after']) > 0, 'Retry-After set');
-  t.equal((await post({ authorization: 'Bearer another-client' })).statusCode, 400, 'another client has its own budget');
+  t.equal((await post({ authorization: 'Bearer another-client' })).statusCode, 429, 'a token the API does not know is counted by address');
+});
+
+void t.test('each of the API\'s tokens is a client with its own budget', async (t) => {
+  const app = writeApp({ rateLimitPerMinute: 3, writeApiTokens: ['client-a', 'client-b'] });
+  t.teardown(() => app.close());
+  const post = (token: string) =>
+    app.inject({ method: 'POST', url: '/users', payload: { name: 'A', email: 'bad' }, headers: { authorization: `Bearer ${token}` } });
+  const codes = async (tokens: string[]) => {
+    const answers = [];
+    for (const token of tokens) answers.push((await post(token)).statusCode);
+    return answers;
+  };
+  t.same(await codes(['client-a', 'client-a', 'client-a', 'client-a']), [400, 400, 400, 429]);
+  t.same(await codes(['client-b', 'client-b']), [400, 400], 'another token, another budget');
+});
+
+void t.test('no rate limit unless one is configured: many requests from one address all answer', async (t) => {
+  const app = writeApp({ rateLimitPerMinute: loadConfig({}).rateLimitPerMinute });
+  t.teardown(() => app.close());
+  const codes = new Set<number>();
+  for (let i = 0; i < 300; i++) codes.add((await app.inject({ method: 'POST', url: '/users', payload: { name: 'A', email: 'bad' } })).statusCode);
+  t.same([...codes], [400]);
+});
+
+void t.test('behind a trusted proxy the rate limit counts each client apart, by X-Forwarded-For', async (t) => {
+  const budget = 2;
+  /** Status codes of requests sent in turn, each from `peer` with the X-Forwarded-For it names. */
+  const codesOf = async (trustProxy: boolean | number | readonly string[] | undefined, requests: Array<{ peer: string; forwardedFor: string }>) => {
+    const app = writeApp({ rateLimitPerMinute: budget, ...(trustProxy === undefined ? {} : { trustProxy }) });
+    t.teardown(() => app.close());
+    const codes = [];
+    for (const { peer, forwardedFor } of requests) {
+      const response = await app.inject({ method: 'POST', url: '/users', payload: { name: 'A', email: 'bad' }, remoteAddress: peer, headers: { 'x-forwarded-for': forwardedFor } });
+      codes.push(response.statusCode);
+    }
+    return codes;
+  };
+  const balancer = '10.0.0.5';
+  const threeClients = ['203.0.113.1', '203.0.113.2', '203.0.113.3'].flatMap((client) => [0, 1].map(() => ({ peer: balancer, forwardedFor: client })));
+
+  t.same(await codesOf(undefined, threeClients), [400, 400, 429, 429, 429, 429], 'not trusted: every client shares the balancer\'s budget');
+  t.same(await codesOf(['10.0.0.0/8'], threeClients), [400, 400, 400, 400, 400, 400], 'the balancer\'s range trusted: each client has its own');
+  t.same(await codesOf(1, threeClients), [400, 400, 400, 400, 400, 400], 'one hop trusted: the same');
+
+  // A client writes its own X-Forwarded-For; the balancer appends the address it saw.
+  const spoofing = ['198.51.100.1', '198.51.100.2', '198.51.100.3'].map((made) => ({ peer: balancer, forwardedFor: `${made}, 203.0.113.9` }));
+  t.same(await codesOf(['10.0.0.0/8'], spoofing), [400, 400, 429], 'made-up entries in front of the balancer\'s do not give new budgets');
+  t.same(await codesOf(1, spoofing), [400, 400, 429], 'nor with a hop count');
+  const direct = ['198.51.100.1', '198.51.100.2', '198.51.100.3'].map((made) => ({ peer: '192.0.2.77', forwardedFor: made }));
+  t.same(await codesOf(['10.0.0.0/8'], direct), [400, 400, 429], 'a client that is not a trusted proxy is counted by its own address');
 });
 
 void t.test('the read API can require bearer tokens too', async (t) => {

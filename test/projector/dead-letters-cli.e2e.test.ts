@@ -1,9 +1,14 @@
+import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import t from 'tap';
 import { applyBatch } from '../../projector/apply-batch.js';
 import { inMemoryEventStore } from '../../shared/event-store/in-memory-event-store.js';
 import { userStreamId } from '../../shared/user-events.js';
 import { runScript } from '../support/processes.js';
-import { forEachReadDb, readDbUrl } from '../support/read-dbs.js';
+import { forEachReadDb, mariadbUrl, readDbUrl } from '../support/read-dbs.js';
 import { commandsOver, expectedRows, seedUsers, tableRows } from '../support/seed.js';
 
 /** `npm run dead-letters` as an operator runs it: its own process, configured by the environment. */
@@ -49,6 +54,35 @@ forEachReadDb(t, async (t, db, kind) => {
     const unknown = await cli('skip', '999999');
     t.equal(unknown.code, 1);
     t.match(unknown.output, /no parked event with ID 999999/);
+  });
+
+  await t.test('a mistyped DATA_DIR or database: exit 1 naming what is missing, and nothing is created', async (t) => {
+    const run = async (env: Record<string, string>, ...args: string[]) => {
+      const script = runScript(t, 'scripts/dead-letters.ts', env, args);
+      return { code: await script.exited, output: script.output() };
+    };
+    if (kind === 'sqlite') {
+      const dir = await mkdtemp(join(tmpdir(), 'users-dead-letters-'));
+      t.teardown(() => rm(dir, { recursive: true, force: true }));
+      const typo = join(dir, 'dta');
+      for (const args of [['list'], ['retry', '--all']]) {
+        const missingDir = await run({ DATA_DIR: typo, READ_DB_URL: '' }, ...args);
+        t.equal(missingDir.code, 1, missingDir.output);
+        t.equal(missingDir.output, `dead-letters failed: no read DB at ${join(typo, 'queries.sqlite')}: the directory ${typo} does not exist; nothing was created (the path comes from DATA_DIR or READ_DB_URL)\n`);
+        t.notOk(existsSync(typo), 'the directory was not created');
+      }
+      const missingFile = await run({ DATA_DIR: dir, READ_DB_URL: '' }, 'list');
+      t.equal(missingFile.code, 1);
+      t.match(missingFile.output, `no read DB at ${join(dir, 'queries.sqlite')}; nothing was created`);
+      t.same(await readdir(dir), [], 'no file was created');
+    } else {
+      const database = `queries_missing_${randomBytes(4).toString('hex')}`;
+      const missing = await run({ READ_DB_URL: `${mariadbUrl.replace(/\/$/, '')}/${database}` }, 'list');
+      t.equal(missing.code, 1, missing.output);
+      t.match(missing.output, new RegExp(`^dead-letters failed: the read DB "${database}" does not exist on mysql://[^@/]+; nothing was created`));
+      const found: unknown[] = await db('information_schema.SCHEMATA').where('SCHEMA_NAME', database).select('SCHEMA_NAME');
+      t.same(found, [], 'the database was not created');
+    }
   });
 
   await t.test('retry reports what failed again; skip releases the held events; then list exits 0', async (t) => {

@@ -1,4 +1,6 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Knex } from 'knex';
@@ -10,7 +12,7 @@ import { buildQueryApp } from '../../query-side/app.js';
 import { eventStoreFeed, globalLogSource } from '../../shared/event-feed/event-store-feed.js';
 import { sqliteEventStore } from '../../shared/event-store/sqlite-event-store.js';
 import { runScript, type RunningScript } from '../support/processes.js';
-import { forEachReadDb, readDbUrl } from '../support/read-dbs.js';
+import { forEachReadDb, mariadbUrl, readDbUrl } from '../support/read-dbs.js';
 import { commandsOver, expectedRows, seedUsers, tableRows, waitFor } from '../support/seed.js';
 
 /**
@@ -114,8 +116,41 @@ forEachReadDb(t, async (t, db) => {
       t.equal(await exitOf(run), 1);
       const lines = run.output().trim().split('\n');
       t.equal(lines.length, 1, `one line: ${run.output()}`);
-      t.match(lines[0], /^rebuild failed: (cannot reach mysql:\/\/\*\*\*@127\.0\.0\.1:1\/queries: ECONNREFUSED|cannot open the read DB \(.+\): E|EventStoreDB unavailable)/);
+      t.match(lines[0], /^rebuild failed: (cannot reach mysql:\/\/\*\*\*@127\.0\.0\.1:1\/queries: ECONNREFUSED|no read DB at .+; nothing was created|EventStoreDB unavailable)/);
     }
+    await assertNoLeftovers(t, db);
+  });
+
+  await t.test('a mistyped DATA_DIR or read DB: one line naming what is missing, exit 1, nothing created', async (t) => {
+    const before = await tableRows(db);
+    const typo = join(dir, 'dta');
+    const noStore = rebuild({ DATA_DIR: typo });
+    t.equal(await exitOf(noStore), 1);
+    t.equal(
+      noStore.output(),
+      `rebuild failed: no embedded event store at ${join(typo, 'events.sqlite')}: the directory ${typo} does not exist; nothing was created ` +
+        '(the path comes from DATA_DIR or EVENT_STORE_FILE; EVENTSTORE_URL selects EventStoreDB)\n',
+    );
+    t.notOk(existsSync(typo), 'the directory was not created');
+    const wrongFile = rebuild({ EVENT_STORE_FILE: join(dir, 'event.sqlite') });
+    t.equal(await exitOf(wrongFile), 1);
+    t.match(wrongFile.output(), `rebuild failed: no embedded event store at ${join(dir, 'event.sqlite')}; nothing was created`);
+
+    if (db.client.config.client === 'mysql2') {
+      const database = `queries_missing_${randomBytes(4).toString('hex')}`;
+      const noReadDb = rebuild({ READ_DB_URL: `${mariadbUrl.replace(/\/$/, '')}/${database}` });
+      t.equal(await exitOf(noReadDb), 1);
+      t.match(noReadDb.output(), new RegExp(`^rebuild failed: the read DB "${database}" does not exist on mysql://[^@/]+; nothing was created[^\n]*\n$`));
+      t.same(await db('information_schema.SCHEMATA').where('SCHEMA_NAME', database).select('SCHEMA_NAME'), [], 'the database was not created');
+    } else {
+      const elsewhere = join(dir, 'elsewhere');
+      const noReadDb = rebuild({ READ_DB_URL: `sqlite://${join(elsewhere, 'queries.sqlite')}` });
+      t.equal(await exitOf(noReadDb), 1);
+      t.match(noReadDb.output(), new RegExp(`^rebuild failed: no read DB at ${join(elsewhere, 'queries.sqlite')}: the directory ${elsewhere} does not exist; nothing was created[^\n]*\n$`));
+      t.notOk(existsSync(elsewhere), 'the directory was not created');
+    }
+    t.same((await readdir(dir)).filter((name) => !name.startsWith('events.sqlite')), [], 'no file was created beside the event store');
+    t.same(await tableRows(db), before, 'the live table is untouched');
     await assertNoLeftovers(t, db);
   });
 });

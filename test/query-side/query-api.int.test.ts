@@ -88,6 +88,23 @@ forEachReadDb(t, async (t, db) => {
     const bad = await app.inject({ url: '/users?status=gone&limit=1000&colour=red' });
     t.equal(bad.statusCode, 400);
     t.same(bad.json().problems.map((p: { field: string }) => p.field).sort(), ['colour', 'limit', 'status']);
+    const status = bad.json().problems.find((p: { field: string }) => p.field === 'status');
+    t.same(status, { field: 'status', in: 'querystring', message: 'must be one of: registered, validated, deactivated' }, 'an enum lists its values');
+    const badStatus = await app.inject({ url: '/users?status=active' });
+    t.equal(badStatus.json().message, 'status must be one of: registered, validated, deactivated');
+  });
+
+  await t.test('the read API answers reads only: other methods are 405 with Allow, unknown paths 404', async (t) => {
+    for (const [method, url] of [['POST', '/users'], ['DELETE', `/users/${ids[0]}`], ['PUT', `/users/${ids[0]}`], ['POST', '/health']] as const) {
+      const response = await app.inject({ method, url, payload: {} });
+      t.equal(response.statusCode, 405, `${method} ${url}`);
+      t.equal(response.headers.allow, 'GET, HEAD');
+      t.match(response.json(), { statusCode: 405, code: 'METHOD_NOT_ALLOWED', error: 'Method Not Allowed', message: `${method} is not allowed on ${url}; allowed: GET, HEAD` });
+    }
+    const unknown = await app.inject({ url: `/users/${ids[0]}/name` });
+    t.equal(unknown.statusCode, 404);
+    t.equal(unknown.json().code, 'ROUTE_NOT_FOUND');
+    t.equal((await app.inject({ method: 'HEAD', url: `/users/${ids[0]}` })).statusCode, 200, 'HEAD, as Allow says');
   });
 
   await t.test('SQL and LIKE metacharacters in every parameter are plain text', async (t) => {

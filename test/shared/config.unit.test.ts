@@ -8,7 +8,34 @@ void t.test('defaults run everything embedded under ./data', async (t) => {
   t.equal(config.eventStore.url, undefined);
   t.equal(config.kafka, undefined);
   t.same(config.writeApiTokens, []);
+  t.equal(config.rateLimitPerMinute, 0, 'no rate limit unless configured');
+  t.equal(config.trustProxy, false, 'X-Forwarded-For not trusted unless configured');
+  t.equal(config.logFormat, 'auto');
   t.ok(Object.isFrozen(config));
+});
+
+void t.test('TRUST_PROXY: true, false, a hop count, or addresses and CIDR ranges', async (t) => {
+  const trust = (value: string) => loadConfig({ TRUST_PROXY: value }).trustProxy;
+  t.equal(trust('true'), true);
+  t.equal(trust('false'), false);
+  t.equal(trust('0'), false);
+  t.equal(trust('2'), 2);
+  t.same(trust('10.0.0.0/8, 192.168.1.7,fd00::/8 , ::1, loopback'), ['10.0.0.0/8', '192.168.1.7', 'fd00::/8', '::1', 'loopback']);
+  t.equal(loadConfig({ TRUST_PROXY: '' }).trustProxy, false, 'empty is unset');
+  for (const bad of ['yes', 'lb.example.org', '10.0.0.0/33', '::1/129', '10.0.0.1/8/8', '10.0.0.1,', '300.1.1.1', '1000']) {
+    t.throws(
+      () => trust(bad),
+      { name: 'ConfigError', problems: [{ field: 'TRUST_PROXY', message: 'must be true, false, a hop count or a comma-separated list of addresses and CIDR ranges' }] },
+      bad,
+    );
+  }
+});
+
+void t.test('LOG_FORMAT is auto, json or pretty; a bad enum value lists the allowed ones', async (t) => {
+  t.equal(loadConfig({ LOG_FORMAT: 'pretty' }).logFormat, 'pretty');
+  t.equal(loadConfig({ LOG_FORMAT: 'json' }).logFormat, 'json');
+  t.throws(() => loadConfig({ LOG_FORMAT: 'xml' }), { name: 'ConfigError', problems: [{ field: 'LOG_FORMAT', message: 'must be one of: auto, json, pretty' }] });
+  t.throws(() => loadConfig({ LOG_LEVEL: 'loud' }), { message: /LOG_LEVEL: must be one of: fatal, error, warn, info, debug, trace, silent/ });
 });
 
 void t.test('production settings are read and typed', async (t) => {

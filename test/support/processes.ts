@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
+import { isAbsolute } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Test } from 'tap';
 
@@ -24,11 +25,17 @@ export interface RunningScript {
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
-/** Runs a TypeScript entry point of this project in its own process (with `args`), stopped in teardown. */
-export function runScript(t: Test, relativePath: string, env: Record<string, string>, args: readonly string[] = []): RunningScript {
-  const path = fileURLToPath(new URL(`../../${relativePath}`, import.meta.url));
-  const child = spawn(process.execPath, ['--import', 'tsx', path, ...args], {
-    env: { ...process.env, LOG_LEVEL: 'warn', ...env },
+/**
+ * Runs an entry point of this project in its own process (with `args`), stopped in teardown:
+ * a TypeScript source by its path in the project, through tsx, or a built `.js` file by its
+ * absolute path, with plain node.
+ */
+export function runScript(t: Test, entry: string, env: Record<string, string>, args: readonly string[] = []): RunningScript {
+  const built = isAbsolute(entry) && entry.endsWith('.js');
+  const path = built ? entry : fileURLToPath(new URL(`../../${entry}`, import.meta.url));
+  const child = spawn(process.execPath, [...(built ? [] : ['--import', 'tsx']), path, ...args], {
+    // The projector's and the relay's metrics ports on ephemeral ports unless a test names them: files run in parallel.
+    env: { ...process.env, LOG_LEVEL: 'warn', PROJECTOR_METRICS_PORT: '0', RELAY_METRICS_PORT: '0', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';

@@ -1,0 +1,149 @@
+import { pino } from 'pino';
+import t from 'tap';
+import { buildCommandApp } from '../../command-side/app.js';
+import { eventRelay } from '../../command-side/relay/relay.js';
+import { relayMetrics } from '../../command-side/relay/relay-metrics.js';
+import { projectorMetrics } from '../../projector/projector-metrics.js';
+import { userProjector } from '../../projector/projector.js';
+import { buildQueryApp } from '../../query-side/app.js';
+import { StoreUnavailableError } from '../../shared/errors.js';
+import { eventStoreFeed, globalLogSource } from '../../shared/event-feed/event-store-feed.js';
+import { inMemoryEventStore } from '../../shared/event-store/in-memory-event-store.js';
+import type { EventStore } from '../../shared/event-store/port.js';
+import { createMetricsRegistry, startOpsServer } from '../../shared/metrics.js';
+import { readDbsUnderTest } from '../support/read-dbs.js';
+import { commandsOver, seedUsers, waitFor } from '../support/seed.js';
+
+const logger = pino({ level: 'silent' });
+
+/** The value of one series in Prometheus text, or undefined when it is not there. */
+function sample(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
+  for (const line of text.split('\n')) {
+    if (line.startsWith('#')) continue;
+    const match = /^([a-zA-Z_:][\w:]*)(\{([^}]*)\})? (\S+)$/.exec(line);
+    if (!match || match[1] !== name) continue;
+    const found = Object.fromEntries([...(match[3] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1], m[2]]));
+    if (Object.entries(labels).every(([key, value]) => found[key] === value)) return Number(match[4]);
+  }
+  return undefined;
+}
+
+void t.test('the write API: /metrics with request latencies by route pattern, process metrics, and probes', async (t) => {
+  const store = inMemoryEventStore();
+  const app = buildCommandApp({ commands: commandsOver(store), store });
+  t.teardown(() => app.close());
+  const created = await app.inject({ method: 'POST', url: '/users', payload: { name: 'Ada', email: 'ada@example.org' } });
+  const { id } = created.json<{ id: string }>();
+  await app.inject({ method: 'PUT', url: `/users/${id}/name`, payload: { name: 'Ada L.' } });
+  await app.inject({ method: 'PUT', url: `/users/${id}/name`, payload: { name: 42 } });
+  await app.inject({ method: 'GET', url: '/nowhere' });
+
+  const metrics = await app.inject({ url: '/metrics' });
+  t.equal(metrics.statusCode, 200);
+  t.match(metrics.headers['content-type'], /^text\/plain; version=0\.0\.4/);
+  const text = metrics.body;
+  t.equal(sample(text, 'http_request_duration_seconds_count', { method: 'POST', route: '/users', status_code: '201' }), 1);
+  t.equal(sample(text, 'http_request_duration_seconds_count', { method: 'PUT', route: '/users/:id/name', status_code: '200' }), 1);
+  t.equal(sample(text, 'http_request_duration_seconds_count', { method: 'PUT', route: '/users/:id/name', status_code: '400' }), 1);
+  t.equal(sample(text, 'http_request_duration_seconds_count', { route: 'unmatched', status_code: '404' }), 1, 'unknown paths share one series');
+  t.notOk(text.includes(id), 'no user id in any label');
+  t.ok(sample(text, 'http_request_duration_seconds_bucket', { route: '/users', le: '+Inf' }) === 1, 'a histogram, with buckets');
+  for (const name of ['process_cpu_user_seconds_total', 'process_resident_memory_bytes', 'nodejs_eventloop_lag_seconds', 'nodejs_heap_size_used_bytes']) {
+    t.not(sample(text, name, { role: 'command-side' }), undefined, `${name}, labelled with the role`);
+  }
+
+  t.same((await app.inject({ url: '/health/live' })).json(), { status: 'ok' });
+  t.equal((await app.inject({ url: '/health/ready' })).statusCode, 200);
+  t.equal((await app.inject({ url: '/health' })).statusCode, 200, '/health keeps working');
+
+  const down: EventStore = { ...store, readAll: () => Promise.reject(new StoreUnavailableError('down')) };
+  const unready = buildCommandApp({ commands: commandsOver(down), store: down });
+  t.teardown(() => unready.close());
+  const ready = await unready.inject({ url: '/health/ready' });
+  t.equal(ready.statusCode, 503, 'not ready while the event store does not answer');
+  t.match(ready.json(), { status: 'unavailable', eventStore: 'down' });
+  t.equal((await unready.inject({ url: '/health/live' })).statusCode, 200, 'but alive: a restart would not help');
+});
+
+void t.test('the read API: /metrics and probes', async (t) => {
+  const { db } = await readDbsUnderTest[0]!.open(t);
+  const app = buildQueryApp({ db, consistencyWaitMs: 100 });
+  t.teardown(() => app.close());
+  await app.inject({ url: '/users/0190f2a4-6c1d-7cc2-9d6e-7d3b8a2f0c11' });
+  const text = (await app.inject({ url: '/metrics' })).body;
+  t.equal(sample(text, 'http_request_duration_seconds_count', { method: 'GET', route: '/users/:id', status_code: '404', role: 'query-side' }), 1);
+  t.equal((await app.inject({ url: '/health/live' })).statusCode, 200);
+  t.match((await app.inject({ url: '/health/ready' })).json(), { status: 'ok', readDb: 'up' });
+});
+
+void t.test('the projector: events applied, batches, lag in events and seconds, quarantine, on its own port', async (t) => {
+  const { db } = await readDbsUnderTest[0]!.open(t);
+  const store = inMemoryEventStore();
+  const commands = commandsOver(store);
+  await seedUsers(commands, 5);
+  const registry = createMetricsRegistry('projector');
+  const metrics = projectorMetrics(registry, { headPosition: () => store.headPosition!() });
+  const feed = eventStoreFeed(store, { batchSize: 100 });
+  const projector = userProjector({ db, feed, logger, onBatch: metrics.onBatch });
+  metrics.watch(projector);
+  const ops = await startOpsServer({ host: '127.0.0.1', port: 0, registry, ready: () => metrics.readiness(db, 60_000), logger });
+  t.teardown(() => ops.close());
+  const scrape = async () => (await fetch(`http://127.0.0.1:${ops.port}/metrics`)).text();
+
+  const head = async () => (await store.headPosition!())!.toString();
+  const done = projector.start();
+  await waitFor(async () => projector.status().checkpoints[globalLogSource] === (await head()), 10_000, 'caught up');
+  let text = await scrape();
+  const logLength = Number(await head());
+  t.equal(sample(text, 'users_projector_events_applied_total'), logLength, 'every event of the log counted once');
+  t.ok(sample(text, 'users_projector_batches_applied_total')! >= 1);
+  t.ok(sample(text, 'users_projector_batch_duration_seconds_count')! >= 1);
+  t.equal(sample(text, 'users_projector_lag_events', { source: globalLogSource }), 0, 'caught up: nothing behind');
+  t.equal(sample(text, 'users_projector_lag_seconds'), 0);
+  t.equal(sample(text, 'users_projector_parked_events', { state: 'failed' }), 0);
+  t.equal(sample(text, 'users_projector_read_db_up'), 1);
+  t.equal((await fetch(`http://127.0.0.1:${ops.port}/health/ready`)).status, 200);
+  t.equal((await fetch(`http://127.0.0.1:${ops.port}/health/live`)).status, 200);
+  t.equal((await fetch(`http://127.0.0.1:${ops.port}/elsewhere`)).status, 404);
+
+  // Stopped, it falls behind: the lag shows it, in events and in seconds, and it is not ready past the bound.
+  await projector.stop();
+  await done;
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  await seedUsers(commands, 2, 'later');
+  text = await scrape();
+  t.equal(sample(text, 'users_projector_lag_events', { source: globalLogSource }), Number(await head()) - logLength);
+  t.ok(sample(text, 'users_projector_lag_seconds')! > 0, 'behind in time too');
+  const notReady = await fetch(`http://127.0.0.1:${ops.port}/health/ready`);
+  t.equal(notReady.status, 503, 'a stopped projector is not ready');
+  t.match(await notReady.json(), { status: 'unavailable', running: false });
+});
+
+void t.test('the relay: events published, lease held, lag in events', async (t) => {
+  const store = inMemoryEventStore();
+  await seedUsers(commandsOver(store), 3);
+  const registry = createMetricsRegistry('relay');
+  const metrics = relayMetrics(registry, { store, positionsCountEvents: true });
+  const acknowledged: unknown[] = [];
+  const relay = eventRelay({
+    store,
+    publisher: { publish: (messages) => Promise.resolve(void acknowledged.push(...messages)), close: () => Promise.resolve() },
+    topic: 'users.events.v1',
+    logger,
+    leaseMs: 60_000,
+    batchSize: 100,
+    onPublished: metrics.onPublished,
+  });
+  metrics.watch(relay);
+  void relay.start();
+  t.teardown(() => relay.stop());
+  const userEvents = (await store.readAll({ maxCount: 1000 })).filter((e) => e.streamId.startsWith('user-'));
+  await waitFor(() => relay.status().position === userEvents.at(-1)!.position.toString(), 5000, 'relay caught up');
+  const text = await registry.metrics();
+  t.equal(sample(text, 'users_relay_events_published_total'), userEvents.length);
+  t.equal(sample(text, 'users_relay_publishing'), 1);
+  t.ok(sample(text, 'users_relay_batch_duration_seconds_count')! >= 1);
+  const head = Number(await store.headPosition!());
+  t.equal(sample(text, 'users_relay_lag_events'), head - Number(relay.status().position), 'the log after the resume point (its own lease events)');
+  t.match(await metrics.readiness(), { ready: true, detail: { role: 'publishing' } });
+});
