@@ -1,33 +1,16 @@
 import type { Knex } from 'knex';
 import { ServiceError } from '../shared/errors.js';
-import { dbNow, isMariaDb, readDbError } from '../shared/read-db.js';
+import { isMariaDb, readDbError } from '../shared/read-db.js';
 import { userEventSchemas, isUserEventType, userIdFromStream, type UserEvent } from '../shared/user-events.js';
 import { ajv, fieldProblems } from '../shared/schema-validation.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { backoffDelay, isRetriable } from '../shared/retry.js';
 import { assertNotPaused } from './projection-control.js';
-import { blockedStreams, parkedError, parkEvents, type EventToPark } from './dead-letters.js';
-import { userRowFrom, type UserRow } from './user-row.js';
-import type { TraceContext } from '../shared/tracing.js';
-
-export const projectionName = 'USER_DATA';
-
-/** What the projector needs of an event, whichever feed delivered it. */
-export interface ProjectedEvent {
-  streamId: string;
-  revision: number;
-  type: string;
-  data: unknown;
-  /** Where the feed found it (log position or offset), kept with it if it is parked. */
-  position?: bigint | string;
-  /** Set by a feed that could not read the event at all (e.g. a broken Kafka message): it is parked. */
-  problem?: string;
-  /** The trace context the event was written under (Kafka headers, event metadata); set by the feeds only while tracing is on. */
-  trace?: TraceContext;
-}
-
-/** Where a feed has got to: e.g. `$all` -> a log position, or `topic:partition` -> an offset. */
-export type Checkpoints = Map<string, string>;
+import { blockedStreams, parkedError, parkEvents, type EventToPark } from '../shared/read-model/dead-letters.js';
+import type { Checkpoints, ProjectedEvent } from '../shared/event-feed/port.js';
+import { writeCheckpoints } from '../shared/read-model/checkpoints.js';
+import { projectionName, userDataTable, type UserRow } from '../shared/read-model/user-row.js';
+import { userRowFrom } from './user-row.js';
 
 /** An event of this projection: one to apply, or a poison one to park. */
 export type ClassifiedEvent =
@@ -67,13 +50,6 @@ export function toUserEvent(e: ProjectedEvent): UserEvent | undefined {
   const classified = classify(e);
   if (classified?.kind === 'poison') throw new ServiceError('EVENT_INVALID', `${e.streamId}@${e.revision}: ${classified.error}`);
   return classified?.event;
-}
-
-export async function readCheckpoints(db: Knex): Promise<Checkpoints> {
-  const rows = await db('PROJECTION_CHECKPOINT')
-    .where({ PROJECTION: projectionName })
-    .select<{ SOURCE: string; POSITION: string }[]>('SOURCE', 'POSITION');
-  return new Map(rows.map((r) => [r.SOURCE, String(r.POSITION)]));
 }
 
 const rowChunk = 500;
@@ -141,7 +117,7 @@ export async function applyBatch(
       await assertNotPaused(trx, projectionName);
       const current = new Map<string, UserRow>();
       for (let i = 0; i < ids.length; i += rowChunk) {
-        const query = trx<UserRow>('USER_DATA').whereIn('ID_USER_DATA', ids.slice(i, i + rowChunk));
+        const query = trx<UserRow>(userDataTable).whereIn('ID_USER_DATA', ids.slice(i, i + rowChunk));
         // Several projector instances may share the table; lock the rows this batch owns.
         const rows = await (isMariaDb(trx) ? query.forUpdate() : query);
         for (const row of rows) current.set(row.ID_USER_DATA, { ...row, VERSION: Number(row.VERSION) });
@@ -200,16 +176,7 @@ export async function applyBatch(
       const rows = [...changed.values()];
       await upsertRows(trx, rows);
       if (parked.length > 0) await parkEvents(trx, projectionName, parked);
-      const now = dbNow();
-      const positions = [...checkpoints].map(([SOURCE, POSITION]) => ({
-        PROJECTION: projectionName,
-        SOURCE,
-        POSITION,
-        DATE_UPDATED: now,
-      }));
-      if (positions.length > 0) {
-        await trx('PROJECTION_CHECKPOINT').insert(positions).onConflict(['PROJECTION', 'SOURCE']).merge();
-      }
+      await writeCheckpoints(trx, checkpoints);
       return { rows: rows.length + written, parked: parked.length };
     }, isolation);
   } catch (error) {
@@ -243,6 +210,6 @@ export async function applyInSavepoint(
 
 export async function upsertRows(trx: Knex, rows: readonly UserRow[]): Promise<void> {
   for (let i = 0; i < rows.length; i += rowChunk) {
-    await trx('USER_DATA').insert(rows.slice(i, i + rowChunk)).onConflict('ID_USER_DATA').merge();
+    await trx(userDataTable).insert(rows.slice(i, i + rowChunk)).onConflict('ID_USER_DATA').merge();
   }
 }

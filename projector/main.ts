@@ -10,7 +10,7 @@ import { openReadDb } from '../shared/read-db.js';
 import { createMetricsRegistry, startOpsServer } from '../shared/metrics.js';
 import { userProjector } from './projector.js';
 import { projectorMetrics } from './projector-metrics.js';
-import { migrateReadDb } from './read-db-migrations.js';
+import { migrateReadDb } from '../shared/read-model/migrations.js';
 
 /** The projector as its own process: event store (or Kafka) into the read DB. */
 async function main() {

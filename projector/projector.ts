@@ -4,9 +4,11 @@ import type { Knex } from 'knex';
 import type { Logger } from 'pino';
 import type { EventFeed, FeedBatch } from '../shared/event-feed/port.js';
 import { backoffDelay, isRetriable, retrying } from '../shared/retry.js';
-import { applyBatch, projectionName, readCheckpoints, type Applied, type ApplyOptions } from './apply-batch.js';
+import { applyBatch, type Applied, type ApplyOptions } from './apply-batch.js';
+import { projectionName } from '../shared/read-model/user-row.js';
+import { readCheckpoints } from '../shared/read-model/checkpoints.js';
 import { readDbError } from '../shared/read-db.js';
-import { parkedCounts } from './dead-letters.js';
+import { parkedCounts } from '../shared/read-model/dead-letters.js';
 import { ProjectionPausedError } from './projection-control.js';
 import { endingSpan, startSpan, tracingOn } from '../shared/tracing.js';
 

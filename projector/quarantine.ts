@@ -2,10 +2,11 @@ import type { Knex } from 'knex';
 import { dbNow, isMariaDb, readDbError } from '../shared/read-db.js';
 import { isRetriable } from '../shared/retry.js';
 import { userIdFromStream } from '../shared/user-events.js';
-import { applyInSavepoint, classify, projectionName } from './apply-batch.js';
-import { deadLetterTable, parkedError, type ParkedEvent } from './dead-letters.js';
+import { applyInSavepoint, classify } from './apply-batch.js';
+import { projectionName, userDataTable, type UserRow } from '../shared/read-model/user-row.js';
+import { deadLetterTable, parkedError, type ParkedEvent } from '../shared/read-model/dead-letters.js';
 import { assertNoRebuild } from './projection-control.js';
-import { userRowFrom, type UserRow } from './user-row.js';
+import { userRowFrom } from './user-row.js';
 
 export interface Release {
   streamId: string;
@@ -48,7 +49,7 @@ export function quarantine(deps: { db: Knex; fold?: typeof userRowFrom }) {
       const userId = userIdFromStream(streamId);
       let row: UserRow | undefined;
       if (userId !== undefined) {
-        const rowQuery = trx<UserRow>('USER_DATA').where({ ID_USER_DATA: userId });
+        const rowQuery = trx<UserRow>(userDataTable).where({ ID_USER_DATA: userId });
         const found = await (isMariaDb(trx) ? rowQuery.forUpdate() : rowQuery).first();
         row = found && { ...found, VERSION: Number(found.VERSION) };
       }

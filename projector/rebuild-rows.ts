@@ -1,9 +1,11 @@
 import type { LoggedEvent } from '../shared/event-store/port.js';
 import type { UserEvent } from '../shared/user-events.js';
-import { classify, eventToPark, type ClassifiedEvent, type ProjectedEvent } from './apply-batch.js';
-import type { EventToPark } from './dead-letters.js';
+import { classify, eventToPark, type ClassifiedEvent } from './apply-batch.js';
+import type { ProjectedEvent } from '../shared/event-feed/port.js';
+import type { EventToPark } from '../shared/read-model/dead-letters.js';
 import type { ShadowUserData } from './shadow-table.js';
-import { userRowFrom, type UserRow } from './user-row.js';
+import { userRowFrom } from './user-row.js';
+import type { UserRow } from '../shared/read-model/user-row.js';
 
 /** What the live projector has quarantined: streams blocked from a revision on, and events skipped for good. */
 export interface Quarantined {

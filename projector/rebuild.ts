@@ -8,10 +8,11 @@ import { ServiceError } from '../shared/errors.js';
 import type { EventStore, RecordedEvent } from '../shared/event-store/port.js';
 import { isMariaDb } from '../shared/read-db.js';
 import { userStreamPrefix } from '../shared/user-events.js';
-import { projectionName, readCheckpoints } from './apply-batch.js';
+import { projectionName } from '../shared/read-model/user-row.js';
+import { readCheckpoints } from '../shared/read-model/checkpoints.js';
 import { compareUserTables, type TableDifferences } from './compare-tables.js';
 import { projectionControl } from './projection-control.js';
-import { quarantinedEvents } from './dead-letters.js';
+import { quarantinedEvents } from '../shared/read-model/dead-letters.js';
 import { rebuildRows, type Quarantined } from './rebuild-rows.js';
 import { shadowUserData } from './shadow-table.js';
 

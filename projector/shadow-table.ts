@@ -2,10 +2,9 @@ import type { Knex } from 'knex';
 import { escape, escapeId } from 'mysql2';
 import { globalLogSource } from '../shared/event-feed/event-store-feed.js';
 import { dbNow, isMariaDb } from '../shared/read-db.js';
-import { projectionName } from './apply-batch.js';
+import { projectionName, type UserRow } from '../shared/read-model/user-row.js';
 import type { ProjectionControl } from './projection-control.js';
-import { parkEvents, type EventToPark } from './dead-letters.js';
-import type { UserRow } from './user-row.js';
+import { parkEvents, type EventToPark } from '../shared/read-model/dead-letters.js';
 
 export const shadowName = 'USER_DATA_REBUILD';
 const liveName = projectionName;

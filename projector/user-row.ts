@@ -1,18 +1,6 @@
 import { toDbDate } from '../shared/read-db.js';
+import type { UserRow } from '../shared/read-model/user-row.js';
 import type { UserEvent } from '../shared/user-events.js';
-
-/** One row of `queries`.`USER_DATA`: a user as of stream revision VERSION. */
-export interface UserRow {
-  ID_USER_DATA: string;
-  NAME: string;
-  EMAIL: string;
-  STATUS: 'registered' | 'validated' | 'deactivated';
-  DATE_REGISTER: string;
-  DATE_VALIDATED: string | null;
-  DATE_DEACTIVATED: string | null;
-  DATE_UPDATED: string;
-  VERSION: number;
-}
 
 /**
  * Pure: the row after applying the event at `revision` of the user's stream.

@@ -9,8 +9,8 @@ import { createMetricsRegistry, serveHttpMetrics } from '../shared/metrics.js';
 import { userQueries, userViewSchema } from './user-queries.js';
 import { openUserReads } from './user-reads.js';
 import { waitForWrite } from './read-your-writes.js';
-import { projectionName } from '../projector/apply-batch.js';
-import { parkedCounts } from '../projector/dead-letters.js';
+import { projectionName } from '../shared/read-model/user-row.js';
+import { parkedCounts } from '../shared/read-model/dead-letters.js';
 
 export interface QueryAppDeps {
   /** The process's metrics registry, served at /metrics; a fresh one when absent. */

@@ -3,7 +3,7 @@ import { exitOnStartupError, onShutdownSignal, reportReady } from '../shared/lif
 import { startTracing } from '../shared/tracing.js';
 import { createLogger, loggerOptions } from '../shared/logger.js';
 import { openReadDb } from '../shared/read-db.js';
-import { migrateReadDb } from '../projector/read-db-migrations.js';
+import { migrateReadDb } from '../shared/read-model/migrations.js';
 import { buildQueryApp } from './app.js';
 
 /** The query side as its own process: the read API on QUERY_PORT. */

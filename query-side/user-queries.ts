@@ -1,7 +1,7 @@
 import type { FromSchema } from 'json-schema-to-ts';
 import { ServiceError } from '../shared/errors.js';
 import { fromDbDate } from '../shared/read-db.js';
-import type { UserRow } from '../projector/user-row.js';
+import type { UserRow } from '../shared/read-model/user-row.js';
 import type { UserReads } from './user-reads.js';
 
 /** A user as the read API shows it. */

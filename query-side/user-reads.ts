@@ -3,7 +3,7 @@ import DataLoader from 'dataloader';
 import type { Knex } from 'knex';
 import { createPool, type Pool, type RowDataPacket } from 'mysql2/promise';
 import { isMariaDb, readDbError } from '../shared/read-db.js';
-import type { UserRow } from '../projector/user-row.js';
+import type { UserRow } from '../shared/read-model/user-row.js';
 
 /** What a list may be narrowed by; values are bound, never part of the SQL text. */
 export interface UserRowFilter {

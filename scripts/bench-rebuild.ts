@@ -5,9 +5,9 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { pino } from 'pino';
 import { v7 as uuidv7 } from 'uuid';
-import { migrateReadDb } from '../projector/read-db-migrations.js';
+import { migrateReadDb } from '../shared/read-model/migrations.js';
 import { userDataRebuild } from '../projector/rebuild.js';
-import type { UserRow } from '../projector/user-row.js';
+import type { UserRow } from '../shared/read-model/user-row.js';
 import { sqliteEventStore } from '../shared/event-store/sqlite-event-store.js';
 import { openReadDb } from '../shared/read-db.js';
 

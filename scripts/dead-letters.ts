@@ -1,9 +1,9 @@
 import { parseArgs } from 'node:util';
-import { projectionName } from '../projector/apply-batch.js';
-import { listParked, parkedCounts, type ParkedEvent } from '../projector/dead-letters.js';
+import { projectionName } from '../shared/read-model/user-row.js';
+import { listParked, parkedCounts, type ParkedEvent } from '../shared/read-model/dead-letters.js';
 import { RebuildRunningError } from '../projector/projection-control.js';
 import { quarantine, type Release } from '../projector/quarantine.js';
-import { migrateReadDb } from '../projector/read-db-migrations.js';
+import { migrateReadDb } from '../shared/read-model/migrations.js';
 import { loadConfig } from '../shared/config.js';
 import { openReadDb } from '../shared/read-db.js';
 import { integerOption } from './options.js';

@@ -1,7 +1,7 @@
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
 import { RebuildLockedError } from '../projector/projection-control.js';
-import { migrateReadDb } from '../projector/read-db-migrations.js';
+import { migrateReadDb } from '../shared/read-model/migrations.js';
 import { RebuildAbortedError, userDataRebuild, type RebuildResult } from '../projector/rebuild.js';
 import { loadConfig } from '../shared/config.js';
 import { StoreMissingError, StoreUnavailableError } from '../shared/errors.js';

@@ -3,7 +3,7 @@ import { fileURLToPath } from 'node:url';
 import { loadConfig } from '../shared/config.js';
 import { createLogger } from '../shared/logger.js';
 import { openReadDb } from '../shared/read-db.js';
-import { migrateReadDb } from '../projector/read-db-migrations.js';
+import { migrateReadDb } from '../shared/read-model/migrations.js';
 
 /**
  * The whole service on one machine, each role in its own process (as they are

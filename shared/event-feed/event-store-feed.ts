@@ -1,8 +1,7 @@
-import type { ProjectedEvent } from '../../projector/apply-batch.js';
 import type { EventStore, LogSubscription, RecordedEvent } from '../event-store/port.js';
 import { traceContextOf, tracingOn } from '../tracing.js';
 import { inBatches } from './batches.js';
-import type { EventFeed } from './port.js';
+import type { EventFeed, ProjectedEvent } from './port.js';
 
 export const globalLogSource = '$all';
 

@@ -1,10 +1,9 @@
 import type { Consumer, ConsumerConfig, Kafka, KafkaMessage } from 'kafkajs';
 import type { Logger } from 'pino';
-import type { ProjectedEvent } from '../../projector/apply-batch.js';
 import { translateKafkaError } from '../kafka/kafka-client.js';
 import { fromEnvelope } from '../public-events.js';
 import { traceContextOf, tracingOn } from '../tracing.js';
-import type { EventFeed, FeedBatch } from './port.js';
+import type { EventFeed, FeedBatch, ProjectedEvent } from './port.js';
 
 export const partitionSource = (topic: string, partition: number) => `${topic}:${partition}`;
 

@@ -1,4 +1,21 @@
-import type { Checkpoints, ProjectedEvent } from '../../projector/apply-batch.js';
+import type { TraceContext } from '../tracing.js';
+
+/** What the projector needs of an event, whichever feed delivered it. */
+export interface ProjectedEvent {
+  streamId: string;
+  revision: number;
+  type: string;
+  data: unknown;
+  /** Where the feed found it (log position or offset), kept with it if it is parked. */
+  position?: bigint | string;
+  /** Set by a feed that could not read the event at all (e.g. a broken Kafka message): it is parked. */
+  problem?: string;
+  /** The trace context the event was written under (Kafka headers, event metadata); set by the feeds only while tracing is on. */
+  trace?: TraceContext;
+}
+
+/** Where a feed has got to: e.g. `$all` -> a log position, or `topic:partition` -> an offset. */
+export type Checkpoints = Map<string, string>;
 
 /**
  * The projector's input: ordered batches, each carrying the checkpoints that hold

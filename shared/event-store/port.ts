@@ -1,6 +1,7 @@
 /**
  * The event store port. Adapters: `sqlite-event-store.ts` (embedded, file-backed,
- * the default), `in-memory-event-store.ts` (unit tests). Every adapter passes
+ * the default), `esdb-event-store.ts` (EventStoreDB, production),
+ * `in-memory-event-store.ts` (unit tests). Every adapter passes
  * `test/contracts/event-store.contract.ts`.
  *
  * Revisions count events within a stream from 0. Positions order events in the

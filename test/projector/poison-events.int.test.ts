@@ -1,8 +1,10 @@
 import type { Knex } from 'knex';
 import { pino } from 'pino';
 import t, { type Test } from 'tap';
-import { applyBatch, projectionName, readCheckpoints } from '../../projector/apply-batch.js';
-import { listParked, parkedCounts } from '../../projector/dead-letters.js';
+import { applyBatch } from '../../projector/apply-batch.js';
+import { projectionName } from '../../shared/read-model/user-row.js';
+import { readCheckpoints } from '../../shared/read-model/checkpoints.js';
+import { listParked, parkedCounts } from '../../shared/read-model/dead-letters.js';
 import { userProjector } from '../../projector/projector.js';
 import { quarantine } from '../../projector/quarantine.js';
 import { userDataRebuild } from '../../projector/rebuild.js';

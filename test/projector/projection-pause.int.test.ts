@@ -1,7 +1,8 @@
 import knexFactory, { type Knex } from 'knex';
 import { pino } from 'pino';
 import t from 'tap';
-import { applyBatch, readCheckpoints } from '../../projector/apply-batch.js';
+import { applyBatch } from '../../projector/apply-batch.js';
+import { readCheckpoints } from '../../shared/read-model/checkpoints.js';
 import { assertNotPaused, projectionControl } from '../../projector/projection-control.js';
 import { userProjector } from '../../projector/projector.js';
 import { eventStoreFeed, globalLogSource } from '../../shared/event-feed/event-store-feed.js';

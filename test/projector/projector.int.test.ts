@@ -1,6 +1,7 @@
 import { pino } from 'pino';
 import t from 'tap';
-import { applyBatch, readCheckpoints } from '../../projector/apply-batch.js';
+import { applyBatch } from '../../projector/apply-batch.js';
+import { readCheckpoints } from '../../shared/read-model/checkpoints.js';
 import { userProjector } from '../../projector/projector.js';
 import { eventStoreFeed, globalLogSource } from '../../shared/event-feed/event-store-feed.js';
 import type { EventFeed } from '../../shared/event-feed/port.js';

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { pino } from 'pino';
 import t from 'tap';
 import { userProjector } from '../../projector/projector.js';
-import { migrateReadDb } from '../../projector/read-db-migrations.js';
+import { migrateReadDb } from '../../shared/read-model/migrations.js';
 import { eventStoreFeed, globalLogSource } from '../../shared/event-feed/event-store-feed.js';
 import { inMemoryEventStore } from '../../shared/event-store/in-memory-event-store.js';
 import { openReadDb } from '../../shared/read-db.js';

@@ -2,7 +2,7 @@ import type { Knex } from 'knex';
 import { pino } from 'pino';
 import t, { type Test } from 'tap';
 import { v7 as uuidv7 } from 'uuid';
-import { readCheckpoints } from '../../projector/apply-batch.js';
+import { readCheckpoints } from '../../shared/read-model/checkpoints.js';
 import { userProjector } from '../../projector/projector.js';
 import { userDataRebuild, type RebuildProgress } from '../../projector/rebuild.js';
 import { shadowUserData } from '../../projector/shadow-table.js';

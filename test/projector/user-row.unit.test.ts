@@ -1,5 +1,6 @@
 import t from 'tap';
-import { userRowFrom, type UserRow } from '../../projector/user-row.js';
+import { userRowFrom } from '../../projector/user-row.js';
+import type { UserRow } from '../../shared/read-model/user-row.js';
 import type { UserEvent } from '../../shared/user-events.js';
 
 const userId = '0190f2a4-6c1d-7cc2-9d6e-7d3b8a2f0c11';

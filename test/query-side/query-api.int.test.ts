@@ -2,7 +2,7 @@ import { pino } from 'pino';
 import t from 'tap';
 import { buildQueryApp } from '../../query-side/app.js';
 import { applyBatch } from '../../projector/apply-batch.js';
-import { toParkedRow } from '../../projector/dead-letters.js';
+import { toParkedRow } from '../../shared/read-model/dead-letters.js';
 import { userProjector } from '../../projector/projector.js';
 import { eventStoreFeed } from '../../shared/event-feed/event-store-feed.js';
 import { inMemoryEventStore } from '../../shared/event-store/in-memory-event-store.js';

@@ -6,7 +6,7 @@ import knexFactory, { type Knex } from 'knex';
 import type { Test } from 'tap';
 import type { ReadDbConfig } from '../../shared/config.js';
 import { openReadDb } from '../../shared/read-db.js';
-import { migrateReadDb } from '../../projector/read-db-migrations.js';
+import { migrateReadDb } from '../../shared/read-model/migrations.js';
 
 /**
  * The read databases every read-side suite runs against: the embedded SQLite

@@ -1,7 +1,8 @@
 import type { Knex } from 'knex';
 import { userCommands, type UserCommands } from '../../command-side/user-commands.js';
 import type { EventStore } from '../../shared/event-store/port.js';
-import { userRowFrom, type UserRow } from '../../projector/user-row.js';
+import { userRowFrom } from '../../projector/user-row.js';
+import type { UserRow } from '../../shared/read-model/user-row.js';
 import { classify } from '../../projector/apply-batch.js';
 
 export const commandsOver = (store: EventStore): UserCommands => userCommands({ store, emailGraceMs: 60_000 });

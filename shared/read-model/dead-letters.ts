@@ -1,5 +1,5 @@
 import type { Knex } from 'knex';
-import { dbNow, isMariaDb } from '../shared/read-db.js';
+import { dbNow, isMariaDb } from '../read-db.js';
 
 /**
  * PROJECTION_DEAD_LETTER: where the projector parks an event it cannot apply

@@ -1,0 +1,24 @@
+/**
+ * The read model: `queries`.`USER_DATA`, one row per user, written by the
+ * projector (and the rebuild), read by the query side. Its schema is in
+ * `migrations.ts`, its checkpoints in `checkpoints.ts`, its quarantine in
+ * `dead-letters.ts`.
+ */
+export const userDataTable = 'USER_DATA';
+
+/** The projection's name in PROJECTION_CHECKPOINT, PROJECTION_CONTROL and PROJECTION_DEAD_LETTER. */
+export const projectionName = 'USER_DATA';
+
+/** One row of `queries`.`USER_DATA`: a user as of stream revision VERSION. */
+export interface UserRow {
+  ID_USER_DATA: string;
+  NAME: string;
+  EMAIL: string;
+  STATUS: 'registered' | 'validated' | 'deactivated';
+  DATE_REGISTER: string;
+  DATE_VALIDATED: string | null;
+  DATE_DEACTIVATED: string | null;
+  DATE_UPDATED: string;
+  VERSION: number;
+}
+
