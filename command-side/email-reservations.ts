@@ -1,5 +1,7 @@
 import { createHash } from 'node:crypto';
-import { ConcurrencyError, DomainError } from '../shared/errors.js';
+import type { FromSchema } from 'json-schema-to-ts';
+import { ConcurrencyError, CorruptEventError, DomainError } from '../shared/errors.js';
+import { ajv, fieldProblems } from '../shared/schema-validation.js';
 import type { AppendResult, EventMetadata, EventStore, RecordedEvent, StreamAppend } from '../shared/event-store/port.js';
 
 /**
@@ -20,10 +22,31 @@ export const emailStreamPrefix = 'email-';
 export const emailStreamId = (email: string) =>
   `${emailStreamPrefix}${createHash('sha256').update(email).digest('hex')}`;
 
-interface ReservationData {
-  email: string;
-  userId: string;
-  occurredAt: string;
+/** The payload of EmailReserved and EmailReleased, checked where it is read back. */
+const reservationSchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    email: { type: 'string', minLength: 1, maxLength: 254 },
+    userId: { type: 'string', minLength: 1, maxLength: 64 },
+    occurredAt: { type: 'string', format: 'date-time' },
+  },
+  required: ['email', 'userId', 'occurredAt'],
+} as const;
+type ReservationData = FromSchema<typeof reservationSchema>;
+const checkReservation = ajv.compile<ReservationData>(reservationSchema);
+
+/** A reservation stream's event as what it says; CorruptEventError (EVENT_INVALID) when it is not. */
+export function parseReservation(stored: RecordedEvent): { type: 'EmailReserved' | 'EmailReleased'; data: ReservationData } {
+  const corrupt = (reason: string) => new CorruptEventError(stored.streamId, stored.revision, reason);
+  if (stored.type !== 'EmailReserved' && stored.type !== 'EmailReleased') {
+    throw corrupt(`unknown event type ${JSON.stringify(stored.type).slice(0, 200)}`);
+  }
+  if (!checkReservation(stored.data)) {
+    const problems = fieldProblems(checkReservation.errors).map((p) => `${p.field} ${p.message}`);
+    throw corrupt(`${stored.type} does not match its schema: ${problems.join('; ')}`);
+  }
+  return { type: stored.type, data: stored.data };
 }
 
 export interface EmailReservationDeps {
@@ -37,7 +60,7 @@ export function emailReservations(deps: EmailReservationDeps) {
   const { store } = deps;
 
   async function isHeld(claim: RecordedEvent, now: Date): Promise<boolean> {
-    const { userId, email } = claim.data as ReservationData;
+    const { userId, email } = parseReservation(claim).data;
     if (now.getTime() - claim.recordedAt.getTime() < deps.graceMs) return true;
     return (await deps.currentEmailOf(userId)) === email;
   }
@@ -72,8 +95,9 @@ export function emailReservations(deps: EmailReservationDeps) {
       for (let attempt = 0; ; attempt++) {
         const events = await store.readStream(streamId);
         const last = events[events.length - 1];
-        if (last?.type === 'EmailReserved') {
-          const holder = (last.data as ReservationData).userId;
+        const lastClaim = last && parseReservation(last);
+        if (last && lastClaim?.type === 'EmailReserved') {
+          const holder = lastClaim.data.userId;
           if (holder === userId) return { newlyClaimed: false };
           if (await isHeld(last, now)) throw new DomainError('EMAIL_TAKEN', `email ${email} is already taken`);
         }
@@ -94,7 +118,8 @@ export function emailReservations(deps: EmailReservationDeps) {
       const streamId = emailStreamId(email);
       const events = await store.readStream(streamId);
       const last = events[events.length - 1];
-      if (last?.type !== 'EmailReserved' || (last.data as ReservationData).userId !== userId) return;
+      const lastClaim = last && parseReservation(last);
+      if (!last || lastClaim?.type !== 'EmailReserved' || lastClaim.data.userId !== userId) return;
       try {
         await store.appendToStream(
           streamId,

@@ -3,7 +3,7 @@ import { v5 as uuidv5, v7 as uuidv7 } from 'uuid';
 import { ConcurrencyError, DomainError } from '../shared/errors.js';
 import type { EventMetadata, EventStore, StreamAppend } from '../shared/event-store/port.js';
 import { failSpan, startSpan, traceContextOfSpan, tracingOn, type TraceContext } from '../shared/tracing.js';
-import { userStreamId, type UserEvent } from '../shared/user-events.js';
+import { parseUserEvent, userStreamId, type UserEvent } from '../shared/user-events.js';
 import { emailReservations } from './email-reservations.js';
 import { decide, foldUser, initialState, type UserCommand, type UserState } from './user-decider.js';
 import { normaliseEmail, normaliseName } from './user-values.js';
@@ -37,7 +37,7 @@ export function userCommands(deps: { store: EventStore; clock?: () => Date; emai
 
   async function load(userId: string): Promise<{ state: UserState; revision: number }> {
     const events = await store.readStream(userStreamId(userId));
-    return { state: foldUser(events as unknown as UserEvent[]), revision: events.length - 1 };
+    return { state: foldUser(events.map(parseUserEvent)), revision: events.length - 1 };
   }
 
   const emails = emailReservations({
@@ -165,8 +165,12 @@ export function userCommands(deps: { store: EventStore; clock?: () => Date; emai
   async function earlierRegistration(userId: string, input: { name: string; email: string }) {
     const [first] = await store.readStream(userStreamId(userId));
     if (!first) return undefined;
-    const data = first.data as { name: string; email: string };
-    if (data.name !== normaliseName(input.name) || data.email !== normaliseEmail(input.email)) {
+    const registered = parseUserEvent(first);
+    const same =
+      registered.type === 'UserRegistered' &&
+      registered.data.name === normaliseName(input.name) &&
+      registered.data.email === normaliseEmail(input.email);
+    if (!same) {
       throw new DomainError('IDEMPOTENCY_KEY_REUSED', 'this Idempotency-Key was used for a different registration');
     }
     return { id: userId, revision: 0 };

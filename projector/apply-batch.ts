@@ -1,8 +1,7 @@
 import type { Knex } from 'knex';
-import { ServiceError } from '../shared/errors.js';
+import { CorruptEventError } from '../shared/errors.js';
 import { isMariaDb, readDbError } from '../shared/read-db.js';
-import { userEventSchemas, isUserEventType, userIdFromStream, type UserEvent } from '../shared/user-events.js';
-import { ajv, fieldProblems } from '../shared/schema-validation.js';
+import { parseUserEvent, userIdFromStream, type UserEvent } from '../shared/user-events.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { backoffDelay, isRetriable } from '../shared/retry.js';
 import { assertNotPaused } from './projection-control.js';
@@ -17,10 +16,6 @@ export type ClassifiedEvent =
   | { kind: 'event'; streamId: string; revision: number; userId: string; event: UserEvent; from: ProjectedEvent }
   | { kind: 'poison'; streamId: string; revision: number; error: string; from: ProjectedEvent };
 
-const validators = Object.fromEntries(
-  Object.entries(userEventSchemas).map(([type, schema]) => [type, ajv.compile(schema)]),
-) as Record<UserEvent['type'], ReturnType<typeof ajv.compile>>;
-
 /**
  * The projector's input boundary: undefined for events of other streams (email
  * reservations, the relay's lease...), else the user event checked against its
@@ -32,23 +27,18 @@ export function classify(e: ProjectedEvent): ClassifiedEvent | undefined {
   if (e.problem !== undefined) return poison(e, e.problem);
   const userId = userIdFromStream(e.streamId);
   if (userId === undefined) return undefined;
-  if (!isUserEventType(e.type)) return poison(e, `unknown event type ${JSON.stringify(e.type).slice(0, 200)}`);
-  const validate = validators[e.type];
-  if (!validate(e.data)) {
-    const problems = fieldProblems(validate.errors)
-      .map((p) => `${p.field} ${p.message}`)
-      .join('; ');
-    return poison(e, `${e.type} does not match its schema: ${problems}`);
+  try {
+    return { kind: 'event', streamId: e.streamId, revision: e.revision, userId, event: parseUserEvent(e), from: e };
+  } catch (error) {
+    if (error instanceof CorruptEventError) return poison(e, error.reason);
+    throw error;
   }
-  const event = { type: e.type, data: e.data } as UserEvent;
-  if (event.data.userId !== userId) return poison(e, `${e.type} names user ${event.data.userId}, not the stream's user ${userId}`);
-  return { kind: 'event', streamId: e.streamId, revision: e.revision, userId, event, from: e };
 }
 
 /** The user event, if it is one; throws EVENT_INVALID for a poison event (for folds that must not meet one). */
 export function toUserEvent(e: ProjectedEvent): UserEvent | undefined {
   const classified = classify(e);
-  if (classified?.kind === 'poison') throw new ServiceError('EVENT_INVALID', `${e.streamId}@${e.revision}: ${classified.error}`);
+  if (classified?.kind === 'poison') throw new CorruptEventError(e.streamId, e.revision, classified.error);
   return classified?.event;
 }
 

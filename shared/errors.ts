@@ -40,6 +40,24 @@ export class ServiceError extends Error {
   }
 }
 
+/**
+ * A stored event that is not what its type says (unknown type, a payload that
+ * fails its schema, a user event in another user's stream). Every side that
+ * reads events raises this one error with the same message: the command side
+ * answers 500, the projector and the rebuild park the event, the relay reports it.
+ */
+export class CorruptEventError extends ServiceError {
+  override readonly name = 'CorruptEventError';
+  constructor(
+    readonly streamId: string,
+    readonly revision: number,
+    /** Why, without the event's place: what the quarantine records. */
+    readonly reason: string,
+  ) {
+    super('EVENT_INVALID', `${streamId}@${revision}: ${reason}`);
+  }
+}
+
 /** A command the current state forbids, e.g. renaming a deactivated user. */
 export class DomainError extends ServiceError {
   override readonly name = 'DomainError';

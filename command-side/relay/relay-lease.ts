@@ -1,4 +1,6 @@
-import { ConcurrencyError } from '../../shared/errors.js';
+import type { FromSchema } from 'json-schema-to-ts';
+import { ConcurrencyError, CorruptEventError } from '../../shared/errors.js';
+import { ajv, fieldProblems } from '../../shared/schema-validation.js';
 import type { EventStore, RecordedEvent } from '../../shared/event-store/port.js';
 
 /**
@@ -16,11 +18,29 @@ import type { EventStore, RecordedEvent } from '../../shared/event-store/port.js
  *    (see `relay.ts`), so two relays never publish at the same time as long as
  *    clocks drift by less than the safety margin.
  */
-export interface RelayCheckpoint {
-  owner: string;
-  /** Log position of the last event the broker acknowledged; absent before the first. */
-  position?: string;
-  leaseUntil: string;
+const relayCheckpointSchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    owner: { type: 'string', minLength: 1, maxLength: 200 },
+    /** Log position of the last event the broker acknowledged; absent before the first. */
+    position: { type: 'string', pattern: '^[0-9]{1,20}$' },
+    leaseUntil: { type: 'string', format: 'date-time' },
+  },
+  required: ['owner', 'leaseUntil'],
+} as const;
+export type RelayCheckpoint = FromSchema<typeof relayCheckpointSchema>;
+const checkRelayCheckpoint = ajv.compile<RelayCheckpoint>(relayCheckpointSchema);
+
+/** The lease stream's event as what it says; CorruptEventError (EVENT_INVALID) when it is not. */
+export function parseRelayCheckpoint(stored: RecordedEvent): RelayCheckpoint {
+  const corrupt = (reason: string) => new CorruptEventError(stored.streamId, stored.revision, reason);
+  if (stored.type !== 'RelayCheckpointed') throw corrupt(`unknown event type ${JSON.stringify(stored.type).slice(0, 200)}`);
+  if (!checkRelayCheckpoint(stored.data)) {
+    const problems = fieldProblems(checkRelayCheckpoint.errors).map((p) => `${p.field} ${p.message}`);
+    throw corrupt(`${stored.type} does not match its schema: ${problems.join('; ')}`);
+  }
+  return stored.data;
 }
 
 export interface Lease {
@@ -55,7 +75,7 @@ export function relayLease(deps: { store: EventStore; streamId: string; owner: s
      */
     async tryAcquire(): Promise<Lease | { waitMs: number }> {
       const last = await latest();
-      const held = last?.data as RelayCheckpoint | undefined;
+      const held = last && parseRelayCheckpoint(last);
       if (held && held.owner !== owner) {
         const left = Date.parse(held.leaseUntil) - now();
         if (left > 0) return { waitMs: left };

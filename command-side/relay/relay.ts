@@ -2,12 +2,13 @@ import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { SpanKind, type Span } from '@opentelemetry/api';
 import type { Logger } from 'pino';
+import { CorruptEventError } from '../../shared/errors.js';
 import { inBatches } from '../../shared/event-feed/batches.js';
 import type { EventStore, RecordedEvent } from '../../shared/event-store/port.js';
 import { envelopeContentType, envelopeOf } from '../../shared/public-events.js';
 import { retrying } from '../../shared/retry.js';
 import { endingSpan, startSpan, traceContextOf, tracingOn } from '../../shared/tracing.js';
-import { userStreamPrefix } from '../../shared/user-events.js';
+import { parseUserEvent, userStreamPrefix } from '../../shared/user-events.js';
 import type { EventPublisher, OutboundMessage } from './publisher.js';
 import { LeaseLostError, relayLease, relayStreamId, type Lease } from './relay-lease.js';
 
@@ -29,6 +30,17 @@ export function messageOf(event: RecordedEvent): OutboundMessage | undefined {
       ...traceContextOf(event.metadata.traceparent, event.metadata.tracestate),
     },
   };
+}
+
+/** The same EVENT_INVALID every side raises for this event, or undefined when it is sound. */
+function corruptionOf(event: RecordedEvent): CorruptEventError | undefined {
+  try {
+    parseUserEvent(event);
+    return undefined;
+  } catch (error) {
+    if (error instanceof CorruptEventError) return error;
+    throw error;
+  }
 }
 
 /** A producer span for one batch, linked to the context each of its messages carries (OpenTelemetry messaging conventions). */
@@ -170,8 +182,14 @@ export function eventRelay(deps: {
         const messages = events.flatMap((event) => {
           const message = messageOf(event);
           // The v1 contract has no name for it; the embedded projector would park it, here it is only reported.
-          if (!message) logger.error({ stream: event.streamId, revision: event.revision, type: event.type }, 'user event of a type the public contract does not name; not published');
-          return message ?? [];
+          if (!message) {
+            logger.error({ stream: event.streamId, revision: event.revision, type: event.type }, 'user event of a type the public contract does not name; not published');
+            return [];
+          }
+          // A corrupt payload is published as stored: consumers park it and hold its stream back, in order.
+          const corrupt = corruptionOf(event);
+          if (corrupt) logger.error({ err: corrupt }, 'corrupt user event published as stored; consumers park it');
+          return message;
         });
         const started = performance.now();
         const span = tracingOn() ? sendSpan(deps.topic, messages) : undefined;

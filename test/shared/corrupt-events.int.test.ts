@@ -1,0 +1,119 @@
+import { pino } from 'pino';
+import t from 'tap';
+import { buildCommandApp } from '../../command-side/app.js';
+import { emailReservations, emailStreamId } from '../../command-side/email-reservations.js';
+import { eventRelay } from '../../command-side/relay/relay.js';
+import { relayLease, relayStreamId } from '../../command-side/relay/relay-lease.js';
+import { applyBatch } from '../../projector/apply-batch.js';
+import { userDataRebuild } from '../../projector/rebuild.js';
+import { CorruptEventError } from '../../shared/errors.js';
+import { inMemoryEventStore } from '../../shared/event-store/in-memory-event-store.js';
+import { listParked } from '../../shared/read-model/dead-letters.js';
+import { projectionName } from '../../shared/read-model/user-row.js';
+import { parseUserEvent, userStreamId } from '../../shared/user-events.js';
+import { readDbsUnderTest } from '../support/read-dbs.js';
+import { commandsOver } from '../support/seed.js';
+
+/**
+ * One boundary where stored events become typed ones (`parseUserEvent`), so a
+ * corrupt event fails the same way wherever it is read: the same EVENT_INVALID
+ * with the same words on the command side (a 500), in the relay (reported, and
+ * published as stored so consumers park it), in the live projector and in the
+ * rebuild (parked, its reason in the quarantine).
+ */
+const silent = pino({ level: 'silent' });
+
+async function storeWithCorruptEvent() {
+  const store = inMemoryEventStore();
+  const { id } = await commandsOver(store).register({ name: 'Ada', email: 'ada@example.org' });
+  // Written by a buggy or older writer: a name that is not a string.
+  await store.appendToStream(userStreamId(id), [{ type: 'UserRenamed', data: { userId: id, name: 42, occurredAt: new Date().toISOString() } }], {
+    expectedRevision: 0,
+  });
+  const [, corrupt] = await store.readStream(userStreamId(id));
+  let expected: CorruptEventError | undefined;
+  try {
+    parseUserEvent(corrupt!);
+  } catch (error) {
+    expected = error as CorruptEventError;
+  }
+  return { store, id, expected: expected! };
+}
+
+void t.test('the boundary: what it accepts, and why it refuses', async (t) => {
+  const { expected, id } = await storeWithCorruptEvent();
+  t.type(expected, CorruptEventError);
+  t.match(expected, { code: 'EVENT_INVALID', streamId: userStreamId(id), revision: 1, reason: /^UserRenamed does not match its schema: name must be string/ });
+  t.equal(expected.message, `${userStreamId(id)}@1: ${expected.reason}`);
+  const at = new Date().toISOString();
+  const stored = (type: string, data: unknown) => ({ streamId: userStreamId(id), revision: 0, type, data });
+  t.same(parseUserEvent(stored('UserValidated', { userId: id, occurredAt: at })), { type: 'UserValidated', data: { userId: id, occurredAt: at } });
+  t.throws(() => parseUserEvent(stored('UserExploded', {})), { name: 'CorruptEventError', message: /@0: unknown event type "UserExploded"$/ });
+  t.throws(() => parseUserEvent(stored('UserValidated', { userId: '0190f2a4-6c1d-7cc2-9d6e-7d3b8a2f0c11', occurredAt: at })), {
+    name: 'CorruptEventError',
+    message: /names user 0190f2a4-6c1d-7cc2-9d6e-7d3b8a2f0c11, not the stream's user/,
+  });
+});
+
+void t.test('the command side: the command fails with EVENT_INVALID, a 500 over HTTP', async (t) => {
+  const { store, id, expected } = await storeWithCorruptEvent();
+  await t.rejects(commandsOver(store).rename(id, 'Ada L.'), { name: 'CorruptEventError', code: 'EVENT_INVALID', message: expected.message });
+  const app = buildCommandApp({ commands: commandsOver(store), store });
+  t.teardown(() => app.close());
+  const response = await app.inject({ method: 'PUT', url: `/users/${id}/name`, payload: { name: 'Ada L.' } });
+  t.equal(response.statusCode, 500);
+  t.match(response.json(), { code: 'EVENT_INVALID', message: expected.message });
+  t.equal((await store.readStream(userStreamId(id))).length, 2, 'nothing appended');
+});
+
+void t.test('the relay: reports the same error and publishes the event as stored, so consumers park it', async (t) => {
+  const { store, id, expected } = await storeWithCorruptEvent();
+  const logged: { err?: { message?: string; code?: string }; msg: string }[] = [];
+  const logger = pino({ level: 'error' }, { write: (line: string) => void logged.push(JSON.parse(line) as (typeof logged)[number]) });
+  const published: string[] = [];
+  const relay = eventRelay({
+    store,
+    publisher: { publish: (messages) => Promise.resolve(void published.push(...messages.map((m) => m.value))), close: () => Promise.resolve() },
+    topic: 'users.events.v1',
+    logger,
+    leaseMs: 60_000,
+    batchSize: 10,
+  });
+  void relay.start();
+  t.teardown(() => relay.stop());
+  const userEvents = (await store.readAll({ maxCount: 100 })).filter((e) => e.streamId === userStreamId(id));
+  for (let i = 0; i < 200 && relay.status().position !== userEvents.at(-1)!.position.toString(); i++) await new Promise((r) => setTimeout(r, 10));
+  t.equal(published.length, 2, 'both events published, in order');
+  t.match(JSON.parse(published[1]!), { stream: userStreamId(id), revision: 1, data: { name: 42 } });
+  t.match(logged, [{ err: { code: 'EVENT_INVALID', message: expected.message } }]);
+});
+
+void t.test('the projector and the rebuild: the event is parked with the same reason', async (t) => {
+  const { store, expected } = await storeWithCorruptEvent();
+  const sqlite = readDbsUnderTest.find((d) => d.name === 'sqlite')!;
+  const live = (await sqlite.open(t)).db;
+  await applyBatch(live, await store.readAll({ maxCount: 100 }), new Map());
+  const parkedLive = await listParked(live, projectionName);
+  t.match(parkedLive, [{ STREAM_ID: expected.streamId, REVISION: 1, STATE: 'failed', ERROR: expected.reason }]);
+
+  const rebuilt = (await sqlite.open(t)).db;
+  await userDataRebuild({ store, db: rebuilt, logger: silent }).run();
+  const parkedRebuild = await listParked(rebuilt, projectionName);
+  t.match(parkedRebuild, [{ STREAM_ID: expected.streamId, REVISION: 1, STATE: 'failed', ERROR: expected.reason }]);
+});
+
+void t.test('reservation and lease payloads are checked too', async (t) => {
+  const store = inMemoryEventStore();
+  const stream = emailStreamId('bad@example.org');
+  await store.appendToStream(stream, [{ type: 'EmailReserved', data: { email: 'bad@example.org' } }], { expectedRevision: 'no_stream' });
+  const emails = emailReservations({ store, graceMs: 60_000, currentEmailOf: () => Promise.resolve(undefined) });
+  await t.rejects(emails.reserve('bad@example.org', 'u-1', new Date(), {}), {
+    name: 'CorruptEventError',
+    message: `${stream}@0: EmailReserved does not match its schema: userId must have required property 'userId'; occurredAt must have required property 'occurredAt'`,
+  });
+  await store.appendToStream(relayStreamId('t'), [{ type: 'RelayCheckpointed', data: { owner: 'a', leaseUntil: 'soon' } }], { expectedRevision: 'no_stream' });
+  await t.rejects(relayLease({ store, streamId: relayStreamId('t'), owner: 'b', leaseMs: 1000 }).tryAcquire(), {
+    name: 'CorruptEventError',
+    message: /relay-t@0: RelayCheckpointed does not match its schema: leaseUntil must match format "date-time"/,
+  });
+});
