@@ -1,5 +1,4 @@
 import { loadConfig } from '../shared/config.js';
-import { ConfigError } from '../shared/errors.js';
 import { openEventStore } from '../shared/event-store/open-event-store.js';
 import { exitOnStartupError, onShutdownSignal, reportReady } from '../shared/lifecycle.js';
 import { startTracing } from '../shared/tracing.js';
@@ -10,10 +9,7 @@ import { userCommands } from './user-commands.js';
 /** The command side as its own process: the write API on COMMAND_PORT. */
 async function main() {
   await startTracing('command-side');
-  const config = loadConfig();
-  if (config.env === 'production' && config.writeApiTokens.length === 0) {
-    throw new ConfigError([{ field: 'WRITE_API_TOKENS', message: 'must be set when NODE_ENV=production' }]);
-  }
+  const config = loadConfig(process.env, { servesWriteApi: true });
   const logger = createLogger('command-side', config);
   const store = openEventStore(config);
   const commands = userCommands({ store, emailGraceMs: config.emailReservationGraceMs });

@@ -10,6 +10,7 @@ import type { Checkpoints, ProjectedEvent } from '../shared/event-feed/port.js';
 import { writeCheckpoints } from '../shared/read-model/checkpoints.js';
 import { projectionName, userDataTable, type UserRow } from '../shared/read-model/user-row.js';
 import { userRowFrom } from './user-row.js';
+import { admit } from './admit.js';
 
 /** An event of this projection: one to apply, or a poison one to park. */
 export type ClassifiedEvent =
@@ -121,19 +122,15 @@ export async function applyBatch(
       for (const c of classified) {
         const userId = userIdFromStream(c.streamId);
         const before = userId === undefined ? undefined : current.get(userId);
-        // Applied already (a duplicate or a replay): nothing to apply, nothing to park. A message
-        // too broken to tell its revision (-1) is never taken for one.
-        if (before && c.revision >= 0 && c.revision <= before.VERSION) continue;
-        const parkedFrom = blocked.get(c.streamId);
-        if (parkedFrom !== undefined && c.revision >= parkedFrom) {
-          park(c, 'held', `held behind ${c.streamId}@${parkedFrom}, which is parked`, 0);
+        const admission = admit(c, before?.VERSION, { blocked });
+        if (admission.action === 'skip') continue;
+        if (admission.action !== 'apply') {
+          park(c, admission.action === 'hold' ? 'held' : 'failed', admission.error, admission.action === 'hold' ? 0 : 1);
+          if (admission.action === 'park') blocked.set(c.streamId, c.revision);
           continue;
         }
-        if (c.kind === 'poison') {
-          park(c, 'failed', c.error, 1);
-          blocked.set(c.streamId, c.revision);
-          continue;
-        }
+        // Admitted, so not poison.
+        if (c.kind === 'poison') continue;
         if (!options.isolate) {
           const after = fold(before, c.event, c.revision);
           if (after && after !== before) {

@@ -11,9 +11,9 @@ import { userStreamPrefix } from '../shared/user-events.js';
 import { projectionName } from '../shared/read-model/user-row.js';
 import { readCheckpoints } from '../shared/read-model/checkpoints.js';
 import { compareUserTables, type TableDifferences } from './compare-tables.js';
-import { projectionControl } from './projection-control.js';
+import { projectionControl, type ProjectionControl } from './projection-control.js';
 import { quarantinedEvents } from '../shared/read-model/dead-letters.js';
-import { rebuildRows, type Quarantined } from './rebuild-rows.js';
+import { rebuildRows, type Quarantined, type RebuildRows } from './rebuild-rows.js';
 import { shadowUserData } from './shadow-table.js';
 
 export type RebuildPhase = 'replaying' | 'catching up (paused)' | 'verifying (paused)' | 'swapping';
@@ -92,6 +92,187 @@ class PauseLost extends Error {}
 const toPosition = (value: string | undefined): bigint | undefined => (value === undefined ? undefined : BigInt(value));
 
 /**
+ * About how many events of the user streams the log holds up to `until`: their
+ * share of a few short pages spread over it, times `until` (the stores that read
+ * stream after stream number their events consecutively).
+ */
+async function sampledUserEvents(store: EventStore, until: bigint): Promise<number | undefined> {
+  const samples = 8n;
+  let seen = 0;
+  let ofUsers = 0;
+  for (let i = 0n; i < samples; i++) {
+    for (const e of await store.readAll({ after: (until * i) / samples, maxCount: 250 })) {
+      if (e.position > until) break;
+      seen += 1;
+      if (e.streamId.startsWith(userStreamPrefix)) ofUsers += 1;
+    }
+  }
+  return seen === 0 ? undefined : Math.round((Number(until) * ofUsers) / seen);
+}
+
+
+/**
+ * The log in order of position, page after page: the next page is read while the
+ * caller folds this one. Events put back (`unread`) come first.
+ */
+export function logPager(store: EventStore, pageSize: number, timed: <T>(work: () => Promise<T>) => Promise<T> = (work) => work()) {
+  let pending: RecordedEvent[] = [];
+  // The page after the last one read, already on its way.
+  let ahead: { after: bigint; page: Promise<RecordedEvent[]> } | undefined;
+  return {
+    /** The page after `after` (the log's start when undefined); `atHead` when it is the last there is. */
+    async next(after: bigint | undefined): Promise<{ page: RecordedEvent[]; atHead: boolean }> {
+      if (pending.length > 0) {
+        const page = pending;
+        pending = [];
+        return { page, atHead: false };
+      }
+      const readFresh = () => store.readAll({ ...(after === undefined ? {} : { after }), maxCount: pageSize });
+      const prefetched = ahead !== undefined && ahead.after === after ? ahead.page : undefined;
+      ahead = undefined;
+      let page = await timed(() => prefetched ?? readFresh());
+      // A full page read ahead is as good as a fresh one: the log only grows. A short one may
+      // be stale at the head (read before the pause, say), so the head is judged by a fresh read.
+      if (prefetched !== undefined && page.length < pageSize) page = await timed(readFresh);
+      const atHead = page.length < pageSize;
+      // Read the next page while this one is folded (I/O, or a store reading on another thread).
+      if (!atHead) {
+        const next = { after: page[page.length - 1]!.position, page: store.readAll({ after: page[page.length - 1]!.position, maxCount: pageSize }) };
+        // Awaited when used; dropped unread (the run stopped) it must not count as unhandled.
+        next.page.catch(() => {});
+        ahead = next;
+      }
+      return { page, atHead };
+    },
+    /** Events read but not to be folded yet: the next `next` returns them. */
+    unread(events: RecordedEvent[]): void {
+      pending = events;
+    },
+  };
+}
+
+/** Where a run stands: its phase, how far it read, its pause, its lock. */
+interface RunState {
+  phase: RebuildPhase;
+  /** Log position of the last event folded (none while the log is read stream after stream). */
+  position: bigint | undefined;
+  /** Events read so far. */
+  events: number;
+  /** While the log is read stream after stream: about how many events that read holds. */
+  expected: number | undefined;
+  /** While this run holds the live projector paused: since when (performance.now()). */
+  pausedSince: number | undefined;
+  /** How long the live projector was held, pauses that ended so far. */
+  pausedMs: number;
+  /** The heartbeat found the lock taken over by another run. */
+  lockLost: boolean;
+  swapped: boolean;
+}
+
+const runState = (): RunState => ({
+  phase: 'replaying',
+  position: undefined,
+  events: 0,
+  expected: undefined,
+  pausedSince: undefined,
+  pausedMs: 0,
+  lockLost: false,
+  swapped: false,
+});
+
+/** The pause is over (cleared, ran out, or ended by the swap): its time is counted. */
+function pauseEnded(state: RunState): void {
+  if (state.pausedSince === undefined) return;
+  state.pausedMs += performance.now() - state.pausedSince;
+  state.pausedSince = undefined;
+}
+
+/** What a replay works with: the run's rows, state and pager, and its between-pages checks. */
+interface Replaying {
+  store: EventStore;
+  rows: RebuildRows;
+  state: RunState;
+  pager: LogPager;
+  batchSize: number;
+  /** Between pages: stop when asked or when the lock is gone; keep the pause alive. */
+  checkpoint(): Promise<void>;
+  timed<T>(key: 'readMs' | 'foldMs' | 'writeMs', work: () => Promise<T>): Promise<T>;
+  report(): void;
+  betweenPages(): Promise<void>;
+  /** Estimate the events of a stream-ordered read (for a progress display). */
+  sample: boolean;
+}
+
+/** Folds the log from where it got to, up to `until` (inclusive) or the head; returns how many events it read. */
+async function replayInOrder(run: Replaying, until?: bigint): Promise<number> {
+  const { state, pager, rows } = run;
+  let count = 0;
+  for (;;) {
+    await run.checkpoint();
+    if (until !== undefined && state.position !== undefined && state.position >= until) return count;
+    const next = await pager.next(state.position);
+    let page = next.page;
+    let reached = false;
+    if (until !== undefined) {
+      const cut = page.findIndex((e) => e.position > until);
+      if (cut >= 0) {
+        pager.unread(page.slice(cut));
+        page = page.slice(0, cut);
+        reached = true;
+      }
+    }
+    if (page.length > 0) state.position = page[page.length - 1]!.position;
+    await run.timed('foldMs', () => rows.fold(page, state.position?.toString()));
+    count += page.length;
+    state.events += page.length;
+    run.report();
+    if (reached || next.atHead) return count;
+    await run.betweenPages();
+  }
+}
+
+/**
+ * Folds the user streams as the log stood at `until`, stream after stream, where
+ * the store can read them so: every row is complete when written, none is held.
+ */
+async function replayStreamAfterStream(run: Replaying, until: bigint): Promise<void> {
+  const { store, state, rows } = run;
+  const pages = store.readAllByStream!({ streamPrefix: userStreamPrefix, until, pageSize: run.batchSize })[Symbol.asyncIterator]();
+  // Only the user streams are read: the log's head would overstate what is to come.
+  if (run.sample) state.expected = await sampledUserEvents(store, until);
+  try {
+    for (;;) {
+      await run.checkpoint();
+      const next = await run.timed('readMs', () => pages.next());
+      if (next.done) break;
+      const page = next.value;
+      await run.timed('foldMs', () => rows.foldByStream(page));
+      state.events += page.length;
+      run.report();
+      await run.betweenPages();
+    }
+  } finally {
+    // Stops the store's reading ahead when the run stops early.
+    await pages.return?.();
+  }
+  state.position = until;
+  state.expected = undefined;
+  await run.timed('writeMs', () => rows.endByStream(until.toString()));
+}
+
+/** Refreshes the lock's heartbeat every `heartbeatMs`; marks the run's lock lost when another run took it over. */
+function keepLockAlive(control: ProjectionControl, heartbeatMs: number, logger: Logger, state: RunState): ReturnType<typeof setInterval> {
+  return setInterval(() => {
+    control.heartbeat().then(
+      (ours) => void (ours || (state.lockLost = true)),
+      (error: unknown) => logger.warn({ err: error }, 'rebuild heartbeat failed; will try again'),
+    );
+  }, heartbeatMs);
+}
+
+type LogPager = ReturnType<typeof logPager>;
+
+/**
  * Rebuilds USER_DATA from the event store without stopping reads or the live
  * projector. The global log is folded in memory with the projector's own pure
  * `userRowFrom` into a shadow table (bulk writes in large transactions, rows
@@ -136,16 +317,7 @@ export function userDataRebuild(deps: {
       // Overlap the database's work with the fold when the database is another process.
       ...(isMariaDb(db) ? { writeBehind: { hot: Math.floor(maxRows / 4), batchRows: Math.max(100, Math.floor(maxRows / 20)) } } : {}),
     });
-    let position: bigint | undefined;
-    let pending: RecordedEvent[] = [];
-    // The page after the last one read, already on its way.
-    let ahead: { after: bigint; page: Promise<RecordedEvent[]> } | undefined;
-    let events = 0;
-    let phase: RebuildPhase = 'replaying';
-    let paused = false;
-    let pausedSince = 0;
-    let pausedMs = 0;
-    let lockLost = false;
+    const state = runState();
     const timings = { readMs: 0, foldMs: 0, writeMs: 0 };
     const timed = async <T>(key: keyof typeof timings, work: () => Promise<T>): Promise<T> => {
       const start = performance.now();
@@ -156,17 +328,20 @@ export function userDataRebuild(deps: {
       }
     };
 
-    let expected: number | undefined;
-    const report = () => options.onProgress?.({ phase, events, position, ...(expected === undefined ? {} : { expected }) });
+    const pager = logPager(store, batchSize, (work) => timed('readMs', work));
+    const report = () => {
+      const { phase, events, position, expected } = state;
+      options.onProgress?.({ phase, events, position, ...(expected === undefined ? {} : { expected }) });
+    };
 
     /** Between pages: stop when asked or when the lock is gone; keep our pause alive. */
     async function checkpoint(): Promise<void> {
       if (signal?.aborted) throw new RebuildAbortedError();
-      if (lockLost) throw new RebuildLockLostError();
-      if (paused && !(await control.extendPause(pauseMs))) throw new PauseLost();
+      if (state.lockLost) throw new RebuildLockLostError();
+      if (state.pausedSince !== undefined && !(await control.extendPause(pauseMs))) throw new PauseLost();
     }
 
-    const flush = () => timed('writeMs', () => rows.flush(position?.toString()));
+    const flush = () => timed('writeMs', () => rows.flush(state.position?.toString()));
 
     /**
      * The configured sleep between reads of the log, or at least one turn of the event
@@ -177,125 +352,33 @@ export function userDataRebuild(deps: {
       else await new Promise((resolve) => setImmediate(resolve));
     };
 
-    /** Folds the log from where it got to, up to `until` (inclusive) or the head; returns how many events it read. */
-    async function replay(until?: bigint): Promise<number> {
-      let count = 0;
-      for (;;) {
-        await checkpoint();
-        if (until !== undefined && position !== undefined && position >= until) return count;
-        let page: RecordedEvent[];
-        let atHead = false;
-        if (pending.length > 0) {
-          page = pending;
-          pending = [];
-        } else {
-          const after = position;
-          const readFresh = () => store.readAll({ ...(after === undefined ? {} : { after }), maxCount: batchSize });
-          const prefetched = ahead !== undefined && ahead.after === after ? ahead.page : undefined;
-          ahead = undefined;
-          page = await timed('readMs', () => prefetched ?? readFresh());
-          // A full page read ahead is as good as a fresh one: the log only grows. A short one may
-          // be stale at the head (read before the pause, say), so the head is judged by a fresh read.
-          if (prefetched !== undefined && page.length < batchSize) page = await timed('readMs', readFresh);
-          atHead = page.length < batchSize;
-          // Read the next page while this one is folded (I/O, or a store reading on another thread).
-          if (!atHead) {
-            const next = { after: page[page.length - 1]!.position, page: store.readAll({ after: page[page.length - 1]!.position, maxCount: batchSize }) };
-            // Awaited when used; dropped unread (the run stopped) it must not count as unhandled.
-            next.page.catch(() => {});
-            ahead = next;
-          }
-        }
-        let reached = false;
-        if (until !== undefined) {
-          const cut = page.findIndex((e) => e.position > until);
-          if (cut >= 0) {
-            pending = page.slice(cut);
-            page = page.slice(0, cut);
-            reached = true;
-          }
-        }
-        if (page.length > 0) position = page[page.length - 1]!.position;
-        await timed('foldMs', () => rows.fold(page, position?.toString()));
-        count += page.length;
-        events += page.length;
-        report();
-        if (reached || atHead) return count;
-        await betweenPages();
-      }
-    }
-
-    /**
-     * Folds the user streams as the log stood at `until`, stream after stream, where
-     * the store can read them so: every row is complete when written, none is held.
-     */
-    async function replayByStream(until: bigint): Promise<void> {
-      const pages = store.readAllByStream!({ streamPrefix: userStreamPrefix, until, pageSize: batchSize })[Symbol.asyncIterator]();
-      // Only the user streams are read: the log's head would overstate what is to come.
-      if (options.onProgress) expected = await sampledUserEvents(until);
-      try {
-        for (;;) {
-          await checkpoint();
-          const next = await timed('readMs', () => pages.next());
-          if (next.done) break;
-          const page = next.value;
-          await timed('foldMs', () => rows.foldByStream(page));
-          events += page.length;
-          report();
-          await betweenPages();
-        }
-      } finally {
-        // Stops the store's reading ahead when the run stops early.
-        await pages.return?.();
-      }
-      position = until;
-      expected = undefined;
-      await timed('writeMs', () => rows.endByStream(until.toString()));
-    }
-
-    /**
-     * About how many events of the user streams the log holds up to `until`: their
-     * share of a few short pages spread over it, times `until` (the stores that read
-     * stream after stream number their events consecutively).
-     */
-    async function sampledUserEvents(until: bigint): Promise<number | undefined> {
-      const samples = 8n;
-      let seen = 0;
-      let ofUsers = 0;
-      for (let i = 0n; i < samples; i++) {
-        for (const e of await store.readAll({ after: (until * i) / samples, maxCount: 250 })) {
-          if (e.position > until) break;
-          seen += 1;
-          if (e.streamId.startsWith(userStreamPrefix)) ofUsers += 1;
-        }
-      }
-      return seen === 0 ? undefined : Math.round((Number(until) * ofUsers) / seen);
-    }
+    const replaying: Replaying = { store, rows, state, pager, batchSize, checkpoint, timed, report, betweenPages, sample: !!options.onProgress };
+    const replay = (until?: bigint) => replayInOrder(replaying, until);
+    const replayByStream = (until: bigint) => replayStreamAfterStream(replaying, until);
 
     const liveLogPosition = async () => toPosition((await readCheckpoints(db)).get(globalLogSource));
 
     /** Pause, (verify,) catch up with the whole log, swap. Returns the verification, if asked for. */
     async function handOver(): Promise<Verification | undefined> {
-      phase = 'catching up (paused)';
+      state.phase = 'catching up (paused)';
       report();
       if (!(await control.pause(pauseMs))) throw new RebuildLockLostError();
-      paused = true;
-      pausedSince = performance.now();
+      state.pausedSince = performance.now();
       logger.info('live projector paused');
       let verification: Verification | undefined;
       if (options.verify) {
         // Compare at the live projector's own position, so both tables reflect the same events.
         const live = await liveLogPosition();
-        const shadowAhead = live !== undefined && position !== undefined && position > live;
+        const shadowAhead = live !== undefined && state.position !== undefined && state.position > live;
         await replay(shadowAhead ? undefined : live);
         await flush();
-        phase = 'verifying (paused)';
+        state.phase = 'verifying (paused)';
         report();
         const differences = await compareUserTables(db, { expected: shadow.name, actual: projectionName }, { onPage: checkpoint });
         verification = {
           ...differences,
           ...(live === undefined ? {} : { livePosition: live.toString() }),
-          ...(position === undefined ? {} : { shadowPosition: position.toString() }),
+          ...(state.position === undefined ? {} : { shadowPosition: state.position.toString() }),
           shadowAhead,
         };
         logger.info(
@@ -305,24 +388,23 @@ export function userDataRebuild(deps: {
       if (options.dryRun) return verification;
       // Everything the live projector applied was in the log before the pause, so
       // catching up with the log now covers it, whatever feeds the projector.
-      phase = 'catching up (paused)';
+      state.phase = 'catching up (paused)';
       await replay();
       await flush();
       if (rows.created === 0 && (await shadow.count(projectionName)) > 0) {
         // Far likelier a wrong EVENTSTORE_URL / DATA_DIR than a log that lost every user.
         throw new Error('the event store holds no users but USER_DATA has rows (a wrong EVENTSTORE_URL or DATA_DIR?); not replacing it with an empty table');
       }
-      phase = 'swapping';
+      state.phase = 'swapping';
       report();
       await checkpoint();
-      if (!(await shadow.swap(control, position?.toString(), pauseMs, rows.parked))) throw new PauseLost();
+      if (!(await shadow.swap(control, state.position?.toString(), pauseMs, rows.parked))) throw new PauseLost();
       return verification;
     }
 
     async function releasePause(): Promise<void> {
-      if (!paused) return;
-      paused = false;
-      pausedMs += performance.now() - pausedSince;
+      if (state.pausedSince === undefined) return;
+      pauseEnded(state);
       await control.clearPause();
     }
 
@@ -333,13 +415,7 @@ export function userDataRebuild(deps: {
         'an earlier rebuild was interrupted (its lock went stale); cleaning up after it',
       );
     }
-    const heartbeat = setInterval(() => {
-      control.heartbeat().then(
-        (ours) => void (ours || (lockLost = true)),
-        (error: unknown) => logger.warn({ err: error }, 'rebuild heartbeat failed; will try again'),
-      );
-    }, heartbeatMs);
-    let swapped = false;
+    const heartbeat = keepLockAlive(control, heartbeatMs, logger, state);
     try {
       Object.assign(quarantine, await quarantinedEvents(db, projectionName));
       const leftovers = await shadow.dropLeftovers();
@@ -372,28 +448,26 @@ export function userDataRebuild(deps: {
           break;
         } catch (error) {
           if (!(error instanceof PauseLost) || attempt >= 3) throw error;
-          paused = false;
-          pausedMs += performance.now() - pausedSince;
+          pauseEnded(state);
           logger.warn('the pause ran out before the swap; pausing again and catching up again');
         }
       }
       if (options.dryRun) {
         await releasePause();
       } else {
-        swapped = true;
-        paused = false;
-        pausedMs += performance.now() - pausedSince;
-        logger.info({ position: position?.toString(), pausedMs: Math.round(pausedMs) }, 'rebuilt table swapped in; live projector resumed');
+        state.swapped = true;
+        pauseEnded(state);
+        logger.info({ position: state.position?.toString(), pausedMs: Math.round(state.pausedMs) }, 'rebuilt table swapped in; live projector resumed');
       }
       return {
-        events,
+        events: state.events,
         rows: rows.created,
         rowsWritten: rows.written,
-        ...(position === undefined ? {} : { position: position.toString() }),
-        swapped,
+        ...(state.position === undefined ? {} : { position: state.position.toString() }),
+        swapped: state.swapped,
         ...(verification ? { verification } : {}),
         durationMs: performance.now() - startedAt,
-        pausedMs,
+        pausedMs: state.pausedMs,
         timings,
         ...(taken.staleOwner ? { tookOverFrom: taken.staleOwner } : {}),
       };
@@ -404,12 +478,12 @@ export function userDataRebuild(deps: {
       clearInterval(heartbeat);
       await rows.drain();
       // Only while the lock is ours: after a takeover the shadow belongs to the other run.
-      if (!lockLost && !swapped) {
+      if (!state.lockLost && !state.swapped) {
         await Promise.all([shadow.drop(), releasePause()]).catch((error: unknown) =>
           logger.warn({ err: error }, 'could not clean up; the next rebuild will'),
         );
       }
-      if (!lockLost) await control.release().catch((error: unknown) => logger.warn({ err: error }, 'could not release the rebuild lock'));
+      if (!state.lockLost) await control.release().catch((error: unknown) => logger.warn({ err: error }, 'could not release the rebuild lock'));
     }
   }
 

@@ -55,15 +55,6 @@ function parseOptions(argv: string[]) {
   };
 }
 
-/** Tuning knobs from the environment (the rest of the configuration is loadConfig's). */
-function knobs(env: NodeJS.ProcessEnv) {
-  return {
-    heartbeatMs: integerOption('REBUILD_HEARTBEAT_MS', env.REBUILD_HEARTBEAT_MS, { fallback: 5000, min: 10 }),
-    pauseMs: integerOption('REBUILD_PAUSE_MS', env.REBUILD_PAUSE_MS, { fallback: 30_000, min: 100 }),
-    pageDelayMs: integerOption('REBUILD_PAGE_DELAY_MS', env.REBUILD_PAGE_DELAY_MS, { fallback: 0, min: 0 }),
-  };
-}
-
 /** One line, and not a page of SQL (knex puts the whole statement into its errors). */
 function message(error: unknown): string {
   const text = (error instanceof Error ? error.message : String(error)).replace(/\s+/g, ' ').trim();
@@ -92,10 +83,8 @@ function report(result: RebuildResult, out: (line: string) => void) {
 
 async function main(): Promise<number> {
   let options: ReturnType<typeof parseOptions>;
-  let tuning: ReturnType<typeof knobs>;
   try {
     options = parseOptions(process.argv.slice(2));
-    tuning = knobs(process.env);
   } catch (error) {
     process.stderr.write(`rebuild: ${message(error)}\n\n${usage}\n`);
     return exitCodes.usage;
@@ -152,7 +141,7 @@ async function main(): Promise<number> {
     await migrateReadDb(db);
     // Fail fast, with the store's own words, before taking the lock.
     await store.readAll({ maxCount: 1 });
-    const rebuild = userDataRebuild({ store, db, logger, ...tuning });
+    const rebuild = userDataRebuild({ store, db, logger, ...config.rebuild });
     progress = await rebuildProgress({
       stream: process.stderr,
       ...(store.headPosition ? { headPosition: () => store.headPosition!() } : {}),

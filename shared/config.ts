@@ -56,6 +56,9 @@ export const configSchema = {
     PROJECTOR_METRICS_PORT: { ...port, default: 3002 },
     RELAY_METRICS_PORT: { ...port, default: 3003 },
     REBUILD_METRICS_PORT: port,
+    REBUILD_HEARTBEAT_MS: { type: 'integer', minimum: 10, default: 5000 },
+    REBUILD_PAUSE_MS: { type: 'integer', minimum: 100, default: 30_000 },
+    REBUILD_PAGE_DELAY_MS: { type: 'integer', minimum: 0, default: 0 },
     PROJECTOR_READY_MAX_LAG_MS: { type: 'integer', minimum: 1000, maximum: 86_400_000, default: 60_000 },
     DATA_DIR: { type: 'string', minLength: 1, default: './data' },
     EVENT_STORE_FILE: { type: 'string', minLength: 1 },
@@ -91,6 +94,9 @@ export const configSchema = {
     'PROJECTOR_METRICS_PORT',
     'RELAY_METRICS_PORT',
     'PROJECTOR_READY_MAX_LAG_MS',
+    'REBUILD_HEARTBEAT_MS',
+    'REBUILD_PAUSE_MS',
+    'REBUILD_PAGE_DELAY_MS',
     'DATA_DIR',
     'CONSISTENCY_WAIT_MS',
     'PROJECTOR_BATCH_SIZE',
@@ -126,6 +132,8 @@ export interface Config {
   readonly relayMetricsPort: number;
   /** Where a running rebuild serves its progress as metrics; none when unset. */
   readonly rebuildMetricsPort?: number;
+  /** The rebuild's tuning: how often it renews its lock, how long a pause of the live projector lasts, the wait between reads of the log. */
+  readonly rebuild: { readonly heartbeatMs: number; readonly pauseMs: number; readonly pageDelayMs: number };
   /** The projector reports not ready while it is further behind than this. */
   readonly projectorReadyMaxLagMs: number;
   /** EventStoreDB when `url` is set (EVENTSTORE_URL), else the embedded file. */
@@ -190,7 +198,11 @@ const tokenList = (value: string | undefined): readonly string[] =>
       .filter(Boolean),
   );
 
-export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
+/**
+ * The configuration of one process. `servesWriteApi`: this process runs the write
+ * API, which requires WRITE_API_TOKENS when NODE_ENV=production.
+ */
+export function loadConfig(source: NodeJS.ProcessEnv = process.env, { servesWriteApi = false }: { servesWriteApi?: boolean } = {}): Config {
   // Empty variables count as unset, and numbers arrive as strings.
   const env: Record<string, unknown> = {};
   for (const [key, value] of Object.entries(source)) {
@@ -202,7 +214,13 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
   for (const [key, schema] of Object.entries(configSchema.properties)) {
     if (withDefaults[key] === undefined && 'default' in schema) withDefaults[key] = schema.default;
   }
-  if (!check(withDefaults)) throw new ConfigError(fieldProblems(check.errors));
+  const valid = check(withDefaults);
+  const problems = valid ? [] : fieldProblems(check.errors);
+  // The write API takes no anonymous writes in production; the other roles need no write token.
+  if (servesWriteApi && withDefaults.NODE_ENV === 'production' && tokenList(env.WRITE_API_TOKENS as string | undefined).length === 0) {
+    problems.push({ field: 'WRITE_API_TOKENS', message: 'must be set when NODE_ENV=production' });
+  }
+  if (!valid || problems.length > 0) throw new ConfigError(problems);
   const e = withDefaults;
   const dataDir = resolve(e.DATA_DIR);
   return Object.freeze({
@@ -216,6 +234,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
     relayMetricsPort: e.RELAY_METRICS_PORT,
     projectorReadyMaxLagMs: e.PROJECTOR_READY_MAX_LAG_MS,
     ...(e.REBUILD_METRICS_PORT === undefined ? {} : { rebuildMetricsPort: e.REBUILD_METRICS_PORT }),
+    rebuild: Object.freeze({ heartbeatMs: e.REBUILD_HEARTBEAT_MS, pauseMs: e.REBUILD_PAUSE_MS, pageDelayMs: e.REBUILD_PAGE_DELAY_MS }),
     eventStore: Object.freeze({
       file: resolve(e.EVENT_STORE_FILE ?? resolve(dataDir, 'events.sqlite')),
       ...(e.EVENTSTORE_URL ? { url: e.EVENTSTORE_URL } : {}),

@@ -3,7 +3,8 @@
  * boundary; the HTTP layers map them to status codes; long-running workers use
  * `retriable` to choose between retrying with backoff and stopping loudly.
  */
-export type ErrorCode =
+/** What a route of either API can raise; `httpStatusOf` (shared/http.ts) maps each to its status. */
+export type ApiErrorCode =
   | 'VALIDATION_FAILED'
   | 'USER_NOT_FOUND'
   | 'USER_ALREADY_EXISTS'
@@ -12,16 +13,19 @@ export type ErrorCode =
   | 'REVISION_CONFLICT'
   | 'IDEMPOTENCY_KEY_REUSED'
   | 'STORE_UNAVAILABLE'
-  | 'STORE_MISSING'
   | 'CONSISTENCY_TIMEOUT'
   | 'INVALID_CONSISTENCY_TOKEN'
   | 'INVALID_CURSOR'
-  | 'CONFIG_INVALID'
-  | 'EVENT_INVALID'
-  | 'PROJECTION_PAUSED'
-  | 'REBUILD_LOCKED'
-  | 'REBUILD_LOCK_LOST'
-  | 'REBUILD_ABORTED';
+  /** A corrupt stored event: the command side answers 500. */
+  | 'EVENT_INVALID';
+
+/** Raised at start (a bad setting) or by the operator commands (which never create the stores they read). */
+export type ProcessErrorCode = 'CONFIG_INVALID' | 'STORE_MISSING';
+
+/** Raised by the projector and the rebuild, never by a route. */
+export type ProjectionErrorCode = 'PROJECTION_PAUSED' | 'REBUILD_LOCKED' | 'REBUILD_LOCK_LOST' | 'REBUILD_ABORTED';
+
+export type ErrorCode = ApiErrorCode | ProcessErrorCode | ProjectionErrorCode;
 
 export interface FieldProblem {
   field: string;

@@ -3,7 +3,7 @@ import { Ajv } from 'ajv';
 import addFormatsModule from 'ajv-formats';
 import Fastify, { LogController, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
 import type { JsonSchemaToTsProvider } from '@fastify/type-provider-json-schema-to-ts';
-import { ServiceError, ValidationError, type ErrorCode, type FieldProblem } from './errors.js';
+import { ServiceError, ValidationError, type ApiErrorCode, type ErrorCode, type FieldProblem } from './errors.js';
 import { fieldProblems } from './schema-validation.js';
 import { lazyRequestLogger } from './request-logger.js';
 import { routeMethods } from './http-methods.js';
@@ -13,7 +13,8 @@ import { addRequestContext } from './request-context.js';
 
 const addFormats = addFormatsModule as unknown as (ajv: Ajv) => Ajv;
 
-export const httpStatusOf: Record<ErrorCode, number> = {
+/** The status of each error a route can raise. */
+export const httpStatusOf: Readonly<Record<ApiErrorCode, number>> = {
   VALIDATION_FAILED: 400,
   INVALID_CONSISTENCY_TOKEN: 400,
   INVALID_CURSOR: 400,
@@ -25,16 +26,11 @@ export const httpStatusOf: Record<ErrorCode, number> = {
   IDEMPOTENCY_KEY_REUSED: 422,
   STORE_UNAVAILABLE: 503,
   CONSISTENCY_TIMEOUT: 503,
-  CONFIG_INVALID: 500,
   EVENT_INVALID: 500,
-  // Raised by the projector and the rebuild, never by a route.
-  PROJECTION_PAUSED: 500,
-  REBUILD_LOCKED: 500,
-  REBUILD_LOCK_LOST: 500,
-  REBUILD_ABORTED: 500,
-  // Raised by the operator commands, which never create the stores they read.
-  STORE_MISSING: 500,
 };
+
+/** Any other service error that reaches a route (the projector's, a setting's) is a 500 that names its code. */
+const statusOfCode = (code: ErrorCode): number => (Object.hasOwn(httpStatusOf, code) ? httpStatusOf[code as ApiErrorCode] : 500);
 
 /** The JSON body of every error answer. */
 export const errorBodySchema = {
@@ -178,7 +174,7 @@ function handleError(
     });
   }
   if (error instanceof ServiceError) {
-    const statusCode = httpStatusOf[error.code];
+    const statusCode = statusOfCode(error.code);
     if (statusCode >= 500) request.log.warn({ err: error }, 'service unavailable');
     if (error.retriable) void reply.header('retry-after', '1');
     return reply.code(statusCode).send({

@@ -1,4 +1,3 @@
-import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 import type { LoggedEvent } from './port.js';
 
@@ -96,85 +95,19 @@ function eventsOfText(text: string, last: readonly [streamId: string, revision: 
   return events;
 }
 
-/**
- * Runs in the worker. `all` answers one request; a stream-ordered read is a
- * cursor that reads on by itself while it has credit (pages the caller has room
- * for), taking messages between pages: more credit, or a close.
- * Plain JavaScript evaluated in the worker, so it needs no TypeScript loader.
- */
-const workerSource = `
-const { parentPort, workerData } = require('node:worker_threads');
-const Database = require(workerData.driver);
-const db = new Database(workerData.file, { readonly: true, fileMustExist: true });
-db.pragma('busy_timeout = 5000');
-// Reads straight from the mapped file instead of a read() per page: a stream-ordered read visits pages at random.
-db.pragma('mmap_size = ' + workerData.mmapBytes);
-const prepare = (sql) => db.prepare(sql).raw(true).safeIntegers(true);
-const all = prepare(workerData.sql.all);
-const pageText = prepare(workerData.sql.pageText);
-const pageRows = prepare(workerData.sql.pageRows);
-const pageLast = prepare(workerData.sql.pageLast);
-const fail = (id, error) => parentPort.postMessage({ id, error: { message: String(error && error.message), code: error && error.code } });
-const cursors = new Map();
-
-function readOn(id) {
-  const cursor = cursors.get(id);
-  if (!cursor || cursor.scheduled || cursor.credit === 0) return;
-  cursor.scheduled = true;
-  setImmediate(() => {
-    cursor.scheduled = false;
-    if (cursors.get(id) !== cursor) return;
-    try {
-      const params = [cursor.streamId, cursor.revision, cursor.end, cursor.until, cursor.pageSize];
-      const [text, count, invalid] = pageText.get(...params);
-      const next = count === BigInt(cursor.pageSize) ? pageLast.get(...params) : undefined;
-      const page = invalid ? { rows: pageRows.all(...params) } : { text: count > 0n ? text : '[]' };
-      parentPort.postMessage({ id, page, next });
-      if (!next) {
-        cursors.delete(id);
-        return;
-      }
-      cursor.streamId = next[0];
-      cursor.revision = next[1];
-      cursor.credit -= 1;
-    } catch (error) {
-      cursors.delete(id);
-      fail(id, error);
-      return;
-    }
-    readOn(id);
-  });
-}
-
-parentPort.on('message', (message) => {
-  const { id, kind } = message;
-  if (kind === 'all') {
-    try {
-      parentPort.postMessage({ id, rows: all.all(message.after, message.maxCount) });
-    } catch (error) {
-      fail(id, error);
-    }
-  } else if (kind === 'open') {
-    cursors.set(id, { ...message.cursor, credit: message.ahead, scheduled: false });
-    readOn(id);
-  } else if (kind === 'more') {
-    const cursor = cursors.get(id);
-    if (cursor) {
-      cursor.credit += 1;
-      readOn(id);
-    }
-  } else if (kind === 'close') {
-    cursors.delete(id);
-  }
-});
-`;
-
 /** Address space the reader may map the file into (only what it touches becomes resident, and the kernel can drop it). */
 const mmapBytes = 1 << 30;
 /** Pages a stream-ordered read may have ready before the caller asks for them. */
 const pagesAhead = 2;
 
-type Reply = {
+/** What the log reader is told: see `sqlite-log-reader.worker.ts`. */
+export type LogReaderRequest =
+  | { id: number; kind: 'all'; after: bigint; maxCount: number }
+  | { id: number; kind: 'open'; cursor: StreamCursor; ahead: number }
+  | { id: number; kind: 'more' }
+  | { id: number; kind: 'close' };
+
+export type LogReaderReply = {
   id: number;
   rows?: unknown[][];
   page?: { text?: string; rows?: LoggedTuple[] };
@@ -182,6 +115,22 @@ type Reply = {
   next?: [streamId: string, revision: bigint];
   error?: { message: string; code?: string };
 };
+type Reply = LogReaderReply;
+
+export interface LogReaderData {
+  file: string;
+  mmapBytes: number;
+  sql: { all: string; pageText: string; pageRows: string; pageLast: string };
+}
+
+/** The reader's thread: the compiled module from dist/, or the TypeScript source through tsx. */
+function spawnReader(data: LogReaderData): Worker {
+  const moduleUrl = new URL(`./sqlite-log-reader.worker${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url);
+  if (!moduleUrl.pathname.endsWith('.ts')) return new Worker(moduleUrl, { workerData: data });
+  const tsx = import.meta.resolve('tsx/esm/api');
+  const bootstrap = `import(${JSON.stringify(tsx)}).then((tsx) => { tsx.register(); return import(${JSON.stringify(moduleUrl.href)}); })`;
+  return new Worker(bootstrap, { eval: true, workerData: data });
+}
 
 /**
  * A reader of the log on a thread of its own, with its own read-only connection:
@@ -189,29 +138,31 @@ type Reply = {
  * next pages are read while the caller works on this one.
  */
 export function logReader(file: string, allSql: string, toError: (error: unknown) => Error) {
-  const worker = new Worker(workerSource, {
-    eval: true,
-    workerData: {
-      file,
-      mmapBytes,
-      sql: { all: allSql, pageText: byStreamTextSql, pageRows: byStreamRowsSql, pageLast: byStreamLastSql },
-      driver: createRequire(import.meta.url).resolve('better-sqlite3'),
-    },
-  });
   let nextId = 0;
   let closed = false;
   const listeners = new Map<number, (reply: Reply | Error) => void>();
   const replyError = (error: NonNullable<Reply['error']>) => toError(Object.assign(new Error(error.message), { code: error.code }));
-  worker.on('message', (reply: Reply) => listeners.get(reply.id)?.(reply));
   const failAll = (error: Error) => {
     for (const listener of [...listeners.values()]) listener(error);
   };
-  worker.on('error', (error) => failAll(toError(error)));
-  // A reader gone for any other reason must not leave a read waiting for ever.
-  worker.on('exit', (code) => {
-    if (!closed) failAll(new Error(`embedded event store: the log reader stopped (exit code ${code})`));
-    closed = true;
-  });
+  // Started by the first read, as the writer thread is by the first append: a run that reads nothing starts no thread.
+  let started: Worker | undefined;
+  const worker = (): Worker => (started ??= start());
+  function start(): Worker {
+    const thread = spawnReader({
+      file,
+      mmapBytes,
+      sql: { all: allSql, pageText: byStreamTextSql, pageRows: byStreamRowsSql, pageLast: byStreamLastSql },
+    });
+    thread.on('message', (reply: Reply) => listeners.get(reply.id)?.(reply));
+    thread.on('error', (error) => failAll(toError(error)));
+    // A reader gone for any other reason must not leave a read waiting for ever.
+    thread.on('exit', (code) => {
+      if (!closed) failAll(new Error(`embedded event store: the log reader stopped (exit code ${code})`));
+      closed = true;
+    });
+    return thread;
+  }
 
   return {
     /** One page in order of position, by the store's own statement. */
@@ -225,7 +176,7 @@ export function logReader(file: string, allSql: string, toError: (error: unknown
           else if (reply.error) reject(replyError(reply.error));
           else resolve(reply.rows ?? []);
         });
-        worker.postMessage({ id, kind: 'all', after, maxCount });
+        worker().postMessage({ id, kind: 'all', after, maxCount } satisfies LogReaderRequest);
       });
     },
 
@@ -239,14 +190,14 @@ export function logReader(file: string, allSql: string, toError: (error: unknown
         replies.push(reply);
         wake?.();
       });
-      worker.postMessage({ id, kind: 'open', cursor, ahead: pagesAhead });
+      worker().postMessage({ id, kind: 'open', cursor, ahead: pagesAhead } satisfies LogReaderRequest);
       try {
         for (;;) {
           while (replies.length === 0) await new Promise<void>((resolve) => (wake = resolve));
           const reply = replies.shift()!;
           if (reply instanceof Error) throw reply;
           if (reply.error) throw replyError(reply.error);
-          if (reply.next) worker.postMessage({ id, kind: 'more' });
+          if (reply.next) worker().postMessage({ id, kind: 'more' } satisfies LogReaderRequest);
           // Rows come instead of text when some data is not valid JSON: parsed one by one, that fails as any read would.
           const { text, rows } = reply.page ?? {};
           const events = rows ? rows.map(toLogged) : eventsOfText(text ?? '[]', reply.next);
@@ -255,14 +206,14 @@ export function logReader(file: string, allSql: string, toError: (error: unknown
         }
       } finally {
         listeners.delete(id);
-        if (!closed) worker.postMessage({ id, kind: 'close' });
+        if (!closed) worker().postMessage({ id, kind: 'close' } satisfies LogReaderRequest);
       }
     },
 
     async close(): Promise<void> {
       closed = true;
       failAll(new Error('embedded event store closed'));
-      await worker.terminate();
+      await started?.terminate();
     },
   };
 }

@@ -10,16 +10,14 @@ import { listParked, parkedCounts } from '../../shared/read-model/dead-letters.j
 import { quarantine } from '../../projector/quarantine.js';
 import { userStreamId } from '../../shared/user-events.js';
 import { userProjector } from '../../projector/projector.js';
-import { migrateReadDb } from '../../shared/read-model/migrations.js';
 import { kafkaFeed } from '../../shared/event-feed/kafka-feed.js';
 import { inMemoryEventStore } from '../../shared/event-store/in-memory-event-store.js';
 import type { EventStore } from '../../shared/event-store/port.js';
 import { createKafka } from '../../shared/kafka/kafka-client.js';
-import { openReadDb } from '../../shared/read-db.js';
 import { startKafkaTestBroker } from '../support/kafka-test-broker.js';
-import { forEachReadDb, mariadbUrl, readDbsUnderTest } from '../support/read-dbs.js';
+import { forEachReadDb, readDbsUnderTest } from '../support/read-dbs.js';
 import { commandsOver, expectedRows, seedUsers, tableRows, waitFor } from '../support/seed.js';
-import { startTcpProxy } from '../support/tcp-proxy.js';
+import { mariadbBehindProxy } from '../support/mariadb-behind-proxy.js';
 
 /**
  * The production projection path on the test broker: relay -> Kafka topic (3
@@ -128,25 +126,9 @@ forEachReadDb(t, async (t, db) => {
 });
 
 void t.test('a MariaDB outage pauses Kafka consumption, which resumes without loss', async (t) => {
-  const mariadb = readDbsUnderTest.find((d) => d.name === 'mariadb')!;
-  try {
-    await mariadb.open(t);
-  } catch {
-    return;
-  }
-  const target = new URL(mariadbUrl);
-  const proxy = await startTcpProxy({ host: target.hostname, port: Number(target.port || 3306) });
-  t.teardown(() => proxy.stop());
-  const database = `queries_kafka_outage_${randomBytes(4).toString('hex')}`;
-  const viaProxy = new URL(mariadbUrl);
-  viaProxy.host = `127.0.0.1:${proxy.port}`;
-  viaProxy.pathname = `/${database}`;
-  const db = await openReadDb({ client: 'mysql', url: viaProxy.toString() });
-  t.teardown(async () => {
-    await db.raw('DROP DATABASE IF EXISTS ??', [database]).catch(() => {});
-    await db.destroy();
-  });
-  await migrateReadDb(db);
+  const proxied = await mariadbBehindProxy(t);
+  if (!proxied) return;
+  const { proxy, db } = proxied;
 
   const topic = `users.events.${randomBytes(4).toString('hex')}`;
   const kafka = await kafkaFor(t, topic);

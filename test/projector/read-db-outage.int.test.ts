@@ -1,15 +1,11 @@
-import { randomBytes } from 'node:crypto';
 import { pino } from 'pino';
 import t from 'tap';
 import { userProjector } from '../../projector/projector.js';
-import { migrateReadDb } from '../../shared/read-model/migrations.js';
 import { eventStoreFeed, globalLogSource } from '../../shared/event-feed/event-store-feed.js';
 import { inMemoryEventStore } from '../../shared/event-store/in-memory-event-store.js';
-import { openReadDb } from '../../shared/read-db.js';
 import { buildQueryApp } from '../../query-side/app.js';
-import { mariadbUrl, readDbsUnderTest } from '../support/read-dbs.js';
 import { commandsOver, expectedRows, seedUsers, tableRows, waitFor } from '../support/seed.js';
-import { startTcpProxy } from '../support/tcp-proxy.js';
+import { mariadbBehindProxy } from '../support/mariadb-behind-proxy.js';
 
 /**
  * MariaDB goes away under a running projector (a proxy in front of it is cut):
@@ -18,25 +14,9 @@ import { startTcpProxy } from '../support/tcp-proxy.js';
  */
 void t.test('a MariaDB outage pauses the projector, which resumes without loss', async (t) => {
   // Fails with advice (or skips, if MARIADB_OPTIONAL=1) when MariaDB is not there.
-  const mariadb = readDbsUnderTest.find((d) => d.name === 'mariadb')!;
-  try {
-    await mariadb.open(t);
-  } catch {
-    return;
-  }
-  const target = new URL(mariadbUrl);
-  const proxy = await startTcpProxy({ host: target.hostname, port: Number(target.port || 3306) });
-  t.teardown(() => proxy.stop());
-  const database = `queries_outage_${randomBytes(5).toString('hex')}`;
-  const viaProxy = new URL(mariadbUrl);
-  viaProxy.host = `127.0.0.1:${proxy.port}`;
-  viaProxy.pathname = `/${database}`;
-  const db = await openReadDb({ client: 'mysql', url: viaProxy.toString() });
-  t.teardown(async () => {
-    await db.raw('DROP DATABASE IF EXISTS ??', [database]).catch(() => {});
-    await db.destroy();
-  });
-  await migrateReadDb(db);
+  const proxied = await mariadbBehindProxy(t);
+  if (!proxied) return;
+  const { proxy, db } = proxied;
 
   const warnings: string[] = [];
   const logger = pino({ level: 'info' }, { write: (line: string) => void warnings.push(JSON.parse(line).msg as string) });

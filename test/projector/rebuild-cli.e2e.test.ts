@@ -92,8 +92,10 @@ forEachReadDb(t, async (t, db) => {
   await t.test('a second run is refused; Ctrl-C leaves the live table, drops the shadow, exits 130', async (t) => {
     await db('USER_DATA').where('ID_USER_DATA', (await tableRows(db))[0]!.ID_USER_DATA).update({ NAME: 'Kept as it is' });
     const before = await tableRows(db);
-    const interrupted = rebuild({ REBUILD_PAGE_DELAY_MS: '200' }, smallSteps);
-    await waitFor(() => shadowFlushed(db), 20_000, 'the shadow to be part built');
+    // Slow enough (about 20 s in all) that a second process started on a busy machine still finds it
+    // running; it is interrupted as soon as the refusal is seen, and the delay gives way to the signal.
+    const interrupted = rebuild({ REBUILD_PAGE_DELAY_MS: '500' }, smallSteps);
+    await waitFor(() => shadowFlushed(db), 40_000, 'the shadow to be part built');
 
     const refused = rebuild({});
     t.equal(await exitOf(refused), 4, 'only one rebuild at a time');

@@ -79,3 +79,34 @@ void t.test('an invalid configuration names every bad key at once', async (t) =>
   const fields = (error as { problems: { field: string }[] }).problems.map((p) => p.field).sort();
   t.same(fields, ['COMMAND_PORT', 'KAFKA_BROKERS', 'LOG_LEVEL', 'QUERY_PORT', 'READ_DB_URL']);
 });
+
+void t.test('the write API requires WRITE_API_TOKENS in production; the other roles do not', async (t) => {
+  const production = { NODE_ENV: 'production' };
+  t.throws(() => loadConfig(production, { servesWriteApi: true }), {
+    name: 'ConfigError',
+    problems: [{ field: 'WRITE_API_TOKENS', message: 'must be set when NODE_ENV=production' }],
+  });
+  t.throws(() => loadConfig({ ...production, WRITE_API_TOKENS: ' , ' }, { servesWriteApi: true }), { name: 'ConfigError' }, 'only separators is no token');
+  t.throws(
+    () => loadConfig({ ...production, COMMAND_PORT: 'eighty' }, { servesWriteApi: true }),
+    { name: 'ConfigError', problems: [{ field: 'COMMAND_PORT' }, { field: 'WRITE_API_TOKENS' }] },
+    'listed with the other bad keys',
+  );
+  t.same(loadConfig({ ...production, WRITE_API_TOKENS: 'a' }, { servesWriteApi: true }).writeApiTokens, ['a']);
+  t.equal(loadConfig(production).env, 'production', 'a role without the write API');
+  t.same(loadConfig({}, { servesWriteApi: true }).writeApiTokens, [], 'outside production tokens are optional');
+});
+
+void t.test('the rebuild\'s tuning: REBUILD_HEARTBEAT_MS, REBUILD_PAUSE_MS, REBUILD_PAGE_DELAY_MS', async (t) => {
+  t.same(loadConfig({}).rebuild, { heartbeatMs: 5000, pauseMs: 30_000, pageDelayMs: 0 });
+  t.same(loadConfig({ REBUILD_HEARTBEAT_MS: '10', REBUILD_PAUSE_MS: '100', REBUILD_PAGE_DELAY_MS: '40' }).rebuild, { heartbeatMs: 10, pauseMs: 100, pageDelayMs: 40 });
+  t.throws(() => loadConfig({ REBUILD_HEARTBEAT_MS: '9', REBUILD_PAUSE_MS: '99', REBUILD_PAGE_DELAY_MS: '-1' }), {
+    name: 'ConfigError',
+    problems: [
+      { field: 'REBUILD_HEARTBEAT_MS', message: 'must be >= 10' },
+      { field: 'REBUILD_PAUSE_MS', message: 'must be >= 100' },
+      { field: 'REBUILD_PAGE_DELAY_MS', message: 'must be >= 0' },
+    ],
+  });
+  t.throws(() => loadConfig({ REBUILD_PAUSE_MS: '1e3' }), { name: 'ConfigError', problems: [{ field: 'REBUILD_PAUSE_MS', message: 'must be integer' }] });
+});
