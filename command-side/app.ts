@@ -1,4 +1,4 @@
-import type { FastifyReply, FastifyRequest, FastifyServerOptions } from 'fastify';
+import type { FastifyServerOptions } from 'fastify';
 import type { Registry } from 'prom-client';
 import type { JsonSchemaToTsProvider } from '@fastify/type-provider-json-schema-to-ts';
 import { encodeConsistencyToken } from '../shared/consistency-token.js';
@@ -8,7 +8,7 @@ import { commonErrorDescriptions, errorResponses, optionalBearerToken, registerA
 import { createHttpApp } from '../shared/http.js';
 import { harden, requireBearerTokens } from '../shared/http-hardening.js';
 import { requestTraceContext } from '../shared/request-context.js';
-import { createMetricsRegistry, serveHttpMetrics } from '../shared/metrics.js';
+import { createMetricsRegistry, serveHttpMetrics, serveProbes } from '../shared/metrics.js';
 import { userStreamId } from '../shared/user-events.js';
 import type { CommandOptions, CommandResult, UserCommands } from './user-commands.js';
 
@@ -134,17 +134,14 @@ export function buildCommandApp(deps: CommandAppDeps) {
   serveHttpMetrics(app, deps.metrics ?? createMetricsRegistry('command-side'));
   void app.register(async (api) => {
     // Readiness: the event store answers. Liveness: the process answers at all.
-    const ready = async (_request: FastifyRequest, reply: FastifyReply) => {
+    serveProbes(api, async () => {
       try {
         await deps.store.readAll({ maxCount: 1 });
-        return { status: 'ok', eventStore: 'up' };
+        return { ready: true, detail: { eventStore: 'up' } };
       } catch {
-        return reply.code(503).header('retry-after', '1').send({ status: 'unavailable', eventStore: 'down' });
+        return { ready: false, detail: { eventStore: 'down' } };
       }
-    };
-    api.get('/health', ready);
-    api.get('/health/ready', ready);
-    api.get('/health/live', () => ({ status: 'ok' }));
+    });
 
     await api.register(async (scope) => {
       const writes = scope.withTypeProvider<JsonSchemaToTsProvider>();

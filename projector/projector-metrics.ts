@@ -3,7 +3,7 @@ import type { Knex } from 'knex';
 import type { FeedBatch } from '../shared/event-feed/port.js';
 import { globalLogSource } from '../shared/event-feed/event-store-feed.js';
 import type { Readiness } from '../shared/metrics.js';
-import type { ProjectorStatus } from './projector.js';
+import { notStartedStatus, type ProjectorStatus } from './projector.js';
 
 /** Batch durations in seconds: from a 1-event batch (a few ms) to a retried one. */
 const batchBuckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
@@ -22,15 +22,7 @@ const batchBuckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1
  * far behind in time the read model is.
  */
 export function projectorMetrics(registry: Registry, options: { headPosition?: () => Promise<bigint | undefined> } = {}) {
-  let status: () => Readonly<ProjectorStatus> = () => ({
-    running: false,
-    eventsApplied: 0,
-    batchesApplied: 0,
-    checkpoints: {},
-    readDbReachable: true,
-    pausedByRebuild: false,
-    parked: { failed: 0, held: 0 },
-  });
+  let status: () => Readonly<ProjectorStatus> = notStartedStatus;
   const behind = new Map<string, number>();
   let lastEventAt: number | undefined;
 

@@ -44,6 +44,17 @@ function processSpan(batch: FeedBatch): Span {
   });
 }
 
+/** A projector's status before it starts. */
+export const notStartedStatus = (): ProjectorStatus => ({
+  running: false,
+  eventsApplied: 0,
+  batchesApplied: 0,
+  checkpoints: {},
+  readDbReachable: true,
+  pausedByRebuild: false,
+  parked: { failed: 0, held: 0 },
+});
+
 /**
  * Feeds batches into the read model, one transaction each, from the checkpoints
  * stored beside the rows. A read DB outage pauses it (retried with backoff, logged
@@ -69,15 +80,7 @@ export function userProjector(deps: {
   const pausePollMs = deps.pausePollMs ?? 200;
   const maxAttempts = deps.maxAttempts ?? 3;
   const abort = new AbortController();
-  const status: ProjectorStatus = {
-    running: false,
-    eventsApplied: 0,
-    batchesApplied: 0,
-    checkpoints: {},
-    readDbReachable: true,
-    pausedByRebuild: false,
-    parked: { failed: 0, held: 0 },
-  };
+  const status = notStartedStatus();
 
   /** Applies the batch, waiting out a rebuild's pause; outages are left to the retry loop around it. */
   async function applyWhenNotPaused(batch: FeedBatch, options: ApplyOptions): Promise<Applied> {

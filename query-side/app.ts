@@ -1,11 +1,11 @@
-import type { FastifyReply, FastifyRequest, FastifyServerOptions } from 'fastify';
+import type { FastifyServerOptions } from 'fastify';
 import type { Registry } from 'prom-client';
 import type { Knex } from 'knex';
 import type { JsonSchemaToTsProvider } from '@fastify/type-provider-json-schema-to-ts';
 import { commonErrorDescriptions, errorResponses, optionalBearerToken, registerApiDocs } from '../shared/api-docs.js';
 import { createHttpApp } from '../shared/http.js';
 import { harden, requireBearerTokens } from '../shared/http-hardening.js';
-import { createMetricsRegistry, serveHttpMetrics } from '../shared/metrics.js';
+import { createMetricsRegistry, serveHttpMetrics, serveProbes } from '../shared/metrics.js';
 import { userQueries, userViewSchema } from './user-queries.js';
 import { openUserReads } from './user-reads.js';
 import { waitForWrite } from './read-your-writes.js';
@@ -80,18 +80,15 @@ export function buildQueryApp(deps: QueryAppDeps) {
   serveHttpMetrics(app, deps.metrics ?? createMetricsRegistry('query-side'));
   void app.register(async (api) => {
     // Readiness: the read DB answers. Liveness: the process answers at all.
-    const ready = async (_request: FastifyRequest, reply: FastifyReply) => {
+    serveProbes(api, async () => {
       try {
         // Events the projector could not apply wait in quarantine; operators watch this number.
         const parked = await parkedCounts(deps.db, projectionName);
-        return { status: 'ok', readDb: 'up', parkedEvents: parked.failed + parked.held, parked };
+        return { ready: true, detail: { readDb: 'up', parkedEvents: parked.failed + parked.held, parked } };
       } catch {
-        return reply.code(503).header('retry-after', '1').send({ status: 'unavailable', readDb: 'down' });
+        return { ready: false, detail: { readDb: 'down' } };
       }
-    };
-    api.get('/health', ready);
-    api.get('/health/ready', ready);
-    api.get('/health/live', () => ({ status: 'ok' }));
+    });
 
     await api.register(async (scope) => {
       const reads = scope.withTypeProvider<JsonSchemaToTsProvider>();

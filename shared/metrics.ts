@@ -1,5 +1,5 @@
 import { createServer, type Server } from 'node:http';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import client, { type Registry } from 'prom-client';
 import type { Logger } from 'pino';
 
@@ -45,6 +45,23 @@ export function serveHttpMetrics(app: FastifyInstance, registry: Registry): void
   app.get('/metrics', { config: { rateLimit: false }, logLevel: 'warn' }, async (_request, reply) =>
     reply.type(registry.contentType).send(await registry.metrics()),
   );
+}
+
+/**
+ * The probes of an API: `/health/live` (200 while the process answers),
+ * `/health/ready` and `/health` (200 with `readiness`'s detail when its
+ * dependencies answer, else 503 with `Retry-After`). The same bodies as the
+ * projector's and the relay's ports.
+ */
+export function serveProbes(app: FastifyInstance, readiness: () => Promise<Readiness>): void {
+  const ready = async (_request: FastifyRequest, reply: FastifyReply) => {
+    const { ready: isReady, detail } = await readiness();
+    if (isReady) return { status: 'ok', ...detail };
+    return reply.code(503).header('retry-after', '1').send({ status: 'unavailable', ...detail });
+  };
+  app.get('/health', ready);
+  app.get('/health/ready', ready);
+  app.get('/health/live', () => ({ status: 'ok' }));
 }
 
 export interface Readiness {
