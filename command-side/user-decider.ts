@@ -12,9 +12,11 @@ export type UserCommand =
   | { type: 'RenameUser'; data: { userId: string; name: string; now: Date } }
   | { type: 'ChangeEmail'; data: { userId: string; email: string; now: Date } }
   | { type: 'ValidateUser'; data: { userId: string; now: Date } }
-  | { type: 'DeactivateUser'; data: { userId: string; now: Date } };
+  | { type: 'DeactivateUser'; data: { userId: string; now: Date } }
+  | { type: 'ForgetUser'; data: { userId: string; now: Date } };
 
-export type UserStatus = 'registered' | 'validated' | 'deactivated';
+/** `forgotten`: the person's data is erased (name and email are empty); nothing changes the user again. */
+export type UserStatus = 'registered' | 'validated' | 'deactivated' | 'forgotten';
 
 export type UserState =
   | { exists: false }
@@ -36,6 +38,9 @@ export function evolve(state: UserState, event: UserEvent): UserState {
       return state.exists ? { ...state, status: 'validated', validated: true } : state;
     case 'UserDeactivated':
       return state.exists ? { ...state, status: 'deactivated' } : state;
+    case 'UserForgotten':
+      // Also what an event reads as once its key is gone, so it may come first.
+      return { exists: true, userId: event.data.userId, name: '', email: '', status: 'forgotten', validated: state.exists && state.validated };
     default: {
       const _exhaustive: never = event;
       return state;
@@ -43,12 +48,18 @@ export function evolve(state: UserState, event: UserEvent): UserState {
   }
 }
 
-function existingActive(state: UserState, userId: string) {
+function existing(state: UserState, userId: string) {
   if (!state.exists) throw new DomainError('USER_NOT_FOUND', `user ${userId} does not exist`);
-  if (state.status === 'deactivated') {
+  if (state.status === 'forgotten') throw new DomainError('USER_FORGOTTEN', `user ${userId} was forgotten: their personal data is erased`);
+  return state;
+}
+
+function existingActive(state: UserState, userId: string) {
+  const user = existing(state, userId);
+  if (user.status === 'deactivated') {
     throw new DomainError('USER_DEACTIVATED', `user ${userId} is deactivated and accepts no changes`);
   }
-  return state;
+  return user;
 }
 
 export function decide(command: UserCommand, state: UserState): UserEvent[] {
@@ -78,9 +89,14 @@ export function decide(command: UserCommand, state: UserState): UserEvent[] {
       return user.validated ? [] : [{ type: 'UserValidated', data: { userId, occurredAt } }];
     }
     case 'DeactivateUser': {
-      if (!state.exists) throw new DomainError('USER_NOT_FOUND', `user ${userId} does not exist`);
+      const user = existing(state, userId);
       // Deactivating twice is a no-op, so a retried DELETE succeeds.
-      return state.status === 'deactivated' ? [] : [{ type: 'UserDeactivated', data: { userId, occurredAt } }];
+      return user.status === 'deactivated' ? [] : [{ type: 'UserDeactivated', data: { userId, occurredAt } }];
+    }
+    case 'ForgetUser': {
+      if (!state.exists) throw new DomainError('USER_NOT_FOUND', `user ${userId} does not exist`);
+      // Forgetting twice is a no-op, so a retried request succeeds (and destroys any key left).
+      return state.status === 'forgotten' ? [] : [{ type: 'UserForgotten', data: { userId, occurredAt } }];
     }
     default: {
       const _exhaustive: never = command;

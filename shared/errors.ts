@@ -9,6 +9,8 @@ export type ApiErrorCode =
   | 'USER_NOT_FOUND'
   | 'USER_ALREADY_EXISTS'
   | 'USER_DEACTIVATED'
+  /** The person was forgotten (their personal data erased): 410 on both APIs. */
+  | 'USER_FORGOTTEN'
   | 'EMAIL_TAKEN'
   | 'REVISION_CONFLICT'
   | 'IDEMPOTENCY_KEY_REUSED'

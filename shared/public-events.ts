@@ -15,6 +15,7 @@ export const publicTypeOf: Record<UserEventType, string> = {
   UserEmailChanged: 'user.email-changed.v1',
   UserValidated: 'user.validated.v1',
   UserDeactivated: 'user.deactivated.v1',
+  UserForgotten: 'user.forgotten.v1',
 };
 const internalTypeOf = new Map(Object.entries(publicTypeOf).map(([internal, wire]) => [wire, internal as UserEventType]));
 

@@ -35,6 +35,12 @@ export const userEventSchemas = {
   ),
   UserValidated: eventSchema({ userId: uuid, occurredAt: instant }, ['userId', 'occurredAt'] as const),
   UserDeactivated: eventSchema({ userId: uuid, occurredAt: instant }, ['userId', 'occurredAt'] as const),
+  /**
+   * The person asked to be forgotten: their data keys are destroyed, so every
+   * earlier event's personal fields are noise from now on. Carries no personal
+   * data itself. A stored event whose key is gone is read as this event too.
+   */
+  UserForgotten: eventSchema({ userId: uuid, occurredAt: instant }, ['userId', 'occurredAt'] as const),
 } as const;
 
 type Schemas = typeof userEventSchemas;
@@ -45,7 +51,8 @@ export type UserRenamed = UserEventOf<'UserRenamed'>;
 export type UserEmailChanged = UserEventOf<'UserEmailChanged'>;
 export type UserValidated = UserEventOf<'UserValidated'>;
 export type UserDeactivated = UserEventOf<'UserDeactivated'>;
-export type UserEvent = UserRegistered | UserRenamed | UserEmailChanged | UserValidated | UserDeactivated;
+export type UserForgotten = UserEventOf<'UserForgotten'>;
+export type UserEvent = UserRegistered | UserRenamed | UserEmailChanged | UserValidated | UserDeactivated | UserForgotten;
 
 export const userEventTypes = Object.keys(userEventSchemas) as UserEventType[];
 
