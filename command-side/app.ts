@@ -87,8 +87,65 @@ const bodyErrors = {
 } as const;
 const existingUserErrors = {
   404: '`USER_NOT_FOUND`: no user has this id.',
+  410: '`USER_FORGOTTEN`: the person was forgotten (`DELETE /users/{id}/personal-data`); the user takes no change again.',
   409: '`REVISION_CONFLICT`: the user is not at the revision `If-Match` named (or stayed in conflict after 3 retries without it); `currentRevision` is where it is.',
   422: '`USER_DEACTIVATED`: a deactivated user accepts no changes.',
+} as const;
+
+const personalDataExport = {
+  type: 'object',
+  additionalProperties: false,
+  description: "The person's data: the user now, and every event of theirs.",
+  properties: {
+    id: { type: 'string', description: 'The user id.' },
+    revision: { type: 'integer', description: 'The revision the user\'s stream is at.' },
+    user: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        name: { type: 'string' },
+        email: { type: 'string' },
+        status: { type: 'string', enum: ['registered', 'validated', 'deactivated'] },
+        validated: { type: 'boolean' },
+      },
+      required: ['name', 'email', 'status', 'validated'],
+    },
+    events: {
+      type: 'array',
+      description: 'Every event of the user\'s stream, in order.',
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        properties: {
+          revision: { type: 'integer' },
+          type: { type: 'string', description: 'The event type, e.g. `UserRegistered`.' },
+          recordedAt: { type: 'string', format: 'date-time', description: 'When the event store recorded it.' },
+          data: {
+            type: 'object',
+            additionalProperties: true,
+            description: 'The event as decided: `userId`, `occurredAt` and the fields of its type (`name`, `email`, `previousEmail`).',
+          },
+        },
+        required: ['revision', 'type', 'recordedAt', 'data'],
+      },
+    },
+  },
+  required: ['id', 'revision', 'user', 'events'],
+  examples: [
+    {
+      id: '0190f2a4-6c1d-7cc2-9d6e-7d3b8a2f0001',
+      revision: 0,
+      user: { name: 'Ada Lovelace', email: 'ada@example.org', status: 'registered', validated: false },
+      events: [
+        {
+          revision: 0,
+          type: 'UserRegistered',
+          recordedAt: '2026-12-01T10:00:00.012Z',
+          data: { userId: '0190f2a4-6c1d-7cc2-9d6e-7d3b8a2f0001', name: 'Ada Lovelace', email: 'ada@example.org', occurredAt: '2026-12-01T10:00:00.010Z' },
+        },
+      ],
+    },
+  ],
 } as const;
 
 const changeResult = { ...writeResult, description: 'Done, or already so (nothing written): the revision the user is at.' } as const;
@@ -294,7 +351,7 @@ export function buildCommandApp(deps: CommandAppDeps) {
             headers: ifMatchHeaders,
             response: {
               200: changeResult,
-              ...errorResponses({ ...writeErrors, 404: existingUserErrors[404], 409: existingUserErrors[409] }),
+              ...errorResponses({ ...writeErrors, 404: existingUserErrors[404], 409: existingUserErrors[409], 410: existingUserErrors[410] }),
             },
           },
         },
@@ -302,6 +359,55 @@ export function buildCommandApp(deps: CommandAppDeps) {
           const { userId, options } = changeOf(request);
           return answer(await commands.deactivate(userId, options));
         },
+      );
+
+      writes.delete(
+        '/users/:id/personal-data',
+        {
+          schema: {
+            summary: "Forget a person (erase their personal data)",
+            description:
+              "The right to erasure. Appends `UserForgotten`, releases the email address (it can be registered again) and destroys the user's data keys, so the name and email in every earlier event are unrecoverable; the read model erases the user (`GET /users/{id}` then answers 410) and Kafka consumers receive `user.forgotten.v1`. Works on deactivated users too. Idempotent: forgetting again answers 200 with the same revision and finishes any step a crash interrupted. `If-Match` is honoured but not needed.",
+            tags: ['personal data'],
+            security: optionalBearerToken,
+            params: userIdParams,
+            headers: ifMatchHeaders,
+            response: {
+              200: { ...writeResult, description: 'Forgotten (now or before): the revision of `UserForgotten`.' },
+              ...errorResponses({ ...writeErrors, 404: existingUserErrors[404], 409: existingUserErrors[409] }),
+            },
+          },
+        },
+        async (request) => {
+          const { userId, options } = changeOf(request);
+          return answer(await commands.forget(userId, options));
+        },
+      );
+
+      writes.get(
+        '/users/:id/personal-data',
+        {
+          schema: {
+            summary: 'Everything held about a person (access and portability)',
+            description:
+              'The rights of access and to data portability: the user as the write side has them now and every event of their stream with its time, personal fields decrypted, as JSON. Read from the event store, not the read model, so it is complete and current. Email reservations hold no personal data (only a keyed hash of the address names them) and are not listed. Needs the write token like every other route of this API.',
+            tags: ['personal data'],
+            security: optionalBearerToken,
+            params: userIdParams,
+            response: {
+              200: personalDataExport,
+              ...errorResponses({
+                400: writeErrors[400],
+                401: writeErrors[401],
+                ...commonErrorDescriptions,
+                404: existingUserErrors[404],
+                410: '`USER_FORGOTTEN`: the person was forgotten; nothing personal is held any more.',
+                503: writeErrors[503],
+              }),
+            },
+          },
+        },
+        async (request) => commands.personalData(request.params.id.toLowerCase()),
       );
     });
   });

@@ -6,23 +6,33 @@ import type { AppendResult, EventMetadata, EventStore, RecordedEvent, StreamAppe
 
 /**
  * Email uniqueness, enforced in the event store: one stream per normalised
- * address (`email-<sha256>`, so no address appears in a stream id) whose last
- * event says who holds it. Appending with the expected revision makes two
- * concurrent claims on one address conflict; exactly one wins.
+ * address whose last event says who holds it. Appending with the expected
+ * revision makes two concurrent claims on one address conflict; exactly one wins.
+ *
+ * The stream is named by a keyed hash of the address (HMAC-SHA-256 with the
+ * server secret, see `vault.emailHash`), and its events carry only the holder's
+ * id: neither the id nor the payload gives the address back, and a dictionary
+ * of addresses does not either without the secret. Reservations written before
+ * the keyed hash (`email-<sha256>`, the address in clear in the payload) are
+ * still honoured: a claim looks there first, a release releases there too.
  *
  * Where the store appends to several streams at once (the embedded store), a
  * new claim and the user's own events go in one transaction: one commit, and
  * nothing to clean up if either is refused. Elsewhere (EventStoreDB) they are
  * two appends, so a crash between them can leave a claim whose user never took
- * the address. Such a claim counts as
- * held only while it is younger than a grace period, or while its holder's stream
- * really has that address; after that the next claimant takes it over.
+ * the address. Such a claim counts as held only while it is younger than a grace
+ * period, or while its holder's stream really has that address; after that the
+ * next claimant takes it over. A forgotten holder has no address, so its claims
+ * lapse the same way.
  */
 export const emailStreamPrefix = 'email-';
-export const emailStreamId = (email: string) =>
+/** The reservation stream of an address, by its keyed hash (`vault.emailHash`). */
+export const emailStreamIdOf = (emailHash: string) => `${emailStreamPrefix}${emailHash}`;
+/** Where reservations were kept before the keyed hash: a plain SHA-256, which a dictionary reverses. */
+export const legacyEmailStreamId = (email: string) =>
   `${emailStreamPrefix}${createHash('sha256').update(email).digest('hex')}`;
 
-/** The payload of EmailReserved and EmailReleased, checked where it is read back. */
+/** The payload of EmailReserved and EmailReleased, checked where it is read back; `email` only in legacy ones. */
 const reservationSchema = {
   type: 'object',
   additionalProperties: false,
@@ -31,7 +41,7 @@ const reservationSchema = {
     userId: { type: 'string', minLength: 1, maxLength: 64 },
     occurredAt: { type: 'string', format: 'date-time' },
   },
-  required: ['email', 'userId', 'occurredAt'],
+  required: ['userId', 'occurredAt'],
 } as const;
 type ReservationData = FromSchema<typeof reservationSchema>;
 const checkReservation = ajv.compile<ReservationData>(reservationSchema);
@@ -51,18 +61,36 @@ export function parseReservation(stored: RecordedEvent): { type: 'EmailReserved'
 
 export interface EmailReservationDeps {
   store: EventStore;
-  /** The address the user's own stream holds now, or undefined. */
+  /** The keyed hash of an address (`vault.emailHash`). */
+  emailHash(email: string): string;
+  /** The address the user's own stream holds now, or undefined (none, or forgotten). */
   currentEmailOf(userId: string): Promise<string | undefined>;
   graceMs: number;
+}
+
+/** The holder a stream's last event names, with that event; undefined when the address is free there. */
+function lastClaimOf(events: readonly RecordedEvent[]): { holder: string; claim: RecordedEvent } | undefined {
+  const last = events[events.length - 1];
+  if (!last) return undefined;
+  const parsed = parseReservation(last);
+  return parsed.type === 'EmailReserved' ? { holder: parsed.data.userId, claim: last } : undefined;
 }
 
 export function emailReservations(deps: EmailReservationDeps) {
   const { store } = deps;
 
-  async function isHeld(claim: RecordedEvent, now: Date): Promise<boolean> {
-    const { userId, email } = parseReservation(claim).data;
+  /** Whether `claim` on `email` still binds: young, or its holder really has the address. */
+  async function isHeld(claim: RecordedEvent, holder: string, email: string, now: Date): Promise<boolean> {
     if (now.getTime() - claim.recordedAt.getTime() < deps.graceMs) return true;
-    return (await deps.currentEmailOf(userId)) === email;
+    return (await deps.currentEmailOf(holder)) === email;
+  }
+
+  /** EMAIL_TAKEN when a reservation from before the keyed hash binds the address to someone else. */
+  async function checkLegacy(email: string, userId: string, now: Date): Promise<void> {
+    const legacy = lastClaimOf(await store.readStream(legacyEmailStreamId(email)));
+    if (legacy && legacy.holder !== userId && (await isHeld(legacy.claim, legacy.holder, email, now))) {
+      throw new DomainError('EMAIL_TAKEN', 'this email address is already taken');
+    }
   }
 
   return {
@@ -79,8 +107,9 @@ export function emailReservations(deps: EmailReservationDeps) {
       metadata: EventMetadata,
       alongside?: StreamAppend,
     ): Promise<{ newlyClaimed: boolean; appendedAlongside?: AppendResult }> {
-      const streamId = emailStreamId(email);
-      const claim = [{ type: 'EmailReserved', data: { email, userId, occurredAt: now.toISOString() }, metadata }];
+      await checkLegacy(email, userId, now);
+      const streamId = emailStreamIdOf(deps.emailHash(email));
+      const claim = [{ type: 'EmailReserved', data: { userId, occurredAt: now.toISOString() }, metadata }];
       // Most addresses were never claimed: claim first, and read only when the stream turns out to exist.
       try {
         if (alongside && store.appendToStreams) {
@@ -95,11 +124,10 @@ export function emailReservations(deps: EmailReservationDeps) {
       for (let attempt = 0; ; attempt++) {
         const events = await store.readStream(streamId);
         const last = events[events.length - 1];
-        const lastClaim = last && parseReservation(last);
-        if (last && lastClaim?.type === 'EmailReserved') {
-          const holder = lastClaim.data.userId;
-          if (holder === userId) return { newlyClaimed: false };
-          if (await isHeld(last, now)) throw new DomainError('EMAIL_TAKEN', `email ${email} is already taken`);
+        const held = lastClaimOf(events);
+        if (held) {
+          if (held.holder === userId) return { newlyClaimed: false };
+          if (await isHeld(held.claim, held.holder, email, now)) throw new DomainError('EMAIL_TAKEN', 'this email address is already taken');
         }
         try {
           await store.appendToStream(streamId, claim, { expectedRevision: last ? last.revision : 'no_stream' });
@@ -107,27 +135,31 @@ export function emailReservations(deps: EmailReservationDeps) {
         } catch (error) {
           // Someone else claimed or released it meanwhile: look again.
           if (error instanceof ConcurrencyError && attempt < 3) continue;
-          if (error instanceof ConcurrencyError) throw new DomainError('EMAIL_TAKEN', `email ${email} is already taken`);
+          if (error instanceof ConcurrencyError) throw new DomainError('EMAIL_TAKEN', 'this email address is already taken');
           throw error;
         }
       }
     },
 
-    /** Gives `email` up if `userId` holds it. Best effort: a lost release is healed by the takeover rule. */
+    /**
+     * Gives `email` up if `userId` holds it (under the keyed hash, and under the
+     * plain hash of older reservations). Best effort: a lost release is healed by
+     * the takeover rule.
+     */
     async release(email: string, userId: string, now: Date, metadata: EventMetadata): Promise<void> {
-      const streamId = emailStreamId(email);
-      const events = await store.readStream(streamId);
-      const last = events[events.length - 1];
-      const lastClaim = last && parseReservation(last);
-      if (!last || lastClaim?.type !== 'EmailReserved' || lastClaim.data.userId !== userId) return;
-      try {
-        await store.appendToStream(
-          streamId,
-          [{ type: 'EmailReleased', data: { email, userId, occurredAt: now.toISOString() }, metadata }],
-          { expectedRevision: last.revision },
-        );
-      } catch (error) {
-        if (!(error instanceof ConcurrencyError)) throw error;
+      for (const streamId of [emailStreamIdOf(deps.emailHash(email)), legacyEmailStreamId(email)]) {
+        const events = await store.readStream(streamId);
+        const held = lastClaimOf(events);
+        if (!held || held.holder !== userId) continue;
+        try {
+          await store.appendToStream(
+            streamId,
+            [{ type: 'EmailReleased', data: { userId, occurredAt: now.toISOString() }, metadata }],
+            { expectedRevision: held.claim.revision },
+          );
+        } catch (error) {
+          if (!(error instanceof ConcurrencyError)) throw error;
+        }
       }
     },
   };

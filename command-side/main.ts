@@ -1,6 +1,7 @@
 import { loadConfig } from '../shared/config.js';
 import { openEventStore } from '../shared/event-store/open-event-store.js';
 import { exitOnStartupError, onShutdownSignal, reportReady } from '../shared/lifecycle.js';
+import { openConfiguredVault } from '../shared/personal-data/open-vault.js';
 import { startTracing } from '../shared/tracing.js';
 import { createLogger, loggerOptions } from '../shared/logger.js';
 import { buildCommandApp } from './app.js';
@@ -12,7 +13,8 @@ async function main() {
   const config = loadConfig(process.env, { servesWriteApi: true });
   const logger = createLogger('command-side', config);
   const store = openEventStore(config);
-  const commands = userCommands({ store, emailGraceMs: config.emailReservationGraceMs });
+  const { vault, keyStore } = await openConfiguredVault(config);
+  const commands = userCommands({ store, vault, emailGraceMs: config.emailReservationGraceMs });
   const app = buildCommandApp({
     commands,
     store,
@@ -25,6 +27,7 @@ async function main() {
   onShutdownSignal(logger, async () => {
     await app.close();
     await store.close();
+    await keyStore.close();
   });
   await app.listen({ host: config.host, port: config.commandPort });
   reportReady('command-side');

@@ -3,6 +3,7 @@ import { ConfigError } from '../shared/errors.js';
 import { openEventStore } from '../shared/event-store/open-event-store.js';
 import { createKafka } from '../shared/kafka/kafka-client.js';
 import { exitOnStartupError, onShutdownSignal, reportReady } from '../shared/lifecycle.js';
+import { openConfiguredVault } from '../shared/personal-data/open-vault.js';
 import { startTracing } from '../shared/tracing.js';
 import { createLogger } from '../shared/logger.js';
 import { kafkaPublisher } from './relay/kafka-publisher.js';
@@ -17,12 +18,14 @@ async function main() {
   if (!config.kafka) throw new ConfigError([{ field: 'KAFKA_BROKERS', message: 'the relay needs Kafka brokers' }]);
   const logger = createLogger('relay', config);
   const store = openEventStore(config);
+  const { vault, keyStore } = await openConfiguredVault(config);
   const kafka = createKafka({ brokers: config.kafka.brokers, clientId: `${config.kafka.clientId}-relay`, logger });
   const publisher = kafkaPublisher(kafka, config.kafka.topic);
   const registry = createMetricsRegistry('relay');
   const metrics = relayMetrics(registry, { store, positionsCountEvents: !config.eventStore.url });
   const relay = eventRelay({
     store,
+    vault,
     publisher,
     topic: config.kafka.topic,
     logger,
@@ -38,6 +41,7 @@ async function main() {
     await ops.close();
     await publisher.close();
     await store.close();
+    await keyStore.close();
   });
   relay.start().catch((error: unknown) => {
     logger.fatal({ err: error }, 'relay stopped on an error it cannot retry');

@@ -1,11 +1,13 @@
 import { SpanKind, type Span } from '@opentelemetry/api';
 import { v5 as uuidv5, v7 as uuidv7 } from 'uuid';
 import { ConcurrencyError, DomainError } from '../shared/errors.js';
-import type { EventMetadata, EventStore, StreamAppend } from '../shared/event-store/port.js';
+import type { EventMetadata, EventStore, RecordedEvent, StreamAppend } from '../shared/event-store/port.js';
+import type { DataKey } from '../shared/personal-data/key-store.js';
+import { personalFields, type Vault } from '../shared/personal-data/vault.js';
 import { failSpan, startSpan, traceContextOfSpan, tracingOn, type TraceContext } from '../shared/tracing.js';
 import { parseUserEvent, userStreamId, type UserEvent } from '../shared/user-events.js';
 import { emailReservations } from './email-reservations.js';
-import { decide, foldUser, initialState, type UserCommand, type UserState } from './user-decider.js';
+import { decide, foldUser, initialState, type UserCommand, type UserState, type UserStatus } from './user-decider.js';
 import { normaliseEmail, normaliseName } from './user-values.js';
 
 export interface CommandOptions {
@@ -31,17 +33,35 @@ const retriesOnConflict = 3;
  * append with the revision that was read. Without If-Match a conflicting
  * concurrent write is retried on fresh state; with it, it is the caller's 409.
  */
-export function userCommands(deps: { store: EventStore; clock?: () => Date; emailGraceMs: number }) {
-  const { store } = deps;
+export function userCommands(deps: { store: EventStore; vault: Vault; clock?: () => Date; emailGraceMs: number }) {
+  const { store, vault } = deps;
   const clock = deps.clock ?? (() => new Date());
 
-  async function load(userId: string): Promise<{ state: UserState; revision: number }> {
-    const events = await store.readStream(userStreamId(userId));
-    return { state: foldUser(events.map(parseUserEvent)), revision: events.length - 1 };
+  interface Loaded {
+    state: UserState;
+    revision: number;
+    /** The stream as stored (personal fields sealed). */
+    stored: RecordedEvent[];
+    /** The same events, opened and typed. */
+    events: UserEvent[];
+  }
+
+  /** A user's stream, opened: each event typed, its personal fields in clear (or read as UserForgotten once its key is gone). */
+  async function load(userId: string): Promise<Loaded> {
+    const stored = await store.readStream(userStreamId(userId));
+    const events = (await vault.open(stored)).map(parseUserEvent);
+    return { state: foldUser(events), revision: stored.length - 1, stored, events };
+  }
+
+  /** The user's data key: the one its stream already uses while it exists, else a new one. */
+  async function keyFor(stored: readonly RecordedEvent[]): Promise<DataKey> {
+    const current = vault.keyIdsOf(stored).at(-1);
+    return (current === undefined ? undefined : await vault.key(current)) ?? vault.newKey();
   }
 
   const emails = emailReservations({
     store,
+    emailHash: vault.emailHash,
     graceMs: deps.emailGraceMs,
     currentEmailOf: async (userId) => {
       const { state } = await load(userId);
@@ -55,11 +75,15 @@ export function userCommands(deps: { store: EventStore; clock?: () => Date; emai
     ...options.trace,
   });
 
-  const userAppend = (userId: string, events: UserEvent[], revision: number, metadata: EventMetadata): StreamAppend => ({
-    streamId: userStreamId(userId),
-    events: events.map((event) => ({ ...event, metadata })),
-    expectedRevision: revision === -1 ? 'no_stream' : revision,
-  });
+  /** The user's new events as stored: personal fields sealed under the user's key. */
+  const userAppend = (userId: string, events: UserEvent[], revision: number, metadata: EventMetadata, key: DataKey | undefined): StreamAppend => {
+    const streamId = userStreamId(userId);
+    return {
+      streamId,
+      events: events.map((event) => ({ type: event.type, data: key ? vault.seal(streamId, event, key) : event.data, metadata })),
+      expectedRevision: revision === -1 ? 'no_stream' : revision,
+    };
+  };
 
   /**
    * Runs one command; with tracing on, as an `append` span (a child of the
@@ -92,8 +116,8 @@ export function userCommands(deps: { store: EventStore; clock?: () => Date; emai
   ): Promise<CommandResult> {
     for (let attempt = 0; ; attempt++) {
       // A freshly generated id has no stream yet: skip the read (the append still says "no stream").
-      const { state, revision } =
-        options.newStream && attempt === 0 ? { state: initialState(), revision: -1 } : await load(userId);
+      const { state, revision, stored } =
+        options.newStream && attempt === 0 ? { state: initialState(), revision: -1, stored: [] } : await load(userId);
       if (options.expectedRevision !== undefined && options.expectedRevision !== revision) {
         throw new ConcurrencyError(userStreamId(userId), String(options.expectedRevision), revision);
       }
@@ -104,7 +128,8 @@ export function userCommands(deps: { store: EventStore; clock?: () => Date; emai
       if (events.length === 0) return { id: userId, revision };
       const metadata = metadataFor(command, options);
       const claimed = claimedEmail(events);
-      const ours = userAppend(userId, events, revision, metadata);
+      const personal = events.some((event) => Object.hasOwn(personalFields, event.type));
+      const ours = userAppend(userId, events, revision, metadata, personal ? await keyFor(stored) : undefined);
       let newlyClaimed = false;
       try {
         // A new claim and the user's events may go in one append (see `reserve`).
@@ -159,13 +184,50 @@ export function userCommands(deps: { store: EventStore; clock?: () => Date; emai
       execute(userId, (now) => ({ type: 'ValidateUser', data: { userId, now } }), options),
     deactivate: (userId: string, options: CommandOptions = {}) =>
       execute(userId, (now) => ({ type: 'DeactivateUser', data: { userId, now } }), options),
+
+    /**
+     * Forgets the person: appends UserForgotten (after which the decider takes no
+     * other change), releases their address, then destroys every data key their
+     * stream was sealed with. Idempotent: a retry after a crash anywhere in
+     * between finishes the job.
+     */
+    async forget(userId: string, options: CommandOptions = {}): Promise<CommandResult> {
+      const result = await execute(userId, (now) => ({ type: 'ForgetUser', data: { userId, now } }), options);
+      const { stored, events } = await load(userId);
+      const email = lastKnownEmail(events);
+      const metadata = metadataFor({ type: 'ForgetUser', data: { userId, now: clock() } }, options);
+      if (email) await emails.release(email, userId, clock(), metadata);
+      await vault.destroy(vault.keyIdsOf(stored));
+      return result;
+    },
+
+    /** Everything the service holds about the user, opened: their current state and every event with its time. */
+    async personalData(userId: string): Promise<PersonalDataExport> {
+      const { state, revision, stored, events } = await load(userId);
+      if (!state.exists) throw new DomainError('USER_NOT_FOUND', `user ${userId} does not exist`);
+      if (state.status === 'forgotten') throw new DomainError('USER_FORGOTTEN', `user ${userId} was forgotten: their personal data is erased`);
+      return {
+        id: userId,
+        revision,
+        user: { name: state.name, email: state.email, status: state.status, validated: state.validated },
+        events: events.map((event, i) => ({
+          revision: stored[i]!.revision,
+          type: event.type,
+          recordedAt: stored[i]!.recordedAt.toISOString(),
+          data: event.data,
+        })),
+      };
+    },
   };
 
   /** The result of an earlier registration with the same idempotency key, if there was one. */
   async function earlierRegistration(userId: string, input: { name: string; email: string }) {
-    const [first] = await store.readStream(userStreamId(userId));
-    if (!first) return undefined;
-    const registered = parseUserEvent(first);
+    const { state, events } = await load(userId);
+    const [registered] = events;
+    if (!registered) return undefined;
+    if (state.exists && state.status === 'forgotten') {
+      throw new DomainError('USER_FORGOTTEN', `the user this Idempotency-Key registered was forgotten`);
+    }
     const same =
       registered.type === 'UserRegistered' &&
       registered.data.name === normaliseName(input.name) &&
@@ -177,6 +239,24 @@ export function userCommands(deps: { store: EventStore; clock?: () => Date; emai
   }
 }
 export type UserCommands = ReturnType<typeof userCommands>;
+
+/** What `personalData` returns: the user as it stands and every event of theirs, in clear. */
+export interface PersonalDataExport {
+  id: string;
+  revision: number;
+  user: { name: string; email: string; status: Exclude<UserStatus, 'forgotten'>; validated: boolean };
+  events: { revision: number; type: string; recordedAt: string; data: UserEvent['data'] }[];
+}
+
+/** The address the user held last before any UserForgotten, if their events still say. */
+function lastKnownEmail(events: readonly UserEvent[]): string | undefined {
+  let email: string | undefined;
+  for (const event of events) {
+    if (event.type === 'UserForgotten') break;
+    if (event.type === 'UserRegistered' || event.type === 'UserEmailChanged') email = event.data.email;
+  }
+  return email;
+}
 
 function claimedEmail(events: UserEvent[]): string | undefined {
   for (const event of events) {

@@ -7,6 +7,7 @@ import { exitOnStartupError, onShutdownSignal, reportReady } from '../shared/lif
 import { startTracing } from '../shared/tracing.js';
 import { createLogger } from '../shared/logger.js';
 import { openReadDb } from '../shared/read-db.js';
+import { openConfiguredVault } from '../shared/personal-data/open-vault.js';
 import { createMetricsRegistry, startOpsServer } from '../shared/metrics.js';
 import { userProjector } from './projector.js';
 import { projectorMetrics } from './projector-metrics.js';
@@ -21,6 +22,8 @@ async function main() {
   await migrateReadDb(db);
   // With Kafka configured the projector consumes the topic; else it reads the event store's log.
   const store = config.kafka ? undefined : openEventStore(config);
+  // From Kafka the events arrive opened (the relay opens them); from the log, the projector opens them.
+  const keys = config.kafka ? undefined : await openConfiguredVault(config);
   const feed = config.kafka
     ? kafkaFeed({
         kafka: createKafka({ brokers: config.kafka.brokers, clientId: `${config.kafka.clientId}-projector`, logger }),
@@ -31,6 +34,7 @@ async function main() {
       })
     : eventStoreFeed(store!, {
         batchSize: config.projectorBatchSize,
+        vault: keys!.vault,
         onLiveChange: (live) => logger.info(live ? 'projector caught up with the log' : 'projector fell behind the log'),
       });
   const registry = createMetricsRegistry('projector');
@@ -48,6 +52,7 @@ async function main() {
     await projector.stop();
     await ops.close();
     await store?.close();
+    await keys?.keyStore.close();
     await db.destroy();
   });
   projector.start().catch((error: unknown) => {

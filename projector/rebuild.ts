@@ -6,6 +6,8 @@ import type { Logger } from 'pino';
 import { globalLogSource } from '../shared/event-feed/event-store-feed.js';
 import { ServiceError } from '../shared/errors.js';
 import type { EventStore, RecordedEvent } from '../shared/event-store/port.js';
+import { openedEventStore } from '../shared/personal-data/opened-event-store.js';
+import type { Vault } from '../shared/personal-data/vault.js';
 import { isMariaDb } from '../shared/read-db.js';
 import { userStreamPrefix } from '../shared/user-events.js';
 import { projectionName } from '../shared/read-model/user-row.js';
@@ -284,6 +286,8 @@ type LogPager = ReturnType<typeof logPager>;
  */
 export function userDataRebuild(deps: {
   store: EventStore;
+  /** Opens the events' sealed personal fields; a user whose keys are gone is rebuilt as forgotten, as the live projector has it. */
+  vault: Pick<Vault, 'open'>;
   db: Knex;
   logger: Logger;
   owner?: string;
@@ -294,7 +298,8 @@ export function userDataRebuild(deps: {
   /** Sleep between reads of the log: to go easy on a busy store (and to slow runs down in tests). */
   pageDelayMs?: number;
 }) {
-  const { store, db, logger } = deps;
+  const { db, logger } = deps;
+  const store = openedEventStore(deps.store, deps.vault);
   const owner = deps.owner ?? `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
   const heartbeatMs = deps.heartbeatMs ?? 5000;
   const pauseMs = deps.pauseMs ?? 30_000;

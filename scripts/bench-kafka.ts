@@ -1,3 +1,4 @@
+import { testVault } from '../test/support/vault.js';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { pino } from 'pino';
 import { kafkaPublisher } from '../command-side/relay/kafka-publisher.js';
@@ -120,7 +121,7 @@ async function main() {
     const head = log[log.length - 1]!.position.toString();
 
     const publisher = kafkaPublisher(kafka, topic);
-    const relay = eventRelay({ store, publisher, topic, logger, leaseMs: 15_000, batchSize: 1000 });
+    const relay = eventRelay({ store, vault: testVault, publisher, topic, logger, leaseMs: 15_000, batchSize: 1000 });
     started = performance.now();
     void relay.start();
     while (relay.status().position !== head) await new Promise((resolve) => setTimeout(resolve, 20));

@@ -1,3 +1,4 @@
+import { testVault } from '../test/support/vault.js';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -117,7 +118,7 @@ async function main() {
     }
     await migrateReadDb(db);
 
-    const rebuild = userDataRebuild({ store, db, logger: pino({ level: 'warn' }) });
+    const rebuild = userDataRebuild({ vault: testVault, store, db, logger: pino({ level: 'warn' }) });
     t = performance.now();
     const cpu = process.cpuUsage();
     const result = await rebuild.run();

@@ -7,6 +7,7 @@ import { loadConfig } from '../shared/config.js';
 import { StoreMissingError, StoreUnavailableError } from '../shared/errors.js';
 import { openEventStore } from '../shared/event-store/open-event-store.js';
 import { openReadDb } from '../shared/read-db.js';
+import { openConfiguredVault } from '../shared/personal-data/open-vault.js';
 import { createMetricsRegistry, startOpsServer } from '../shared/metrics.js';
 import { integerOption } from './options.js';
 import { rebuildMetrics } from './rebuild/rebuild-metrics.js';
@@ -122,6 +123,7 @@ async function main(): Promise<number> {
     },
   );
   const abort = new AbortController();
+  let keys: Awaited<ReturnType<typeof openConfiguredVault>> | undefined;
   let ops: Awaited<ReturnType<typeof startOpsServer>> | undefined;
   let firstSignalAt: number | undefined;
   const onSignal = (signal: NodeJS.Signals) => {
@@ -141,7 +143,9 @@ async function main(): Promise<number> {
     await migrateReadDb(db);
     // Fail fast, with the store's own words, before taking the lock.
     await store.readAll({ maxCount: 1 });
-    const rebuild = userDataRebuild({ store, db, logger, ...config.rebuild });
+    // The keys must be the service's own: an empty key store would rebuild everyone as forgotten.
+    keys = await openConfiguredVault(config, { create: false });
+    const rebuild = userDataRebuild({ store, vault: keys.vault, db, logger, ...config.rebuild });
     progress = await rebuildProgress({
       stream: process.stderr,
       ...(store.headPosition ? { headPosition: () => store.headPosition!() } : {}),
@@ -186,6 +190,7 @@ async function main(): Promise<number> {
   } finally {
     await ops?.close();
     await store.close().catch(() => {});
+    await keys?.keyStore.close().catch(() => {});
     await db.destroy().catch(() => {});
   }
 }

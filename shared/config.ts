@@ -72,6 +72,9 @@ export const configSchema = {
     RELAY_LEASE_MS: { type: 'integer', minimum: 1000, maximum: 600_000, default: 15_000 },
     RELAY_BATCH_SIZE: { type: 'integer', minimum: 1, maximum: 10_000, default: 500 },
     READ_DB_URL: { type: 'string', pattern: '^(mysql|mariadb|sqlite)://' },
+    KEY_STORE_URL: { type: 'string', pattern: '^(mysql|mariadb|sqlite)://' },
+    EMAIL_HASH_SECRET: { type: 'string', minLength: 32, maxLength: 1024 },
+    KEY_CACHE_MS: { type: 'integer', minimum: 0, maximum: 3_600_000, default: 60_000 },
     WRITE_API_TOKENS: { type: 'string' },
     CONSISTENCY_WAIT_MS: { ...positiveMs, default: 5000 },
     PROJECTOR_BATCH_SIZE: { type: 'integer', minimum: 1, maximum: 10_000, default: 500 },
@@ -112,6 +115,7 @@ export const configSchema = {
     'KAFKA_SESSION_TIMEOUT_MS',
     'RELAY_LEASE_MS',
     'RELAY_BATCH_SIZE',
+    'KEY_CACHE_MS',
   ],
 } as const;
 
@@ -156,6 +160,16 @@ export interface Config {
   readonly relayLeaseMs: number;
   readonly relayBatchSize: number;
   readonly readDb: ReadDbConfig;
+  /**
+   * Where the per-user data keys live (KEY_STORE_URL): a store that really
+   * deletes, apart from the append-only log. Default: `keys.sqlite` under
+   * DATA_DIR; with a MariaDB read DB, the database `user_keys` on the same server.
+   */
+  readonly keyStore: ReadDbConfig;
+  /** The secret of the keyed hash that names email reservations (EMAIL_HASH_SECRET); the key store keeps one of its own when unset. */
+  readonly emailHashSecret?: string;
+  /** How long a process keeps a data key it read (KEY_CACHE_MS): the longest a destroyed key lives on in another process's memory. */
+  readonly keyCacheMs: number;
   readonly writeApiTokens: readonly string[];
   readonly readApiTokens: readonly string[];
   readonly rateLimitPerMinute: number;
@@ -181,6 +195,15 @@ function readDbFrom(url: string | undefined, dataDir: string): ReadDbConfig {
   if (!url) return { client: 'sqlite', file: resolve(dataDir, 'queries.sqlite') };
   if (url.startsWith('sqlite://')) return { client: 'sqlite', file: resolve(url.slice('sqlite://'.length)) };
   return { client: 'mysql', url };
+}
+
+/** KEY_STORE_URL, or beside the read DB: `keys.sqlite` under DATA_DIR, or `user_keys` on the read DB's MariaDB server. */
+function keyStoreFrom(url: string | undefined, readDb: ReadDbConfig, dataDir: string): ReadDbConfig {
+  if (url) return readDbFrom(url, dataDir);
+  if (readDb.client === 'sqlite') return { client: 'sqlite', file: resolve(dataDir, 'keys.sqlite') };
+  const server = new URL(readDb.url);
+  server.pathname = '/user_keys';
+  return { client: 'mysql', url: server.toString() };
 }
 
 function trustProxyFrom(value: string | undefined): Config['trustProxy'] {
@@ -254,6 +277,9 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env, { servesWrit
     relayLeaseMs: e.RELAY_LEASE_MS,
     relayBatchSize: e.RELAY_BATCH_SIZE,
     readDb: Object.freeze(readDbFrom(e.READ_DB_URL, dataDir)),
+    keyStore: Object.freeze(keyStoreFrom(e.KEY_STORE_URL, readDbFrom(e.READ_DB_URL, dataDir), dataDir)),
+    ...(e.EMAIL_HASH_SECRET ? { emailHashSecret: e.EMAIL_HASH_SECRET } : {}),
+    keyCacheMs: e.KEY_CACHE_MS,
     writeApiTokens: tokenList(e.WRITE_API_TOKENS),
     readApiTokens: tokenList(e.READ_API_TOKENS),
     rateLimitPerMinute: e.RATE_LIMIT_PER_MINUTE,

@@ -10,6 +10,8 @@ const meaning: Record<UserEventType, string> = {
   UserEmailChanged: "A user's email address changed; `previousEmail` is the address it replaced.",
   UserValidated: "A user's email address was validated.",
   UserDeactivated: 'A user was deactivated; it accepts no further changes and keeps its email address.',
+  UserForgotten:
+    "The person asked to be forgotten: the service has destroyed their personal data. Consumers must erase everything they keep of this user's name and email now. The same type stands in for any earlier event of the user that is published again after forgetting (a replay): its personal data is gone, so it says only that.",
 };
 
 /**

@@ -1,3 +1,4 @@
+import { testVault } from './support/vault.js';
 import { readFileSync } from 'node:fs';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import addFormatsModule from 'ajv-formats';
@@ -23,7 +24,7 @@ const leftOut = (url: string) => url === '/openapi.json' || url === '/docs' || u
 
 async function buildApps(t: Test) {
   const store = inMemoryEventStore();
-  const write = buildCommandApp({ commands: userCommands({ store, emailGraceMs: 60_000 }), store });
+  const write = buildCommandApp({ commands: userCommands({ store, vault: testVault, emailGraceMs: 60_000 }), store });
   const { db } = await readDbsUnderTest[0]!.open(t);
   const read = buildQueryApp({ db, consistencyWaitMs: 2000 });
   t.teardown(() => Promise.all([write.close(), read.close()]));
@@ -340,7 +341,7 @@ void t.test('GET /docs is an HTML page whose own assets may load; the API stays 
 
 void t.test('the documentation needs no bearer token when the API does', async (t) => {
   const store = inMemoryEventStore();
-  const write = buildCommandApp({ commands: userCommands({ store, emailGraceMs: 60_000 }), store, writeApiTokens: ['secret'] });
+  const write = buildCommandApp({ commands: userCommands({ store, vault: testVault, emailGraceMs: 60_000 }), store, writeApiTokens: ['secret'] });
   t.teardown(() => write.close());
   t.equal((await write.inject({ method: 'POST', url: '/users', payload: { name: 'A', email: 'a@example.org' } })).statusCode, 401);
   t.equal((await write.inject({ url: '/openapi.json' })).statusCode, 200);

@@ -8,6 +8,7 @@ import type { EventStore, RecordedEvent } from '../../shared/event-store/port.js
 import { envelopeContentType, envelopeOf } from '../../shared/public-events.js';
 import { retrying } from '../../shared/retry.js';
 import { endingSpan, startSpan, traceContextOf, tracingOn } from '../../shared/tracing.js';
+import type { Vault } from '../../shared/personal-data/vault.js';
 import { parseUserEvent, userStreamPrefix } from '../../shared/user-events.js';
 import type { EventPublisher, OutboundMessage } from './publisher.js';
 import { LeaseLostError, relayLease, relayStreamId, type Lease } from './relay-lease.js';
@@ -78,6 +79,8 @@ export interface RelayStatus {
  */
 export function eventRelay(deps: {
   store: EventStore;
+  /** Opens the events' sealed personal fields: consumers get them in clear, or, once a user's key is gone, user.forgotten.v1. */
+  vault: Pick<Vault, 'open'>;
   publisher: EventPublisher;
   topic: string;
   logger: Logger;
@@ -178,7 +181,14 @@ export function eventRelay(deps: {
           continue;
         }
         if (winner.done) return;
-        const events = winner.value;
+        // The key store down is an outage like the broker's: wait and try again, nothing skipped.
+        const events = await retrying(() => deps.vault.open(winner.value), {
+          signal: abort.signal,
+          capMs: renewEvery,
+          onRetry: (error, attempt) => {
+            if (attempt === 0) logger.warn({ err: error }, 'key store unavailable; relay retrying');
+          },
+        });
         const messages = events.flatMap((event) => {
           const message = messageOf(event);
           // The v1 contract has no name for it; the embedded projector would park it, here it is only reported.

@@ -1,4 +1,6 @@
 import type { EventStore, LogSubscription, RecordedEvent } from '../event-store/port.js';
+import type { Vault } from '../personal-data/vault.js';
+import { retrying } from '../retry.js';
 import { traceContextOf, tracingOn } from '../tracing.js';
 import { inBatches } from './batches.js';
 import type { EventFeed, ProjectedEvent } from './port.js';
@@ -16,9 +18,15 @@ function withTrace(event: RecordedEvent): ProjectedEvent {
 /** The projector's feed straight from the event store's global log (no Kafka). */
 export function eventStoreFeed(
   store: EventStore,
-  options: { batchSize: number; onLiveChange?: (live: boolean) => void },
+  options: {
+    batchSize: number;
+    /** Opens the sealed personal fields (an event whose key is gone reads as UserForgotten). */
+    vault: Pick<Vault, 'open'>;
+    onLiveChange?: (live: boolean) => void;
+  },
 ): EventFeed {
   const subscriptions = new Set<LogSubscription>();
+  const closing = new AbortController();
   return {
     async *batches(from) {
       const after = from.get(globalLogSource);
@@ -31,7 +39,9 @@ export function eventStoreFeed(
       });
       subscriptions.add(subscription);
       try {
-        for await (const events of inBatches(subscription, options.batchSize)) {
+        for await (const stored of inBatches(subscription, options.batchSize)) {
+          // The key store down is an outage: wait for it rather than read events as forgotten.
+          const events = await retrying(() => options.vault.open(stored), { signal: closing.signal });
           const last = events[events.length - 1]!;
           yield { events: tracingOn() ? events.map(withTrace) : events, checkpoints: new Map([[globalLogSource, last.position.toString()]]), lastEventAt: last.recordedAt.getTime() };
         }
@@ -41,6 +51,7 @@ export function eventStoreFeed(
       }
     },
     async close() {
+      closing.abort();
       await Promise.all([...subscriptions].map((s) => s.close()));
     },
   };

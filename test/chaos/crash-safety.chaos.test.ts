@@ -1,3 +1,4 @@
+import { testVault } from '../support/vault.js';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -119,7 +120,7 @@ async function chaos(t: Test, stack: Stack) {
   const differences = (await tableRows(stack.readDb)).filter((row, i) => JSON.stringify(row) !== JSON.stringify(expected[i])).length;
   t.equal(differences, 0, `read model equals the fold of ${expected.length} users`);
   // And a fresh rebuild from the event store, compared row by row, agrees; nothing was parked on the way.
-  const rebuilt = await userDataRebuild({ store: stack.store, db: stack.readDb, logger: silent }).run({ verify: true, dryRun: true });
+  const rebuilt = await userDataRebuild({ vault: testVault, store: stack.store, db: stack.readDb, logger: silent }).run({ verify: true, dryRun: true });
   t.match(rebuilt.verification, { compared: expected.length, missing: 0, extra: 0, different: 0 }, 'a fresh rebuild finds no difference');
   t.same(await parkedCounts(stack.readDb, projectionName), { failed: 0, held: 0 }, 'nothing in quarantine');
 

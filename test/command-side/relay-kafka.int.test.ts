@@ -1,3 +1,4 @@
+import { testVault } from '../support/vault.js';
 import { pino } from 'pino';
 import t from 'tap';
 import { kafkaPublisher } from '../../command-side/relay/kafka-publisher.js';
@@ -18,7 +19,7 @@ void t.test('everything appended reaches Kafka at least once, in per-stream orde
   const store = inMemoryEventStore();
   const commands = commandsOver(store);
   const publisher = kafkaPublisher(kafka, topic);
-  const relay = eventRelay({ store, publisher, topic, logger, leaseMs: 3000, batchSize: 20 });
+  const relay = eventRelay({ store, vault: testVault, publisher, topic, logger, leaseMs: 3000, batchSize: 20 });
   void relay.start();
   t.teardown(async () => {
     await relay.stop();
@@ -65,7 +66,7 @@ void t.test('the traceparent and tracestate of a write reach its Kafka message a
   const kafka = createKafka({ brokers: broker.brokers, clientId: 'relay-test', logger });
   const store = inMemoryEventStore();
   const publisher = kafkaPublisher(kafka, topic);
-  const relay = eventRelay({ store, publisher, topic, logger, leaseMs: 3000, batchSize: 20 });
+  const relay = eventRelay({ store, vault: testVault, publisher, topic, logger, leaseMs: 3000, batchSize: 20 });
   void relay.start();
   t.teardown(async () => {
     await relay.stop();

@@ -1,3 +1,4 @@
+import { testVault } from '../support/vault.js';
 import { pino } from 'pino';
 import t, { type Test } from 'tap';
 import type { EventPublisher, OutboundMessage } from '../../command-side/relay/publisher.js';
@@ -73,7 +74,7 @@ void t.test('the trace context a write was made under rides along as the tracepa
   const { id } = await commands.register({ name: 'Ada', email: 'ada@example.org' }, { trace: traced });
   await commands.rename(id, 'Ada L.');
   const publisher = recordingPublisher();
-  const relay = eventRelay({ store, publisher, topic, logger, leaseMs: 3000, batchSize: 7 });
+  const relay = eventRelay({ store, vault: testVault, publisher, topic, logger, leaseMs: 3000, batchSize: 7 });
   void relay.start();
   t.teardown(() => relay.stop());
   await waitFor(() => publisher.acknowledged.length === 2, 5000, 'both published');
@@ -90,7 +91,7 @@ void t.test('publishes every user event in order, and only user events', async (
   const store = inMemoryEventStore();
   await seedUsers(commandsOver(store), 20);
   const publisher = recordingPublisher();
-  const relay = eventRelay({ store, publisher, topic, logger, leaseMs: 3000, batchSize: 7 });
+  const relay = eventRelay({ store, vault: testVault, publisher, topic, logger, leaseMs: 3000, batchSize: 7 });
   void relay.start();
   t.teardown(() => relay.stop());
   const expected = await userEventsIn(store);
@@ -105,7 +106,7 @@ void t.test('a broker outage is retried; nothing is skipped', async (t) => {
   const store = inMemoryEventStore();
   await seedUsers(commandsOver(store), 5);
   const publisher = recordingPublisher({ failTimes: 3 });
-  const relay = eventRelay({ store, publisher, topic, logger, leaseMs: 3000, batchSize: 4 });
+  const relay = eventRelay({ store, vault: testVault, publisher, topic, logger, leaseMs: 3000, batchSize: 4 });
   void relay.start();
   t.teardown(() => relay.stop());
   const expected = await userEventsIn(store);
@@ -117,7 +118,7 @@ void t.test('a crash after the broker acknowledged, before the checkpoint: the r
   const store = inMemoryEventStore();
   await seedUsers(commandsOver(store), 10);
   const publisher = recordingPublisher({ crashAfterAck: 2 });
-  const first = eventRelay({ store, publisher, topic, logger, leaseMs: 200, batchSize: 5, owner: 'first' });
+  const first = eventRelay({ store, vault: testVault, publisher, topic, logger, leaseMs: 200, batchSize: 5, owner: 'first' });
   await t.rejects(first.start(), { message: /crash after the broker acknowledged/ });
   const afterCrash = publisher.acknowledged.length;
   t.equal(afterCrash, 10, 'two batches reached the broker');
@@ -125,7 +126,7 @@ void t.test('a crash after the broker acknowledged, before the checkpoint: the r
   t.ok(checkpoint.position, 'the first batch was checkpointed');
 
   // A new relay must wait out the dead one's lease, then resumes from the checkpoint.
-  const second = eventRelay({ store, publisher, topic, logger, leaseMs: 200, batchSize: 5, owner: 'second' });
+  const second = eventRelay({ store, vault: testVault, publisher, topic, logger, leaseMs: 200, batchSize: 5, owner: 'second' });
   void second.start();
   t.teardown(() => second.stop());
   const expected = await userEventsIn(store);
@@ -139,10 +140,10 @@ void t.test('only one relay publishes at a time; the standby takes over when the
   const commands = commandsOver(store);
   await seedUsers(commands, 5);
   const publisher = recordingPublisher();
-  const a = eventRelay({ store, publisher, topic, logger, leaseMs: 300, batchSize: 3, owner: 'a' });
+  const a = eventRelay({ store, vault: testVault, publisher, topic, logger, leaseMs: 300, batchSize: 3, owner: 'a' });
   void a.start();
   await waitFor(() => a.status().role === 'publishing', 5000, 'a publishing');
-  const b = eventRelay({ store, publisher, topic, logger, leaseMs: 300, batchSize: 3, owner: 'b' });
+  const b = eventRelay({ store, vault: testVault, publisher, topic, logger, leaseMs: 300, batchSize: 3, owner: 'b' });
   void b.start();
   t.teardown(async () => {
     await a.stop();
@@ -169,7 +170,7 @@ void t.test('a relay whose lease was taken stops publishing at its next append',
   const commands = commandsOver(store);
   await seedUsers(commands, 2);
   const publisher = recordingPublisher();
-  const relay = eventRelay({ store, publisher, topic, logger, leaseMs: 60_000, batchSize: 10, owner: 'slow' });
+  const relay = eventRelay({ store, vault: testVault, publisher, topic, logger, leaseMs: 60_000, batchSize: 10, owner: 'slow' });
   void relay.start();
   t.teardown(() => relay.stop());
   await waitFor(() => relay.status().role === 'publishing' && publisher.acknowledged.length > 0, 5000, 'publishing');
@@ -192,13 +193,13 @@ void t.test('a relay restarted with its identity takes its lease back at once; a
   await seedUsers(commands, 4);
   const publisher = recordingPublisher({ crashAfterAck: 1 });
   // A long lease: waiting it out would fail the test.
-  const crashed = eventRelay({ store, publisher, topic, logger, leaseMs: 60_000, batchSize: 2, owner: 'relay@host-a' });
+  const crashed = eventRelay({ store, vault: testVault, publisher, topic, logger, leaseMs: 60_000, batchSize: 2, owner: 'relay@host-a' });
   await t.rejects(crashed.start(), { message: /crash after the broker acknowledged/ });
-  const other = eventRelay({ store, publisher, topic, logger, leaseMs: 60_000, batchSize: 2, owner: 'relay@host-b' });
+  const other = eventRelay({ store, vault: testVault, publisher, topic, logger, leaseMs: 60_000, batchSize: 2, owner: 'relay@host-b' });
   void other.start();
   t.teardown(() => other.stop());
   await waitFor(() => other.status().role === 'standby', 5000, 'a relay of another identity stands by');
-  const restarted = eventRelay({ store, publisher, topic, logger, leaseMs: 60_000, batchSize: 2, owner: 'relay@host-a' });
+  const restarted = eventRelay({ store, vault: testVault, publisher, topic, logger, leaseMs: 60_000, batchSize: 2, owner: 'relay@host-a' });
   void restarted.start();
   t.teardown(() => restarted.stop());
   const expected = await userEventsIn(store);
@@ -212,7 +213,7 @@ void t.test('a relay that stops releases its lease: a relay of another identity 
   const commands = commandsOver(store);
   await seedUsers(commands, 3);
   const publisher = recordingPublisher();
-  const a = eventRelay({ store, publisher, topic, logger, leaseMs: 60_000, batchSize: 2, owner: 'a' });
+  const a = eventRelay({ store, vault: testVault, publisher, topic, logger, leaseMs: 60_000, batchSize: 2, owner: 'a' });
   void a.start();
   const before = await userEventsIn(store);
   await waitFor(() => a.status().position === before.at(-1)!.position.toString(), 5000, 'a caught up');
@@ -221,7 +222,7 @@ void t.test('a relay that stops releases its lease: a relay of another identity 
   t.ok(Date.parse(lease.leaseUntil) <= Date.now(), 'the lease is given up');
   t.equal(lease.position, before.at(-1)!.position.toString(), 'the resume point is kept');
   await seedUsers(commands, 2, 'after');
-  const b = eventRelay({ store, publisher, topic, logger, leaseMs: 60_000, batchSize: 2, owner: 'b' });
+  const b = eventRelay({ store, vault: testVault, publisher, topic, logger, leaseMs: 60_000, batchSize: 2, owner: 'b' });
   void b.start();
   t.teardown(() => b.stop());
   const all = await userEventsIn(store);

@@ -1,8 +1,9 @@
+import { testEmailStreamId, testVault } from '../support/vault.js';
 import t, { type Test } from 'tap';
 import type { InjectOptions } from 'fastify';
 import { buildCommandApp } from '../../command-side/app.js';
 import { userCommands } from '../../command-side/user-commands.js';
-import { emailReservations, emailStreamId } from '../../command-side/email-reservations.js';
+import { emailReservations } from '../../command-side/email-reservations.js';
 import type { EventStore } from '../../shared/event-store/port.js';
 import { StoreUnavailableError } from '../../shared/errors.js';
 import { eventStoreKinds } from '../support/event-stores.js';
@@ -13,7 +14,7 @@ import { esdbEventStore } from '../../shared/event-store/esdb-event-store.js';
 function writeApiSuite(t: Test, openStore: (t: Test) => Promise<EventStore>) {
   async function setUp(t: Test, options: { tokens?: string[]; clock?: () => Date; store?: EventStore } = {}) {
     const store = options.store ?? (await openStore(t));
-    const commands = userCommands({ store, emailGraceMs: 60_000, ...(options.clock ? { clock: options.clock } : {}) });
+    const commands = userCommands({ store, vault: testVault, emailGraceMs: 60_000, ...(options.clock ? { clock: options.clock } : {}) });
     const app = buildCommandApp({ commands, store, writeApiTokens: options.tokens ?? [] });
     t.teardown(() => app.close());
     const logSize = async () => (await store.readAll({ maxCount: 1_000_000 })).length;
@@ -118,7 +119,7 @@ function writeApiSuite(t: Test, openStore: (t: Test) => Promise<EventStore>) {
 
   void t.test('a new claim and the user\'s events: one transaction where the store offers it, two appends elsewhere', async (t) => {
     const store = await openStore(t);
-    const emails = emailReservations({ store, graceMs: 60_000, currentEmailOf: () => Promise.resolve(undefined) });
+    const emails = emailReservations({ store, emailHash: testVault.emailHash, graceMs: 60_000, currentEmailOf: () => Promise.resolve(undefined) });
     const userEvents = (userId: string, expectedRevision: 'no_stream' | number) => ({
       streamId: `user-${userId}`,
       events: [{ type: 'UserRegistered', data: { userId } }],
@@ -126,7 +127,7 @@ function writeApiSuite(t: Test, openStore: (t: Test) => Promise<EventStore>) {
     });
     const together = await emails.reserve('pair@example.org', 'u-1', new Date(), {}, userEvents('u-1', 'no_stream'));
     t.equal(together.newlyClaimed, true);
-    const [claim] = await store.readStream(emailStreamId('pair@example.org'));
+    const [claim] = await store.readStream(testEmailStreamId('pair@example.org'));
     if (store.appendToStreams) {
       const [user] = await store.readStream('user-u-1');
       t.equal(together.appendedAlongside?.position, user?.position, 'the user\'s events were appended with the claim');
@@ -136,7 +137,7 @@ function writeApiSuite(t: Test, openStore: (t: Test) => Promise<EventStore>) {
         name: 'ConcurrencyError',
         streamId: 'user-u-1',
       });
-      t.same(await store.readStream(emailStreamId('lone@example.org')), [], 'no claim is left behind');
+      t.same(await store.readStream(testEmailStreamId('lone@example.org')), [], 'no claim is left behind');
     } else {
       t.equal(together.appendedAlongside, undefined, 'the caller appends the user\'s events itself');
       t.ok(claim, 'the claim is written');
@@ -149,7 +150,7 @@ function writeApiSuite(t: Test, openStore: (t: Test) => Promise<EventStore>) {
     let ahead = 0;
     const { register } = await setUp(t, { store, clock: () => new Date(Date.now() + ahead) });
     await store.appendToStream(
-      emailStreamId('orphan@example.org'),
+      testEmailStreamId('orphan@example.org'),
       [{ type: 'EmailReserved', data: { email: 'orphan@example.org', userId: '0190f2a4-6c1d-7cc2-9d6e-7d3b8a2f0c11', occurredAt: new Date().toISOString() } }],
       { expectedRevision: 'no_stream' },
     );
@@ -313,7 +314,7 @@ void t.test('EventStoreDB down: the write API answers 503 with Retry-After, quic
     await store.close();
     await server.stop();
   });
-  const app = buildCommandApp({ commands: userCommands({ store, emailGraceMs: 60_000 }), store });
+  const app = buildCommandApp({ commands: userCommands({ store, vault: testVault, emailGraceMs: 60_000 }), store });
   t.teardown(() => app.close());
   const post = () => app.inject({ method: 'POST', url: '/users', payload: { name: 'Ada', email: 'ada@example.org' } });
   t.equal((await post()).statusCode, 201);

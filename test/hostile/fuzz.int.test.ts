@@ -1,3 +1,4 @@
+import { testVault } from '../support/vault.js';
 import t from 'tap';
 import { buildCommandApp } from '../../command-side/app.js';
 import { userCommands } from '../../command-side/user-commands.js';
@@ -24,7 +25,7 @@ function histogram(codes: number[]) {
 
 void t.test(`write API under ${count} hostile requests (FUZZ_SEED=${seed})`, async (t) => {
   const store = inMemoryEventStore();
-  const commands = userCommands({ store, emailGraceMs: 60_000 });
+  const commands = userCommands({ store, vault: testVault, emailGraceMs: 60_000 });
   const app = buildCommandApp({ commands, store, bodyLimitBytes: 16_384 });
   t.teardown(() => app.close());
   const { id } = await commands.register({ name: 'Target', email: 'target@example.org' });
@@ -56,7 +57,7 @@ void t.test(`write API under ${count} hostile requests (FUZZ_SEED=${seed})`, asy
 
 forEachReadDb(t, async (t, db) => {
   const store = inMemoryEventStore();
-  const commands = userCommands({ store, emailGraceMs: 60_000 });
+  const commands = userCommands({ store, vault: testVault, emailGraceMs: 60_000 });
   for (let i = 0; i < 5; i++) await commands.register({ name: `Reader ${i}`, email: `reader${i}@example.org` });
   await applyBatch(db, await store.readAll({ maxCount: 1000 }), new Map());
   const before = await tableRows(db);

@@ -1,3 +1,4 @@
+import { testVault } from '../support/vault.js';
 import { connect } from 'node:net';
 import t from 'tap';
 import { buildCommandApp } from '../../command-side/app.js';
@@ -9,7 +10,7 @@ import { readDbsUnderTest } from '../support/read-dbs.js';
 
 const writeApp = (options: { rateLimitPerMinute?: number; trustProxy?: boolean | number | readonly string[]; writeApiTokens?: string[] } = {}) => {
   const store = inMemoryEventStore();
-  return buildCommandApp({ commands: userCommands({ store, emailGraceMs: 60_000 }), store, ...options });
+  return buildCommandApp({ commands: userCommands({ store, vault: testVault, emailGraceMs: 60_000 }), store, ...options });
 };
 
 /** Sends raw bytes and returns what the server answered before closing. */

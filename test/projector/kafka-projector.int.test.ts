@@ -1,3 +1,4 @@
+import { testVault } from '../support/vault.js';
 import { randomBytes } from 'node:crypto';
 import type { ConsumerConfig } from 'kafkajs';
 import { pino } from 'pino';
@@ -43,7 +44,7 @@ function projectorOn(t: Test, kafka: ReturnType<typeof createKafka>, topic: stri
 
 async function relayAll(t: Test, store: EventStore, kafka: ReturnType<typeof createKafka>, topic: string) {
   const publisher = kafkaPublisher(kafka, topic);
-  const relay = eventRelay({ store, publisher, topic, logger, leaseMs: 3000, batchSize: 50 });
+  const relay = eventRelay({ store, vault: testVault, publisher, topic, logger, leaseMs: 3000, batchSize: 50 });
   void relay.start();
   t.teardown(async () => {
     await relay.stop();

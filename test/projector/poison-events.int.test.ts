@@ -1,3 +1,4 @@
+import { testVault } from '../support/vault.js';
 import type { Knex } from 'knex';
 import { pino } from 'pino';
 import t, { type Test } from 'tap';
@@ -35,7 +36,7 @@ async function appendRaw(store: EventStore, userId: string, type: string, data: 
 }
 
 async function runProjector(t: Test, db: Knex, store: EventStore, options: Partial<Parameters<typeof userProjector>[0]> = {}) {
-  const projector = userProjector({ db, feed: eventStoreFeed(store, { batchSize: 7 }), logger, ...options });
+  const projector = userProjector({ db, feed: eventStoreFeed(store, { vault: testVault, batchSize: 7 }), logger, ...options });
   const done = projector.start();
   t.teardown(() => projector.stop());
   const caughtUp = async () => {
@@ -99,7 +100,7 @@ forEachReadDb(t, async (t, db) => {
 
     // A rebuild honours the quarantine, reading the log either way: the same table, the same parked events.
     for (const replayed of [store, inPositionOrderOnly(store)]) {
-      const rebuilt = await userDataRebuild({ store: replayed, db, logger }).run({ verify: true });
+      const rebuilt = await userDataRebuild({ vault: testVault, store: replayed, db, logger }).run({ verify: true });
       t.match(rebuilt.verification, { missing: 0, extra: 0, different: 0 });
       await caughtUp();
       t.same(await tableRows(db), table);
@@ -132,7 +133,7 @@ forEachReadDb(t, async (t, db) => {
     t.same(await parkedCounts(db, projectionName), { failed: 0, held: 0 });
     // A rebuild agrees, skipped events included.
     for (const replayed of [store, inPositionOrderOnly(store)]) {
-      t.match((await userDataRebuild({ store: replayed, db, logger }).run({ verify: true })).verification, { missing: 0, extra: 0, different: 0 });
+      t.match((await userDataRebuild({ vault: testVault, store: replayed, db, logger }).run({ verify: true })).verification, { missing: 0, extra: 0, different: 0 });
     }
   });
 
@@ -148,7 +149,7 @@ forEachReadDb(t, async (t, db) => {
       await appendRaw(store, a!, 'UserRenamed', { userId: a, name: 'A after the poison', occurredAt: new Date().toISOString() });
       const wrongUserAt = await appendRaw(store, b!, 'UserRenamed', { userId: a, name: 'Not B', occurredAt: new Date().toISOString() });
 
-      const result = await userDataRebuild({ store: replayed(store), db, logger }).run();
+      const result = await userDataRebuild({ vault: testVault, store: replayed(store), db, logger }).run();
       t.ok(result.swapped);
       const skippedNothing = await expectedRows(store);
       t.same(await tableRows(db), skippedNothing, 'every user as far as the first poison event of their stream');

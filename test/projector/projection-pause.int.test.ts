@@ -1,3 +1,4 @@
+import { testVault } from '../support/vault.js';
 import knexFactory, { type Knex } from 'knex';
 import { pino } from 'pino';
 import t from 'tap';
@@ -45,7 +46,7 @@ forEachReadDb(t, async (t, db, kind) => {
   });
 
   await t.test('a running projector waits out the pause, then applies what arrived meanwhile', async (t) => {
-    const projector = userProjector({ db, feed: eventStoreFeed(store, { batchSize: 5 }), logger, pausePollMs: 20 });
+    const projector = userProjector({ db, feed: eventStoreFeed(store, { vault: testVault, batchSize: 5 }), logger, pausePollMs: 20 });
     void projector.start();
     t.teardown(() => projector.stop());
     const head = async () => (await store.readAll({ maxCount: 100_000 })).at(-1)!.position.toString();

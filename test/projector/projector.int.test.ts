@@ -1,3 +1,4 @@
+import { testVault } from '../support/vault.js';
 import { pino } from 'pino';
 import t from 'tap';
 import { applyBatch } from '../../projector/apply-batch.js';
@@ -23,7 +24,7 @@ forEachReadDb(t, async (t, db) => {
   await seedUsers(commands, 40);
 
   await t.test('projects the whole log; the table equals a fold of the log', async (t) => {
-    const projector = userProjector({ db, feed: eventStoreFeed(store, { batchSize: 13 }), logger });
+    const projector = userProjector({ db, feed: eventStoreFeed(store, { vault: testVault, batchSize: 13 }), logger });
     const done = projector.start();
     t.teardown(() => projector.stop());
     const last = (await head(store)).toString();
@@ -57,7 +58,7 @@ forEachReadDb(t, async (t, db) => {
     const crashing: EventFeed = {
       async *batches(from) {
         let n = 0;
-        for await (const batch of eventStoreFeed(store, { batchSize: 7 }).batches(from)) {
+        for await (const batch of eventStoreFeed(store, { vault: testVault, batchSize: 7 }).batches(from)) {
           yield batch;
           if (++n === batchesBeforeCrash) throw new Error('simulated crash');
         }
@@ -71,7 +72,7 @@ forEachReadDb(t, async (t, db) => {
     const log = await store.readAll({ maxCount: 1_000_000 });
     t.ok(BigInt(checkpoint!) < log[log.length - 1]!.position, 'the crash came before the end');
 
-    const second = userProjector({ db, feed: eventStoreFeed(store, { batchSize: 7 }), logger });
+    const second = userProjector({ db, feed: eventStoreFeed(store, { vault: testVault, batchSize: 7 }), logger });
     void second.start();
     t.teardown(() => second.stop());
     const last = log[log.length - 1]!.position.toString();

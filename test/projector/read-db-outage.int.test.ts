@@ -1,3 +1,4 @@
+import { testVault } from '../support/vault.js';
 import { pino } from 'pino';
 import t from 'tap';
 import { userProjector } from '../../projector/projector.js';
@@ -22,7 +23,7 @@ void t.test('a MariaDB outage pauses the projector, which resumes without loss',
   const logger = pino({ level: 'info' }, { write: (line: string) => void warnings.push(JSON.parse(line).msg as string) });
   const store = inMemoryEventStore();
   const commands = commandsOver(store);
-  const projector = userProjector({ db, feed: eventStoreFeed(store, { batchSize: 20 }), logger });
+  const projector = userProjector({ db, feed: eventStoreFeed(store, { vault: testVault, batchSize: 20 }), logger });
   void projector.start();
   t.teardown(() => projector.stop());
   const query = buildQueryApp({ db, consistencyWaitMs: 500 });

@@ -1,3 +1,4 @@
+import { testVault } from '../support/vault.js';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
@@ -45,7 +46,7 @@ forEachReadDb(t, async (t, db) => {
   });
   const commands = commandsOver(store);
   await seedUsers(commands, 80);
-  const projector = userProjector({ db, feed: eventStoreFeed(store, { batchSize: 50 }), logger, pausePollMs: 10 });
+  const projector = userProjector({ db, feed: eventStoreFeed(store, { vault: testVault, batchSize: 50 }), logger, pausePollMs: 10 });
   void projector.start();
   t.teardown(() => projector.stop());
   const caughtUp = async () => {

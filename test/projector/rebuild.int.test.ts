@@ -1,3 +1,4 @@
+import { testVault } from '../support/vault.js';
 import type { Knex } from 'knex';
 import { pino } from 'pino';
 import t, { type Test } from 'tap';
@@ -32,7 +33,7 @@ const head = async (store: EventStore) => (await store.readAll({ maxCount: 1_000
 
 /** A live projector on the store's log, running until the test ends. */
 async function liveProjector(t: Test, db: Knex, store: EventStore) {
-  const projector = userProjector({ db, feed: eventStoreFeed(store, { batchSize: 7 }), logger, pausePollMs: 10 });
+  const projector = userProjector({ db, feed: eventStoreFeed(store, { vault: testVault, batchSize: 7 }), logger, pausePollMs: 10 });
   void projector.start();
   t.teardown(() => projector.stop());
   const caughtUp = async () => {
@@ -85,7 +86,7 @@ forEachReadDb(t, async (t, db) => {
 
       let sawPause = false;
       const sampler = setInterval(() => (sawPause ||= projector.status().pausedByRebuild), 1);
-      const result = await userDataRebuild({ store: replay.store(store), db, logger, pageDelayMs: 3 }).run({
+      const result = await userDataRebuild({ vault: testVault, store: replay.store(store), db, logger, pageDelayMs: 3 }).run({
         verify: true,
         batchSize: 20,
         maxRowsInMemory: 25, // several flushes, and rows read back from the shadow
@@ -131,7 +132,7 @@ forEachReadDb(t, async (t, db) => {
         ID_USER_DATA: '00000000-0000-7000-8000-000000000000',
       });
       const corrupted = await tableRows(db);
-      const rebuild = userDataRebuild({ store: replay.store(store), db, logger });
+      const rebuild = userDataRebuild({ vault: testVault, store: replay.store(store), db, logger });
 
       const dry = await rebuild.run({ verify: true, dryRun: true, batchSize: 50 });
       t.match(dry.verification, { missing: 3, extra: 1, different: 2, shadowAhead: false });
@@ -162,7 +163,7 @@ forEachReadDb(t, async (t, db) => {
         const data = { userId, name: `Renamed ${i}`, occurredAt: at(10_000 + i) };
         await store.appendToStream(userStreamId(userId), [{ type: 'UserRenamed', data }], { expectedRevision: 0 });
       }
-      const rebuild = userDataRebuild({ store: replay.store(store), db, logger });
+      const rebuild = userDataRebuild({ vault: testVault, store: replay.store(store), db, logger });
       const roomy = await rebuild.run();
       t.equal(roomy.rows, 4500);
       t.equal(roomy.rowsWritten, 4500, 'with room for every row, each is written once');
@@ -184,7 +185,7 @@ forEachReadDb(t, async (t, db) => {
     const userEvents = log.filter((e) => e.streamId.startsWith('user-')).length;
     t.ok(userEvents < log.length * 0.9, `the log holds other streams' events too (${log.length - userEvents} of ${log.length})`);
     const seen: RebuildProgress[] = [];
-    await userDataRebuild({ store, db, logger }).run({ batchSize: 20, onProgress: (p) => seen.push({ ...p }) });
+    await userDataRebuild({ vault: testVault, store, db, logger }).run({ batchSize: 20, onProgress: (p) => seen.push({ ...p }) });
     const byStream = seen.filter((p) => p.expected !== undefined);
     t.ok(byStream.length >= userEvents / 20, `reported page by page while reading stream after stream (${byStream.length})`);
     const expected = byStream[0]!.expected!;
@@ -200,10 +201,10 @@ forEachReadDb(t, async (t, db) => {
     const store = inMemoryEventStore();
     await seedUsers(commandsOver(store), 20);
     let started = false;
-    const slow = userDataRebuild({ store, db, logger, owner: 'host-a:123', pageDelayMs: 30 });
+    const slow = userDataRebuild({ vault: testVault, store, db, logger, owner: 'host-a:123', pageDelayMs: 30 });
     const first = slow.run({ batchSize: 5, onProgress: () => (started = true) });
     await waitFor(() => started, 5000, 'the first rebuild to start');
-    await t.rejects(userDataRebuild({ store, db, logger }).run(), {
+    await t.rejects(userDataRebuild({ vault: testVault, store, db, logger }).run(), {
       code: 'REBUILD_LOCKED',
       message: /another rebuild is running \(owner host-a:123/,
     });
@@ -218,7 +219,7 @@ forEachReadDb(t, async (t, db) => {
       PAUSED_UNTIL: '2999-01-01 00:00:00.000',
     });
     await shadowUserData(db).create();
-    const result = await userDataRebuild({ store, db, logger }).run();
+    const result = await userDataRebuild({ vault: testVault, store, db, logger }).run();
     t.equal(result.tookOverFrom, 'dead-host:42');
     t.ok(result.swapped);
     t.same(await tableRows(db), await expectedRows(store));
@@ -232,7 +233,7 @@ forEachReadDb(t, async (t, db) => {
     const before = await tableRows(db);
     const abort = new AbortController();
     await t.rejects(
-      userDataRebuild({ store, db, logger }).run({
+      userDataRebuild({ vault: testVault, store, db, logger }).run({
         signal: abort.signal,
         onProgress: (p) => void (p.phase === 'catching up (paused)' && abort.abort()),
       }),
@@ -251,17 +252,17 @@ forEachReadDb(t, async (t, db) => {
     await seedUsers(commandsOver(store), 5);
     await db('PROJECTION_CHECKPOINT').del();
     await db('PROJECTION_CHECKPOINT').insert({ PROJECTION: 'USER_DATA', SOURCE: 'users.events.v1:0', POSITION: '17', DATE_UPDATED: '2026-01-01 00:00:00.000' });
-    const result = await userDataRebuild({ store, db, logger }).run();
+    const result = await userDataRebuild({ vault: testVault, store, db, logger }).run();
     t.ok(result.swapped);
     t.same(await readCheckpoints(db), new Map([['users.events.v1:0', '17']]), 'no $all checkpoint added');
     t.same(await tableRows(db), await expectedRows(store));
 
     const before = await tableRows(db);
-    await t.rejects(userDataRebuild({ store: inMemoryEventStore(), db, logger }).run(), { message: /holds no users/ });
+    await t.rejects(userDataRebuild({ vault: testVault, store: inMemoryEventStore(), db, logger }).run(), { message: /holds no users/ });
     // A log of other streams only (another service's store, say) is no better.
     const foreign = inMemoryEventStore();
     await foreign.appendToStream('order-1', [{ type: 'OrderPlaced', data: {} }], { expectedRevision: 'no_stream' });
-    for (const replay of replays) await t.rejects(userDataRebuild({ store: replay.store(foreign), db, logger }).run(), { message: /holds no users/ });
+    for (const replay of replays) await t.rejects(userDataRebuild({ vault: testVault, store: replay.store(foreign), db, logger }).run(), { message: /holds no users/ });
     t.same(await tableRows(db), before);
     await assertNoLeftovers(t, db);
   });

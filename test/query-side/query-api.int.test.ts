@@ -1,3 +1,4 @@
+import { testVault } from '../support/vault.js';
 import { pino } from 'pino';
 import t from 'tap';
 import { buildQueryApp } from '../../query-side/app.js';
@@ -150,7 +151,7 @@ forEachReadDb(t, async (t, db) => {
     t.equal(stale.headers['retry-after'], '1');
     t.equal(stale.json().code, 'CONSISTENCY_TIMEOUT');
 
-    const projector = userProjector({ db, feed: eventStoreFeed(store, { batchSize: 100 }), logger });
+    const projector = userProjector({ db, feed: eventStoreFeed(store, { vault: testVault, batchSize: 100 }), logger });
     t.teardown(() => projector.stop());
     const slowApp = buildQueryApp({ db, consistencyWaitMs: 5000 });
     t.teardown(() => slowApp.close());

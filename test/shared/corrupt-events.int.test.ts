@@ -1,7 +1,8 @@
+import { testEmailStreamId, testVault } from '../support/vault.js';
 import { pino } from 'pino';
 import t from 'tap';
 import { buildCommandApp } from '../../command-side/app.js';
-import { emailReservations, emailStreamId } from '../../command-side/email-reservations.js';
+import { emailReservations } from '../../command-side/email-reservations.js';
 import { eventRelay } from '../../command-side/relay/relay.js';
 import { relayLease, relayStreamId } from '../../command-side/relay/relay-lease.js';
 import { applyBatch } from '../../projector/apply-batch.js';
@@ -73,6 +74,7 @@ void t.test('the relay: reports the same error and publishes the event as stored
   const published: string[] = [];
   const relay = eventRelay({
     store,
+    vault: testVault,
     publisher: { publish: (messages) => Promise.resolve(void published.push(...messages.map((m) => m.value))), close: () => Promise.resolve() },
     topic: 'users.events.v1',
     logger,
@@ -97,16 +99,16 @@ void t.test('the projector and the rebuild: the event is parked with the same re
   t.match(parkedLive, [{ STREAM_ID: expected.streamId, REVISION: 1, STATE: 'failed', ERROR: expected.reason }]);
 
   const rebuilt = (await sqlite.open(t)).db;
-  await userDataRebuild({ store, db: rebuilt, logger: silent }).run();
+  await userDataRebuild({ vault: testVault, store, db: rebuilt, logger: silent }).run();
   const parkedRebuild = await listParked(rebuilt, projectionName);
   t.match(parkedRebuild, [{ STREAM_ID: expected.streamId, REVISION: 1, STATE: 'failed', ERROR: expected.reason }]);
 });
 
 void t.test('reservation and lease payloads are checked too', async (t) => {
   const store = inMemoryEventStore();
-  const stream = emailStreamId('bad@example.org');
+  const stream = testEmailStreamId('bad@example.org');
   await store.appendToStream(stream, [{ type: 'EmailReserved', data: { email: 'bad@example.org' } }], { expectedRevision: 'no_stream' });
-  const emails = emailReservations({ store, graceMs: 60_000, currentEmailOf: () => Promise.resolve(undefined) });
+  const emails = emailReservations({ store, emailHash: testVault.emailHash, graceMs: 60_000, currentEmailOf: () => Promise.resolve(undefined) });
   await t.rejects(emails.reserve('bad@example.org', 'u-1', new Date(), {}), {
     name: 'CorruptEventError',
     message: `${stream}@0: EmailReserved does not match its schema: userId must have required property 'userId'; occurredAt must have required property 'occurredAt'`,

@@ -1,3 +1,4 @@
+import { testVault } from '../support/vault.js';
 import { pino } from 'pino';
 import t from 'tap';
 import { buildCommandApp } from '../../command-side/app.js';
@@ -83,7 +84,7 @@ void t.test('the projector: events applied, batches, lag in events and seconds, 
   await seedUsers(commands, 5);
   const registry = createMetricsRegistry('projector');
   const metrics = projectorMetrics(registry, { headPosition: () => store.headPosition!() });
-  const feed = eventStoreFeed(store, { batchSize: 100 });
+  const feed = eventStoreFeed(store, { vault: testVault, batchSize: 100 });
   const projector = userProjector({ db, feed, logger, onBatch: metrics.onBatch });
   metrics.watch(projector);
   const ops = await startOpsServer({ host: '127.0.0.1', port: 0, registry, ready: () => metrics.readiness(db, 60_000), logger });
@@ -127,6 +128,7 @@ void t.test('the relay: events published, lease held, lag in events', async (t) 
   const acknowledged: unknown[] = [];
   const relay = eventRelay({
     store,
+    vault: testVault,
     publisher: { publish: (messages) => Promise.resolve(void acknowledged.push(...messages)), close: () => Promise.resolve() },
     topic: 'users.events.v1',
     logger,

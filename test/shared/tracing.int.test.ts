@@ -1,3 +1,4 @@
+import { testVault } from '../support/vault.js';
 import { randomBytes } from 'node:crypto';
 import { SpanKind, SpanStatusCode } from '@opentelemetry/api';
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from '@opentelemetry/sdk-trace-node';
@@ -62,7 +63,7 @@ void t.test('tracing is on once a provider is in use', async (t) => {
 void t.test('embedded path: the write continues the caller\'s trace; the projector\'s batch span links to it', async (t) => {
   const { store, app } = await writeSide(t);
   const db = await readDb(t);
-  const projector = userProjector({ db, feed: eventStoreFeed(store, { batchSize: 50 }), logger });
+  const projector = userProjector({ db, feed: eventStoreFeed(store, { vault: testVault, batchSize: 50 }), logger });
   void projector.start();
   t.teardown(() => projector.stop());
 
@@ -102,7 +103,7 @@ void t.test('embedded path: the write continues the caller\'s trace; the project
 void t.test('without a caller traceparent the request starts the trace, and the events still carry it', async (t) => {
   const { store, app } = await writeSide(t);
   const db = await readDb(t);
-  const projector = userProjector({ db, feed: eventStoreFeed(store, { batchSize: 50 }), logger });
+  const projector = userProjector({ db, feed: eventStoreFeed(store, { vault: testVault, batchSize: 50 }), logger });
   void projector.start();
   t.teardown(() => projector.stop());
 
@@ -195,7 +196,7 @@ void t.test('through Kafka: the relay\'s send span and the projector\'s batch sp
 });
 
 function relayTo(t: Test, store: EventStore, publisher: ReturnType<typeof kafkaPublisher>, topic: string) {
-  const relay = eventRelay({ store, publisher, topic, logger, leaseMs: 3000, batchSize: 50 });
+  const relay = eventRelay({ store, vault: testVault, publisher, topic, logger, leaseMs: 3000, batchSize: 50 });
   void relay.start();
   t.teardown(async () => {
     await relay.stop();

@@ -1,3 +1,4 @@
+import { testVault } from './vault.js';
 import type { Knex } from 'knex';
 import { userCommands, type UserCommands } from '../../command-side/user-commands.js';
 import type { EventStore } from '../../shared/event-store/port.js';
@@ -5,7 +6,7 @@ import { userRowFrom } from '../../projector/user-row.js';
 import type { UserRow } from '../../shared/read-model/user-row.js';
 import { classify } from '../../projector/apply-batch.js';
 
-export const commandsOver = (store: EventStore): UserCommands => userCommands({ store, emailGraceMs: 60_000 });
+export const commandsOver = (store: EventStore): UserCommands => userCommands({ store, vault: testVault, emailGraceMs: 60_000 });
 
 /** Registers `count` users through the real command handler and gives them varied histories. */
 export async function seedUsers(commands: UserCommands, count: number, tag = 'seed'): Promise<string[]> {

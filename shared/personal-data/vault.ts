@@ -1,0 +1,226 @@
+import { createCipheriv, createDecipheriv, createHmac, randomBytes } from 'node:crypto';
+import type { DataKey, KeyStore } from './key-store.js';
+
+/**
+ * Crypto-shredding of the user events' personal fields. Events are stored with
+ * their personal fields (name, email, previous email) sealed by AES-256-GCM
+ * under the user's data key; the key id stands in clear beside the ciphertext.
+ * Destroying a user's keys (`forget`) turns every sealed field of theirs into
+ * noise while the log stays append-only.
+ *
+ * Stored form of a sealed event's data: `{ userId, occurredAt, keyId, sealed }`,
+ * `sealed` = `v1.` + base64url(iv[12] | tag[16] | ciphertext) of the JSON of the
+ * personal fields, authenticated together with the stream id and event type, so
+ * a sealed payload cannot be moved to another user or type.
+ *
+ * `open` is the way back, for every reader (command side, relay, embedded feed,
+ * rebuild): a sealed event becomes its clear form; one whose key is gone becomes
+ * `UserForgotten` (what it says is erased, and so is the person); a payload
+ * without `sealed` (written before sealing existed) passes through unchanged.
+ */
+export const personalFields = {
+  UserRegistered: ['name', 'email'],
+  UserRenamed: ['name'],
+  UserEmailChanged: ['email', 'previousEmail'],
+} as const satisfies Record<string, readonly string[]>;
+
+type PersonalType = keyof typeof personalFields;
+const isPersonalType = (type: string): type is PersonalType => Object.hasOwn(personalFields, type);
+
+const version = 'v1.';
+const ivBytes = 12;
+const tagBytes = 16;
+
+interface SealedData {
+  userId: string;
+  occurredAt: string;
+  keyId: string;
+  sealed: string;
+}
+
+const isSealed = (data: unknown): data is SealedData => {
+  if (typeof data !== 'object' || data === null) return false;
+  const d = data as Record<string, unknown>;
+  return typeof d.sealed === 'string' && typeof d.keyId === 'string' && typeof d.userId === 'string' && typeof d.occurredAt === 'string';
+};
+
+const aad = (streamId: string, type: string) => Buffer.from(`${streamId}\n${type}`, 'utf8');
+
+function seal(key: Buffer, streamId: string, type: string, fields: Record<string, unknown>): string {
+  const iv = randomBytes(ivBytes);
+  const cipher = createCipheriv('aes-256-gcm', key, iv);
+  cipher.setAAD(aad(streamId, type));
+  const body = Buffer.concat([cipher.update(JSON.stringify(fields), 'utf8'), cipher.final()]);
+  return version + Buffer.concat([iv, cipher.getAuthTag(), body]).toString('base64url');
+}
+
+/** The sealed fields, or undefined when the ciphertext does not open under this key (corrupt). */
+function unseal(key: Buffer, streamId: string, type: string, sealed: string): Record<string, unknown> | undefined {
+  if (!sealed.startsWith(version)) return undefined;
+  const bytes = Buffer.from(sealed.slice(version.length), 'base64url');
+  if (bytes.length < ivBytes + tagBytes) return undefined;
+  try {
+    const decipher = createDecipheriv('aes-256-gcm', key, bytes.subarray(0, ivBytes));
+    decipher.setAAD(aad(streamId, type));
+    decipher.setAuthTag(bytes.subarray(ivBytes, ivBytes + tagBytes));
+    const clear = Buffer.concat([decipher.update(bytes.subarray(ivBytes + tagBytes)), decipher.final()]).toString('utf8');
+    const fields: unknown = JSON.parse(clear);
+    return typeof fields === 'object' && fields !== null && !Array.isArray(fields) ? (fields as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** What `open` and `seal` work on: a stored event's place, type and payload. */
+export interface StoredEventLike {
+  streamId: string;
+  type: string;
+  data: unknown;
+}
+
+export interface VaultOptions {
+  keyStore: KeyStore;
+  /** The keyed hash's secret (EMAIL_HASH_SECRET); the key store's own when absent. */
+  emailHashSecret?: Buffer;
+  /** How long a key read from the store is kept in memory (other processes learn of a forget by this). */
+  cacheMs?: number;
+  /** Keys made per trip to the store, ahead of need. */
+  keysPerBatch?: number;
+  clock?: () => number;
+}
+
+export interface Vault {
+  /** The data payload to store for `event` of `streamId`: its personal fields sealed under `key`. */
+  seal(streamId: string, event: { type: string; data: Record<string, unknown> }, key: DataKey): Record<string, unknown>;
+  /** The events as readers need them: sealed fields opened, erased events read as UserForgotten. Order and other fields kept. */
+  open<T extends StoredEventLike>(events: readonly T[]): Promise<T[]>;
+  /** The key ids that sealed these events (a user's stream), in order of first use. */
+  keyIdsOf(events: readonly StoredEventLike[]): string[];
+  /** The key with this id, if it still exists. */
+  key(id: string): Promise<DataKey | undefined>;
+  /** A key for a user who has none yet: made ahead of time and already durable. */
+  newKey(): Promise<DataKey>;
+  /** Destroys the keys for good (and forgets them here). */
+  destroy(ids: readonly string[]): Promise<void>;
+  /** The keyed hash of an email address that names its reservation stream (hex). */
+  emailHash(email: string): string;
+}
+
+/** Opens the vault over a key store; reads the hash secret from it once when none is configured. */
+export async function openVault(options: VaultOptions): Promise<Vault> {
+  return createVault({ ...options, emailHashSecret: options.emailHashSecret ?? (await options.keyStore.secret()) });
+}
+
+/** The vault over a key store, with the hash secret at hand. */
+export function createVault(options: VaultOptions & { emailHashSecret: Buffer }): Vault {
+  const { keyStore } = options;
+  const cacheMs = options.cacheMs ?? 60_000;
+  const perBatch = options.keysPerBatch ?? 256;
+  const now = options.clock ?? Date.now;
+  const secret = options.emailHashSecret;
+  /** id -> key (or null: known to be gone) and when it was read. */
+  const cache = new Map<string, { key: Buffer | null; at: number }>();
+  const maxCached = 100_000;
+  let pool: DataKey[] = [];
+  let refilling: Promise<void> | undefined;
+
+  function remember(id: string, key: Buffer | null) {
+    if (cache.size >= maxCached) cache.delete(cache.keys().next().value!);
+    cache.set(id, { key, at: now() });
+  }
+
+  async function keysFor(ids: Iterable<string>): Promise<Map<string, Buffer | null>> {
+    const found = new Map<string, Buffer | null>();
+    const missing: string[] = [];
+    const t = now();
+    for (const id of ids) {
+      if (found.has(id)) continue;
+      const hit = cache.get(id);
+      if (hit && t - hit.at < cacheMs) found.set(id, hit.key);
+      else {
+        found.set(id, null);
+        missing.push(id);
+      }
+    }
+    if (missing.length > 0) {
+      const keys = await keyStore.get(missing);
+      for (const id of missing) {
+        const key = keys.get(id) ?? null;
+        found.set(id, key);
+        remember(id, key);
+      }
+    }
+    return found;
+  }
+
+  function refill(): Promise<void> {
+    refilling ??= keyStore
+      .create(perBatch)
+      .then((keys) => {
+        pool = pool.concat(keys);
+        for (const k of keys) remember(k.id, k.key);
+      })
+      .finally(() => {
+        refilling = undefined;
+      });
+    return refilling;
+  }
+
+  return {
+    seal(streamId, event, key) {
+      if (!isPersonalType(event.type)) return event.data;
+      const fields: Record<string, unknown> = {};
+      const rest: Record<string, unknown> = {};
+      const names: readonly string[] = personalFields[event.type];
+      for (const [name, value] of Object.entries(event.data)) (names.includes(name) ? fields : rest)[name] = value;
+      return { ...rest, keyId: key.id, sealed: seal(key.key, streamId, event.type, fields) };
+    },
+
+    async open(events) {
+      const ids = new Set<string>();
+      for (const e of events) if (isPersonalType(e.type) && isSealed(e.data)) ids.add(e.data.keyId);
+      if (ids.size === 0) return events.slice();
+      const keys = await keysFor(ids);
+      return events.map((e) => {
+        if (!isPersonalType(e.type) || !isSealed(e.data)) return e;
+        const { keyId, sealed, ...rest } = e.data;
+        const key = keys.get(keyId);
+        // The key is gone: so is everything this event said about the person.
+        if (!key) return { ...e, type: 'UserForgotten', data: { userId: rest.userId, occurredAt: rest.occurredAt } };
+        const fields = unseal(key, e.streamId, e.type, sealed);
+        // Does not open: left as stored, so the schema check calls it corrupt, the same way everywhere.
+        if (!fields) return e;
+        return { ...e, data: { ...rest, ...fields } };
+      });
+    },
+
+    keyIdsOf(events) {
+      const ids = new Set<string>();
+      for (const e of events) if (isPersonalType(e.type) && isSealed(e.data)) ids.add(e.data.keyId);
+      return [...ids];
+    },
+
+    async key(id) {
+      const key = (await keysFor([id])).get(id);
+      return key ? { id, key } : undefined;
+    },
+
+    async newKey() {
+      while (pool.length === 0) await refill();
+      const key = pool.shift()!;
+      if (pool.length < perBatch / 4) void refill().catch(() => {});
+      return key;
+    },
+
+    async destroy(ids) {
+      if (ids.length === 0) return;
+      await keyStore.destroy(ids);
+      for (const id of ids) {
+        cache.get(id)?.key?.fill(0);
+        remember(id, null);
+      }
+    },
+
+    emailHash: (email) => createHmac('sha256', secret).update(email, 'utf8').digest('hex'),
+  };
+}

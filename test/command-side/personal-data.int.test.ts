@@ -1,0 +1,138 @@
+import { createHash } from 'node:crypto';
+import t, { type Test } from 'tap';
+import { buildCommandApp } from '../../command-side/app.js';
+import { legacyEmailStreamId } from '../../command-side/email-reservations.js';
+import { userCommands } from '../../command-side/user-commands.js';
+import type { EventStore } from '../../shared/event-store/port.js';
+import { inMemoryKeyStore } from '../../shared/personal-data/in-memory-key-store.js';
+import { createVault } from '../../shared/personal-data/vault.js';
+import { eventStoreKinds } from '../support/event-stores.js';
+
+/**
+ * The write side of erasure and access: sealed personal fields, the export,
+ * forgetting (idempotent, concurrent, releasing the address, destroying the
+ * keys) and data written before sealing existed.
+ */
+async function setUp(t: Test, store: EventStore) {
+  const keyStore = inMemoryKeyStore();
+  const vault = createVault({ keyStore, emailHashSecret: Buffer.from('a secret of the tests, long enough to use') });
+  const commands = userCommands({ store, vault, emailGraceMs: 60_000 });
+  const app = buildCommandApp({ commands, store });
+  t.teardown(() => app.close());
+  const register = (name: string, email: string) => app.inject({ method: 'POST', url: '/users', payload: { name, email } });
+  const forget = (id: string, headers: Record<string, string> = {}) => app.inject({ method: 'DELETE', url: `/users/${id}/personal-data`, headers });
+  const exportOf = (id: string) => app.inject({ url: `/users/${id}/personal-data` });
+  const rawLog = async () => JSON.stringify((await store.readAll({ maxCount: 1_000_000 })).map((e) => [e.streamId, e.data]));
+  return { keyStore, vault, commands, app, register, forget, exportOf, rawLog };
+}
+
+for (const kind of eventStoreKinds.filter((k) => !k.name.includes('worker'))) {
+  void t.test(kind.name, async (t) => {
+    void t.test('personal fields are stored sealed; the export gives back exactly what was written', async (t) => {
+      const store = await kind.open(t);
+      const { app, register, exportOf, rawLog, vault } = await setUp(t, store);
+      const { id } = (await register('Grace Hopper', 'grace@navy.example')).json<{ id: string }>();
+      t.equal((await app.inject({ method: 'PUT', url: `/users/${id}/name`, payload: { name: 'Rear Admiral Hopper' } })).statusCode, 200);
+      t.equal((await app.inject({ method: 'PUT', url: `/users/${id}/email`, payload: { email: 'amazing.grace@navy.example' } })).statusCode, 200);
+      const log = await rawLog();
+      for (const secret of ['Grace Hopper', 'Rear Admiral Hopper', 'grace@navy.example', 'amazing.grace@navy.example']) {
+        t.notOk(log.includes(secret), `the log does not hold "${secret}" in clear`);
+      }
+      t.notOk(log.includes(createHash('sha256').update('grace@navy.example').digest('hex')), 'no reservation is named by a plain hash of the address');
+      t.ok(log.includes(vault.emailHash('grace@navy.example')), 'reservations are named by the keyed hash');
+
+      const exported = await exportOf(id);
+      t.equal(exported.statusCode, 200);
+      const body = exported.json<{ user: object; events: { type: string; data: Record<string, unknown> }[]; revision: number }>();
+      t.same(body.user, { name: 'Rear Admiral Hopper', email: 'amazing.grace@navy.example', status: 'registered', validated: false });
+      t.equal(body.revision, 2);
+      t.same(
+        body.events.map((e) => [e.type, e.data.name ?? e.data.email, e.data.previousEmail]),
+        [
+          ['UserRegistered', 'Grace Hopper', undefined],
+          ['UserRenamed', 'Rear Admiral Hopper', undefined],
+          ['UserEmailChanged', 'amazing.grace@navy.example', 'grace@navy.example'],
+        ],
+      );
+      t.equal((await exportOf('0190f2a4-6c1d-7cc2-9d6e-7d3b8a2f0001')).statusCode, 404, 'no such user: 404');
+    });
+
+    void t.test('forgetting: 200, idempotent, keys destroyed, every later change 410, the address free again', async (t) => {
+      const store = await kind.open(t);
+      const { app, register, forget, exportOf, keyStore, vault } = await setUp(t, store);
+      const { id } = (await register('Alan Turing', 'alan@bletchley.example')).json<{ id: string }>();
+      const keyIds = vault.keyIdsOf(await store.readStream(`user-${id}`));
+      t.equal(keyIds.length, 1, 'one key per user');
+      t.equal((await keyStore.get(keyIds)).size, 1, 'the key exists before forgetting');
+
+      const first = await forget(id);
+      t.equal(first.statusCode, 200);
+      t.match(first.json(), { id, revision: 1, consistencyToken: `user-${id}@1` });
+      t.equal((await keyStore.get(keyIds)).size, 0, 'the key is destroyed');
+      const again = await forget(id);
+      t.equal(again.statusCode, 200, 'forgetting again is fine');
+      t.equal(again.json<{ revision: number }>().revision, 1, 'and writes nothing');
+
+      t.equal((await exportOf(id)).statusCode, 410);
+      t.equal((await exportOf(id)).json<{ code: string }>().code, 'USER_FORGOTTEN');
+      for (const [method, url, payload] of [
+        ['PUT', `/users/${id}/name`, { name: 'X' }],
+        ['PUT', `/users/${id}/email`, { email: 'x@example.org' }],
+        ['POST', `/users/${id}/validation`, undefined],
+        ['DELETE', `/users/${id}`, undefined],
+      ] as const) {
+        const response = await app.inject({ method, url, ...(payload ? { payload } : {}) });
+        t.equal(response.statusCode, 410, `${method} ${url}: 410`);
+      }
+      const opened = await vault.open(await store.readStream(`user-${id}`));
+      t.same(opened.map((e) => e.type), ['UserForgotten', 'UserForgotten'], 'the registration now reads as forgotten');
+      t.equal((await register('Someone Else', 'alan@bletchley.example')).statusCode, 201, 'the address can be registered again');
+      t.equal((await forget('0190f2a4-6c1d-7cc2-9d6e-7d3b8a2f0001')).statusCode, 404, 'no such user: 404');
+      t.equal((await app.inject({ method: 'DELETE', url: `/users/not-a-uuid/personal-data` })).statusCode, 400);
+    });
+
+    void t.test('forgetting during concurrent writes to the same user, twice at once', async (t) => {
+      const store = await kind.open(t);
+      const { app, register, forget, keyStore, vault } = await setUp(t, store);
+      for (let round = 0; round < 5; round++) {
+        const { id } = (await register(`Concurrent ${round}`, `concurrent${round}@example.org`)).json<{ id: string }>();
+        const writes = Array.from({ length: 6 }, (_, i) =>
+          i % 2 === 0
+            ? app.inject({ method: 'PUT', url: `/users/${id}/name`, payload: { name: `Name ${round}-${i}` } })
+            : app.inject({ method: 'PUT', url: `/users/${id}/email`, payload: { email: `c${round}-${i}@example.org` } }),
+        );
+        const [a, b, ...rest] = await Promise.all([forget(id), forget(id), ...writes]);
+        t.equal(a!.statusCode, 200);
+        t.equal(b!.statusCode, 200);
+        for (const r of rest) t.ok([200, 409, 410].includes(r.statusCode), `a concurrent write answers ${r.statusCode}`);
+        const stored = await store.readStream(`user-${id}`);
+        const opened = await vault.open(stored);
+        t.equal(stored.filter((e) => e.type === 'UserForgotten').length, 1, 'UserForgotten was appended exactly once');
+        t.equal(stored.at(-1)!.type, 'UserForgotten', 'and nothing after it');
+        t.ok(opened.every((e) => e.type === 'UserForgotten'), 'nothing of the person opens any more');
+        t.equal((await keyStore.get(vault.keyIdsOf(stored))).size, 0, 'no key of theirs is left');
+      }
+    });
+
+    void t.test('data written before sealing: read, honoured, sealed from then on, forgettable', async (t) => {
+      const store = await kind.open(t);
+      const { app, register, forget, exportOf } = await setUp(t, store);
+      const id = '0190f2a4-6c1d-7cc2-9d6e-7d3b8a2f00aa';
+      const occurredAt = '2026-01-01T00:00:00.000Z';
+      // What the service wrote before: clear payloads, and a reservation named by a plain SHA-256 with the address inside.
+      await store.appendToStream(`user-${id}`, [{ type: 'UserRegistered', data: { userId: id, name: 'Old Timer', email: 'old@example.org', occurredAt } }], { expectedRevision: 'no_stream' });
+      await store.appendToStream(legacyEmailStreamId('old@example.org'), [{ type: 'EmailReserved', data: { email: 'old@example.org', userId: id, occurredAt } }], { expectedRevision: 'no_stream' });
+
+      t.same((await exportOf(id)).json<{ user: object }>().user, { name: 'Old Timer', email: 'old@example.org', status: 'registered', validated: false });
+      t.equal((await register('Newcomer', 'old@example.org')).statusCode, 409, 'the old reservation still holds the address');
+      t.equal((await app.inject({ method: 'PUT', url: `/users/${id}/name`, payload: { name: 'Old Hand' } })).statusCode, 200);
+      const [, renamed] = await store.readStream(`user-${id}`);
+      t.notOk(JSON.stringify(renamed?.data).includes('Old Hand'), 'a new event of an old user is sealed');
+      t.equal((await exportOf(id)).json<{ user: { name: string } }>().user.name, 'Old Hand');
+
+      t.equal((await forget(id)).statusCode, 200);
+      t.equal((await register('Newcomer', 'old@example.org')).statusCode, 201, 'forgetting released the old reservation too');
+      t.equal((await exportOf(id)).statusCode, 410);
+    });
+  });
+}
