@@ -1,5 +1,7 @@
-import { testVault } from '../test/support/vault.js';
 import { randomBytes, randomUUID } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { pino } from 'pino';
 import { kafkaPublisher } from '../command-side/relay/kafka-publisher.js';
 import { eventRelay } from '../command-side/relay/relay.js';
@@ -14,6 +16,8 @@ import type { EventStore } from '../shared/event-store/port.js';
 import { createKafka } from '../shared/kafka/kafka-client.js';
 import { openReadDb } from '../shared/read-db.js';
 import { userStreamId } from '../shared/user-events.js';
+import { openSqliteKeyStore } from '../shared/personal-data/sqlite-key-store.js';
+import { openVault, type Vault } from '../shared/personal-data/vault.js';
 import { percentile, startChild, startStack } from './bench/stack.js';
 
 /**
@@ -37,7 +41,8 @@ const mariadbUrl = process.env.MARIADB_URL ?? 'mysql://root@127.0.0.1:3306';
 const logger = pino({ level: 'silent' });
 const topic = 'users.events.v1';
 
-async function seed(store: EventStore): Promise<void> {
+/** The user events as the service writes them: personal fields sealed under one key per user. */
+async function seed(store: EventStore, vault: Vault): Promise<void> {
   // Four events per user: registered, renamed, email changed, validated.
   const users = Math.ceil(totalEvents / 4);
   const at = new Date().toISOString();
@@ -46,16 +51,16 @@ async function seed(store: EventStore): Promise<void> {
       Array.from({ length: Math.min(200, users - i) }, (_, j) => {
         const userId = randomUUID();
         const n = i + j;
-        return store.appendToStream(
+        return vault.newKey().then((key) => store.appendToStream(
           userStreamId(userId),
-          [
+          ([
             { type: 'UserRegistered', data: { userId, name: `Bench ${n}`, email: `b${n}@bench.example.org`, occurredAt: at } },
             { type: 'UserRenamed', data: { userId, name: `Bench ${n} renamed`, occurredAt: at } },
             { type: 'UserEmailChanged', data: { userId, email: `c${n}@bench.example.org`, previousEmail: `b${n}@bench.example.org`, occurredAt: at } },
             { type: 'UserValidated', data: { userId, occurredAt: at } },
-          ],
+          ] as const).map((event) => ({ type: event.type, data: vault.seal(userStreamId(userId), event, key) })),
           { expectedRevision: 'no_stream' },
-        );
+        ));
       }),
     );
   }
@@ -71,11 +76,11 @@ async function readWholeLog(store: EventStore) {
   }
 }
 
-async function finalRows(store: EventStore): Promise<UserRow[]> {
+async function finalRows(store: EventStore, vault: Vault): Promise<UserRow[]> {
   const rows = new Map<string, UserRow>();
   for (let after: bigint | undefined; ; ) {
     const page = await store.readAll({ ...(after === undefined ? {} : { after }), maxCount: 5000 });
-    for (const e of page) {
+    for (const e of await vault.open(page)) {
       const event = toUserEvent(e);
       const row = event && userRowFrom(rows.get(event.data.userId), event, e.revision);
       if (row) rows.set(row.ID_USER_DATA, row);
@@ -106,12 +111,15 @@ async function startServers() {
 async function main() {
   const servers = await startServers();
   const store = esdbEventStore({ connectionString: servers.eventstoreUrl });
+  const keyDir = await mkdtemp(join(tmpdir(), 'users-bench-keys-'));
+  const keyStore = openSqliteKeyStore(join(keyDir, 'keys.sqlite'));
+  const vault = await openVault({ keyStore });
   const kafka = createKafka({ brokers: servers.brokers, clientId: 'bench', logger });
   const suffix = randomBytes(4).toString('hex');
   const databases = [`queries_bench_proj_${suffix}`, `queries_bench_plain_${suffix}`];
   try {
     let started = performance.now();
-    await seed(store);
+    await seed(store, vault);
     console.log(`seeded ${totalEvents} events into the EventStoreDB test server in ${((performance.now() - started) / 1000).toFixed(1)} s`);
     // The test server's own pace: the whole log read through the client, nothing else done with it.
     started = performance.now();
@@ -121,7 +129,7 @@ async function main() {
     const head = log[log.length - 1]!.position.toString();
 
     const publisher = kafkaPublisher(kafka, topic);
-    const relay = eventRelay({ store, vault: testVault, publisher, topic, logger, leaseMs: 15_000, batchSize: 1000 });
+    const relay = eventRelay({ store, vault, publisher, topic, logger, leaseMs: 15_000, batchSize: 1000 });
     started = performance.now();
     void relay.start();
     while (relay.status().position !== head) await new Promise((resolve) => setTimeout(resolve, 20));
@@ -143,7 +151,7 @@ async function main() {
     await projector.stop();
     await db.destroy();
 
-    const rows = await finalRows(store);
+    const rows = await finalRows(store, vault);
     const plain = await freshDb(databases[1]!);
     started = performance.now();
     for (let i = 0; i < rows.length; i += 500) await plain('USER_DATA').insert(rows.slice(i, i + 500));
@@ -157,6 +165,8 @@ async function main() {
 
   } finally {
     await store.close();
+    await keyStore.close();
+    await rm(keyDir, { recursive: true, force: true });
     await servers.stop();
     const admin = await openReadDb({ client: 'mysql', url: `${mariadbUrl}/queries` });
     for (const name of databases) await admin.raw('DROP DATABASE IF EXISTS ??', [name]);

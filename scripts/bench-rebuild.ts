@@ -1,4 +1,3 @@
-import { testVault } from '../test/support/vault.js';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -11,13 +10,18 @@ import { userDataRebuild } from '../projector/rebuild.js';
 import type { UserRow } from '../shared/read-model/user-row.js';
 import { sqliteEventStore } from '../shared/event-store/sqlite-event-store.js';
 import { openReadDb } from '../shared/read-db.js';
+import type { DataKey } from '../shared/personal-data/key-store.js';
+import { openSqliteKeyStore } from '../shared/personal-data/sqlite-key-store.js';
+import { openVault, type Vault } from '../shared/personal-data/vault.js';
 
 /**
  * The rebuild's throughput against the floor it cannot beat: writing the same
  * final rows with plain multi-row INSERTs.
  *  1. Seeds BENCH_EVENTS (1,000,000) user events for BENCH_EVENTS/5 users into a
  *     fresh embedded event store: each user registers, then renames, changes
- *     email, validates and sometimes deactivates, spread over the log.
+ *     email, validates and sometimes deactivates, spread over the log; personal
+ *     fields sealed under one data key per user from a key store beside it, as the
+ *     service stores them (BENCH_SEALED=0: in clear, as stored before sealing).
  *  2. Rebuilds USER_DATA from it into MariaDB (READ_DB_URL, default a fresh
  *     `queries_bench_<random>` on mysql://root@127.0.0.1:3306, dropped at the end).
  *  3. Inserts the rebuilt table's rows into a fresh copy of its schema with plain
@@ -25,6 +29,7 @@ import { openReadDb } from '../shared/read-db.js';
  * Prints the figures; asserts nothing (machines here are shared and noisy).
  */
 const eventCount = Number(process.env.BENCH_EVENTS ?? 1_000_000);
+const sealed = process.env.BENCH_SEALED !== '0';
 const userCount = Math.max(1, Math.round(eventCount / 5));
 const rowsPerInsert = 2000;
 
@@ -56,7 +61,7 @@ function timeline() {
   return { order, users, kinds };
 }
 
-function eventOf(kind: number, user: number, userId: string, revision: number, occurredAt: string): { type: string; data: unknown } {
+function eventOf(kind: number, user: number, userId: string, revision: number, occurredAt: string): { type: string; data: Record<string, unknown> } {
   switch (kind) {
     case 0:
       return { type: 'UserRegistered', data: { userId, name: `User ${user}`, email: `user${user}@bench.example.org`, occurredAt } };
@@ -74,8 +79,12 @@ function eventOf(kind: number, user: number, userId: string, revision: number, o
   }
 }
 
-/** Writes straight into the embedded store's table (created by the store): nothing else has the file open, so big transactions without fsync are safe. */
-function seed(file: string) {
+/**
+ * Writes straight into the embedded store's table (created by the store): nothing else has the file open, so big
+ * transactions without fsync are safe. Personal fields are sealed under one key per user from the bench's key
+ * store, as the service stores them (BENCH_SEALED=0: in clear, as stored before sealing existed).
+ */
+function seed(file: string, vault: Vault, keys: DataKey[]) {
   const db = new Database(file);
   db.pragma('synchronous = OFF');
   const insert = db.prepare(
@@ -93,8 +102,9 @@ function seed(file: string) {
       const userId = ids[user]!;
       const revision = revisions[user]!;
       revisions[user] = revision + 1;
-      const { type, data } = eventOf(kinds[index]!, user, userId, revision, new Date(start + seq * 10).toISOString());
-      insert.run(randomUUID(), `user-${userId}`, revision, type, JSON.stringify(data), JSON.stringify({ commandType: type }), recordedAt);
+      const event = eventOf(kinds[index]!, user, userId, revision, new Date(start + seq * 10).toISOString());
+      const data = sealed ? vault.seal(`user-${userId}`, event, keys[user]!) : event.data;
+      insert.run(randomUUID(), `user-${userId}`, revision, event.type, JSON.stringify(data), JSON.stringify({ commandType: event.type }), recordedAt);
     }
   });
   for (let from = 0; from < order.length; from += 50_000) writeMany(from, Math.min(order.length, from + 50_000));
@@ -109,16 +119,18 @@ async function main() {
   const url = process.env.READ_DB_URL ?? `mysql://root@127.0.0.1:3306/${database}`;
   const db = await openReadDb({ client: 'mysql', url });
   const store = sqliteEventStore({ file: join(dir, 'events.sqlite'), readAllInWorker: true });
+  const keyStore = openSqliteKeyStore(join(dir, 'keys.sqlite'));
+  const vault = await openVault({ keyStore });
   try {
     let t = performance.now();
     if ((await store.headPosition!()) !== BigInt(eventCount)) {
       if (await store.headPosition!()) throw new Error(`${dir}/events.sqlite holds other events; use an empty BENCH_DATA_DIR`);
-      seed(join(dir, 'events.sqlite'));
+      seed(join(dir, 'events.sqlite'), vault, sealed ? await keyStore.create(userCount) : []);
       console.log(`seeded ${eventCount} events for ${userCount} users in ${((performance.now() - t) / 1000).toFixed(1)} s`);
     }
     await migrateReadDb(db);
 
-    const rebuild = userDataRebuild({ vault: testVault, store, db, logger: pino({ level: 'warn' }) });
+    const rebuild = userDataRebuild({ vault, store, db, logger: pino({ level: 'warn' }) });
     t = performance.now();
     const cpu = process.cpuUsage();
     const result = await rebuild.run();
@@ -154,6 +166,7 @@ async function main() {
     console.log(`rebuild rate / plain INSERT rate = ${ratio.toFixed(2)} (target >= 0.50: ${ratio >= 0.5 ? 'met' : 'missed'})`);
   } finally {
     await store.close();
+    await keyStore.close();
     if (!process.env.READ_DB_URL) await db.raw('DROP DATABASE IF EXISTS ??', [database]);
     await db.destroy();
     if (!keep) await rm(dir, { recursive: true, force: true });

@@ -103,7 +103,7 @@ export interface Vault {
   /** Destroys the keys for good (and forgets them here). */
   destroy(ids: readonly string[]): Promise<void>;
   /** The keyed hash of an email address that names its reservation stream (hex). */
-  emailHash(email: string): string;
+  readonly emailHash: (email: string) => string;
 }
 
 /** Opens the vault over a key store; reads the hash secret from it once when none is configured. */

@@ -1,0 +1,219 @@
+import { randomBytes } from 'node:crypto';
+import { readdirSync, readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import knexFactory from 'knex';
+import t, { type Test } from 'tap';
+import { StoreUnavailableError } from '../../shared/errors.js';
+import { inMemoryKeyStore } from '../../shared/personal-data/in-memory-key-store.js';
+import type { DataKey } from '../../shared/personal-data/key-store.js';
+import { openMariaDbKeyStore } from '../../shared/personal-data/mariadb-key-store.js';
+import { openSqliteKeyStore } from '../../shared/personal-data/sqlite-key-store.js';
+import { keyStoreContract } from '../contracts/key-store.contract.js';
+import { mariadbUrl } from '../support/read-dbs.js';
+
+/** A directory of its own, removed when `t` ends. */
+async function tempDir(t: Test): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'users-keys-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+void t.test('in memory', async (t) => {
+  keyStoreContract(t, () => Promise.resolve(inMemoryKeyStore()));
+
+  void t.test('destroy wipes the buffer it held', async (t) => {
+    const store = inMemoryKeyStore();
+    const [made] = await store.create(1);
+    const held = (await store.get([made!.id])).get(made!.id)!;
+    await store.destroy([made!.id]);
+    t.ok(held.equals(made!.key), 'what get handed out was a copy');
+    t.same(await store.get([made!.id]), new Map());
+  });
+});
+
+void t.test('sqlite', async (t) => {
+  let file = '';
+  keyStoreContract(
+    t,
+    async () => {
+      file = join(await tempDir(t), 'keys', 'keys.sqlite');
+      return openSqliteKeyStore(file);
+    },
+    { reopen: () => Promise.resolve(openSqliteKeyStore(file)) },
+  );
+
+  /** Every file in the store's directory, as raw bytes. */
+  const everyFile = (dir: string) => readdirSync(dir).map((name) => ({ name, bytes: readFileSync(join(dir, name)) }));
+  const scan = (t: Test, dir: string, gone: readonly DataKey[], kept: readonly DataKey[], when: string) => {
+    const files = everyFile(dir);
+    const inAnyFile = (key: Buffer) => files.some((f) => f.bytes.indexOf(key) >= 0);
+    t.same(files.map((f) => f.name), ['keys.sqlite'], `${when}: the database file alone, no journal left`);
+    t.equal(kept.filter((k) => !inAnyFile(k.key)).length, 0, `${when}: every kept key is found (the scan can find keys)`);
+    t.equal(gone.filter((k) => inAnyFile(k.key)).length, 0, `${when}: no destroyed key is in any file`);
+  };
+
+  void t.test('a destroyed key leaves no copy of its bytes in any file, open or closed', async (t) => {
+    const dir = await tempDir(t);
+    const store = openSqliteKeyStore(join(dir, 'keys.sqlite'));
+    t.teardown(() => store.close());
+    const keys = await store.create(50);
+    const [gone, kept] = [keys.filter((_, i) => i % 5 === 0), keys.filter((_, i) => i % 5 !== 0)];
+    t.equal(gone.length, 10, 'ten of fifty destroyed');
+    scan(t, dir, [], keys, 'before destroy');
+    await store.destroy(gone.map((k) => k.id));
+    scan(t, dir, gone, kept, 'after destroy, the store still open');
+    await store.close();
+    scan(t, dir, gone, kept, 'after close');
+  });
+
+  void t.test('no copy either after many batches, page splits and reopens', async (t) => {
+    const dir = await tempDir(t);
+    const file = join(dir, 'keys.sqlite');
+    let store = openSqliteKeyStore(file);
+    t.teardown(() => store.close());
+    const gone: DataKey[] = [];
+    let kept: DataKey[] = [];
+    for (let round = 0; round < 4; round++) {
+      kept.push(...(await store.create(800)));
+      const destroyed = new Set(kept.filter((_, i) => (i + round) % 4 === 0));
+      await store.destroy([...destroyed].map((k) => k.id));
+      gone.push(...destroyed);
+      kept = kept.filter((k) => !destroyed.has(k));
+      if (round % 2 === 1) {
+        await store.close();
+        store = openSqliteKeyStore(file);
+      }
+    }
+    t.ok(readFileSync(file).length > 100 * 4096, 'the table spans many pages');
+    scan(t, dir, gone, kept, 'still open');
+    await store.close();
+    scan(t, dir, gone, kept, 'closed');
+  });
+
+  void t.test('the file is in rollback-journal mode, even one left in WAL mode', async (t) => {
+    const dir = await tempDir(t);
+    const file = join(dir, 'keys.sqlite');
+    const raw = new Database(file);
+    raw.pragma('journal_mode = WAL');
+    raw.close();
+    const store = openSqliteKeyStore(file);
+    t.teardown(() => store.close());
+    await store.create(1);
+    const look = new Database(file, { readonly: true });
+    t.teardown(() => look.close());
+    t.equal(look.pragma('journal_mode', { simple: true }), 'delete');
+  });
+
+  void t.test('a file locked by another process longer than the busy timeout is a retriable StoreUnavailableError', async (t) => {
+    const dir = await tempDir(t);
+    const file = join(dir, 'keys.sqlite');
+    const store = openSqliteKeyStore(file, { busyTimeoutMs: 50 });
+    t.teardown(() => store.close());
+    const [made] = await store.create(1);
+    const other = new Database(file);
+    other.pragma('busy_timeout = 0');
+    other.exec('BEGIN EXCLUSIVE');
+    try {
+      await t.rejects(store.create(1), StoreUnavailableError);
+      await t.rejects(store.destroy([made!.id]), StoreUnavailableError);
+      await t.rejects(store.get([made!.id]), StoreUnavailableError);
+    } finally {
+      other.exec('ROLLBACK');
+      other.close();
+    }
+    t.equal((await store.get([made!.id])).size, 1, 'it works again once the lock is gone');
+  });
+
+  void t.test('a configured secret is the one given', async (t) => {
+    const secret = randomBytes(32);
+    const store = openSqliteKeyStore(join(await tempDir(t), 'keys.sqlite'), { secret });
+    t.teardown(() => store.close());
+    t.ok((await store.secret()).equals(secret));
+  });
+});
+
+/** As `test/support/read-dbs.ts` probes it: the reason MariaDB cannot be reached, or undefined. */
+async function mariadbReachable(): Promise<string | undefined> {
+  const url = new URL(mariadbUrl);
+  const probe = knexFactory({
+    client: 'mysql2',
+    connection: {
+      host: url.hostname,
+      port: Number(url.port || 3306),
+      user: decodeURIComponent(url.username || 'root'),
+      password: decodeURIComponent(url.password),
+      connectTimeout: 3000,
+    },
+    pool: { min: 0, max: 1 },
+  });
+  try {
+    await probe.raw('SELECT 1');
+    return undefined;
+  } catch (error) {
+    return error instanceof Error ? error.message : String(error);
+  } finally {
+    await probe.destroy();
+  }
+}
+
+void t.test('mariadb', async (t) => {
+  const problem = await mariadbReachable();
+  if (problem) {
+    const advice =
+      `MariaDB is not reachable at ${mariadbUrl} (${problem}). Start it with ` +
+      '`start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd`, ' +
+      'point MARIADB_URL at one, or set MARIADB_OPTIONAL=1 to skip the MariaDB cases.';
+    if (process.env.MARIADB_OPTIONAL === '1') t.pass('MariaDB cases skipped', { skip: advice });
+    else t.fail(advice);
+    return;
+  }
+  const base = mariadbUrl.replace(/\/$/, '');
+  /** A database of its own per store, dropped at the end. */
+  const freshUrl = () => {
+    const database = `user_keys_test_${randomBytes(6).toString('hex')}`;
+    t.teardown(async () => {
+      const admin = knexFactory({ client: 'mysql2', connection: mariadbConnection(), pool: { min: 0, max: 1 } });
+      await admin.raw('DROP DATABASE IF EXISTS ??', [database]);
+      await admin.destroy();
+    });
+    return `${base}/${database}`;
+  };
+  let url = '';
+  keyStoreContract(
+    t,
+    () => {
+      url = freshUrl();
+      return openMariaDbKeyStore(url);
+    },
+    { reopen: () => openMariaDbKeyStore(url) },
+  );
+
+  void t.test('opening twice finds the tables made by the first', async (t) => {
+    const shared = freshUrl();
+    const stores = await Promise.all([openMariaDbKeyStore(shared), openMariaDbKeyStore(shared)]);
+    t.teardown(() => Promise.all(stores.map((s) => s.close())));
+    const [a, b] = stores;
+    const [made] = await a.create(1);
+    t.ok((await b.get([made!.id])).get(made!.id)?.equals(made!.key), 'one store sees the keys of the other');
+    const [sa, sb] = await Promise.all([a.secret(), b.secret()]);
+    t.ok(sa.equals(sb), 'two processes making the secret at once agree on one');
+  });
+
+  void t.test('an unreachable server is a retriable StoreUnavailableError', async (t) => {
+    const quiet = { warn: () => {}, error: () => {}, debug: () => {}, deprecate: () => {} };
+    await t.rejects(openMariaDbKeyStore('mysql://root@127.0.0.1:1/user_keys', { log: quiet }), StoreUnavailableError);
+  });
+});
+
+function mariadbConnection() {
+  const url = new URL(mariadbUrl);
+  return {
+    host: url.hostname,
+    port: Number(url.port || 3306),
+    user: decodeURIComponent(url.username || 'root'),
+    password: decodeURIComponent(url.password),
+  };
+}
