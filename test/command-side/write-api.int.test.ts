@@ -31,7 +31,9 @@ function writeApiSuite(t: Test, openStore: (t: Test) => Promise<EventStore>) {
     t.match(body, { id: /^[0-9a-f-]{36}$/, revision: 0 });
     t.equal(body.consistencyToken, `user-${body.id}@0`);
     t.equal(response.headers.location, `/users/${body.id}`);
-    const [event] = await store.readStream(`user-${body.id}`);
+    const [stored] = await store.readStream(`user-${body.id}`);
+    t.notOk(JSON.stringify(stored?.data).includes('Ada'), 'stored with the name sealed');
+    const [event] = await testVault.open(stored ? [stored] : []);
     t.same(event?.data, { userId: body.id, name: 'Ada', email: 'ada@example.org', occurredAt: (event?.data as { occurredAt: string }).occurredAt });
     t.ok(event?.metadata.correlationId, 'events carry the request id as correlation id');
     t.equal((await app.inject({ url: '/health' })).json().status, 'ok');

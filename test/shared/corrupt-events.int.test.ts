@@ -94,7 +94,7 @@ void t.test('the projector and the rebuild: the event is parked with the same re
   const { store, expected } = await storeWithCorruptEvent();
   const sqlite = readDbsUnderTest.find((d) => d.name === 'sqlite')!;
   const live = (await sqlite.open(t)).db;
-  await applyBatch(live, await store.readAll({ maxCount: 100 }), new Map());
+  await applyBatch(live, await testVault.open(await store.readAll({ maxCount: 100 })), new Map());
   const parkedLive = await listParked(live, projectionName);
   t.match(parkedLive, [{ STREAM_ID: expected.streamId, REVISION: 1, STATE: 'failed', ERROR: expected.reason }]);
 
