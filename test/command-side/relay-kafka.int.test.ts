@@ -80,3 +80,53 @@ void t.test('the traceparent and tracestate of a write reach its Kafka message a
   t.equal(record?.headers.tracestate?.toString(), trace.tracestate);
   t.equal(record?.headers['event-type']?.toString(), 'user.registered.v1');
 });
+
+void t.test('forgetting through Kafka: user.forgotten.v1 is on the topic and nothing later for the user carries personal data', async (t) => {
+  const topic = 'users.events.v1';
+  const broker = await startKafkaTestBroker({ topics: [{ name: topic, partitions: 1 }] });
+  t.teardown(() => broker.stop());
+  const logger = pino({ level: 'silent' });
+  const kafka = createKafka({ brokers: broker.brokers, clientId: 'relay-test', logger });
+  const store = inMemoryEventStore();
+  const commands = commandsOver(store);
+  const publisher = kafkaPublisher(kafka, topic);
+  t.teardown(() => publisher.close());
+  const relay = eventRelay({ store, vault: testVault, publisher, topic, logger, leaseMs: 3000, batchSize: 20, owner: 'first' });
+  void relay.start();
+
+  const name = 'Hedy Lamarr';
+  const email = 'hedy.lamarr@frequency-hopping.example';
+  const { id } = await commands.register({ name, email });
+  await commands.rename(id, 'Hedy Kiesler Markey');
+  await commands.changeEmail(id, 'hedy@markey.example');
+  const stream = `user-${id}`;
+  const onTopic = () => broker.records(topic, 0).map((r) => ({ ...fromEnvelope(r.value), raw: r.value?.toString() ?? '' }));
+  await waitFor(() => onTopic().filter((m) => m.streamId === stream).length === 3, 10_000, 'the three events on the topic');
+  t.ok(onTopic().some((m) => m.raw.includes(name)), 'before forgetting, consumers get the personal data (they need it)');
+
+  await commands.forget(id);
+  await waitFor(() => onTopic().some((m) => m.streamId === stream && m.type === 'UserForgotten'), 10_000, 'user.forgotten.v1 on the topic');
+  const forgottenAt = onTopic().findIndex((m) => m.streamId === stream && m.type === 'UserForgotten');
+  const forgotten = broker.records(topic, 0)[forgottenAt]!;
+  t.equal(forgotten.headers['event-type']?.toString(), 'user.forgotten.v1');
+  t.same(Object.keys(JSON.parse(forgotten.value!.toString()).data as object).sort(), ['occurredAt', 'userId'], 'it carries no personal data');
+  await relay.stop();
+
+  // A relay that starts from the beginning (a lost resume point) publishes the user's whole stream again:
+  // here, the same user events in a store without the first relay's resume point.
+  const before = onTopic().length;
+  const fresh = inMemoryEventStore();
+  for (const e of await store.readAll({ maxCount: 10_000 })) {
+    if (e.streamId.startsWith('user-')) await fresh.appendToStream(e.streamId, [{ id: e.id, type: e.type, data: e.data, metadata: e.metadata }], { expectedRevision: e.revision === 0 ? 'no_stream' : e.revision - 1 });
+  }
+  const replaying = eventRelay({ store: fresh, vault: testVault, publisher, topic, logger, leaseMs: 3000, batchSize: 20, owner: 'replay' });
+  void replaying.start();
+  t.teardown(() => replaying.stop());
+  await waitFor(() => onTopic().length >= before + 4, 10_000, 'the replayed stream on the topic');
+  const later = onTopic().slice(before).filter((m) => m.streamId === stream);
+  t.equal(later.length, 4, 'every event of the user was published again');
+  for (const m of later) {
+    t.equal(m.type, 'UserForgotten', `revision ${m.revision} arrives as user.forgotten.v1`);
+    for (const secret of [name, email, 'Hedy Kiesler Markey', 'hedy@markey.example']) t.notOk(m.raw.includes(secret), `revision ${m.revision} does not carry "${secret}"`);
+  }
+});
