@@ -75,12 +75,27 @@ export function userCommands(deps: { store: EventStore; vault: Vault; clock?: ()
     ...options.trace,
   });
 
-  /** The user's new events as stored: personal fields sealed under the user's key. */
-  const userAppend = (userId: string, events: UserEvent[], revision: number, metadata: EventMetadata, key: DataKey | undefined): StreamAppend => {
+  /**
+   * The user's new events as stored: personal fields sealed under the user's key;
+   * a UserForgotten names the keys to destroy (`sealedWith`), so that the log's
+   * readers can finish a forget whose request died half-way.
+   */
+  const userAppend = (
+    userId: string,
+    events: UserEvent[],
+    revision: number,
+    metadata: EventMetadata,
+    key: DataKey | undefined,
+    sealedWith: string[],
+  ): StreamAppend => {
     const streamId = userStreamId(userId);
+    const stored = (event: UserEvent) => {
+      if (event.type === 'UserForgotten') return { ...event.data, keyIds: sealedWith };
+      return key ? vault.seal(streamId, event, key) : event.data;
+    };
     return {
       streamId,
-      events: events.map((event) => ({ type: event.type, data: key ? vault.seal(streamId, event, key) : event.data, metadata })),
+      events: events.map((event) => ({ type: event.type, data: stored(event), metadata })),
       expectedRevision: revision === -1 ? 'no_stream' : revision,
     };
   };
@@ -129,7 +144,7 @@ export function userCommands(deps: { store: EventStore; vault: Vault; clock?: ()
       const metadata = metadataFor(command, options);
       const claimed = claimedEmail(events);
       const personal = events.some((event) => Object.hasOwn(personalFields, event.type));
-      const ours = userAppend(userId, events, revision, metadata, personal ? await keyFor(stored) : undefined);
+      const ours = userAppend(userId, events, revision, metadata, personal ? await keyFor(stored) : undefined, vault.keyIdsOf(stored));
       let newlyClaimed = false;
       try {
         // A new claim and the user's events may go in one append (see `reserve`).

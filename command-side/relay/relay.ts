@@ -79,7 +79,10 @@ export interface RelayStatus {
  */
 export function eventRelay(deps: {
   store: EventStore;
-  /** Opens the events' sealed personal fields: consumers get them in clear, or, once a user's key is gone, user.forgotten.v1. */
+  /**
+   * Opens the events' sealed personal fields: consumers get them in clear, or, once a user's key is gone,
+   * user.forgotten.v1. It also finishes forgets: the keys a UserForgotten names are destroyed before it is published.
+   */
   vault: Pick<Vault, 'open'>;
   publisher: EventPublisher;
   topic: string;
@@ -182,7 +185,7 @@ export function eventRelay(deps: {
         }
         if (winner.done) return;
         // The key store down is an outage like the broker's: wait and try again, nothing skipped.
-        const events = await retrying(() => deps.vault.open(winner.value), {
+        const events = await retrying(() => deps.vault.open(winner.value, { finishForgets: true }), {
           signal: abort.signal,
           capMs: renewEvery,
           onRetry: (error, attempt) => {

@@ -20,7 +20,7 @@ export function eventStoreFeed(
   store: EventStore,
   options: {
     batchSize: number;
-    /** Opens the sealed personal fields (an event whose key is gone reads as UserForgotten). */
+    /** Opens the sealed personal fields (an event whose key is gone reads as UserForgotten) and finishes forgets (destroys the keys a UserForgotten names). */
     vault: Pick<Vault, 'open'>;
     onLiveChange?: (live: boolean) => void;
   },
@@ -41,7 +41,7 @@ export function eventStoreFeed(
       try {
         for await (const stored of inBatches(subscription, options.batchSize)) {
           // The key store down is an outage: wait for it rather than read events as forgotten.
-          const events = await retrying(() => options.vault.open(stored), { signal: closing.signal });
+          const events = await retrying(() => options.vault.open(stored, { finishForgets: true }), { signal: closing.signal });
           const last = events[events.length - 1]!;
           yield { events: tracingOn() ? events.map(withTrace) : events, checkpoints: new Map([[globalLogSource, last.position.toString()]]), lastEventAt: last.recordedAt.getTime() };
         }

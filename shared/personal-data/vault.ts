@@ -44,6 +44,12 @@ const isSealed = (data: unknown): data is SealedData => {
   return typeof d.sealed === 'string' && typeof d.keyId === 'string' && typeof d.userId === 'string' && typeof d.occurredAt === 'string';
 };
 
+/** A stored UserForgotten names the keys it destroys (`keyIds`), for whoever finishes the job. */
+const hasKeyIds = (data: unknown): data is { keyIds: unknown } & Record<string, unknown> =>
+  typeof data === 'object' && data !== null && 'keyIds' in data;
+const keyIdsNamedBy = (data: unknown): string[] =>
+  hasKeyIds(data) && Array.isArray(data.keyIds) ? data.keyIds.filter((id): id is string => typeof id === 'string') : [];
+
 const aad = (streamId: string, type: string) => Buffer.from(`${streamId}\n${type}`, 'utf8');
 
 function seal(key: Buffer, streamId: string, type: string, fields: Record<string, unknown>): string {
@@ -92,8 +98,15 @@ export interface VaultOptions {
 export interface Vault {
   /** The data payload to store for `event` of `streamId`: its personal fields sealed under `key`. */
   seal(streamId: string, event: { type: string; data: Record<string, unknown> }, key: DataKey): Record<string, unknown>;
-  /** The events as readers need them: sealed fields opened, erased events read as UserForgotten. Order and other fields kept. */
-  open<T extends StoredEventLike>(events: readonly T[]): Promise<T[]>;
+  /**
+   * The events as readers need them: sealed fields opened, erased events read as
+   * UserForgotten, the key ids a stored UserForgotten names taken out. Order and
+   * other fields kept. `finishForgets`: also destroy the keys each UserForgotten
+   * among them names (idempotent), so a forget whose requester died between
+   * appending it and destroying the keys is finished by the log's readers (the
+   * relay, the embedded projector).
+   */
+  open<T extends StoredEventLike>(events: readonly T[], options?: { finishForgets?: boolean }): Promise<T[]>;
   /** The key ids that sealed these events (a user's stream), in order of first use. */
   keyIdsOf(events: readonly StoredEventLike[]): string[];
   /** The key with this id, if it still exists. */
@@ -153,6 +166,15 @@ export function createVault(options: VaultOptions & { emailHashSecret: Buffer })
     return found;
   }
 
+  async function destroy(ids: readonly string[]): Promise<void> {
+    if (ids.length === 0) return;
+    await keyStore.destroy(ids);
+    for (const id of ids) {
+      cache.get(id)?.key?.fill(0);
+      remember(id, null);
+    }
+  }
+
   function refill(): Promise<void> {
     refilling ??= keyStore
       .create(perBatch)
@@ -176,12 +198,20 @@ export function createVault(options: VaultOptions & { emailHashSecret: Buffer })
       return { ...rest, keyId: key.id, sealed: seal(key.key, streamId, event.type, fields) };
     },
 
-    async open(events) {
+    async open(events, options = {}) {
       const ids = new Set<string>();
-      for (const e of events) if (isPersonalType(e.type) && isSealed(e.data)) ids.add(e.data.keyId);
-      if (ids.size === 0) return events.slice();
-      const keys = await keysFor(ids);
-      return events.map((e) => {
+      const forgotten: string[] = [];
+      for (const e of events) {
+        if (isPersonalType(e.type) && isSealed(e.data)) ids.add(e.data.keyId);
+        else if (e.type === 'UserForgotten') forgotten.push(...keyIdsNamedBy(e.data));
+      }
+      if (ids.size === 0 && forgotten.length === 0) return events.slice();
+      const keys = ids.size === 0 ? new Map<string, Buffer | null>() : await keysFor(ids);
+      const opened = events.map((e) => {
+        if (e.type === 'UserForgotten' && hasKeyIds(e.data)) {
+          const { keyIds: _named, ...rest } = e.data;
+          return { ...e, data: rest };
+        }
         if (!isPersonalType(e.type) || !isSealed(e.data)) return e;
         const { keyId, sealed, ...rest } = e.data;
         const key = keys.get(keyId);
@@ -192,6 +222,8 @@ export function createVault(options: VaultOptions & { emailHashSecret: Buffer })
         if (!fields) return e;
         return { ...e, data: { ...rest, ...fields } };
       });
+      if (options.finishForgets && forgotten.length > 0) await destroy(forgotten);
+      return opened;
     },
 
     keyIdsOf(events) {
@@ -212,14 +244,7 @@ export function createVault(options: VaultOptions & { emailHashSecret: Buffer })
       return key;
     },
 
-    async destroy(ids) {
-      if (ids.length === 0) return;
-      await keyStore.destroy(ids);
-      for (const id of ids) {
-        cache.get(id)?.key?.fill(0);
-        remember(id, null);
-      }
-    },
+    destroy,
 
     emailHash: (email) => createHmac('sha256', secret).update(email, 'utf8').digest('hex'),
   };

@@ -6,6 +6,7 @@ import { userCommands } from '../../command-side/user-commands.js';
 import type { EventStore } from '../../shared/event-store/port.js';
 import { inMemoryKeyStore } from '../../shared/personal-data/in-memory-key-store.js';
 import { createVault } from '../../shared/personal-data/vault.js';
+import { StoreUnavailableError } from '../../shared/errors.js';
 import { eventStoreKinds } from '../support/event-stores.js';
 
 /**
@@ -13,8 +14,17 @@ import { eventStoreKinds } from '../support/event-stores.js';
  * forgetting (idempotent, concurrent, releasing the address, destroying the
  * keys) and data written before sealing existed.
  */
-async function setUp(t: Test, store: EventStore) {
+async function setUp(t: Test, store: EventStore, options: { destroyFailsOnce?: boolean } = {}) {
   const keyStore = inMemoryKeyStore();
+  if (options.destroyFailsOnce) {
+    const destroy = keyStore.destroy.bind(keyStore);
+    let failed = false;
+    keyStore.destroy = (ids) => {
+      if (failed) return destroy(ids);
+      failed = true;
+      return Promise.reject(new StoreUnavailableError('the key store went away'));
+    };
+  }
   const vault = createVault({ keyStore, emailHashSecret: Buffer.from('a secret of the tests, long enough to use') });
   const commands = userCommands({ store, vault, emailGraceMs: 60_000 });
   const app = buildCommandApp({ commands, store });
@@ -112,6 +122,29 @@ for (const kind of eventStoreKinds.filter((k) => !k.name.includes('worker'))) {
         t.ok(opened.every((e) => e.type === 'UserForgotten'), 'nothing of the person opens any more');
         t.equal((await keyStore.get(vault.keyIdsOf(stored))).size, 0, 'no key of theirs is left');
       }
+    });
+
+    void t.test('a forget cut short after UserForgotten is finished by a retry, or by the log\'s readers', async (t) => {
+      const store = await kind.open(t);
+      const { register, forget, keyStore, vault } = await setUp(t, store, { destroyFailsOnce: true });
+      const { id } = (await register('Ada Byron', 'ada.byron@example.org')).json<{ id: string }>();
+      const keyIds = vault.keyIdsOf(await store.readStream(`user-${id}`));
+      const cut = await forget(id);
+      t.equal(cut.statusCode, 503, 'the key store failing mid-way is an outage: retry');
+      t.equal((await keyStore.get(keyIds)).size, 1, 'the key is still there');
+      const [stored] = (await store.readStream(`user-${id}`)).slice(-1);
+      t.equal(stored?.type, 'UserForgotten', 'but UserForgotten is in the log');
+      t.same((stored?.data as { keyIds?: string[] }).keyIds, keyIds, 'naming the keys to destroy');
+
+      // What the relay or the embedded projector does when it reads that event.
+      await vault.open(await store.readAll({ maxCount: 1000 }), { finishForgets: true });
+      t.equal((await keyStore.get(keyIds)).size, 0, 'a reader of the log destroyed the key');
+      const opened = await vault.open(await store.readAll({ maxCount: 1000 }));
+      t.same(opened.filter((e) => e.streamId === `user-${id}`).map((e) => [e.type, Object.keys(e.data as object).sort()]), [
+        ['UserForgotten', ['occurredAt', 'userId']],
+        ['UserForgotten', ['occurredAt', 'userId']],
+      ], 'readers see no key ids, and no personal data');
+      t.equal((await forget(id)).statusCode, 200, 'a retry answers 200');
     });
 
     void t.test('data written before sealing: read, honoured, sealed from then on, forgettable', async (t) => {
