@@ -1,4 +1,3 @@
-import { testVault } from '../support/vault.js';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -14,6 +13,9 @@ import { projectionName } from '../../shared/read-model/user-row.js';
 import { parkedCounts } from '../../shared/read-model/dead-letters.js';
 import { userDataRebuild } from '../../projector/rebuild.js';
 import { pino } from 'pino';
+import { loadConfig } from '../../shared/config.js';
+import { openConfiguredVault } from '../../shared/personal-data/open-vault.js';
+import { openedEventStore } from '../../shared/personal-data/opened-event-store.js';
 import { startEsdbTestServer } from '../support/esdb-test-server.js';
 import { startKafkaTestBroker } from '../support/kafka-test-broker.js';
 import { freePort, runScript, waitUntilHealthy, type RunningScript } from '../support/processes.js';
@@ -22,11 +24,13 @@ import { expectedRows, tableRows, waitFor } from '../support/seed.js';
 import { seededRandom } from '../support/seeded-random.js';
 
 /**
- * Chaos: writes at a steady rate while the command side, the projector and (with
- * Kafka) the relay are killed with SIGKILL at random moments and restarted. Then:
- * every acknowledged write is in the event store, the read model equals a fold of
- * the whole log (so nothing was lost or applied twice), and consistency tokens
- * issued before the kills are honoured. CHAOS_SECONDS sets the length, CHAOS_SEED
+ * Chaos: writes at a steady rate (registrations, renames and now and then a
+ * forget) while the command side, the projector and (with Kafka) the relay are
+ * killed with SIGKILL at random moments and restarted. Then: every acknowledged
+ * write is in the event store, the read model equals a fold of the whole log (so
+ * nothing was lost or applied twice), every user with a UserForgotten in the log
+ * has no key left and an erased row (even when the forget's request was killed
+ * half-way), and consistency tokens issued before the kills are honoured. CHAOS_SECONDS sets the length, CHAOS_SEED
  * replays a run.
  */
 const seconds = Number(process.env.CHAOS_SECONDS ?? 12);
@@ -63,6 +67,11 @@ async function chaos(t: Test, stack: Stack) {
   await waitUntilHealthy(`${write}/health`, running.get('command-side')!);
   await waitUntilHealthy(`${read}/health`, running.get('query-side')!);
 
+  // The stack's own key store, to read the log as its readers do.
+  const { vault, keyStore } = await openConfiguredVault(loadConfig({ ...env }));
+  t.teardown(() => keyStore.close());
+  const log = openedEventStore(stack.store, vault);
+  const forgotten = new Set<string>();
   const acknowledged: Acknowledged[] = [];
   const tokensBeforeKills: string[] = [];
   let kills = 0;
@@ -73,9 +82,15 @@ async function chaos(t: Test, stack: Stack) {
     for (let n = 0; !stop; n++) {
       await new Promise((resolve) => setTimeout(resolve, 1000 / writesPerSecond));
       const renaming = acknowledged.length > 0 && random() < 0.3;
-      const target = renaming ? acknowledged[Math.floor(random() * acknowledged.length)]! : undefined;
+      const forgetting = !renaming && acknowledged.length > 0 && random() < 0.05;
+      const target = renaming || forgetting ? acknowledged[Math.floor(random() * acknowledged.length)]! : undefined;
       const name = `Chaos ${n}`;
       try {
+        if (forgetting) {
+          const response = await fetch(`${write}/users/${target!.id}/personal-data`, { method: 'DELETE' });
+          if (response.ok) forgotten.add(target!.id);
+          continue;
+        }
         const response = target
           ? await fetch(`${write}/users/${target.id}/name`, { method: 'PUT', headers: json, body: JSON.stringify({ name }) })
           : await fetch(`${write}/users`, { method: 'POST', headers: json, body: JSON.stringify({ name, email: `chaos${n}.${seed}@example.org` }) });
@@ -104,23 +119,36 @@ async function chaos(t: Test, stack: Stack) {
   await writer;
   await waitUntilHealthy(`${write}/health`, running.get('command-side')!);
 
-  // Every acknowledged write is durable.
+  // Every acknowledged write is durable (what a forget erased is there, unreadable).
   let missing = 0;
+  const forgets = new Set<string>();
   for (const write of acknowledged) {
-    const events = await stack.store.readStream(userStreamId(write.id));
-    const event = events[write.revision];
-    const name = (event?.data as { name?: string } | undefined)?.name;
+    const stored = await stack.store.readStream(userStreamId(write.id));
+    if (stored.some((e) => e.type === 'UserForgotten')) {
+      forgets.add(write.id);
+      if (!stored[write.revision]) missing += 1;
+      continue;
+    }
+    const events = await log.readStream(userStreamId(write.id));
+    const name = (events[write.revision]?.data as { name?: string } | undefined)?.name;
     if (name !== write.name) missing += 1;
   }
   t.equal(missing, 0, `all ${acknowledged.length} acknowledged writes are in the event store`);
 
   // The read model converges to a fold of the whole log.
-  const expected = await expectedRows(stack.store);
+  const expected = await expectedRows(log);
   await waitFor(async () => JSON.stringify(await tableRows(stack.readDb)) === JSON.stringify(expected), 60_000, 'read model to converge');
   const differences = (await tableRows(stack.readDb)).filter((row, i) => JSON.stringify(row) !== JSON.stringify(expected[i])).length;
   t.equal(differences, 0, `read model equals the fold of ${expected.length} users`);
   // And a fresh rebuild from the event store, compared row by row, agrees; nothing was parked on the way.
-  const rebuilt = await userDataRebuild({ vault: testVault, store: stack.store, db: stack.readDb, logger: silent }).run({ verify: true, dryRun: true });
+  // Forgotten, even where the request was killed half-way: no key left, the row erased.
+  for (const id of forgotten) t.ok(forgets.has(id), `forgotten ${id} has UserForgotten in the log`);
+  let keysLeft = 0;
+  for (const id of forgets) keysLeft += (await keyStore.get(vault.keyIdsOf(await stack.store.readStream(userStreamId(id))))).size;
+  t.equal(keysLeft, 0, `no key is left of the ${forgets.size} users with UserForgotten in the log (${forgotten.size} forgets acknowledged)`);
+  const erased = (await tableRows(stack.readDb)).filter((row) => forgets.has(row.ID_USER_DATA));
+  t.ok(erased.every((row) => row.STATUS === 'forgotten' && row.NAME === '' && row.EMAIL === ''), 'their rows are erased');
+  const rebuilt = await userDataRebuild({ vault, store: stack.store, db: stack.readDb, logger: silent }).run({ verify: true, dryRun: true });
   t.match(rebuilt.verification, { compared: expected.length, missing: 0, extra: 0, different: 0 }, 'a fresh rebuild finds no difference');
   t.same(await parkedCounts(stack.readDb, projectionName), { failed: 0, held: 0 }, 'nothing in quarantine');
 
@@ -129,13 +157,14 @@ async function chaos(t: Test, stack: Stack) {
   for (const token of tokensBeforeKills.slice(0, 20)) {
     const id = token.slice('user-'.length, token.lastIndexOf('@'));
     const response = await fetch(`${read}/users/${id}`, { headers: { 'consistency-token': token } });
-    if (response.status === 200) honoured += 1;
+    // A forgotten user's token is honoured with 410.
+    if (response.status === 200 || response.status === 410) honoured += 1;
   }
   t.equal(honoured, Math.min(20, tokensBeforeKills.length), 'consistency tokens from before the kills are honoured');
   t.ok(kills > 3, `${kills} kills`);
   const duplicates = stack.duplicatesPublished ? `, ${stack.duplicatesPublished()} duplicate deliveries absorbed` : '';
   t.comment(
-    `chaos (seed ${seed}): ${kills} kills, ${acknowledged.length} writes acknowledged, ${expected.reduce((n, r) => n + r.VERSION + 1, 0)} user events verified, ${missing + differences} differences (fold), ${rebuilt.verification!.missing + rebuilt.verification!.extra + rebuilt.verification!.different} (rebuild)${duplicates}`,
+    `chaos (seed ${seed}): ${kills} kills, ${acknowledged.length} writes acknowledged, ${forgets.size} users forgotten, ${expected.reduce((n, r) => n + r.VERSION + 1, 0)} user events verified, ${missing + differences} differences (fold), ${rebuilt.verification!.missing + rebuilt.verification!.extra + rebuilt.verification!.different} (rebuild)${duplicates}`,
   );
   for (const script of running.values()) await script.stop('SIGTERM');
 }
@@ -170,6 +199,7 @@ void t.test('production stack: EventStoreDB and Kafka test servers, MariaDB', as
   const kafka = await startKafkaTestBroker({ topics: [{ name: topic, partitions: 3 }] });
   const database = `queries_chaos_${randomBytes(4).toString('hex')}`;
   const readDbUrl = `${mariadbUrl.replace(/\/$/, '')}/${database}`;
+  const keyStoreUrl = `${mariadbUrl.replace(/\/$/, '')}/keys_chaos_${randomBytes(4).toString('hex')}`;
   const readDb = await openReadDb({ client: 'mysql', url: readDbUrl });
   await migrateReadDb(readDb);
   const store = esdbEventStore({ connectionString: esdb.connectionString });
@@ -177,6 +207,7 @@ void t.test('production stack: EventStoreDB and Kafka test servers, MariaDB', as
   t.teardown(async () => {
     await store.close();
     await readDb.raw('DROP DATABASE IF EXISTS ??', [database]);
+    await readDb.raw('DROP DATABASE IF EXISTS ??', [new URL(keyStoreUrl).pathname.slice(1)]);
     await readDb.destroy();
     await kafka.stop();
     await esdb.stop();
@@ -189,6 +220,7 @@ void t.test('production stack: EventStoreDB and Kafka test servers, MariaDB', as
       KAFKA_BROKERS: kafka.brokers.join(','),
       KAFKA_TOPIC: topic,
       READ_DB_URL: readDbUrl,
+      KEY_STORE_URL: keyStoreUrl,
       // Short lease: a killed relay's successor takes over within a second or two.
       RELAY_LEASE_MS: '1500',
     },
