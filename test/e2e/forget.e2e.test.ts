@@ -102,7 +102,7 @@ for (const stack of stacks) {
     /** Every row of every table of the MariaDB read DB, as text. */
     const readDbText = async () => {
       const db = await openReadDb({ client: 'mysql', url: readDbUrl! });
-      const tables = await db<{ TABLE_NAME: string }>('information_schema.TABLES').where({ TABLE_SCHEMA: new URL(readDbUrl!).pathname.slice(1) }).select('TABLE_NAME');
+      const tables: { TABLE_NAME: string }[] = await db('information_schema.TABLES').where({ TABLE_SCHEMA: new URL(readDbUrl!).pathname.slice(1) }).select('TABLE_NAME');
       const text = new Map<string, string>();
       for (const { TABLE_NAME } of tables) text.set(TABLE_NAME, JSON.stringify(await db(TABLE_NAME).select()));
       await db.destroy();
