@@ -18,9 +18,14 @@ export type Admission = { action: 'apply' } | { action: 'skip' } | { action: 'ho
 const apply: Admission = { action: 'apply' };
 const skip: Admission = { action: 'skip' };
 
+/** Whether the event forgets its user (UserForgotten): it is applied even on a blocked stream, and erases the stream's quarantine. */
+export const isForgetting = (c: ClassifiedEvent): boolean => c.kind === 'event' && c.event.type === 'UserForgotten';
+
 /**
  * The quarantine's admission rule, one for the live projector and the rebuild. Pure:
- * the caller parks what it is told to and, for `park`, blocks the stream.
+ * the caller parks what it is told to and, for `park`, blocks the stream. A
+ * UserForgotten is applied even on a blocked stream: the caller then erases the
+ * stream's quarantined entries (`eraseParkedStreams`) and unblocks it.
  * `version` is the VERSION of the event's row, if the caller has the row.
  */
 export function admit(c: ClassifiedEvent, version: number | undefined, quarantine: QuarantineView): Admission {
@@ -29,6 +34,9 @@ export function admit(c: ClassifiedEvent, version: number | undefined, quarantin
   const { blocked, skipped } = quarantine;
   if (skipped !== undefined && skipped.size > 0 && skipped.has(`${c.streamId}@${c.revision}`)) return skip;
   const parkedFrom = blocked.size > 0 ? blocked.get(c.streamId) : undefined;
+  // Forgetting overrides the quarantine: never held. The caller erases the stream's
+  // quarantined entries and unblocks it in the same transaction (see `isForgetting`).
+  if (parkedFrom !== undefined && isForgetting(c)) return apply;
   if (parkedFrom !== undefined && c.revision >= parkedFrom) return { action: 'hold', error: `held behind ${c.streamId}@${parkedFrom}, which is parked` };
   if (c.kind === 'poison') return { action: 'park', error: c.error };
   return apply;

@@ -1,16 +1,24 @@
 import type { Knex } from 'knex';
 import { CorruptEventError } from '../shared/errors.js';
-import { isMariaDb, readDbError } from '../shared/read-db.js';
+import { eraseFreedPages, isMariaDb, readDbError, walTruncationPending } from '../shared/read-db.js';
 import { parseUserEvent, userIdFromStream, type UserEvent } from '../shared/user-events.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { backoffDelay, isRetriable } from '../shared/retry.js';
 import { assertNotPaused } from './projection-control.js';
-import { blockedStreams, parkedError, parkEvents, type EventToPark } from '../shared/read-model/dead-letters.js';
+import {
+  blockedStreams,
+  erasedEntry,
+  eraseParkedStreams,
+  parkedError,
+  parkEvents,
+  withoutPersonalData,
+  type EventToPark,
+} from '../shared/read-model/dead-letters.js';
 import type { Checkpoints, ProjectedEvent } from '../shared/event-feed/port.js';
 import { writeCheckpoints } from '../shared/read-model/checkpoints.js';
 import { projectionName, userDataTable, type UserRow } from '../shared/read-model/user-row.js';
 import { userRowFrom } from './user-row.js';
-import { admit } from './admit.js';
+import { admit, isForgetting } from './admit.js';
 
 /** An event of this projection: one to apply, or a poison one to park. */
 export type ClassifiedEvent =
@@ -76,6 +84,8 @@ export interface Applied {
   rows: number;
   /** Events parked in PROJECTION_DEAD_LETTER (failed or held back). */
   parked: number;
+  /** Users forgotten by this batch (UserForgotten applied): their rows are tombstones, their quarantine erased. Absent when none. */
+  forgotten?: number;
 }
 
 /**
@@ -87,6 +97,14 @@ export interface Applied {
  * checkpoint moves on for everyone else without breaking any user's order.
  * While a rebuild holds the pause the batch fails with the retriable
  * ProjectionPausedError and is tried again later.
+ *
+ * Forgetting (GDPR erasure) overrides the quarantine: a UserForgotten is applied
+ * even on a blocked stream, and in the same transaction every quarantined entry
+ * of that stream is erased (no payload, a fixed error, 'skipped'), which unblocks
+ * it. An event parked for a user whose row is forgotten keeps no payload. After a
+ * batch that forgot someone commits, the SQLite read DB's WAL is checkpointed and
+ * truncated (`eraseFreedPages`), so the old page images with the name and email
+ * leave the disk; when readers prevent that, it is tried again after the next batch.
  */
 export async function applyBatch(
   db: Knex,
@@ -99,11 +117,12 @@ export async function applyBatch(
   const ids = [...new Set(classified.flatMap((c) => userIdFromStream(c.streamId) ?? []))];
   const streams = [...new Set(classified.map((c) => c.streamId))];
   const source = [...checkpoints.keys()].join(',') || undefined;
+  let applied: Applied;
   try {
     // READ COMMITTED on MariaDB: FOR UPDATE then locks only existing rows, not the gaps
     // between them, so projectors working on different users do not deadlock on inserts.
     const isolation = isMariaDb(db) ? { isolationLevel: 'read committed' as const } : {};
-    return await db.transaction(async (trx) => {
+    applied = await db.transaction(async (trx) => {
       // A rebuild swapping the table in pauses the live projector: nothing is written, the batch is retried.
       await assertNotPaused(trx, projectionName);
       const current = new Map<string, UserRow>();
@@ -115,8 +134,19 @@ export async function applyBatch(
       }
       const blocked = streams.length > 0 ? await blockedStreams(trx, projectionName, streams) : new Map<string, number>();
       const parked: EventToPark[] = [];
-      const park = (c: ClassifiedEvent, state: 'failed' | 'held', error: string, attempts: number) =>
-        parked.push(eventToPark(c, { state, error, attempts, source }));
+      const park = (c: ClassifiedEvent, state: 'failed' | 'held', error: string, attempts: number) => {
+        const entry = eventToPark(c, { state, error, attempts, source });
+        const userId = userIdFromStream(c.streamId);
+        // The user is forgotten: whatever this event carries is not kept.
+        parked.push(userId !== undefined && current.get(userId)?.STATUS === 'forgotten' ? withoutPersonalData(entry) : entry);
+      };
+      /** Streams whose user this batch forgot: their quarantine is erased, in the batch and in the table. */
+      const forgotten = new Set<string>();
+      const forget = (streamId: string) => {
+        forgotten.add(streamId);
+        blocked.delete(streamId);
+        for (const [i, entry] of parked.entries()) if (entry.streamId === streamId) parked[i] = erasedEntry(entry);
+      };
       const changed = new Map<string, UserRow>();
       let written = 0;
       for (const c of classified) {
@@ -137,6 +167,7 @@ export async function applyBatch(
             current.set(c.userId, after);
             changed.set(c.userId, after);
           }
+          if (isForgetting(c)) forget(c.streamId);
           continue;
         }
         const attempts = options.attempts ?? 1;
@@ -147,6 +178,7 @@ export async function applyBatch(
               current.set(c.userId, after!);
               written += 1;
             }
+            if (isForgetting(c)) forget(c.streamId);
             break;
           } catch (error) {
             if (isRetriable(error)) throw error;
@@ -163,12 +195,16 @@ export async function applyBatch(
       const rows = [...changed.values()];
       await upsertRows(trx, rows);
       if (parked.length > 0) await parkEvents(trx, projectionName, parked);
+      if (forgotten.size > 0) await eraseParkedStreams(trx, projectionName, [...forgotten]);
       await writeCheckpoints(trx, checkpoints);
-      return { rows: rows.length + written, parked: parked.length };
+      return { rows: rows.length + written, parked: parked.length, ...(forgotten.size > 0 ? { forgotten: forgotten.size } : {}) };
     }, isolation);
   } catch (error) {
     throw readDbError(error);
   }
+  // Committed. Best effort, never a reason to replay the batch: see `eraseFreedPages`.
+  if (applied.forgotten !== undefined || walTruncationPending(db)) await eraseFreedPages(db);
+  return applied;
 }
 
 /**

@@ -4,7 +4,7 @@ import { isRetriable } from '../shared/retry.js';
 import { userIdFromStream } from '../shared/user-events.js';
 import { applyInSavepoint, classify } from './apply-batch.js';
 import { projectionName, userDataTable, type UserRow } from '../shared/read-model/user-row.js';
-import { deadLetterTable, parkedError, type ParkedEvent } from '../shared/read-model/dead-letters.js';
+import { deadLetterTable, erasedError, eraseParkedStreams, parkedError, type ParkedEvent } from '../shared/read-model/dead-letters.js';
 import { assertNoRebuild } from './projection-control.js';
 import { userRowFrom } from './user-row.js';
 
@@ -54,6 +54,13 @@ export function quarantine(deps: { db: Knex; fold?: typeof userRowFrom }) {
         row = found && { ...found, VERSION: Number(found.VERSION) };
       }
       const now = dbNow();
+      // The user is forgotten: nothing parked of the stream is ever applied (its payload may be
+      // personal data, or erased already); it is erased and skipped, as the rebuild then passes it over.
+      if (row?.STATUS === 'forgotten' || parked.some((entry) => entry.ERROR === erasedError)) {
+        await eraseParkedStreams(trx, projectionName, [streamId]);
+        result.skipped += parked.length;
+        return;
+      }
       for (const [index, entry] of parked.entries()) {
         const id = Number(entry.ID);
         if (id === skipId) {
@@ -72,6 +79,14 @@ export function quarantine(deps: { db: Knex; fold?: typeof userRowFrom }) {
           } catch (error) {
             if (isRetriable(error)) throw error;
             failure = parkedError(error);
+          }
+          // A UserForgotten parked before forgetting overrode the quarantine: the rest of the stream is erased.
+          if (failure === undefined && classified.event.type === 'UserForgotten') {
+            await trx(deadLetterTable).where({ ID: id }).del();
+            result.applied += 1;
+            await eraseParkedStreams(trx, projectionName, [streamId]);
+            result.skipped += parked.length - index - 1;
+            return;
           }
         }
         if (failure !== undefined) {

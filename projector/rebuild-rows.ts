@@ -2,10 +2,10 @@ import type { LoggedEvent } from '../shared/event-store/port.js';
 import type { UserEvent } from '../shared/user-events.js';
 import { classify, eventToPark, type ClassifiedEvent } from './apply-batch.js';
 import type { ProjectedEvent } from '../shared/event-feed/port.js';
-import type { EventToPark } from '../shared/read-model/dead-letters.js';
+import { erasedEntry, withoutPersonalData, type EventToPark } from '../shared/read-model/dead-letters.js';
 import type { ShadowUserData } from './shadow-table.js';
 import { userRowFrom } from './user-row.js';
-import { admit } from './admit.js';
+import { admit, isForgetting } from './admit.js';
 import type { UserRow } from '../shared/read-model/user-row.js';
 
 /** What the live projector has quarantined: streams blocked from a revision on, and events skipped for good. */
@@ -70,21 +70,34 @@ type ShadowWriter = ReturnType<typeof shadowWriter>;
 /**
  * The quarantine as the rebuild applies it (`admit`, the live projector's rule):
  * the events it parks, recorded at the swap, and streams newly blocked by them.
+ * As in `applyBatch`, a UserForgotten unblocks its stream and erases what the
+ * rebuild parked of it, and what is parked after it keeps no payload.
  */
 function rebuildAdmission(quarantine: Quarantined) {
   const parked: EventToPark[] = [];
+  /** Streams whose user is forgotten as of the events folded so far. */
+  const forgotten = new Set<string>();
+  const park = (entry: EventToPark) => parked.push(forgotten.size > 0 && forgotten.has(entry.streamId) ? withoutPersonalData(entry) : entry);
   return {
     parked,
+    forgotten: forgotten as ReadonlySet<string>,
     /** The event to apply, if any: a stream with a parked event waits behind it, a poison event is parked, a skipped one is passed over. */
     admitted: (recorded: ProjectedEvent, position: string | undefined): AdmittedEvent | undefined => {
       const c = classify(recorded);
       if (!c) return undefined;
       // Rows are folded by `userRowFrom`, which passes over what a row already reflects: no VERSION here.
       const admission = admit(c, undefined, quarantine);
-      if (admission.action === 'apply' && c.kind === 'event') return c;
-      if (admission.action === 'hold') parked.push(toPark(c, 'held', admission.error, position));
+      if (admission.action === 'apply' && c.kind === 'event') {
+        if (isForgetting(c)) {
+          forgotten.add(c.streamId);
+          quarantine.blocked.delete(c.streamId);
+          for (const [i, entry] of parked.entries()) if (entry.streamId === c.streamId) parked[i] = erasedEntry(entry);
+        }
+        return c;
+      }
+      if (admission.action === 'hold') park(toPark(c, 'held', admission.error, position));
       if (admission.action === 'park') {
-        parked.push(toPark(c, 'failed', admission.error, position));
+        park(toPark(c, 'failed', admission.error, position));
         quarantine.blocked.set(c.streamId, c.revision);
       }
       return undefined;
@@ -181,7 +194,7 @@ export function rebuildRows(deps: {
 }) {
   const { shadow, maxRows, writeBehind } = deps;
   const writer = shadowWriter(shadow);
-  const { parked, admitted } = rebuildAdmission(deps.quarantine ?? { blocked: new Map(), skipped: new Set() });
+  const { parked, forgotten, admitted } = rebuildAdmission(deps.quarantine ?? { blocked: new Map(), skipped: new Set() });
   // Complete rows wait for a write of a good size, never more than `maxRows` of them.
   const rowsPerWrite = Math.min(maxRows, writeBehind?.batchRows ?? Math.max(100, Math.floor(maxRows / 20)));
   const byStream = streamOrderedRows({ writer, admitted, rowsPerWrite });
@@ -262,6 +275,14 @@ export function rebuildRows(deps: {
     /** Row writes so far (a row written twice counts twice). */
     get written() {
       return writer.written;
+    },
+    /**
+     * Streams whose user the fold found forgotten: at the swap their entries in the
+     * live quarantine must be erased too (`eraseParkedStreams`), as the live
+     * projector would have when it applied the UserForgotten.
+     */
+    get forgotten(): ReadonlySet<string> {
+      return forgotten;
     },
 
     async fold(page: readonly LoggedEvent[], position: string | undefined): Promise<void> {

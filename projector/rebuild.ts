@@ -8,7 +8,7 @@ import { ServiceError } from '../shared/errors.js';
 import type { EventStore, RecordedEvent } from '../shared/event-store/port.js';
 import { openedEventStore } from '../shared/personal-data/opened-event-store.js';
 import type { Vault } from '../shared/personal-data/vault.js';
-import { isMariaDb } from '../shared/read-db.js';
+import { eraseFreedPages, isMariaDb } from '../shared/read-db.js';
 import { userStreamPrefix } from '../shared/user-events.js';
 import { projectionName } from '../shared/read-model/user-row.js';
 import { readCheckpoints } from '../shared/read-model/checkpoints.js';
@@ -403,7 +403,9 @@ export function userDataRebuild(deps: {
       state.phase = 'swapping';
       report();
       await checkpoint();
-      if (!(await shadow.swap(control, state.position?.toString(), pauseMs, rows.parked))) throw new PauseLost();
+      if (!(await shadow.swap(control, state.position?.toString(), pauseMs, rows.parked, [...rows.forgotten]))) throw new PauseLost();
+      // The old table's pages (names and emails of forgotten users among them) out of the embedded DB's files.
+      if (rows.forgotten.size > 0) await eraseFreedPages(db);
       return verification;
     }
 

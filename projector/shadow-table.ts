@@ -4,7 +4,7 @@ import { globalLogSource } from '../shared/event-feed/event-store-feed.js';
 import { dbNow, isMariaDb } from '../shared/read-db.js';
 import { projectionName, type UserRow } from '../shared/read-model/user-row.js';
 import type { ProjectionControl } from './projection-control.js';
-import { parkEvents, type EventToPark } from '../shared/read-model/dead-letters.js';
+import { eraseParkedStreams, parkEvents, type EventToPark } from '../shared/read-model/dead-letters.js';
 
 export const shadowName = 'USER_DATA_REBUILD';
 const liveName = projectionName;
@@ -194,10 +194,18 @@ export function shadowUserData(db: Knex) {
      * the rows' VERSION makes whatever Kafka redelivers harmless. Events the fold
      * parked are recorded in the quarantine in the same step.
      */
-    async swap(control: ProjectionControl, position: string | undefined, pauseMs: number, parked: readonly EventToPark[] = []): Promise<boolean> {
+    async swap(
+      control: ProjectionControl,
+      position: string | undefined,
+      pauseMs: number,
+      parked: readonly EventToPark[] = [],
+      /** Streams of users the fold found forgotten: their quarantined events are erased and released. */
+      forgotten: readonly string[] = [],
+    ): Promise<boolean> {
       const finish = async (trx: Knex) => {
         // What the fold parked: the live projector, resuming past it, would not see it again.
         await parkEvents(trx, liveName, parked);
+        if (forgotten.length > 0) await eraseParkedStreams(trx, liveName, forgotten);
         const sources = await trx(checkpointTable).where({ PROJECTION: liveName }).pluck<string[]>('SOURCE');
         if (position !== undefined && (sources.length === 0 || sources.includes(globalLogSource))) {
           await setCheckpoint(trx, liveName, position);

@@ -6,7 +6,7 @@ import { commonErrorDescriptions, errorResponses, optionalBearerToken, registerA
 import { createHttpApp } from '../shared/http.js';
 import { harden, requireBearerTokens } from '../shared/http-hardening.js';
 import { createMetricsRegistry, serveHttpMetrics, serveProbes } from '../shared/metrics.js';
-import { userQueries, userViewSchema } from './user-queries.js';
+import { userQueries, userViewSchema, visibleStatuses } from './user-queries.js';
 import { openUserReads } from './user-reads.js';
 import { waitForWrite } from './read-your-writes.js';
 import { projectionName } from '../shared/read-model/user-row.js';
@@ -99,7 +99,7 @@ export function buildQueryApp(deps: QueryAppDeps) {
         {
           schema: {
             summary: 'Read a user',
-            description: 'The user as the read model holds it (eventually consistent; see `Consistency-Token`).',
+            description: 'The user as the read model holds it (eventually consistent; see `Consistency-Token`). A forgotten user answers 410 `USER_FORGOTTEN`.',
             tags: readTags,
             security: optionalBearerToken,
             params: {
@@ -111,7 +111,11 @@ export function buildQueryApp(deps: QueryAppDeps) {
             headers: consistencyHeaders,
             response: {
               200: { ...userViewSchema, description: 'The user.', examples: [userExample] },
-              ...errorResponses({ ...readErrors, 404: '`USER_NOT_FOUND`: the read model has no user with this id.' }),
+              ...errorResponses({
+                ...readErrors,
+                404: '`USER_NOT_FOUND`: the read model has no user with this id.',
+                410: '`USER_FORGOTTEN`: the user was forgotten at their request (GDPR erasure): their personal data is erased and they are never shown again. A `Consistency-Token` of the erasure is satisfied, then this is the answer.',
+              }),
             },
           },
         },
@@ -127,6 +131,14 @@ export function buildQueryApp(deps: QueryAppDeps) {
               message: `user ${request.params.id} not found`,
             });
           }
+          if (user === 'forgotten') {
+            return reply.code(410).send({
+              statusCode: 410,
+              code: 'USER_FORGOTTEN',
+              error: 'Gone',
+              message: `user ${request.params.id} was forgotten`,
+            });
+          }
           return user;
         },
       );
@@ -136,7 +148,8 @@ export function buildQueryApp(deps: QueryAppDeps) {
         {
           schema: {
             summary: 'Search users',
-            description: 'Filters combine; pages follow registration order (keyset pagination: pass `nextCursor` back as `cursor`).',
+            description:
+              'Filters combine; pages follow registration order (keyset pagination: pass `nextCursor` back as `cursor`). Forgotten users (GDPR erasure) are never listed.',
             tags: readTags,
             security: optionalBearerToken,
             querystring: {
@@ -145,7 +158,7 @@ export function buildQueryApp(deps: QueryAppDeps) {
               properties: {
                 email: { type: 'string', minLength: 1, maxLength: 254, description: 'Exact email address (case-insensitive).', examples: ['ada@lovelace.dev'] },
                 name: { type: 'string', minLength: 1, maxLength: 255, description: 'Name prefix (case-insensitive); `%` and `_` match only themselves.', examples: ['Count'] },
-                status: { type: 'string', enum: ['registered', 'validated', 'deactivated'], description: 'Only users in this state.' },
+                status: { type: 'string', enum: visibleStatuses, description: 'Only users in this state. Forgotten users are never listed, so there is no `forgotten` to ask for.' },
                 limit: { type: 'integer', minimum: 1, maximum: 100, default: 20, description: 'Most users on this page.' },
                 cursor: { type: 'string', minLength: 1, maxLength: 200, description: 'The `nextCursor` of the previous page.' },
               },

@@ -4,6 +4,14 @@ import { fromDbDate } from '../shared/read-db.js';
 import type { UserRow } from '../shared/read-model/user-row.js';
 import type { UserReads } from './user-reads.js';
 
+/**
+ * The statuses the read API shows and filters by. A 'forgotten' row (the
+ * tombstone of an erased person) is never shown: by id it is 410
+ * USER_FORGOTTEN, lists leave it out, and it cannot be asked for as a filter.
+ */
+export const visibleStatuses = ['registered', 'validated', 'deactivated'] as const;
+export type VisibleStatus = (typeof visibleStatuses)[number];
+
 /** A user as the read API shows it. */
 export const userViewSchema = {
   type: 'object',
@@ -12,7 +20,7 @@ export const userViewSchema = {
     id: { type: 'string' },
     name: { type: 'string' },
     email: { type: 'string' },
-    status: { type: 'string', enum: ['registered', 'validated', 'deactivated'] },
+    status: { type: 'string', enum: visibleStatuses },
     registeredAt: { type: 'string' },
     validatedAt: { type: 'string' },
     deactivatedAt: { type: 'string' },
@@ -23,7 +31,11 @@ export const userViewSchema = {
 } as const;
 export type UserView = FromSchema<typeof userViewSchema>;
 
-export const userViewFrom = (row: UserRow): UserView => ({
+/** A row the API may show (not a forgotten one's tombstone). */
+export type VisibleUserRow = UserRow & { STATUS: VisibleStatus };
+export const isVisible = (row: UserRow): row is VisibleUserRow => row.STATUS !== 'forgotten';
+
+export const userViewFrom = (row: VisibleUserRow): UserView => ({
   id: row.ID_USER_DATA,
   name: row.NAME,
   email: row.EMAIL,
@@ -38,7 +50,7 @@ export const userViewFrom = (row: UserRow): UserView => ({
 export interface UserFilter {
   email?: string;
   name?: string;
-  status?: UserRow['STATUS'];
+  status?: VisibleStatus;
   limit: number;
   cursor?: string;
 }
@@ -54,9 +66,11 @@ function decodeCursor(cursor: string): string {
 /** The read API's answers over the prepared reads: rows become views, cursors are checked. */
 export function userQueries(reads: UserReads) {
   return {
-    byId: async (id: string) => {
+    /** The user; 'forgotten' when the row is a forgotten person's tombstone (the API answers 410); undefined when there is no row. */
+    byId: async (id: string): Promise<UserView | 'forgotten' | undefined> => {
       const row = await reads.byId(id);
-      return row ? userViewFrom(row) : undefined;
+      if (!row) return undefined;
+      return isVisible(row) ? userViewFrom(row) : 'forgotten';
     },
 
     /** Keyset pagination in id order (ids are UUIDv7, so that is registration order). */
@@ -71,7 +85,8 @@ export function userQueries(reads: UserReads) {
       const page = rows.slice(0, filter.limit);
       const last = page[page.length - 1];
       return {
-        items: page.map(userViewFrom),
+        // The reads leave forgotten rows out already; this keeps the type honest.
+        items: page.filter(isVisible).map(userViewFrom),
         nextCursor: rows.length > filter.limit && last ? encodeCursor(last.ID_USER_DATA) : null,
       };
     },

@@ -10,7 +10,8 @@ export interface UserRowFilter {
   email?: string;
   /** A prefix of the name. */
   name?: string;
-  status?: UserRow['STATUS'];
+  /** Never 'forgotten': lists leave forgotten rows out whatever the filter. */
+  status?: Exclude<UserRow['STATUS'], 'forgotten'>;
   /** Only ids after this one (keyset pagination). */
   afterId?: string;
   /** At most this many rows (an integer the route's schema bounds). */
@@ -20,7 +21,7 @@ export interface UserRowFilter {
 /** The read API's queries, as prepared statements on a connection of their own. */
 export interface UserReads {
   byId(id: string): Promise<UserRow | undefined>;
-  /** Rows in id order. */
+  /** Rows in id order, never a forgotten one (a 'forgotten' tombstone is only found by id). */
   list(filter: UserRowFilter): Promise<UserRow[]>;
   /** The stream revision the row reflects, -1 when there is no row. */
   versionOf(id: string): Promise<number>;
@@ -29,6 +30,9 @@ export interface UserReads {
 
 const columns = 'ID_USER_DATA, NAME, EMAIL, STATUS, DATE_REGISTER, DATE_VALIDATED, DATE_DEACTIVATED, DATE_UPDATED, VERSION';
 const byIdsSql = (count: number) => `SELECT ${columns} FROM USER_DATA WHERE ID_USER_DATA IN (${Array.from({ length: count }, () => '?').join(', ')})`;
+
+/** Lists never show a forgotten person's tombstone (its NAME and EMAIL are empty, so no name or email filter matches it either). */
+const visible = (prefix = '') => `${prefix}STATUS <> 'forgotten'`;
 
 /** The most rows a list asks for: the route's largest page and one more, to tell whether another follows. */
 const maxListRows = 101;
@@ -41,7 +45,7 @@ const maxListRows = 101;
  */
 const byEmailsSql = (count: number) =>
   `SELECT K, ${columns} FROM (SELECT R.K AS K, U.*, ROW_NUMBER() OVER (PARTITION BY R.K ORDER BY U.ID_USER_DATA) AS N ` +
-  `FROM (${Array.from({ length: count }, () => 'SELECT ? AS K').join(' UNION ALL ')}) AS R JOIN USER_DATA AS U ON U.EMAIL = R.K) AS FIRST_ROWS ` +
+  `FROM (${Array.from({ length: count }, () => 'SELECT ? AS K').join(' UNION ALL ')}) AS R JOIN USER_DATA AS U ON U.EMAIL = R.K AND ${visible('U.')}) AS FIRST_ROWS ` +
   `WHERE N <= ${maxListRows} ORDER BY K, ID_USER_DATA`;
 
 /** Lists by email alone (the commonest list) that arrive in one turn, as one query; see `lookupsById`. */
@@ -84,7 +88,7 @@ function lookupsById(query: (ids: readonly string[]) => Promise<UserRow[]>) {
  * character needs no escaping itself in either dialect.
  */
 function listQuery(filter: UserRowFilter): { sql: string; params: string[] } {
-  const where: string[] = [];
+  const where: string[] = [visible()];
   const params: string[] = [];
   const narrow = (condition: string, value: string) => {
     where.push(condition);
@@ -95,7 +99,7 @@ function listQuery(filter: UserRowFilter): { sql: string; params: string[] } {
   if (filter.status !== undefined) narrow('STATUS = ?', filter.status);
   if (filter.afterId !== undefined) narrow('ID_USER_DATA > ?', filter.afterId);
   if (!Number.isSafeInteger(filter.limit) || filter.limit < 1) throw new RangeError(`limit must be a positive integer, not ${filter.limit}`);
-  const sql = `SELECT ${columns} FROM USER_DATA${where.length ? ` WHERE ${where.join(' AND ')}` : ''} ORDER BY ID_USER_DATA LIMIT ${filter.limit}`;
+  const sql = `SELECT ${columns} FROM USER_DATA WHERE ${where.join(' AND ')} ORDER BY ID_USER_DATA LIMIT ${filter.limit}`;
   return { sql, params };
 }
 

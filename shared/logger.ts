@@ -1,4 +1,4 @@
-import { pino, type Logger, type LoggerOptions } from 'pino';
+import { pino, type DestinationStream, type Logger, type LoggerOptions } from 'pino';
 import type { Config } from './config.js';
 
 type LogSettings = Pick<Config, 'logLevel'> & Partial<Pick<Config, 'logFormat' | 'env'>>;
@@ -16,15 +16,57 @@ export function logFormatOf(settings: LogSettings, stdoutIsTerminal = process.st
   return stdoutIsTerminal && settings.env !== 'production' ? 'pretty' : 'json';
 }
 
-/** pino's options for a named logger: readable lines go through pino-pretty, off the main thread. */
-export function loggerOptions(name: string, settings: LogSettings): LoggerOptions {
-  if (logFormatOf(settings) === 'json') return { name, level: settings.logLevel };
+/** What a redacted value is logged as. */
+export const redactedText = '[redacted]';
+
+/**
+ * Names and email addresses never reach the logs in clear (GDPR: a forgotten
+ * person must not live on in log files). pino's `redact` censors these paths in
+ * every line (and in child bindings); one level of nesting is covered by
+ * wildcards (`data.email`, `user.name`, `body.previousEmail`...), request bodies
+ * explicitly. A URL keeps its path and loses its query string (`?email=...`).
+ * A top-level `name` is pino's own (the logger's name) and stays; a person's name
+ * logged at the top level is censored by the `log` formatter instead. `err.name`
+ * is censored by the wildcard too: `err.type` still names the error's class.
+ */
+export const redactPaths: readonly string[] = [
+  'email',
+  'previousEmail',
+  '*.name',
+  '*.email',
+  '*.previousEmail',
+  'req.body.name',
+  'req.body.email',
+  'req.body.previousEmail',
+  'url',
+  'req.url',
+];
+
+const censor = (value: unknown, path: string[]): unknown =>
+  path[path.length - 1] === 'url' && typeof value === 'string' ? value.replace(/\?.*$/s, (query) => (query ? `?${redactedText}` : '')) : redactedText;
+
+/** The options every logger of the project shares: the level, redaction. */
+function commonOptions(name: string, settings: LogSettings): LoggerOptions {
   return {
     name,
     level: settings.logLevel,
+    redact: { paths: [...redactPaths], censor },
+    formatters: {
+      // The one path `redact` cannot take: top-level `name` (pino's own for the logger's name, in the bindings).
+      log: (object) => (Object.hasOwn(object, 'name') ? { ...object, name: redactedText } : object),
+    },
+  };
+}
+
+/** pino's options for a named logger: readable lines go through pino-pretty, off the main thread. */
+export function loggerOptions(name: string, settings: LogSettings): LoggerOptions {
+  if (logFormatOf(settings) === 'json') return commonOptions(name, settings);
+  return {
+    ...commonOptions(name, settings),
     transport: { target: 'pino-pretty', options: { translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname' } },
   };
 }
 
 /** A named logger per role or module, on stdout (see `logFormatOf`). */
-export const createLogger = (name: string, settings: LogSettings): Logger => pino(loggerOptions(name, settings));
+export const createLogger = (name: string, settings: LogSettings, destination?: DestinationStream): Logger =>
+  destination === undefined ? pino(loggerOptions(name, settings)) : pino(loggerOptions(name, settings), destination);

@@ -32,6 +32,10 @@ export async function openReadDb(config: ReadDbConfig, options: { log?: Knex.Log
           connection.pragma('journal_mode = WAL');
           connection.pragma('synchronous = NORMAL');
           connection.pragma('busy_timeout = 5000');
+          // Erasure must reach the disk: deleted and overwritten content (a forgotten
+          // user's name and email, in the row, its index entries and the quarantine)
+          // is overwritten with zeros in its page, not merely marked free. See `eraseFreedPages`.
+          connection.pragma('secure_delete = ON');
           done(null);
         },
       },
@@ -103,6 +107,63 @@ export function readDbError(error: unknown, where = 'read database'): unknown {
     return new StoreUnavailableError(`cannot reach ${redacted}: ${typeof code === 'string' ? code : 'timeout'}`, { cause: error });
   }
   return error;
+}
+
+/** The SQLite read DB's connection as knex's pool hands it out (better-sqlite3). */
+interface SqliteConnection {
+  pragma(sql: string, options?: { simple?: boolean }): unknown;
+}
+
+/** SQLite read DBs whose WAL still holds page images from before an erasure (the last truncation was blocked by readers). */
+const walToTruncate = new WeakSet<Knex>();
+
+/** Whether an earlier `eraseFreedPages` on this read DB could not truncate its WAL (readers were in it): try again. */
+export const walTruncationPending = (db: Knex): boolean => walToTruncate.has(db);
+
+/**
+ * After an erasure (a batch that applied a UserForgotten) has committed: makes
+ * the erased personal data leave the SQLite read DB's files. `secure_delete`
+ * (set on every connection, see `openReadDb`) zeroes what a transaction deletes
+ * or overwrites in its pages, but in WAL mode the pages as they were before
+ * (with the name and email) stay in the `-wal` file until a checkpoint copies
+ * the new ones into the database and the log is reset. This runs
+ * `PRAGMA wal_checkpoint(TRUNCATE)`, which does both and truncates the `-wal`
+ * file to zero bytes.
+ *
+ * Best effort: it waits at most `patienceMs` for readers still reading from the
+ * WAL (the read API's connection), and never throws. When it could not finish,
+ * the DB is remembered (`walTruncationPending`) and the projector tries again
+ * after its next batch. Logs nothing. Returns whether the WAL was truncated
+ * (always true for MariaDB, where there is nothing to do here: InnoDB's own logs
+ * and undo are purged by the server).
+ */
+export async function eraseFreedPages(db: Knex, options: { patienceMs?: number } = {}): Promise<boolean> {
+  if (isMariaDb(db)) return true;
+  walToTruncate.add(db);
+  const client = db.client as { acquireConnection(): Promise<unknown>; releaseConnection(connection: unknown): Promise<unknown> };
+  let connection: SqliteConnection;
+  try {
+    connection = (await client.acquireConnection()) as SqliteConnection;
+  } catch {
+    return false;
+  }
+  try {
+    // One connection, used synchronously: nothing else runs on it between these pragmas.
+    const previous = Number(connection.pragma('busy_timeout', { simple: true }));
+    connection.pragma(`busy_timeout = ${Math.max(0, Math.floor(options.patienceMs ?? 1000))}`);
+    try {
+      const [result] = connection.pragma('wal_checkpoint(TRUNCATE)') as { busy: number; log: number; checkpointed: number }[];
+      if (result?.busy !== 0) return false;
+      walToTruncate.delete(db);
+      return true;
+    } finally {
+      connection.pragma(`busy_timeout = ${Number.isFinite(previous) ? previous : 5000}`);
+    }
+  } catch {
+    return false;
+  } finally {
+    await client.releaseConnection(connection);
+  }
 }
 
 export const isMariaDb = (db: Knex): boolean =>

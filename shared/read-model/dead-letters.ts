@@ -27,13 +27,13 @@ export interface ParkedEvent {
   DATE_UPDATED: string;
 }
 
-/** What the projector hands over to be parked. */
+/** What the projector hands over to be parked ('skipped' only for an entry erased before it was stored). */
 export interface EventToPark {
   streamId: string;
   revision: number;
   type: string;
   data: unknown;
-  state: 'failed' | 'held';
+  state: ParkedState;
   error: string;
   attempts: number;
   source?: string | undefined;
@@ -65,6 +65,40 @@ export function toParkedRow(projection: string, event: EventToPark): Omit<Parked
     DATE_PARKED: at,
     DATE_UPDATED: at,
   };
+}
+
+/**
+ * Erasure (a user was forgotten): the ERROR of a quarantined entry of that user's
+ * stream, a fixed text with nothing personal in it. Such an entry is 'skipped'
+ * and its DATA is `erasedData`, so it never blocks the stream again and is
+ * never retried into a row.
+ */
+export const erasedError = 'erased: the user was forgotten';
+/** The DATA kept for a quarantined event of a forgotten user: no payload at all. */
+export const erasedData = '{}';
+
+/** The entry without the event's payload (the stream's user is forgotten): it is parked as it would be, only its DATA is `erasedData`. */
+export const withoutPersonalData = (event: EventToPark): EventToPark => ({ ...event, data: erasedData });
+
+/** The entry as erasure leaves it: no payload, a fixed error, skipped. */
+export const erasedEntry = (event: EventToPark): EventToPark => ({ ...event, data: erasedData, error: erasedError, state: 'skipped' });
+
+/**
+ * Forgetting overrides the quarantine: every entry of these streams (failed, held
+ * or skipped) loses its payload and its error text and becomes 'skipped', so the
+ * streams are unblocked and nothing personal stays in PROJECTION_DEAD_LETTER.
+ * Runs in the transaction that applies the UserForgotten. Returns the entries changed.
+ */
+export async function eraseParkedStreams(trx: Knex, projection: string, streamIds: readonly string[]): Promise<number> {
+  let erased = 0;
+  const at = dbNow();
+  for (let i = 0; i < streamIds.length; i += 1000) {
+    erased += await trx(deadLetterTable)
+      .where({ PROJECTION: projection })
+      .whereIn('STREAM_ID', streamIds.slice(i, i + 1000))
+      .update({ DATA: erasedData, ERROR: erasedError, STATE: 'skipped', DATE_UPDATED: at });
+  }
+  return erased;
 }
 
 /** Parks events; one that is parked already (a redelivery) is left as it is. */

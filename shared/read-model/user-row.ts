@@ -9,12 +9,17 @@ export const userDataTable = 'USER_DATA';
 /** The projection's name in PROJECTION_CHECKPOINT, PROJECTION_CONTROL and PROJECTION_DEAD_LETTER. */
 export const projectionName = 'USER_DATA';
 
-/** One row of `queries`.`USER_DATA`: a user as of stream revision VERSION. */
+/**
+ * One row of `queries`.`USER_DATA`: a user as of stream revision VERSION. A
+ * 'forgotten' row is the tombstone of a person who was forgotten (GDPR erasure):
+ * NAME and EMAIL are empty, the dates and VERSION remain, and it never shows in
+ * the read API (410 by id, left out of every list).
+ */
 export interface UserRow {
   ID_USER_DATA: string;
   NAME: string;
   EMAIL: string;
-  STATUS: 'registered' | 'validated' | 'deactivated';
+  STATUS: 'registered' | 'validated' | 'deactivated' | 'forgotten';
   DATE_REGISTER: string;
   DATE_VALIDATED: string | null;
   DATE_DEACTIVATED: string | null;

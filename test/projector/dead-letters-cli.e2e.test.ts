@@ -1,3 +1,4 @@
+import { testVault } from '../support/vault.js';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
@@ -29,7 +30,7 @@ forEachReadDb(t, async (t, db, kind) => {
       { expectedRevision: revision },
     );
   }
-  await applyBatch(db, await store.readAll({ maxCount: 1000 }), new Map());
+  await applyBatch(db, await testVault.open(await store.readAll({ maxCount: 1000 })), new Map());
 
   const cli = async (...args: string[]) => {
     const run = runScript(t, 'scripts/dead-letters.ts', { READ_DB_URL: readDbUrl(db) }, args);

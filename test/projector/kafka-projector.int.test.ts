@@ -77,7 +77,7 @@ forEachReadDb(t, async (t, db) => {
     const before = await tableRows(db);
     const duplicates = kafkaPublisher(kafka, topic);
     t.teardown(() => duplicates.close());
-    const log = await store.readAll({ maxCount: 100_000 });
+    const log = await testVault.open(await store.readAll({ maxCount: 100_000 }));
     await duplicates.publish(log.flatMap((e) => messageOf(e) ?? []));
     const { projector } = projectorOn(t, kafka, topic, 'projector-a', db);
     await waitFor(() => projector.status().eventsApplied >= log.filter((e) => e.streamId.startsWith('user-')).length, 20_000, 'duplicates consumed');

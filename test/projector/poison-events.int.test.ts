@@ -20,7 +20,7 @@ import { commandsOver, expectedRows, seedUsers, tableRows, waitFor } from '../su
 
 const logger = pino({ level: 'silent' });
 
-const head = async (store: EventStore) => (await store.readAll({ maxCount: 1_000_000 })).at(-1)!.position.toString();
+const head = async (store: EventStore) => (await testVault.open(await store.readAll({ maxCount: 1_000_000 }))).at(-1)!.position.toString();
 
 /** Appends an event the command side would never write (as an older or buggy writer might have). */
 /**
@@ -94,7 +94,7 @@ forEachReadDb(t, async (t, db) => {
     // Replays and duplicates park nothing twice and change nothing.
     const table = await tableRows(db);
     const parked = await deadLetters(db);
-    await applyBatch(db, await store.readAll({ maxCount: 10_000 }), new Map());
+    await applyBatch(db, await testVault.open(await store.readAll({ maxCount: 10_000 })), new Map());
     t.same(await tableRows(db), table);
     t.same(await deadLetters(db), parked);
 
@@ -128,7 +128,7 @@ forEachReadDb(t, async (t, db) => {
     await caughtUp();
     t.match(await tableRows(db).then((r) => r.find((x) => x.ID_USER_DATA === a)), { NAME: 'A flows again' });
     const released = await tableRows(db);
-    await applyBatch(db, await store.readAll({ maxCount: 10_000 }), new Map());
+    await applyBatch(db, await testVault.open(await store.readAll({ maxCount: 10_000 })), new Map());
     t.same(await tableRows(db), released);
     t.same(await parkedCounts(db, projectionName), { failed: 0, held: 0 });
     // A rebuild agrees, skipped events included.
@@ -204,7 +204,7 @@ forEachReadDb(t, async (t, db) => {
     const store = inMemoryEventStore();
     const commands = commandsOver(store);
     const [, u] = await seedUsers(commands, 2, 'broken');
-    const log = await store.readAll({ maxCount: 1000 });
+    const log = await testVault.open(await store.readAll({ maxCount: 1000 }));
     const stream = userStreamId(u!);
     const broken = { streamId: stream, revision: -1, type: '(unreadable)', data: '{"oops', position: '17', problem: 'message is not JSON' };
     // The user's row exists (its first events are applied) when the broken message arrives amid later ones.

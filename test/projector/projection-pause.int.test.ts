@@ -22,7 +22,7 @@ forEachReadDb(t, async (t, db, kind) => {
   const store = inMemoryEventStore();
   const commands = commandsOver(store);
   await seedUsers(commands, 12);
-  const log = await store.readAll({ maxCount: 10_000 });
+  const log = await testVault.open(await store.readAll({ maxCount: 10_000 }));
   const rebuild = projectionControl({ db, projection: 'USER_DATA', owner: 'test-rebuild' });
   await rebuild.acquire(60_000);
   t.teardown(() => rebuild.release());
@@ -49,7 +49,7 @@ forEachReadDb(t, async (t, db, kind) => {
     const projector = userProjector({ db, feed: eventStoreFeed(store, { vault: testVault, batchSize: 5 }), logger, pausePollMs: 20 });
     void projector.start();
     t.teardown(() => projector.stop());
-    const head = async () => (await store.readAll({ maxCount: 100_000 })).at(-1)!.position.toString();
+    const head = async () => (await testVault.open(await store.readAll({ maxCount: 100_000 }))).at(-1)!.position.toString();
     await waitFor(async () => projector.status().checkpoints[globalLogSource] === (await head()), 10_000, 'catch up');
 
     t.ok(await rebuild.pause(10_000));

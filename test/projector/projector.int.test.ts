@@ -14,7 +14,7 @@ import { commandsOver, expectedRows, seedUsers, tableRows, waitFor } from '../su
 const logger = pino({ level: 'silent' });
 
 async function head(store: EventStore): Promise<bigint> {
-  const all = await store.readAll({ maxCount: 1_000_000 });
+  const all = await testVault.open(await store.readAll({ maxCount: 1_000_000 }));
   return all[all.length - 1]?.position ?? 0n;
 }
 
@@ -41,7 +41,7 @@ forEachReadDb(t, async (t, db) => {
 
   await t.test('duplicates and replays change nothing', async (t) => {
     const before = await tableRows(db);
-    const log = await store.readAll({ maxCount: 1_000_000 });
+    const log = await testVault.open(await store.readAll({ maxCount: 1_000_000 }));
     // The whole log again, then its first half again, then single events out of order.
     await applyBatch(db, log, new Map([[globalLogSource, '1']]));
     await applyBatch(db, log.slice(0, log.length / 2), new Map());
@@ -69,7 +69,7 @@ forEachReadDb(t, async (t, db) => {
     await t.rejects(first.start(), { message: 'simulated crash' });
     const checkpoint = (await readCheckpoints(db)).get(globalLogSource);
     t.ok(checkpoint, 'the batches before the crash were committed with their checkpoint');
-    const log = await store.readAll({ maxCount: 1_000_000 });
+    const log = await testVault.open(await store.readAll({ maxCount: 1_000_000 }));
     t.ok(BigInt(checkpoint!) < log[log.length - 1]!.position, 'the crash came before the end');
 
     const second = userProjector({ db, feed: eventStoreFeed(store, { vault: testVault, batchSize: 7 }), logger });
@@ -92,7 +92,7 @@ forEachReadDb(t, async (t, db) => {
       await db('PROJECTION_DEAD_LETTER').del();
       await db('PROJECTION_CHECKPOINT').where({ SOURCE: 'bad' }).del();
     });
-    t.same(await applyBatch(db, await bad.readAll({ maxCount: 10 }), new Map([['bad', '1']])), { rows: 0, parked: 1 });
+    t.same(await applyBatch(db, await testVault.open(await bad.readAll({ maxCount: 10 })), new Map([['bad', '1']])), { rows: 0, parked: 1 });
     t.same(await tableRows(db), before);
     t.same(await readCheckpoints(db), new Map([...checkpoints, ['bad', '1']]));
     t.match(await db('PROJECTION_DEAD_LETTER').select('STREAM_ID', 'STATE', 'ERROR'), [

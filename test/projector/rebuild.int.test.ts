@@ -29,7 +29,7 @@ const whileWritesOn = [
   { name: 'stream after stream, embedded store read on a worker thread', byStream: true, store: (store: EventStore) => store, open: openEmbeddedStoreReadOnWorker },
 ];
 
-const head = async (store: EventStore) => (await store.readAll({ maxCount: 1_000_000 })).at(-1)?.position.toString();
+const head = async (store: EventStore) => (await testVault.open(await store.readAll({ maxCount: 1_000_000 }))).at(-1)?.position.toString();
 
 /** A live projector on the store's log, running until the test ends. */
 async function liveProjector(t: Test, db: Knex, store: EventStore) {
@@ -181,7 +181,7 @@ forEachReadDb(t, async (t, db) => {
   await t.test("progress, read stream after stream: the total expected is the user streams' share of the log", async (t) => {
     const store = inMemoryEventStore();
     await seedUsers(commandsOver(store), 60);
-    const log = await store.readAll({ maxCount: 100_000 });
+    const log = await testVault.open(await store.readAll({ maxCount: 100_000 }));
     const userEvents = log.filter((e) => e.streamId.startsWith('user-')).length;
     t.ok(userEvents < log.length * 0.9, `the log holds other streams' events too (${log.length - userEvents} of ${log.length})`);
     const seen: RebuildProgress[] = [];

@@ -25,7 +25,7 @@ forEachReadDb(t, async (t, db) => {
   }
   await commands.validate(ids[1]!);
   await commands.deactivate(ids[2]!);
-  await applyBatch(db, await store.readAll({ maxCount: 1000 }), new Map());
+  await applyBatch(db, await testVault.open(await store.readAll({ maxCount: 1000 })), new Map());
 
   await t.test('dates read back in one form, whole seconds and concurrent lookups included', async (t) => {
     const id = '0190f2a4-6c1d-7cc2-9d6e-7d3b8a2f0001';

@@ -16,6 +16,8 @@ void t.test('LOG_FORMAT overrides the guess either way', async (t) => {
 });
 
 void t.test('readable lines go through pino-pretty as a transport; JSON needs none', async (t) => {
-  t.same(loggerOptions('query-side', { logLevel: 'debug', logFormat: 'json' }), { name: 'query-side', level: 'debug' });
+  const json = loggerOptions('query-side', { logLevel: 'debug', logFormat: 'json' });
+  t.match(json, { name: 'query-side', level: 'debug', redact: { paths: Array } });
+  t.notOk('transport' in json, 'JSON lines need no transport');
   t.match(loggerOptions('query-side', { logLevel: 'warn', logFormat: 'pretty' }), { name: 'query-side', level: 'warn', transport: { target: 'pino-pretty' } });
 });
