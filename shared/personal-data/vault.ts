@@ -77,6 +77,23 @@ function unseal(key: Buffer, streamId: string, type: string, sealed: string): Re
   }
 }
 
+/**
+ * The event with another type and payload, everything else as it was. Fields a
+ * store computes lazily (getters, e.g. `metadata` and `recordedAt` of the embedded
+ * store's events) stay lazy: the copy reads them from the original when asked.
+ */
+function withTypeAndData<T extends StoredEventLike>(event: T, type: string, data: unknown): T {
+  const copy: Record<string, unknown> = {};
+  Object.assign(copy, event, { type, data });
+  for (let proto: unknown = Object.getPrototypeOf(event); proto && proto !== Object.prototype; proto = Object.getPrototypeOf(proto)) {
+    for (const [name, descriptor] of Object.entries(Object.getOwnPropertyDescriptors(proto))) {
+      if (descriptor.get && !(name in copy)) Object.defineProperty(copy, name, { get: () => (event as Record<string, unknown>)[name], enumerable: true });
+    }
+  }
+  // The same fields as T, with `type` and `data` replaced.
+  return copy as T;
+}
+
 /** What `open` and `seal` work on: a stored event's place, type and payload. */
 export interface StoredEventLike {
   streamId: string;
@@ -210,17 +227,17 @@ export function createVault(options: VaultOptions & { emailHashSecret: Buffer })
       const opened = events.map((e) => {
         if (e.type === 'UserForgotten' && hasKeyIds(e.data)) {
           const { keyIds: _named, ...rest } = e.data;
-          return { ...e, data: rest };
+          return withTypeAndData(e, e.type, rest);
         }
         if (!isPersonalType(e.type) || !isSealed(e.data)) return e;
         const { keyId, sealed, ...rest } = e.data;
         const key = keys.get(keyId);
         // The key is gone: so is everything this event said about the person.
-        if (!key) return { ...e, type: 'UserForgotten', data: { userId: rest.userId, occurredAt: rest.occurredAt } };
+        if (!key) return withTypeAndData(e, 'UserForgotten', { userId: rest.userId, occurredAt: rest.occurredAt });
         const fields = unseal(key, e.streamId, e.type, sealed);
         // Does not open: left as stored, so the schema check calls it corrupt, the same way everywhere.
         if (!fields) return e;
-        return { ...e, data: { ...rest, ...fields } };
+        return withTypeAndData(e, e.type, { ...rest, ...fields });
       });
       if (options.finishForgets && forgotten.length > 0) await destroy(forgotten);
       return opened;
