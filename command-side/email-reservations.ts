@@ -32,6 +32,22 @@ export const emailStreamIdOf = (emailHash: string) => `${emailStreamPrefix}${ema
 export const legacyEmailStreamId = (email: string) =>
   `${emailStreamPrefix}${createHash('sha256').update(email).digest('hex')}`;
 
+/** Where the command side records whether the store held anything before reservations were keyed. */
+export const reservationsMarkerStream = 'email-reservations-keyed';
+const markerSchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: { legacyBefore: { type: 'boolean' }, occurredAt: { type: 'string', format: 'date-time' } },
+  required: ['legacyBefore', 'occurredAt'],
+} as const;
+const checkMarker = ajv.compile<FromSchema<typeof markerSchema>>(markerSchema);
+function parseMarker(stored: RecordedEvent): boolean {
+  if (stored.type !== 'ReservationsKeyed' || !checkMarker(stored.data)) {
+    throw new CorruptEventError(stored.streamId, stored.revision, 'not a ReservationsKeyed marker');
+  }
+  return stored.data.legacyBefore;
+}
+
 /** The payload of EmailReserved and EmailReleased, checked where it is read back; `email` only in legacy ones. */
 const reservationSchema = {
   type: 'object',
@@ -85,8 +101,37 @@ export function emailReservations(deps: EmailReservationDeps) {
     return (await deps.currentEmailOf(holder)) === email;
   }
 
+  /**
+   * Whether this store may hold reservations from before the keyed hash: told once
+   * by the marker stream, which the first command side of this version writes (an
+   * empty store then can hold none, and its claims skip the extra read for good).
+   */
+  let legacyPossible: Promise<boolean> | undefined;
+  const mayHoldLegacy = (): Promise<boolean> => {
+    legacyPossible ??= (async () => {
+      for (;;) {
+        const [marker] = await store.readStream(reservationsMarkerStream);
+        if (marker) return parseMarker(marker);
+        // Anything in the log already was written before this version (or beside it): assume the worst.
+        const earlier = (await store.readAll({ maxCount: 1 })).length > 0;
+        const data = { legacyBefore: earlier, occurredAt: new Date().toISOString() };
+        try {
+          await store.appendToStream(reservationsMarkerStream, [{ type: 'ReservationsKeyed', data }], { expectedRevision: 'no_stream' });
+          return earlier;
+        } catch (error) {
+          if (!(error instanceof ConcurrencyError)) throw error;
+        }
+      }
+    })().catch((error: unknown) => {
+      legacyPossible = undefined;
+      throw error;
+    });
+    return legacyPossible;
+  };
+
   /** EMAIL_TAKEN when a reservation from before the keyed hash binds the address to someone else. */
   async function checkLegacy(email: string, userId: string, now: Date): Promise<void> {
+    if (!(await mayHoldLegacy())) return;
     const legacy = lastClaimOf(await store.readStream(legacyEmailStreamId(email)));
     if (legacy && legacy.holder !== userId && (await isHeld(legacy.claim, legacy.holder, email, now))) {
       throw new DomainError('EMAIL_TAKEN', 'this email address is already taken');

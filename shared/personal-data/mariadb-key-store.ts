@@ -1,5 +1,6 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import type { Knex } from 'knex';
+import { StoreMissingError } from '../errors.js';
 import { dbNow, openReadDb, readDbError } from '../read-db.js';
 import type { DataKey, KeyStore } from './key-store.js';
 
@@ -60,12 +61,19 @@ export async function openMariaDbKeyStore(
     secret?: Buffer;
     /** Replaces knex's console output. */
     log?: Knex.Logger;
+    /** false (operator commands): refuse a missing database (StoreMissingError) instead of creating it. */
+    create?: boolean;
   } = {},
 ): Promise<KeyStore> {
   const parsed = new URL(url);
   if (parsed.pathname.replace(/^\//, '') === '') parsed.pathname = `/${defaultDatabase}`;
   const where = parsed.toString();
-  const db = await openReadDb({ client: 'mysql', url: where }, options.log ? { log: options.log } : {});
+  const db = await openReadDb({ client: 'mysql', url: where }, { ...(options.log ? { log: options.log } : {}), create: options.create ?? true }).catch(
+    (error: unknown) => {
+      if (!(error instanceof StoreMissingError)) throw error;
+      throw new StoreMissingError(`no key store database ${JSON.stringify(parsed.pathname.slice(1))} on ${parsed.host}; nothing was created (the database comes from KEY_STORE_URL, or beside READ_DB_URL)`);
+    },
+  );
   const translated = async <T>(body: () => Promise<T>): Promise<T> => {
     try {
       return await body();

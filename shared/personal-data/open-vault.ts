@@ -8,8 +8,8 @@ import { openVault, type Vault } from './vault.js';
 /**
  * The key store the configuration names (KEY_STORE_URL, or beside the read DB)
  * and the vault over it. `create: false` (operator commands) refuses a missing
- * embedded key file instead of making an empty one, which would read every
- * sealed event as forgotten.
+ * key store (file or database) instead of making an empty one, which would read
+ * every sealed event as forgotten.
  */
 export async function openConfiguredVault(
   config: Pick<Config, 'keyStore' | 'emailHashSecret' | 'keyCacheMs'>,
@@ -19,7 +19,8 @@ export async function openConfiguredVault(
   if (where.client === 'sqlite' && options.create === false) {
     requireExistingFile(where.file, 'embedded key store', 'DATA_DIR or KEY_STORE_URL');
   }
-  const keyStore = where.client === 'sqlite' ? openSqliteKeyStore(where.file) : await openMariaDbKeyStore(where.url);
+  const keyStore =
+    where.client === 'sqlite' ? openSqliteKeyStore(where.file) : await openMariaDbKeyStore(where.url, { create: options.create ?? true });
   try {
     const vault = await openVault({
       keyStore,

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import t, { type Test } from 'tap';
 import { buildCommandApp } from '../../command-side/app.js';
-import { legacyEmailStreamId } from '../../command-side/email-reservations.js';
+import { legacyEmailStreamId, reservationsMarkerStream } from '../../command-side/email-reservations.js';
 import { userCommands } from '../../command-side/user-commands.js';
 import type { EventStore } from '../../shared/event-store/port.js';
 import { inMemoryKeyStore } from '../../shared/personal-data/in-memory-key-store.js';
@@ -50,6 +50,8 @@ for (const kind of eventStoreKinds.filter((k) => !k.name.includes('worker'))) {
       }
       t.notOk(log.includes(createHash('sha256').update('grace@navy.example').digest('hex')), 'no reservation is named by a plain hash of the address');
       t.ok(log.includes(vault.emailHash('grace@navy.example')), 'reservations are named by the keyed hash');
+      const [marker] = await store.readStream(reservationsMarkerStream);
+      t.same(marker?.data, { legacyBefore: false, occurredAt: (marker?.data as { occurredAt: string }).occurredAt }, 'a store empty at the first claim can hold no older reservations: none are looked up');
 
       const exported = await exportOf(id);
       t.equal(exported.statusCode, 200);
