@@ -33,7 +33,7 @@ export const legacyEmailStreamId = (email: string) =>
   `${emailStreamPrefix}${createHash('sha256').update(email).digest('hex')}`;
 
 /** Where the command side records whether the store held anything before reservations were keyed. */
-export const reservationsMarkerStream = 'email-reservations-keyed';
+export const reservationsMarkerStream = 'reservations-keyed';
 const markerSchema = {
   type: 'object',
   additionalProperties: false,

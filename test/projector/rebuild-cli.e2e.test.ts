@@ -1,4 +1,3 @@
-import { testVault } from '../support/vault.js';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
@@ -14,7 +13,10 @@ import { eventStoreFeed, globalLogSource } from '../../shared/event-feed/event-s
 import { sqliteEventStore } from '../../shared/event-store/sqlite-event-store.js';
 import { runScript, type RunningScript } from '../support/processes.js';
 import { forEachReadDb, mariadbUrl, readDbUrl } from '../support/read-dbs.js';
-import { commandsOver, expectedRows, seedUsers, tableRows, waitFor } from '../support/seed.js';
+import { expectedRows, seedUsers, tableRows, waitFor } from '../support/seed.js';
+import { userCommands } from '../../command-side/user-commands.js';
+import { openSqliteKeyStore } from '../../shared/personal-data/sqlite-key-store.js';
+import { openVault } from '../../shared/personal-data/vault.js';
 
 /**
  * `npm run rebuild` as an operator runs it: its own process, configured by the
@@ -40,13 +42,17 @@ async function assertNoLeftovers(t: Test, db: Knex) {
 forEachReadDb(t, async (t, db) => {
   const dir = await mkdtemp(join(tmpdir(), 'users-rebuild-cli-'));
   const store = sqliteEventStore({ file: join(dir, 'events.sqlite'), pollMs: 5 });
+  // The key store the rebuild's process opens too (KEY_STORE_URL below).
+  const keyStore = openSqliteKeyStore(join(dir, 'keys.sqlite'));
+  const vault = await openVault({ keyStore });
   t.teardown(async () => {
     await store.close();
+    await keyStore.close();
     await rm(dir, { recursive: true, force: true });
   });
-  const commands = commandsOver(store);
+  const commands = userCommands({ store, vault, emailGraceMs: 60_000 });
   await seedUsers(commands, 80);
-  const projector = userProjector({ db, feed: eventStoreFeed(store, { vault: testVault, batchSize: 50 }), logger, pausePollMs: 10 });
+  const projector = userProjector({ db, feed: eventStoreFeed(store, { vault, batchSize: 50 }), logger, pausePollMs: 10 });
   void projector.start();
   t.teardown(() => projector.stop());
   const caughtUp = async () => {
@@ -55,7 +61,7 @@ forEachReadDb(t, async (t, db) => {
   };
   await caughtUp();
 
-  const env = { DATA_DIR: dir, READ_DB_URL: readDbUrl(db), REBUILD_HEARTBEAT_MS: String(heartbeatMs) };
+  const env = { DATA_DIR: dir, READ_DB_URL: readDbUrl(db), KEY_STORE_URL: `sqlite://${join(dir, 'keys.sqlite')}`, REBUILD_HEARTBEAT_MS: String(heartbeatMs) };
   const slowly = { REBUILD_PAGE_DELAY_MS: '40' };
   const smallSteps = ['--batch-size', '10', '--max-rows', '30'];
   const rebuild = (extraEnv: Record<string, string>, args: string[] = []) =>
@@ -86,7 +92,7 @@ forEachReadDb(t, async (t, db) => {
     t.match(second.output(), /rebuilt USER_DATA: \d+ events, 81 rows/);
     t.match(second.output(), /verify: 81 rows compared: 0 missing, 0 extra, 0 different/);
     await caughtUp();
-    t.same(await tableRows(db), await expectedRows(store));
+    t.same(await tableRows(db), await expectedRows(store, { vault }));
     await assertNoLeftovers(t, db);
   });
 
@@ -152,7 +158,10 @@ forEachReadDb(t, async (t, db) => {
       t.match(noReadDb.output(), new RegExp(`^rebuild failed: no read DB at ${join(elsewhere, 'queries.sqlite')}: the directory ${elsewhere} does not exist; nothing was created[^\n]*\n$`));
       t.notOk(existsSync(elsewhere), 'the directory was not created');
     }
-    t.same((await readdir(dir)).filter((name) => !name.startsWith('events.sqlite')), [], 'no file was created beside the event store');
+    const noKeys = rebuild({ KEY_STORE_URL: `sqlite://${join(dir, 'keys-elsewhere.sqlite')}` });
+    t.equal(await exitOf(noKeys), 1);
+    t.match(noKeys.output(), `rebuild failed: no embedded key store at ${join(dir, 'keys-elsewhere.sqlite')}; nothing was created`, 'a missing key store is refused: it would rebuild everyone as forgotten');
+    t.same((await readdir(dir)).filter((name) => !name.startsWith('events.sqlite') && name !== 'keys.sqlite'), [], 'no file was created beside the event store');
     t.same(await tableRows(db), before, 'the live table is untouched');
     await assertNoLeftovers(t, db);
   });

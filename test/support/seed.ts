@@ -1,4 +1,5 @@
 import { testVault } from './vault.js';
+import type { Vault } from '../../shared/personal-data/vault.js';
 import type { Knex } from 'knex';
 import { userCommands, type UserCommands } from '../../command-side/user-commands.js';
 import type { EventStore } from '../../shared/event-store/port.js';
@@ -27,13 +28,14 @@ export async function seedUsers(commands: UserCommands, count: number, tag = 'se
  * A stream's events stop at its first event the projector cannot apply (those
  * wait in quarantine), unless that event was skipped (`stream@revision`).
  */
-export async function expectedRows(store: EventStore, options: { skipped?: ReadonlySet<string> } = {}): Promise<UserRow[]> {
+export async function expectedRows(store: EventStore, options: { skipped?: ReadonlySet<string>; vault?: Pick<Vault, 'open'> } = {}): Promise<UserRow[]> {
+  const vault = options.vault ?? testVault;
   const rows = new Map<string, UserRow>();
   const stopped = new Set<string>();
   for (let after: bigint | undefined; ; ) {
     const page = await store.readAll({ ...(after === undefined ? {} : { after }), maxCount: 1000 });
     // Opened as every reader opens them (under the tests' keys); an opened event passes through unchanged.
-    for (const recorded of await testVault.open(page)) {
+    for (const recorded of await vault.open(page)) {
       const c = classify(recorded);
       if (!c || stopped.has(c.streamId) || options.skipped?.has(`${c.streamId}@${c.revision}`)) continue;
       if (c.kind === 'poison') {
