@@ -2,7 +2,7 @@ import type { Config } from '../config.js';
 import { requireExistingFile } from '../store-files.js';
 import type { KeyStore } from './key-store.js';
 import { openMariaDbKeyStore } from './mariadb-key-store.js';
-import { openSqliteKeyStore } from './sqlite-key-store.js';
+import { sqliteKeyStoreThread } from './sqlite-key-store-thread.js';
 import { openVault, type Vault } from './vault.js';
 
 /**
@@ -20,7 +20,7 @@ export async function openConfiguredVault(
     requireExistingFile(where.file, 'embedded key store', 'DATA_DIR or KEY_STORE_URL');
   }
   const keyStore =
-    where.client === 'sqlite' ? openSqliteKeyStore(where.file) : await openMariaDbKeyStore(where.url, { create: options.create ?? true });
+    where.client === 'sqlite' ? sqliteKeyStoreThread(where.file) : await openMariaDbKeyStore(where.url, { create: options.create ?? true });
   try {
     const vault = await openVault({
       keyStore,

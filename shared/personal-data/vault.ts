@@ -1,4 +1,4 @@
-import { createCipheriv, createDecipheriv, createHmac, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHmac, randomFillSync } from 'node:crypto';
 import type { DataKey, KeyStore } from './key-store.js';
 
 /**
@@ -52,8 +52,25 @@ const keyIdsNamedBy = (data: unknown): string[] =>
 
 const aad = (streamId: string, type: string) => Buffer.from(`${streamId}\n${type}`, 'utf8');
 
+/**
+ * Random IVs drawn from a buffer filled 1,024 at a time: the same CSPRNG bytes as
+ * one `randomBytes(12)` per event, at a fraction of the cost (each call is a few
+ * microseconds of fixed overhead). A 96-bit random IV per encryption keeps GCM's
+ * collision bound far out of reach for the events one user's key seals.
+ */
+const ivPool = Buffer.alloc(ivBytes * 1024);
+let ivAt = ivPool.length;
+function nextIv(): Buffer {
+  if (ivAt === ivPool.length) {
+    randomFillSync(ivPool);
+    ivAt = 0;
+  }
+  ivAt += ivBytes;
+  return ivPool.subarray(ivAt - ivBytes, ivAt);
+}
+
 function seal(key: Buffer, streamId: string, type: string, fields: Record<string, unknown>): string {
-  const iv = randomBytes(ivBytes);
+  const iv = nextIv();
   const cipher = createCipheriv('aes-256-gcm', key, iv);
   cipher.setAAD(aad(streamId, type));
   const body = Buffer.concat([cipher.update(JSON.stringify(fields), 'utf8'), cipher.final()]);

@@ -11,6 +11,7 @@ import { inMemoryKeyStore } from '../../shared/personal-data/in-memory-key-store
 import type { DataKey } from '../../shared/personal-data/key-store.js';
 import { openMariaDbKeyStore } from '../../shared/personal-data/mariadb-key-store.js';
 import { openSqliteKeyStore } from '../../shared/personal-data/sqlite-key-store.js';
+import { sqliteKeyStoreThread } from '../../shared/personal-data/sqlite-key-store-thread.js';
 import { keyStoreContract } from '../contracts/key-store.contract.js';
 import { mariadbUrl } from '../support/read-dbs.js';
 
@@ -31,6 +32,33 @@ void t.test('in memory', async (t) => {
     await store.destroy([made!.id]);
     t.ok(held.equals(made!.key), 'what get handed out was a copy');
     t.same(await store.get([made!.id]), new Map());
+  });
+});
+
+void t.test('sqlite on a worker thread (what the services use)', async (t) => {
+  let file = '';
+  keyStoreContract(
+    t,
+    async () => {
+      file = join(await tempDir(t), 'keys', 'keys.sqlite');
+      return sqliteKeyStoreThread(file);
+    },
+    { reopen: () => Promise.resolve(sqliteKeyStoreThread(file)) },
+  );
+  void t.test('an outage crosses the thread as the retriable StoreUnavailableError', async (t) => {
+    const locked = join(await tempDir(t), 'keys.sqlite');
+    const store = sqliteKeyStoreThread(locked, { busyTimeoutMs: 50 });
+    t.teardown(() => store.close());
+    await store.create(1);
+    const blocker = openSqliteKeyStore(locked);
+    // Hold the write lock from another connection, as another process would.
+    const raw = new Database(locked);
+    raw.exec('BEGIN IMMEDIATE');
+    await t.rejects(store.create(1), { name: 'StoreUnavailableError', retriable: true });
+    raw.exec('ROLLBACK');
+    raw.close();
+    await blocker.close();
+    t.equal((await store.create(2)).length, 2, 'and works again once the lock is gone');
   });
 });
 
