@@ -114,10 +114,16 @@ export function openSqliteKeyStore(
   const selectFull = db.prepare<string[], { ID: string; KEY: Buffer }>(
     `SELECT ID, KEY FROM DATA_KEY WHERE ID IN (${Array(chunkSize).fill('?').join(', ')})`,
   );
-  const selectKeys = (ids: string[]) =>
-    ids.length === chunkSize
-      ? selectFull.all(...ids)
-      : db.prepare<string[], { ID: string; KEY: Buffer }>(`SELECT ID, KEY FROM DATA_KEY WHERE ID IN (${ids.map(() => '?').join(', ')})`).all(...ids);
+  // Statements by list length, prepared once each (a batch of new users asks for a few dozen ids at a time).
+  const selectBySize = new Map<number, typeof selectFull>([[chunkSize, selectFull]]);
+  const selectKeys = (ids: string[]) => {
+    let select = selectBySize.get(ids.length);
+    if (!select) {
+      select = db.prepare<string[], { ID: string; KEY: Buffer }>(`SELECT ID, KEY FROM DATA_KEY WHERE ID IN (${ids.map(() => '?').join(', ')})`);
+      selectBySize.set(ids.length, select);
+    }
+    return select.all(...ids);
+  };
 
   // IMMEDIATE: take the write lock at BEGIN, so a busy file waits (busy_timeout) instead of failing at the first write.
   const insertAll = db.transaction((keys: DataKey[], createdAt: string) => {

@@ -96,19 +96,31 @@ function unseal(key: Buffer, streamId: string, type: string, sealed: string): Re
 
 /**
  * The event with another type and payload, everything else as it was. Fields a
- * store computes lazily (getters, e.g. `metadata` and `recordedAt` of the embedded
- * store's events) stay lazy: the copy reads them from the original when asked.
+ * store computes on first use (getters, e.g. `metadata` and `recordedAt` of the
+ * embedded store's events) are read into the copy, which stays a plain object
+ * (accessors defined per object would slow every later read of it).
  */
 function withTypeAndData<T extends StoredEventLike>(event: T, type: string, data: unknown): T {
   const copy: Record<string, unknown> = {};
-  Object.assign(copy, event, { type, data });
+  Object.assign(copy, event);
   for (let proto: unknown = Object.getPrototypeOf(event); proto && proto !== Object.prototype; proto = Object.getPrototypeOf(proto)) {
-    for (const [name, descriptor] of Object.entries(Object.getOwnPropertyDescriptors(proto))) {
-      if (descriptor.get && !(name in copy)) Object.defineProperty(copy, name, { get: () => (event as Record<string, unknown>)[name], enumerable: true });
-    }
+    for (const name of accessorsOf(proto)) if (!(name in copy)) copy[name] = (event as Record<string, unknown>)[name];
   }
+  copy.type = type;
+  copy.data = data;
   // The same fields as T, with `type` and `data` replaced.
   return copy as T;
+}
+
+/** The getter names a prototype defines, looked up once per prototype. */
+const accessorNames = new WeakMap<object, string[]>();
+function accessorsOf(proto: object): string[] {
+  let names = accessorNames.get(proto);
+  if (!names) {
+    names = Object.entries(Object.getOwnPropertyDescriptors(proto)).flatMap(([name, d]) => (d.get ? [name] : []));
+    accessorNames.set(proto, names);
+  }
+  return names;
 }
 
 /** What `open` and `seal` work on: a stored event's place, type and payload. */
