@@ -1,5 +1,5 @@
-import { randomBytes, randomUUID } from 'node:crypto';
-import type { DataKey, KeyStore } from './key-store.js';
+import { randomBytes } from 'node:crypto';
+import { newDataKeys, type DataKey, type KeyStore } from './key-store.js';
 
 /**
  * The key store of unit tests: a Map in this process. `destroy` zeroes the
@@ -23,7 +23,7 @@ export function inMemoryKeyStore(options: { secret?: Buffer } = {}): KeyStore {
     create: (count) =>
       settle(() => {
         if (!Number.isSafeInteger(count) || count < 0) throw new RangeError(`cannot create ${count} keys`);
-        const made: DataKey[] = Array.from({ length: count }, () => ({ id: randomUUID(), key: randomBytes(32) }));
+        const made: DataKey[] = newDataKeys(count);
         for (const { id, key } of made) keys.set(id, Buffer.from(key));
         return made;
       }),

@@ -1,3 +1,4 @@
+import { randomBytes, randomUUID } from 'node:crypto';
 /**
  * The key store port: per-user data keys that can really be deleted. Personal
  * fields of user events are sealed under such a key (see `vault.ts`); destroying
@@ -42,4 +43,16 @@ export interface KeyStore {
    */
   secret(): Promise<Buffer>;
   close(): Promise<void>;
+}
+
+/**
+ * `count` new keys with random ids: the key bytes drawn from the CSPRNG in one
+ * call (one call per key costs a few microseconds each), each key then in a
+ * buffer of its own, so destroying one can zero it without touching another.
+ */
+export function newDataKeys(count: number): DataKey[] {
+  const bytes = randomBytes(32 * count);
+  const keys = Array.from({ length: count }, (_, i) => ({ id: randomUUID(), key: Buffer.from(bytes.subarray(i * 32, i * 32 + 32)) }));
+  bytes.fill(0);
+  return keys;
 }

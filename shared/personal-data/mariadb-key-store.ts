@@ -1,8 +1,8 @@
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import type { Knex } from 'knex';
 import { StoreMissingError } from '../errors.js';
 import { dbNow, openReadDb, readDbError } from '../read-db.js';
-import type { DataKey, KeyStore } from './key-store.js';
+import { newDataKeys, type DataKey, type KeyStore } from './key-store.js';
 
 /**
  * Ids are ASCII and compared byte for byte: ids are opaque [A-Za-z0-9_-], so a
@@ -99,7 +99,7 @@ export async function openMariaDbKeyStore(
     async create(count) {
       open();
       if (!Number.isSafeInteger(count) || count < 0) throw new RangeError(`cannot create ${count} keys`);
-      const keys: DataKey[] = Array.from({ length: count }, () => ({ id: randomUUID(), key: randomBytes(32) }));
+      const keys: DataKey[] = newDataKeys(count);
       if (keys.length === 0) return keys;
       const createdAt = dbNow();
       await translated(() =>

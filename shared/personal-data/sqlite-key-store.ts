@@ -1,9 +1,9 @@
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { StoreUnavailableError } from '../errors.js';
-import type { DataKey, KeyStore } from './key-store.js';
+import { newDataKeys, type DataKey, type KeyStore } from './key-store.js';
 
 /**
  * A key's bytes live in one cell of a DATA_KEY leaf page (32 bytes never spill to
@@ -143,7 +143,7 @@ export function openSqliteKeyStore(
       return settle(() => {
         open();
         if (!Number.isSafeInteger(count) || count < 0) throw new RangeError(`cannot create ${count} keys`);
-        const keys: DataKey[] = Array.from({ length: count }, () => ({ id: randomUUID(), key: randomBytes(32) }));
+        const keys: DataKey[] = newDataKeys(count);
         if (keys.length > 0) insertAll.immediate(keys, new Date().toISOString());
         return keys;
       });

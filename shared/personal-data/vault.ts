@@ -1,4 +1,4 @@
-import { createCipheriv, createDecipheriv, createHmac, randomFillSync } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHmac, createSecretKey, randomFillSync } from 'node:crypto';
 import type { DataKey, KeyStore } from './key-store.js';
 
 /**
@@ -176,7 +176,8 @@ export function createVault(options: VaultOptions & { emailHashSecret: Buffer })
   const cacheMs = options.cacheMs ?? 60_000;
   const perBatch = options.keysPerBatch ?? 256;
   const now = options.clock ?? Date.now;
-  const secret = options.emailHashSecret;
+  // A key object made once: a raw secret would be turned into one on every hash.
+  const secret = createSecretKey(options.emailHashSecret);
   /** id -> key (or null: known to be gone) and when it was read. */
   const cache = new Map<string, { key: Buffer | null; at: number }>();
   const maxCached = 100_000;
