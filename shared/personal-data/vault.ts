@@ -174,7 +174,7 @@ export async function openVault(options: VaultOptions): Promise<Vault> {
 export function createVault(options: VaultOptions & { emailHashSecret: Buffer }): Vault {
   const { keyStore } = options;
   const cacheMs = options.cacheMs ?? 60_000;
-  const perBatch = options.keysPerBatch ?? 256;
+  const perBatch = options.keysPerBatch ?? 1024;
   const now = options.clock ?? Date.now;
   // A key object made once: a raw secret would be turned into one on every hash.
   const secret = createSecretKey(options.emailHashSecret);
