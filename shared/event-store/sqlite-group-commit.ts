@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import { ConcurrencyError } from '../errors.js';
 import type { AppendResult, ExpectedRevision, StreamAppend } from './port.js';
+import { startWorkerModule } from '../worker-module.js';
 
 /** One stream's share of an append as the writer takes it: events already serialised, ids given. */
 export interface QueuedPart {
@@ -163,15 +164,7 @@ function sqliteError(failure: { message: string; code?: string }): Error {
   return Object.assign(new Error(failure.message), failure.code ? { code: failure.code } : {});
 }
 
-/**
- * The writer runs as a module of its own. Under a TypeScript loader (tsx: tests
- * and `npm start`) a worker does not inherit the loader's hooks on Node 20, so a
- * two-line bootstrap registers it before importing the module.
- */
+/** The writer's thread: `sqlite-appends.worker.ts`, a module of its own. */
 function spawnWriter(data: WriterOptions): Worker {
-  const moduleUrl = new URL(`./sqlite-appends.worker${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url);
-  if (!moduleUrl.pathname.endsWith('.ts')) return new Worker(moduleUrl, { workerData: data });
-  const tsx = import.meta.resolve('tsx/esm/api');
-  const bootstrap = `import(${JSON.stringify(tsx)}).then((tsx) => { tsx.register(); return import(${JSON.stringify(moduleUrl.href)}); })`;
-  return new Worker(bootstrap, { eval: true, workerData: data });
+  return startWorkerModule('sqlite-appends', import.meta.url, data);
 }

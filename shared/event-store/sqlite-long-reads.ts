@@ -1,5 +1,6 @@
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import type { LoggedEvent } from './port.js';
+import { startWorkerModule } from '../worker-module.js';
 
 /**
  * Long reads of the embedded store's log (a rebuild's replay of millions of
@@ -125,11 +126,7 @@ export interface LogReaderData {
 
 /** The reader's thread: the compiled module from dist/, or the TypeScript source through tsx. */
 function spawnReader(data: LogReaderData): Worker {
-  const moduleUrl = new URL(`./sqlite-log-reader.worker${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url);
-  if (!moduleUrl.pathname.endsWith('.ts')) return new Worker(moduleUrl, { workerData: data });
-  const tsx = import.meta.resolve('tsx/esm/api');
-  const bootstrap = `import(${JSON.stringify(tsx)}).then((tsx) => { tsx.register(); return import(${JSON.stringify(moduleUrl.href)}); })`;
-  return new Worker(bootstrap, { eval: true, workerData: data });
+  return startWorkerModule('sqlite-log-reader', import.meta.url, data);
 }
 
 /**

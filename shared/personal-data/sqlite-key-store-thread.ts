@@ -1,6 +1,7 @@
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import { StoreUnavailableError } from '../errors.js';
 import type { DataKey, KeyStore } from './key-store.js';
+import { startWorkerModule } from '../worker-module.js';
 
 /** What the key store's thread is started with. */
 export interface KeyStoreWorkerData {
@@ -85,11 +86,7 @@ export function sqliteKeyStoreThread(file: string, options: { secret?: Buffer; b
   };
 }
 
-/** As the event store's threads: under a TypeScript loader a worker registers it before importing its module. */
+/** The key store's thread: `sqlite-key-store.worker.ts`. */
 function spawn(data: KeyStoreWorkerData): Worker {
-  const moduleUrl = new URL(`./sqlite-key-store.worker${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url);
-  if (!moduleUrl.pathname.endsWith('.ts')) return new Worker(moduleUrl, { workerData: data });
-  const tsx = import.meta.resolve('tsx/esm/api');
-  const bootstrap = `import(${JSON.stringify(tsx)}).then((tsx) => { tsx.register(); return import(${JSON.stringify(moduleUrl.href)}); })`;
-  return new Worker(bootstrap, { eval: true, workerData: data });
+  return startWorkerModule('sqlite-key-store', import.meta.url, data);
 }

@@ -13,7 +13,7 @@ import { openMariaDbKeyStore } from '../../shared/personal-data/mariadb-key-stor
 import { openSqliteKeyStore } from '../../shared/personal-data/sqlite-key-store.js';
 import { sqliteKeyStoreThread } from '../../shared/personal-data/sqlite-key-store-thread.js';
 import { keyStoreContract } from '../contracts/key-store.contract.js';
-import { mariadbUrl } from '../support/read-dbs.js';
+import { mariadbMissing, mariadbUrl } from '../support/read-dbs.js';
 
 /** A directory of its own, removed when `t` ends. */
 async function tempDir(t: Test): Promise<string> {
@@ -163,41 +163,8 @@ void t.test('sqlite', async (t) => {
   });
 });
 
-/** As `test/support/read-dbs.ts` probes it: the reason MariaDB cannot be reached, or undefined. */
-async function mariadbReachable(): Promise<string | undefined> {
-  const url = new URL(mariadbUrl);
-  const probe = knexFactory({
-    client: 'mysql2',
-    connection: {
-      host: url.hostname,
-      port: Number(url.port || 3306),
-      user: decodeURIComponent(url.username || 'root'),
-      password: decodeURIComponent(url.password),
-      connectTimeout: 3000,
-    },
-    pool: { min: 0, max: 1 },
-  });
-  try {
-    await probe.raw('SELECT 1');
-    return undefined;
-  } catch (error) {
-    return error instanceof Error ? error.message : String(error);
-  } finally {
-    await probe.destroy();
-  }
-}
-
 void t.test('mariadb', async (t) => {
-  const problem = await mariadbReachable();
-  if (problem) {
-    const advice =
-      `MariaDB is not reachable at ${mariadbUrl} (${problem}). Start it with ` +
-      '`start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd`, ' +
-      'point MARIADB_URL at one, or set MARIADB_OPTIONAL=1 to skip the MariaDB cases.';
-    if (process.env.MARIADB_OPTIONAL === '1') t.pass('MariaDB cases skipped', { skip: advice });
-    else t.fail(advice);
-    return;
-  }
+  if (await mariadbMissing(t)) return;
   const base = mariadbUrl.replace(/\/$/, '');
   /** A database of its own per store, dropped at the end. */
   const freshUrl = () => {

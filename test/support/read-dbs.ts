@@ -29,6 +29,22 @@ export interface ReadDbUnderTest {
   open(t: Test): Promise<{ db: Knex; config: ReadDbConfig }>;
 }
 
+/**
+ * Whether MariaDB is out of reach: undefined when it answers; else the advice,
+ * reported as a failure (or as a skip when MARIADB_OPTIONAL=1 says it may be absent).
+ */
+export async function mariadbMissing(t: Test): Promise<string | undefined> {
+  const problem = await mariadbReachable();
+  if (!problem) return undefined;
+  const advice =
+    `MariaDB is not reachable at ${mariadbUrl} (${problem}). Start it with ` +
+    '`start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd`, ' +
+    'point MARIADB_URL at one, or set MARIADB_OPTIONAL=1 to skip the MariaDB cases.';
+  if (process.env.MARIADB_OPTIONAL === '1') t.pass('MariaDB cases skipped', { skip: advice });
+  else t.fail(advice);
+  return advice;
+}
+
 async function mariadbReachable(): Promise<string | undefined> {
   const url = new URL(mariadbUrl);
   const probe = knexFactory({
@@ -70,16 +86,8 @@ export const readDbsUnderTest: ReadDbUnderTest[] = [
   {
     name: 'mariadb',
     async open(t) {
-      const problem = await mariadbReachable();
-      if (problem) {
-        const advice =
-          `MariaDB is not reachable at ${mariadbUrl} (${problem}). Start it with ` +
-          '`start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd`, ' +
-          'point MARIADB_URL at one, or set MARIADB_OPTIONAL=1 to skip the MariaDB cases.';
-        if (process.env.MARIADB_OPTIONAL === '1') t.pass('MariaDB cases skipped', { skip: advice });
-        else t.fail(advice);
-        throw new Error(advice);
-      }
+      const advice = await mariadbMissing(t);
+      if (advice) throw new Error(advice);
       const database = `queries_test_${randomBytes(6).toString('hex')}`;
       const config: ReadDbConfig = { client: 'mysql', url: `${mariadbUrl.replace(/\/$/, '')}/${database}` };
       const db = await openReadDb(config);
