@@ -188,11 +188,13 @@ export function emailReservations(deps: EmailReservationDeps) {
 
     /**
      * Gives `email` up if `userId` holds it (under the keyed hash, and under the
-     * plain hash of older reservations). Best effort: a lost release is healed by
+     * plain hash of older reservations where the store may hold them). Best effort: a lost release is healed by
      * the takeover rule.
      */
     async release(email: string, userId: string, now: Date, metadata: EventMetadata): Promise<void> {
-      for (const streamId of [emailStreamIdOf(deps.emailHash(email)), legacyEmailStreamId(email)]) {
+      const streams = [emailStreamIdOf(deps.emailHash(email))];
+      if (await mayHoldLegacy()) streams.push(legacyEmailStreamId(email));
+      for (const streamId of streams) {
         const events = await store.readStream(streamId);
         const held = lastClaimOf(events);
         if (!held || held.holder !== userId) continue;

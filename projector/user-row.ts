@@ -20,22 +20,19 @@ export function userRowFrom(row: UserRow | undefined, event: UserEvent, revision
   const at = toDbDate(event.data.occurredAt);
   if (row?.STATUS === 'forgotten') return { ...row, DATE_UPDATED: at, VERSION: revision };
   if (event.type === 'UserForgotten') {
-    if (!row) {
-      return {
-        ID_USER_DATA: event.data.userId,
-        NAME: '',
-        EMAIL: '',
-        STATUS: 'forgotten',
-        DATE_REGISTER: at,
-        DATE_VALIDATED: null,
-        DATE_DEACTIVATED: null,
-        DATE_UPDATED: at,
-        VERSION: revision,
-      };
-    }
     // The same tombstone however it is reached: a rebuild from a log whose keys are gone
     // starts forgotten at the registration and never sees what came between.
-    return { ...row, NAME: '', EMAIL: '', STATUS: 'forgotten', DATE_VALIDATED: null, DATE_DEACTIVATED: null, DATE_UPDATED: at, VERSION: revision };
+    return {
+      ID_USER_DATA: event.data.userId,
+      NAME: '',
+      EMAIL: '',
+      STATUS: 'forgotten',
+      DATE_REGISTER: row?.DATE_REGISTER ?? at,
+      DATE_VALIDATED: null,
+      DATE_DEACTIVATED: null,
+      DATE_UPDATED: at,
+      VERSION: revision,
+    };
   }
   if (event.type === 'UserRegistered') {
     const { userId, name, email } = event.data;

@@ -44,6 +44,13 @@ const isSealed = (data: unknown): data is SealedData => {
   return typeof d.sealed === 'string' && typeof d.keyId === 'string' && typeof d.userId === 'string' && typeof d.occurredAt === 'string';
 };
 
+/** The key ids that sealed these events, in order of first use. */
+function sealedKeyIds(events: readonly StoredEventLike[]): string[] {
+  const ids = new Set<string>();
+  for (const e of events) if (isPersonalType(e.type) && isSealed(e.data)) ids.add(e.data.keyId);
+  return [...ids];
+}
+
 /** A stored UserForgotten names the keys it destroys (`keyIds`), for whoever finishes the job. */
 const hasKeyIds = (data: unknown): data is { keyIds: unknown } & Record<string, unknown> =>
   typeof data === 'object' && data !== null && 'keyIds' in data;
@@ -246,14 +253,10 @@ export function createVault(options: VaultOptions & { emailHashSecret: Buffer })
     },
 
     async open(events, options = {}) {
-      const ids = new Set<string>();
-      const forgotten: string[] = [];
-      for (const e of events) {
-        if (isPersonalType(e.type) && isSealed(e.data)) ids.add(e.data.keyId);
-        else if (e.type === 'UserForgotten') forgotten.push(...keyIdsNamedBy(e.data));
-      }
-      if (ids.size === 0 && forgotten.length === 0) return events.slice();
-      const keys = ids.size === 0 ? new Map<string, Buffer | null>() : await keysFor(ids);
+      const ids = sealedKeyIds(events);
+      const forgotten = events.flatMap((e) => (e.type === 'UserForgotten' ? keyIdsNamedBy(e.data) : []));
+      if (ids.length === 0 && forgotten.length === 0) return events.slice();
+      const keys = ids.length === 0 ? new Map<string, Buffer | null>() : await keysFor(ids);
       const opened = events.map((e) => {
         if (e.type === 'UserForgotten' && hasKeyIds(e.data)) {
           const { keyIds: _named, ...rest } = e.data;
@@ -273,11 +276,7 @@ export function createVault(options: VaultOptions & { emailHashSecret: Buffer })
       return opened;
     },
 
-    keyIdsOf(events) {
-      const ids = new Set<string>();
-      for (const e of events) if (isPersonalType(e.type) && isSealed(e.data)) ids.add(e.data.keyId);
-      return [...ids];
-    },
+    keyIdsOf: sealedKeyIds,
 
     async key(id) {
       const key = (await keysFor([id])).get(id);
