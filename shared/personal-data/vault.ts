@@ -223,10 +223,9 @@ export function createVault(options: VaultOptions & { emailHashSecret: Buffer })
   async function destroy(ids: readonly string[]): Promise<void> {
     if (ids.length === 0) return;
     await keyStore.destroy(ids);
-    for (const id of ids) {
-      cache.get(id)?.key?.fill(0);
-      remember(id, null);
-    }
+    // Forgotten here, not zeroed: a request running beside the forget may hold the same buffer and must
+    // still open what it read (its write then conflicts with UserForgotten and meets a forgotten user).
+    for (const id of ids) remember(id, null);
   }
 
   function refill(): Promise<void> {
