@@ -1,30 +1,46 @@
 import { testVault } from '../support/vault.js';
 import { pino } from 'pino';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { kafkaPublisher } from '../../command-side/relay/kafka-publisher.js';
 import { eventRelay } from '../../command-side/relay/relay.js';
 import { inMemoryEventStore } from '../../shared/event-store/in-memory-event-store.js';
+import type { EventStore } from '../../shared/event-store/port.js';
 import { createKafka } from '../../shared/kafka/kafka-client.js';
 import { fromEnvelope } from '../../shared/public-events.js';
 import { startKafkaTestBroker } from '../support/kafka-test-broker.js';
 import { commandsOver, seedUsers, waitFor } from '../support/seed.js';
 
-/** The relay with the real kafkajs producer, through a broker outage. */
-void t.test('everything appended reaches Kafka at least once, in per-stream order, across a broker outage', async (t) => {
-  const topic = 'users.events.v1';
-  const broker = await startKafkaTestBroker({ topics: [{ name: topic, partitions: 3 }] });
+const topic = 'users.events.v1';
+const logger = pino({ level: 'silent' });
+
+/**
+ * A Kafka test broker with the topic, a producer to it and an empty store, all
+ * stopped in teardown; `relay` starts a relay (over this store unless told another).
+ */
+async function onTestBroker(t: Test, partitions: number) {
+  const broker = await startKafkaTestBroker({ topics: [{ name: topic, partitions }] });
   t.teardown(() => broker.stop());
-  const logger = pino({ level: 'silent' });
-  const kafka = createKafka({ brokers: broker.brokers, clientId: 'relay-test', logger });
+  const publisher = kafkaPublisher(createKafka({ brokers: broker.brokers, clientId: 'relay-test', logger }), topic);
   const store = inMemoryEventStore();
-  const commands = commandsOver(store);
-  const publisher = kafkaPublisher(kafka, topic);
-  const relay = eventRelay({ store, vault: testVault, publisher, topic, logger, leaseMs: 3000, batchSize: 20 });
-  void relay.start();
+  const relays: ReturnType<typeof eventRelay>[] = [];
   t.teardown(async () => {
-    await relay.stop();
+    for (const running of relays) await running.stop();
     await publisher.close();
   });
+  const relay = (over: EventStore = store, owner?: string) => {
+    const started = eventRelay({ store: over, vault: testVault, publisher, topic, logger, leaseMs: 3000, batchSize: 20, ...(owner ? { owner } : {}) });
+    relays.push(started);
+    void started.start();
+    return started;
+  };
+  return { broker, store, relay };
+}
+
+/** The relay with the real kafkajs producer, through a broker outage. */
+void t.test('everything appended reaches Kafka at least once, in per-stream order, across a broker outage', async (t) => {
+  const { broker, store, relay: start } = await onTestBroker(t, 3);
+  const commands = commandsOver(store);
+  const relay = start();
 
   await seedUsers(commands, 10, 'before');
   const head = async () => (await store.readAll({ maxCount: 100_000 })).filter((e) => e.streamId.startsWith('user-')).at(-1)!.position.toString();
@@ -59,19 +75,8 @@ void t.test('everything appended reaches Kafka at least once, in per-stream orde
 });
 
 void t.test('the traceparent and tracestate of a write reach its Kafka message as headers', async (t) => {
-  const topic = 'users.events.v1';
-  const broker = await startKafkaTestBroker({ topics: [{ name: topic, partitions: 1 }] });
-  t.teardown(() => broker.stop());
-  const logger = pino({ level: 'silent' });
-  const kafka = createKafka({ brokers: broker.brokers, clientId: 'relay-test', logger });
-  const store = inMemoryEventStore();
-  const publisher = kafkaPublisher(kafka, topic);
-  const relay = eventRelay({ store, vault: testVault, publisher, topic, logger, leaseMs: 3000, batchSize: 20 });
-  void relay.start();
-  t.teardown(async () => {
-    await relay.stop();
-    await publisher.close();
-  });
+  const { broker, store, relay } = await onTestBroker(t, 1);
+  relay();
   const trace = { traceparent: '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01', tracestate: 'congo=t61rcWkgMzE' };
   await commandsOver(store).register({ name: 'Ada', email: 'ada@example.org' }, { trace });
   await waitFor(() => broker.records(topic, 0).length === 1, 10_000, 'the message in Kafka');
@@ -82,17 +87,9 @@ void t.test('the traceparent and tracestate of a write reach its Kafka message a
 });
 
 void t.test('forgetting through Kafka: user.forgotten.v1 is on the topic and nothing later for the user carries personal data', async (t) => {
-  const topic = 'users.events.v1';
-  const broker = await startKafkaTestBroker({ topics: [{ name: topic, partitions: 1 }] });
-  t.teardown(() => broker.stop());
-  const logger = pino({ level: 'silent' });
-  const kafka = createKafka({ brokers: broker.brokers, clientId: 'relay-test', logger });
-  const store = inMemoryEventStore();
+  const { broker, store, relay: start } = await onTestBroker(t, 1);
   const commands = commandsOver(store);
-  const publisher = kafkaPublisher(kafka, topic);
-  t.teardown(() => publisher.close());
-  const relay = eventRelay({ store, vault: testVault, publisher, topic, logger, leaseMs: 3000, batchSize: 20, owner: 'first' });
-  void relay.start();
+  const relay = start(store, 'first');
 
   const name = 'Hedy Lamarr';
   const email = 'hedy.lamarr@frequency-hopping.example';
@@ -119,9 +116,7 @@ void t.test('forgetting through Kafka: user.forgotten.v1 is on the topic and not
   for (const e of await store.readAll({ maxCount: 10_000 })) {
     if (e.streamId.startsWith('user-')) await fresh.appendToStream(e.streamId, [{ id: e.id, type: e.type, data: e.data, metadata: e.metadata }], { expectedRevision: e.revision === 0 ? 'no_stream' : e.revision - 1 });
   }
-  const replaying = eventRelay({ store: fresh, vault: testVault, publisher, topic, logger, leaseMs: 3000, batchSize: 20, owner: 'replay' });
-  void replaying.start();
-  t.teardown(() => replaying.stop());
+  start(fresh, 'replay');
   await waitFor(() => onTopic().length >= before + 4, 10_000, 'the replayed stream on the topic');
   const later = onTopic().slice(before).filter((m) => m.streamId === stream);
   t.equal(later.length, 4, 'every event of the user was published again');
