@@ -1,6 +1,7 @@
 import type { Knex } from 'knex';
 import { CorruptEventError } from '../shared/errors.js';
-import { eraseFreedPages, isMariaDb, readDbError, walTruncationPending } from '../shared/read-db.js';
+import { eraseFreedPages, readDbError, walTruncationPending } from '../shared/read-db.js';
+import { readDbDialect } from '../shared/read-model/dialect.js';
 import { parseUserEvent, userIdFromStream, type UserEvent } from '../shared/user-events.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { backoffDelay, isRetriable } from '../shared/retry.js';
@@ -119,9 +120,8 @@ export async function applyBatch(
   const source = [...checkpoints.keys()].join(',') || undefined;
   let applied: Applied;
   try {
-    // READ COMMITTED on MariaDB: FOR UPDATE then locks only existing rows, not the gaps
-    // between them, so projectors working on different users do not deadlock on inserts.
-    const isolation = isMariaDb(db) ? { isolationLevel: 'read committed' as const } : {};
+    // Row locks and the batch's isolation level (READ COMMITTED on MariaDB) come from the dialect.
+    const dialect = readDbDialect(db);
     applied = await db.transaction(async (trx) => {
       // A rebuild swapping the table in pauses the live projector: nothing is written, the batch is retried.
       await assertNotPaused(trx, projectionName);
@@ -129,7 +129,7 @@ export async function applyBatch(
       for (let i = 0; i < ids.length; i += rowChunk) {
         const query = trx<UserRow>(userDataTable).whereIn('ID_USER_DATA', ids.slice(i, i + rowChunk));
         // Several projector instances may share the table; lock the rows this batch owns.
-        const rows = await (isMariaDb(trx) ? query.forUpdate() : query);
+        const rows = await dialect.lockForUpdate(query);
         for (const row of rows) current.set(row.ID_USER_DATA, { ...row, VERSION: Number(row.VERSION) });
       }
       const blocked = streams.length > 0 ? await blockedStreams(trx, projectionName, streams) : new Map<string, number>();
@@ -198,7 +198,7 @@ export async function applyBatch(
       if (forgotten.size > 0) await eraseParkedStreams(trx, projectionName, [...forgotten]);
       await writeCheckpoints(trx, checkpoints);
       return { rows: rows.length + written, parked: parked.length, ...(forgotten.size > 0 ? { forgotten: forgotten.size } : {}) };
-    }, isolation);
+    }, dialect.batchIsolation);
   } catch (error) {
     throw readDbError(error);
   }

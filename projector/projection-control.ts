@@ -1,6 +1,6 @@
 import type { Knex } from 'knex';
 import { ServiceError } from '../shared/errors.js';
-import { isMariaDb } from '../shared/read-db.js';
+import { readDbDialect } from '../shared/read-model/dialect.js';
 
 /**
  * PROJECTION_CONTROL: one row per projection through which a rebuild coordinates
@@ -10,18 +10,9 @@ import { isMariaDb } from '../shared/read-db.js';
  */
 const table = 'PROJECTION_CONTROL';
 
-const now = (db: Knex): Knex.Raw =>
-  db.raw(isMariaDb(db) ? 'UTC_TIMESTAMP(3)' : "strftime('%Y-%m-%d %H:%M:%f', 'now')");
-
-const nowPlus = (db: Knex, ms: number): Knex.Raw =>
-  isMariaDb(db)
-    ? db.raw('DATE_ADD(UTC_TIMESTAMP(3), INTERVAL ? MICROSECOND)', [Math.round(ms * 1000)])
-    : db.raw("strftime('%Y-%m-%d %H:%M:%f', 'now', ?)", [`${ms >= 0 ? '+' : ''}${(ms / 1000).toFixed(3)} seconds`]);
-
-const ageMs = (db: Knex, column: string): Knex.Raw =>
-  isMariaDb(db)
-    ? db.raw('TIMESTAMPDIFF(MICROSECOND, ??, UTC_TIMESTAMP(3)) DIV 1000', [column])
-    : db.raw("CAST((julianday('now') - julianday(??)) * 86400000 AS INTEGER)", [column]);
+const now = (db: Knex): Knex.Raw => readDbDialect(db).now(db);
+const nowPlus = (db: Knex, ms: number): Knex.Raw => readDbDialect(db).nowPlus(db, ms);
+const ageMs = (db: Knex, column: string): Knex.Raw => readDbDialect(db).ageMs(db, column);
 
 /** The live projector met a rebuild's pause: retriable, the same batch is tried again later. */
 export class ProjectionPausedError extends ServiceError {
@@ -56,13 +47,14 @@ export class RebuildLockedError extends ServiceError {
  * when another connection commits between its first read and its first write).
  */
 export async function assertNotPaused(trx: Knex.Transaction, projection: string): Promise<void> {
+  const dialect = readDbDialect(trx);
   const row = trx(table).where({ PROJECTION: projection });
-  if (!isMariaDb(trx)) await row.clone().update({ PROJECTION: projection });
+  if (!dialect.rowLocks) await row.clone().update({ PROJECTION: projection });
   const query = row.first<{ PAUSED_BY: string | null; ACTIVE: number | string } | undefined>(
     'PAUSED_BY',
     trx.raw('CASE WHEN PAUSED_UNTIL > ? THEN 1 ELSE 0 END AS ACTIVE', [now(trx)]),
   );
-  const control = await (isMariaDb(trx) ? query.forShare() : query);
+  const control = await dialect.lockForShare(query);
   if (control?.PAUSED_BY && Number(control.ACTIVE) === 1) throw new ProjectionPausedError(control.PAUSED_BY);
 }
 

@@ -1,5 +1,6 @@
 import type { Knex } from 'knex';
-import { dbNow, isMariaDb, readDbError } from '../shared/read-db.js';
+import { dbNow, readDbError } from '../shared/read-db.js';
+import { readDbDialect } from '../shared/read-model/dialect.js';
 import { isRetriable } from '../shared/retry.js';
 import { userIdFromStream } from '../shared/user-events.js';
 import { applyInSavepoint, classify } from './apply-batch.js';
@@ -41,16 +42,17 @@ export function quarantine(deps: { db: Knex; fold?: typeof userRowFrom }) {
     const result: Release = { streamId, applied: 0, skipped: 0, stillParked: 0 };
     await db.transaction(async (trx) => {
       await assertNoRebuild(trx, projectionName);
+      const dialect = readDbDialect(trx);
       const parkedQuery = trx<ParkedEvent>(deadLetterTable)
         .where({ PROJECTION: projectionName, STREAM_ID: streamId })
         .whereIn('STATE', ['failed', 'held'])
         .orderBy('REVISION');
-      const parked = await (isMariaDb(trx) ? parkedQuery.forUpdate() : parkedQuery);
+      const parked = await dialect.lockForUpdate(parkedQuery);
       const userId = userIdFromStream(streamId);
       let row: UserRow | undefined;
       if (userId !== undefined) {
         const rowQuery = trx<UserRow>(userDataTable).where({ ID_USER_DATA: userId });
-        const found = await (isMariaDb(trx) ? rowQuery.forUpdate() : rowQuery).first();
+        const found = await dialect.lockForUpdate(rowQuery).first();
         row = found && { ...found, VERSION: Number(found.VERSION) };
       }
       const now = dbNow();

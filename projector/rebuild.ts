@@ -8,15 +8,16 @@ import { ServiceError } from '../shared/errors.js';
 import type { EventStore, RecordedEvent } from '../shared/event-store/port.js';
 import { openedEventStore } from '../shared/personal-data/opened-event-store.js';
 import type { Vault } from '../shared/personal-data/vault.js';
-import { eraseFreedPages, isMariaDb } from '../shared/read-db.js';
+import { eraseFreedPages } from '../shared/read-db.js';
+import { readDbDialect } from '../shared/read-model/dialect.js';
 import { userStreamPrefix } from '../shared/user-events.js';
 import { projectionName } from '../shared/read-model/user-row.js';
 import { readCheckpoints } from '../shared/read-model/checkpoints.js';
 import { compareUserTables, type TableDifferences } from './compare-tables.js';
-import { projectionControl, type ProjectionControl } from './projection-control.js';
+import { projectionControl, type LockTaken, type ProjectionControl } from './projection-control.js';
 import { quarantinedEvents } from '../shared/read-model/dead-letters.js';
 import { rebuildRows, type Quarantined, type RebuildRows } from './rebuild-rows.js';
-import { shadowUserData } from './shadow-table.js';
+import { shadowUserData, type ShadowUserData } from './shadow-table.js';
 
 export type RebuildPhase = 'replaying' | 'catching up (paused)' | 'verifying (paused)' | 'swapping';
 
@@ -274,6 +275,252 @@ function keepLockAlive(control: ProjectionControl, heartbeatMs: number, logger: 
 
 type LogPager = ReturnType<typeof logPager>;
 
+/** What a rebuild is made with (see `userDataRebuild`). */
+interface RebuildSettings {
+  /** The event store, its sealed personal fields opened. */
+  store: EventStore;
+  db: Knex;
+  logger: Logger;
+  owner: string;
+  heartbeatMs: number;
+  pauseMs: number;
+  pageDelayMs: number;
+}
+
+/** One run's parts: its replay, the control row and the shadow, its settings and options. */
+interface Run extends Replaying {
+  db: Knex;
+  logger: Logger;
+  owner: string;
+  control: ProjectionControl;
+  shadow: ShadowUserData;
+  /** Filled once the lock is taken: from then on operators cannot change the quarantine. */
+  quarantine: Quarantined;
+  timings: RebuildResult['timings'];
+  heartbeatMs: number;
+  pauseMs: number;
+  options: RebuildOptions;
+}
+
+/** The lock this run holds, and the heartbeat that keeps it. */
+interface HeldLock {
+  taken: LockTaken;
+  heartbeat: ReturnType<typeof setInterval>;
+}
+
+/** A run's parts, before it takes the lock. */
+function runParts(settings: RebuildSettings, options: RebuildOptions): Run {
+  const { store, db, logger, owner, heartbeatMs, pauseMs, pageDelayMs } = settings;
+  const batchSize = options.batchSize ?? 5000;
+  const maxRows = options.maxRowsInMemory ?? 200_000;
+  const { signal } = options;
+  const control = projectionControl({ db, projection: projectionName, owner });
+  const shadow = shadowUserData(db);
+  const quarantine: Quarantined = { blocked: new Map(), skipped: new Set() };
+  const rows = rebuildRows({
+    shadow,
+    maxRows,
+    quarantine,
+    // Overlap the database's work with the fold when the database is another process.
+    ...(readDbDialect(db).separateProcess ? { writeBehind: { hot: Math.floor(maxRows / 4), batchRows: Math.max(100, Math.floor(maxRows / 20)) } } : {}),
+  });
+  const state = runState();
+  const timings = { readMs: 0, foldMs: 0, writeMs: 0 };
+  const timed = async <T>(key: keyof typeof timings, work: () => Promise<T>): Promise<T> => {
+    const start = performance.now();
+    try {
+      return await work();
+    } finally {
+      timings[key] += performance.now() - start;
+    }
+  };
+  const report = () => {
+    const { phase, events, position, expected } = state;
+    options.onProgress?.({ phase, events, position, ...(expected === undefined ? {} : { expected }) });
+  };
+  /** Between pages: stop when asked or when the lock is gone; keep our pause alive. */
+  const checkpoint = async (): Promise<void> => {
+    if (signal?.aborted) throw new RebuildAbortedError();
+    if (state.lockLost) throw new RebuildLockLostError();
+    if (state.pausedSince !== undefined && !(await control.extendPause(pauseMs))) throw new PauseLost();
+  };
+  /**
+   * The configured sleep between reads of the log, or at least one turn of the event
+   * loop: a synchronous store never lets it turn, and background writes need it to.
+   */
+  const betweenPages = async () => {
+    if (pageDelayMs > 0) await sleep(pageDelayMs, undefined, signal ? { signal } : {});
+    else await new Promise((resolve) => setImmediate(resolve));
+  };
+  const pager = logPager(store, batchSize, (work) => timed('readMs', work));
+  return {
+    store, db, logger, owner, heartbeatMs, pauseMs, options, batchSize,
+    control, shadow, quarantine, rows, state, timings, pager,
+    timed, report, checkpoint, betweenPages, sample: !!options.onProgress,
+  };
+}
+
+/** Takes the lock (over from a run whose heartbeat went stale) and keeps it alive. */
+async function takeLock(run: Run): Promise<HeldLock> {
+  const taken = await run.control.acquire(run.heartbeatMs * 3);
+  if (taken.staleOwner) {
+    run.logger.warn(
+      { staleOwner: taken.staleOwner, heartbeatAgeMs: taken.staleAgeMs },
+      'an earlier rebuild was interrupted (its lock went stale); cleaning up after it',
+    );
+  }
+  return { taken, heartbeat: keepLockAlive(run.control, run.heartbeatMs, run.logger, run.state) };
+}
+
+/** With the lock held: the quarantine as it stands, and an empty shadow in place of what an interrupted run left. */
+async function startShadow(run: Run): Promise<void> {
+  const { db, logger, shadow, options } = run;
+  Object.assign(run.quarantine, await quarantinedEvents(db, projectionName));
+  const leftovers = await shadow.dropLeftovers();
+  if (leftovers.length > 0) logger.warn({ tables: leftovers }, 'dropped tables an interrupted rebuild left behind');
+  await shadow.create();
+  logger.info({ owner: run.owner, verify: !!options.verify, dryRun: !!options.dryRun }, 'rebuild started');
+}
+
+const liveLogPosition = async (db: Knex) => toPosition((await readCheckpoints(db)).get(globalLogSource));
+
+const flush = (run: Run) => run.timed('writeMs', () => run.rows.flush(run.state.position?.toString()));
+
+/**
+ * While the live projector runs: to the head (or, when verifying, no further than
+ * the live projector, so both can be compared at one position), until one round
+ * finds little left to do. The bulk stream after stream when the store can read
+ * so, then in order of position from where that stopped.
+ */
+async function replayBesideLive(run: Run): Promise<void> {
+  const { store, db, options } = run;
+  const followLive = options.verify === true;
+  if (store.readAllByStream) {
+    // Any position splits the log exactly (at or before it, stream after stream; after it,
+    // in order of position), so a head that is already stale costs time, never rows.
+    const until = (followLive ? await liveLogPosition(db) : undefined) ?? (await store.headPosition?.());
+    if (until !== undefined) await replayStreamAfterStream(run, until);
+  }
+  for (;;) {
+    const target = followLive ? await liveLogPosition(db) : undefined;
+    if ((await replayInOrder(run, target)) < run.batchSize) break;
+  }
+  // The bulk of the rows is written now, so the pause only covers the last few changes.
+  await flush(run);
+}
+
+/** Pause, (verify,) catch up with the whole log, swap. Returns the verification, if asked for. */
+async function handOver(run: Run): Promise<Verification | undefined> {
+  const { db, logger, control, shadow, rows, state, options, pauseMs } = run;
+  state.phase = 'catching up (paused)';
+  run.report();
+  if (!(await control.pause(pauseMs))) throw new RebuildLockLostError();
+  state.pausedSince = performance.now();
+  logger.info('live projector paused');
+  let verification: Verification | undefined;
+  if (options.verify) {
+    // Compare at the live projector's own position, so both tables reflect the same events.
+    const live = await liveLogPosition(db);
+    const shadowAhead = live !== undefined && state.position !== undefined && state.position > live;
+    await replayInOrder(run, shadowAhead ? undefined : live);
+    await flush(run);
+    state.phase = 'verifying (paused)';
+    run.report();
+    const differences = await compareUserTables(db, { expected: shadow.name, actual: projectionName }, { onPage: () => run.checkpoint() });
+    verification = {
+      ...differences,
+      ...(live === undefined ? {} : { livePosition: live.toString() }),
+      ...(state.position === undefined ? {} : { shadowPosition: state.position.toString() }),
+      shadowAhead,
+    };
+    logger.info(
+      `verified: ${differences.compared} rows compared, ${differences.missing} missing, ${differences.extra} extra, ${differences.different} different`,
+    );
+  }
+  if (options.dryRun) return verification;
+  // Everything the live projector applied was in the log before the pause, so
+  // catching up with the log now covers it, whatever feeds the projector.
+  state.phase = 'catching up (paused)';
+  await replayInOrder(run);
+  await flush(run);
+  if (rows.created === 0 && (await shadow.count(projectionName)) > 0) {
+    // Far likelier a wrong EVENTSTORE_URL / DATA_DIR than a log that lost every user.
+    throw new Error('the event store holds no users but USER_DATA has rows (a wrong EVENTSTORE_URL or DATA_DIR?); not replacing it with an empty table');
+  }
+  state.phase = 'swapping';
+  run.report();
+  await run.checkpoint();
+  if (!(await shadow.swap(control, state.position?.toString(), pauseMs, rows.parked, [...rows.forgotten]))) throw new PauseLost();
+  // The old table's pages (names and emails of forgotten users among them) out of the embedded DB's files.
+  if (rows.forgotten.size > 0) await eraseFreedPages(db);
+  return verification;
+}
+
+/** The handover (for a dry run, only when verifying), tried again up to three times when the pause runs out first. */
+async function handOverRetrying(run: Run): Promise<Verification | undefined> {
+  const { options, state, logger } = run;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return options.verify || !options.dryRun ? await handOver(run) : undefined;
+    } catch (error) {
+      if (!(error instanceof PauseLost) || attempt >= 3) throw error;
+      pauseEnded(state);
+      logger.warn('the pause ran out before the swap; pausing again and catching up again');
+    }
+  }
+}
+
+async function releasePause(run: Run): Promise<void> {
+  if (run.state.pausedSince === undefined) return;
+  pauseEnded(run.state);
+  await run.control.clearPause();
+}
+
+/** The live projector goes on: a dry run lifts its pause, a swap has ended it. */
+async function resumeLive(run: Run): Promise<void> {
+  const { state, logger } = run;
+  if (run.options.dryRun) {
+    await releasePause(run);
+    return;
+  }
+  state.swapped = true;
+  pauseEnded(state);
+  logger.info({ position: state.position?.toString(), pausedMs: Math.round(state.pausedMs) }, 'rebuilt table swapped in; live projector resumed');
+}
+
+function resultOf(run: Run, startedAt: number, lock: HeldLock, verification: Verification | undefined): RebuildResult {
+  const { state, rows } = run;
+  return {
+    events: state.events,
+    rows: rows.created,
+    rowsWritten: rows.written,
+    ...(state.position === undefined ? {} : { position: state.position.toString() }),
+    swapped: state.swapped,
+    ...(verification ? { verification } : {}),
+    durationMs: performance.now() - startedAt,
+    pausedMs: state.pausedMs,
+    timings: run.timings,
+    ...(lock.taken.staleOwner ? { tookOverFrom: lock.taken.staleOwner } : {}),
+  };
+}
+
+/**
+ * However the run ended: the heartbeat stops and background writes finish; then, only
+ * while the lock is ours (after a takeover the shadow belongs to the other run), an
+ * unswapped shadow and the pause go, and the lock is released.
+ */
+async function cleanUpAndUnlock(run: Run, lock: HeldLock): Promise<void> {
+  const { logger, state } = run;
+  clearInterval(lock.heartbeat);
+  await run.rows.drain();
+  if (!state.lockLost && !state.swapped) {
+    await Promise.all([run.shadow.drop(), releasePause(run)]).catch((error: unknown) =>
+      logger.warn({ err: error }, 'could not clean up; the next rebuild will'),
+    );
+  }
+  if (!state.lockLost) await run.control.release().catch((error: unknown) => logger.warn({ err: error }, 'could not release the rebuild lock'));
+}
+
 /**
  * Rebuilds USER_DATA from the event store without stopping reads or the live
  * projector. The global log is folded in memory with the projector's own pure
@@ -298,201 +545,33 @@ export function userDataRebuild(deps: {
   /** Sleep between reads of the log: to go easy on a busy store (and to slow runs down in tests). */
   pageDelayMs?: number;
 }) {
-  const { db, logger } = deps;
-  const store = openedEventStore(deps.store, deps.vault);
-  const owner = deps.owner ?? `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
-  const heartbeatMs = deps.heartbeatMs ?? 5000;
-  const pauseMs = deps.pauseMs ?? 30_000;
-  const pageDelayMs = deps.pageDelayMs ?? 0;
+  const settings: RebuildSettings = {
+    store: openedEventStore(deps.store, deps.vault),
+    db: deps.db,
+    logger: deps.logger,
+    owner: deps.owner ?? `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`,
+    heartbeatMs: deps.heartbeatMs ?? 5000,
+    pauseMs: deps.pauseMs ?? 30_000,
+    pageDelayMs: deps.pageDelayMs ?? 0,
+  };
 
   async function run(options: RebuildOptions = {}): Promise<RebuildResult> {
     const startedAt = performance.now();
-    const batchSize = options.batchSize ?? 5000;
-    const maxRows = options.maxRowsInMemory ?? 200_000;
-    const { signal } = options;
-    const control = projectionControl({ db, projection: projectionName, owner });
-    const shadow = shadowUserData(db);
-
-    // Filled once the lock is taken: from then on operators cannot change the quarantine.
-    const quarantine: Quarantined = { blocked: new Map(), skipped: new Set() };
-    const rows = rebuildRows({
-      shadow,
-      maxRows,
-      quarantine,
-      // Overlap the database's work with the fold when the database is another process.
-      ...(isMariaDb(db) ? { writeBehind: { hot: Math.floor(maxRows / 4), batchRows: Math.max(100, Math.floor(maxRows / 20)) } } : {}),
-    });
-    const state = runState();
-    const timings = { readMs: 0, foldMs: 0, writeMs: 0 };
-    const timed = async <T>(key: keyof typeof timings, work: () => Promise<T>): Promise<T> => {
-      const start = performance.now();
-      try {
-        return await work();
-      } finally {
-        timings[key] += performance.now() - start;
-      }
-    };
-
-    const pager = logPager(store, batchSize, (work) => timed('readMs', work));
-    const report = () => {
-      const { phase, events, position, expected } = state;
-      options.onProgress?.({ phase, events, position, ...(expected === undefined ? {} : { expected }) });
-    };
-
-    /** Between pages: stop when asked or when the lock is gone; keep our pause alive. */
-    async function checkpoint(): Promise<void> {
-      if (signal?.aborted) throw new RebuildAbortedError();
-      if (state.lockLost) throw new RebuildLockLostError();
-      if (state.pausedSince !== undefined && !(await control.extendPause(pauseMs))) throw new PauseLost();
-    }
-
-    const flush = () => timed('writeMs', () => rows.flush(state.position?.toString()));
-
-    /**
-     * The configured sleep between reads of the log, or at least one turn of the event
-     * loop: a synchronous store never lets it turn, and background writes need it to.
-     */
-    const betweenPages = async () => {
-      if (pageDelayMs > 0) await sleep(pageDelayMs, undefined, signal ? { signal } : {});
-      else await new Promise((resolve) => setImmediate(resolve));
-    };
-
-    const replaying: Replaying = { store, rows, state, pager, batchSize, checkpoint, timed, report, betweenPages, sample: !!options.onProgress };
-    const replay = (until?: bigint) => replayInOrder(replaying, until);
-    const replayByStream = (until: bigint) => replayStreamAfterStream(replaying, until);
-
-    const liveLogPosition = async () => toPosition((await readCheckpoints(db)).get(globalLogSource));
-
-    /** Pause, (verify,) catch up with the whole log, swap. Returns the verification, if asked for. */
-    async function handOver(): Promise<Verification | undefined> {
-      state.phase = 'catching up (paused)';
-      report();
-      if (!(await control.pause(pauseMs))) throw new RebuildLockLostError();
-      state.pausedSince = performance.now();
-      logger.info('live projector paused');
-      let verification: Verification | undefined;
-      if (options.verify) {
-        // Compare at the live projector's own position, so both tables reflect the same events.
-        const live = await liveLogPosition();
-        const shadowAhead = live !== undefined && state.position !== undefined && state.position > live;
-        await replay(shadowAhead ? undefined : live);
-        await flush();
-        state.phase = 'verifying (paused)';
-        report();
-        const differences = await compareUserTables(db, { expected: shadow.name, actual: projectionName }, { onPage: checkpoint });
-        verification = {
-          ...differences,
-          ...(live === undefined ? {} : { livePosition: live.toString() }),
-          ...(state.position === undefined ? {} : { shadowPosition: state.position.toString() }),
-          shadowAhead,
-        };
-        logger.info(
-          `verified: ${differences.compared} rows compared, ${differences.missing} missing, ${differences.extra} extra, ${differences.different} different`,
-        );
-      }
-      if (options.dryRun) return verification;
-      // Everything the live projector applied was in the log before the pause, so
-      // catching up with the log now covers it, whatever feeds the projector.
-      state.phase = 'catching up (paused)';
-      await replay();
-      await flush();
-      if (rows.created === 0 && (await shadow.count(projectionName)) > 0) {
-        // Far likelier a wrong EVENTSTORE_URL / DATA_DIR than a log that lost every user.
-        throw new Error('the event store holds no users but USER_DATA has rows (a wrong EVENTSTORE_URL or DATA_DIR?); not replacing it with an empty table');
-      }
-      state.phase = 'swapping';
-      report();
-      await checkpoint();
-      if (!(await shadow.swap(control, state.position?.toString(), pauseMs, rows.parked, [...rows.forgotten]))) throw new PauseLost();
-      // The old table's pages (names and emails of forgotten users among them) out of the embedded DB's files.
-      if (rows.forgotten.size > 0) await eraseFreedPages(db);
-      return verification;
-    }
-
-    async function releasePause(): Promise<void> {
-      if (state.pausedSince === undefined) return;
-      pauseEnded(state);
-      await control.clearPause();
-    }
-
-    const taken = await control.acquire(heartbeatMs * 3);
-    if (taken.staleOwner) {
-      logger.warn(
-        { staleOwner: taken.staleOwner, heartbeatAgeMs: taken.staleAgeMs },
-        'an earlier rebuild was interrupted (its lock went stale); cleaning up after it',
-      );
-    }
-    const heartbeat = keepLockAlive(control, heartbeatMs, logger, state);
+    const parts = runParts(settings, options);
+    const lock = await takeLock(parts);
     try {
-      Object.assign(quarantine, await quarantinedEvents(db, projectionName));
-      const leftovers = await shadow.dropLeftovers();
-      if (leftovers.length > 0) logger.warn({ tables: leftovers }, 'dropped tables an interrupted rebuild left behind');
-      await shadow.create();
-      logger.info({ owner, verify: !!options.verify, dryRun: !!options.dryRun }, 'rebuild started');
-
-      // While the live projector runs: to the head (or, when verifying, no further
-      // than the live projector, so both can be compared at one position), until
-      // one round finds little left to do. The bulk stream after stream when the
-      // store can read so, then in order of position from where that stopped.
-      const followLive = options.verify === true;
-      if (store.readAllByStream) {
-        // Any position splits the log exactly (at or before it, stream after stream; after it,
-        // in order of position), so a head that is already stale costs time, never rows.
-        const until = (followLive ? await liveLogPosition() : undefined) ?? (await store.headPosition?.());
-        if (until !== undefined) await replayByStream(until);
-      }
-      for (;;) {
-        const target = followLive ? await liveLogPosition() : undefined;
-        if ((await replay(target)) < batchSize) break;
-      }
-      // The bulk of the rows is written now, so the pause only covers the last few changes.
-      await flush();
-
-      let verification: Verification | undefined;
-      for (let attempt = 1; ; attempt++) {
-        try {
-          if (options.verify || !options.dryRun) verification = await handOver();
-          break;
-        } catch (error) {
-          if (!(error instanceof PauseLost) || attempt >= 3) throw error;
-          pauseEnded(state);
-          logger.warn('the pause ran out before the swap; pausing again and catching up again');
-        }
-      }
-      if (options.dryRun) {
-        await releasePause();
-      } else {
-        state.swapped = true;
-        pauseEnded(state);
-        logger.info({ position: state.position?.toString(), pausedMs: Math.round(state.pausedMs) }, 'rebuilt table swapped in; live projector resumed');
-      }
-      return {
-        events: state.events,
-        rows: rows.created,
-        rowsWritten: rows.written,
-        ...(state.position === undefined ? {} : { position: state.position.toString() }),
-        swapped: state.swapped,
-        ...(verification ? { verification } : {}),
-        durationMs: performance.now() - startedAt,
-        pausedMs: state.pausedMs,
-        timings,
-        ...(taken.staleOwner ? { tookOverFrom: taken.staleOwner } : {}),
-      };
+      await startShadow(parts);
+      await replayBesideLive(parts);
+      const verification = await handOverRetrying(parts);
+      await resumeLive(parts);
+      return resultOf(parts, startedAt, lock, verification);
     } catch (error) {
-      if (signal?.aborted && !(error instanceof ServiceError)) throw new RebuildAbortedError();
+      if (options.signal?.aborted && !(error instanceof ServiceError)) throw new RebuildAbortedError();
       throw error;
     } finally {
-      clearInterval(heartbeat);
-      await rows.drain();
-      // Only while the lock is ours: after a takeover the shadow belongs to the other run.
-      if (!state.lockLost && !state.swapped) {
-        await Promise.all([shadow.drop(), releasePause()]).catch((error: unknown) =>
-          logger.warn({ err: error }, 'could not clean up; the next rebuild will'),
-        );
-      }
-      if (!state.lockLost) await control.release().catch((error: unknown) => logger.warn({ err: error }, 'could not release the rebuild lock'));
+      await cleanUpAndUnlock(parts, lock);
     }
   }
 
-  return { owner, run };
+  return { owner: settings.owner, run };
 }

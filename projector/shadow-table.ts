@@ -1,7 +1,8 @@
 import type { Knex } from 'knex';
 import { escape, escapeId } from 'mysql2';
 import { globalLogSource } from '../shared/event-feed/event-store-feed.js';
-import { dbNow, isMariaDb } from '../shared/read-db.js';
+import { dbNow } from '../shared/read-db.js';
+import { readDbDialect } from '../shared/read-model/dialect.js';
 import { projectionName, type UserRow } from '../shared/read-model/user-row.js';
 import type { ProjectionControl } from './projection-control.js';
 import { eraseParkedStreams, parkEvents, type EventToPark } from '../shared/read-model/dead-letters.js';
@@ -86,7 +87,7 @@ async function writeMariaDb(trx: Knex.Transaction, rows: readonly UserRow[], new
  * (whatever migrations made of it), so the two cannot drift apart.
  */
 export function shadowUserData(db: Knex) {
-  const mariadb = isMariaDb(db);
+  const mariadb = readDbDialect(db).kind === 'mariadb';
 
   async function exists(name: string): Promise<boolean> {
     return db.schema.hasTable(name);

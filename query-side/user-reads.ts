@@ -2,7 +2,8 @@ import Database from 'better-sqlite3';
 import DataLoader from 'dataloader';
 import type { Knex } from 'knex';
 import { createPool, type Pool, type RowDataPacket } from 'mysql2/promise';
-import { isMariaDb, readDbError } from '../shared/read-db.js';
+import { readDbError } from '../shared/read-db.js';
+import { readDbDialect } from '../shared/read-model/dialect.js';
 import type { UserRow } from '../shared/read-model/user-row.js';
 
 /** What a list may be narrowed by; values are bound, never part of the SQL text. */
@@ -110,7 +111,7 @@ function listQuery(filter: UserRowFilter): { sql: string; params: string[] } {
  */
 export function openUserReads(db: Knex, options: { timeoutMs: number }): UserReads {
   const config = (db.client as { config: { connection: Record<string, unknown> & { filename?: string } } }).config;
-  return isMariaDb(db) ? mariadbUserReads(config.connection, options) : sqliteUserReads(config.connection.filename!);
+  return readDbDialect(db).kind === 'mariadb' ? mariadbUserReads(config.connection, options) : sqliteUserReads(config.connection.filename!);
 }
 
 /**

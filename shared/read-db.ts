@@ -3,6 +3,7 @@ import { dirname } from 'node:path';
 import knexFactory, { type Knex } from 'knex';
 import type { ReadDbConfig } from './config.js';
 import { StoreMissingError, StoreUnavailableError } from './errors.js';
+import { readDbDialect } from './read-model/dialect.js';
 import { requireExistingFile } from './store-files.js';
 
 /**
@@ -138,7 +139,7 @@ export const walTruncationPending = (db: Knex): boolean => walToTruncate.has(db)
  * and undo are purged by the server).
  */
 export async function eraseFreedPages(db: Knex, options: { patienceMs?: number } = {}): Promise<boolean> {
-  if (isMariaDb(db)) return true;
+  if (readDbDialect(db).kind === 'mariadb') return true;
   walToTruncate.add(db);
   const client = db.client as { acquireConnection(): Promise<unknown>; releaseConnection(connection: unknown): Promise<unknown> };
   let connection: SqliteConnection;
@@ -165,9 +166,6 @@ export async function eraseFreedPages(db: Knex, options: { patienceMs?: number }
     await client.releaseConnection(connection);
   }
 }
-
-export const isMariaDb = (db: Knex): boolean =>
-  (db.client as { config: { client: string } }).config.client === 'mysql2';
 
 const canonicalUtc = /^\d{4}-[01]\d-[0-3]\dT[0-2]\d:[0-5]\d:[0-5]\d\.\d{3}Z$/;
 /** Dates travel as UTC 'YYYY-MM-DD HH:MM:SS.mmm', which both dialects store and return as is. */

@@ -1,5 +1,6 @@
 import type { Knex } from 'knex';
-import { dbNow, isMariaDb } from '../read-db.js';
+import { dbNow } from '../read-db.js';
+import { readDbDialect } from './dialect.js';
 
 /**
  * PROJECTION_DEAD_LETTER: where the projector parks an event it cannot apply
@@ -124,7 +125,7 @@ export async function blockedStreams(trx: Knex, projection: string, streamIds: r
     // A locking read on MariaDB: an operator's retry of the stream (which locks and
     // deletes these rows) is waited for, so the batch never holds an event behind a
     // head that has just been released.
-    for (const row of await (isMariaDb(trx) ? query.forShare() : query)) {
+    for (const row of await readDbDialect(trx).lockForShare(query)) {
       const revision = Number(row.REVISION);
       blocked.set(row.STREAM_ID, Math.min(revision, blocked.get(row.STREAM_ID) ?? revision));
     }
