@@ -1,4 +1,4 @@
-import type { ClassifiedEvent } from './apply-batch.js';
+import type { ClassifiedEvent } from './classify.js';
 
 /** What the quarantine knows when an event is admitted: streams blocked from a revision on, and events skipped for good. */
 export interface QuarantineView {

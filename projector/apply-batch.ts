@@ -1,8 +1,7 @@
 import type { Knex } from 'knex';
-import { CorruptEventError } from '../shared/errors.js';
 import { eraseFreedPages, readDbError, walTruncationPending } from '../shared/read-db.js';
 import { readDbDialect } from '../shared/read-model/dialect.js';
-import { parseUserEvent, userIdFromStream, type UserEvent } from '../shared/user-events.js';
+import { userIdFromStream, type UserEvent } from '../shared/user-events.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { backoffDelay, isRetriable } from '../shared/retry.js';
 import { assertNotPaused } from './projection-control.js';
@@ -20,37 +19,7 @@ import { writeCheckpoints } from '../shared/read-model/checkpoints.js';
 import { projectionName, userDataTable, type UserRow } from '../shared/read-model/user-row.js';
 import { userRowFrom } from './user-row.js';
 import { admit, isForgetting } from './admit.js';
-
-/** An event of this projection: one to apply, or a poison one to park. */
-export type ClassifiedEvent =
-  | { kind: 'event'; streamId: string; revision: number; userId: string; event: UserEvent; from: ProjectedEvent }
-  | { kind: 'poison'; streamId: string; revision: number; error: string; from: ProjectedEvent };
-
-/**
- * The projector's input boundary: undefined for events of other streams (email
- * reservations, the relay's lease...), else the user event checked against its
- * JSON Schema, or why it is poison (unknown type, invalid payload, wrong user).
- */
-const poison = (e: ProjectedEvent, error: string): ClassifiedEvent => ({ kind: 'poison', streamId: e.streamId, revision: e.revision, error, from: e });
-
-export function classify(e: ProjectedEvent): ClassifiedEvent | undefined {
-  if (e.problem !== undefined) return poison(e, e.problem);
-  const userId = userIdFromStream(e.streamId);
-  if (userId === undefined) return undefined;
-  try {
-    return { kind: 'event', streamId: e.streamId, revision: e.revision, userId, event: parseUserEvent(e), from: e };
-  } catch (error) {
-    if (error instanceof CorruptEventError) return poison(e, error.reason);
-    throw error;
-  }
-}
-
-/** The user event, if it is one; throws EVENT_INVALID for a poison event (for folds that must not meet one). */
-export function toUserEvent(e: ProjectedEvent): UserEvent | undefined {
-  const classified = classify(e);
-  if (classified?.kind === 'poison') throw new CorruptEventError(e.streamId, e.revision, classified.error);
-  return classified?.event;
-}
+import { classify, type ClassifiedEvent } from './classify.js';
 
 const rowChunk = 500;
 

@@ -1,6 +1,7 @@
 import type { LoggedEvent } from '../shared/event-store/port.js';
 import type { UserEvent } from '../shared/user-events.js';
-import { classify, eventToPark, type ClassifiedEvent } from './apply-batch.js';
+import { eventToPark } from './apply-batch.js';
+import { classify, type ClassifiedEvent } from './classify.js';
 import type { ProjectedEvent } from '../shared/event-feed/port.js';
 import { erasedEntry, withoutPersonalData, type EventToPark } from '../shared/read-model/dead-letters.js';
 import type { ShadowUserData } from './shadow-table.js';

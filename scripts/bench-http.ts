@@ -14,7 +14,9 @@ import { cpuMicros, freePort, percentile, startChild, startStack } from './bench
  *    leaves it out).
  * Each path runs BENCH_SECONDS (10) at BENCH_CONNECTIONS (32) after a 2 s warm-up,
  * BENCH_RUNS (3) times, bare and service in turn; the medians are printed with
- * each path's ratio to its bare counterpart. Settings changed from `npm start`'s
+ * each path's ratio to its bare counterpart and the CPU each role process (command
+ * side, projector, query side) spent per answered request over the timed part, from
+ * /proc: for a registration that is its whole cost, the projection included. Settings changed from `npm start`'s
  * defaults: fresh DATA_DIR and ports (RATE_LIMIT_PER_MINUTE=0, the default, is set
  * explicitly: the load comes from one address); logs at the default level (info)
  * go to a file.
@@ -39,6 +41,10 @@ interface Figures {
   p99: number;
   non2xx: number;
   errors: number;
+  /** Requests answered 2xx. */
+  ok: number;
+  /** CPU per 2xx request of each role process, µs (when the roles were given). */
+  cpuPerRequest?: Record<string, number>;
 }
 
 type Request = NonNullable<autocannon.Options['requests']>[number];
@@ -51,12 +57,19 @@ async function load(url: string, request: Request, duration: number): Promise<Fi
     p99: result.latency.p99,
     non2xx: result.non2xx,
     errors: result.errors,
+    ok: result['2xx'],
   };
 }
 
-async function measure(url: string, request: Request): Promise<Figures> {
+/** A warm-up, then the timed load; with `roles`, also the CPU each role process spent per 2xx request. */
+async function measure(url: string, request: Request, roles?: () => Map<string, number>): Promise<Figures> {
   await load(url, request, 2);
-  return load(url, request, seconds);
+  const pids = roles?.() ?? new Map<string, number>();
+  const before = new Map([...pids].map(([role, pid]) => [role, cpuMicros(pid)]));
+  const figures = await load(url, request, seconds);
+  if (pids.size === 0 || figures.ok === 0) return figures;
+  const cpuPerRequest = Object.fromEntries([...pids].map(([role, pid]) => [role, (cpuMicros(pid) - before.get(role)!) / figures.ok]));
+  return { ...figures, cpuPerRequest };
 }
 
 /**
@@ -165,12 +178,14 @@ async function benchStack(label: string, env: Record<string, string>, bareUrl: (
       const row: Row = { path, bare: [], service: [] };
       for (let run = 0; run < runs; run++) {
         row.bare.push(await measure(bareUrl(), bare));
-        row.service.push(await measure(url, service));
+        row.service.push(await measure(url, service, stack.roles));
         const s = row.service[row.service.length - 1]!;
         const b = row.bare[row.bare.length - 1]!;
+        const cpu = Object.entries(s.cpuPerRequest ?? {}).map(([role, us]) => `${role} ${Math.round(us)}`);
         console.log(
           `  [${label}] ${path} run ${run + 1}: ${Math.round(s.rps)} req/s p99 ${s.p99} ms` +
             ` (bare ${Math.round(b.rps)} req/s p99 ${b.p99} ms; ratio ${(s.rps / b.rps).toFixed(2)})` +
+            (cpu.length > 0 ? `; CPU µs per request: ${cpu.join(', ')}` : '') +
             (s.non2xx || s.errors ? ` non-2xx ${s.non2xx}, errors ${s.errors}` : ''),
         );
       }
@@ -183,16 +198,22 @@ async function benchStack(label: string, env: Record<string, string>, bareUrl: (
 
 const median = (values: number[]) => percentile([...values].sort((a, b) => a - b), 50);
 
+/** Each role's median CPU per request over the runs, e.g. `command-side 210, projector 95, query-side 3`. */
+function cpuMedians(runs: Figures[]): string {
+  const roles = [...new Set(runs.flatMap((f) => Object.keys(f.cpuPerRequest ?? {})))].sort();
+  return roles.map((role) => `${role} ${Math.round(median(runs.flatMap((f) => f.cpuPerRequest?.[role] ?? [])))}`).join(', ');
+}
+
 function report(label: string, rows: Row[]) {
   console.log(`\n${label}: medians over ${runs} runs of ${seconds} s at ${connections} connections`);
-  console.log('| path | req/s | p50 ms | p99 ms | bare req/s | bare p99 ms | ratio (median of per-run ratios) |');
-  console.log('|---|---|---|---|---|---|---|');
+  console.log('| path | req/s | p50 ms | p99 ms | bare req/s | bare p99 ms | ratio (median of per-run ratios) | CPU µs per request, by role |');
+  console.log('|---|---|---|---|---|---|---|---|');
   for (const { path, bare, service } of rows) {
     const ratios = service.map((s, i) => s.rps / bare[i]!.rps);
     console.log(
       `| ${path} | ${Math.round(median(service.map((s) => s.rps)))} | ${median(service.map((s) => s.p50))} | ` +
         `${median(service.map((s) => s.p99))} | ${Math.round(median(bare.map((b) => b.rps)))} | ${median(bare.map((b) => b.p99))} | ` +
-        `${median(ratios).toFixed(2)} |`,
+        `${median(ratios).toFixed(2)} | ${cpuMedians(service)} |`,
     );
   }
 }

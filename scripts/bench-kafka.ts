@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { kafkaPublisher } from '../command-side/relay/kafka-publisher.js';
 import { eventRelay } from '../command-side/relay/relay.js';
-import { toUserEvent } from '../projector/apply-batch.js';
+import { toUserEvent } from '../projector/classify.js';
 import { userProjector } from '../projector/projector.js';
 import { migrateReadDb } from '../shared/read-model/migrations.js';
 import { userRowFrom } from '../projector/user-row.js';

@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { openSync, readFileSync } from 'node:fs';
+import { openSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -62,12 +62,26 @@ export async function startStack(extraEnv: Record<string, string> = {}, options:
     write,
     read,
     dataDir,
+    /** The role processes the supervisor started, by role (its script's folder: command-side, projector, query-side). */
+    roles: () => roleProcesses(child.pid!),
     stop: () =>
       new Promise<void>((resolve) => {
         child.once('exit', () => resolve());
         child.kill('SIGTERM');
       }),
   };
+}
+
+/** The supervisor's child processes by the folder of the script each runs (Linux /proc). */
+export function roleProcesses(supervisor: number): Map<string, number> {
+  const roles = new Map<string, number>();
+  for (const task of readdirSync(`/proc/${supervisor}/task`)) {
+    for (const pid of readFileSync(`/proc/${supervisor}/task/${task}/children`, 'utf8').split(' ').filter(Boolean).map(Number)) {
+      const script = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').find((arg) => /\/main\.(ts|js)$/.test(arg));
+      if (script) roles.set(script.split('/').at(-2)!, pid);
+    }
+  }
+  return roles;
 }
 
 /** User + system CPU time a process has used so far, in microseconds (Linux /proc). */

@@ -4,8 +4,9 @@ import { openSqliteKeyStore } from './sqlite-key-store.js';
 import type { KeyStoreReply, KeyStoreRequest, KeyStoreWorkerData } from './sqlite-key-store-thread.js';
 
 /**
- * The embedded key store on a thread of its own: its fsyncs (a batch of new keys,
- * a forget) and its reads never hold up the event loop of the process that uses it.
+ * The embedded key store's writes on a thread of their own: their fsyncs (a batch
+ * of new keys, a forget) never hold up the event loop of the process that uses it.
+ * Reads go to a connection of the process's own thread (`sqlite-key-store-thread.ts`).
  */
 const options = workerData as KeyStoreWorkerData;
 const port = parentPort!;
@@ -18,12 +19,8 @@ async function answer(request: KeyStoreRequest): Promise<KeyStoreReply['result']
   switch (request.method) {
     case 'create':
       return store.create(request.count);
-    case 'get':
-      return store.get(request.ids);
     case 'destroy':
       return store.destroy(request.ids);
-    case 'secret':
-      return store.secret();
     case 'close':
       return store.close();
   }

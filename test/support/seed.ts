@@ -5,7 +5,7 @@ import { userCommands, type UserCommands } from '../../command-side/user-command
 import type { EventStore } from '../../shared/event-store/port.js';
 import { userRowFrom } from '../../projector/user-row.js';
 import type { UserRow } from '../../shared/read-model/user-row.js';
-import { classify } from '../../projector/apply-batch.js';
+import { classify } from '../../projector/classify.js';
 
 export const commandsOver = (store: EventStore): UserCommands => userCommands({ store, vault: testVault, emailGraceMs: 60_000 });
 
