@@ -90,6 +90,8 @@ export function kafkaFeed(deps: {
       });
       consumer = active;
       let failure: unknown;
+      /** Per partition: whether its last batch handed over is applied yet. */
+      const inFlight = new Map<number, Promise<void>>();
       active.on(active.events.GROUP_JOIN, ({ payload }) => {
         for (const partition of payload.memberAssignment[topic] ?? []) {
           const offset = from.get(partitionSource(topic, partition));
@@ -116,33 +118,42 @@ export function kafkaFeed(deps: {
             const events = batch.messages.map((m) => projectedEventOf(m));
             const lastOffset = batch.messages[batch.messages.length - 1]!.offset;
             const next = (BigInt(lastOffset) + 1n).toString();
+            const source = partitionSource(topic, batch.partition);
+            const applied = new Promise<void>((resolve, reject) => {
+              waiting.push({
+                batch: {
+                  events,
+                  checkpoints: new Map([[source, next]]),
+                  behind: new Map([[source, Math.max(0, Number(BigInt(batch.highWatermark) - BigInt(next)))]]),
+                  lastEventAt: Number(batch.messages[batch.messages.length - 1]!.timestamp),
+                },
+                applied: resolve,
+                failed: reject,
+              });
+              wake?.();
+            });
+            // Committed to Kafka once the read DB holds it. Not awaited by anything: the DB already
+            // holds this offset, so a commit lost or overtaken only means a harmless replay after a rebalance.
+            applied.then(
+              () =>
+                active.commitOffsets([{ topic, partition: batch.partition, offset: next }]).catch((error: unknown) => {
+                  deps.logger.warn({ err: error, partition: batch.partition }, 'Kafka offset commit failed; the read DB keeps the position');
+                }),
+              () => {},
+            );
+            // One batch per partition may wait while the one before it is applied: this callback returns
+            // once that one is, so kafkajs fetches and decodes the next batch while the projector writes.
+            const before = inFlight.get(batch.partition);
+            inFlight.set(batch.partition, applied);
             // A slow apply (the read DB down, a rebuild's pause) must not cost the group membership.
             const keepAlive = setInterval(() => void payload.heartbeat().catch(() => {}), Math.min(1000, Math.floor(sessionTimeout / 3)));
             try {
-              await new Promise<void>((applied, failed) => {
-                const source = partitionSource(topic, batch.partition);
-                waiting.push({
-                  batch: {
-                    events,
-                    checkpoints: new Map([[source, next]]),
-                    behind: new Map([[source, Math.max(0, Number(BigInt(batch.highWatermark) - BigInt(next)))]]),
-                    lastEventAt: Number(batch.messages[batch.messages.length - 1]!.timestamp),
-                  },
-                  applied,
-                  failed,
-                });
-                wake?.();
-              });
+              await before;
             } finally {
               clearInterval(keepAlive);
             }
             // kafkajs fetches from resolved offsets, not committed ones: resolve, or the batch comes again.
             payload.resolveOffset(lastOffset);
-            // Not awaited: the next fetch need not wait for it. The DB already holds this offset, so
-            // a commit lost or overtaken only means a harmless replay after a rebalance.
-            active.commitOffsets([{ topic, partition: batch.partition, offset: next }]).catch((error: unknown) => {
-              deps.logger.warn({ err: error, partition: batch.partition }, 'Kafka offset commit failed; the read DB keeps the position');
-            });
             await payload.heartbeat();
           },
         });
