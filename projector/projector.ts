@@ -141,9 +141,10 @@ export function userProjector(deps: {
     status.running = true;
     try {
       const from = await retrying(() => readCheckpoints(db), { signal: abort.signal });
+      await retrying(countParked, { signal: abort.signal });
+      // Published after the parked counts: a status that shows where the projector stands shows its quarantine too.
       status.checkpoints = Object.fromEntries(from);
       logger.info({ checkpoints: status.checkpoints }, 'projector starting');
-      await retrying(countParked, { signal: abort.signal });
       for await (const batch of feed.batches(from)) {
         const started = performance.now();
         const span = tracingOn() ? processSpan(batch) : undefined;
