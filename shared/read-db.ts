@@ -8,15 +8,6 @@ import { readDbDialect } from './read-model/dialect.js';
 import { requireExistingFile } from './store-files.js';
 
 /**
- * Opens the read database: MariaDB (`queries` by default) through mysql2, or the
- * embedded SQLite file. Creates the MariaDB database (or the file and its
- * directory) when it is missing, so a fresh server needs nothing but a user that
- * may create it; with `create: false` (operator commands, which only work on an
- * existing read model) a missing one is a StoreMissingError instead, and nothing
- * is created. `log` replaces knex's console output (e.g. a stack per failed
- * connection attempt).
- */
-/**
  * Statements prepared once per SQL text on this connection. knex prepares every
  * query anew (better-sqlite3's `prepare`), which was a fifth of the embedded
  * projector's time per batch; its queries repeat the same few texts. Safe to
@@ -41,6 +32,15 @@ function cachePreparedStatements(connection: Database.Database, limit = 256): vo
   }) as Database.Database['prepare'];
 }
 
+/**
+ * Opens the read database: MariaDB (`queries` by default) through mysql2, or the
+ * embedded SQLite file. Creates the MariaDB database (or the file and its
+ * directory) when it is missing, so a fresh server needs nothing but a user that
+ * may create it; with `create: false` (operator commands, which only work on an
+ * existing read model) a missing one is a StoreMissingError instead, and nothing
+ * is created. `log` replaces knex's console output (e.g. a stack per failed
+ * connection attempt).
+ */
 export async function openReadDb(config: ReadDbConfig, options: { log?: Knex.Logger; create?: boolean } = {}): Promise<Knex> {
   const log = options.log ? { log: options.log } : {};
   const create = options.create ?? true;

@@ -77,10 +77,11 @@ export function sqliteKeyStoreThread(file: string, options: { secret?: Buffer; b
 
   return {
     create: async (count) => (await call<DataKey[]>({ method: 'create', count })).map(({ id, key }) => ({ id, key: asBuffer(key) })),
-    get: (ids) => (closed ? Promise.reject(new Error('the key store is closed')) : reader.get(ids)),
+    // On this thread's connection, which refuses once `close` has closed it.
+    get: (ids) => reader.get(ids),
     destroy: (ids) => call<undefined>({ method: 'destroy', ids }),
     // Made (if it must be) on this connection: a read first, and at most one small insert, once.
-    secret: () => (closed ? Promise.reject(new Error('the key store is closed')) : reader.secret()),
+    secret: () => reader.secret(),
     async close() {
       if (closed) return;
       await call<undefined>({ method: 'close' }).catch(() => {});

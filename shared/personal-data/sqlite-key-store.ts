@@ -106,34 +106,33 @@ export function openSqliteKeyStore(
     throw translate(error);
   }
 
+  /** A statement per list length, each prepared once (batches repeat the same few lengths). */
+  const perLength = <S>(make: (length: number) => S) => {
+    const made = new Map<number, S>();
+    return (length: number): S => {
+      let statement = made.get(length);
+      if (!statement) made.set(length, (statement = make(length)));
+      return statement;
+    };
+  };
   // Keys go in 64 rows per statement: a third less CPU per key than one row per statement.
   const rowsPerInsert = 64;
-  const insertRows = (count: number) =>
-    db.prepare<[(string | Buffer)[]]>(`INSERT INTO DATA_KEY (ID, KEY, CREATED_AT) VALUES ${Array(count).fill('(?, ?, ?)').join(', ')}`);
-  const insertFull = insertRows(rowsPerInsert);
+  const insertRows = perLength((rows) =>
+    db.prepare<[(string | Buffer)[]]>(`INSERT INTO DATA_KEY (ID, KEY, CREATED_AT) VALUES ${Array(rows).fill('(?, ?, ?)').join(', ')}`),
+  );
   const deleteKey = db.prepare<[string]>('DELETE FROM DATA_KEY WHERE ID = ?');
   const selectSecret = db.prepare<[string], { VALUE: Buffer }>('SELECT VALUE FROM SERVER_SECRET WHERE NAME = ?');
   const insertSecret = db.prepare<[string, Buffer]>('INSERT OR IGNORE INTO SERVER_SECRET (NAME, VALUE) VALUES (?, ?)');
-  // One statement per chunk length would be prepared again and again; a full chunk's is kept.
-  const selectFull = db.prepare<string[], { ID: string; KEY: Buffer }>(
-    `SELECT ID, KEY FROM DATA_KEY WHERE ID IN (${Array(chunkSize).fill('?').join(', ')})`,
+  const selectIds = perLength((ids) =>
+    db.prepare<string[], { ID: string; KEY: Buffer }>(`SELECT ID, KEY FROM DATA_KEY WHERE ID IN (${Array(ids).fill('?').join(', ')})`),
   );
-  // Statements by list length, prepared once each (a batch of new users asks for a few dozen ids at a time).
-  const selectBySize = new Map<number, typeof selectFull>([[chunkSize, selectFull]]);
-  const selectKeys = (ids: string[]) => {
-    let select = selectBySize.get(ids.length);
-    if (!select) {
-      select = db.prepare<string[], { ID: string; KEY: Buffer }>(`SELECT ID, KEY FROM DATA_KEY WHERE ID IN (${ids.map(() => '?').join(', ')})`);
-      selectBySize.set(ids.length, select);
-    }
-    return select.all(...ids);
-  };
+  const selectKeys = (ids: string[]) => selectIds(ids.length).all(...ids);
 
   // IMMEDIATE: take the write lock at BEGIN, so a busy file waits (busy_timeout) instead of failing at the first write.
   const insertAll = db.transaction((keys: DataKey[], createdAt: string) => {
     for (let i = 0; i < keys.length; i += rowsPerInsert) {
       const rows = keys.slice(i, i + rowsPerInsert);
-      (rows.length === rowsPerInsert ? insertFull : insertRows(rows.length)).run(rows.flatMap(({ id, key }) => [id, key, createdAt]));
+      insertRows(rows.length).run(rows.flatMap(({ id, key }) => [id, key, createdAt]));
     }
   });
   const deleteAll = db.transaction((ids: readonly string[]) => {

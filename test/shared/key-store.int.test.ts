@@ -8,7 +8,7 @@ import knexFactory from 'knex';
 import t, { type Test } from 'tap';
 import { StoreUnavailableError } from '../../shared/errors.js';
 import { inMemoryKeyStore } from '../../shared/personal-data/in-memory-key-store.js';
-import type { DataKey } from '../../shared/personal-data/key-store.js';
+import type { DataKey, KeyStore } from '../../shared/personal-data/key-store.js';
 import { openMariaDbKeyStore } from '../../shared/personal-data/mariadb-key-store.js';
 import { openSqliteKeyStore } from '../../shared/personal-data/sqlite-key-store.js';
 import { sqliteKeyStoreThread } from '../../shared/personal-data/sqlite-key-store-thread.js';
@@ -35,16 +35,21 @@ void t.test('in memory', async (t) => {
   });
 });
 
-void t.test('sqlite on a worker thread (what the services use)', async (t) => {
+/** The contract over a fresh key-store file, reopened on the same file. */
+function contractOnFile(t: Test, open: (file: string) => KeyStore) {
   let file = '';
   keyStoreContract(
     t,
     async () => {
       file = join(await tempDir(t), 'keys', 'keys.sqlite');
-      return sqliteKeyStoreThread(file);
+      return open(file);
     },
-    { reopen: () => Promise.resolve(sqliteKeyStoreThread(file)) },
+    { reopen: () => Promise.resolve(open(file)) },
   );
+}
+
+void t.test('sqlite on a worker thread (what the services use)', async (t) => {
+  contractOnFile(t, (file) => sqliteKeyStoreThread(file));
   void t.test('an outage crosses the thread as the retriable StoreUnavailableError', async (t) => {
     const locked = join(await tempDir(t), 'keys.sqlite');
     const store = sqliteKeyStoreThread(locked, { busyTimeoutMs: 50 });
@@ -63,15 +68,7 @@ void t.test('sqlite on a worker thread (what the services use)', async (t) => {
 });
 
 void t.test('sqlite', async (t) => {
-  let file = '';
-  keyStoreContract(
-    t,
-    async () => {
-      file = join(await tempDir(t), 'keys', 'keys.sqlite');
-      return openSqliteKeyStore(file);
-    },
-    { reopen: () => Promise.resolve(openSqliteKeyStore(file)) },
-  );
+  contractOnFile(t, (file) => openSqliteKeyStore(file));
 
   /** Every file in the store's directory, as raw bytes. */
   const everyFile = (dir: string) => readdirSync(dir).map((name) => ({ name, bytes: readFileSync(join(dir, name)) }));
