@@ -1,5 +1,5 @@
 import type { Knex } from 'knex';
-import { eraseFreedPages, readDbError, walTruncationPending } from '../shared/read-db.js';
+import { announceReadDbChange, eraseFreedPages, readDbError, walTruncationPending } from '../shared/read-db.js';
 import { readDbDialect } from '../shared/read-model/dialect.js';
 import { userIdFromStream, type UserEvent } from '../shared/user-events.js';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -171,7 +171,9 @@ export async function applyBatch(
   } catch (error) {
     throw readDbError(error);
   }
-  // Committed. Best effort, never a reason to replay the batch: see `eraseFreedPages`.
+  // Committed: reads waiting for these rows (read-your-writes) may look now.
+  announceReadDbChange(db);
+  // Best effort, never a reason to replay the batch: see `eraseFreedPages`.
   if (applied.forgotten !== undefined || walTruncationPending(db)) await eraseFreedPages(db);
   return applied;
 }

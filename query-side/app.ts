@@ -69,7 +69,7 @@ export function buildQueryApp(deps: QueryAppDeps) {
   const users = userQueries(reads);
   // Most reads carry no token: they go straight to the query, without an await.
   const readYourWrites = (token: string | undefined) =>
-    token === undefined ? undefined : waitForWrite(token, users.versionOf, deps.consistencyWaitMs);
+    token === undefined ? undefined : waitForWrite(token, users.versionOf, deps.consistencyWaitMs, (ms) => reads.waitForChange(ms));
 
   harden(app, { rateLimitPerMinute: deps.rateLimitPerMinute ?? 0, tokens: deps.readApiTokens ?? [] });
   registerApiDocs(app, {

@@ -5,14 +5,17 @@ import { userIdFromStream } from '../shared/user-events.js';
 
 /**
  * Waits until the read model has applied the write a consistency token names,
- * polling the row's VERSION with a short growing interval, for at most
- * `timeoutMs`. Past that it throws a retriable CONSISTENCY_TIMEOUT (503 with
- * Retry-After) rather than let the caller read stale data.
+ * looking at the row's VERSION again whenever the read DB may have changed
+ * (`waitForChange`: the projector's change signal on the embedded read DB) and
+ * at a short growing interval in any case, for at most `timeoutMs`. Past that it
+ * throws a retriable CONSISTENCY_TIMEOUT (503 with Retry-After) rather than let
+ * the caller read stale data.
  */
 export async function waitForWrite(
   token: string,
   versionOf: (userId: string) => Promise<number>,
   timeoutMs: number,
+  waitForChange: (ms: number) => Promise<unknown> = sleep,
 ): Promise<void> {
   const { streamId, revision } = decodeConsistencyToken(token);
   const userId = userIdFromStream(streamId);
@@ -22,7 +25,7 @@ export async function waitForWrite(
     if ((await versionOf(userId)) >= revision) return;
     const left = deadline - Date.now();
     if (left <= 0) break;
-    await sleep(Math.min(pause, left));
+    await waitForChange(Math.min(pause, left));
   }
   throw new ServiceError(
     'CONSISTENCY_TIMEOUT',

@@ -1,7 +1,9 @@
 import Database from 'better-sqlite3';
 import DataLoader from 'dataloader';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Knex } from 'knex';
 import { createPool, type Pool, type RowDataPacket } from 'mysql2/promise';
+import { wakeSignal, watchChanges } from '../shared/change-signal.js';
 import { readDbError } from '../shared/read-db.js';
 import { readDbDialect } from '../shared/read-model/dialect.js';
 import type { UserRow } from '../shared/read-model/user-row.js';
@@ -26,6 +28,12 @@ export interface UserReads {
   list(filter: UserRowFilter): Promise<UserRow[]>;
   /** The stream revision the row reflects, -1 when there is no row. */
   versionOf(id: string): Promise<number>;
+  /**
+   * Resolves after `ms`, or sooner when the read DB may have changed: on the
+   * embedded read DB the projector's change signal wakes it as soon as a batch
+   * has committed; on MariaDB it is a plain pause.
+   */
+  waitForChange(ms: number): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -118,7 +126,11 @@ export function openUserReads(db: Knex, options: { timeoutMs: number }): UserRea
  * The read API's reads over one way of running a query: lookups by id and lists by
  * email alone batched per turn of the event loop, any other list one query each.
  */
-function userReadsOver(rows: <T>(sql: string, params: readonly string[]) => Promise<T[]>, close: () => Promise<void>): UserReads {
+function userReadsOver(
+  rows: <T>(sql: string, params: readonly string[]) => Promise<T[]>,
+  waitForChange: (ms: number) => Promise<void>,
+  close: () => Promise<void>,
+): UserReads {
   const byIds = lookupsById((ids) => rows<UserRow>(byIdsSql(ids.length), ids));
   const byEmails = listsByEmail((emails) => rows<UserRow & { K: string }>(byEmailsSql(emails.length), emails));
   return {
@@ -129,6 +141,7 @@ function userReadsOver(rows: <T>(sql: string, params: readonly string[]) => Prom
       const { sql, params } = listQuery(filter);
       return rows<UserRow>(sql, params);
     },
+    waitForChange,
     close,
   };
 }
@@ -139,6 +152,8 @@ function sqliteUserReads(file: string): UserReads {
   connection.pragma('busy_timeout = 5000');
   connection.pragma('query_only = ON');
   const prepared = new Map<string, Database.Statement<unknown[]>>();
+  const changed = wakeSignal();
+  const projectorCommits = watchChanges(file, () => changed.notify());
   return userReadsOver(
     <T>(sql: string, params: readonly string[]): Promise<T[]> => {
       try {
@@ -150,7 +165,11 @@ function sqliteUserReads(file: string): UserReads {
         return Promise.reject(failure instanceof Error ? failure : new Error(String(failure)));
       }
     },
-    () => Promise.resolve(void connection.close()),
+    (ms) => changed.wait(ms),
+    () => {
+      projectorCommits.close();
+      return Promise.resolve(void connection.close());
+    },
   );
 }
 
@@ -181,5 +200,5 @@ function mariadbUserReads(connection: Record<string, unknown>, options: { timeou
       clearTimeout(timer);
     }
   };
-  return userReadsOver(rows, () => pool.end());
+  return userReadsOver(rows, (ms) => sleep(ms), () => pool.end());
 }

@@ -2,6 +2,7 @@ import type Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import knexFactory, { type Knex } from 'knex';
+import { announceChange } from './change-signal.js';
 import type { ReadDbConfig } from './config.js';
 import { StoreMissingError, StoreUnavailableError } from './errors.js';
 import { readDbDialect } from './read-model/dialect.js';
@@ -146,6 +147,18 @@ export function readDbError(error: unknown, where = 'read database'): unknown {
 /** The SQLite read DB's connection as knex's pool hands it out (better-sqlite3). */
 interface SqliteConnection {
   pragma(sql: string, options?: { simple?: boolean }): unknown;
+}
+
+/**
+ * After a transaction on the read DB has committed: on the embedded (SQLite) read
+ * DB, wakes the read API's consistency waits in other processes at once
+ * (`../change-signal.ts`) instead of at their next poll. Nothing on MariaDB, where
+ * the read API polls.
+ */
+export function announceReadDbChange(db: Knex): void {
+  if (readDbDialect(db).kind === 'mariadb') return;
+  const file = (db.client as { config: { connection: { filename?: string } } }).config.connection.filename;
+  if (file && file !== ':memory:') announceChange(file);
 }
 
 /** SQLite read DBs whose WAL still holds page images from before an erasure (the last truncation was blocked by readers). */

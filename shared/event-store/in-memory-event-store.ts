@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { ConcurrencyError } from '../errors.js';
-import { appendSignal, pollingSubscription } from './log-subscription.js';
+import { wakeSignal } from '../change-signal.js';
+import { pollingSubscription } from './log-subscription.js';
 import {
   describeExpected,
   satisfiesExpected,
@@ -12,7 +13,7 @@ import {
 export function inMemoryEventStore(): EventStore {
   const log: RecordedEvent[] = [];
   const streams = new Map<string, RecordedEvent[]>();
-  const appended = appendSignal();
+  const appended = wakeSignal();
 
   const store: EventStore = {
     appendToStream(streamId, events, { expectedRevision }) {

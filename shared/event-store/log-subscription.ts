@@ -8,8 +8,9 @@ export interface LogSource {
 
 /**
  * A catch-up subscription over any store that can read its global log in pages:
- * reads page after page, and once caught up waits for an append (or a poll
- * interval, which covers appends made by other processes) before reading again.
+ * reads page after page, and once caught up waits for the source's wake-up (an
+ * append, here or in another process) or a poll interval, whichever comes first,
+ * before reading again.
  */
 export function pollingSubscription(
   source: LogSource,
@@ -47,27 +48,6 @@ export function pollingSubscription(
       closed = true;
       wakeClosed();
       await iterator.return(undefined);
-    },
-  };
-}
-
-/** Lets appenders in this process wake subscribers at once instead of at the next poll. */
-export function appendSignal(): { notify(): void; wait(ms: number): Promise<void> } {
-  const waiters = new Set<() => void>();
-  return {
-    notify() {
-      for (const wake of [...waiters]) wake();
-    },
-    wait(ms) {
-      return new Promise<void>((resolve) => {
-        const done = () => {
-          clearTimeout(timer);
-          waiters.delete(done);
-          resolve();
-        };
-        const timer = setTimeout(done, ms);
-        waiters.add(done);
-      });
     },
   };
 }

@@ -1,5 +1,6 @@
 import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
+import { announceChange } from '../change-signal.js';
 import { describeExpected, satisfiesExpected } from './port.js';
 import type { AppendBatch, AppendOutcome, GroupResult, QueuedAppend, WriterOptions } from './sqlite-group-commit.js';
 
@@ -79,6 +80,8 @@ function commit(group: QueuedAppend[]): GroupResult {
       throw Object.assign(new Error('commit failed (injected by a test)'), { code: 'SQLITE_IOERR_FSYNC' });
     }
     db.exec('COMMIT');
+    // Subscribers in other processes look now rather than at their next poll.
+    announceChange(options.file);
     return { outcomes };
   } catch (error) {
     if (db.inTransaction) db.exec('ROLLBACK');

@@ -2,7 +2,8 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { StoreUnavailableError } from '../errors.js';
-import { appendSignal, pollingSubscription } from './log-subscription.js';
+import { wakeSignal, watchChanges } from '../change-signal.js';
+import { pollingSubscription } from './log-subscription.js';
 import { groupCommitter } from './sqlite-group-commit.js';
 import { byStreamRowsSql, cursorParams, firstCursor, logReader, toLogged, type LoggedTuple } from './sqlite-long-reads.js';
 import type { EventStore, RecordedEvent } from './port.js';
@@ -93,8 +94,10 @@ function translate(error: unknown): Error {
 /**
  * The embedded event store: one SQLite file in WAL mode with synchronous=FULL, so
  * an append that returned is on disk. Several processes may share the file; the
- * write lock (BEGIN IMMEDIATE) serialises appends, and subscribers in other
- * processes see new events at their next poll.
+ * write lock (BEGIN IMMEDIATE) serialises appends. Subscribers in other
+ * processes are woken by the writer's change signal (`../change-signal.ts`) as
+ * soon as a group has committed, and poll every `pollMs` in case a signal is
+ * missed.
  */
 export function sqliteEventStore(options: {
   file: string;
@@ -135,7 +138,9 @@ export function sqliteEventStore(options: {
     translate,
     ...(options.failCommitsFor ? { failCommitsFor: options.failCommitsFor } : {}),
   });
-  const appended = appendSignal();
+  // Subscribers wake when this process appends, and (watching the writers' change signal) when another does.
+  const appended = wakeSignal();
+  let othersAppends: { close(): void } | undefined;
   const pollMs = options.pollMs ?? 20;
 
   const store: EventStore = {
@@ -193,12 +198,14 @@ export function sqliteEventStore(options: {
       }
     },
     subscribeToAll(subscribeOptions = {}) {
+      othersAppends ??= watchChanges(options.file, () => appended.notify());
       return pollingSubscription(
         { readAll: (o) => store.readAll(o), waitForAppend: (ms) => appended.wait(ms) },
         { pollMs, ...subscribeOptions },
       );
     },
     async close() {
+      othersAppends?.close();
       await writer.close();
       await reader?.close();
       db.close();

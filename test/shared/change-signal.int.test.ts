@@ -1,0 +1,102 @@
+import { existsSync, rmSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t from 'tap';
+import { announceChange, changeSignalFile, watchChanges } from '../../shared/change-signal.js';
+import { sqliteEventStore } from '../../shared/event-store/sqlite-event-store.js';
+import { announceReadDbChange, openReadDb } from '../../shared/read-db.js';
+import { migrateReadDb } from '../../shared/read-model/migrations.js';
+import { openUserReads } from '../../query-side/user-reads.js';
+
+/** Resolves with what `wait` gives, or rejects with `why` if it takes longer than 10 s (far below the polls these cases set). */
+function within<T>(wait: Promise<T>, why: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const gaveUp = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(why)), 10_000)));
+  return Promise.race([wait, gaveUp]).finally(() => clearTimeout(timer));
+}
+
+const nextChange = (file: string) =>
+  new Promise<{ close(): void }>((resolve) => {
+    const watching = watchChanges(file, () => resolve(watching));
+  });
+
+void t.test('a commit announced on a file wakes whoever watches it', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'users-signal-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const file = join(dir, 'store.sqlite');
+
+  const first = nextChange(file);
+  t.ok(existsSync(changeSignalFile(file)), 'watching creates the signal file');
+  announceChange(file);
+  (await within(first, 'the watcher was not woken')).close();
+
+  // The signal file removed by hand: the watcher watches the name again, and the next announcement still wakes it.
+  let woken = 0;
+  const watching = watchChanges(file, () => (woken += 1));
+  t.teardown(() => watching.close());
+  rmSync(changeSignalFile(file));
+  await within(
+    (async () => {
+      while (!existsSync(changeSignalFile(file))) await new Promise((resolve) => setTimeout(resolve, 10));
+    })(),
+    'the signal file was not made again',
+  );
+  const before = woken;
+  announceChange(file);
+  await within(
+    (async () => {
+      while (woken === before) await new Promise((resolve) => setTimeout(resolve, 10));
+    })(),
+    'the watcher was not woken after the signal file was replaced',
+  );
+
+  // Closed: no more calls.
+  watching.close();
+  const after = woken;
+  announceChange(file);
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  t.equal(woken, after, 'a closed watch calls nothing');
+
+  t.doesNotThrow(() => announceChange(join(dir, 'missing', 'store.sqlite')), 'announcing never throws (readers also poll)');
+});
+
+void t.test('a subscriber in another process is woken by the writer\'s commit, not by its poll', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'users-signal-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const file = join(dir, 'events.sqlite');
+  // Two stores on one file share nothing in memory, as two processes would; the reader would poll once a minute.
+  const writer = sqliteEventStore({ file });
+  const reader = sqliteEventStore({ file, pollMs: 60_000 });
+  const subscription = reader.subscribeToAll();
+  t.teardown(async () => {
+    await subscription.close();
+    await reader.close();
+    await writer.close();
+  });
+  const iterator = subscription[Symbol.asyncIterator]();
+  await writer.appendToStream('first', [{ type: 'A', data: {} }], { expectedRevision: 'no_stream' });
+  t.equal((await within(iterator.next(), 'the first event did not arrive')).value?.streamId, 'first');
+  // Caught up now: the subscription waits. The next append reaches it through the change signal alone.
+  const next = iterator.next();
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  await writer.appendToStream('second', [{ type: 'A', data: {} }], { expectedRevision: 'no_stream' });
+  t.equal((await within(next, 'the subscriber was not woken by the commit')).value?.streamId, 'second');
+});
+
+void t.test('a read waiting for the embedded read DB is woken by the projector\'s commit', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'users-signal-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const db = await openReadDb({ client: 'sqlite', file: join(dir, 'queries.sqlite') });
+  await migrateReadDb(db);
+  const reads = openUserReads(db, { timeoutMs: 5000 });
+  t.teardown(async () => {
+    await reads.close();
+    await db.destroy();
+  });
+  const waiting = reads.waitForChange(60_000);
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  announceReadDbChange(db);
+  await within(waiting, 'the wait was not woken by the commit');
+  t.pass('woken long before its minute ran out');
+});
