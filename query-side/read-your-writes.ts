@@ -6,8 +6,8 @@ import { userIdFromStream } from '../shared/user-events.js';
 /**
  * Waits until the read model has applied the write a consistency token names,
  * looking at the row's VERSION again whenever the read DB may have changed
- * (`waitForChange`: the projector's change signal on the embedded read DB) and
- * at a short growing interval in any case, for at most `timeoutMs`. Past that it
+ * (`waitForChange`: the projector's change signal on the embedded read DB, a
+ * shared tick on MariaDB) and at a short growing interval in any case, for at most `timeoutMs`. Past that it
  * throws a retriable CONSISTENCY_TIMEOUT (503 with Retry-After) rather than let
  * the caller read stale data.
  */

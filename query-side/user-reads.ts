@@ -1,9 +1,8 @@
 import Database from 'better-sqlite3';
 import DataLoader from 'dataloader';
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { Knex } from 'knex';
 import { createPool, type Pool, type RowDataPacket } from 'mysql2/promise';
-import { wakeSignal, watchChanges } from '../shared/change-signal.js';
+import { sharedTicker, wakeSignal, watchChanges } from '../shared/change-signal.js';
 import { readDbError } from '../shared/read-db.js';
 import { readDbDialect } from '../shared/read-model/dialect.js';
 import type { UserRow } from '../shared/read-model/user-row.js';
@@ -31,7 +30,9 @@ export interface UserReads {
   /**
    * Resolves after `ms`, or sooner when the read DB may have changed: on the
    * embedded read DB the projector's change signal wakes it as soon as a batch
-   * has committed; on MariaDB it is a plain pause.
+   * has committed; on MariaDB, where no signal reaches this process, every wait
+   * wakes at the next shared tick (`mariadbWaitTickMs`), so the waits' lookups
+   * of one tick go to the server as one query.
    */
   waitForChange(ms: number): Promise<void>;
   close(): Promise<void>;
@@ -174,6 +175,13 @@ function sqliteUserReads(file: string): UserReads {
 }
 
 /**
+ * How often reads waiting for a write (read-your-writes) look again on MariaDB:
+ * at most this long after the projector's commit; all waits of a tick share one
+ * batched lookup, so the server sees one query per tick however many wait.
+ */
+const mariadbWaitTickMs = 2;
+
+/**
  * MariaDB: mysql2's `execute` (server-side prepared statements, cached per
  * connection). The server ends a read that runs past `timeoutMs`
  * (max_statement_time); the client gives up a little later on a server that no
@@ -200,5 +208,6 @@ function mariadbUserReads(connection: Record<string, unknown>, options: { timeou
       clearTimeout(timer);
     }
   };
-  return userReadsOver(rows, (ms) => sleep(ms), () => pool.end());
+  const ticks = sharedTicker(mariadbWaitTickMs);
+  return userReadsOver(rows, (ms) => ticks.wait(ms), () => pool.end());
 }

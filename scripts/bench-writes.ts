@@ -1,7 +1,6 @@
 import autocannon from 'autocannon';
 import { randomUUID } from 'node:crypto';
-import { Agent, request as httpRequest } from 'node:http';
-import { percentile, startStack } from './bench/stack.js';
+import { percentile, send, startStack } from './bench/stack.js';
 
 /**
  * Write throughput and write-to-read lag on the embedded stack (or with
@@ -22,26 +21,6 @@ const connections = Number(process.env.BENCH_CONNECTIONS ?? 32);
 const lagSamples = Number(process.env.BENCH_LAG_SAMPLES ?? 500);
 const lagRate = Number(process.env.BENCH_LAG_RATE ?? 500);
 const lagSeconds = Number(process.env.BENCH_LAG_SECONDS ?? 10);
-
-/**
- * Requests through node:http on kept-alive connections: about a third of the CPU
- * per request of `fetch`, which at 1,000 requests/s took a core of this 2-core
- * machine away from the service it measured.
- */
-const agent = new Agent({ keepAlive: true, maxSockets: 256 });
-function send(url: string, method: string, headers: Record<string, string>, body?: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const request = httpRequest(url, { method, headers, agent }, (response) => {
-      let text = '';
-      response.setEncoding('utf8');
-      response.on('data', (chunk: string) => (text += chunk));
-      response.on('end', () => resolve({ status: response.statusCode ?? 0, body: text }));
-      response.on('error', reject);
-    });
-    request.on('error', reject);
-    request.end(body);
-  });
-}
 
 /**
  * One registration, then one read of the user with its consistency token: the

@@ -52,6 +52,32 @@ export function wakeSignal(): WakeSignal {
 }
 
 /**
+ * For waits that can only poll (a read DB on another host): wakes every pending
+ * `wait` together every `intervalMs`, and runs no timer while nothing waits. Waits
+ * woken together look together, so their lookups share one batch.
+ */
+export function sharedTicker(intervalMs: number): Pick<WakeSignal, 'wait'> {
+  const signal = wakeSignal();
+  let waiting = 0;
+  let timer: NodeJS.Timeout | undefined;
+  return {
+    async wait(ms) {
+      waiting += 1;
+      timer ??= setInterval(() => signal.notify(), intervalMs);
+      try {
+        await signal.wait(ms);
+      } finally {
+        waiting -= 1;
+        if (waiting === 0) {
+          clearInterval(timer);
+          timer = undefined;
+        }
+      }
+    },
+  };
+}
+
+/**
  * Calls `onChange` whenever another process announces a commit to `file`
  * (`announceChange`), until `close()`. Creates the signal file when it is
  * missing, and watches it again when it is replaced or removed. A watch that

@@ -3,7 +3,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { announceChange, changeSignalFile, watchChanges } from '../../shared/change-signal.js';
+import { announceChange, changeSignalFile, sharedTicker, watchChanges } from '../../shared/change-signal.js';
 import { sqliteEventStore } from '../../shared/event-store/sqlite-event-store.js';
 import { announceReadDbChange, openReadDb } from '../../shared/read-db.js';
 import { migrateReadDb } from '../../shared/read-model/migrations.js';
@@ -99,4 +99,14 @@ void t.test('a read waiting for the embedded read DB is woken by the projector\'
   announceReadDbChange(db);
   await within(waiting, 'the wait was not woken by the commit');
   t.pass('woken long before its minute ran out');
+});
+
+void t.test('a shared tick wakes the waits that can only poll, together, and runs no timer while none waits', async (t) => {
+  const timers = () => process.getActiveResourcesInfo().filter((kind) => kind === 'Timeout').length;
+  const idle = timers();
+  const ticks = sharedTicker(5);
+  const woken: number[] = [];
+  await within(Promise.all([1, 2, 3].map((n) => ticks.wait(60_000).then(() => woken.push(n)))), 'the tick did not wake the waits');
+  t.same(woken.sort(), [1, 2, 3], 'every wait woke at a tick, long before its minute');
+  t.equal(timers(), idle, 'the tick stops once nothing waits');
 });
