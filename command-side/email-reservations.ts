@@ -3,6 +3,7 @@ import type { FromSchema } from 'json-schema-to-ts';
 import { ConcurrencyError, CorruptEventError, DomainError } from '../shared/errors.js';
 import { ajv, fieldProblems } from '../shared/schema-validation.js';
 import type { AppendResult, EventMetadata, EventStore, RecordedEvent, StreamAppend } from '../shared/event-store/port.js';
+import { userStreamPrefix } from '../shared/user-events.js';
 
 /**
  * Email uniqueness, enforced in the event store: one stream per normalised
@@ -92,6 +93,31 @@ function lastClaimOf(events: readonly RecordedEvent[]): { holder: string; claim:
   return parsed.type === 'EmailReserved' ? { holder: parsed.data.userId, claim: last } : undefined;
 }
 
+/** The most events `holdsUsersAlready` looks through before it assumes the worst. */
+const legacyScanLimit = 10_000;
+
+/**
+ * Whether the log already holds user or reservation events, i.e. was written by
+ * an earlier version, which may have left reservations under the plain hash. Other
+ * streams do not count: a relay's lease or another process's bookkeeping written
+ * first in a fresh store (the relay starts beside the command side) says nothing of
+ * older reservations, and counting it made every registration look for a legacy
+ * reservation that cannot exist. Past `legacyScanLimit` events of other streams it
+ * assumes the worst.
+ */
+async function holdsUsersAlready(store: EventStore): Promise<boolean> {
+  const pageSize = 500;
+  let after: bigint | undefined;
+  for (let scanned = 0; scanned < legacyScanLimit; ) {
+    const page = await store.readAll(after === undefined ? { maxCount: pageSize } : { after, maxCount: pageSize });
+    if (page.some((event) => event.streamId.startsWith(userStreamPrefix) || event.streamId.startsWith(emailStreamPrefix))) return true;
+    if (page.length < pageSize) return false;
+    scanned += page.length;
+    after = page[page.length - 1]!.position;
+  }
+  return true;
+}
+
 export function emailReservations(deps: EmailReservationDeps) {
   const { store } = deps;
 
@@ -112,8 +138,7 @@ export function emailReservations(deps: EmailReservationDeps) {
       for (;;) {
         const [marker] = await store.readStream(reservationsMarkerStream);
         if (marker) return parseMarker(marker);
-        // Anything in the log already was written before this version (or beside it): assume the worst.
-        const earlier = (await store.readAll({ maxCount: 1 })).length > 0;
+        const earlier = await holdsUsersAlready(store);
         const data = { legacyBefore: earlier, occurredAt: new Date().toISOString() };
         try {
           await store.appendToStream(reservationsMarkerStream, [{ type: 'ReservationsKeyed', data }], { expectedRevision: 'no_stream' });
