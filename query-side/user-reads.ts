@@ -2,7 +2,7 @@ import Database from 'better-sqlite3';
 import DataLoader from 'dataloader';
 import type { Knex } from 'knex';
 import { createPool, type Pool, type RowDataPacket } from 'mysql2/promise';
-import { sharedTicker, wakeSignal, watchChanges } from '../shared/change-signal.js';
+import { changeWaiter, sharedTicker } from '../shared/change-signal.js';
 import { readDbError } from '../shared/read-db.js';
 import { readDbDialect } from '../shared/read-model/dialect.js';
 import type { UserRow } from '../shared/read-model/user-row.js';
@@ -153,8 +153,7 @@ function sqliteUserReads(file: string): UserReads {
   connection.pragma('busy_timeout = 5000');
   connection.pragma('query_only = ON');
   const prepared = new Map<string, Database.Statement<unknown[]>>();
-  const changed = wakeSignal();
-  const projectorCommits = watchChanges(file, () => changed.notify());
+  const projectorCommits = changeWaiter(file);
   return userReadsOver(
     <T>(sql: string, params: readonly string[]): Promise<T[]> => {
       try {
@@ -166,7 +165,7 @@ function sqliteUserReads(file: string): UserReads {
         return Promise.reject(failure instanceof Error ? failure : new Error(String(failure)));
       }
     },
-    (ms) => changed.wait(ms),
+    (ms) => projectorCommits.wait(ms),
     () => {
       projectorCommits.close();
       return Promise.resolve(void connection.close());
@@ -209,5 +208,8 @@ function mariadbUserReads(connection: Record<string, unknown>, options: { timeou
     }
   };
   const ticks = sharedTicker(mariadbWaitTickMs);
-  return userReadsOver(rows, (ms) => ticks.wait(ms), () => pool.end());
+  return userReadsOver(rows, (ms) => ticks.wait(ms), () => {
+    ticks.close();
+    return pool.end();
+  });
 }

@@ -1,4 +1,4 @@
-import { closeSync, openSync, watch, writeFileSync, type FSWatcher } from 'node:fs';
+import { closeSync, openSync, watch, writeSync, type FSWatcher } from 'node:fs';
 
 /**
  * Wake-ups between processes that share an SQLite file (the embedded event store,
@@ -15,12 +15,32 @@ import { closeSync, openSync, watch, writeFileSync, type FSWatcher } from 'node:
  */
 export const changeSignalFile = (file: string): string => `${file}-changed`;
 
-/** After a commit to `file`: wakes the processes watching it. Never throws (a hint; readers also poll). */
+const oneByte = new Uint8Array([0x31]);
+
+/**
+ * After a commit to `file`: wakes the processes watching it. Never throws (a
+ * hint; readers also poll). The byte is written in place, not by truncating
+ * and rewriting the file: on ext4 that costs 13 µs of CPU instead of 75 (and
+ * 12 µs of wall time instead of 400: a truncation is a journalled change).
+ */
 export function announceChange(file: string): void {
+  let fd: number | undefined;
   try {
-    writeFileSync(changeSignalFile(file), '1');
+    const signalFile = changeSignalFile(file);
+    try {
+      fd = openSync(signalFile, 'r+');
+    } catch {
+      fd = openSync(signalFile, 'w');
+    }
+    writeSync(fd, oneByte, 0, 1, 0);
   } catch {
     // Readers fall back to their poll interval.
+  } finally {
+    try {
+      if (fd !== undefined) closeSync(fd);
+    } catch {
+      // Nothing to do: the byte is written or it is not.
+    }
   }
 }
 
@@ -52,29 +72,60 @@ export function wakeSignal(): WakeSignal {
 }
 
 /**
- * For waits that can only poll (a read DB on another host): wakes every pending
- * `wait` together every `intervalMs`, and runs no timer while nothing waits. Waits
- * woken together look together, so their lookups share one batch.
+ * Waits that share one source of wake-ups, which runs only while a wait is
+ * pending: `start` is called when the first wait begins and returns how to stop,
+ * which is called when the last one ends (or at `close`).
  */
-export function sharedTicker(intervalMs: number): Pick<WakeSignal, 'wait'> {
+function sharedWaits(start: (wake: () => void) => () => void): Pick<WakeSignal, 'wait'> & { close(): void } {
   const signal = wakeSignal();
   let waiting = 0;
-  let timer: NodeJS.Timeout | undefined;
+  let stop: (() => void) | undefined;
+  let closed = false;
+  const stopNow = () => {
+    stop?.();
+    stop = undefined;
+  };
   return {
     async wait(ms) {
       waiting += 1;
-      timer ??= setInterval(() => signal.notify(), intervalMs);
+      if (!closed) stop ??= start(() => signal.notify());
       try {
         await signal.wait(ms);
       } finally {
         waiting -= 1;
-        if (waiting === 0) {
-          clearInterval(timer);
-          timer = undefined;
-        }
+        if (waiting === 0) stopNow();
       }
     },
+    close() {
+      closed = true;
+      stopNow();
+    },
   };
+}
+
+/**
+ * For waits that can only poll (a read DB on another host): wakes every pending
+ * `wait` together every `intervalMs`, and runs no timer while nothing waits. Waits
+ * woken together look together, so their lookups share one batch.
+ */
+export function sharedTicker(intervalMs: number): Pick<WakeSignal, 'wait'> & { close(): void } {
+  return sharedWaits((wake) => {
+    const timer = setInterval(wake, intervalMs);
+    return () => clearInterval(timer);
+  });
+}
+
+/**
+ * For waits on another process's commit to `file` (`announceChange`): a wait
+ * resolves at the next announcement, or after its `ms`. The file is watched only
+ * while a wait is pending, so a process with nothing to wait for pays nothing
+ * per commit of the writer.
+ */
+export function changeWaiter(file: string): Pick<WakeSignal, 'wait'> & { close(): void } {
+  return sharedWaits((wake) => {
+    const watching = watchChanges(file, wake);
+    return () => watching.close();
+  });
 }
 
 /**
