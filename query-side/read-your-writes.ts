@@ -1,4 +1,3 @@
-import { setTimeout as sleep } from 'node:timers/promises';
 import { decodeConsistencyToken } from '../shared/consistency-token.js';
 import { ServiceError } from '../shared/errors.js';
 import { userIdFromStream } from '../shared/user-events.js';
@@ -7,15 +6,15 @@ import { userIdFromStream } from '../shared/user-events.js';
  * Waits until the read model has applied the write a consistency token names,
  * looking at the row's VERSION again whenever the read DB may have changed
  * (`waitForChange`: the projector's change signal on the embedded read DB, a
- * shared tick on MariaDB) and at a short growing interval in any case, for at most `timeoutMs`. Past that it
- * throws a retriable CONSISTENCY_TIMEOUT (503 with Retry-After) rather than let
- * the caller read stale data.
+ * shared tick on MariaDB) and after a short growing pause in any case, for at
+ * most `timeoutMs`. Past that it throws a retriable CONSISTENCY_TIMEOUT (503 with
+ * Retry-After) rather than let the caller read stale data.
  */
 export async function waitForWrite(
   token: string,
   versionOf: (userId: string) => Promise<number>,
   timeoutMs: number,
-  waitForChange: (ms: number) => Promise<unknown> = sleep,
+  waitForChange: (ms: number) => Promise<unknown>,
 ): Promise<void> {
   const { streamId, revision } = decodeConsistencyToken(token);
   const userId = userIdFromStream(streamId);

@@ -3,7 +3,7 @@ import DataLoader from 'dataloader';
 import type { Knex } from 'knex';
 import { createPool, type Pool, type RowDataPacket } from 'mysql2/promise';
 import { changeWaiter, sharedTicker } from '../shared/change-signal.js';
-import { readDbError } from '../shared/read-db.js';
+import { readDbConnectionOf, readDbError } from '../shared/read-db.js';
 import { readDbDialect } from '../shared/read-model/dialect.js';
 import type { UserRow } from '../shared/read-model/user-row.js';
 
@@ -119,8 +119,8 @@ function listQuery(filter: UserRowFilter): { sql: string; params: string[] } {
  * builder. knex keeps migrations and the rare queries.
  */
 export function openUserReads(db: Knex, options: { timeoutMs: number }): UserReads {
-  const config = (db.client as { config: { connection: Record<string, unknown> & { filename?: string } } }).config;
-  return readDbDialect(db).kind === 'mariadb' ? mariadbUserReads(config.connection, options) : sqliteUserReads(config.connection.filename!);
+  const connection = readDbConnectionOf(db);
+  return readDbDialect(db).kind === 'mariadb' ? mariadbUserReads(connection, options) : sqliteUserReads(connection.filename!);
 }
 
 /**

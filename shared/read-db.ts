@@ -157,9 +157,13 @@ interface SqliteConnection {
  */
 export function announceReadDbChange(db: Knex): void {
   if (readDbDialect(db).kind === 'mariadb') return;
-  const file = (db.client as { config: { connection: { filename?: string } } }).config.connection.filename;
+  const file = readDbConnectionOf(db).filename;
   if (file && file !== ':memory:') announceChange(file);
 }
+
+/** The connection settings `openReadDb` gave knex: SQLite's `filename`, or MariaDB's host, user and the rest. */
+export const readDbConnectionOf = (db: Knex): Record<string, unknown> & { filename?: string } =>
+  (db.client as { config: { connection: Record<string, unknown> & { filename?: string } } }).config.connection;
 
 /** SQLite read DBs whose WAL still holds page images from before an erasure (the last truncation was blocked by readers). */
 const walToTruncate = new WeakSet<Knex>();

@@ -149,26 +149,27 @@ for (const kind of eventStoreKinds.filter((k) => !k.name.includes('worker'))) {
       t.equal((await forget(id)).statusCode, 200, 'a retry answers 200');
     });
 
-    void t.test('a fresh store whose log starts with other streams (a relay\'s lease) holds no older reservations', async (t) => {
-      const store = await kind.open(t);
+    const relayLease = { streamId: 'relay-users', type: 'RelayCheckpointed', data: { owner: 'relay-a' } };
+    const olderUserId = '0190f2a4-6c1d-7cc2-9d6e-7d3b8a2f00bb';
+    const olderUser = {
+      streamId: `user-${olderUserId}`,
+      type: 'UserRegistered',
+      data: { userId: olderUserId, name: 'Old Timer', email: 'older@example.org', occurredAt: '2026-01-01T00:00:00.000Z' },
+    };
+    for (const { name, before, legacyBefore, why } of [
       // The relay starts beside the command side and may write its lease first.
-      await store.appendToStream('relay-users', [{ type: 'RelayCheckpointed', data: { owner: 'relay-a' } }], { expectedRevision: 'no_stream' });
-      const { register } = await setUp(t, store);
-      t.equal((await register('First Comer', 'first@example.org')).statusCode, 201);
-      const [marker] = await store.readStream(reservationsMarkerStream);
-      t.equal((marker?.data as { legacyBefore?: boolean }).legacyBefore, false, 'no user or reservation event came before: none are looked up');
-    });
-
-    void t.test('a store that already holds users may hold older reservations', async (t) => {
-      const store = await kind.open(t);
-      await store.appendToStream('relay-users', [{ type: 'RelayCheckpointed', data: { owner: 'relay-a' } }], { expectedRevision: 'no_stream' });
-      const id = '0190f2a4-6c1d-7cc2-9d6e-7d3b8a2f00bb';
-      await store.appendToStream(`user-${id}`, [{ type: 'UserRegistered', data: { userId: id, name: 'Old Timer', email: 'older@example.org', occurredAt: '2026-01-01T00:00:00.000Z' } }], { expectedRevision: 'no_stream' });
-      const { register } = await setUp(t, store);
-      t.equal((await register('First Comer', 'first@example.org')).statusCode, 201);
-      const [marker] = await store.readStream(reservationsMarkerStream);
-      t.equal((marker?.data as { legacyBefore?: boolean }).legacyBefore, true, 'a user event came before: legacy reservations are looked up');
-    });
+      { name: 'a fresh store whose log starts with other streams (a relay\'s lease) holds no older reservations', before: [relayLease], legacyBefore: false, why: 'no user or reservation event came before: none are looked up' },
+      { name: 'a store that already holds users may hold older reservations', before: [relayLease, olderUser], legacyBefore: true, why: 'a user event came before: legacy reservations are looked up' },
+    ]) {
+      void t.test(name, async (t) => {
+        const store = await kind.open(t);
+        for (const { streamId, type, data } of before) await store.appendToStream(streamId, [{ type, data }], { expectedRevision: 'no_stream' });
+        const { register } = await setUp(t, store);
+        t.equal((await register('First Comer', 'first@example.org')).statusCode, 201);
+        const [marker] = await store.readStream(reservationsMarkerStream);
+        t.equal((marker?.data as { legacyBefore?: boolean }).legacyBefore, legacyBefore, why);
+      });
+    }
 
     void t.test('data written before sealing: read, honoured, sealed from then on, forgettable', async (t) => {
       const store = await kind.open(t);
