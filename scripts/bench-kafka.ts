@@ -14,6 +14,7 @@ import { kafkaFeed } from '../shared/event-feed/kafka-feed.js';
 import { esdbEventStore } from '../shared/event-store/esdb-event-store.js';
 import type { EventStore } from '../shared/event-store/port.js';
 import { createKafka } from '../shared/kafka/kafka-client.js';
+import type { Kafka } from 'kafkajs';
 import { openReadDb } from '../shared/read-db.js';
 import { userStreamId } from '../shared/user-events.js';
 import { openSqliteKeyStore } from '../shared/personal-data/sqlite-key-store.js';
@@ -91,6 +92,29 @@ async function finalRows(store: EventStore, vault: Vault): Promise<UserRow[]> {
   return [...rows.values()];
 }
 
+/** Seconds for a consumer of a new group to fetch `count` messages of the topic, doing nothing with them. */
+async function consumeOnly(kafka: Kafka, count: number): Promise<number> {
+  const consumer = kafka.consumer({ groupId: `bench-bare-${randomUUID()}`, maxWaitTimeInMs: 100 });
+  await consumer.connect();
+  await consumer.subscribe({ topic, fromBeginning: true });
+  let seen = 0;
+  const started = performance.now();
+  let done!: () => void;
+  const all = new Promise<void>((resolve) => (done = resolve));
+  await consumer.run({
+    partitionsConsumedConcurrently: 4,
+    eachBatch: ({ batch }) => {
+      seen += batch.messages.length;
+      if (seen >= count) done();
+      return Promise.resolve();
+    },
+  });
+  await all;
+  const seconds = (performance.now() - started) / 1000;
+  await consumer.disconnect();
+  return seconds;
+}
+
 const freshDb = async (name: string) => {
   const db = await openReadDb({ client: 'mysql', url: `${mariadbUrl}/${name}` });
   await migrateReadDb(db);
@@ -142,12 +166,17 @@ async function main() {
     await relay.stop();
     await publisher.close();
 
+    // The broker's and the client's own pace: every message fetched through kafkajs, nothing done with it.
+    const bareConsumeRate = log.length / (await consumeOnly(kafka, log.length));
+    console.log(`bare consume of the topic through kafkajs (6 partitions, one group member): ${bareConsumeRate.toFixed(0)} events/s`);
+
     const db = await freshDb(databases[0]!);
     const projector = userProjector({ db, feed: kafkaFeed({ kafka, topic, groupId: 'bench', logger }), logger });
     started = performance.now();
     void projector.start();
     while (projector.status().eventsApplied < log.length) await new Promise((resolve) => setTimeout(resolve, 20));
     const projectorSeconds = (performance.now() - started) / 1000;
+    const projectedBatches = projector.status().batchesApplied;
     await projector.stop();
     await db.destroy();
 
@@ -160,7 +189,8 @@ async function main() {
     console.log(
       `projector: ${(log.length / projectorSeconds).toFixed(0)} events/s from Kafka into MariaDB (${rows.length} rows in ${projectorSeconds.toFixed(1)} s); ` +
         `plain multi-row INSERT of the same rows: ${(rows.length / plainSeconds).toFixed(0)} rows/s in ${plainSeconds.toFixed(1)} s ` +
-        `(the projector at ${(plainSeconds / projectorSeconds).toFixed(2)}x the plain INSERT's pace)`,
+        `(the projector at ${(plainSeconds / projectorSeconds).toFixed(2)}x the plain INSERT's pace, ` +
+        `${(log.length / projectorSeconds / bareConsumeRate).toFixed(2)}x the bare consume; ${projectedBatches} transactions)`,
     );
 
   } finally {
