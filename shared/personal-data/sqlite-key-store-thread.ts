@@ -1,4 +1,5 @@
 import type { Worker } from 'node:worker_threads';
+import { threadCalls } from '../thread-calls.js';
 import { StoreUnavailableError } from '../errors.js';
 import type { DataKey, KeyStore } from './key-store.js';
 import { startWorkerModule } from '../worker-module.js';
@@ -15,13 +16,7 @@ export type KeyStoreCall =
   | { method: 'create'; count: number }
   | { method: 'destroy'; ids: readonly string[] }
   | { method: 'close' };
-export type KeyStoreRequest = { id: number } & KeyStoreCall;
-
-export interface KeyStoreReply {
-  id: number;
-  result?: DataKey[] | void;
-  error?: { message: string; name: string; code?: string };
-}
+export type KeyStoreResult = DataKey[] | void;
 
 /** Buffers cross a thread as Uint8Arrays: back to Buffers, without copying. */
 const asBuffer = (bytes: Uint8Array): Buffer => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -42,38 +37,12 @@ export function sqliteKeyStoreThread(file: string, options: { secret?: Buffer; b
   // Opened here first: it makes the file and its tables before the thread opens them too.
   const reader = openSqliteKeyStore(file, options);
   const data: KeyStoreWorkerData = { file, ...(options.secret ? { secret: options.secret } : {}), ...(options.busyTimeoutMs === undefined ? {} : { busyTimeoutMs: options.busyTimeoutMs }) };
-  const worker = spawn(data);
-  // The thread never keeps the process alive by itself; a pending call does (its promise).
-  worker.unref();
-  let nextId = 0;
+  const thread = threadCalls<KeyStoreCall, KeyStoreResult>(spawn(data), (reason, cause) =>
+    new StoreUnavailableError(`embedded key store: ${reason}`, cause ? { cause } : {}),
+  );
   let closed = false;
-  const pending = new Map<number, { resolve: (value: KeyStoreReply['result']) => void; reject: (error: Error) => void }>();
-  const failAll = (error: Error) => {
-    for (const waiter of pending.values()) waiter.reject(error);
-    pending.clear();
-  };
-  worker.on('message', (reply: KeyStoreReply) => {
-    const waiter = pending.get(reply.id);
-    if (!waiter) return;
-    pending.delete(reply.id);
-    if (pending.size === 0) worker.unref();
-    if (!reply.error) return waiter.resolve(reply.result);
-    const { message, name, code } = reply.error;
-    const error = name === 'StoreUnavailableError' ? new StoreUnavailableError(message) : Object.assign(new Error(message), code ? { code } : {});
-    waiter.reject(error);
-  });
-  worker.on('error', (error) => failAll(new StoreUnavailableError(`embedded key store thread failed: ${error.message}`, { cause: error })));
-  worker.on('exit', () => failAll(new StoreUnavailableError('embedded key store thread exited')));
-
-  const call = <T>(request: KeyStoreCall): Promise<T> => {
-    if (closed) return Promise.reject(new Error('the key store is closed'));
-    const id = nextId++;
-    worker.ref();
-    return new Promise<T>((resolve, reject) => {
-      pending.set(id, { resolve: resolve as (value: KeyStoreReply['result']) => void, reject });
-      worker.postMessage({ ...request, id });
-    });
-  };
+  const call = <T extends KeyStoreResult>(request: KeyStoreCall): Promise<T> =>
+    closed ? Promise.reject(new Error('the key store is closed')) : (thread.call(request) as Promise<T>);
 
   return {
     create: async (count) => (await call<DataKey[]>({ method: 'create', count })).map(({ id, key }) => ({ id, key: asBuffer(key) })),
@@ -87,7 +56,7 @@ export function sqliteKeyStoreThread(file: string, options: { secret?: Buffer; b
       await call<undefined>({ method: 'close' }).catch(() => {});
       closed = true;
       await reader.close();
-      await worker.terminate();
+      await thread.terminate();
     },
   };
 }

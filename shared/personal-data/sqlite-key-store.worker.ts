@@ -1,7 +1,8 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import type { KeyStore } from './key-store.js';
 import { openSqliteKeyStore } from './sqlite-key-store.js';
-import type { KeyStoreReply, KeyStoreRequest, KeyStoreWorkerData } from './sqlite-key-store-thread.js';
+import type { KeyStoreCall, KeyStoreResult, KeyStoreWorkerData } from './sqlite-key-store-thread.js';
+import { answerCalls } from '../thread-calls.js';
 
 /**
  * The embedded key store's writes on a thread of their own: their fsyncs (a batch
@@ -15,7 +16,7 @@ const store: KeyStore = openSqliteKeyStore(options.file, {
   ...(options.busyTimeoutMs === undefined ? {} : { busyTimeoutMs: options.busyTimeoutMs }),
 });
 
-async function answer(request: KeyStoreRequest): Promise<KeyStoreReply['result']> {
+answerCalls<KeyStoreCall, KeyStoreResult>(port, async (request) => {
   switch (request.method) {
     case 'create':
       return store.create(request.count);
@@ -24,14 +25,4 @@ async function answer(request: KeyStoreRequest): Promise<KeyStoreReply['result']
     case 'close':
       return store.close();
   }
-}
-
-port.on('message', (request: KeyStoreRequest) => {
-  answer(request).then(
-    (result) => port.postMessage({ id: request.id, result } satisfies KeyStoreReply),
-    (error: unknown) => {
-      const { message, name, code } = (error ?? {}) as { message?: unknown; name?: unknown; code?: unknown };
-      port.postMessage({ id: request.id, error: { message: String(message), name: String(name), ...(typeof code === 'string' ? { code } : {}) } } satisfies KeyStoreReply);
-    },
-  );
 });
