@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { kafkaPublisher } from '../command-side/relay/kafka-publisher.js';
+import type { EventPublisher, OutboundMessage } from '../command-side/relay/publisher.js';
 import { eventRelay } from '../command-side/relay/relay.js';
 import { toUserEvent } from '../projector/classify.js';
 import { userProjector } from '../projector/projector.js';
@@ -27,8 +28,12 @@ import { percentile, send, startChild, startStack } from './bench/stack.js';
  *  1. seeds BENCH_EVENTS (100,000) user events into EventStoreDB, then reads the
  *     whole log back through the client: the test server's own pace;
  *  2. relay: events/s from the log to Kafka (acknowledged), and its ratio to that read;
+ *     before it, its two halves apart (reading and opening the log with a publisher
+ *     that only keeps the messages; publishing those batches alone, to a topic of
+ *     their own), and the pace of the two one after the other on one thread;
  *  3. projector: events/s from Kafka into MariaDB, and in the same run a plain
- *     multi-row INSERT of the same final rows (rows/s) for comparison;
+ *     multi-row INSERT of the same final rows (rows/s) for comparison; before it,
+ *     a bare consume of the topic through kafkajs (the broker's and client's pace);
  *  4. the four roles as processes at a steady BENCH_RATE (100) writes/s for
  *     BENCH_SECONDS (20): time from the write's 201 to the row being readable
  *     (writes of the first BENCH_WARMUP_SECONDS (3) not sampled), split at the
@@ -41,6 +46,8 @@ const warmupSeconds = Number(process.env.BENCH_WARMUP_SECONDS ?? 3);
 const mariadbUrl = process.env.MARIADB_URL ?? 'mysql://root@127.0.0.1:3306';
 const logger = pino({ level: 'silent' });
 const topic = 'users.events.v1';
+/** Where the relay's publishing half is timed alone, away from the topic the projector reads. */
+const dryTopic = 'users.events.bench-dry-run';
 
 /** The user events as the service writes them: personal fields sealed under one key per user. */
 async function seed(store: EventStore, vault: Vault): Promise<void> {
@@ -124,7 +131,7 @@ const freshDb = async (name: string) => {
 /** The two test servers, each a process of its own, so that their work does not share a thread with the code measured. */
 async function startServers() {
   const esdb = await startChild('esdb-server.ts');
-  const broker = await startChild('kafka-broker.ts', { BENCH_TOPICS: `${topic}:6` });
+  const broker = await startChild('kafka-broker.ts', { BENCH_TOPICS: `${topic}:6,${dryTopic}:6` });
   return {
     eventstoreUrl: esdb.line,
     brokers: broker.line.split(','),
@@ -151,6 +158,28 @@ async function main() {
     const bareReadRate = log.length / ((performance.now() - started) / 1000);
     console.log(`bare read of the log through the client: ${bareReadRate.toFixed(0)} events/s`);
     const head = log[log.length - 1]!.position.toString();
+
+    // The relay's two halves apart, for what bounds it: reading and opening the log with a publisher that only
+    // keeps the messages (a lease of its own), then publishing the kept batches alone, to a topic of their own.
+    const kept: OutboundMessage[][] = [];
+    const keeper: EventPublisher = { publish: (messages) => Promise.resolve(void kept.push([...messages])), close: () => Promise.resolve() };
+    const readingRelay = eventRelay({ store, vault, publisher: keeper, topic: dryTopic, logger, leaseMs: 15_000, batchSize: 1000 });
+    started = performance.now();
+    void readingRelay.start();
+    while (readingRelay.status().position !== head) await new Promise((resolve) => setTimeout(resolve, 20));
+    const readingRate = log.length / ((performance.now() - started) / 1000);
+    await readingRelay.stop();
+    const dryPublisher = kafkaPublisher(kafka, dryTopic);
+    started = performance.now();
+    for (const batch of kept) await dryPublisher.publish(batch);
+    const publishingRate = log.length / ((performance.now() - started) / 1000);
+    await dryPublisher.close();
+    const oneAfterOther = 1 / (1 / readingRate + 1 / publishingRate);
+    console.log(
+      `relay's halves apart: reading and opening the log ${readingRate.toFixed(0)} events/s (${(readingRate / bareReadRate).toFixed(2)}x the bare read), ` +
+        `publishing the same ${kept.length} batches to Kafka ${publishingRate.toFixed(0)} events/s; one after the other at most ` +
+        `${oneAfterOther.toFixed(0)} events/s (${(oneAfterOther / bareReadRate).toFixed(2)}x the bare read)`,
+    );
 
     const publisher = kafkaPublisher(kafka, topic);
     const relay = eventRelay({ store, vault, publisher, topic, logger, leaseMs: 15_000, batchSize: 1000 });
