@@ -20,6 +20,7 @@ import { projectionName, userDataTable, type UserRow } from '../shared/read-mode
 import { userRowFrom } from './user-row.js';
 import { admit, isForgetting } from './admit.js';
 import { classify, type ClassifiedEvent } from './classify.js';
+import { applyPreparedOnSqlite } from './sqlite-batch.js';
 
 const rowChunk = 500;
 
@@ -47,6 +48,8 @@ export interface ApplyOptions {
   attempts?: number;
   /** The event -> row function; tests put a failing one in its place. */
   fold?: typeof userRowFrom;
+  /** Tests only: every batch through knex, also where the embedded read DB's prepared path would take it. */
+  viaQueryBuilder?: boolean;
 }
 
 export interface Applied {
@@ -87,11 +90,15 @@ export async function applyBatch(
   const ids = [...new Set(classified.flatMap((c) => userIdFromStream(c.streamId) ?? []))];
   const streams = [...new Set(classified.map((c) => c.streamId))];
   const source = [...checkpoints.keys()].join(',') || undefined;
-  let applied: Applied;
+  let applied: Applied | undefined;
   try {
     // Row locks and the batch's isolation level (READ COMMITTED on MariaDB) come from the dialect.
     const dialect = readDbDialect(db);
-    applied = await db.transaction(async (trx) => {
+    // The common batch on the embedded read DB: prepared statements, no query builder (`sqlite-batch.ts`).
+    if (dialect.kind === 'sqlite' && !options.isolate && !options.viaQueryBuilder) {
+      applied = await applyPreparedOnSqlite(db, classified, checkpoints, fold).then((done) => done && { ...done, parked: 0 });
+    }
+    applied ??= await db.transaction(async (trx) => {
       // A rebuild swapping the table in pauses the live projector: nothing is written, the batch is retried.
       await assertNotPaused(trx, projectionName);
       const current = new Map<string, UserRow>();

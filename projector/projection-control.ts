@@ -8,7 +8,8 @@ import { readDbDialect } from '../shared/read-model/dialect.js';
  * lock with an owner and a heartbeat). Times come from the database's clock, so
  * processes on different hosts agree on what has expired.
  */
-const table = 'PROJECTION_CONTROL';
+export const controlTable = 'PROJECTION_CONTROL';
+const table = controlTable;
 
 const now = (db: Knex): Knex.Raw => readDbDialect(db).now(db);
 const nowPlus = (db: Knex, ms: number): Knex.Raw => readDbDialect(db).nowPlus(db, ms);

@@ -1,6 +1,6 @@
 import autocannon from 'autocannon';
 import { randomUUID } from 'node:crypto';
-import { percentile, send, startStack } from './bench/stack.js';
+import { cpuMicros, percentile, send, startStack } from './bench/stack.js';
 
 /**
  * Write throughput and write-to-read lag on the embedded stack (or with
@@ -10,7 +10,8 @@ import { percentile, send, startStack } from './bench/stack.js';
  *     the read API's 200 for the user with the write's Consistency-Token (the
  *     read waits in the read API until the row is there: read-your-writes);
  *  3. writes at a steady BENCH_LAG_RATE (500) a second for BENCH_LAG_SECONDS (10),
- *     each timed the same way.
+ *     each timed the same way, with each role's CPU per write (Linux /proc): at
+ *     moderate rates batches are small and per-batch costs show.
  * One read per write: polling each new row from here instead (a GET every few
  * ms per write in flight) made this process a load of its own that grew with
  * the lag it measured. Prints the figures; asserts nothing (machines here are
@@ -38,7 +39,8 @@ async function writeThenRead(write: string, read: string, label: string): Promis
 }
 
 /** Writes at a steady rate (open loop: a slow answer does not slow the next write); each timed from its 201 to its read. */
-async function lagAtRate(write: string, read: string) {
+async function lagAtRate(write: string, read: string, roles: Map<string, number>) {
+  const cpuBefore = new Map([...roles].map(([role, pid]) => [role, cpuMicros(pid)]));
   const lags: number[] = [];
   let failed = 0;
   const one = async () => {
@@ -55,11 +57,13 @@ async function lagAtRate(write: string, read: string) {
     inFlight.push(one());
   }
   await Promise.all(inFlight);
+  const cpu = [...roles].map(([role, pid]) => `${role} ${Math.round((cpuMicros(pid) - cpuBefore.get(role)!) / (lagRate * lagSeconds))}`);
   const achieved = (lags.length + failed) / ((performance.now() - started) / 1000);
   lags.sort((a, b) => a - b);
   console.log(
     `at ${lagRate} writes/s for ${lagSeconds} s (${lags.length} read back, ${failed} failed; issued at ${Math.round(achieved)}/s): ` +
-      `201 -> read with its token answered p50 ${percentile(lags, 50).toFixed(1)} ms, p99 ${percentile(lags, 99).toFixed(1)} ms, max ${lags[lags.length - 1]!.toFixed(1)} ms`,
+      `201 -> read with its token answered p50 ${percentile(lags, 50).toFixed(1)} ms, p99 ${percentile(lags, 99).toFixed(1)} ms, max ${lags[lags.length - 1]!.toFixed(1)} ms; ` +
+      `CPU µs per write (and its read), by role: ${cpu.join(', ')}`,
   );
 }
 
@@ -102,7 +106,7 @@ async function main() {
       `201 -> read with its token answered: p50 ${percentile(lags, 50).toFixed(1)} ms, p99 ${percentile(lags, 99).toFixed(1)} ms, ` +
         `max ${lags[lags.length - 1]!.toFixed(1)} ms over ${lags.length} writes`,
     );
-    await lagAtRate(stack.write, stack.read);
+    await lagAtRate(stack.write, stack.read, stack.roles());
   } finally {
     await stack.stop();
   }

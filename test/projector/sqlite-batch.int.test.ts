@@ -1,0 +1,99 @@
+import { randomUUID } from 'node:crypto';
+import type { Knex } from 'knex';
+import t from 'tap';
+import { applyBatch } from '../../projector/apply-batch.js';
+import { classify } from '../../projector/classify.js';
+import { applyPreparedOnSqlite } from '../../projector/sqlite-batch.js';
+import { userRowFrom } from '../../projector/user-row.js';
+import type { ProjectedEvent } from '../../shared/event-feed/port.js';
+import { deadLetterTable } from '../../shared/read-model/dead-letters.js';
+import { checkpointTable } from '../../shared/read-model/checkpoints.js';
+import { userDataTable } from '../../shared/read-model/user-row.js';
+import { readDbsUnderTest } from '../support/read-dbs.js';
+import { seededRandom } from '../support/seeded-random.js';
+
+/**
+ * The embedded read DB's prepared batch path (`projector/sqlite-batch.ts`) against
+ * the knex path it stands in for: the same batches, from the same random log, into
+ * two read DBs, must leave the same rows, checkpoints and quarantine after every
+ * batch. The log holds replays, events of streams held back by a poison event, and
+ * forgets, so batches that need the full path are among them.
+ */
+const sqlite = readDbsUnderTest.find((kind) => kind.name === 'sqlite')!;
+const seed = Number(process.env.FUZZ_SEED ?? 20261202);
+
+function randomLog(random: () => number, users: number): ProjectedEvent[] {
+  const at = (n: number) => new Date(Date.UTC(2026, 0, 1, 0, 0, n)).toISOString();
+  const streams = Array.from({ length: users }, () => ({ userId: randomUUID(), revision: 0, forgotten: false }));
+  const log: ProjectedEvent[] = [];
+  for (let n = 0; n < users * 6; n++) {
+    const user = streams[Math.floor(random() * users)]!;
+    if (user.forgotten) continue;
+    const { userId } = user;
+    const base = { userId, occurredAt: at(n) };
+    const pick = random();
+    const [type, data]: [string, unknown] =
+      user.revision === 0
+        ? ['UserRegistered', { ...base, name: `User ${n}`, email: `u${n}@example.org` }]
+        : pick < 0.3
+          ? ['UserRenamed', { ...base, name: `Renamed ${n}` }]
+          : pick < 0.55
+            ? ['UserEmailChanged', { ...base, email: `c${n}@example.org`, previousEmail: `u${n}@example.org` }]
+            : pick < 0.7
+              ? ['UserValidated', base]
+              : pick < 0.8
+                ? ['UserDeactivated', base]
+                : pick < 0.85
+                  ? ['UserForgotten', base]
+                  : pick < 0.88
+                    ? ['UserRenamed', { ...base, name: 42 }] // poison: a payload its schema refuses
+                    : ['UserRenamed', { ...base, name: `Again ${n}` }];
+    if (type === 'UserForgotten') user.forgotten = true;
+    log.push({ streamId: `user-${userId}`, revision: user.revision++, type, data, position: BigInt(log.length + 1) });
+    // Now and then an event comes again (a redelivery).
+    if (random() < 0.1) log.push({ ...log[Math.floor(random() * log.length)]! });
+  }
+  return log;
+}
+
+const everything = async (db: Knex) => ({
+  rows: await db(userDataTable).select('*').orderBy('ID_USER_DATA'),
+  checkpoints: await db(checkpointTable).select('PROJECTION', 'SOURCE', 'POSITION').orderBy('SOURCE'),
+  parked: await db(deadLetterTable).select('STREAM_ID', 'REVISION', 'EVENT_TYPE', 'DATA', 'STATE', 'ERROR', 'ATTEMPTS', 'SOURCE', 'POSITION').orderBy(['STREAM_ID', 'REVISION']),
+});
+
+void t.test('prepared batches leave the read DB exactly as the knex path does, batch after batch', async (t) => {
+  const random = seededRandom(seed);
+  const { db: prepared } = await sqlite.open(t);
+  const { db: builder } = await sqlite.open(t);
+  const log = randomLog(random, 40);
+  let batches = 0;
+  for (let i = 0; i < log.length; batches++) {
+    const batch = log.slice(i, (i += 1 + Math.floor(random() * 12)));
+    const checkpoints = new Map([['log', batch.at(-1)!.position!.toString()]]);
+    const [a, b] = [await applyBatch(prepared, batch, checkpoints), await applyBatch(builder, batch, checkpoints, { viaQueryBuilder: true })];
+    t.same(a, b, `batch ${batches}: the same outcome`, { diagnostic: false });
+  }
+  const [a, b] = [await everything(prepared), await everything(builder)];
+  t.ok(a.rows.length > 10 && a.parked.length > 0, `a log with rows (${a.rows.length}) and a quarantine (${a.parked.length}); seed ${seed}`);
+  t.same(a, b, `after ${batches} batches of ${log.length} events: the same rows, checkpoints and quarantine`);
+});
+
+void t.test('the prepared path takes a batch it can apply whole, and leaves one that needs more untouched', async (t) => {
+  const { db } = await sqlite.open(t);
+  const userId = randomUUID();
+  const occurredAt = '2026-01-01T00:00:00.000Z';
+  const registered: ProjectedEvent = { streamId: `user-${userId}`, revision: 0, type: 'UserRegistered', data: { userId, name: 'Ada', email: 'ada@example.org', occurredAt }, position: 1n };
+  const classified = (events: ProjectedEvent[]) => events.flatMap((e) => classify(e) ?? []);
+  t.same(await applyPreparedOnSqlite(db, classified([registered]), new Map([['log', '1']]), userRowFrom), { rows: 1 });
+  t.match(await db(userDataTable).first(), { ID_USER_DATA: userId, NAME: 'Ada', EMAIL: 'ada@example.org', STATUS: 'registered', VERSION: 0 });
+  t.same(await db(checkpointTable).select('SOURCE', 'POSITION'), [{ SOURCE: 'log', POSITION: '1' }]);
+
+  const before = await everything(db);
+  const forget: ProjectedEvent = { streamId: `user-${userId}`, revision: 1, type: 'UserForgotten', data: { userId, occurredAt }, position: 2n };
+  const poison: ProjectedEvent = { streamId: `user-${userId}`, revision: 1, type: 'UserRenamed', data: { userId, name: 7, occurredAt }, position: 2n };
+  for (const [what, event] of [['a forget', forget], ['a poison event', poison]] as const) {
+    t.equal(await applyPreparedOnSqlite(db, classified([event]), new Map([['log', '2']]), userRowFrom), undefined, `${what}: left to the full path`);
+    t.same(await everything(db), before, `${what}: nothing written`);
+  }
+});
