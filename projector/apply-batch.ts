@@ -96,7 +96,7 @@ export async function applyBatch(
     const dialect = readDbDialect(db);
     // The common batch on the embedded read DB: prepared statements, no query builder (`sqlite-batch.ts`).
     if (dialect.kind === 'sqlite' && !options.isolate && !options.viaQueryBuilder) {
-      applied = await applyPreparedOnSqlite(db, classified, checkpoints, fold).then((done) => done && { ...done, parked: 0 });
+      applied = await applyPreparedOnSqlite(db, { classified, ids, streams, checkpoints, fold }).then((done) => done && { ...done, parked: 0 });
     }
     applied ??= await db.transaction(async (trx) => {
       // A rebuild swapping the table in pauses the live projector: nothing is written, the batch is retried.

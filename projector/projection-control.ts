@@ -9,7 +9,6 @@ import { readDbDialect } from '../shared/read-model/dialect.js';
  * processes on different hosts agree on what has expired.
  */
 export const controlTable = 'PROJECTION_CONTROL';
-const table = controlTable;
 
 const now = (db: Knex): Knex.Raw => readDbDialect(db).now(db);
 const nowPlus = (db: Knex, ms: number): Knex.Raw => readDbDialect(db).nowPlus(db, ms);
@@ -49,7 +48,7 @@ export class RebuildLockedError extends ServiceError {
  */
 export async function assertNotPaused(trx: Knex.Transaction, projection: string): Promise<void> {
   const dialect = readDbDialect(trx);
-  const row = trx(table).where({ PROJECTION: projection });
+  const row = trx(controlTable).where({ PROJECTION: projection });
   if (!dialect.rowLocks) await row.clone().update({ PROJECTION: projection });
   const query = row.first<{ PAUSED_BY: string | null; ACTIVE: number | string } | undefined>(
     'PAUSED_BY',
@@ -78,7 +77,7 @@ const abandonedRebuildMs = 60_000;
 
 export async function assertNoRebuild(trx: Knex.Transaction, projection: string): Promise<void> {
   await assertNotPaused(trx, projection);
-  const control = await trx(table)
+  const control = await trx(controlTable)
     .where({ PROJECTION: projection })
     .first<{ REBUILD_OWNER: string | null; AGE: number | string | null } | undefined>(
       'REBUILD_OWNER',
@@ -97,7 +96,7 @@ export interface LockTaken {
 /** The rebuild's side of the control row, for one projection and one owner. */
 export function projectionControl(deps: { db: Knex; projection: string; owner: string }) {
   const { db, projection, owner } = deps;
-  const row = () => db(table).where({ PROJECTION: projection });
+  const row = () => db(controlTable).where({ PROJECTION: projection });
 
   return {
     /**
@@ -105,7 +104,7 @@ export function projectionControl(deps: { db: Knex; projection: string; owner: s
      * `staleAfterMs`); taking a stale lock also lifts any pause it left behind.
      */
     async acquire(staleAfterMs: number): Promise<LockTaken> {
-      await db(table).insert({ PROJECTION: projection }).onConflict('PROJECTION').ignore();
+      await db(controlTable).insert({ PROJECTION: projection }).onConflict('PROJECTION').ignore();
       const before = await row().first<{ REBUILD_OWNER: string | null; AGE: number | string | null }>(
         'REBUILD_OWNER',
         ageMs(db, 'REBUILD_HEARTBEAT').wrap('(', ') AS AGE'),
@@ -158,7 +157,7 @@ export function projectionControl(deps: { db: Knex; projection: string; owner: s
 
     /** Extends our pause; false when it expired or is not ours any more (then the live projector may have moved on). */
     async extendPause(ms: number, trx: Knex = db): Promise<boolean> {
-      const updated = await trx(table)
+      const updated = await trx(controlTable)
         .where({ PROJECTION: projection, REBUILD_OWNER: owner, PAUSED_BY: owner })
         .where('PAUSED_UNTIL', '>', now(trx))
         .update({ PAUSED_UNTIL: nowPlus(trx, ms) });
@@ -166,7 +165,7 @@ export function projectionControl(deps: { db: Knex; projection: string; owner: s
     },
 
     async clearPause(trx: Knex = db): Promise<void> {
-      await trx(table).where({ PROJECTION: projection, PAUSED_BY: owner }).update({ PAUSED_BY: null, PAUSED_UNTIL: null });
+      await trx(controlTable).where({ PROJECTION: projection, PAUSED_BY: owner }).update({ PAUSED_BY: null, PAUSED_UNTIL: null });
     },
   };
 }

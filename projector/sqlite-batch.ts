@@ -3,6 +3,7 @@ import type { Knex } from 'knex';
 import type { Checkpoints } from '../shared/event-feed/port.js';
 import { dbNow } from '../shared/read-db.js';
 import { checkpointTable } from '../shared/read-model/checkpoints.js';
+import { readDbDialectOf } from '../shared/read-model/dialect.js';
 import { deadLetterTable } from '../shared/read-model/dead-letters.js';
 import { projectionName, userDataTable, type UserRow } from '../shared/read-model/user-row.js';
 import { userIdFromStream } from '../shared/user-events.js';
@@ -26,16 +27,11 @@ import type { userRowFrom } from './user-row.js';
  * interleave. Runs on the connection of knex's pool (one for SQLite), so it waits
  * for and is waited for by every other use of the read DB in this process.
  */
-export async function applyPreparedOnSqlite(
-  db: Knex,
-  classified: readonly ClassifiedEvent[],
-  checkpoints: Checkpoints,
-  fold: typeof userRowFrom,
-): Promise<{ rows: number } | undefined> {
+export async function applyPreparedOnSqlite(db: Knex, batch: PreparedBatch): Promise<{ rows: number } | undefined> {
   const client = db.client as { acquireConnection(): Promise<unknown>; releaseConnection(connection: unknown): Promise<unknown> };
   const connection = (await client.acquireConnection()) as Database.Database;
   try {
-    return connection.transaction(() => applyInTransaction(connection, classified, checkpoints, fold)).immediate();
+    return connection.transaction(() => applyInTransaction(connection, batch)).immediate();
   } finally {
     await client.releaseConnection(connection);
   }
@@ -55,7 +51,8 @@ function text(kind: string, count: number, make: (count: number) => string): str
   return sql;
 }
 
-const pausedSql = `SELECT PAUSED_BY, CASE WHEN PAUSED_UNTIL > strftime('%Y-%m-%d %H:%M:%f', 'now') THEN 1 ELSE 0 END AS ACTIVE FROM ${controlTable} WHERE PROJECTION = ? LIMIT 1`;
+/** Whether a rebuild's pause holds now, by the database's clock (as `assertNotPaused` asks). */
+const pausedSql = `SELECT PAUSED_BY, CASE WHEN PAUSED_UNTIL > ${readDbDialectOf('sqlite').nowSql} THEN 1 ELSE 0 END AS ACTIVE FROM ${controlTable} WHERE PROJECTION = ? LIMIT 1`;
 const rowsSql = (count: number) => `SELECT * FROM ${userDataTable} WHERE ID_USER_DATA IN (${marks(count)})`;
 const blockedSql = (count: number) =>
   `SELECT STREAM_ID, REVISION FROM ${deadLetterTable} WHERE PROJECTION = ? AND STATE IN ('failed', 'held') AND STREAM_ID IN (${marks(count)})`;
@@ -66,16 +63,20 @@ const checkpointSql = (count: number) =>
   `INSERT INTO ${checkpointTable} (PROJECTION, SOURCE, POSITION, DATE_UPDATED) VALUES ${marks(count, '(?, ?, ?, ?)')} ` +
   `ON CONFLICT (PROJECTION, SOURCE) DO UPDATE SET POSITION = excluded.POSITION, DATE_UPDATED = excluded.DATE_UPDATED`;
 
-function applyInTransaction(
-  connection: Database.Database,
-  classified: readonly ClassifiedEvent[],
-  checkpoints: Checkpoints,
-  fold: typeof userRowFrom,
-): { rows: number } | undefined {
+/** A batch as `applyBatch` has it: its events classified, the users and streams they touch, the feed's checkpoints. */
+export interface PreparedBatch {
+  classified: readonly ClassifiedEvent[];
+  /** The user ids of the batch's streams. */
+  ids: readonly string[];
+  streams: readonly string[];
+  checkpoints: Checkpoints;
+  fold: typeof userRowFrom;
+}
+
+function applyInTransaction(connection: Database.Database, { classified, ids, streams, checkpoints, fold }: PreparedBatch): { rows: number } | undefined {
   const control = connection.prepare(pausedSql).get(projectionName) as { PAUSED_BY: string | null; ACTIVE: number } | undefined;
   if (control?.PAUSED_BY && Number(control.ACTIVE) === 1) throw new ProjectionPausedError(control.PAUSED_BY);
 
-  const ids = [...new Set(classified.flatMap((c) => userIdFromStream(c.streamId) ?? []))];
   const current = new Map<string, UserRow>();
   for (let i = 0; i < ids.length; i += rowChunk) {
     const chunk = ids.slice(i, i + rowChunk);
@@ -83,7 +84,6 @@ function applyInTransaction(
       current.set(row.ID_USER_DATA, { ...row, VERSION: Number(row.VERSION) });
     }
   }
-  const streams = [...new Set(classified.map((c) => c.streamId))];
   const blocked = new Map<string, number>();
   for (let i = 0; i < streams.length; i += streamChunk) {
     const chunk = streams.slice(i, i + streamChunk);

@@ -23,6 +23,8 @@ export interface ReadDbDialect {
   readonly batchIsolation: Readonly<Knex.TransactionConfig>;
   /** The database's clock, as dates are stored (UTC 'YYYY-MM-DD HH:MM:SS.mmm'). */
   now(db: Knex): Knex.Raw;
+  /** The same clock as SQL text, for statements written without the query builder. */
+  readonly nowSql: string;
   /** The database's clock `ms` milliseconds from now (negative: ago). */
   nowPlus(db: Knex, ms: number): Knex.Raw;
   /** Whole milliseconds from a stored date to the database's clock. */
@@ -40,7 +42,8 @@ const mariadb: ReadDbDialect = {
   // READ COMMITTED: FOR UPDATE then locks only existing rows, not the gaps between
   // them, so projectors working on different users do not deadlock on inserts.
   batchIsolation: { isolationLevel: 'read committed' },
-  now: (db: Knex) => db.raw('UTC_TIMESTAMP(3)'),
+  now: (db: Knex) => db.raw(mariadb.nowSql),
+  nowSql: 'UTC_TIMESTAMP(3)',
   nowPlus: (db: Knex, ms: number) => db.raw('DATE_ADD(UTC_TIMESTAMP(3), INTERVAL ? MICROSECOND)', [Math.round(ms * 1000)]),
   ageMs: (db: Knex, column: string) => db.raw('TIMESTAMPDIFF(MICROSECOND, ??, UTC_TIMESTAMP(3)) DIV 1000', [column]),
   lockForUpdate: (query) => query.forUpdate(),
@@ -52,7 +55,8 @@ const sqlite: ReadDbDialect = {
   rowLocks: false,
   separateProcess: false,
   batchIsolation: {},
-  now: (db: Knex) => db.raw("strftime('%Y-%m-%d %H:%M:%f', 'now')"),
+  now: (db: Knex) => db.raw(sqlite.nowSql),
+  nowSql: "strftime('%Y-%m-%d %H:%M:%f', 'now')",
   nowPlus: (db: Knex, ms: number) =>
     db.raw("strftime('%Y-%m-%d %H:%M:%f', 'now', ?)", [`${ms >= 0 ? '+' : ''}${(ms / 1000).toFixed(3)} seconds`]),
   ageMs: (db: Knex, column: string) => db.raw("CAST((julianday('now') - julianday(??)) * 86400000 AS INTEGER)", [column]),
@@ -64,3 +68,6 @@ const isMariaDb = (db: Knex): boolean => (db.client as { config: { client: strin
 
 /** The dialect of the read DB `db` (or a transaction on it) was opened on (see `openReadDb`). */
 export const readDbDialect = (db: Knex): ReadDbDialect => (isMariaDb(db) ? mariadb : sqlite);
+
+/** The dialect of a kind of read DB, for code that knows which it runs on. */
+export const readDbDialectOf = (kind: ReadDbDialect['kind']): ReadDbDialect => (kind === 'mariadb' ? mariadb : sqlite);

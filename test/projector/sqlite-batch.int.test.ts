@@ -84,8 +84,12 @@ void t.test('the prepared path takes a batch it can apply whole, and leaves one 
   const userId = randomUUID();
   const occurredAt = '2026-01-01T00:00:00.000Z';
   const registered: ProjectedEvent = { streamId: `user-${userId}`, revision: 0, type: 'UserRegistered', data: { userId, name: 'Ada', email: 'ada@example.org', occurredAt }, position: 1n };
-  const classified = (events: ProjectedEvent[]) => events.flatMap((e) => classify(e) ?? []);
-  t.same(await applyPreparedOnSqlite(db, classified([registered]), new Map([['log', '1']]), userRowFrom), { rows: 1 });
+  const batch = (events: ProjectedEvent[], position: string) => {
+    const classified = events.flatMap((e) => classify(e) ?? []);
+    const streams = [...new Set(classified.map((c) => c.streamId))];
+    return { classified, ids: streams.map((s) => s.slice('user-'.length)), streams, checkpoints: new Map([['log', position]]), fold: userRowFrom };
+  };
+  t.same(await applyPreparedOnSqlite(db, batch([registered], '1')), { rows: 1 });
   t.match(await db(userDataTable).first(), { ID_USER_DATA: userId, NAME: 'Ada', EMAIL: 'ada@example.org', STATUS: 'registered', VERSION: 0 });
   t.same(await db(checkpointTable).select('SOURCE', 'POSITION'), [{ SOURCE: 'log', POSITION: '1' }]);
 
@@ -93,7 +97,7 @@ void t.test('the prepared path takes a batch it can apply whole, and leaves one 
   const forget: ProjectedEvent = { streamId: `user-${userId}`, revision: 1, type: 'UserForgotten', data: { userId, occurredAt }, position: 2n };
   const poison: ProjectedEvent = { streamId: `user-${userId}`, revision: 1, type: 'UserRenamed', data: { userId, name: 7, occurredAt }, position: 2n };
   for (const [what, event] of [['a forget', forget], ['a poison event', poison]] as const) {
-    t.equal(await applyPreparedOnSqlite(db, classified([event]), new Map([['log', '2']]), userRowFrom), undefined, `${what}: left to the full path`);
+    t.equal(await applyPreparedOnSqlite(db, batch([event], '2')), undefined, `${what}: left to the full path`);
     t.same(await everything(db), before, `${what}: nothing written`);
   }
 });
