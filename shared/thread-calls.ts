@@ -14,19 +14,19 @@ import { StoreUnavailableError } from './errors.js';
  */
 
 /** An error as it crosses between threads: an outage stays an outage (StoreUnavailableError) on the other side. */
-export interface ThreadError {
+interface ThreadError {
   message: string;
   name: string;
   code?: string;
 }
 
-export interface ThreadReply<R> {
+interface ThreadReply<R> {
   id: number;
   result?: R;
   error?: ThreadError;
 }
 
-export const toThreadError = (error: unknown): ThreadError => {
+const toThreadError = (error: unknown): ThreadError => {
   const { message, name, code } = (error ?? {}) as { message?: unknown; name?: unknown; code?: unknown };
   return { message: String(message), name: String(name), ...(typeof code === 'string' ? { code } : {}) };
 };
