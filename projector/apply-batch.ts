@@ -86,9 +86,19 @@ export async function applyBatch(
   options: ApplyOptions = {},
 ): Promise<Applied> {
   const fold = options.fold ?? userRowFrom;
-  const classified = events.flatMap((e) => classify(e) ?? []);
-  const ids = [...new Set(classified.flatMap((c) => userIdFromStream(c.streamId) ?? []))];
-  const streams = [...new Set(classified.map((c) => c.streamId))];
+  const classified: ClassifiedEvent[] = [];
+  const userIds = new Set<string>();
+  const streamIds = new Set<string>();
+  for (const e of events) {
+    const c = classify(e);
+    if (c === undefined) continue;
+    classified.push(c);
+    streamIds.add(c.streamId);
+    const userId = c.kind === 'event' ? c.userId : userIdFromStream(c.streamId);
+    if (userId !== undefined) userIds.add(userId);
+  }
+  const ids = [...userIds];
+  const streams = [...streamIds];
   const source = [...checkpoints.keys()].join(',') || undefined;
   let applied: Applied | undefined;
   try {

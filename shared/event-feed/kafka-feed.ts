@@ -17,7 +17,9 @@ const headerText = (value: Buffer | string | (Buffer | string)[] | undefined): s
  */
 function projectedEventOf(message: KafkaMessage): ProjectedEvent {
   try {
-    const event: ProjectedEvent = { ...fromEnvelope(message.value), position: message.offset };
+    const { streamId, revision, type, data } = fromEnvelope(message.value);
+    // Built field by field: every event of a batch has the same shape, which the projector's loops read fastest.
+    const event: ProjectedEvent = { streamId, revision, type, data, position: message.offset };
     if (tracingOn()) {
       const trace = traceContextOf(headerText(message.headers?.traceparent), headerText(message.headers?.tracestate));
       if (trace) event.trace = trace;
