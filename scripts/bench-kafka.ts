@@ -31,9 +31,11 @@ import { percentile, send, startChild, startStack } from './bench/stack.js';
  *     before it, its two halves apart (reading and opening the log with a publisher
  *     that only keeps the messages; publishing those batches alone, to a topic of
  *     their own), and the pace of the two one after the other on one thread;
- *  3. projector: events/s from Kafka into MariaDB, and in the same run a plain
- *     multi-row INSERT of the same final rows (rows/s) for comparison; before it,
- *     a bare consume of the topic through kafkajs (the broker's and client's pace);
+ *  3. projector: events/s from Kafka into MariaDB, each run followed by a plain
+ *     multi-row INSERT of the same final rows (rows/s) for comparison, and this
+ *     process's CPU per event; BENCH_PROJECTOR_RUNS (3) runs and their median;
+ *     before them, a bare consume of the topic through kafkajs (the broker's and
+ *     client's pace);
  *  4. the four roles as processes at a steady BENCH_RATE (100) writes/s for
  *     BENCH_SECONDS (20): time from the write's 201 to the row being readable
  *     (writes of the first BENCH_WARMUP_SECONDS (3) not sampled), split at the
@@ -43,6 +45,7 @@ const totalEvents = Number(process.env.BENCH_EVENTS ?? 100_000);
 const rate = Number(process.env.BENCH_RATE ?? 100);
 const seconds = Number(process.env.BENCH_SECONDS ?? 20);
 const warmupSeconds = Number(process.env.BENCH_WARMUP_SECONDS ?? 3);
+const projectorRuns = Number(process.env.BENCH_PROJECTOR_RUNS ?? 3);
 const mariadbUrl = process.env.MARIADB_URL ?? 'mysql://root@127.0.0.1:3306';
 const logger = pino({ level: 'silent' });
 const topic = 'users.events.v1';
@@ -74,12 +77,15 @@ async function seed(store: EventStore, vault: Vault): Promise<void> {
   }
 }
 
-async function readWholeLog(store: EventStore) {
-  const events = [];
+/** Reads the whole log through the client, keeping nothing but how many events and the last position. */
+async function readWholeLog(store: EventStore): Promise<{ count: number; head: string }> {
+  let count = 0;
+  let head = '';
   for (let after: bigint | undefined; ; ) {
     const page = await store.readAll({ ...(after === undefined ? {} : { after }), maxCount: 5000 });
-    events.push(...page);
-    if (page.length < 5000) return events;
+    count += page.length;
+    if (page.length > 0) head = page[page.length - 1]!.position.toString();
+    if (page.length < 5000) return { count, head };
     after = page[page.length - 1]!.position;
   }
 }
@@ -147,17 +153,17 @@ async function main() {
   const vault = await openVault({ keyStore });
   const kafka = createKafka({ brokers: servers.brokers, clientId: 'bench', logger });
   const suffix = randomBytes(4).toString('hex');
-  const databases = [`queries_bench_proj_${suffix}`, `queries_bench_plain_${suffix}`];
+  const databases: string[] = [];
   try {
     let started = performance.now();
     await seed(store, vault);
     console.log(`seeded ${totalEvents} events into the EventStoreDB test server in ${((performance.now() - started) / 1000).toFixed(1)} s`);
     // The test server's own pace: the whole log read through the client, nothing else done with it.
     started = performance.now();
-    const log = await readWholeLog(store);
-    const bareReadRate = log.length / ((performance.now() - started) / 1000);
+    // Only its length and head are kept: the roles measured below run with no copy of the log on their heap.
+    const { count: logLength, head } = await readWholeLog(store);
+    const bareReadRate = logLength / ((performance.now() - started) / 1000);
     console.log(`bare read of the log through the client: ${bareReadRate.toFixed(0)} events/s`);
-    const head = log[log.length - 1]!.position.toString();
 
     // The relay's two halves apart, for what bounds it: reading and opening the log with a publisher that only
     // keeps the messages (a lease of its own), then publishing the kept batches alone, to a topic of their own.
@@ -167,17 +173,19 @@ async function main() {
     started = performance.now();
     void readingRelay.start();
     while (readingRelay.status().position !== head) await new Promise((resolve) => setTimeout(resolve, 20));
-    const readingRate = log.length / ((performance.now() - started) / 1000);
+    const readingRate = logLength / ((performance.now() - started) / 1000);
     await readingRelay.stop();
     const dryPublisher = kafkaPublisher(kafka, dryTopic);
     started = performance.now();
     for (const batch of kept) await dryPublisher.publish(batch);
-    const publishingRate = log.length / ((performance.now() - started) / 1000);
+    const publishingRate = logLength / ((performance.now() - started) / 1000);
     await dryPublisher.close();
+    const keptBatches = kept.length;
+    kept.length = 0;
     const oneAfterOther = 1 / (1 / readingRate + 1 / publishingRate);
     console.log(
       `relay's halves apart: reading and opening the log ${readingRate.toFixed(0)} events/s (${(readingRate / bareReadRate).toFixed(2)}x the bare read), ` +
-        `publishing the same ${kept.length} batches to Kafka ${publishingRate.toFixed(0)} events/s; one after the other at most ` +
+        `publishing the same ${keptBatches} batches to Kafka ${publishingRate.toFixed(0)} events/s; one after the other at most ` +
         `${oneAfterOther.toFixed(0)} events/s (${(oneAfterOther / bareReadRate).toFixed(2)}x the bare read)`,
     );
 
@@ -187,41 +195,57 @@ async function main() {
     void relay.start();
     while (relay.status().position !== head) await new Promise((resolve) => setTimeout(resolve, 20));
     const relaySeconds = (performance.now() - started) / 1000;
-    const relayRate = log.length / relaySeconds;
+    const relayRate = logLength / relaySeconds;
     console.log(
-      `relay: ${relayRate.toFixed(0)} events/s (${log.length} events to Kafka, acknowledged, in ${relaySeconds.toFixed(1)} s; ` +
+      `relay: ${relayRate.toFixed(0)} events/s (${logLength} events to Kafka, acknowledged, in ${relaySeconds.toFixed(1)} s; ` +
         `${(relayRate / bareReadRate).toFixed(2)}x the bare read)`,
     );
     await relay.stop();
     await publisher.close();
 
     // The broker's and the client's own pace: every message fetched through kafkajs, nothing done with it.
-    const bareConsumeRate = log.length / (await consumeOnly(kafka, log.length));
+    const bareConsumeRate = logLength / (await consumeOnly(kafka, logLength));
     console.log(`bare consume of the topic through kafkajs (6 partitions, one group member): ${bareConsumeRate.toFixed(0)} events/s`);
 
-    const db = await freshDb(databases[0]!);
-    const projector = userProjector({ db, feed: kafkaFeed({ kafka, topic, groupId: 'bench', logger }), logger });
-    started = performance.now();
-    void projector.start();
-    while (projector.status().eventsApplied < log.length) await new Promise((resolve) => setTimeout(resolve, 20));
-    const projectorSeconds = (performance.now() - started) / 1000;
-    const projectedBatches = projector.status().batchesApplied;
-    await projector.stop();
-    await db.destroy();
-
+    // The projector and its baseline, BENCH_PROJECTOR_RUNS (3) times in turn, each into fresh databases with a
+    // fresh consumer group: single runs on these machines vary by a quarter, so the median is what is compared.
     const rows = await finalRows(store, vault);
-    const plain = await freshDb(databases[1]!);
-    started = performance.now();
-    for (let i = 0; i < rows.length; i += 500) await plain('USER_DATA').insert(rows.slice(i, i + 500));
-    const plainSeconds = (performance.now() - started) / 1000;
-    await plain.destroy();
-    console.log(
-      `projector: ${(log.length / projectorSeconds).toFixed(0)} events/s from Kafka into MariaDB (${rows.length} rows in ${projectorSeconds.toFixed(1)} s); ` +
-        `plain multi-row INSERT of the same rows: ${(rows.length / plainSeconds).toFixed(0)} rows/s in ${plainSeconds.toFixed(1)} s ` +
-        `(the projector at ${(plainSeconds / projectorSeconds).toFixed(2)}x the plain INSERT's pace, ` +
-        `${(log.length / projectorSeconds / bareConsumeRate).toFixed(2)}x the bare consume; ${projectedBatches} transactions)`,
-    );
+    const projected: { seconds: number; cpuSeconds: number; transactions: number; plainSeconds: number }[] = [];
+    for (let run = 1; run <= projectorRuns; run++) {
+      const [projectedDb, plainDb] = [`queries_bench_proj_${suffix}_${run}`, `queries_bench_plain_${suffix}_${run}`];
+      databases.push(projectedDb, plainDb);
+      const db = await freshDb(projectedDb);
+      const projector = userProjector({ db, feed: kafkaFeed({ kafka, topic, groupId: `bench-${run}`, logger }), logger });
+      const cpuBefore = process.cpuUsage();
+      started = performance.now();
+      void projector.start();
+      while (projector.status().eventsApplied < logLength) await new Promise((resolve) => setTimeout(resolve, 5));
+      const seconds = (performance.now() - started) / 1000;
+      const cpu = process.cpuUsage(cpuBefore);
+      const transactions = projector.status().batchesApplied;
+      await projector.stop();
+      await db.destroy();
 
+      const plain = await freshDb(plainDb);
+      started = performance.now();
+      for (let i = 0; i < rows.length; i += 500) await plain('USER_DATA').insert(rows.slice(i, i + 500));
+      const plainSeconds = (performance.now() - started) / 1000;
+      await plain.destroy();
+      const result = { seconds, cpuSeconds: (cpu.user + cpu.system) / 1e6, transactions, plainSeconds };
+      projected.push(result);
+      console.log(
+        `projector run ${run}: ${(logLength / seconds).toFixed(0)} events/s from Kafka into MariaDB (${rows.length} rows in ${seconds.toFixed(2)} s, ` +
+          `${transactions} transactions, ${((result.cpuSeconds * 1e6) / logLength).toFixed(1)} µs of this process's CPU per event); ` +
+          `plain multi-row INSERT of the same rows in ${plainSeconds.toFixed(2)} s (${(rows.length / plainSeconds).toFixed(0)} rows/s): ` +
+          `${(plainSeconds / seconds).toFixed(2)}x the INSERT's pace, ${(logLength / seconds / bareConsumeRate).toFixed(2)}x the bare consume`,
+      );
+    }
+    const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
+    console.log(
+      `projector, median of ${projected.length} runs: ${median(projected.map((r) => r.plainSeconds / r.seconds)).toFixed(2)}x the plain INSERT's pace ` +
+        `(target 0.5), ${median(projected.map((r) => logLength / r.seconds / bareConsumeRate)).toFixed(2)}x the bare consume, ` +
+        `${median(projected.map((r) => (r.cpuSeconds * 1e6) / logLength)).toFixed(1)} µs of CPU per event`,
+    );
   } finally {
     await store.close();
     await keyStore.close();
