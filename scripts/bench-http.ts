@@ -16,7 +16,9 @@ import { cpuMicros, freePort, percentile, startChild, startStack } from './bench
  * BENCH_RUNS (3) times, bare and service in turn; the medians are printed with
  * each path's ratio to its bare counterpart and the CPU each role process (command
  * side, projector, query side) spent per answered request over the timed part, from
- * /proc: for a registration that is its whole cost, the projection included. Settings changed from `npm start`'s
+ * /proc: for a registration that is its whole cost, the projection included; and
+ * the bare app's CPU per request the same way, a figure the machine's speed of the
+ * hour moves less than req/s (the load generator shares the two cores). Settings changed from `npm start`'s
  * defaults: fresh DATA_DIR and ports (RATE_LIMIT_PER_MINUTE=0, the default, is set
  * explicitly: the load comes from one address); logs at the default level (info)
  * go to a file.
@@ -111,7 +113,7 @@ async function benchCommandSideOnEsdb() {
 /** The bare Fastify baseline in a process of its own (it prints its port). */
 async function startBare() {
   const child = await startChild('bare-fastify.ts');
-  return { url: `http://127.0.0.1:${child.line}`, stop: child.stop };
+  return { url: `http://127.0.0.1:${child.line}`, pid: child.pid, stop: child.stop };
 }
 
 const json = { 'content-type': 'application/json' };
@@ -146,7 +148,7 @@ async function seed(write: string, read: string, count: number) {
 type Path = 'GET /users/:id' | 'GET /users?email=' | 'POST /users';
 type Row = { path: Path; bare: Figures[]; service: Figures[] };
 
-async function benchStack(label: string, env: Record<string, string>, bareUrl: () => string, rows: Row[]) {
+async function benchStack(label: string, env: Record<string, string>, bare: { url: string; pid: number }, rows: Row[]) {
   const profile = process.env.BENCH_PROFILE_DIR;
   const preload = fileURLToPath(new URL('bench/cpu-profile.mjs', import.meta.url));
   const profiling: Record<string, string> = profile ? { NODE_OPTIONS: `--import=${preload}`, CPU_PROFILE_DIR: `${profile}/${label}` } : {};
@@ -174,17 +176,17 @@ async function benchStack(label: string, env: Record<string, string>, bareUrl: (
       },
     ];
     const keys: Record<Path, string> = { 'GET /users/:id': 'get', 'GET /users?email=': 'list', 'POST /users': 'post' };
-    for (const { path, bare, service, url } of paths.filter((p) => !only || only.includes(keys[p.path]))) {
+    for (const { path, bare: bareRequest, service, url } of paths.filter((p) => !only || only.includes(keys[p.path]))) {
       const row: Row = { path, bare: [], service: [] };
       for (let run = 0; run < runs; run++) {
-        row.bare.push(await measure(bareUrl(), bare));
+        row.bare.push(await measure(bare.url, bareRequest, () => new Map([['bare', bare.pid]])));
         row.service.push(await measure(url, service, stack.roles));
         const s = row.service[row.service.length - 1]!;
         const b = row.bare[row.bare.length - 1]!;
         const cpu = Object.entries(s.cpuPerRequest ?? {}).map(([role, us]) => `${role} ${Math.round(us)}`);
         console.log(
           `  [${label}] ${path} run ${run + 1}: ${Math.round(s.rps)} req/s p99 ${s.p99} ms` +
-            ` (bare ${Math.round(b.rps)} req/s p99 ${b.p99} ms; ratio ${(s.rps / b.rps).toFixed(2)})` +
+            ` (bare ${Math.round(b.rps)} req/s p99 ${b.p99} ms, ${Math.round(b.cpuPerRequest?.bare ?? 0)} µs of CPU per request; ratio ${(s.rps / b.rps).toFixed(2)})` +
             (cpu.length > 0 ? `; CPU µs per request: ${cpu.join(', ')}` : '') +
             (s.non2xx || s.errors ? ` non-2xx ${s.non2xx}, errors ${s.errors}` : ''),
         );
@@ -206,14 +208,14 @@ function cpuMedians(runs: Figures[]): string {
 
 function report(label: string, rows: Row[]) {
   console.log(`\n${label}: medians over ${runs} runs of ${seconds} s at ${connections} connections`);
-  console.log('| path | req/s | p50 ms | p99 ms | bare req/s | bare p99 ms | ratio (median of per-run ratios) | CPU µs per request, by role |');
-  console.log('|---|---|---|---|---|---|---|---|');
+  console.log('| path | req/s | p50 ms | p99 ms | bare req/s | bare p99 ms | ratio (median of per-run ratios) | CPU µs per request, by role | bare app\'s CPU µs per request |');
+  console.log('|---|---|---|---|---|---|---|---|---|');
   for (const { path, bare, service } of rows) {
     const ratios = service.map((s, i) => s.rps / bare[i]!.rps);
     console.log(
       `| ${path} | ${Math.round(median(service.map((s) => s.rps)))} | ${median(service.map((s) => s.p50))} | ` +
         `${median(service.map((s) => s.p99))} | ${Math.round(median(bare.map((b) => b.rps)))} | ${median(bare.map((b) => b.p99))} | ` +
-        `${median(ratios).toFixed(2)} | ${cpuMedians(service)} |`,
+        `${median(ratios).toFixed(2)} | ${cpuMedians(service)} | ${Math.round(median(bare.map((b) => b.cpuPerRequest?.bare ?? 0)))} |`,
     );
   }
 }
@@ -222,13 +224,13 @@ async function main() {
   const bare = await startBare();
   try {
     const embedded: Row[] = [];
-    await benchStack('embedded', {}, () => bare.url, embedded);
+    await benchStack('embedded', {}, bare, embedded);
     report('embedded read DB', embedded);
     if (process.env.BENCH_MARIADB !== '0') {
       const database = `queries_bench_http_${randomBytes(4).toString('hex')}`;
       const mariadb: Row[] = [];
       try {
-        await benchStack('mariadb', { READ_DB_URL: `${mariadbUrl}/${database}` }, () => bare.url, mariadb);
+        await benchStack('mariadb', { READ_DB_URL: `${mariadbUrl}/${database}` }, bare, mariadb);
       } finally {
         const admin = knexFactory({ client: 'mysql2', connection: mariadbUrl, pool: { min: 0, max: 1 } });
         await admin.raw('DROP DATABASE IF EXISTS ??', [database]);
