@@ -1,6 +1,6 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { kafkaPublisher } from '../command-side/relay/kafka-publisher.js';
@@ -20,7 +20,7 @@ import { openReadDb } from '../shared/read-db.js';
 import { userStreamId } from '../shared/user-events.js';
 import { openSqliteKeyStore } from '../shared/personal-data/sqlite-key-store.js';
 import { openVault, type Vault } from '../shared/personal-data/vault.js';
-import { percentile, send, startChild, startStack } from './bench/stack.js';
+import { cpuMicros, percentile, send, startChild, startStack } from './bench/stack.js';
 
 /**
  * The production path on the protocol test servers (EventStoreDB gRPC test server,
@@ -30,7 +30,9 @@ import { percentile, send, startChild, startStack } from './bench/stack.js';
  *  2. relay: events/s from the log to Kafka (acknowledged), and its ratio to that read;
  *     before it, its two halves apart (reading and opening the log with a publisher
  *     that only keeps the messages; publishing those batches alone, to a topic of
- *     their own), and the pace of the two one after the other on one thread;
+ *     their own), and the pace of the two one after the other on one thread; with
+ *     the CPU each phase cost this process and each test server (Linux /proc), and
+ *     the most the relay could do if both halves' CPU were spread over every core;
  *  3. projector: events/s from Kafka into MariaDB, each run followed by a plain
  *     multi-row INSERT of the same final rows (rows/s) for comparison, and this
  *     process's CPU per event; BENCH_PROJECTOR_RUNS (3) runs and their median;
@@ -141,12 +143,25 @@ async function startServers() {
   return {
     eventstoreUrl: esdb.line,
     brokers: broker.line.split(','),
+    pids: { esdb: esdb.pid, broker: broker.pid },
     stop: () => Promise.all([esdb.stop(), broker.stop()]),
   };
 }
 
+/** CPU seconds spent by this process and by each test server since `cpuNow()` was taken. */
+type CpuMark = { self: NodeJS.CpuUsage; esdb: number; broker: number };
+function cpuSince(mark: CpuMark, pids: { esdb: number; broker: number }) {
+  const self = process.cpuUsage(mark.self);
+  return { self: (self.user + self.system) / 1e6, esdb: (cpuMicros(pids.esdb) - mark.esdb) / 1e6, broker: (cpuMicros(pids.broker) - mark.broker) / 1e6 };
+}
+const cpuNow = (pids: { esdb: number; broker: number }): CpuMark => ({ self: process.cpuUsage(), esdb: cpuMicros(pids.esdb), broker: cpuMicros(pids.broker) });
+const cpuText = (c: ReturnType<typeof cpuSince>) =>
+  `CPU ${c.self.toFixed(2)} s here, ${c.esdb.toFixed(2)} s EventStoreDB test server, ${c.broker.toFixed(2)} s Kafka test broker`;
+const cpuTotal = (c: ReturnType<typeof cpuSince>) => c.self + c.esdb + c.broker;
+
 async function main() {
   const servers = await startServers();
+  const { pids } = servers;
   const store = esdbEventStore({ connectionString: servers.eventstoreUrl });
   const keyDir = await mkdtemp(join(tmpdir(), 'users-bench-keys-'));
   const keyStore = openSqliteKeyStore(join(keyDir, 'keys.sqlite'));
@@ -160,10 +175,12 @@ async function main() {
     console.log(`seeded ${totalEvents} events into the EventStoreDB test server in ${((performance.now() - started) / 1000).toFixed(1)} s`);
     // The test server's own pace: the whole log read through the client, nothing else done with it.
     started = performance.now();
+    let mark = cpuNow(pids);
     // Only its length and head are kept: the roles measured below run with no copy of the log on their heap.
     const { count: logLength, head } = await readWholeLog(store);
     const bareReadRate = logLength / ((performance.now() - started) / 1000);
-    console.log(`bare read of the log through the client: ${bareReadRate.toFixed(0)} events/s`);
+    const bareReadCpu = cpuSince(mark, pids);
+    console.log(`bare read of the log through the client: ${bareReadRate.toFixed(0)} events/s (${cpuText(bareReadCpu)})`);
 
     // The relay's two halves apart, for what bounds it: reading and opening the log with a publisher that only
     // keeps the messages (a lease of its own), then publishing the kept batches alone, to a topic of their own.
@@ -171,34 +188,44 @@ async function main() {
     const keeper: EventPublisher = { publish: (messages) => Promise.resolve(void kept.push([...messages])), close: () => Promise.resolve() };
     const readingRelay = eventRelay({ store, vault, publisher: keeper, topic: dryTopic, logger, leaseMs: 15_000, batchSize: 1000 });
     started = performance.now();
+    mark = cpuNow(pids);
     void readingRelay.start();
     while (readingRelay.status().position !== head) await new Promise((resolve) => setTimeout(resolve, 20));
     const readingRate = logLength / ((performance.now() - started) / 1000);
+    const readingCpu = cpuSince(mark, pids);
     await readingRelay.stop();
     const dryPublisher = kafkaPublisher(kafka, dryTopic);
     started = performance.now();
+    mark = cpuNow(pids);
     for (const batch of kept) await dryPublisher.publish(batch);
     const publishingRate = logLength / ((performance.now() - started) / 1000);
+    const publishingCpu = cpuSince(mark, pids);
     await dryPublisher.close();
     const keptBatches = kept.length;
     kept.length = 0;
     const oneAfterOther = 1 / (1 / readingRate + 1 / publishingRate);
+    // However the two halves are overlapped, the relay cannot finish before the machine's cores have done their work.
+    const cores = availableParallelism();
+    const cpuBound = logLength / ((cpuTotal(readingCpu) + cpuTotal(publishingCpu)) / cores);
     console.log(
-      `relay's halves apart: reading and opening the log ${readingRate.toFixed(0)} events/s (${(readingRate / bareReadRate).toFixed(2)}x the bare read), ` +
-        `publishing the same ${keptBatches} batches to Kafka ${publishingRate.toFixed(0)} events/s; one after the other at most ` +
-        `${oneAfterOther.toFixed(0)} events/s (${(oneAfterOther / bareReadRate).toFixed(2)}x the bare read)`,
+      `relay's halves apart: reading and opening the log ${readingRate.toFixed(0)} events/s (${(readingRate / bareReadRate).toFixed(2)}x the bare read; ${cpuText(readingCpu)}), ` +
+        `publishing the same ${keptBatches} batches to Kafka ${publishingRate.toFixed(0)} events/s (${cpuText(publishingCpu)}); one after the other at most ` +
+        `${oneAfterOther.toFixed(0)} events/s (${(oneAfterOther / bareReadRate).toFixed(2)}x the bare read); both halves' CPU spread over all ${cores} cores at most ` +
+        `${cpuBound.toFixed(0)} events/s (${(cpuBound / bareReadRate).toFixed(2)}x the bare read)`,
     );
 
     const publisher = kafkaPublisher(kafka, topic);
     const relay = eventRelay({ store, vault, publisher, topic, logger, leaseMs: 15_000, batchSize: 1000 });
     started = performance.now();
+    mark = cpuNow(pids);
     void relay.start();
     while (relay.status().position !== head) await new Promise((resolve) => setTimeout(resolve, 20));
     const relaySeconds = (performance.now() - started) / 1000;
     const relayRate = logLength / relaySeconds;
+    const relayCpu = cpuSince(mark, pids);
     console.log(
       `relay: ${relayRate.toFixed(0)} events/s (${logLength} events to Kafka, acknowledged, in ${relaySeconds.toFixed(1)} s; ` +
-        `${(relayRate / bareReadRate).toFixed(2)}x the bare read)`,
+        `${(relayRate / bareReadRate).toFixed(2)}x the bare read; ${cpuText(relayCpu)})`,
     );
     await relay.stop();
     await publisher.close();
