@@ -77,26 +77,30 @@ const validators = Object.fromEntries(
   Object.entries(userEventSchemas).map(([type, schema]) => [type, ajv.compile(schema)]),
 ) as Record<UserEventType, ReturnType<typeof ajv.compile>>;
 
+/** A stored event as `parseUserEvent` reads it, whatever the store. */
+type StoredUserEvent = { streamId: string; revision: number; type: string; data: unknown };
+/** Made only on failure: no closure per event on the hot path. */
+const corruptEvent = (stored: StoredUserEvent, reason: string) => new CorruptEventError(stored.streamId, stored.revision, reason);
+
 /**
  * A stored event of a user stream as the typed event it says it is: its type
  * known, its payload upcast and checked against its schema, and about the
  * stream's own user. Throws CorruptEventError (EVENT_INVALID) otherwise, with the
  * same message wherever it is read.
  */
-export function parseUserEvent(stored: { streamId: string; revision: number; type: string; data: unknown }): UserEvent {
-  const corrupt = (reason: string) => new CorruptEventError(stored.streamId, stored.revision, reason);
-  if (!isUserEventType(stored.type)) throw corrupt(`unknown event type ${JSON.stringify(stored.type).slice(0, 200)}`);
+export function parseUserEvent(stored: StoredUserEvent): UserEvent {
+  if (!isUserEventType(stored.type)) throw corruptEvent(stored, `unknown event type ${JSON.stringify(stored.type).slice(0, 200)}`);
   const data = upcasters[stored.type]?.(stored.data) ?? stored.data;
   const validate = validators[stored.type];
   if (!validate(data)) {
     const problems = fieldProblems(validate.errors)
       .map((p) => `${p.field} ${p.message}`)
       .join('; ');
-    throw corrupt(`${stored.type} does not match its schema: ${problems}`);
+    throw corruptEvent(stored, `${stored.type} does not match its schema: ${problems}`);
   }
   // The schema was checked just above: the payload is this type's.
   const event = { type: stored.type, data } as UserEvent;
   const userId = userIdFromStream(stored.streamId);
-  if (event.data.userId !== userId) throw corrupt(`${stored.type} names user ${event.data.userId}, not the stream's user ${userId}`);
+  if (event.data.userId !== userId) throw corruptEvent(stored, `${stored.type} names user ${event.data.userId}, not the stream's user ${userId}`);
   return event;
 }
