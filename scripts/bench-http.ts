@@ -3,7 +3,7 @@ import { spawn } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import knexFactory from 'knex';
-import { cpuMicros, freePort, percentile, startChild, startStack } from './bench/stack.js';
+import { cpuMicros, freePort, median, startChild, startStack } from './bench/stack.js';
 
 /**
  * The request paths against bare Fastify, measured in the same run:
@@ -197,8 +197,6 @@ async function benchStack(label: string, env: Record<string, string>, bare: { ur
     await stack.stop();
   }
 }
-
-const median = (values: number[]) => percentile([...values].sort((a, b) => a - b), 50);
 
 /** Each role's median CPU per request over the runs, e.g. `command-side 210, projector 95, query-side 3`. */
 function cpuMedians(runs: Figures[]): string {

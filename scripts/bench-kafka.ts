@@ -20,7 +20,7 @@ import { openReadDb } from '../shared/read-db.js';
 import { userStreamId } from '../shared/user-events.js';
 import { openSqliteKeyStore } from '../shared/personal-data/sqlite-key-store.js';
 import { openVault, type Vault } from '../shared/personal-data/vault.js';
-import { cpuMicros, percentile, send, startChild, startStack } from './bench/stack.js';
+import { cpuMicros, median, percentile, send, startChild, startStack } from './bench/stack.js';
 
 /**
  * The production path on the protocol test servers (EventStoreDB gRPC test server,
@@ -267,7 +267,6 @@ async function main() {
           `${(plainSeconds / seconds).toFixed(2)}x the INSERT's pace, ${(logLength / seconds / bareConsumeRate).toFixed(2)}x the bare consume`,
       );
     }
-    const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
     console.log(
       `projector, median of ${projected.length} runs: ${median(projected.map((r) => r.plainSeconds / r.seconds)).toFixed(2)}x the plain INSERT's pace ` +
         `(target 0.5), ${median(projected.map((r) => logLength / r.seconds / bareConsumeRate)).toFixed(2)}x the bare consume, ` +
