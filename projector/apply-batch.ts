@@ -1,7 +1,7 @@
 import type { Knex } from 'knex';
 import { announceReadDbChange, eraseFreedPages, readDbError, walTruncationPending } from '../shared/read-db.js';
 import { readDbDialect } from '../shared/read-model/dialect.js';
-import { userIdFromStream, type UserEvent } from '../shared/user-events.js';
+import type { UserEvent } from '../shared/user-events.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { backoffDelay, isRetriable } from '../shared/retry.js';
 import { assertNotPaused } from './projection-control.js';
@@ -19,7 +19,7 @@ import { writeCheckpoints } from '../shared/read-model/checkpoints.js';
 import { projectionName, userDataTable, type UserRow } from '../shared/read-model/user-row.js';
 import { userRowFrom } from './user-row.js';
 import { admit, isForgetting } from './admit.js';
-import { classify, type ClassifiedEvent } from './classify.js';
+import { classify, userIdOf, type ClassifiedEvent } from './classify.js';
 import { applyPreparedOnSqlite } from './sqlite-batch.js';
 
 const rowChunk = 500;
@@ -94,7 +94,7 @@ export async function applyBatch(
     if (c === undefined) continue;
     classified.push(c);
     streamIds.add(c.streamId);
-    const userId = c.kind === 'event' ? c.userId : userIdFromStream(c.streamId);
+    const userId = userIdOf(c);
     if (userId !== undefined) userIds.add(userId);
   }
   const ids = [...userIds];
@@ -122,7 +122,7 @@ export async function applyBatch(
       const parked: EventToPark[] = [];
       const park = (c: ClassifiedEvent, state: 'failed' | 'held', error: string, attempts: number) => {
         const entry = eventToPark(c, { state, error, attempts, source });
-        const userId = userIdFromStream(c.streamId);
+        const userId = userIdOf(c);
         // The user is forgotten: whatever this event carries is not kept.
         parked.push(userId !== undefined && current.get(userId)?.STATUS === 'forgotten' ? withoutPersonalData(entry) : entry);
       };
@@ -136,7 +136,7 @@ export async function applyBatch(
       const changed = new Map<string, UserRow>();
       let written = 0;
       for (const c of classified) {
-        const userId = userIdFromStream(c.streamId);
+        const userId = userIdOf(c);
         const before = userId === undefined ? undefined : current.get(userId);
         const admission = admit(c, before?.VERSION, { blocked });
         if (admission.action === 'skip') continue;

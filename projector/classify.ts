@@ -26,6 +26,9 @@ export function classify(e: ProjectedEvent): ClassifiedEvent | undefined {
   }
 }
 
+/** The user a classified event is about: the one its check found, or its stream's (a poison event may have no user). */
+export const userIdOf = (c: ClassifiedEvent): string | undefined => (c.kind === 'event' ? c.userId : userIdFromStream(c.streamId));
+
 /** The user event, if it is one; throws EVENT_INVALID for a poison event (for folds that must not meet one). */
 export function toUserEvent(e: ProjectedEvent): UserEvent | undefined {
   const classified = classify(e);

@@ -6,9 +6,8 @@ import { checkpointTable } from '../shared/read-model/checkpoints.js';
 import { readDbDialectOf } from '../shared/read-model/dialect.js';
 import { deadLetterTable } from '../shared/read-model/dead-letters.js';
 import { projectionName, userDataTable, type UserRow } from '../shared/read-model/user-row.js';
-import { userIdFromStream } from '../shared/user-events.js';
 import { admit, isForgetting } from './admit.js';
-import type { ClassifiedEvent } from './classify.js';
+import { userIdOf, type ClassifiedEvent } from './classify.js';
 import { controlTable, ProjectionPausedError } from './projection-control.js';
 import type { userRowFrom } from './user-row.js';
 
@@ -93,7 +92,7 @@ function applyInTransaction(connection: Database.Database, { classified, ids, st
 
   const changed = new Map<string, UserRow>();
   for (const c of classified) {
-    const userId = userIdFromStream(c.streamId);
+    const userId = userIdOf(c);
     const before = userId === undefined ? undefined : current.get(userId);
     const admission = admit(c, before?.VERSION, { blocked });
     if (admission.action === 'skip') continue;
