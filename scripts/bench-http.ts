@@ -3,7 +3,7 @@ import { spawn } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import knexFactory from 'knex';
-import { cpuMicros, freePort, median, startChild, startStack } from './bench/stack.js';
+import { cpuMicros, freePort, localMariaDbServer, median, startChild, startStack } from './bench/stack.js';
 
 /**
  * The request paths against bare Fastify, measured in the same run:
@@ -145,6 +145,9 @@ async function seed(write: string, read: string, count: number) {
   return users;
 }
 
+/** The role processes, and the MariaDB server (`mariadb-server`) when it is measured. */
+const withServer = (roles: Map<string, number>, server: number | undefined) => (server === undefined ? roles : new Map([...roles, ['mariadb-server', server]]));
+
 type Path = 'GET /users/:id' | 'GET /users?email=' | 'POST /users';
 type Row = { path: Path; bare: Figures[]; service: Figures[] };
 
@@ -153,6 +156,8 @@ async function benchStack(label: string, env: Record<string, string>, bare: { ur
   const preload = fileURLToPath(new URL('bench/cpu-profile.mjs', import.meta.url));
   const profiling: Record<string, string> = profile ? { NODE_OPTIONS: `--import=${preload}`, CPU_PROFILE_DIR: `${profile}/${label}` } : {};
   const stack = await startStack({ LOG_LEVEL: 'info', ...profiling, ...env }, { logFile: 'service.log' });
+  // On the MariaDB read DB, the server's own CPU per request too, when it runs on this machine.
+  const server = env.READ_DB_URL && new URL(env.READ_DB_URL).hostname === '127.0.0.1' ? localMariaDbServer() : undefined;
   try {
     const users = await seed(stack.write, stack.read, seedUsers);
     const paths: { path: Path; bare: Request; service: Request; url: string }[] = [
@@ -180,7 +185,7 @@ async function benchStack(label: string, env: Record<string, string>, bare: { ur
       const row: Row = { path, bare: [], service: [] };
       for (let run = 0; run < runs; run++) {
         row.bare.push(await measure(bare.url, bareRequest, () => new Map([['bare', bare.pid]])));
-        row.service.push(await measure(url, service, stack.roles));
+        row.service.push(await measure(url, service, () => withServer(stack.roles(), server)));
         const s = row.service[row.service.length - 1]!;
         const b = row.bare[row.bare.length - 1]!;
         const cpu = Object.entries(s.cpuPerRequest ?? {}).map(([role, us]) => `${role} ${Math.round(us)}`);

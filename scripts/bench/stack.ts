@@ -108,6 +108,23 @@ export function roleProcesses(supervisor: number): Map<string, number> {
   return roles;
 }
 
+/**
+ * The MariaDB server process on this machine (Linux /proc), when there is one:
+ * its CPU per request is part of a read's cost on the MariaDB read DB, and it
+ * shares the cores with the service. Undefined when the server runs elsewhere.
+ */
+export function localMariaDbServer(): number | undefined {
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (/^(mariadbd|mysqld)$/.test(readFileSync(`/proc/${entry}/comm`, 'utf8').trim())) return Number(entry);
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  return undefined;
+}
+
 /** User + system CPU time a process has used so far, in microseconds (Linux /proc). */
 export function cpuMicros(pid: number): number {
   const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
