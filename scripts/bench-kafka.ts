@@ -20,7 +20,7 @@ import { openReadDb } from '../shared/read-db.js';
 import { userStreamId } from '../shared/user-events.js';
 import { openSqliteKeyStore } from '../shared/personal-data/sqlite-key-store.js';
 import { openVault, type Vault } from '../shared/personal-data/vault.js';
-import { cpuMicros, median, percentile, send, startChild, startStack } from './bench/stack.js';
+import { cpuMicros, localMariaDbServer, median, percentile, send, startChild, startStack } from './bench/stack.js';
 
 /**
  * The production path on the protocol test servers (EventStoreDB gRPC test server,
@@ -34,8 +34,9 @@ import { cpuMicros, median, percentile, send, startChild, startStack } from './b
  *     the CPU each phase cost this process and each test server (Linux /proc), and
  *     the most the relay could do if both halves' CPU were spread over every core;
  *  3. projector: events/s from Kafka into MariaDB, each run followed by a plain
- *     multi-row INSERT of the same final rows (rows/s) for comparison, and this
- *     process's CPU per event; BENCH_PROJECTOR_RUNS (3) runs and their median;
+ *     multi-row INSERT of the same final rows (rows/s) for comparison, this
+ *     process's CPU per event, and the MariaDB server's CPU in each when it runs on
+ *     this machine; BENCH_PROJECTOR_RUNS (3) runs and their median;
  *     before them, a bare consume of the topic through kafkajs (the broker's and
  *     client's pace);
  *  4. the four roles as processes at a steady BENCH_RATE (100) writes/s for
@@ -237,6 +238,11 @@ async function main() {
     // The projector and its baseline, BENCH_PROJECTOR_RUNS (3) times in turn, each into fresh databases with a
     // fresh consumer group: single runs on these machines vary by a quarter, so the median is what is compared.
     const rows = await finalRows(store, vault);
+    // The MariaDB server's own CPU in each, when it runs on this machine: its share is the projector's idle time.
+    const server = new URL(mariadbUrl).hostname === '127.0.0.1' ? localMariaDbServer() : undefined;
+    const serverSeconds = (since: number) => (server === undefined ? undefined : (cpuMicros(server) - since) / 1e6);
+    const serverMark = () => (server === undefined ? 0 : cpuMicros(server));
+    const serverText = (secs: number | undefined) => (secs === undefined ? '' : `; MariaDB server ${secs.toFixed(2)} s CPU`);
     const projected: { seconds: number; cpuSeconds: number; transactions: number; plainSeconds: number }[] = [];
     for (let run = 1; run <= projectorRuns; run++) {
       const [projectedDb, plainDb] = [`queries_bench_proj_${suffix}_${run}`, `queries_bench_plain_${suffix}_${run}`];
@@ -244,26 +250,30 @@ async function main() {
       const db = await freshDb(projectedDb);
       const projector = userProjector({ db, feed: kafkaFeed({ kafka, topic, groupId: `bench-${run}`, logger }), logger });
       const cpuBefore = process.cpuUsage();
+      let serverBefore = serverMark();
       started = performance.now();
       void projector.start();
       while (projector.status().eventsApplied < logLength) await new Promise((resolve) => setTimeout(resolve, 5));
       const seconds = (performance.now() - started) / 1000;
       const cpu = process.cpuUsage(cpuBefore);
+      const projectorServer = serverSeconds(serverBefore);
       const transactions = projector.status().batchesApplied;
       await projector.stop();
       await db.destroy();
 
       const plain = await freshDb(plainDb);
+      serverBefore = serverMark();
       started = performance.now();
       for (let i = 0; i < rows.length; i += 500) await plain('USER_DATA').insert(rows.slice(i, i + 500));
       const plainSeconds = (performance.now() - started) / 1000;
+      const plainServer = serverSeconds(serverBefore);
       await plain.destroy();
       const result = { seconds, cpuSeconds: (cpu.user + cpu.system) / 1e6, transactions, plainSeconds };
       projected.push(result);
       console.log(
         `projector run ${run}: ${(logLength / seconds).toFixed(0)} events/s from Kafka into MariaDB (${rows.length} rows in ${seconds.toFixed(2)} s, ` +
-          `${transactions} transactions, ${((result.cpuSeconds * 1e6) / logLength).toFixed(1)} µs of this process's CPU per event); ` +
-          `plain multi-row INSERT of the same rows in ${plainSeconds.toFixed(2)} s (${(rows.length / plainSeconds).toFixed(0)} rows/s): ` +
+          `${transactions} transactions, ${((result.cpuSeconds * 1e6) / logLength).toFixed(1)} µs of this process's CPU per event${serverText(projectorServer)}); ` +
+          `plain multi-row INSERT of the same rows in ${plainSeconds.toFixed(2)} s (${(rows.length / plainSeconds).toFixed(0)} rows/s${serverText(plainServer)}): ` +
           `${(plainSeconds / seconds).toFixed(2)}x the INSERT's pace, ${(logLength / seconds / bareConsumeRate).toFixed(2)}x the bare consume`,
       );
     }
