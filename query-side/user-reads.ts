@@ -47,6 +47,9 @@ const visible = (prefix = '') => `${prefix}STATUS <> 'forgotten'`;
 /** The most rows a list asks for: the route's largest page and one more, to tell whether another follows. */
 const maxListRows = 101;
 
+/** `columns` as the list by email selects them, from its joined `U`: made once, not per batch. */
+const joinedColumns = columns.split(', ').map((c) => `U.${c}`).join(', ');
+
 /**
  * The rows of each of `count` addresses, in id order. Each requested address is a
  * row of its own (`K`) joined on `EMAIL = K`, so an address matches exactly what
@@ -58,7 +61,7 @@ const maxListRows = 101;
  * never come.
  */
 const byEmailsSql = (count: number) =>
-  `SELECT R.K AS K, ${columns.split(', ').map((c) => `U.${c}`).join(', ')} ` +
+  `SELECT R.K AS K, ${joinedColumns} ` +
   `FROM (${Array.from({ length: count }, () => 'SELECT ? AS K').join(' UNION ALL ')}) AS R ` +
   `JOIN USER_DATA AS U ON U.EMAIL = R.K AND ${visible('U.')} ORDER BY K, U.ID_USER_DATA`;
 
