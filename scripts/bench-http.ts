@@ -157,7 +157,7 @@ async function benchStack(label: string, env: Record<string, string>, bare: { ur
   const profiling: Record<string, string> = profile ? { NODE_OPTIONS: `--import=${preload}`, CPU_PROFILE_DIR: `${profile}/${label}` } : {};
   const stack = await startStack({ LOG_LEVEL: 'info', ...profiling, ...env }, { logFile: 'service.log' });
   // On the MariaDB read DB, the server's own CPU per request too, when it runs on this machine.
-  const server = env.READ_DB_URL && new URL(env.READ_DB_URL).hostname === '127.0.0.1' ? localMariaDbServer() : undefined;
+  const server = env.READ_DB_URL === undefined ? undefined : localMariaDbServer(env.READ_DB_URL);
   try {
     const users = await seed(stack.write, stack.read, seedUsers);
     const paths: { path: Path; bare: Request; service: Request; url: string }[] = [

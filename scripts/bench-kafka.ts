@@ -149,13 +149,26 @@ async function startServers() {
   };
 }
 
-/** CPU seconds spent by this process and by each test server since `cpuNow()` was taken. */
-type CpuMark = { self: NodeJS.CpuUsage; esdb: number; broker: number };
-function cpuSince(mark: CpuMark, pids: { esdb: number; broker: number }) {
+/** The processes whose CPU a phase counts besides this one: the test servers, and the MariaDB server where measured. */
+type Pids = { esdb: number; broker: number; mariadb?: number };
+/** CPU seconds spent by this process and by each of `pids` since `cpuNow()` was taken. */
+type CpuMark = { self: NodeJS.CpuUsage; esdb: number; broker: number; mariadb?: number };
+function cpuSince(mark: CpuMark, pids: Pids) {
   const self = process.cpuUsage(mark.self);
-  return { self: (self.user + self.system) / 1e6, esdb: (cpuMicros(pids.esdb) - mark.esdb) / 1e6, broker: (cpuMicros(pids.broker) - mark.broker) / 1e6 };
+  const since = (pid: number, at: number) => (cpuMicros(pid) - at) / 1e6;
+  return {
+    self: (self.user + self.system) / 1e6,
+    esdb: since(pids.esdb, mark.esdb),
+    broker: since(pids.broker, mark.broker),
+    ...(pids.mariadb === undefined || mark.mariadb === undefined ? {} : { mariadb: since(pids.mariadb, mark.mariadb) }),
+  };
 }
-const cpuNow = (pids: { esdb: number; broker: number }): CpuMark => ({ self: process.cpuUsage(), esdb: cpuMicros(pids.esdb), broker: cpuMicros(pids.broker) });
+const cpuNow = (pids: Pids): CpuMark => ({
+  self: process.cpuUsage(),
+  esdb: cpuMicros(pids.esdb),
+  broker: cpuMicros(pids.broker),
+  ...(pids.mariadb === undefined ? {} : { mariadb: cpuMicros(pids.mariadb) }),
+});
 const cpuText = (c: ReturnType<typeof cpuSince>) =>
   `CPU ${c.self.toFixed(2)} s here, ${c.esdb.toFixed(2)} s EventStoreDB test server, ${c.broker.toFixed(2)} s Kafka test broker`;
 const cpuTotal = (c: ReturnType<typeof cpuSince>) => c.self + c.esdb + c.broker;
@@ -239,41 +252,38 @@ async function main() {
     // fresh consumer group: single runs on these machines vary by a quarter, so the median is what is compared.
     const rows = await finalRows(store, vault);
     // The MariaDB server's own CPU in each, when it runs on this machine: its share is the projector's idle time.
-    const server = new URL(mariadbUrl).hostname === '127.0.0.1' ? localMariaDbServer() : undefined;
-    const serverSeconds = (since: number) => (server === undefined ? undefined : (cpuMicros(server) - since) / 1e6);
-    const serverMark = () => (server === undefined ? 0 : cpuMicros(server));
-    const serverText = (secs: number | undefined) => (secs === undefined ? '' : `; MariaDB server ${secs.toFixed(2)} s CPU`);
+    const server = localMariaDbServer(mariadbUrl);
+    const withServer: Pids = { ...pids, ...(server === undefined ? {} : { mariadb: server }) };
+    const serverText = (cpu: ReturnType<typeof cpuSince>) => (cpu.mariadb === undefined ? '' : `; MariaDB server ${cpu.mariadb.toFixed(2)} s CPU`);
     const projected: { seconds: number; cpuSeconds: number; transactions: number; plainSeconds: number }[] = [];
     for (let run = 1; run <= projectorRuns; run++) {
       const [projectedDb, plainDb] = [`queries_bench_proj_${suffix}_${run}`, `queries_bench_plain_${suffix}_${run}`];
       databases.push(projectedDb, plainDb);
       const db = await freshDb(projectedDb);
       const projector = userProjector({ db, feed: kafkaFeed({ kafka, topic, groupId: `bench-${run}`, logger }), logger });
-      const cpuBefore = process.cpuUsage();
-      let serverBefore = serverMark();
+      mark = cpuNow(withServer);
       started = performance.now();
       void projector.start();
       while (projector.status().eventsApplied < logLength) await new Promise((resolve) => setTimeout(resolve, 5));
       const seconds = (performance.now() - started) / 1000;
-      const cpu = process.cpuUsage(cpuBefore);
-      const projectorServer = serverSeconds(serverBefore);
+      const cpu = cpuSince(mark, withServer);
       const transactions = projector.status().batchesApplied;
       await projector.stop();
       await db.destroy();
 
       const plain = await freshDb(plainDb);
-      serverBefore = serverMark();
+      mark = cpuNow(withServer);
       started = performance.now();
       for (let i = 0; i < rows.length; i += 500) await plain('USER_DATA').insert(rows.slice(i, i + 500));
       const plainSeconds = (performance.now() - started) / 1000;
-      const plainServer = serverSeconds(serverBefore);
+      const plainCpu = cpuSince(mark, withServer);
       await plain.destroy();
-      const result = { seconds, cpuSeconds: (cpu.user + cpu.system) / 1e6, transactions, plainSeconds };
+      const result = { seconds, cpuSeconds: cpu.self, transactions, plainSeconds };
       projected.push(result);
       console.log(
         `projector run ${run}: ${(logLength / seconds).toFixed(0)} events/s from Kafka into MariaDB (${rows.length} rows in ${seconds.toFixed(2)} s, ` +
-          `${transactions} transactions, ${((result.cpuSeconds * 1e6) / logLength).toFixed(1)} µs of this process's CPU per event${serverText(projectorServer)}); ` +
-          `plain multi-row INSERT of the same rows in ${plainSeconds.toFixed(2)} s (${(rows.length / plainSeconds).toFixed(0)} rows/s${serverText(plainServer)}): ` +
+          `${transactions} transactions, ${((result.cpuSeconds * 1e6) / logLength).toFixed(1)} µs of this process's CPU per event${serverText(cpu)}); ` +
+          `plain multi-row INSERT of the same rows in ${plainSeconds.toFixed(2)} s (${(rows.length / plainSeconds).toFixed(0)} rows/s${serverText(plainCpu)}): ` +
           `${(plainSeconds / seconds).toFixed(2)}x the INSERT's pace, ${(logLength / seconds / bareConsumeRate).toFixed(2)}x the bare consume`,
       );
     }

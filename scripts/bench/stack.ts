@@ -109,11 +109,12 @@ export function roleProcesses(supervisor: number): Map<string, number> {
 }
 
 /**
- * The MariaDB server process on this machine (Linux /proc), when there is one:
- * its CPU per request is part of a read's cost on the MariaDB read DB, and it
+ * The process of the MariaDB server `url` points at, when it runs on this machine
+ * (Linux /proc): its CPU is part of the cost of what the service asks of it, and it
  * shares the cores with the service. Undefined when the server runs elsewhere.
  */
-export function localMariaDbServer(): number | undefined {
+export function localMariaDbServer(url: string): number | undefined {
+  if (!['127.0.0.1', 'localhost'].includes(new URL(url).hostname)) return undefined;
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     try {
