@@ -186,8 +186,8 @@ export function buildQueryApp(deps: QueryAppDeps) {
         async (request) => {
           const waiting = readYourWrites(request.headers['consistency-token']);
           if (waiting) await waiting;
-          const { limit, ...filter } = request.query;
-          return users.list({ ...filter, limit: limit ?? 20 });
+          const { email, name, status, cursor, limit } = request.query;
+          return users.list({ email, name, status, cursor, limit: limit ?? 20 });
         },
       );
     });

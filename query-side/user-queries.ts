@@ -75,11 +75,12 @@ export function userQueries(reads: UserReads) {
 
     /** Keyset pagination in id order (ids are UUIDv7, so that is registration order). */
     list: async (filter: UserFilter) => {
+      // One object of one shape, absent filters left undefined (the reads test each for undefined).
       const rows = await reads.list({
-        ...(filter.email !== undefined ? { email: filter.email.trim().toLowerCase() } : {}),
-        ...(filter.name !== undefined ? { name: filter.name } : {}),
-        ...(filter.status !== undefined ? { status: filter.status } : {}),
-        ...(filter.cursor !== undefined ? { afterId: decodeCursor(filter.cursor) } : {}),
+        email: filter.email?.trim().toLowerCase(),
+        name: filter.name,
+        status: filter.status,
+        afterId: filter.cursor === undefined ? undefined : decodeCursor(filter.cursor),
         limit: filter.limit + 1,
       });
       const page = rows.slice(0, filter.limit);
