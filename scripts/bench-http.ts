@@ -221,6 +221,19 @@ function report(label: string, rows: Row[]) {
         `${median(ratios).toFixed(2)} | ${cpuMedians(service)} | ${Math.round(median(bare.map((b) => b.cpuPerRequest?.bare ?? 0)))} |`,
     );
   }
+  // The list's target is relative to the GET: compared directly too, since bare Fastify's pace moves between the two paths' runs.
+  const get = rows.find((r) => r.path === 'GET /users/:id');
+  const list = rows.find((r) => r.path === 'GET /users?email=');
+  if (get && list) {
+    const toBare = (r: Row) => median(r.service.map((s, i) => s.rps / r.bare[i]!.rps));
+    const rps = (r: Row) => median(r.service.map((s) => s.rps));
+    // Every role's CPU per request, and the MariaDB server's when counted: what a request costs the machine.
+    const cpu = (r: Row) => median(r.service.map((s) => Object.values(s.cpuPerRequest ?? {}).reduce((sum, us) => sum + us, 0)));
+    console.log(
+      `list against GET (target 0.8): ratio to bare ${(toBare(list) / toBare(get)).toFixed(2)}, req/s ${(rps(list) / rps(get)).toFixed(2)}, ` +
+        `CPU per request ${(cpu(get) / cpu(list)).toFixed(2)} (the GET's over the list's)`,
+    );
+  }
 }
 
 async function main() {
