@@ -21,6 +21,7 @@ import { userRowFrom } from './user-row.js';
 import { admit, isForgetting } from './admit.js';
 import { classify, userIdOf, type ClassifiedEvent } from './classify.js';
 import { applyPreparedOnSqlite } from './sqlite-batch.js';
+import { applyPreparedOnMariaDb } from './mariadb-batch.js';
 
 const rowChunk = 500;
 
@@ -48,7 +49,7 @@ export interface ApplyOptions {
   attempts?: number;
   /** The event -> row function; tests put a failing one in its place. */
   fold?: typeof userRowFrom;
-  /** Tests only: every batch through knex, also where the embedded read DB's prepared path would take it. */
+  /** Tests only: every batch through knex, also where a prepared path (embedded read DB, MariaDB) would take it. */
   viaQueryBuilder?: boolean;
 }
 
@@ -107,6 +108,10 @@ export async function applyBatch(
     // The common batch on the embedded read DB: prepared statements, no query builder (`sqlite-batch.ts`).
     if (dialect.kind === 'sqlite' && !options.isolate && !options.viaQueryBuilder) {
       applied = await applyPreparedOnSqlite(db, { classified, ids, streams, checkpoints, fold }).then((done) => done && { ...done, parked: 0 });
+    }
+    // On MariaDB, with a connection that takes several statements at once: two round trips (`mariadb-batch.ts`).
+    if (dialect.kind === 'mariadb' && !options.isolate && !options.viaQueryBuilder) {
+      applied = await applyPreparedOnMariaDb(db, { classified, ids, streams, checkpoints, fold }).then((done) => done && { ...done, parked: 0 });
     }
     applied ??= await db.transaction(async (trx) => {
       // A rebuild swapping the table in pauses the live projector: nothing is written, the batch is retried.

@@ -18,7 +18,8 @@ async function main() {
   await startTracing('projector');
   const config = loadConfig();
   const logger = createLogger('projector', config);
-  const db = await openReadDb(config.readDb);
+  // Its batches send several statements per round trip on MariaDB (`projector/mariadb-batch.ts`).
+  const db = await openReadDb(config.readDb, { batchStatements: true });
   await migrateReadDb(db);
   // With Kafka configured the projector consumes the topic; else it reads the event store's log.
   const store = config.kafka ? undefined : openEventStore(config);

@@ -1,15 +1,12 @@
 import type Database from 'better-sqlite3';
 import type { Knex } from 'knex';
-import type { Checkpoints } from '../shared/event-feed/port.js';
 import { dbNow } from '../shared/read-db.js';
 import { checkpointTable } from '../shared/read-model/checkpoints.js';
 import { readDbDialectOf } from '../shared/read-model/dialect.js';
 import { deadLetterTable } from '../shared/read-model/dead-letters.js';
 import { projectionName, userDataTable, type UserRow } from '../shared/read-model/user-row.js';
-import { admit, isForgetting } from './admit.js';
-import { userIdOf, type ClassifiedEvent } from './classify.js';
 import { controlTable, ProjectionPausedError } from './projection-control.js';
-import type { userRowFrom } from './user-row.js';
+import { foldPrepared, type PreparedBatch } from './prepared-batch.js';
 
 /**
  * A live batch on the embedded (SQLite) read DB in one synchronous transaction of
@@ -62,17 +59,8 @@ const checkpointSql = (count: number) =>
   `INSERT INTO ${checkpointTable} (PROJECTION, SOURCE, POSITION, DATE_UPDATED) VALUES ${marks(count, '(?, ?, ?, ?)')} ` +
   `ON CONFLICT (PROJECTION, SOURCE) DO UPDATE SET POSITION = excluded.POSITION, DATE_UPDATED = excluded.DATE_UPDATED`;
 
-/** A batch as `applyBatch` has it: its events classified, the users and streams they touch, the feed's checkpoints. */
-export interface PreparedBatch {
-  classified: readonly ClassifiedEvent[];
-  /** The user ids of the batch's streams. */
-  ids: readonly string[];
-  streams: readonly string[];
-  checkpoints: Checkpoints;
-  fold: typeof userRowFrom;
-}
-
-function applyInTransaction(connection: Database.Database, { classified, ids, streams, checkpoints, fold }: PreparedBatch): { rows: number } | undefined {
+function applyInTransaction(connection: Database.Database, batch: PreparedBatch): { rows: number } | undefined {
+  const { ids, streams, checkpoints } = batch;
   const control = connection.prepare(pausedSql).get(projectionName) as { PAUSED_BY: string | null; ACTIVE: number } | undefined;
   if (control?.PAUSED_BY && Number(control.ACTIVE) === 1) throw new ProjectionPausedError(control.PAUSED_BY);
 
@@ -90,22 +78,9 @@ function applyInTransaction(connection: Database.Database, { classified, ids, st
     for (const { STREAM_ID, REVISION } of found) blocked.set(STREAM_ID, Math.min(Number(REVISION), blocked.get(STREAM_ID) ?? Number(REVISION)));
   }
 
-  const changed = new Map<string, UserRow>();
-  for (const c of classified) {
-    const userId = userIdOf(c);
-    const before = userId === undefined ? undefined : current.get(userId);
-    const admission = admit(c, before?.VERSION, { blocked });
-    if (admission.action === 'skip') continue;
-    // Something to park or hold, or a user to forget: the full path (nothing written yet).
-    if (admission.action !== 'apply' || c.kind === 'poison' || isForgetting(c)) return undefined;
-    const after = fold(before, c.event, c.revision);
-    if (after && after !== before) {
-      current.set(c.userId, after);
-      changed.set(c.userId, after);
-    }
-  }
-
-  const rows = [...changed.values()];
+  // Something to park or hold, or a user to forget: the full path (nothing written yet).
+  const rows = foldPrepared(batch, current, blocked);
+  if (!rows) return undefined;
   for (let i = 0; i < rows.length; i += rowChunk) {
     const chunk = rows.slice(i, i + rowChunk);
     connection.prepare(text('upsert', chunk.length, upsertSql)).run(chunk.flatMap((row) => columns.map((column) => row[column] ?? null)));

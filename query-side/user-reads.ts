@@ -215,7 +215,7 @@ const mariadbWaitTickMs = 2;
 function mariadbUserReads(connection: Record<string, unknown>, options: { timeoutMs: number }): UserReads {
   // `trace: false`: mysql2's promise API otherwise captures a stack trace on every call for its errors'
   // long stacks (1.5 to 2.5 µs per read here); errors leave through `readDbError` with their code.
-  const pool: Pool = createPool({ ...connection, connectionLimit: 10, enableKeepAlive: true, trace: false });
+  const pool: Pool = createPool({ ...connection, multipleStatements: false, connectionLimit: 10, enableKeepAlive: true, trace: false });
   // Queued on each new connection before anything else it runs; a failure shows in the first read.
   pool.pool.on('connection', (created) => {
     created.query(`SET SESSION max_statement_time = ${options.timeoutMs / 1000}`, () => {});

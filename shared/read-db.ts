@@ -40,9 +40,14 @@ function cachePreparedStatements(connection: Database.Database, limit = 256): vo
  * may create it; with `create: false` (operator commands, which only work on an
  * existing read model) a missing one is a StoreMissingError instead, and nothing
  * is created. `log` replaces knex's console output (e.g. a stack per failed
- * connection attempt).
+ * connection attempt). `batchStatements` (the projector's) lets a MariaDB
+ * connection take several statements in one round trip (mysql2's
+ * `multipleStatements`), which the projector's batches use
+ * (`projector/mariadb-batch.ts`); every statement sent this way is built from
+ * fixed texts and bound values, never from input, and the other roles' connections
+ * keep it off.
  */
-export async function openReadDb(config: ReadDbConfig, options: { log?: Knex.Logger; create?: boolean } = {}): Promise<Knex> {
+export async function openReadDb(config: ReadDbConfig, options: { log?: Knex.Logger; create?: boolean; batchStatements?: boolean } = {}): Promise<Knex> {
   const log = options.log ? { log: options.log } : {};
   const create = options.create ?? true;
   if (config.client === 'sqlite') {
@@ -108,7 +113,7 @@ export async function openReadDb(config: ReadDbConfig, options: { log?: Knex.Log
   return knexFactory({
     ...log,
     client: 'mysql2',
-    connection: { ...connection, database },
+    connection: { ...connection, database, ...(options.batchStatements ? { multipleStatements: true } : {}) },
     pool: { min: 0, max: 10 },
     acquireConnectionTimeout: 10_000,
   });

@@ -90,7 +90,8 @@ export const readDbsUnderTest: ReadDbUnderTest[] = [
       if (advice) throw new Error(advice);
       const database = `queries_test_${randomBytes(6).toString('hex')}`;
       const config: ReadDbConfig = { client: 'mysql', url: `${mariadbUrl.replace(/\/$/, '')}/${database}` };
-      const db = await openReadDb(config);
+      // As the projector role opens it: its batches take two round trips (`projector/mariadb-batch.ts`).
+      const db = await openReadDb(config, { batchStatements: true });
       t.teardown(async () => {
         await db.raw('DROP DATABASE IF EXISTS ??', [database]);
         await db.destroy();
