@@ -1,10 +1,10 @@
 import type { Knex } from 'knex';
-import { dbNow } from '../shared/read-db.js';
+import { dbNow, readDbConnectionOf } from '../shared/read-db.js';
 import { checkpointTable } from '../shared/read-model/checkpoints.js';
-import { deadLetterTable } from '../shared/read-model/dead-letters.js';
+import { addBlocked, deadLetterTable } from '../shared/read-model/dead-letters.js';
 import { projectionName, userDataTable, type UserRow } from '../shared/read-model/user-row.js';
-import { foldPrepared, type PreparedBatch } from './prepared-batch.js';
-import { controlTable, ProjectionPausedError } from './projection-control.js';
+import { foldPrepared, userDataColumns, type PreparedBatch } from './prepared-batch.js';
+import { controlTable, throwIfPaused } from './projection-control.js';
 
 /**
  * A live batch on MariaDB in two round trips: the reads before the fold in one
@@ -23,10 +23,11 @@ import { controlTable, ProjectionPausedError } from './projection-control.js';
  * knex's pool.
  */
 export async function applyPreparedOnMariaDb(db: Knex, batch: PreparedBatch): Promise<{ rows: number } | undefined> {
+  // Decided by how the pool's connections are opened, before taking one.
+  if (readDbConnectionOf(db).multipleStatements !== true) return undefined;
   const client = db.client as { acquireConnection(): Promise<unknown>; releaseConnection(connection: unknown): Promise<unknown> };
   const connection = (await client.acquireConnection()) as MySqlConnection;
   try {
-    if (connection.config?.multipleStatements !== true) return undefined;
     return await applyInTransaction(connection, batch);
   } finally {
     await client.releaseConnection(connection);
@@ -35,14 +36,13 @@ export async function applyPreparedOnMariaDb(db: Knex, batch: PreparedBatch): Pr
 
 /** The part of mysql2's (callback) connection used here. */
 interface MySqlConnection {
-  config?: { multipleStatements?: boolean };
   query(sql: string, values: unknown[], callback: (error: Error | null, results: unknown) => void): void;
 }
 
 const query = (connection: MySqlConnection, sql: string, values: unknown[] = []): Promise<unknown[]> =>
   new Promise((resolve, reject) => connection.query(sql, values, (error, results) => (error ? reject(error) : resolve(results as unknown[]))));
 
-const columns = ['ID_USER_DATA', 'NAME', 'EMAIL', 'STATUS', 'DATE_REGISTER', 'DATE_VALIDATED', 'DATE_DEACTIVATED', 'DATE_UPDATED', 'VERSION'] as const;
+const columns = userDataColumns;
 /** Rows per upsert statement, as the knex path writes them. */
 const rowChunk = 500;
 
@@ -68,14 +68,10 @@ async function applyInTransaction(connection: MySqlConnection, batch: PreparedBa
       ...(ids.length > 0 ? [ids] : []),
       ...(streams.length > 0 ? [projectionName, streams] : []),
     ]);
-    const control = (results[2] as { PAUSED_BY: string | null; ACTIVE: number | string }[])[0];
-    if (control?.PAUSED_BY && Number(control.ACTIVE) === 1) throw new ProjectionPausedError(control.PAUSED_BY);
+    throwIfPaused((results[2] as { PAUSED_BY: string | null; ACTIVE: number | string }[])[0]);
     const current = new Map<string, UserRow>();
     for (const row of ids.length > 0 ? (results[3] as UserRow[]) : []) current.set(row.ID_USER_DATA, { ...row, VERSION: Number(row.VERSION) });
-    const blocked = new Map<string, number>();
-    for (const { STREAM_ID, REVISION } of streams.length > 0 ? (results[ids.length > 0 ? 4 : 3] as { STREAM_ID: string; REVISION: number | string }[]) : []) {
-      blocked.set(STREAM_ID, Math.min(Number(REVISION), blocked.get(STREAM_ID) ?? Number(REVISION)));
-    }
+    const blocked = addBlocked(new Map(), streams.length > 0 ? (results[ids.length > 0 ? 4 : 3] as { STREAM_ID: string; REVISION: number | string }[]) : []);
 
     // Something to park or hold, or a user to forget: the full path (nothing written; rolled back below).
     const rows = foldPrepared(batch, current, blocked);

@@ -10,6 +10,9 @@ import type { userRowFrom } from './user-row.js';
  * writes.
  */
 
+/** USER_DATA's columns in the order both prepared paths write them. */
+export const userDataColumns = ['ID_USER_DATA', 'NAME', 'EMAIL', 'STATUS', 'DATE_REGISTER', 'DATE_VALIDATED', 'DATE_DEACTIVATED', 'DATE_UPDATED', 'VERSION'] as const;
+
 /** A batch as `applyBatch` has it: its events classified, the users and streams they touch, the feed's checkpoints. */
 export interface PreparedBatch {
   classified: readonly ClassifiedEvent[];

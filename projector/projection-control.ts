@@ -54,7 +54,11 @@ export async function assertNotPaused(trx: Knex.Transaction, projection: string)
     'PAUSED_BY',
     trx.raw('CASE WHEN PAUSED_UNTIL > ? THEN 1 ELSE 0 END AS ACTIVE', [now(trx)]),
   );
-  const control = await dialect.lockForShare(query);
+  throwIfPaused(await dialect.lockForShare(query));
+}
+
+/** The control row as the pause checks read it: throws ProjectionPausedError while a rebuild's pause holds. */
+export function throwIfPaused(control: { PAUSED_BY: string | null; ACTIVE: number | string } | undefined): void {
   if (control?.PAUSED_BY && Number(control.ACTIVE) === 1) throw new ProjectionPausedError(control.PAUSED_BY);
 }
 

@@ -3,10 +3,10 @@ import type { Knex } from 'knex';
 import { dbNow } from '../shared/read-db.js';
 import { checkpointTable } from '../shared/read-model/checkpoints.js';
 import { readDbDialectOf } from '../shared/read-model/dialect.js';
-import { deadLetterTable } from '../shared/read-model/dead-letters.js';
+import { addBlocked, deadLetterTable } from '../shared/read-model/dead-letters.js';
 import { projectionName, userDataTable, type UserRow } from '../shared/read-model/user-row.js';
-import { controlTable, ProjectionPausedError } from './projection-control.js';
-import { foldPrepared, type PreparedBatch } from './prepared-batch.js';
+import { controlTable, throwIfPaused } from './projection-control.js';
+import { foldPrepared, userDataColumns, type PreparedBatch } from './prepared-batch.js';
 
 /**
  * A live batch on the embedded (SQLite) read DB in one synchronous transaction of
@@ -35,7 +35,7 @@ export async function applyPreparedOnSqlite(db: Knex, batch: PreparedBatch): Pro
 
 const rowChunk = 500;
 const streamChunk = 1000;
-const columns = ['ID_USER_DATA', 'NAME', 'EMAIL', 'STATUS', 'DATE_REGISTER', 'DATE_VALIDATED', 'DATE_DEACTIVATED', 'DATE_UPDATED', 'VERSION'] as const;
+const columns = userDataColumns;
 const marks = (count: number, mark = '?') => Array.from({ length: count }, () => mark).join(', ');
 
 /** SQL texts by row count: each is prepared once (the read DB's connection keeps its statements, see `openReadDb`). */
@@ -61,8 +61,7 @@ const checkpointSql = (count: number) =>
 
 function applyInTransaction(connection: Database.Database, batch: PreparedBatch): { rows: number } | undefined {
   const { ids, streams, checkpoints } = batch;
-  const control = connection.prepare(pausedSql).get(projectionName) as { PAUSED_BY: string | null; ACTIVE: number } | undefined;
-  if (control?.PAUSED_BY && Number(control.ACTIVE) === 1) throw new ProjectionPausedError(control.PAUSED_BY);
+  throwIfPaused(connection.prepare(pausedSql).get(projectionName) as { PAUSED_BY: string | null; ACTIVE: number } | undefined);
 
   const current = new Map<string, UserRow>();
   for (let i = 0; i < ids.length; i += rowChunk) {
@@ -74,8 +73,7 @@ function applyInTransaction(connection: Database.Database, batch: PreparedBatch)
   const blocked = new Map<string, number>();
   for (let i = 0; i < streams.length; i += streamChunk) {
     const chunk = streams.slice(i, i + streamChunk);
-    const found = connection.prepare(text('blocked', chunk.length, blockedSql)).all(projectionName, ...chunk) as { STREAM_ID: string; REVISION: number }[];
-    for (const { STREAM_ID, REVISION } of found) blocked.set(STREAM_ID, Math.min(Number(REVISION), blocked.get(STREAM_ID) ?? Number(REVISION)));
+    addBlocked(blocked, connection.prepare(text('blocked', chunk.length, blockedSql)).all(projectionName, ...chunk) as { STREAM_ID: string; REVISION: number }[]);
   }
 
   // Something to park or hold, or a user to forget: the full path (nothing written yet).

@@ -125,10 +125,16 @@ export async function blockedStreams(trx: Knex, projection: string, streamIds: r
     // A locking read on MariaDB: an operator's retry of the stream (which locks and
     // deletes these rows) is waited for, so the batch never holds an event behind a
     // head that has just been released.
-    for (const row of await readDbDialect(trx).lockForShare(query)) {
-      const revision = Number(row.REVISION);
-      blocked.set(row.STREAM_ID, Math.min(revision, blocked.get(row.STREAM_ID) ?? revision));
-    }
+    addBlocked(blocked, await readDbDialect(trx).lockForShare(query));
+  }
+  return blocked;
+}
+
+/** Quarantine rows into `blocked` (stream -> its earliest parked revision), as `blockedStreams` reads them. */
+export function addBlocked(blocked: Map<string, number>, rows: readonly { STREAM_ID: string; REVISION: number | string }[]): Map<string, number> {
+  for (const row of rows) {
+    const revision = Number(row.REVISION);
+    blocked.set(row.STREAM_ID, Math.min(revision, blocked.get(row.STREAM_ID) ?? revision));
   }
   return blocked;
 }
