@@ -20,7 +20,7 @@ import { openReadDb } from '../shared/read-db.js';
 import { userStreamId } from '../shared/user-events.js';
 import { openSqliteKeyStore } from '../shared/personal-data/sqlite-key-store.js';
 import { openVault, type Vault } from '../shared/personal-data/vault.js';
-import { cpuMicros, localMariaDbServer, median, percentile, send, startChild, startProfile, startStack } from './bench/stack.js';
+import { cpuMicros, localMariaDbServer, median, percentile, profilePhase, send, startChild, startStack } from './bench/stack.js';
 
 /**
  * The production path on the protocol test servers (EventStoreDB gRPC test server,
@@ -50,7 +50,7 @@ const seconds = Number(process.env.BENCH_SECONDS ?? 20);
 const warmupSeconds = Number(process.env.BENCH_WARMUP_SECONDS ?? 3);
 const projectorRuns = Number(process.env.BENCH_PROJECTOR_RUNS ?? 3);
 const mariadbUrl = process.env.MARIADB_URL ?? 'mysql://root@127.0.0.1:3306';
-/** Where each projector run's CPU profile goes (`projector-run-N.cpuprofile`), when set. */
+/** Where each relay phase's and projector run's CPU profile goes (`relay.cpuprofile`, `projector-run-N.cpuprofile`...), when set. */
 const profileDir = process.env.BENCH_PROFILE_DIR;
 const logger = pino({ level: 'silent' });
 const topic = 'users.events.v1';
@@ -204,23 +204,23 @@ async function main() {
     const kept: OutboundMessage[][] = [];
     const keeper: EventPublisher = { publish: (messages) => Promise.resolve(void kept.push([...messages])), close: () => Promise.resolve() };
     const readingRelay = eventRelay({ store, vault, publisher: keeper, topic: dryTopic, logger, leaseMs: 15_000, batchSize: 1000 });
-    let profiling = profileDir === undefined ? undefined : await startProfile();
+    let profiling = await profilePhase(profileDir, 'relay-reading-half.cpuprofile');
     started = performance.now();
     mark = cpuNow(pids);
     void readingRelay.start();
     while (readingRelay.status().position !== head) await new Promise((resolve) => setTimeout(resolve, 20));
     const readingRate = logLength / ((performance.now() - started) / 1000);
     const readingCpu = cpuSince(mark, pids);
-    await profiling?.stopInto(join(profileDir!, 'relay-reading-half.cpuprofile'));
+    await profiling.stop();
     await readingRelay.stop();
     const dryPublisher = kafkaPublisher(kafka, dryTopic);
-    profiling = profileDir === undefined ? undefined : await startProfile();
+    profiling = await profilePhase(profileDir, 'relay-publishing-half.cpuprofile');
     started = performance.now();
     mark = cpuNow(pids);
     for (const batch of kept) await dryPublisher.publish(batch);
     const publishingRate = logLength / ((performance.now() - started) / 1000);
     const publishingCpu = cpuSince(mark, pids);
-    await profiling?.stopInto(join(profileDir!, 'relay-publishing-half.cpuprofile'));
+    await profiling.stop();
     await dryPublisher.close();
     const keptBatches = kept.length;
     kept.length = 0;
@@ -237,7 +237,7 @@ async function main() {
 
     const publisher = kafkaPublisher(kafka, topic);
     const relay = eventRelay({ store, vault, publisher, topic, logger, leaseMs: 15_000, batchSize: 1000 });
-    profiling = profileDir === undefined ? undefined : await startProfile();
+    profiling = await profilePhase(profileDir, 'relay.cpuprofile');
     started = performance.now();
     mark = cpuNow(pids);
     void relay.start();
@@ -245,7 +245,7 @@ async function main() {
     const relaySeconds = (performance.now() - started) / 1000;
     const relayRate = logLength / relaySeconds;
     const relayCpu = cpuSince(mark, pids);
-    await profiling?.stopInto(join(profileDir!, 'relay.cpuprofile'));
+    await profiling.stop();
     console.log(
       `relay: ${relayRate.toFixed(0)} events/s (${logLength} events to Kafka, acknowledged, in ${relaySeconds.toFixed(1)} s; ` +
         `${(relayRate / bareReadRate).toFixed(2)}x the bare read; ${cpuText(relayCpu)})`,
@@ -272,14 +272,14 @@ async function main() {
       databases.push(projectedDb, plainDb);
       const db = await freshDb(projectedDb);
       const projector = userProjector({ db, feed: kafkaFeed({ kafka, topic, groupId: `bench-${run}`, logger }), logger });
-      profiling = profileDir === undefined ? undefined : await startProfile();
+      profiling = await profilePhase(profileDir, `projector-run-${run}.cpuprofile`);
       mark = cpuNow(withServer);
       started = performance.now();
       void projector.start();
       while (projector.status().eventsApplied < logLength) await new Promise((resolve) => setTimeout(resolve, 5));
       const seconds = (performance.now() - started) / 1000;
       const cpu = cpuSince(mark, withServer);
-      if (profiling) await profiling.stopInto(join(profileDir!, `projector-run-${run}.cpuprofile`));
+      await profiling.stop();
       const transactions = projector.status().batchesApplied;
       await projector.stop();
       await db.destroy();

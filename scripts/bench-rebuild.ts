@@ -13,7 +13,7 @@ import { openReadDb } from '../shared/read-db.js';
 import type { DataKey } from '../shared/personal-data/key-store.js';
 import { openSqliteKeyStore } from '../shared/personal-data/sqlite-key-store.js';
 import { openVault, type Vault } from '../shared/personal-data/vault.js';
-import { startProfile } from './bench/stack.js';
+import { profilePhase } from './bench/stack.js';
 
 /**
  * The rebuild's throughput against the floor it cannot beat: writing the same
@@ -133,14 +133,13 @@ async function main() {
 
     const rebuild = userDataRebuild({ vault, store, db, logger: pino({ level: 'warn' }) });
     // BENCH_PROFILE_DIR: a CPU profile of the rebuild alone (this process's main thread), `rebuild.cpuprofile`.
-    const profileDir = process.env.BENCH_PROFILE_DIR;
-    const profiling = profileDir === undefined ? undefined : await startProfile();
+    const profiling = await profilePhase(process.env.BENCH_PROFILE_DIR, 'rebuild.cpuprofile');
     t = performance.now();
     const cpu = process.cpuUsage();
     const result = await rebuild.run();
     const rebuildSeconds = (performance.now() - t) / 1000;
     const { user, system } = process.cpuUsage(cpu);
-    await profiling?.stopInto(join(profileDir!, 'rebuild.cpuprofile'));
+    await profiling.stop();
     const rebuildRate = result.events / rebuildSeconds;
     console.log(
       `rebuild: ${result.events} events -> ${result.rows} rows in ${rebuildSeconds.toFixed(2)} s: ` +

@@ -5,7 +5,7 @@ import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import { Session } from 'node:inspector/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 /**
@@ -150,24 +150,25 @@ export async function startChild(script: string, env: Record<string, string> = {
   };
 }
 
-
 /**
- * A CPU profile of this process from now until `stopInto(file)` (node:inspector,
- * 200 µs sampling), for a phase of a benchmark that shares its process with others;
- * open the file in Chrome DevTools or any `.cpuprofile` viewer.
+ * A CPU profile of this process from now until `stop()`, written to `<dir>/<name>`
+ * (node:inspector, 200 µs sampling), for a phase of a benchmark that shares its
+ * process with others; open the file in Chrome DevTools or any `.cpuprofile`
+ * viewer. Without a `dir` (BENCH_PROFILE_DIR unset) nothing is profiled.
  */
-export async function startProfile(): Promise<{ stopInto(file: string): Promise<void> }> {
+export async function profilePhase(dir: string | undefined, name: string): Promise<{ stop(): Promise<void> }> {
+  if (dir === undefined) return { stop: () => Promise.resolve() };
   const session = new Session();
   session.connect();
   await session.post('Profiler.enable');
   await session.post('Profiler.setSamplingInterval', { interval: 200 });
   await session.post('Profiler.start');
   return {
-    async stopInto(file) {
+    async stop() {
       const { profile } = await session.post('Profiler.stop');
       session.disconnect();
-      await mkdir(dirname(file), { recursive: true });
-      await writeFile(file, JSON.stringify(profile));
+      await mkdir(dir, { recursive: true });
+      await writeFile(join(dir, name), JSON.stringify(profile));
     },
   };
 }
