@@ -4,7 +4,8 @@ import type { DataKey, KeyStore } from './key-store.js';
 
 /**
  * Crypto-shredding of the user events' personal fields. Events are stored with
- * their personal fields (name, email, previous email) sealed by AES-256-GCM
+ * their personal fields (name, email, previous email) sealed by an AEAD
+ * (`aead.ts`: XChaCha20-Poly1305 now, AES-256-GCM in events sealed before it)
  * under the user's data key; the key id stands in clear beside the ciphertext.
  * Destroying a user's keys (`forget`) turns every sealed field of theirs into
  * noise while the log stays append-only.

@@ -8,10 +8,18 @@ const clear = JSON.stringify({ name: 'Zoë Ørsted 山田', email: 'zoe@example.
 
 void t.test('a sealed text opens under its key, stream and type, multi-byte characters included', async (t) => {
   const sealed = sealText(key, stream, 'UserRegistered', clear);
-  t.match(sealed, /^v1\.[A-Za-z0-9_-]+$/, 'versioned, base64url');
+  t.match(sealed, /^v2\.[A-Za-z0-9_-]+$/, 'versioned, base64url');
   t.notOk(sealed.includes('zoe'), 'nothing in clear');
   t.equal(unsealText(key, stream, 'UserRegistered', sealed), clear);
-  t.not(sealText(key, stream, 'UserRegistered', clear), sealed, 'a fresh IV each time');
+  t.not(sealText(key, stream, 'UserRegistered', clear), sealed, 'a fresh nonce each time');
+  t.equal(unsealText(key, stream, 'UserRegistered', sealText(key, stream, 'UserRegistered', '')), '', 'an empty text too');
+  const large = JSON.stringify({ name: 'Zoë '.repeat(3000) });
+  t.equal(unsealText(key, stream, 'UserRegistered', sealText(key, stream, 'UserRegistered', large)), large, 'a text larger than the scratch buffers too');
+  t.equal(unsealText(key, stream, 'UserRegistered', sealed), clear, 'and a small one after it');
+  // A key held in a view of a larger buffer (as a store may hand it out) seals and opens the same.
+  const larger = Buffer.concat([randomBytes(5), key, randomBytes(3)]);
+  const view = new Uint8Array(larger.buffer, larger.byteOffset + 5, 32);
+  t.equal(unsealText(view, stream, 'UserRegistered', sealed), clear, 'a key in another buffer opens it');
 });
 
 void t.test('a sealed text does not open anywhere else, nor when a single bit differs', async (t) => {
@@ -20,18 +28,54 @@ void t.test('a sealed text does not open anywhere else, nor when a single bit di
   const flipped = (at: number) => {
     const copy = Buffer.from(bytes);
     copy[at] = copy[at]! ^ 1;
-    return `v1.${copy.toString('base64url')}`;
+    return `v2.${copy.toString('base64url')}`;
   };
   const cases: Array<[string, Buffer, string, string, string]> = [
     ['another key', randomBytes(32), stream, 'UserRenamed', sealed],
     ['another stream', key, 'user-0190a3b4-1234-7abc-8def-0123456789ac', 'UserRenamed', sealed],
     ['another type', key, stream, 'UserEmailChanged', sealed],
-    ['a bit of the IV flipped', key, stream, 'UserRenamed', flipped(0)],
-    ['a bit of the tag flipped', key, stream, 'UserRenamed', flipped(12)],
+    ['a bit of the nonce flipped', key, stream, 'UserRenamed', flipped(0)],
+    ['a bit of the nonce end flipped', key, stream, 'UserRenamed', flipped(23)],
+    ['a bit of the tag flipped', key, stream, 'UserRenamed', flipped(24)],
     ['a bit of the ciphertext flipped', key, stream, 'UserRenamed', flipped(bytes.length - 1)],
-    ['cut short', key, stream, 'UserRenamed', sealed.slice(0, 20)],
-    ['another version', key, stream, 'UserRenamed', `v2.${sealed.slice(3)}`],
+    ['cut short', key, stream, 'UserRenamed', sealed.slice(0, 40)],
+    ['read as the older form', key, stream, 'UserRenamed', `v1.${sealed.slice(3)}`],
+    ['an unknown version', key, stream, 'UserRenamed', `v3.${sealed.slice(3)}`],
     ['not sealed at all', key, stream, 'UserRenamed', clear],
+  ];
+  for (const [what, k, s, type, text] of cases) t.equal(unsealText(k, s, type, text), undefined, what);
+});
+
+/**
+ * Sealed by the first sealed form (v1, AES-256-GCM with the data key itself), as events written before v2 hold
+ * them: they must keep opening, and only where they belong.
+ */
+void t.test('texts sealed in the older form (v1) still open, and only under their key, stream and type', async (t) => {
+  const oldKey = Buffer.from('12ff037e9b370a1efcf0bf738d0e15c6cb5116d5c596c79cdbb0bee202d47aca', 'hex');
+  const registered =
+    'v1.crJPqMwehvtVgnFexbOuAa7toDeuQXXp67Z_rDX6k7_VhD-wLy5Zo7LfLmuZskLOGx_gNhcH0JIeavpn0yYnyO7ZN9RSsIQYpqtz3oQhQ7kl0sb6';
+  const emailChanged =
+    'v1.4B-whGfPTCPCW9x5aMFE7Ad6rEq7tw5lEdri-V-NqNt1IW08a9YQEGcAZ5D9sH7OgNU5f79jzRzj-b_TkcmaRgtxwZc9HIpG3Bl850SZSVFk7oCW8EfH2hapXQ';
+  t.equal(unsealText(oldKey, stream, 'UserRegistered', registered), clear);
+  t.equal(
+    unsealText(oldKey, stream, 'UserEmailChanged', emailChanged),
+    JSON.stringify({ email: 'zoe.o@example.org', previousEmail: 'zoe@example.org' }),
+  );
+  const bytes = Buffer.from(registered.slice(3), 'base64url');
+  const flipped = (at: number) => {
+    const copy = Buffer.from(bytes);
+    copy[at] = copy[at]! ^ 1;
+    return `v1.${copy.toString('base64url')}`;
+  };
+  const cases: Array<[string, Buffer, string, string, string]> = [
+    ['another key', key, stream, 'UserRegistered', registered],
+    ['another stream', oldKey, 'user-0190a3b4-1234-7abc-8def-0123456789ac', 'UserRegistered', registered],
+    ['another type', oldKey, stream, 'UserRenamed', registered],
+    ['a bit of the IV flipped', oldKey, stream, 'UserRegistered', flipped(0)],
+    ['a bit of the tag flipped', oldKey, stream, 'UserRegistered', flipped(12)],
+    ['a bit of the ciphertext flipped', oldKey, stream, 'UserRegistered', flipped(bytes.length - 1)],
+    ['cut short', oldKey, stream, 'UserRegistered', registered.slice(0, 20)],
+    ['read as the newer form', oldKey, stream, 'UserRegistered', `v2.${registered.slice(3)}`],
   ];
   for (const [what, k, s, type, text] of cases) t.equal(unsealText(k, s, type, text), undefined, what);
 });
