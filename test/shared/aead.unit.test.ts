@@ -6,6 +6,14 @@ const key = randomBytes(32);
 const stream = 'user-0190a3b4-1234-7abc-8def-0123456789ab';
 const clear = JSON.stringify({ name: 'Zoë Ørsted 山田', email: 'zoe@example.org' });
 
+/** The sealed form with one bit of its bytes (after the version prefix) flipped. */
+function flipped(sealed: string, at: number): string {
+  const bytes = Buffer.from(sealed.slice(3), 'base64url');
+  bytes[at] = bytes[at]! ^ 1;
+  return `${sealed.slice(0, 3)}${bytes.toString('base64url')}`;
+}
+const byteLength = (sealed: string) => Buffer.from(sealed.slice(3), 'base64url').length;
+
 void t.test('a sealed text opens under its key, stream and type, multi-byte characters included', async (t) => {
   const sealed = sealText(key, stream, 'UserRegistered', clear);
   t.match(sealed, /^v2\.[A-Za-z0-9_-]+$/, 'versioned, base64url');
@@ -24,20 +32,14 @@ void t.test('a sealed text opens under its key, stream and type, multi-byte char
 
 void t.test('a sealed text does not open anywhere else, nor when a single bit differs', async (t) => {
   const sealed = sealText(key, stream, 'UserRenamed', clear);
-  const bytes = Buffer.from(sealed.slice(3), 'base64url');
-  const flipped = (at: number) => {
-    const copy = Buffer.from(bytes);
-    copy[at] = copy[at]! ^ 1;
-    return `v2.${copy.toString('base64url')}`;
-  };
   const cases: Array<[string, Buffer, string, string, string]> = [
     ['another key', randomBytes(32), stream, 'UserRenamed', sealed],
     ['another stream', key, 'user-0190a3b4-1234-7abc-8def-0123456789ac', 'UserRenamed', sealed],
     ['another type', key, stream, 'UserEmailChanged', sealed],
-    ['a bit of the nonce flipped', key, stream, 'UserRenamed', flipped(0)],
-    ['a bit of the nonce end flipped', key, stream, 'UserRenamed', flipped(23)],
-    ['a bit of the tag flipped', key, stream, 'UserRenamed', flipped(24)],
-    ['a bit of the ciphertext flipped', key, stream, 'UserRenamed', flipped(bytes.length - 1)],
+    ['a bit of the nonce flipped', key, stream, 'UserRenamed', flipped(sealed, 0)],
+    ['a bit of the nonce end flipped', key, stream, 'UserRenamed', flipped(sealed, 23)],
+    ['a bit of the tag flipped', key, stream, 'UserRenamed', flipped(sealed, 24)],
+    ['a bit of the ciphertext flipped', key, stream, 'UserRenamed', flipped(sealed, byteLength(sealed) - 1)],
     ['cut short', key, stream, 'UserRenamed', sealed.slice(0, 40)],
     ['read as the older form', key, stream, 'UserRenamed', `v1.${sealed.slice(3)}`],
     ['an unknown version', key, stream, 'UserRenamed', `v3.${sealed.slice(3)}`],
@@ -61,19 +63,13 @@ void t.test('texts sealed in the older form (v1) still open, and only under thei
     unsealText(oldKey, stream, 'UserEmailChanged', emailChanged),
     JSON.stringify({ email: 'zoe.o@example.org', previousEmail: 'zoe@example.org' }),
   );
-  const bytes = Buffer.from(registered.slice(3), 'base64url');
-  const flipped = (at: number) => {
-    const copy = Buffer.from(bytes);
-    copy[at] = copy[at]! ^ 1;
-    return `v1.${copy.toString('base64url')}`;
-  };
   const cases: Array<[string, Buffer, string, string, string]> = [
     ['another key', key, stream, 'UserRegistered', registered],
     ['another stream', oldKey, 'user-0190a3b4-1234-7abc-8def-0123456789ac', 'UserRegistered', registered],
     ['another type', oldKey, stream, 'UserRenamed', registered],
-    ['a bit of the IV flipped', oldKey, stream, 'UserRegistered', flipped(0)],
-    ['a bit of the tag flipped', oldKey, stream, 'UserRegistered', flipped(12)],
-    ['a bit of the ciphertext flipped', oldKey, stream, 'UserRegistered', flipped(bytes.length - 1)],
+    ['a bit of the IV flipped', oldKey, stream, 'UserRegistered', flipped(registered, 0)],
+    ['a bit of the tag flipped', oldKey, stream, 'UserRegistered', flipped(registered, 12)],
+    ['a bit of the ciphertext flipped', oldKey, stream, 'UserRegistered', flipped(registered, byteLength(registered) - 1)],
     ['cut short', oldKey, stream, 'UserRegistered', registered.slice(0, 20)],
     ['read as the newer form', oldKey, stream, 'UserRegistered', `v2.${registered.slice(3)}`],
   ];
