@@ -16,7 +16,7 @@ import {
 } from '../shared/read-model/dead-letters.js';
 import type { Checkpoints, ProjectedEvent } from '../shared/event-feed/port.js';
 import { writeCheckpoints } from '../shared/read-model/checkpoints.js';
-import { projectionName, userDataTable, type UserRow } from '../shared/read-model/user-row.js';
+import { projectionName, userDataTable, userRowRead, type UserRow } from '../shared/read-model/user-row.js';
 import { userRowFrom } from './user-row.js';
 import { admit, isForgetting } from './admit.js';
 import { classify, userIdOf, type ClassifiedEvent } from './classify.js';
@@ -121,7 +121,7 @@ export async function applyBatch(
         const query = trx<UserRow>(userDataTable).whereIn('ID_USER_DATA', ids.slice(i, i + rowChunk));
         // Several projector instances may share the table; lock the rows this batch owns.
         const rows = await dialect.lockForUpdate(query);
-        for (const row of rows) current.set(row.ID_USER_DATA, { ...row, VERSION: Number(row.VERSION) });
+        for (const row of rows) current.set(row.ID_USER_DATA, userRowRead(row));
       }
       const blocked = streams.length > 0 ? await blockedStreams(trx, projectionName, streams) : new Map<string, number>();
       const parked: EventToPark[] = [];

@@ -2,7 +2,7 @@ import type { Knex } from 'knex';
 import { dbNow, readDbConnectionOf } from '../shared/read-db.js';
 import { checkpointTable } from '../shared/read-model/checkpoints.js';
 import { addBlocked, deadLetterTable } from '../shared/read-model/dead-letters.js';
-import { projectionName, userDataTable, type UserRow } from '../shared/read-model/user-row.js';
+import { projectionName, userDataTable, userRowRead, type UserRow } from '../shared/read-model/user-row.js';
 import { foldPrepared, userDataColumns, type PreparedBatch } from './prepared-batch.js';
 import { controlTable, throwIfPaused } from './projection-control.js';
 
@@ -70,7 +70,7 @@ async function applyInTransaction(connection: MySqlConnection, batch: PreparedBa
     ]);
     throwIfPaused((results[2] as { PAUSED_BY: string | null; ACTIVE: number | string }[])[0]);
     const current = new Map<string, UserRow>();
-    for (const row of ids.length > 0 ? (results[3] as UserRow[]) : []) current.set(row.ID_USER_DATA, { ...row, VERSION: Number(row.VERSION) });
+    for (const row of ids.length > 0 ? (results[3] as UserRow[]) : []) current.set(row.ID_USER_DATA, userRowRead(row));
     const blocked = addBlocked(new Map(), streams.length > 0 ? (results[ids.length > 0 ? 4 : 3] as { STREAM_ID: string; REVISION: number | string }[]) : []);
 
     // Something to park or hold, or a user to forget: the full path (nothing written; rolled back below).

@@ -3,7 +3,7 @@ import { escape, escapeId } from 'mysql2';
 import { globalLogSource } from '../shared/event-feed/event-store-feed.js';
 import { dbNow } from '../shared/read-db.js';
 import { readDbDialect } from '../shared/read-model/dialect.js';
-import { projectionName, type UserRow } from '../shared/read-model/user-row.js';
+import { projectionName, userRowRead, type UserRow } from '../shared/read-model/user-row.js';
 import type { ProjectionControl } from './projection-control.js';
 import { eraseParkedStreams, parkEvents, type EventToPark } from '../shared/read-model/dead-letters.js';
 
@@ -24,8 +24,6 @@ const idsPerQuery = 1000;
 const lockWaitTimeout = 1205;
 const renameWaitSeconds = 2;
 const renameAttempts = 5;
-
-const toRow = (row: UserRow): UserRow => ({ ...row, VERSION: Number(row.VERSION) });
 
 const columns = [
   'ID_USER_DATA',
@@ -176,7 +174,7 @@ export function shadowUserData(db: Knex) {
       const rows: UserRow[] = [];
       for (let i = 0; i < ids.length; i += idsPerQuery) {
         const found = await db<UserRow>(shadowName).whereIn('ID_USER_DATA', ids.slice(i, i + idsPerQuery));
-        for (const row of found) rows.push(toRow(row));
+        for (const row of found) rows.push(userRowRead(row));
       }
       return rows;
     },

@@ -4,9 +4,10 @@ import { dbNow } from '../shared/read-db.js';
 import { checkpointTable } from '../shared/read-model/checkpoints.js';
 import { readDbDialectOf } from '../shared/read-model/dialect.js';
 import { addBlocked, deadLetterTable } from '../shared/read-model/dead-letters.js';
-import { projectionName, userDataTable, type UserRow } from '../shared/read-model/user-row.js';
+import { projectionName, userDataTable, userRowRead, type UserRow } from '../shared/read-model/user-row.js';
 import { controlTable, throwIfPaused } from './projection-control.js';
 import { foldPrepared, userDataColumns, type PreparedBatch } from './prepared-batch.js';
+import { perCount } from '../shared/per-count.js';
 
 /**
  * A live batch on the embedded (SQLite) read DB in one synchronous transaction of
@@ -38,26 +39,23 @@ const streamChunk = 1000;
 const columns = userDataColumns;
 const marks = (count: number, mark = '?') => Array.from({ length: count }, () => mark).join(', ');
 
-/** SQL texts by row count: each is prepared once (the read DB's connection keeps its statements, see `openReadDb`). */
-const texts = new Map<string, string>();
-function text(kind: string, count: number, make: (count: number) => string): string {
-  const key = `${kind}:${count}`;
-  let sql = texts.get(key);
-  if (!sql) texts.set(key, (sql = make(count)));
-  return sql;
-}
-
 /** Whether a rebuild's pause holds now, by the database's clock (as `assertNotPaused` asks). */
 const pausedSql = `SELECT PAUSED_BY, CASE WHEN PAUSED_UNTIL > ${readDbDialectOf('sqlite').nowSql} THEN 1 ELSE 0 END AS ACTIVE FROM ${controlTable} WHERE PROJECTION = ? LIMIT 1`;
-const rowsSql = (count: number) => `SELECT * FROM ${userDataTable} WHERE ID_USER_DATA IN (${marks(count)})`;
-const blockedSql = (count: number) =>
-  `SELECT STREAM_ID, REVISION FROM ${deadLetterTable} WHERE PROJECTION = ? AND STATE IN ('failed', 'held') AND STREAM_ID IN (${marks(count)})`;
-const upsertSql = (count: number) =>
-  `INSERT INTO ${userDataTable} (${columns.join(', ')}) VALUES ${marks(count, `(${marks(columns.length)})`)} ` +
-  `ON CONFLICT (ID_USER_DATA) DO UPDATE SET ${columns.map((c) => `${c} = excluded.${c}`).join(', ')}`;
-const checkpointSql = (count: number) =>
-  `INSERT INTO ${checkpointTable} (PROJECTION, SOURCE, POSITION, DATE_UPDATED) VALUES ${marks(count, '(?, ?, ?, ?)')} ` +
-  `ON CONFLICT (PROJECTION, SOURCE) DO UPDATE SET POSITION = excluded.POSITION, DATE_UPDATED = excluded.DATE_UPDATED`;
+/** SQL texts by row count, each made once (and prepared once: the read DB's connection keeps its statements, see `openReadDb`). */
+const rowsSql = perCount((count) => `SELECT * FROM ${userDataTable} WHERE ID_USER_DATA IN (${marks(count)})`);
+const blockedSql = perCount(
+  (count) => `SELECT STREAM_ID, REVISION FROM ${deadLetterTable} WHERE PROJECTION = ? AND STATE IN ('failed', 'held') AND STREAM_ID IN (${marks(count)})`,
+);
+const upsertSql = perCount(
+  (count) =>
+    `INSERT INTO ${userDataTable} (${columns.join(', ')}) VALUES ${marks(count, `(${marks(columns.length)})`)} ` +
+    `ON CONFLICT (ID_USER_DATA) DO UPDATE SET ${columns.map((c) => `${c} = excluded.${c}`).join(', ')}`,
+);
+const checkpointSql = perCount(
+  (count) =>
+    `INSERT INTO ${checkpointTable} (PROJECTION, SOURCE, POSITION, DATE_UPDATED) VALUES ${marks(count, '(?, ?, ?, ?)')} ` +
+    `ON CONFLICT (PROJECTION, SOURCE) DO UPDATE SET POSITION = excluded.POSITION, DATE_UPDATED = excluded.DATE_UPDATED`,
+);
 
 function applyInTransaction(connection: Database.Database, batch: PreparedBatch): { rows: number } | undefined {
   const { ids, streams, checkpoints } = batch;
@@ -66,14 +64,14 @@ function applyInTransaction(connection: Database.Database, batch: PreparedBatch)
   const current = new Map<string, UserRow>();
   for (let i = 0; i < ids.length; i += rowChunk) {
     const chunk = ids.slice(i, i + rowChunk);
-    for (const row of connection.prepare(text('rows', chunk.length, rowsSql)).all(...chunk) as UserRow[]) {
-      current.set(row.ID_USER_DATA, { ...row, VERSION: Number(row.VERSION) });
+    for (const row of connection.prepare(rowsSql(chunk.length)).all(...chunk) as UserRow[]) {
+      current.set(row.ID_USER_DATA, userRowRead(row));
     }
   }
   const blocked = new Map<string, number>();
   for (let i = 0; i < streams.length; i += streamChunk) {
     const chunk = streams.slice(i, i + streamChunk);
-    addBlocked(blocked, connection.prepare(text('blocked', chunk.length, blockedSql)).all(projectionName, ...chunk) as { STREAM_ID: string; REVISION: number }[]);
+    addBlocked(blocked, connection.prepare(blockedSql(chunk.length)).all(projectionName, ...chunk) as { STREAM_ID: string; REVISION: number }[]);
   }
 
   // Something to park or hold, or a user to forget: the full path (nothing written yet).
@@ -81,12 +79,12 @@ function applyInTransaction(connection: Database.Database, batch: PreparedBatch)
   if (!rows) return undefined;
   for (let i = 0; i < rows.length; i += rowChunk) {
     const chunk = rows.slice(i, i + rowChunk);
-    connection.prepare(text('upsert', chunk.length, upsertSql)).run(chunk.flatMap((row) => columns.map((column) => row[column] ?? null)));
+    connection.prepare(upsertSql(chunk.length)).run(chunk.flatMap((row) => columns.map((column) => row[column] ?? null)));
   }
   if (checkpoints.size > 0) {
     const now = dbNow();
     const values = [...checkpoints].flatMap(([source, position]) => [projectionName, source, position, now]);
-    connection.prepare(text('checkpoints', checkpoints.size, checkpointSql)).run(values);
+    connection.prepare(checkpointSql(checkpoints.size)).run(values);
   }
   return { rows: rows.length };
 }

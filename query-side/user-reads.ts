@@ -6,6 +6,7 @@ import { changeWaiter, sharedTicker } from '../shared/change-signal.js';
 import { readDbConnectionOf, readDbError } from '../shared/read-db.js';
 import { readDbDialect } from '../shared/read-model/dialect.js';
 import type { UserRow } from '../shared/read-model/user-row.js';
+import { perCount } from '../shared/per-count.js';
 
 /** What a list may be narrowed by; values are bound, never part of the SQL text. */
 export interface UserRowFilter {
@@ -40,13 +41,7 @@ export interface UserReads {
 
 const columns = 'ID_USER_DATA, NAME, EMAIL, STATUS, DATE_REGISTER, DATE_VALIDATED, DATE_DEACTIVATED, DATE_UPDATED, VERSION';
 
-/** The SQL text for each batch size, made on first use and kept: a batch only looks its text up. */
-function textPerCount(make: (count: number) => string): (count: number) => string {
-  const texts: string[] = [];
-  return (count) => (texts[count] ??= make(count));
-}
-
-const byIdsSql = textPerCount((count) => `SELECT ${columns} FROM USER_DATA WHERE ID_USER_DATA IN (${Array.from({ length: count }, () => '?').join(', ')})`);
+const byIdsSql = perCount((count) => `SELECT ${columns} FROM USER_DATA WHERE ID_USER_DATA IN (${Array.from({ length: count }, () => '?').join(', ')})`);
 
 /** Lists never show a forgotten person's tombstone (its NAME and EMAIL are empty, so no name or email filter matches it either). */
 const visible = (prefix = '') => `${prefix}STATUS <> 'forgotten'`;
@@ -69,7 +64,7 @@ const joinedColumns = columns.split(', ').map((c) => `U.${c}`).join(', ');
  * never come, and sorting the rows by address and id in SQL about as much again
  * (a sort per query for the one or two rows an address has).
  */
-const byEmailsSql = textPerCount(
+const byEmailsSql = perCount(
   (count) =>
     `SELECT R.K AS K, ${joinedColumns} ` +
     `FROM (${Array.from({ length: count }, () => 'SELECT ? AS K').join(' UNION ALL ')}) AS R ` +

@@ -27,3 +27,8 @@ export interface UserRow {
   VERSION: number;
 }
 
+/**
+ * A USER_DATA row as a driver returned it, VERSION made a number (MariaDB's
+ * BIGINT can come back as a string or a bigint, depending on the driver's settings).
+ */
+export const userRowRead = (row: UserRow): UserRow => ({ ...row, VERSION: Number(row.VERSION) });
