@@ -1,5 +1,6 @@
-import { Partitioners, type Kafka, type Producer } from 'kafkajs';
+import type { Kafka, Producer } from 'kafkajs';
 import { translateKafkaError } from '../../shared/kafka/kafka-client.js';
+import { keyPartitioner } from './key-partitioner.js';
 import type { EventPublisher } from './publisher.js';
 
 /**
@@ -12,8 +13,8 @@ export function kafkaPublisher(kafka: Kafka, topic: string): EventPublisher {
     idempotent: true,
     maxInFlightRequests: 1,
     allowAutoTopicCreation: false,
-    // murmur2 on the key, as the Java client partitions: other producers of these keys agree.
-    createPartitioner: Partitioners.DefaultPartitioner,
+    // murmur2 on the key, as the Java client and kafkajs's DefaultPartitioner partition: other producers of these keys agree.
+    createPartitioner: keyPartitioner,
   });
   let connected: Promise<void> | undefined;
   const connect = () => (connected ??= producer.connect().catch((error: unknown) => {
