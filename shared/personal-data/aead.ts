@@ -32,8 +32,6 @@ const v1IvBytes = 12;
 const nonceBytes = sodium.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES; // 24
 const head = nonceBytes + tagBytes;
 
-const aad = (streamId: string, type: string) => Buffer.from(`${streamId}\n${type}`, 'utf8');
-
 const kdfContext = Buffer.from('usrseal2', 'latin1');
 const subkeys = new WeakMap<Uint8Array, Buffer>();
 /** The v2 subkey of a data key, derived once per key buffer. */
@@ -73,38 +71,45 @@ function copyNonce(to: Buffer): void {
  * buffers.
  */
 const scratchBytes = 4096;
-const sealedScratch = Buffer.allocUnsafeSlow(scratchBytes);
 const clearScratch = Buffer.allocUnsafeSlow(scratchBytes);
 const aadScratch = Buffer.allocUnsafeSlow(scratchBytes);
-const scratchNonce = sealedScratch.subarray(0, nonceBytes);
-const scratchTag = sealedScratch.subarray(nonceBytes, head);
 
-/** The associated data in its scratch buffer (or a new one when it does not fit). */
+/** A v2 form's bytes with views of its nonce and tag (the ciphertext follows at `head`). */
+interface Frame {
+  bytes: Buffer;
+  nonce: Buffer;
+  tag: Buffer;
+}
+const frameOf = (bytes: Buffer): Frame => ({ bytes, nonce: bytes.subarray(0, nonceBytes), tag: bytes.subarray(nonceBytes, head) });
+/** The scratch frame, its views made once. */
+const scratchFrame = frameOf(Buffer.allocUnsafeSlow(scratchBytes));
+
+/** The associated data (stream id and event type), in its scratch buffer when it fits. */
 function aadOf(streamId: string, type: string): Buffer {
   const text = `${streamId}\n${type}`;
-  if (text.length * 3 > scratchBytes) return aad(streamId, type);
+  if (text.length * 3 > scratchBytes) return Buffer.from(text, 'utf8');
   return aadScratch.subarray(0, aadScratch.write(text, 'utf8'));
 }
 
 /** The sealed form (v2) of `clear` (JSON text of the personal fields) under `key`, bound to the stream and type. */
 export function sealText(key: Uint8Array, streamId: string, type: string, clear: string): string {
+  // UTF-8 takes at most 3 bytes per UTF-16 unit.
   const fits = head + clear.length * 3 <= scratchBytes;
   const message = fits ? clearScratch.subarray(0, clearScratch.write(clear, 'utf8')) : Buffer.from(clear, 'utf8');
   const length = head + message.length;
-  const out = fits ? sealedScratch : Buffer.allocUnsafe(length);
-  const nonce = fits ? scratchNonce : out.subarray(0, nonceBytes);
-  copyNonce(nonce);
+  const frame = fits ? scratchFrame : frameOf(Buffer.allocUnsafe(length));
+  copyNonce(frame.nonce);
   sodium.crypto_aead_xchacha20poly1305_ietf_encrypt_detached(
-    out.subarray(head, length),
-    fits ? scratchTag : out.subarray(nonceBytes, head),
+    frame.bytes.subarray(head, length),
+    frame.tag,
     message,
     aadOf(streamId, type),
     null,
-    nonce,
+    frame.nonce,
     subkeyOf(key),
   );
   if (fits) message.fill(0);
-  return v2 + out.toString('base64url', 0, length);
+  return v2 + frame.bytes.toString('base64url', 0, length);
 }
 
 /** The clear JSON text of a sealed form (v2 or v1), or undefined when it does not open under this key (corrupt, or not ours). */
@@ -118,18 +123,18 @@ function openV2(key: Uint8Array, streamId: string, type: string, sealed: string)
   const encoded = sealed.slice(v2.length);
   // base64url decodes to at most 3 bytes per 4 characters.
   const fits = Math.ceil((encoded.length * 3) / 4) <= scratchBytes;
-  const bytes = fits ? sealedScratch.subarray(0, sealedScratch.write(encoded, 'base64url')) : Buffer.from(encoded, 'base64url');
-  if (bytes.length < head) return undefined;
-  const length = bytes.length - head;
-  const clear = fits ? clearScratch.subarray(0, length) : Buffer.allocUnsafe(length);
+  const frame = fits ? scratchFrame : frameOf(Buffer.from(encoded, 'base64url'));
+  const length = fits ? frame.bytes.write(encoded, 'base64url') : frame.bytes.length;
+  if (length < head) return undefined;
+  const clear = fits ? clearScratch.subarray(0, length - head) : Buffer.allocUnsafe(length - head);
   try {
     sodium.crypto_aead_xchacha20poly1305_ietf_decrypt_detached(
       clear,
       null,
-      bytes.subarray(head),
-      fits ? scratchTag : bytes.subarray(nonceBytes, head),
+      frame.bytes.subarray(head, length),
+      frame.tag,
       aadOf(streamId, type),
-      fits ? scratchNonce : bytes.subarray(0, nonceBytes),
+      frame.nonce,
       subkeyOf(key),
     );
   } catch {
@@ -145,7 +150,7 @@ function openV1(key: Uint8Array, streamId: string, type: string, sealed: string)
   if (bytes.length < v1IvBytes + tagBytes) return undefined;
   try {
     const decipher = createDecipheriv('aes-256-gcm', key, bytes.subarray(0, v1IvBytes));
-    decipher.setAAD(aad(streamId, type));
+    decipher.setAAD(aadOf(streamId, type));
     decipher.setAuthTag(bytes.subarray(v1IvBytes, v1IvBytes + tagBytes));
     // GCM's final() only checks the tag and adds no bytes. Decoded once at the end: asking update() and
     // final() for text makes a string decoder per call (0.6 µs of the 4).
