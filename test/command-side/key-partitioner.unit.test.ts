@@ -28,17 +28,14 @@ void t.test("a keyed message goes where kafkajs's DefaultPartitioner sends it, f
   const ours = keyPartitioner();
   const theirs = Partitioners.DefaultPartitioner();
   let differing = 0;
-  let checked = 0;
   for (let i = 0; i < 20_000; i++) {
     // Stream ids as the relay keys them, and arbitrary bytes and text of every length up to 70 (every tail of a 4-byte block).
     const key = i % 3 === 0 ? `user-${randomUUID()}` : i % 3 === 1 ? randomBytes(i % 71) : `${'Zoë-山田'.repeat(i % 9)}${i}`;
     const partitions = metadata(1 + (i % 64));
     const message = { key, value: 'v' };
     if (ours({ topic: 'users.events.v1', partitionMetadata: partitions, message }) !== theirs({ topic: 'users.events.v1', partitionMetadata: partitions, message })) differing += 1;
-    checked += 1;
   }
-  t.equal(checked, 20_000);
-  t.equal(differing, 0, 'no message placed differently');
+  t.equal(differing, 0, 'none of the 20,000 messages placed differently');
 });
 
 void t.test('a message with its own partition keeps it; one without a key goes round the partitions that have a leader', async (t) => {
