@@ -230,7 +230,9 @@ async function main() {
     const oneAfterOther = 1 / (1 / readingRate + 1 / publishingRate);
     // However the two halves are overlapped, the relay cannot finish before the machine's cores have done their work.
     const cores = availableParallelism();
-    const cpuBound = logLength / ((cpuTotal(readingCpu) + cpuTotal(publishingCpu)) / cores);
+    /** Events/s if these phases' CPU (this process's and the test servers') were spread perfectly over every core. */
+    const spreadOverCores = (...phases: ReturnType<typeof cpuSince>[]) => logLength / (phases.reduce((sum, phase) => sum + cpuTotal(phase), 0) / cores);
+    const cpuBound = spreadOverCores(readingCpu, publishingCpu);
     console.log(
       `relay's halves apart: reading and opening the log ${readingRate.toFixed(0)} events/s (${(readingRate / bareReadRate).toFixed(2)}x the bare read; ${cpuText(readingCpu)}), ` +
         `publishing the same ${keptBatches} batches to Kafka ${publishingRate.toFixed(0)} events/s (${cpuText(publishingCpu)}); one after the other at most ` +
@@ -239,7 +241,7 @@ async function main() {
     );
     // The ceiling with none of the relay's own work (opening, the envelope, the schema check, batching): only what the
     // EventStoreDB client and test server spend on a bare read and what kafkajs and the broker spend on the publishing.
-    const librariesBound = logLength / ((cpuTotal(bareReadCpu) + cpuTotal(publishingCpu)) / cores);
+    const librariesBound = spreadOverCores(bareReadCpu, publishingCpu);
     console.log(
       `a relay whose own work cost nothing (the bare read's CPU and the publishing half's, spread over all ${cores} cores): at most ` +
         `${librariesBound.toFixed(0)} events/s (${(librariesBound / bareReadRate).toFixed(2)}x the bare read)`,
