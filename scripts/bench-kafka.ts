@@ -20,7 +20,7 @@ import { openReadDb } from '../shared/read-db.js';
 import { userStreamId } from '../shared/user-events.js';
 import { openSqliteKeyStore } from '../shared/personal-data/sqlite-key-store.js';
 import { openVault, type Vault } from '../shared/personal-data/vault.js';
-import { cpuMicros, localMariaDbServer, median, percentile, profilePhase, send, startChild, startStack } from './bench/stack.js';
+import { cpuMicros, localMariaDbServer, mainThreadCpuMicros, median, percentile, profilePhase, send, startChild, startStack } from './bench/stack.js';
 
 /**
  * The production path on the protocol test servers (EventStoreDB gRPC test server,
@@ -35,6 +35,8 @@ import { cpuMicros, localMariaDbServer, median, percentile, profilePhase, send, 
  *     the most the relay could do if both halves' CPU were spread over every core,
  *     and if its own work cost nothing (the bare read's CPU and the publishing
  *     half's, spread over every core: the ceiling the client and servers set);
+ *     and the relay's thread's CPU (all its JavaScript runs on one thread), with
+ *     the most one thread could carry at that cost;
  *  3. projector: events/s from Kafka into MariaDB, each run followed by a plain
  *     multi-row INSERT of the same final rows (rows/s) for comparison, this
  *     process's CPU per event, and the MariaDB server's CPU in each when it runs on
@@ -253,15 +255,24 @@ async function main() {
     profiling = await profilePhase(profileDir, 'relay.cpuprofile');
     started = performance.now();
     mark = cpuNow(pids);
+    const threadMark = mainThreadCpuMicros();
     void relay.start();
     while (relay.status().position !== head) await new Promise((resolve) => setTimeout(resolve, 20));
     const relaySeconds = (performance.now() - started) / 1000;
     const relayRate = logLength / relaySeconds;
     const relayCpu = cpuSince(mark, pids);
+    const threadSeconds = (mainThreadCpuMicros() - threadMark) / 1e6;
     await profiling.stop();
     console.log(
       `relay: ${relayRate.toFixed(0)} events/s (${logLength} events to Kafka, acknowledged, in ${relaySeconds.toFixed(1)} s; ` +
         `${(relayRate / bareReadRate).toFixed(2)}x the bare read; ${cpuText(relayCpu)})`,
+    );
+    // Its JavaScript (both halves, and the clients' share of each) runs on this one thread: a bound the cores' cannot lift.
+    const oneThread = logLength / threadSeconds;
+    console.log(
+      `  the relay's thread (its JavaScript, the EventStoreDB client's and kafkajs's): ${threadSeconds.toFixed(2)} s of CPU in ` +
+        `${relaySeconds.toFixed(1)} s (${Math.round((100 * threadSeconds) / relaySeconds)}% of a core); at that cost one thread ` +
+        `carries at most ${oneThread.toFixed(0)} events/s (${(oneThread / bareReadRate).toFixed(2)}x the bare read)`,
     );
     await relay.stop();
     await publisher.close();

@@ -129,7 +129,16 @@ export function localMariaDbServer(url: string): number | undefined {
 
 /** User + system CPU time a process has used so far, in microseconds (Linux /proc). */
 export function cpuMicros(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return statCpuMicros(`/proc/${pid}/stat`);
+}
+
+/** The same for this process's main thread alone (where its JavaScript runs), without V8's and libuv's helper threads. */
+export function mainThreadCpuMicros(): number {
+  return statCpuMicros(`/proc/self/task/${process.pid}/stat`);
+}
+
+function statCpuMicros(file: string): number {
+  const fields = readFileSync(file, 'utf8').split(') ')[1]!.split(' ');
   return (Number(fields[11]) + Number(fields[12])) * (1_000_000 / 100);
 }
 
