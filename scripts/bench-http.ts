@@ -1,10 +1,9 @@
 import autocannon from 'autocannon';
 import { spawn } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import knexFactory from 'knex';
-import { cpuMicros, freePort, localMariaDbServer, median, startChild, startStack } from './bench/stack.js';
+import { cores, cpuMicros, freePort, localMariaDbServer, median, startChild, startStack } from './bench/stack.js';
 
 /**
  * The request paths against bare Fastify, measured in the same run:
@@ -236,7 +235,6 @@ const machineCpu = (f: Figures) => Object.values(f.cpuPerRequest ?? {}).reduce((
  * beside what the service's requests cost, so that a missed target shows whether shaving could reach it.
  */
 function cpuBudget(row: Row, target: number): string {
-  const cores = availableParallelism();
   const bareRps = median(row.bare.map((b) => b.rps));
   const budget = (cores * 1e6) / (target * bareRps);
   const spent = median(row.service.map(machineCpu));

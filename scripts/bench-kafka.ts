@@ -1,6 +1,6 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { availableParallelism, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { kafkaPublisher } from '../command-side/relay/kafka-publisher.js';
@@ -20,7 +20,7 @@ import { openReadDb } from '../shared/read-db.js';
 import { userStreamId } from '../shared/user-events.js';
 import { openSqliteKeyStore } from '../shared/personal-data/sqlite-key-store.js';
 import { openVault, type Vault } from '../shared/personal-data/vault.js';
-import { cpuMicros, localMariaDbServer, mainThreadCpuMicros, median, percentile, profilePhase, send, startChild, startStack } from './bench/stack.js';
+import { cores, cpuMicros, leastSeconds, localMariaDbServer, mainThreadCpuMicros, median, percentile, profilePhase, send, startChild, startStack } from './bench/stack.js';
 
 /**
  * The production path on the protocol test servers (EventStoreDB gRPC test server,
@@ -181,8 +181,6 @@ const cpuNow = (pids: Pids): CpuMark => ({
 const cpuText = (c: ReturnType<typeof cpuSince>) =>
   `CPU ${c.self.toFixed(2)} s here, ${c.esdb.toFixed(2)} s EventStoreDB test server, ${c.broker.toFixed(2)} s Kafka test broker`;
 const cpuTotal = (c: ReturnType<typeof cpuSince>) => c.self + c.esdb + c.broker + (c.mariadb ?? 0);
-/** However a phase's work is overlapped, it cannot finish before the machine's cores have done it. */
-const cores = availableParallelism();
 
 async function main() {
   const servers = await startServers();
@@ -234,7 +232,7 @@ async function main() {
     kept.length = 0;
     const oneAfterOther = 1 / (1 / readingRate + 1 / publishingRate);
     /** Events/s if these phases' CPU (this process's and the test servers') were spread perfectly over every core. */
-    const spreadOverCores = (...phases: ReturnType<typeof cpuSince>[]) => logLength / (phases.reduce((sum, phase) => sum + cpuTotal(phase), 0) / cores);
+    const spreadOverCores = (...phases: ReturnType<typeof cpuSince>[]) => logLength / leastSeconds(phases.reduce((sum, phase) => sum + cpuTotal(phase), 0));
     const cpuBound = spreadOverCores(readingCpu, publishingCpu);
     console.log(
       `relay's halves apart: reading and opening the log ${readingRate.toFixed(0)} events/s (${(readingRate / bareReadRate).toFixed(2)}x the bare read; ${cpuText(readingCpu)}), ` +
@@ -316,7 +314,7 @@ async function main() {
       const plainCpu = cpuSince(mark, withServer);
       await plain.destroy();
       // The least time the run's CPU (this process, the test servers, MariaDB when counted) allows on this machine's cores.
-      const result = { seconds, cpuSeconds: cpu.self, leastSeconds: cpuTotal(cpu) / cores, transactions, plainSeconds };
+      const result = { seconds, cpuSeconds: cpu.self, leastSeconds: leastSeconds(cpuTotal(cpu)), transactions, plainSeconds };
       projected.push(result);
       console.log(
         `projector run ${run}: ${(logLength / seconds).toFixed(0)} events/s from Kafka into MariaDB (${rows.length} rows in ${seconds.toFixed(2)} s, ` +

@@ -13,8 +13,7 @@ import { openReadDb } from '../shared/read-db.js';
 import type { DataKey } from '../shared/personal-data/key-store.js';
 import { openSqliteKeyStore } from '../shared/personal-data/sqlite-key-store.js';
 import { openVault, type Vault } from '../shared/personal-data/vault.js';
-import { availableParallelism } from 'node:os';
-import { cpuMicros, localMariaDbServer, profilePhase } from './bench/stack.js';
+import { cores, cpuMicros, leastSeconds, localMariaDbServer, profilePhase } from './bench/stack.js';
 
 /**
  * The rebuild's throughput against the floor it cannot beat: writing the same
@@ -156,11 +155,9 @@ async function main() {
         `(this process: ${cpuSeconds.toFixed(2)} s CPU, peak RSS ${Math.round(process.memoryUsage().rss / 2 ** 20)} MiB)`,
     );
     if (serverSeconds !== undefined) {
-      // The least wall time that CPU allows: all of it spread evenly over every core, nothing waiting.
-      const cores = availableParallelism();
       console.log(
         `  MariaDB server: ${serverSeconds.toFixed(2)} s CPU; this process's and the server's CPU spread over all ${cores} cores ` +
-          `would take at least ${((cpuSeconds + serverSeconds) / cores).toFixed(2)} s`,
+          `would take at least ${leastSeconds(cpuSeconds + serverSeconds).toFixed(2)} s`,
       );
     }
     const { readMs, foldMs, writeMs } = result.timings;

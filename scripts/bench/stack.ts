@@ -4,7 +4,7 @@ import { openSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import { Session } from 'node:inspector/promises';
 import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -126,6 +126,15 @@ export function localMariaDbServer(url: string): number | undefined {
   }
   return undefined;
 }
+
+/** The machine's cores: every bench's bound by CPU spreads the work measured over them. */
+export const cores = availableParallelism();
+
+/**
+ * The least wall time this much CPU (seconds, of every process that shares the machine) could take: all of it
+ * spread evenly over every core, nothing waiting. However work is overlapped, it cannot finish sooner.
+ */
+export const leastSeconds = (cpuSeconds: number): number => cpuSeconds / cores;
 
 /** User + system CPU time a process has used so far, in microseconds (Linux /proc). */
 export function cpuMicros(pid: number): number {
