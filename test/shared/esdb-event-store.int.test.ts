@@ -123,6 +123,29 @@ void t.test('system events are neither read nor delivered, and do not shorten pa
   t.notOk(seen.some((e) => e.streamId.startsWith('$')));
 });
 
+void t.test('a catch-up subscription over a long history, with appends while it goes out: every event once, in order', async (t) => {
+  const server = await startEsdbTestServer();
+  t.teardown(() => server.stop());
+  const store = openStore(t, server.connectionString);
+  const id = `long-${randomUUID()}`;
+  // Enough history that the server pauses on a full buffer (the client takes it as it reads).
+  for (let n = 0; n < 4000; n += 500) {
+    await store.appendToStream(id, Array.from({ length: 500 }, (_, i) => event(n + i)), { expectedRevision: n === 0 ? 'no_stream' : n - 1 });
+  }
+  const subscription = store.subscribeToAll();
+  t.teardown(() => subscription.close());
+  const iterator = subscription[Symbol.asyncIterator]();
+  const early = await next(iterator, id, 100);
+  // Appended while most of the history is still to go out: they come after it, once each.
+  for (let n = 4000; n < 4100; n += 20) {
+    await store.appendToStream(id, Array.from({ length: 20 }, (_, i) => event(n + i)), { expectedRevision: n - 1 });
+  }
+  const rest = await next(iterator, id, 4000);
+  const all = [...early, ...rest];
+  t.same(numbers(all), Array.from({ length: 4100 }, (_, n) => n), 'history and the appends made during it, in order, none twice');
+  t.ok(all.every((e, i) => i === 0 || e.position > all[i - 1]!.position), 'positions ascend');
+});
+
 void t.test('an unreachable store fails fast with a retriable StoreUnavailableError, and recovers', async (t) => {
   const server = await startEsdbTestServer();
   t.teardown(() => server.stop());

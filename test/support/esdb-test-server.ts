@@ -181,17 +181,38 @@ export async function startEsdbTestServer(options: EsdbTestServerOptions = {}): 
     };
   }
 
-  /** Catch-up subscription: confirmation, history, CaughtUp, then live events from commit(). */
+  /**
+   * Catch-up subscription: confirmation, history, CaughtUp, then live events from
+   * commit(). The history goes out as the client takes it (paused while the call's
+   * buffer is full), as a node reads it page by page: not serialised all at once
+   * with the server's event loop blocked meanwhile. Events committed while it goes
+   * out join the history; the switch to live happens with nothing in between.
+   */
   function subscribe(call: grpc.ServerWritableStream<ReadReq, ReadResp>, matches: (event: StoredEvent) => boolean) {
     call.write(new ReadRespMsg().setConfirmation(new ReadRespMsg.SubscriptionConfirmation().setSubscriptionId(randomUUID())));
-    for (const event of log) if (matches(event)) call.write(eventResp(event));
-    call.write(new ReadRespMsg().setCaughtUp(new ReadRespMsg.CaughtUp()));
     const subscriber: Subscriber = { call, matches };
-    subscribers.add(subscriber);
-    const forget = () => subscribers.delete(subscriber);
+    let closed = false;
+    const forget = () => {
+      closed = true;
+      subscribers.delete(subscriber);
+    };
     call.on('cancelled', forget);
     call.on('error', forget);
     call.on('finish', forget);
+    let next = 0;
+    const history = () => {
+      while (!closed && next < log.length) {
+        const event = log[next++]!;
+        if (matches(event) && !call.write(eventResp(event))) {
+          call.once('drain', history);
+          return;
+        }
+      }
+      if (closed) return;
+      call.write(new ReadRespMsg().setCaughtUp(new ReadRespMsg.CaughtUp()));
+      subscribers.add(subscriber);
+    };
+    history();
   }
 
   const streamsImpl = {
