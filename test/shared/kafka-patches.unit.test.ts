@@ -5,8 +5,10 @@ import t from 'tap';
 /**
  * `patches/kafkajs+2.2.4.patch` (applied by `npm ci`) makes kafkajs's produce
  * path cheaper without changing a byte it sends: encoders cut from Node's buffer
- * pool (still zero-filled), varints written in place, messages grouped per
- * partition in one pass. These tests hold it to that.
+ * pool (still zero-filled), varints written in place (32-bit varlongs without a
+ * Long), a record's headers written into the record's own encoder, the message not
+ * copied per record, messages grouped per partition in one pass. These tests hold
+ * it to that.
  */
 const require = createRequire(import.meta.url);
 // kafkajs's internals are CommonJS and untyped: required by path, typed here as far as used.
@@ -14,11 +16,12 @@ const Encoder = require('kafkajs/src/protocol/encoder.js') as new (size?: number
   buf: Buffer;
   buffer: Buffer;
   writeVarInt(value: number): unknown;
+  writeVarLong(value: unknown): unknown;
   writeVarIntString(value: string): unknown;
 };
 const produceRequest = require('kafkajs/src/protocol/requests/produce/v3/request.js') as (options: unknown) => unknown;
 const createRequest = require('kafkajs/src/protocol/request.js') as (options: unknown) => Promise<{ buffer: Buffer }>;
-const Long = require('kafkajs/src/utils/long.js') as { fromNumber(value: number): unknown };
+const Long = require('kafkajs/src/utils/long.js') as { fromNumber(value: number): unknown; fromString(value: string): unknown };
 const groupMessagesPerPartition = require('kafkajs/src/producer/groupMessagesPerPartition.js') as (options: unknown) => Record<string, unknown[]>;
 
 const t0 = 1767225600000;
@@ -38,6 +41,8 @@ const messages = [
   },
   { key: null, value: null, timestamp: String(t0 + 100000) },
   { key: 'user-3', value: Buffer.alloc(2000, 7), headers: {}, timestamp: String(t0 - 5) },
+  // A timestamp delta past 32 bits (about 35 days) and an empty header value.
+  { key: 'user-4', value: 'later', headers: { 'event-type': 'user.renamed.v1', empty: '' }, timestamp: String(t0 + 3000000000) },
 ];
 
 void t.test('a produce request encodes to the bytes unpatched kafkajs 2.2.4 sends', async (t) => {
@@ -58,8 +63,8 @@ void t.test('a produce request encodes to the bytes unpatched kafkajs 2.2.4 send
   });
   const frame = (await createRequest({ request, correlationId: 4242, clientId: 'users-service' })).buffer;
   // Recorded from kafkajs 2.2.4 as published (no patch applied), for this very input.
-  t.equal(frame.length, 3156, 'same length');
-  t.equal(createHash('sha256').update(frame).digest('hex'), '251ee76c523af23af5cdf3a443fd9b3905e967abae1b941e13e5a1a924fe5308', 'same bytes');
+  t.equal(frame.length, 3212, 'same length');
+  t.equal(createHash('sha256').update(frame).digest('hex'), '861d4bd4cc3fbcc9e7ff9bf5c341aed329b66805887da993dbc98f2cd5a82ae0', 'same bytes');
 });
 
 void t.test('varints of every width encode as LEB128 zig-zag, as before', async (t) => {
@@ -78,6 +83,30 @@ void t.test('varints of every width encode as LEB128 zig-zag, as before', async 
   for (const [value, hex] of cases) {
     const encoder = new Encoder();
     encoder.writeVarInt(value);
+    t.equal(encoder.buffer.toString('hex'), hex, `${value}`);
+  }
+});
+
+void t.test('varlongs encode as before, through the 32-bit path or the 64-bit one', async (t) => {
+  // Recorded from kafkajs 2.2.4 as published.
+  const cases: Array<[number | string, string]> = [
+    [0, '00'],
+    [-1, '01'],
+    [300, 'd804'],
+    [-300, 'd704'],
+    [1073741823, 'feffffff07'],
+    [-1073741824, 'ffffffff07'],
+    [2147483647, 'feffffff0f'],
+    [-2147483648, 'ffffffff0f'],
+    [2147483648, '8080808010'],
+    [-2147483649, '8180808010'],
+    [2592000000, '80a0f6a713'],
+    [Number.MAX_SAFE_INTEGER, 'feffffffffffff1f'],
+    ['-9223372036854775808', 'ffffffffffffffffff01'],
+  ];
+  for (const [value, hex] of cases) {
+    const encoder = new Encoder();
+    encoder.writeVarLong(typeof value === 'string' ? Long.fromString(value) : value);
     t.equal(encoder.buffer.toString('hex'), hex, `${value}`);
   }
 });
