@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { createServer as createHttp2Server, type Http2Session, type Settings } from 'node:http2';
 import { createServer, type Socket } from 'node:net';
 import t, { type Test } from 'tap';
 import { StoreUnavailableError } from '../../shared/errors.js';
@@ -144,6 +145,37 @@ void t.test('a catch-up subscription over a long history, with appends while it 
   const all = [...early, ...rest];
   t.same(numbers(all), Array.from({ length: 4100 }, (_, n) => n), 'history and the appends made during it, in order, none twice');
   t.ok(all.every((e, i) => i === 0 || e.position > all[i - 1]!.position), 'positions ascend');
+});
+
+void t.test('the client lets a server send 1 MiB ahead on a connection and on each stream (patches/@eventstore+db-client+6.2.1.patch)', async (t) => {
+  // A bare HTTP/2 server in place of a node: only the settings and window the client sends are looked at.
+  const sessions: Http2Session[] = [];
+  const server = createHttp2Server();
+  let settings: Settings | undefined;
+  server.on('session', (session) => {
+    sessions.push(session);
+    session.once('remoteSettings', (remote) => (settings = remote));
+  });
+  // The connection-level window comes as a WINDOW_UPDATE after the settings: looked at once a request is in.
+  const seen = new Promise<number>((resolve) => {
+    server.on('stream', (stream, _headers) => {
+      setTimeout(() => {
+        resolve(stream.session?.state.remoteWindowSize ?? 0);
+        stream.respond({ ':status': 503 }, { endStream: true });
+      }, 100);
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => {
+    for (const session of sessions) session.destroy();
+    server.close();
+  });
+  const port = (server.address() as { port: number }).port;
+  const store = openStore(t, `esdb://127.0.0.1:${port}?tls=false`, { operationTimeoutMs: 1000 });
+  void store.readAll({ maxCount: 1 }).catch(() => {});
+  const window = await seen;
+  t.equal(settings?.initialWindowSize, 1024 * 1024, 'each stream: 1 MiB');
+  t.ok(window >= 1024 * 1024, `the connection: ${window} bytes`);
 });
 
 void t.test('an unreachable store fails fast with a retriable StoreUnavailableError, and recovers', async (t) => {
