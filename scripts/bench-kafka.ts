@@ -182,8 +182,17 @@ const cpuText = (c: ReturnType<typeof cpuSince>) =>
   `CPU ${c.self.toFixed(2)} s here, ${c.esdb.toFixed(2)} s EventStoreDB test server, ${c.broker.toFixed(2)} s Kafka test broker`;
 const cpuTotal = (c: ReturnType<typeof cpuSince>) => c.self + c.esdb + c.broker + (c.mariadb ?? 0);
 
+/** The throughput part, on servers of its own that are stopped whatever happens (a failed start included). */
 async function main() {
   const servers = await startServers();
+  try {
+    await throughput(servers);
+  } finally {
+    await servers.stop();
+  }
+}
+
+async function throughput(servers: Awaited<ReturnType<typeof startServers>>) {
   const { pids } = servers;
   const store = esdbEventStore({ connectionString: servers.eventstoreUrl });
   const keyDir = await mkdtemp(join(tmpdir(), 'users-bench-keys-'));
@@ -337,7 +346,6 @@ async function main() {
     await store.close();
     await keyStore.close();
     await rm(keyDir, { recursive: true, force: true });
-    await servers.stop();
     const admin = await openReadDb({ client: 'mysql', url: `${mariadbUrl}/queries` });
     for (const name of databases) await admin.raw('DROP DATABASE IF EXISTS ??', [name]);
     await admin.destroy();
