@@ -10,7 +10,7 @@ RUN apt-get update \
   && apt-get install -y --no-install-recommends python3 make g++ \
   && rm -rf /var/lib/apt/lists/*
 COPY package.json package-lock.json ./
-# patches/: performance fixes to kafkajs applied by npm ci (postinstall); README, "Dependencies".
+# patches/: fixes to kafkajs and the EventStoreDB client, applied by npm ci (postinstall); README, "Dependencies".
 COPY patches ./patches
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./

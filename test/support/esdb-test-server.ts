@@ -79,6 +79,8 @@ type AppendOutcome = { ok: true; revision: number; position: number } | { ok: fa
 interface Subscriber {
   call: grpc.ServerWritableStream<ReadReq, ReadResp>;
   matches(event: StoredEvent): boolean;
+  /** Caught up: commit() sends it new events. Before, it is still going through the history. */
+  live: boolean;
 }
 
 const { ReadResp: ReadRespMsg, AppendResp: AppendRespMsg, BatchAppendResp: BatchAppendRespMsg } = streamsPb;
@@ -141,7 +143,9 @@ export async function startEsdbTestServer(options: EsdbTestServerOptions = {}): 
       return event;
     });
     // Live subscribers get the new events now; nothing can interleave, JS is single-threaded.
+    // One still going through the history reaches these in the log.
     for (const subscriber of subscribers) {
+      if (!subscriber.live) continue;
       for (const event of appended) if (subscriber.matches(event)) subscriber.call.write(eventResp(event));
     }
     const last = stream.at(-1);
@@ -190,27 +194,26 @@ export async function startEsdbTestServer(options: EsdbTestServerOptions = {}): 
    */
   function subscribe(call: grpc.ServerWritableStream<ReadReq, ReadResp>, matches: (event: StoredEvent) => boolean) {
     call.write(new ReadRespMsg().setConfirmation(new ReadRespMsg.SubscriptionConfirmation().setSubscriptionId(randomUUID())));
-    const subscriber: Subscriber = { call, matches };
-    let closed = false;
-    const forget = () => {
-      closed = true;
-      subscribers.delete(subscriber);
-    };
+    // Open from now on (so that dropSubscriptions ends it too), live once through the history.
+    const subscriber: Subscriber = { call, matches, live: false };
+    subscribers.add(subscriber);
+    const forget = () => subscribers.delete(subscriber);
+    const open = () => subscribers.has(subscriber);
     call.on('cancelled', forget);
     call.on('error', forget);
     call.on('finish', forget);
     let next = 0;
     const history = () => {
-      while (!closed && next < log.length) {
+      while (open() && next < log.length) {
         const event = log[next++]!;
         if (matches(event) && !call.write(eventResp(event))) {
           call.once('drain', history);
           return;
         }
       }
-      if (closed) return;
+      if (!open()) return;
       call.write(new ReadRespMsg().setCaughtUp(new ReadRespMsg.CaughtUp()));
-      subscribers.add(subscriber);
+      subscriber.live = true;
     };
     history();
   }
