@@ -7,11 +7,9 @@ import { kafkaPublisher } from '../command-side/relay/kafka-publisher.js';
 import type { EventPublisher, OutboundMessage } from '../command-side/relay/publisher.js';
 import { eventRelay } from '../command-side/relay/relay.js';
 import { toUserEvent } from '../projector/classify.js';
-import { userProjector } from '../projector/projector.js';
 import { migrateReadDb } from '../shared/read-model/migrations.js';
 import { userRowFrom } from '../projector/user-row.js';
 import type { UserRow } from '../shared/read-model/user-row.js';
-import { kafkaFeed } from '../shared/event-feed/kafka-feed.js';
 import { esdbEventStore } from '../shared/event-store/esdb-event-store.js';
 import type { EventStore } from '../shared/event-store/port.js';
 import { createKafka } from '../shared/kafka/kafka-client.js';
@@ -20,6 +18,7 @@ import { openReadDb } from '../shared/read-db.js';
 import { userStreamId } from '../shared/user-events.js';
 import { openSqliteKeyStore } from '../shared/personal-data/sqlite-key-store.js';
 import { openVault, type Vault } from '../shared/personal-data/vault.js';
+import { roleNodeOptions } from './role-node-options.js';
 import { cores, cpuMicros, leastSeconds, localMariaDbServer, mainThreadCpuMicros, median, percentile, profilePhase, send, startChild, startStack } from './bench/stack.js';
 
 /**
@@ -37,9 +36,11 @@ import { cores, cpuMicros, leastSeconds, localMariaDbServer, mainThreadCpuMicros
  *     half's, spread over every core: the ceiling the client and servers set);
  *     and the relay's thread's CPU (all its JavaScript runs on one thread), with
  *     the most one thread could carry at that cost;
- *  3. projector: events/s from Kafka into MariaDB, each run followed by a plain
- *     multi-row INSERT of the same final rows (rows/s) for comparison, this
- *     process's CPU per event, and the MariaDB server's CPU in each when it runs on
+ *  3. projector: events/s from Kafka into MariaDB, each run in a process of its own
+ *     with the role's Node options (`scripts/bench/projector-run.ts`, warmed up by
+ *     projecting the same events once first, untimed), followed by a plain
+ *     multi-row INSERT of the same final rows (rows/s) for comparison; the
+ *     projector's CPU per event, and the MariaDB server's CPU in each when it runs on
  *     this machine; BENCH_PROJECTOR_RUNS (3) runs and their median, beside the
  *     ceiling the client sets (the bare consume's time against the INSERT's) and
  *     the one its own cost sets (its CPU and the servers', spread over every core);
@@ -159,17 +160,20 @@ async function startServers() {
 }
 
 /** The processes whose CPU a phase counts besides this one: the test servers, and the MariaDB server where measured. */
-type Pids = { esdb: number; broker: number; mariadb?: number };
+/** The processes whose CPU a phase counts besides this one: the test servers, and MariaDB and the projector's run when given. */
+type Pids = { esdb: number; broker: number; mariadb?: number; projector?: number };
+type CpuMark = { self: NodeJS.CpuUsage; esdb: number; broker: number; mariadb?: number; projector?: number };
 /** CPU seconds spent by this process and by each of `pids` since `cpuNow()` was taken. */
-type CpuMark = { self: NodeJS.CpuUsage; esdb: number; broker: number; mariadb?: number };
 function cpuSince(mark: CpuMark, pids: Pids) {
   const self = process.cpuUsage(mark.self);
-  const since = (pid: number, at: number) => (cpuMicros(pid) - at) / 1e6;
+  const since = (pid: number | undefined, at: number | undefined) => (pid === undefined || at === undefined ? undefined : (cpuMicros(pid) - at) / 1e6);
+  const [mariadb, projector] = [since(pids.mariadb, mark.mariadb), since(pids.projector, mark.projector)];
   return {
     self: (self.user + self.system) / 1e6,
-    esdb: since(pids.esdb, mark.esdb),
-    broker: since(pids.broker, mark.broker),
-    ...(pids.mariadb === undefined || mark.mariadb === undefined ? {} : { mariadb: since(pids.mariadb, mark.mariadb) }),
+    esdb: since(pids.esdb, mark.esdb)!,
+    broker: since(pids.broker, mark.broker)!,
+    ...(mariadb === undefined ? {} : { mariadb }),
+    ...(projector === undefined ? {} : { projector }),
   };
 }
 const cpuNow = (pids: Pids): CpuMark => ({
@@ -177,10 +181,11 @@ const cpuNow = (pids: Pids): CpuMark => ({
   esdb: cpuMicros(pids.esdb),
   broker: cpuMicros(pids.broker),
   ...(pids.mariadb === undefined ? {} : { mariadb: cpuMicros(pids.mariadb) }),
+  ...(pids.projector === undefined ? {} : { projector: cpuMicros(pids.projector) }),
 });
 const cpuText = (c: ReturnType<typeof cpuSince>) =>
   `CPU ${c.self.toFixed(2)} s here, ${c.esdb.toFixed(2)} s EventStoreDB test server, ${c.broker.toFixed(2)} s Kafka test broker`;
-const cpuTotal = (c: ReturnType<typeof cpuSince>) => c.self + c.esdb + c.broker + (c.mariadb ?? 0);
+const cpuTotal = (c: ReturnType<typeof cpuSince>) => c.self + c.esdb + c.broker + (c.mariadb ?? 0) + (c.projector ?? 0);
 
 /** The throughput part, on servers of its own that are stopped whatever happens (a failed start included). */
 async function main() {
@@ -299,21 +304,36 @@ async function throughput(servers: Awaited<ReturnType<typeof startServers>>) {
     const serverText = (cpu: ReturnType<typeof cpuSince>) => (cpu.mariadb === undefined ? '' : `; MariaDB server ${cpu.mariadb.toFixed(2)} s CPU`);
     const projected: { seconds: number; cpuSeconds: number; leastSeconds: number; transactions: number; plainSeconds: number }[] = [];
     for (let run = 1; run <= projectorRuns; run++) {
-      const [projectedDb, plainDb] = [`queries_bench_proj_${suffix}_${run}`, `queries_bench_plain_${suffix}_${run}`];
-      databases.push(projectedDb, plainDb);
-      const db = await freshDb(projectedDb);
-      const projector = userProjector({ db, feed: kafkaFeed({ kafka, topic, groupId: `bench-${run}`, logger }), logger });
-      profiling = await profilePhase(profileDir, `projector-run-${run}.cpuprofile`);
-      mark = cpuNow(withServer);
-      started = performance.now();
-      void projector.start();
-      while (projector.status().eventsApplied < logLength) await new Promise((resolve) => setTimeout(resolve, 5));
-      const seconds = (performance.now() - started) / 1000;
-      const cpu = cpuSince(mark, withServer);
-      await profiling.stop();
-      const transactions = projector.status().batchesApplied;
-      await projector.stop();
-      await db.destroy();
+      const [projectedDb, warmUpDb, plainDb] = ['proj', 'warm', 'plain'].map((name) => `queries_bench_${name}_${suffix}_${run}`) as [string, string, string];
+      databases.push(projectedDb, warmUpDb, plainDb);
+      for (const name of [projectedDb, warmUpDb]) await (await freshDb(name)).destroy();
+      // The projector in a process of its own with the role's Node options (its young generation), as it runs.
+      const child = await startChild(
+        'projector-run.ts',
+        {
+          BENCH_BROKERS: servers.brokers.join(','),
+          BENCH_TOPIC: topic,
+          BENCH_GROUP: `bench-${run}`,
+          BENCH_READ_DB_URL: `${mariadbUrl}/${projectedDb}`,
+          BENCH_WARMUP_READ_DB_URL: `${mariadbUrl}/${warmUpDb}`,
+          BENCH_EVENTS: String(logLength),
+          BENCH_PROFILE_NAME: `projector-run-${run}.cpuprofile`,
+        },
+        roleNodeOptions.projector,
+      );
+      const withProjector: Pids = { ...withServer, projector: child.pid };
+      let cpu: ReturnType<typeof cpuSince>;
+      let outcome: { seconds: number; transactions: number };
+      try {
+        mark = cpuNow(withProjector);
+        child.send('go');
+        outcome = JSON.parse(await child.nextLine()) as { seconds: number; transactions: number };
+        cpu = cpuSince(mark, withProjector);
+        await child.nextLine(); // stopped
+      } finally {
+        await child.stop();
+      }
+      const { seconds, transactions } = outcome;
 
       const plain = await freshDb(plainDb);
       mark = cpuNow(withServer);
@@ -323,11 +343,11 @@ async function throughput(servers: Awaited<ReturnType<typeof startServers>>) {
       const plainCpu = cpuSince(mark, withServer);
       await plain.destroy();
       // The least time the run's CPU (this process, the test servers, MariaDB when counted) allows on this machine's cores.
-      const result = { seconds, cpuSeconds: cpu.self, leastSeconds: leastSeconds(cpuTotal(cpu)), transactions, plainSeconds };
+      const result = { seconds, cpuSeconds: cpu.projector ?? 0, leastSeconds: leastSeconds(cpuTotal(cpu)), transactions, plainSeconds };
       projected.push(result);
       console.log(
         `projector run ${run}: ${(logLength / seconds).toFixed(0)} events/s from Kafka into MariaDB (${rows.length} rows in ${seconds.toFixed(2)} s, ` +
-          `${transactions} transactions, ${((result.cpuSeconds * 1e6) / logLength).toFixed(1)} µs of this process's CPU per event${serverText(cpu)}); ` +
+          `${transactions} transactions, ${((result.cpuSeconds * 1e6) / logLength).toFixed(1)} µs of the projector's CPU per event${serverText(cpu)}); ` +
           `plain multi-row INSERT of the same rows in ${plainSeconds.toFixed(2)} s (${(rows.length / plainSeconds).toFixed(0)} rows/s${serverText(plainCpu)}): ` +
           `${(plainSeconds / seconds).toFixed(2)}x the INSERT's pace, ${(logLength / seconds / bareConsumeRate).toFixed(2)}x the bare consume`,
       );

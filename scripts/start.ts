@@ -4,6 +4,7 @@ import { loadConfig } from '../shared/config.js';
 import { createLogger } from '../shared/logger.js';
 import { openReadDb } from '../shared/read-db.js';
 import { migrateReadDb } from '../shared/read-model/migrations.js';
+import { roleNodeOptions } from './role-node-options.js';
 
 /**
  * The whole service on one machine, each role in its own process (as they are
@@ -24,12 +25,6 @@ const roles: Record<string, string> = {
   'query-side': '../query-side/main',
 };
 const relay = { relay: '../command-side/relay-main' };
-/**
- * The roles that stream events allocate many short-lived objects per event: a
- * larger young generation halves their garbage collection (about 10% more
- * events/s in `npm run bench:kafka`'s projector).
- */
-const nodeOptions: Record<string, string[]> = { projector: ['--max-semi-space-size=32'], relay: ['--max-semi-space-size=32'] };
 /** A terminal's Ctrl-C reaches this process directly and again through the npm and tsx wrappers, within milliseconds. */
 const repeatedSignalMs = 1000;
 
@@ -39,7 +34,7 @@ const isRoleMessage = (message: unknown): message is RoleMessage =>
 
 function roleArgs(role: string, path: string): string[] {
   const file = fileURLToPath(new URL(`${path}${compiled ? '.js' : '.ts'}`, import.meta.url));
-  return [...(nodeOptions[role] ?? []), ...(compiled ? [] : ['--import', 'tsx']), file];
+  return [...(roleNodeOptions[role] ?? []), ...(compiled ? [] : ['--import', 'tsx']), file];
 }
 
 async function main() {

@@ -6,6 +6,7 @@ import { Session } from 'node:inspector/promises';
 import { createServer } from 'node:net';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
 /**
@@ -152,19 +153,36 @@ function statCpuMicros(file: string): number {
 }
 
 /** A script of `scripts/bench/` as a child process that prints one line (its address) once it is ready. */
-export async function startChild(script: string, env: Record<string, string> = {}) {
-  const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL(script, import.meta.url))], {
-    stdio: ['ignore', 'pipe', 'inherit'],
+/**
+ * A script of this folder as a process of its own (through tsx, after `nodeOptions`),
+ * once it has printed its first line (a server's address, or `ready`). Later lines
+ * are read with `nextLine()`, and `send()` writes a line to its stdin.
+ */
+export async function startChild(script: string, env: Record<string, string> = {}, nodeOptions: readonly string[] = []) {
+  const child = spawn(process.execPath, [...nodeOptions, '--import', 'tsx', fileURLToPath(new URL(script, import.meta.url))], {
+    stdio: ['pipe', 'pipe', 'inherit'],
     env: { ...process.env, ...env },
   });
-  const line = await new Promise<string>((resolve, reject) => {
-    child.stdout.once('data', (chunk: Buffer) => resolve(chunk.toString().trim()));
-    child.once('exit', (code) => reject(new Error(`${script} exited (${code})`)));
-  });
+  const exited = new Promise<never>((_resolve, reject) => child.once('exit', (code) => reject(new Error(`${script} exited (${code})`))));
+  exited.catch(() => {});
+  const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
+  const nextLine = async (): Promise<string> => {
+    const next = await Promise.race([lines.next(), exited]);
+    if (next.done) throw new Error(`${script} closed its output`);
+    return next.value.trim();
+  };
+  const line = await nextLine();
   return {
     line,
     pid: child.pid!,
-    stop: () => new Promise<void>((resolve) => (child.once('exit', () => resolve()), child.kill('SIGTERM'))),
+    nextLine,
+    send: (text: string) => void child.stdin.write(`${text}\n`),
+    stop: () =>
+      new Promise<void>((resolve) => {
+        if (child.exitCode !== null || child.signalCode !== null) return resolve();
+        child.once('exit', () => resolve());
+        child.kill('SIGTERM');
+      }),
   };
 }
 
