@@ -159,19 +159,20 @@ async function startServers() {
   };
 }
 
-/** The processes whose CPU a phase counts besides this one: the test servers, and the MariaDB server where measured. */
 /** The processes whose CPU a phase counts besides this one: the test servers, and MariaDB and the projector's run when given. */
 type Pids = { esdb: number; broker: number; mariadb?: number; projector?: number };
-type CpuMark = { self: NodeJS.CpuUsage; esdb: number; broker: number; mariadb?: number; projector?: number };
+/** This process's CPU usage, and each of `Pids`' CPU (µs) under the same name, when the mark was taken. */
+type CpuMark = Pids & { self: NodeJS.CpuUsage };
 /** CPU seconds spent by this process and by each of `pids` since `cpuNow()` was taken. */
 function cpuSince(mark: CpuMark, pids: Pids) {
   const self = process.cpuUsage(mark.self);
-  const since = (pid: number | undefined, at: number | undefined) => (pid === undefined || at === undefined ? undefined : (cpuMicros(pid) - at) / 1e6);
-  const [mariadb, projector] = [since(pids.mariadb, mark.mariadb), since(pids.projector, mark.projector)];
+  const since = (pid: number, at: number) => (cpuMicros(pid) - at) / 1e6;
+  const sinceIfCounted = (pid: number | undefined, at: number | undefined) => (pid === undefined || at === undefined ? undefined : since(pid, at));
+  const [mariadb, projector] = [sinceIfCounted(pids.mariadb, mark.mariadb), sinceIfCounted(pids.projector, mark.projector)];
   return {
     self: (self.user + self.system) / 1e6,
-    esdb: since(pids.esdb, mark.esdb)!,
-    broker: since(pids.broker, mark.broker)!,
+    esdb: since(pids.esdb, mark.esdb),
+    broker: since(pids.broker, mark.broker),
     ...(mariadb === undefined ? {} : { mariadb }),
     ...(projector === undefined ? {} : { projector }),
   };

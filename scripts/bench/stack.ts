@@ -152,7 +152,6 @@ function statCpuMicros(file: string): number {
   return (Number(fields[11]) + Number(fields[12])) * (1_000_000 / 100);
 }
 
-/** A script of `scripts/bench/` as a child process that prints one line (its address) once it is ready. */
 /**
  * A script of this folder as a process of its own (through tsx, after `nodeOptions`),
  * once it has printed its first line (a server's address, or `ready`). Later lines
