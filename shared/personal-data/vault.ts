@@ -73,6 +73,8 @@ function fieldsOf(clear: string | undefined): Record<string, unknown> | undefine
  * (accessors defined per object would slow every later read of it).
  */
 function withTypeAndData<T extends StoredEventLike>(event: T, type: string, data: unknown): T {
+  // A plain object (a page parsed from JSON) is copied by V8's own fast path for a spread.
+  if (Object.getPrototypeOf(event) === Object.prototype) return { ...event, type, data };
   const copy: Record<string, unknown> = {};
   Object.assign(copy, event);
   for (let proto: unknown = Object.getPrototypeOf(event); proto && proto !== Object.prototype; proto = Object.getPrototypeOf(proto)) {
@@ -93,6 +95,32 @@ function accessorsOf(proto: object): string[] {
     accessorNames.set(proto, names);
   }
   return names;
+}
+
+/**
+ * One event as readers need it (see `Vault.open`), its keys found: a stored
+ * UserForgotten without the key ids it names, a sealed event opened (or read as
+ * UserForgotten when its key is gone), anything else as it is.
+ */
+function openOne<T extends StoredEventLike>(e: T, keys: ReadonlyMap<string, Buffer | null> | undefined): T {
+  if (e.type === 'UserForgotten') {
+    if (!hasKeyIds(e.data)) return e;
+    const { keyIds: _named, ...rest } = e.data;
+    return withTypeAndData(e, e.type, rest);
+  }
+  if (!isPersonalType(e.type) || !isSealed(e.data)) return e;
+  const stored = e.data;
+  const key = keys?.get(stored.keyId);
+  // The key is gone: so is everything this event said about the person.
+  if (!key) return withTypeAndData(e, 'UserForgotten', { userId: stored.userId, occurredAt: stored.occurredAt });
+  const fields = fieldsOf(unsealText(key, e.streamId, e.type, stored.sealed));
+  // Does not open: left as stored, so the schema check calls it corrupt, the same way everywhere.
+  if (!fields) return e;
+  // The clear fields in the place of `keyId` and `sealed`, built in one pass (no rest and spread copies).
+  const data: Record<string, unknown> = {};
+  for (const name in stored) if (name !== 'keyId' && name !== 'sealed') data[name] = stored[name as keyof SealedData];
+  for (const name in fields) data[name] = fields[name];
+  return withTypeAndData(e, e.type, data);
 }
 
 /** What `open` and `seal` work on: a stored event's place, type and payload. */
@@ -217,30 +245,19 @@ export function createVault(options: VaultOptions & { emailHashSecret: Buffer })
     },
 
     async open(events, options = {}) {
-      const ids = sealedKeyIds(events);
-      const forgotten = events.flatMap((e) => (e.type === 'UserForgotten' ? keyIdsNamedBy(e.data) : []));
-      if (ids.length === 0 && forgotten.length === 0) return events.slice();
-      const keys = ids.length === 0 ? new Map<string, Buffer | null>() : await keysFor(ids);
-      const opened = events.map((e) => {
-        if (e.type === 'UserForgotten' && hasKeyIds(e.data)) {
-          const { keyIds: _named, ...rest } = e.data;
-          return withTypeAndData(e, e.type, rest);
-        }
-        if (!isPersonalType(e.type) || !isSealed(e.data)) return e;
-        const stored = e.data;
-        const key = keys.get(stored.keyId);
-        // The key is gone: so is everything this event said about the person.
-        if (!key) return withTypeAndData(e, 'UserForgotten', { userId: stored.userId, occurredAt: stored.occurredAt });
-        const fields = fieldsOf(unsealText(key, e.streamId, e.type, stored.sealed));
-        // Does not open: left as stored, so the schema check calls it corrupt, the same way everywhere.
-        if (!fields) return e;
-        // The clear fields in the place of `keyId` and `sealed`, built in one pass (no rest and spread copies).
-        const data: Record<string, unknown> = {};
-        for (const name in stored) if (name !== 'keyId' && name !== 'sealed') data[name] = stored[name as keyof SealedData];
-        for (const name in fields) data[name] = fields[name];
-        return withTypeAndData(e, e.type, data);
-      });
-      if (options.finishForgets && forgotten.length > 0) await destroy(forgotten);
+      // One pass for what the opening needs: the keys to find, the keys a UserForgotten names.
+      let ids: Set<string> | undefined;
+      let forgotten: string[] | undefined;
+      for (const e of events) {
+        if (e.type === 'UserForgotten') {
+          if (hasKeyIds(e.data)) (forgotten ??= []).push(...keyIdsNamedBy(e.data));
+        } else if (isPersonalType(e.type) && isSealed(e.data)) (ids ??= new Set()).add(e.data.keyId);
+      }
+      if (ids === undefined && forgotten === undefined) return events.slice();
+      const keys = ids === undefined ? undefined : await keysFor(ids);
+      const opened = new Array<(typeof events)[number]>(events.length);
+      for (let i = 0; i < events.length; i++) opened[i] = openOne(events[i]!, keys);
+      if (options.finishForgets && forgotten !== undefined && forgotten.length > 0) await destroy(forgotten);
       return opened;
     },
 

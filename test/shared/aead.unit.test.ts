@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import sodium from 'sodium-native';
 import t from 'tap';
 import { sealText, unsealText } from '../../shared/personal-data/aead.js';
 
@@ -74,4 +75,31 @@ void t.test('texts sealed in the older form (v1) still open, and only under thei
     ['read as the newer form', oldKey, stream, 'UserRegistered', `v2.${registered.slice(3)}`],
   ];
   for (const [what, k, s, type, text] of cases) t.equal(unsealText(k, s, type, text), undefined, what);
+});
+
+void t.test('texts, streams and types of every length in turn seal and open as libsodium reads the format', async (t) => {
+  // Scratch buffers are reused through views made once per length: lengths in a shuffled order,
+  // each checked against the format opened by hand (subkey by the KDF, associated data "stream\ntype").
+  const subkey = Buffer.alloc(32);
+  sodium.crypto_kdf_derive_from_key(subkey, 1, Buffer.from('usrseal2'), key);
+  const lengths = Array.from({ length: 400 }, (_, i) => i).sort(() => Math.random() - 0.5);
+  let opened = 0;
+  let byHand = 0;
+  for (const n of lengths) {
+    const text = 'é'.repeat(n % 7) + 'x'.repeat(n);
+    const streamId = `user-${'s'.repeat(n % 50)}`;
+    const type = n % 2 === 0 ? 'UserRenamed' : 'UserEmailChanged';
+    const sealed = sealText(key, streamId, type, text);
+    if (unsealText(key, streamId, type, sealed) === text) opened += 1;
+    const bytes = Buffer.from(sealed.slice(3), 'base64url');
+    const clear = Buffer.alloc(bytes.length - 40);
+    sodium.crypto_aead_xchacha20poly1305_ietf_decrypt_detached(
+      clear, null, bytes.subarray(40), bytes.subarray(24, 40), Buffer.from(`${streamId}\n${type}`), bytes.subarray(0, 24), subkey,
+    );
+    if (clear.toString('utf8') === text) byHand += 1;
+    // The same length of stream id, other content: the associated data must differ.
+    t.equal(unsealText(key, streamId.replace(/.$/, '!'), type, sealed), undefined);
+  }
+  t.equal(opened, lengths.length, 'each opens to its text');
+  t.equal(byHand, lengths.length, 'each opens by hand to its text');
 });
