@@ -23,7 +23,9 @@ import sodium from 'sodium-native';
  *
  * A derived subkey lives only in memory, beside the data key it came from (a
  * weak map keyed by that key's buffer): destroying the data key in the key store
- * leaves nothing from which it could be derived again.
+ * leaves nothing from which it could be derived again. Like the data keys read
+ * from a store, its bytes stay in the process's memory until collected (subkeys
+ * share slabs of 1,024, so a slab goes when the last of them does).
  */
 const v1 = 'v1.';
 const v2 = 'v2.';
@@ -34,11 +36,28 @@ const head = nonceBytes + tagBytes;
 
 const kdfContext = Buffer.from('usrseal2', 'latin1');
 const subkeys = new WeakMap<Uint8Array, Buffer>();
+/**
+ * Room for a subkey: a view of a slab shared by 1,024 of them, not a buffer of its
+ * own each (a buffer's own memory costs more to make and to collect than deriving
+ * the subkey: a rebuild derives one per user).
+ */
+const subkeyBytes = sodium.crypto_aead_xchacha20poly1305_ietf_KEYBYTES;
+let subkeySlab = Buffer.alloc(0);
+let subkeyAt = 0;
+function subkeySpace(): Buffer {
+  if (subkeyAt === subkeySlab.length) {
+    subkeySlab = Buffer.alloc(subkeyBytes * 1024);
+    subkeyAt = 0;
+  }
+  subkeyAt += subkeyBytes;
+  return subkeySlab.subarray(subkeyAt - subkeyBytes, subkeyAt);
+}
+
 /** The v2 subkey of a data key, derived once per key buffer. */
 function subkeyOf(key: Uint8Array): Buffer {
   let subkey = subkeys.get(key);
   if (!subkey) {
-    subkey = Buffer.alloc(sodium.crypto_aead_xchacha20poly1305_ietf_KEYBYTES);
+    subkey = subkeySpace();
     sodium.crypto_kdf_derive_from_key(subkey, 1, kdfContext, Buffer.isBuffer(key) ? key : Buffer.from(key.buffer, key.byteOffset, key.byteLength));
     subkeys.set(key, subkey);
   }

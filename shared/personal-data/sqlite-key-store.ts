@@ -25,6 +25,8 @@ const schema = `
 `;
 
 const secretName = 'email-hash';
+/** A data key's length (`newDataKeys`). */
+const keyBytes = 32;
 /** Well under SQLite's limit on bound parameters (32766 since 3.32, 999 before). */
 const chunkSize = 500;
 
@@ -119,7 +121,32 @@ export function openSqliteKeyStore(
   const selectIds = perCount((ids) =>
     db.prepare<string[], { ID: string; KEY: Buffer }>(`SELECT ID, KEY FROM DATA_KEY WHERE ID IN (${Array(ids).fill('?').join(', ')})`),
   );
-  const selectKeys = (ids: string[]) => selectIds(ids.length).all(...ids);
+  /**
+   * The same rows packed into one row: their ids as a JSON array and their keys
+   * concatenated in the same order into one blob (SQLite's `group_concat` keeps a
+   * blob's bytes in a UTF-8 database, and the cast gives them back as a blob), with
+   * how many keys are not 32 bytes long. Half the CPU per key of a row each (a
+   * rebuild reads every user's key): one result row, one buffer for all the keys.
+   */
+  const selectPacked = perCount((ids) =>
+    db
+      .prepare<string[], [ids: string, keys: Buffer | null, odd: number | null]>(
+        `SELECT json_group_array(ID), CAST(group_concat(KEY, '') AS BLOB), sum(length(KEY) != ${keyBytes}) ` +
+          `FROM DATA_KEY WHERE ID IN (${Array(ids).fill('?').join(', ')})`,
+      )
+      .raw(true),
+  );
+  /** The keys of these ids that exist, into `found`. */
+  function readKeys(ids: string[], found: Map<string, Buffer>): void {
+    const [idsText, keys, odd] = selectPacked(ids.length).get(...ids)!;
+    const named = JSON.parse(idsText) as string[];
+    if (!odd && keys !== null && keys.length === named.length * keyBytes) {
+      for (let i = 0; i < named.length; i++) found.set(named[i]!, keys.subarray(i * keyBytes, (i + 1) * keyBytes));
+      return;
+    }
+    // A key of another length (not one this store made): the rows as they are, for the opening to judge.
+    for (const row of selectIds(ids.length).all(...ids)) found.set(row.ID, row.KEY);
+  }
 
   // IMMEDIATE: take the write lock at BEGIN, so a busy file waits (busy_timeout) instead of failing at the first write.
   const insertAll = db.transaction((keys: DataKey[], createdAt: string) => {
@@ -151,9 +178,7 @@ export function openSqliteKeyStore(
       return settle(() => {
         open();
         const found = new Map<string, Buffer>();
-        for (const chunk of chunks([...new Set(ids)])) {
-          for (const row of selectKeys(chunk)) found.set(row.ID, row.KEY);
-        }
+        for (const chunk of chunks([...new Set(ids)])) readKeys(chunk, found);
         return found;
       });
     },

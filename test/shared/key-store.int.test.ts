@@ -158,6 +158,27 @@ void t.test('sqlite', async (t) => {
     t.teardown(() => store.close());
     t.ok((await store.secret()).equals(secret));
   });
+
+  void t.test('keys read back byte for byte, packed or not: zero bytes, many at once, and a row of another length', async (t) => {
+    const file = join(await tempDir(t), 'keys.sqlite');
+    const store = openSqliteKeyStore(file);
+    t.teardown(() => store.close());
+    const keys = await store.create(1200);
+    // Keys come back packed into one buffer per query: bytes a text would end at, or lose, must survive.
+    const zeros = { id: 'zeros-and-high-bytes', key: Buffer.from(Array.from({ length: 32 }, (_, i) => (i % 3 === 0 ? 0 : 0x80 + i))) };
+    const short = { id: 'sixteen-bytes', key: randomBytes(16) };
+    const raw = new Database(file);
+    for (const k of [zeros, short]) raw.prepare('INSERT INTO DATA_KEY (ID, KEY, CREATED_AT) VALUES (?, ?, ?)').run(k.id, k.key, new Date().toISOString());
+    raw.close();
+    const all = [...keys, zeros];
+    const found = await store.get(all.map((k) => k.id));
+    t.equal(all.filter((k) => found.get(k.id)?.equals(k.key) !== true).length, 0, `all ${all.length} keys as made`);
+    // A row this store did not make (16 bytes) is handed back as stored, with the others of its query.
+    const withShort = await store.get([short.id, zeros.id, keys[0]!.id]);
+    t.ok(withShort.get(short.id)?.equals(short.key), 'the odd row as stored');
+    t.ok(withShort.get(zeros.id)?.equals(zeros.key) && withShort.get(keys[0]!.id)?.equals(keys[0]!.key), 'its neighbours too');
+    t.equal((await store.get(['no-such-key'])).size, 0, 'an id without a key: nothing');
+  });
 });
 
 void t.test('mariadb', async (t) => {
