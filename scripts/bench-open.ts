@@ -7,6 +7,7 @@ import type { DataKey, KeyStore } from '../shared/personal-data/key-store.js';
 import { openSqliteKeyStore } from '../shared/personal-data/sqlite-key-store.js';
 import { createVault, type StoredEventLike } from '../shared/personal-data/vault.js';
 import { median } from './bench/stack.js';
+import { benchUserEvent } from './bench/user-events.js';
 
 /**
  * What opening sealed events costs a reader (the rebuild, the relay), against the
@@ -28,16 +29,8 @@ const rounds = Number(process.env.BENCH_ROUNDS ?? 30);
 const users = 1000;
 const occurredAt = '2025-01-01T00:00:00.000Z';
 
-/** Each user's five events, in stream order. */
-function eventsOf(u: number, userId: string): Array<{ type: string; data: Record<string, unknown> }> {
-  return [
-    { type: 'UserRegistered', data: { userId, name: `User ${u}`, email: `user${u}@bench.example.org`, occurredAt } },
-    { type: 'UserRenamed', data: { userId, name: `User ${u} r1`, occurredAt } },
-    { type: 'UserValidated', data: { userId, occurredAt } },
-    { type: 'UserRenamed', data: { userId, name: `User ${u} r3`, occurredAt } },
-    { type: 'UserEmailChanged', data: { userId, email: `user${u}.4@bench.example.org`, previousEmail: `user${u}@bench.example.org`, occurredAt } },
-  ];
-}
+/** Each user's five events in stream order, as `bench:rebuild` seeds most users: registered, renamed, validated, renamed, email changed. */
+const kinds = [0, 1, 3, 1, 2];
 
 /** The page's JSON text (as the embedded store's reader hands it over), sealed under each user's key. */
 async function pageText(keyStore: KeyStore): Promise<{ text: string; keys: DataKey[] }> {
@@ -48,7 +41,10 @@ async function pageText(keyStore: KeyStore): Promise<{ text: string; keys: DataK
   for (let u = 0; u < users; u++) {
     const userId = randomUUID();
     const streamId = `user-${userId}`;
-    eventsOf(u, userId).forEach((e, revision) => tuples.push([String(++position), streamId, revision, e.type, sealer.seal(streamId, e, keys[u]!)]));
+    kinds.forEach((kind, revision) => {
+      const e = benchUserEvent(kind, u, userId, revision, occurredAt);
+      tuples.push([String(++position), streamId, revision, e.type, sealer.seal(streamId, e, keys[u]!)]);
+    });
   }
   return { text: JSON.stringify(tuples), keys };
 }

@@ -8,6 +8,7 @@ import { sqliteEventStore } from '../shared/event-store/sqlite-event-store.js';
 import type { DataKey } from '../shared/personal-data/key-store.js';
 import { openSqliteKeyStore } from '../shared/personal-data/sqlite-key-store.js';
 import { openVault, type Vault } from '../shared/personal-data/vault.js';
+import { benchUserEvent } from './bench/user-events.js';
 import type { RunFigures } from './bench/rebuild-run.js';
 import { median, startChild } from './bench/stack.js';
 
@@ -42,7 +43,7 @@ const rebuildNodeOptions = ['--max-semi-space-size=64'];
 /** Rebuilds of the one seeded store, each into a fresh database; medians printed. */
 const runs = Math.max(1, Number(process.env.BENCH_RUNS ?? 3));
 
-/** Events of each user at times (0..1 of the log) after registering; kinds 1 rename, 2 email, 3 validate, 4 deactivate. */
+/** Events of each user at times (0..1 of the log) after registering; kinds as `benchUserEvent` reads them. */
 function timeline() {
   const times = new Float64Array(eventCount);
   const users = new Int32Array(eventCount);
@@ -70,24 +71,6 @@ function timeline() {
   return { order, users, kinds };
 }
 
-function eventOf(kind: number, user: number, userId: string, revision: number, occurredAt: string): { type: string; data: Record<string, unknown> } {
-  switch (kind) {
-    case 0:
-      return { type: 'UserRegistered', data: { userId, name: `User ${user}`, email: `user${user}@bench.example.org`, occurredAt } };
-    case 1:
-      return { type: 'UserRenamed', data: { userId, name: `User ${user} r${revision}`, occurredAt } };
-    case 2:
-      return {
-        type: 'UserEmailChanged',
-        data: { userId, email: `user${user}.${revision}@bench.example.org`, previousEmail: `user${user}@bench.example.org`, occurredAt },
-      };
-    case 3:
-      return { type: 'UserValidated', data: { userId, occurredAt } };
-    default:
-      return { type: 'UserDeactivated', data: { userId, occurredAt } };
-  }
-}
-
 /**
  * Writes straight into the embedded store's table (created by the store): nothing else has the file open, so big
  * transactions without fsync are safe. Personal fields are sealed under one key per user from the bench's key
@@ -111,7 +94,7 @@ function seed(file: string, vault: Vault, keys: DataKey[]) {
       const userId = ids[user]!;
       const revision = revisions[user]!;
       revisions[user] = revision + 1;
-      const event = eventOf(kinds[index]!, user, userId, revision, new Date(start + seq * 10).toISOString());
+      const event = benchUserEvent(kinds[index]!, user, userId, revision, new Date(start + seq * 10).toISOString());
       const data = sealed ? vault.seal(`user-${userId}`, event, keys[user]!) : event.data;
       insert.run(randomUUID(), `user-${userId}`, revision, event.type, JSON.stringify(data), JSON.stringify({ commandType: event.type }), recordedAt);
     }

@@ -4,7 +4,7 @@ import { userProjector } from '../../projector/projector.js';
 import { kafkaFeed } from '../../shared/event-feed/kafka-feed.js';
 import { createKafka } from '../../shared/kafka/kafka-client.js';
 import { openReadDb } from '../../shared/read-db.js';
-import { profilePhase } from './stack.js';
+import { profilePhase, requiredEnv } from './stack.js';
 
 /**
  * One projector run of `npm run bench:kafka`, in a process of its own started with
@@ -17,15 +17,10 @@ import { profilePhase } from './stack.js';
  * done (then a CPU profile of the run to BENCH_PROFILE_DIR/BENCH_PROFILE_NAME, when
  * set), then `stopped`, and exits.
  */
-const required = (name: string): string => {
-  const value = process.env[name];
-  if (!value) throw new Error(`${name} is required`);
-  return value;
-};
-const events = Number(required('BENCH_EVENTS'));
+const events = Number(requiredEnv('BENCH_EVENTS'));
 const logger = pino({ level: 'silent' });
-const kafka = createKafka({ brokers: required('BENCH_BROKERS').split(','), clientId: 'bench-projector', logger });
-const topic = required('BENCH_TOPIC');
+const kafka = createKafka({ brokers: requiredEnv('BENCH_BROKERS').split(','), clientId: 'bench-projector', logger });
+const topic = requiredEnv('BENCH_TOPIC');
 
 /** Projects the topic from its start into the read DB at `url` with a new consumer group; seconds and transactions. */
 async function project(url: string, groupId: string, profileName?: string) {
@@ -50,10 +45,10 @@ async function project(url: string, groupId: string, profileName?: string) {
   };
 }
 
-await (await project(required('BENCH_WARMUP_READ_DB_URL'), `${required('BENCH_GROUP')}-warm-up`)).finish();
+await (await project(requiredEnv('BENCH_WARMUP_READ_DB_URL'), `${requiredEnv('BENCH_GROUP')}-warm-up`)).finish();
 process.stdout.write('ready\n');
 for await (const line of createInterface({ input: process.stdin })) if (line.trim() === 'go') break;
-const measured = await project(required('BENCH_READ_DB_URL'), required('BENCH_GROUP'), process.env.BENCH_PROFILE_NAME ?? 'projector.cpuprofile');
+const measured = await project(requiredEnv('BENCH_READ_DB_URL'), requiredEnv('BENCH_GROUP'), process.env.BENCH_PROFILE_NAME ?? 'projector.cpuprofile');
 process.stdout.write(`${JSON.stringify(measured.outcome)}\n`);
 await measured.finish();
 process.stdout.write('stopped\n');

@@ -8,7 +8,7 @@ import { openVault, type Vault } from '../../shared/personal-data/vault.js';
 import { openReadDb } from '../../shared/read-db.js';
 import { migrateReadDb } from '../../shared/read-model/migrations.js';
 import type { UserRow } from '../../shared/read-model/user-row.js';
-import { cores, cpuMicros, leastSeconds, localMariaDbServer, profilePhase } from './stack.js';
+import { cores, cpuMicros, leastSeconds, localMariaDbServer, profilePhase, requiredEnv } from './stack.js';
 
 /**
  * One run of `npm run bench:rebuild`, in a process of its own started with the
@@ -87,19 +87,13 @@ async function runOnce(run: number, url: string, store: EventStore, vault: Vault
   }
 }
 
-const required = (name: string): string => {
-  const value = process.env[name];
-  if (!value) throw new Error(`${name} is required`);
-  return value;
-};
-
 async function main() {
-  const dir = required('BENCH_DATA_DIR');
+  const dir = requiredEnv('BENCH_DATA_DIR');
   const store = sqliteEventStore({ file: join(dir, 'events.sqlite'), readAllInWorker: true });
   const keyStore = openSqliteKeyStore(join(dir, 'keys.sqlite'));
   let figures: RunFigures;
   try {
-    figures = await runOnce(Number(required('BENCH_RUN')), required('BENCH_RUN_DB_URL'), store, await openVault({ keyStore }));
+    figures = await runOnce(Number(requiredEnv('BENCH_RUN')), requiredEnv('BENCH_RUN_DB_URL'), store, await openVault({ keyStore }));
   } finally {
     await store.close();
     await keyStore.close();

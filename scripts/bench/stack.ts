@@ -129,6 +129,13 @@ export function localMariaDbServer(url: string): number | undefined {
 }
 
 /** The machine's cores: every bench's bound by CPU spreads the work measured over them. */
+/** An environment variable a benchmark's child process is started with; throws when it is missing. */
+export function requiredEnv(name: string): string {
+  const value = process.env[name];
+  if (!value) throw new Error(`${name} is required`);
+  return value;
+}
+
 export const cores = availableParallelism();
 
 /**

@@ -46,6 +46,9 @@ export interface KeyStore {
   close(): Promise<void>;
 }
 
+/** A data key's length in bytes. */
+export const dataKeyBytes = 32;
+
 /**
  * `count` new keys: the key bytes drawn from the CSPRNG in one call (one call per
  * key costs a few microseconds each), each key then in a buffer of its own, so
@@ -57,8 +60,8 @@ export interface KeyStore {
  * was made, which tells nothing the event beside it does not already say.
  */
 export function newDataKeys(count: number): DataKey[] {
-  const bytes = randomBytes(32 * count);
-  const keys = Array.from({ length: count }, (_, i) => ({ id: uuidv7(), key: Buffer.from(bytes.subarray(i * 32, i * 32 + 32)) }));
+  const bytes = randomBytes(dataKeyBytes * count);
+  const keys = Array.from({ length: count }, (_, i) => ({ id: uuidv7(), key: Buffer.from(bytes.subarray(i * dataKeyBytes, (i + 1) * dataKeyBytes)) }));
   bytes.fill(0);
   return keys;
 }

@@ -3,7 +3,7 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { StoreUnavailableError } from '../errors.js';
-import { newDataKeys, type DataKey, type KeyStore } from './key-store.js';
+import { dataKeyBytes, newDataKeys, type DataKey, type KeyStore } from './key-store.js';
 import { perCount } from '../per-count.js';
 
 /**
@@ -25,8 +25,6 @@ const schema = `
 `;
 
 const secretName = 'email-hash';
-/** A data key's length (`newDataKeys`). */
-const keyBytes = 32;
 /** Well under SQLite's limit on bound parameters (32766 since 3.32, 999 before). */
 const chunkSize = 500;
 
@@ -127,11 +125,13 @@ export function openSqliteKeyStore(
    * blob's bytes in a UTF-8 database, and the cast gives them back as a blob), with
    * how many keys are not 32 bytes long. Half the CPU per key of a row each (a
    * rebuild reads every user's key): one result row, one buffer for all the keys.
+   * So the keys handed out share a buffer: no reader writes to one (the vault forgets
+   * a destroyed key, it does not zero it; only a store's own copy is zeroed).
    */
   const selectPacked = perCount((ids) =>
     db
       .prepare<string[], [ids: string, keys: Buffer | null, odd: number | null]>(
-        `SELECT json_group_array(ID), CAST(group_concat(KEY, '') AS BLOB), sum(length(KEY) != ${keyBytes}) ` +
+        `SELECT json_group_array(ID), CAST(group_concat(KEY, '') AS BLOB), sum(length(KEY) != ${dataKeyBytes}) ` +
           `FROM DATA_KEY WHERE ID IN (${Array(ids).fill('?').join(', ')})`,
       )
       .raw(true),
@@ -140,8 +140,8 @@ export function openSqliteKeyStore(
   function readKeys(ids: string[], found: Map<string, Buffer>): void {
     const [idsText, keys, odd] = selectPacked(ids.length).get(...ids)!;
     const named = JSON.parse(idsText) as string[];
-    if (!odd && keys !== null && keys.length === named.length * keyBytes) {
-      for (let i = 0; i < named.length; i++) found.set(named[i]!, keys.subarray(i * keyBytes, (i + 1) * keyBytes));
+    if (!odd && keys !== null && keys.length === named.length * dataKeyBytes) {
+      for (let i = 0; i < named.length; i++) found.set(named[i]!, keys.subarray(i * dataKeyBytes, (i + 1) * dataKeyBytes));
       return;
     }
     // A key of another length (not one this store made): the rows as they are, for the opening to judge.

@@ -42,10 +42,16 @@ const isSealed = (data: unknown): data is SealedData => {
   return typeof d.sealed === 'string' && typeof d.keyId === 'string' && typeof d.userId === 'string' && typeof d.occurredAt === 'string';
 };
 
+/** The key id that sealed this event, if it is sealed. */
+const sealedKeyIdOf = (e: StoredEventLike): string | undefined => (isPersonalType(e.type) && isSealed(e.data) ? e.data.keyId : undefined);
+
 /** The key ids that sealed these events, in order of first use. */
 function sealedKeyIds(events: readonly StoredEventLike[]): string[] {
   const ids = new Set<string>();
-  for (const e of events) if (isPersonalType(e.type) && isSealed(e.data)) ids.add(e.data.keyId);
+  for (const e of events) {
+    const id = sealedKeyIdOf(e);
+    if (id !== undefined) ids.add(id);
+  }
   return [...ids];
 }
 
@@ -251,7 +257,10 @@ export function createVault(options: VaultOptions & { emailHashSecret: Buffer })
       for (const e of events) {
         if (e.type === 'UserForgotten') {
           if (hasKeyIds(e.data)) (forgotten ??= []).push(...keyIdsNamedBy(e.data));
-        } else if (isPersonalType(e.type) && isSealed(e.data)) (ids ??= new Set()).add(e.data.keyId);
+          continue;
+        }
+        const id = sealedKeyIdOf(e);
+        if (id !== undefined) (ids ??= new Set()).add(id);
       }
       if (ids === undefined && forgotten === undefined) return events.slice();
       const keys = ids === undefined ? undefined : await keysFor(ids);
