@@ -22,6 +22,7 @@ import { admit, isForgetting } from './admit.js';
 import { classify, userIdOf, type ClassifiedEvent } from './classify.js';
 import { applyPreparedOnSqlite } from './sqlite-batch.js';
 import { applyPreparedOnMariaDb } from './mariadb-batch.js';
+import type { PreparedBatch } from './prepared-batch.js';
 
 const rowChunk = 500;
 
@@ -86,20 +87,8 @@ export async function applyBatch(
   checkpoints: Checkpoints,
   options: ApplyOptions = {},
 ): Promise<Applied> {
-  const fold = options.fold ?? userRowFrom;
-  const classified: ClassifiedEvent[] = [];
-  const userIds = new Set<string>();
-  const streamIds = new Set<string>();
-  for (const e of events) {
-    const c = classify(e);
-    if (c === undefined) continue;
-    classified.push(c);
-    streamIds.add(c.streamId);
-    const userId = userIdOf(c);
-    if (userId !== undefined) userIds.add(userId);
-  }
-  const ids = [...userIds];
-  const streams = [...streamIds];
+  const prepared = prepareBatch(events, checkpoints, options.fold);
+  const { classified, ids, streams, fold } = prepared;
   const source = [...checkpoints.keys()].join(',') || undefined;
   let applied: Applied | undefined;
   try {
@@ -107,11 +96,11 @@ export async function applyBatch(
     const dialect = readDbDialect(db);
     // The common batch on the embedded read DB: prepared statements, no query builder (`sqlite-batch.ts`).
     if (dialect.kind === 'sqlite' && !options.isolate && !options.viaQueryBuilder) {
-      applied = await applyPreparedOnSqlite(db, { classified, ids, streams, checkpoints, fold }).then((done) => done && { ...done, parked: 0 });
+      applied = await applyPreparedOnSqlite(db, prepared).then((done) => done && { ...done, parked: 0 });
     }
     // On MariaDB, with a connection that takes several statements at once: two round trips (`mariadb-batch.ts`).
     if (dialect.kind === 'mariadb' && !options.isolate && !options.viaQueryBuilder) {
-      applied = await applyPreparedOnMariaDb(db, { classified, ids, streams, checkpoints, fold }).then((done) => done && { ...done, parked: 0 });
+      applied = await applyPreparedOnMariaDb(db, prepared).then((done) => done && { ...done, parked: 0 });
     }
     applied ??= await db.transaction(async (trx) => {
       // A rebuild swapping the table in pauses the live projector: nothing is written, the batch is retried.
@@ -198,6 +187,22 @@ export async function applyBatch(
   // Best effort, never a reason to replay the batch: see `eraseFreedPages`.
   if (applied.forgotten !== undefined || walTruncationPending(db)) await eraseFreedPages(db);
   return applied;
+}
+
+/** The batch classified (`classify.ts`), with the users and streams it touches: what every way of applying it starts from. */
+export function prepareBatch(events: readonly ProjectedEvent[], checkpoints: Checkpoints, fold: typeof userRowFrom = userRowFrom): PreparedBatch {
+  const classified: ClassifiedEvent[] = [];
+  const userIds = new Set<string>();
+  const streamIds = new Set<string>();
+  for (const e of events) {
+    const c = classify(e);
+    if (c === undefined) continue;
+    classified.push(c);
+    streamIds.add(c.streamId);
+    const userId = userIdOf(c);
+    if (userId !== undefined) userIds.add(userId);
+  }
+  return { classified, ids: [...userIds], streams: [...streamIds], checkpoints, fold };
 }
 
 /**

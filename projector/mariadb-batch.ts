@@ -23,14 +23,56 @@ import { controlTable, throwIfPaused } from './projection-control.js';
  * knex's pool.
  */
 export async function applyPreparedOnMariaDb(db: Knex, batch: PreparedBatch): Promise<{ rows: number } | undefined> {
+  const open = await beginPreparedOnMariaDb(db, batch);
+  if (!open) return undefined;
+  await open.commit();
+  return { rows: open.rows };
+}
+
+/**
+ * A batch read and folded in its open transaction, its writes not yet sent: the
+ * first half of `applyPreparedOnMariaDb`, for a projector that folds the next
+ * batch while this one's writes and COMMIT are with the server (`projector.ts`).
+ * Holds its connection until `commit` or `rollback`, one of which must be called.
+ */
+export interface OpenMariaDbBatch {
+  /** Rows the batch writes. */
+  rows: number;
+  /**
+   * Every row the batch locked, as it will stand once committed, by user id: a
+   * batch begun while this one commits takes its rows from here rather than
+   * reading them (a read would wait for this batch's locks).
+   */
+  current: ReadonlyMap<string, UserRow>;
+  /** Sends the writes, the checkpoints and the COMMIT; rolls back (and rejects) when they fail. Once only. */
+  commit(): Promise<void>;
+  /** Nothing of the batch stays (once committed or rolled back, does nothing). */
+  rollback(): Promise<void>;
+}
+
+/**
+ * Begins the batch on a connection of its own: the reads before the fold (rows
+ * in `carried` are taken from it, not read: a batch still committing holds
+ * them), then the fold. Undefined, having sent nothing, on a connection opened
+ * without `batchStatements`; undefined, having rolled back, when the batch needs
+ * the full path. Rejects, having rolled back, when a read fails or a rebuild
+ * holds the pause (ProjectionPausedError).
+ */
+export async function beginPreparedOnMariaDb(
+  db: Knex,
+  batch: PreparedBatch,
+  carried?: ReadonlyMap<string, UserRow>,
+): Promise<OpenMariaDbBatch | undefined> {
   // Decided by how the pool's connections are opened, before taking one.
   if (readDbConnectionOf(db).multipleStatements !== true) return undefined;
   const client = db.client as { acquireConnection(): Promise<unknown>; releaseConnection(connection: unknown): Promise<unknown> };
   const connection = (await client.acquireConnection()) as MySqlConnection;
+  let open: OpenMariaDbBatch | undefined;
   try {
-    return await applyInTransaction(connection, batch);
+    open = await beginInTransaction(connection, batch, carried, () => client.releaseConnection(connection));
+    return open;
   } finally {
-    await client.releaseConnection(connection);
+    if (!open) await client.releaseConnection(connection);
   }
 }
 
@@ -51,18 +93,36 @@ const beginSql = 'SET TRANSACTION ISOLATION LEVEL READ COMMITTED; START TRANSACT
 const pausedSql = `SELECT PAUSED_BY, CASE WHEN PAUSED_UNTIL > UTC_TIMESTAMP(3) THEN 1 ELSE 0 END AS ACTIVE FROM ${controlTable} WHERE PROJECTION = ? LIMIT 1 LOCK IN SHARE MODE`;
 const rowsSql = `SELECT * FROM ${userDataTable} WHERE ID_USER_DATA IN (?) FOR UPDATE`;
 const blockedSql = `SELECT STREAM_ID, REVISION FROM ${deadLetterTable} WHERE PROJECTION = ? AND STATE IN ('failed', 'held') AND STREAM_ID IN (?) LOCK IN SHARE MODE`;
-const upsertSql = `INSERT INTO ${userDataTable} (${columns.join(', ')}) VALUES ? ON DUPLICATE KEY UPDATE ${columns.map((c) => `${c} = VALUES(${c})`).join(', ')}`;
+// A row only moves forward in VERSION, also here: a batch begun while the one before it commits takes
+// that one's rows from memory, unlocked until its own writes, so a row another projector moved further
+// meanwhile (two members on one partition during a rebalance) must not be written back. VERSION last:
+// MariaDB assigns left to right, and the other columns compare against the row's VERSION before it moves.
+const guarded = columns.filter((c) => c !== 'ID_USER_DATA' && c !== 'VERSION');
+const upsertSql =
+  `INSERT INTO ${userDataTable} (${columns.join(', ')}) VALUES ? ON DUPLICATE KEY UPDATE ` +
+  [...guarded.map((c) => `${c} = IF(VALUES(VERSION) > VERSION, VALUES(${c}), ${c})`), 'VERSION = GREATEST(VERSION, VALUES(VERSION))'].join(', ');
 const checkpointSql =
   `INSERT INTO ${checkpointTable} (PROJECTION, SOURCE, POSITION, DATE_UPDATED) VALUES ? ` +
   'ON DUPLICATE KEY UPDATE POSITION = VALUES(POSITION), DATE_UPDATED = VALUES(DATE_UPDATED)';
 
-async function applyInTransaction(connection: MySqlConnection, batch: PreparedBatch): Promise<{ rows: number } | undefined> {
-  const { ids, streams, checkpoints } = batch;
-  let open = false;
+async function beginInTransaction(
+  connection: MySqlConnection,
+  batch: PreparedBatch,
+  carried: ReadonlyMap<string, UserRow> | undefined,
+  release: () => Promise<unknown>,
+): Promise<OpenMariaDbBatch | undefined> {
+  const { streams, checkpoints } = batch;
+  const ids = carried === undefined ? batch.ids : batch.ids.filter((id) => !carried.has(id));
+  const rollback = () => query(connection, 'ROLLBACK').then(
+    () => {},
+    // On a connection that failed the ROLLBACK fails too, and the server rolls back as it drops the session.
+    () => {},
+  );
+  let begun = false;
   try {
     // Round trip 1: begin, and every read the fold needs (the results of the two statements of `beginSql` first).
     const reads = [beginSql, pausedSql, ...(ids.length > 0 ? [rowsSql] : []), ...(streams.length > 0 ? [blockedSql] : [])];
-    open = true;
+    begun = true;
     const results = await query(connection, reads.join('; '), [
       projectionName,
       ...(ids.length > 0 ? [ids] : []),
@@ -70,6 +130,7 @@ async function applyInTransaction(connection: MySqlConnection, batch: PreparedBa
     ]);
     throwIfPaused((results[2] as { PAUSED_BY: string | null; ACTIVE: number | string }[])[0]);
     const current = new Map<string, UserRow>();
+    if (carried !== undefined) for (const id of batch.ids) if (carried.has(id)) current.set(id, carried.get(id)!);
     for (const row of ids.length > 0 ? (results[3] as UserRow[]) : []) current.set(row.ID_USER_DATA, userRowRead(row));
     const blocked = addBlocked(new Map(), streams.length > 0 ? (results[ids.length > 0 ? 4 : 3] as { STREAM_ID: string; REVISION: number | string }[]) : []);
 
@@ -77,7 +138,7 @@ async function applyInTransaction(connection: MySqlConnection, batch: PreparedBa
     const rows = foldPrepared(batch, current, blocked);
     if (!rows) return undefined;
 
-    // Round trip 2: the rows, the checkpoints and the COMMIT.
+    // Round trip 2, when committed: the rows, the checkpoints and the COMMIT.
     const writes: string[] = [];
     const values: unknown[] = [];
     for (let i = 0; i < rows.length; i += rowChunk) {
@@ -90,12 +151,35 @@ async function applyInTransaction(connection: MySqlConnection, batch: PreparedBa
       values.push([...checkpoints].map(([source, position]) => [projectionName, source, position, now]));
     }
     writes.push('COMMIT');
-    await query(connection, writes.join('; '), values);
-    open = false;
-    return { rows: rows.length };
+    let settled = false;
+    const settle = async (work: () => Promise<unknown>) => {
+      settled = true;
+      try {
+        await work();
+      } finally {
+        await release();
+      }
+    };
+    const open: OpenMariaDbBatch = {
+      rows: rows.length,
+      current,
+      commit: () => {
+        if (settled) return Promise.reject(new Error('this batch was already committed or rolled back'));
+        return settle(async () => {
+          try {
+            await query(connection, writes.join('; '), values);
+          } catch (error) {
+            await rollback();
+            throw error;
+          }
+        });
+      },
+      rollback: () => (settled ? Promise.resolve() : settle(rollback)),
+    };
+    begun = false;
+    return open;
   } finally {
-    // Not committed (the batch needs the full path, a pause, a failure): nothing of it stays. On a
-    // connection that failed the ROLLBACK fails too, and the server rolls back as it drops the session.
-    if (open) await query(connection, 'ROLLBACK').catch(() => {});
+    // Not begun for good (the batch needs the full path, a pause, a failure): nothing of it stays.
+    if (begun) await rollback();
   }
 }

@@ -4,8 +4,10 @@ import type { Knex } from 'knex';
 import type { Logger } from 'pino';
 import type { EventFeed, FeedBatch } from '../shared/event-feed/port.js';
 import { backoffDelay, isRetriable, retrying } from '../shared/retry.js';
-import { applyBatch, type Applied, type ApplyOptions } from './apply-batch.js';
-import { projectionName } from '../shared/read-model/user-row.js';
+import { applyBatch, prepareBatch, type Applied, type ApplyOptions } from './apply-batch.js';
+import { beginPreparedOnMariaDb, type OpenMariaDbBatch } from './mariadb-batch.js';
+import { readDbDialect } from '../shared/read-model/dialect.js';
+import { projectionName, type UserRow } from '../shared/read-model/user-row.js';
 import { readCheckpoints } from '../shared/read-model/checkpoints.js';
 import { readDbError } from '../shared/read-db.js';
 import { parkedCounts } from '../shared/read-model/dead-letters.js';
@@ -62,7 +64,10 @@ export const notStartedStatus = (): ProjectorStatus => ({
  * more often because it lasts seconds. Poison events are parked by the batch
  * itself; a batch that keeps failing otherwise is tried `maxAttempts` times,
  * then applied event by event so that only what fails is parked. What still
- * fails after that (e.g. the checkpoint write) stops it loudly.
+ * fails after that (e.g. the checkpoint write) stops it loudly. On MariaDB, with
+ * a feed that is told when a batch is applied (Kafka), the next batch is read and
+ * folded while one commits (`beginAhead`); commits and the feed's confirmations
+ * keep the feed's order.
  */
 export function userProjector(deps: {
   db: Knex;
@@ -137,8 +142,87 @@ export function userProjector(deps: {
     else logger.info({ parked: status.parked }, 'quarantine is empty');
   }
 
+  /** A batch applied: counted, its feed told (its offsets may be committed there now), metrics. */
+  async function counted(batch: FeedBatch, applied: Applied, started: number): Promise<void> {
+    status.eventsApplied += batch.events.length;
+    status.batchesApplied += 1;
+    Object.assign(status.checkpoints, Object.fromEntries(batch.checkpoints));
+    batch.applied?.();
+    if (applied.parked > 0) await countParked().catch((error: unknown) => logger.warn({ err: error }, 'could not count parked events'));
+    deps.onBatch?.(batch, (performance.now() - started) / 1000);
+  }
+
+  /** The usual way: one batch at a time, through every retry, pause and quarantine rule above. */
+  async function applyAndCount(batch: FeedBatch, started: number, span: Span | undefined): Promise<void> {
+    const applied = await endingSpan(span, retrying(() => applyOrQuarantine(batch), {
+      signal: abort.signal,
+      onRetry(error, attempt) {
+        if (attempt === 0) logger.warn({ err: error }, 'read database unavailable; projector paused');
+        status.readDbReachable = false;
+        span?.addEvent('retry', { 'error.type': error instanceof Error ? error.name : 'unknown' });
+      },
+    }));
+    if (!status.readDbReachable) logger.info('read database back; projector resumed');
+    status.readDbReachable = true;
+    await counted(batch, applied, started);
+  }
+
+  /**
+   * The next batch begun (read and folded in its own transaction) while the one
+   * before it commits, its rows where they overlap taken from that one; see
+   * "The Kafka-fed projector's batches overlapped" in docs/design-decisions.md.
+   * For MariaDB's two-round-trip batch and a feed that is told when a batch is
+   * applied; anything else (no such connection, a batch that needs the full
+   * path, a failed read, a rebuild's pause) leaves the batch to the usual way,
+   * undefined, with nothing begun.
+   */
+  async function beginAhead(batch: FeedBatch, carried: ReadonlyMap<string, UserRow> | undefined): Promise<OpenMariaDbBatch | undefined> {
+    if (batch.applied === undefined || readDbDialect(db).kind !== 'mariadb') return undefined;
+    try {
+      return await beginPreparedOnMariaDb(db, prepareBatch(batch.events, batch.checkpoints, deps.fold), carried);
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** A begun batch whose writes and COMMIT are with the read DB while the next one is begun. */
+  interface Committing {
+    open: OpenMariaDbBatch;
+    /** Set the moment its COMMIT fails: nothing begins ahead of it after that. */
+    failed: boolean;
+    /** The batch begun ahead of it meanwhile, if any. */
+    ahead?: Promise<OpenMariaDbBatch | undefined>;
+    /** True once committed and counted; false when the COMMIT failed and the batch was applied again the usual way. */
+    done: Promise<boolean>;
+  }
+
+  /** Sends a begun batch's writes and COMMIT; when they fail, applies it again the usual way. */
+  function commitBegun(batch: FeedBatch, open: OpenMariaDbBatch, started: number, span: Span | undefined): Committing {
+    const committing: Committing = { open, failed: false, done: Promise.resolve(true) };
+    committing.done = open.commit().then(
+      async () => {
+        span?.end();
+        await counted(batch, { rows: open.rows, parked: 0 }, started);
+        return true;
+      },
+      async (error: unknown) => {
+        committing.failed = true;
+        logger.warn({ err: error }, 'batch failed to commit; applying it again');
+        // A batch begun ahead holds locks (its rows, a share of the pause row) that this one's retry may
+        // wait for, behind a rebuild waiting for the pause: it goes first, and is begun again later.
+        await (await committing.ahead)?.rollback();
+        await applyAndCount(batch, started, span);
+        return false;
+      },
+    );
+    return committing;
+  }
+
   async function run(): Promise<void> {
     status.running = true;
+    let committing: Committing | undefined;
+    /** What the commit in flight could not get past: it ends the loop. */
+    let fatal: { error: unknown } | undefined;
     try {
       const from = await retrying(() => readCheckpoints(db), { signal: abort.signal });
       await retrying(countParked, { signal: abort.signal });
@@ -148,24 +232,39 @@ export function userProjector(deps: {
       for await (const batch of feed.batches(from)) {
         const started = performance.now();
         const span = tracingOn() ? processSpan(batch) : undefined;
-        const applied = await endingSpan(span, retrying(() => applyOrQuarantine(batch), {
-          signal: abort.signal,
-          onRetry(error, attempt) {
-            if (attempt === 0) logger.warn({ err: error }, 'read database unavailable; projector paused');
-            status.readDbReachable = false;
-            span?.addEvent('retry', { 'error.type': error instanceof Error ? error.name : 'unknown' });
-          },
-        }));
-        if (!status.readDbReachable) logger.info('read database back; projector resumed');
-        status.readDbReachable = true;
-        status.eventsApplied += batch.events.length;
-        status.batchesApplied += 1;
-        if (applied.parked > 0) await countParked().catch((error: unknown) => logger.warn({ err: error }, 'could not count parked events'));
-        Object.assign(status.checkpoints, Object.fromEntries(batch.checkpoints));
-        deps.onBatch?.(batch, (performance.now() - started) / 1000);
+        let open: OpenMariaDbBatch | undefined;
+        if (!committing?.failed) {
+          const begun = beginAhead(batch, committing?.open.current);
+          if (committing) committing.ahead = begun;
+          open = await begun;
+        }
+        if (committing) {
+          // In order: this batch commits only after the one before it has.
+          const asBegun = await committing.done;
+          committing = undefined;
+          // That one was applied again: this one's rows taken from it may not be what the table holds.
+          if (!asBegun) {
+            await open?.rollback();
+            open = undefined;
+          }
+        }
+        if (open) {
+          committing = commitBegun(batch, open, started, span);
+          // Seen by the loop when the next batch comes; a fatal failure before then ends the feed, so the loop sees it.
+          committing.done.catch((error: unknown) => {
+            fatal = { error };
+            void feed.close();
+          });
+        } else {
+          await applyAndCount(batch, started, span);
+        }
         if (abort.signal.aborted) break;
       }
+      if (committing) await committing.done;
+      if (fatal) throw fatal.error;
     } finally {
+      // The feed failed with a batch committing: it finishes (or fails) before the loop reports.
+      await committing?.done.catch(() => {});
       status.running = false;
     }
   }

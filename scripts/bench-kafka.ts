@@ -18,7 +18,7 @@ import { openReadDb } from '../shared/read-db.js';
 import { userStreamId } from '../shared/user-events.js';
 import { openSqliteKeyStore } from '../shared/personal-data/sqlite-key-store.js';
 import { openVault, type Vault } from '../shared/personal-data/vault.js';
-import { roleNodeOptions } from './role-node-options.js';
+import { roleEnvironment, roleNodeOptions } from './role-node-options.js';
 import { cores, cpuMicros, leastSeconds, localMariaDbServer, mainThreadCpuMicros, median, percentile, profilePhase, send, startChild, startStack } from './bench/stack.js';
 
 /**
@@ -319,6 +319,8 @@ async function throughput(servers: Awaited<ReturnType<typeof startServers>>) {
           BENCH_WARMUP_READ_DB_URL: `${mariadbUrl}/${warmUpDb}`,
           BENCH_EVENTS: String(logLength),
           BENCH_PROFILE_NAME: `projector-run-${run}.cpuprofile`,
+          // The role's allocator settings too (`scripts/role-node-options.ts`).
+          GLIBC_TUNABLES: roleEnvironment('projector', process.env).GLIBC_TUNABLES!,
         },
         roleNodeOptions.projector,
       );

@@ -13,3 +13,29 @@ export const roleNodeOptions: Readonly<Record<string, readonly string[]>> = {
   projector: ['--max-semi-space-size=32'],
   relay: ['--max-semi-space-size=32'],
 };
+
+/**
+ * glibc's allocator settings for the projector (`GLIBC_TUNABLES`, read when the
+ * process starts). kafkajs gathers each fetch response (hundreds of KiB) into one
+ * new buffer; above glibc's default threshold (128 KiB) every such buffer is a
+ * fresh `mmap`, its pages faulted in one by one as the response is copied and
+ * handed back by `munmap` when the buffer dies: 8 to 10% of the projector's CPU.
+ * Served from the heap instead (up to 16 MiB), and with up to 64 MiB of freed heap
+ * kept for the next ones, the same copies cost a tenth as much, and the projector
+ * ran 5 to 28% faster in `npm run bench:kafka` (docs/design-decisions.md, "The
+ * projector's fetch buffers"). Other roles showed no gain. Set where the role
+ * starts: `npm start` (`scripts/start.ts`), package.json's `start:*projector`
+ * scripts, docker-compose.yml and the benchmark; a tunable the environment
+ * already sets wins over these.
+ */
+export const projectorAllocator = 'glibc.malloc.mmap_threshold=16777216:glibc.malloc.trim_threshold=67108864';
+
+const roleTunables: Readonly<Record<string, string>> = { projector: projectorAllocator };
+
+/** The environment a role's process starts with: `env` with the role's allocator settings before its own tunables. */
+export function roleEnvironment(role: string, env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  const tunables = roleTunables[role];
+  if (tunables === undefined) return env;
+  // glibc reads the list left to right, a later setting of the same tunable winning.
+  return { ...env, GLIBC_TUNABLES: env.GLIBC_TUNABLES ? `${tunables}:${env.GLIBC_TUNABLES}` : tunables };
+}

@@ -4,7 +4,7 @@ import { loadConfig } from '../shared/config.js';
 import { createLogger } from '../shared/logger.js';
 import { openReadDb } from '../shared/read-db.js';
 import { migrateReadDb } from '../shared/read-model/migrations.js';
-import { roleNodeOptions } from './role-node-options.js';
+import { roleEnvironment, roleNodeOptions } from './role-node-options.js';
 
 /**
  * The whole service on one machine, each role in its own process (as they are
@@ -75,7 +75,7 @@ async function main() {
 
   for (const [role, path] of wanted) {
     // Its own process group: a terminal's Ctrl-C reaches only this process, which passes one signal on.
-    const child = spawn(process.execPath, roleArgs(role, path), { stdio: ['inherit', 'inherit', 'inherit', 'ipc'], env: process.env, detached: true });
+    const child = spawn(process.execPath, roleArgs(role, path), { stdio: ['inherit', 'inherit', 'inherit', 'ipc'], env: roleEnvironment(role, process.env), detached: true });
     children.set(role, child);
     child.on('message', (message: unknown) => {
       if (!isRoleMessage(message)) return;

@@ -47,8 +47,8 @@ interface Handoff {
 /**
  * The projector's feed from a Kafka consumer group. Each fetched batch of one
  * partition is handed to the projector and only after the projector committed
- * it (rows + `topic:partition` -> next offset, in one DB transaction) is the
- * offset committed to Kafka. A crash in between replays the batch, which the
+ * it (rows + `topic:partition` -> next offset, in one DB transaction) and said
+ * so (`applied`) is the offset committed to Kafka. A crash in between replays the batch, which the
  * row-version guard makes harmless. On joining the group, partitions whose
  * offset the read DB knows are sought there, so the DB, not Kafka, is the
  * source of truth for where projection resumes.
@@ -162,7 +162,8 @@ export function kafkaFeed(deps: {
       } catch (error) {
         throw translateKafkaError(error, 'subscribe');
       }
-      let current: Handoff[] = [];
+      /** Handed to the projector, not yet confirmed applied. */
+      const unconfirmed = new Set<Handoff>();
       try {
         while (!closing) {
           if (failure) throw failure instanceof Error ? failure : new Error('Kafka consumer crashed', { cause: failure });
@@ -172,19 +173,25 @@ export function kafkaFeed(deps: {
           }
           // Whatever the partitions have handed over goes into one batch: one transaction for all.
           // Each partition's messages keep their order, and a stream lives in one partition.
-          current = waiting.splice(0);
+          const current = waiting.splice(0);
+          for (const handoff of current) unconfirmed.add(handoff);
           yield {
             events: current.flatMap((handoff) => handoff.batch.events),
             checkpoints: new Map(current.flatMap((handoff) => [...handoff.batch.checkpoints])),
             behind: new Map(current.flatMap((handoff) => [...(handoff.batch.behind ?? [])])),
             lastEventAt: Math.max(...current.map((handoff) => handoff.batch.lastEventAt ?? 0)),
+            // The projector says when the read DB holds the batch; it may ask for the next one before.
+            applied() {
+              for (const handoff of current) {
+                unconfirmed.delete(handoff);
+                handoff.applied();
+              }
+            },
           };
-          for (const handoff of current) handoff.applied();
-          current = [];
         }
       } finally {
         // Batches not confirmed are not committed to Kafka: they come again, harmlessly.
-        for (const handoff of [...current, ...waiting.splice(0)]) handoff.failed(new Error('feed closed'));
+        for (const handoff of [...unconfirmed, ...waiting.splice(0)]) handoff.failed(new Error('feed closed'));
         await active.disconnect().catch(() => {});
       }
     },

@@ -29,6 +29,13 @@ export interface FeedBatch {
   behind?: Map<string, number>;
   /** For lag metrics: when the batch's last event entered its source (recorded in the log, appended to Kafka), in ms since the epoch. */
   lastEventAt?: number;
+  /**
+   * Set by a feed that counts a batch applied only when told (the projector calls
+   * it once the batch is committed to the read DB), so that the next batch may be
+   * asked for while this one commits. A feed without it counts a batch applied
+   * when the next one is asked for, and the projector then applies one at a time.
+   */
+  applied?: () => void;
 }
 
 export interface EventFeed {

@@ -1,0 +1,35 @@
+import { readFileSync } from 'node:fs';
+import t from 'tap';
+import { projectorAllocator, roleEnvironment, roleNodeOptions } from '../../scripts/role-node-options.js';
+
+/**
+ * How each role's process starts (`scripts/role-node-options.ts`): its Node options
+ * and its environment, the same wherever the role is started (`npm start`, the
+ * `start:*` scripts, docker-compose.yml).
+ */
+const root = new URL('../../', import.meta.url);
+const read = (file: string) => readFileSync(new URL(file, root), 'utf8');
+
+void t.test('the projector gets the allocator settings; a tunable the environment sets comes after them, so it wins', async (t) => {
+  t.equal(roleEnvironment('projector', {}).GLIBC_TUNABLES, projectorAllocator);
+  t.equal(
+    roleEnvironment('projector', { GLIBC_TUNABLES: 'glibc.malloc.mmap_threshold=65536' }).GLIBC_TUNABLES,
+    `${projectorAllocator}:glibc.malloc.mmap_threshold=65536`,
+  );
+  const env = { PATH: '/bin', GLIBC_TUNABLES: 'glibc.malloc.arena_max=2' };
+  t.equal(roleEnvironment('projector', env).PATH, '/bin', 'the rest of the environment kept');
+  for (const role of ['command-side', 'query-side', 'relay']) t.same(roleEnvironment(role, env), env, `${role}: the environment as it is`);
+});
+
+void t.test("package.json's projector scripts and docker-compose.yml start the projector as npm start does", async (t) => {
+  const scripts = (JSON.parse(read('package.json')) as { scripts: Record<string, string> }).scripts;
+  for (const name of ['start:projector', 'start:prod:projector']) {
+    const script = scripts[name]!;
+    t.ok(script.startsWith(`GLIBC_TUNABLES=${projectorAllocator}\${GLIBC_TUNABLES:+:$GLIBC_TUNABLES} `), `${name}: the allocator settings, then the environment's`);
+    for (const option of roleNodeOptions.projector!) t.ok(script.includes(` ${option} `), `${name}: ${option}`);
+  }
+  const compose = read('docker-compose.yml');
+  const projector = compose.slice(compose.indexOf('\n  projector:'), compose.indexOf('\n  query-side:'));
+  t.match(projector, `GLIBC_TUNABLES: "${projectorAllocator}"`);
+  for (const option of roleNodeOptions.projector!) t.match(projector, `"${option}"`);
+});
