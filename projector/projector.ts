@@ -221,8 +221,6 @@ export function userProjector(deps: {
   async function run(): Promise<void> {
     status.running = true;
     let committing: Committing | undefined;
-    /** What the commit in flight could not get past: it ends the loop. */
-    let fatal: { error: unknown } | undefined;
     try {
       const from = await retrying(() => readCheckpoints(db), { signal: abort.signal });
       await retrying(countParked, { signal: abort.signal });
@@ -250,18 +248,15 @@ export function userProjector(deps: {
         }
         if (open) {
           committing = commitBegun(batch, open, started, span);
-          // Seen by the loop when the next batch comes; a fatal failure before then ends the feed, so the loop sees it.
-          committing.done.catch((error: unknown) => {
-            fatal = { error };
-            void feed.close();
-          });
+          // A failure it cannot get past is thrown where the loop awaits it: when the next batch comes, or,
+          // the feed being ended here so that the loop does not wait for one, just after the loop.
+          committing.done.catch(() => void feed.close());
         } else {
           await applyAndCount(batch, started, span);
         }
         if (abort.signal.aborted) break;
       }
       if (committing) await committing.done;
-      if (fatal) throw fatal.error;
     } finally {
       // The feed failed with a batch committing: it finishes (or fails) before the loop reports.
       await committing?.done.catch(() => {});

@@ -48,8 +48,8 @@ interface Handoff {
  * The projector's feed from a Kafka consumer group. Each fetched batch of one
  * partition is handed to the projector and only after the projector committed
  * it (rows + `topic:partition` -> next offset, in one DB transaction) and said
- * so (`applied`) is the offset committed to Kafka. A crash in between replays the batch, which the
- * row-version guard makes harmless. On joining the group, partitions whose
+ * so (`applied`) is the offset committed to Kafka. A crash in between replays
+ * the batch, which the row-version guard makes harmless. On joining the group, partitions whose
  * offset the read DB knows are sought there, so the DB, not Kafka, is the
  * source of truth for where projection resumes.
  */

@@ -13,6 +13,7 @@ import type { UserEvent } from '../../shared/user-events.js';
 import { readDbsUnderTest } from '../support/read-dbs.js';
 import { everything, randomLog } from '../support/random-log.js';
 import { seededRandom } from '../support/seeded-random.js';
+import { waitFor } from '../support/seed.js';
 
 /**
  * The Kafka-fed projector on MariaDB begins the next batch (its reads and its
@@ -67,11 +68,8 @@ async function project(t: Test, db: Knex, feed: EventFeed, batches: number, opti
   const running = projector.start();
   running.catch(() => {});
   t.teardown(() => projector.stop());
-  const deadline = Date.now() + 60_000;
-  while (projector.status().batchesApplied < batches) {
-    if (Date.now() > deadline) throw new Error(`projector stuck at ${projector.status().batchesApplied} of ${batches} batches`);
-    await Promise.race([running, new Promise((resolve) => setTimeout(resolve, 10))]);
-  }
+  // A projector that fails says why at once, rather than as a timeout.
+  await Promise.race([running, waitFor(() => projector.status().batchesApplied >= batches, 60_000, `${batches} batches applied`)]);
   return projector;
 }
 
