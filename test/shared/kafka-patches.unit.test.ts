@@ -135,9 +135,9 @@ void t.test('messages are grouped per partition in their order', async (t) => {
 
 /*
  * The consume path (same patch): a record decoded where it lies in the fetch
- * response, offsets and timestamps summed as numbers while exact, headers gathered
- * without an object spread per header, a batch's offsets compared as numbers while
- * exact. The decoded messages must be the ones unpatched kafkajs gives, broken
+ * response, offsets and timestamps summed as numbers while exact, headers walked
+ * where they lie and gathered (without an object spread per header) only when first
+ * read, a batch's offsets compared as numbers while exact. The decoded messages must be the ones unpatched kafkajs gives, broken
  * records included.
  */
 const decodeMessages = require('kafkajs/src/protocol/requests/fetch/v4/decodeMessages.js') as (decoder: unknown) => Promise<DecodedMessage[]>;
@@ -260,6 +260,9 @@ void t.test('offsets and timestamps past 2^53 stay exact; headers keep repeats a
   t.equal(Object.getPrototypeOf(messages[0]!.headers), Object.prototype, 'a plain object');
   t.same(Object.keys(messages[0]!.headers), ['event-type', '__proto__'], 'a `__proto__` header is an own key, not the prototype');
   t.same(messages[3]!.headers.multi, [Buffer.from('a'), Buffer.from('b'), Buffer.from('c')], 'a repeated header: every value, in order');
+  t.equal(Object.getOwnPropertyDescriptor(messages[1]!, 'headers'), undefined, 'headers are made when read, by an accessor');
+  t.equal(messages[1]!.headers, messages[1]!.headers, 'once: the same object every time');
+  t.same(JSON.parse(JSON.stringify(messages[2])), JSON.parse(JSON.stringify({ ...messages[2], headers: messages[2]!.headers })), 'as JSON, the record kafkajs made');
   t.same(new Batch('t', '9007199254740992', { partition: 0, highWatermark: '9', messages, abortedTransactions: [] }).messages.map((m) => m.offset), ['9007199254740992', '9007199254740993']);
 });
 
