@@ -246,6 +246,10 @@ class Writer {
   done(): Buffer {
     return Buffer.concat(this.chunks);
   }
+  /** The pieces as written, not gathered into one buffer: a fetch response's stored batches go out as they lie. */
+  pieces(): Buffer[] {
+    return this.chunks;
+  }
 }
 
 class Reader {
@@ -372,7 +376,7 @@ class Connection {
 
   constructor(
     private readonly socket: Socket,
-    private readonly dispatch: (connection: Connection, frame: Buffer) => Promise<Buffer | null>,
+    private readonly dispatch: (connection: Connection, frame: Buffer) => Promise<Buffer[] | null>,
   ) {
     this.host = `/${socket.remoteAddress ?? HOST}`;
     socket.setNoDelay(true);
@@ -395,7 +399,12 @@ class Connection {
         .then(async () => {
           if (!this.open) return;
           const response = await this.dispatch(this, frame);
-          if (response && this.open) this.socket.write(response);
+          if (response && this.open) {
+            // One writev of the pieces, uncopied (as Kafka sends a fetch's batches from its log files).
+            this.socket.cork();
+            for (const piece of response) this.socket.write(piece);
+            this.socket.uncork();
+          }
         })
         .catch((error: unknown) => this.fail(error));
     }
@@ -578,14 +587,14 @@ class Broker {
 
   // --- requests
 
-  private async dispatch(connection: Connection, frame: Buffer): Promise<Buffer | null> {
+  private async dispatch(connection: Connection, frame: Buffer): Promise<Buffer[] | null> {
     const r = new Reader(frame);
     const apiKey = r.int16();
     const version = r.int16();
     const correlationId = r.int32();
     const clientId = r.nullableString() ?? '';
     const range = VERSIONS.get(apiKey);
-    let body: Buffer | null;
+    let body: Buffer | Buffer[] | null;
     if (apiKey === Api.ApiVersions && range && version > range[1]) {
       // Kafka answers a too new ApiVersions in v0 form with the list, so the client can step down.
       body = this.apiVersions(0, E.UNSUPPORTED_VERSION);
@@ -595,10 +604,11 @@ class Broker {
       body = await this.handle(apiKey, version, r, connection, clientId);
     }
     if (body === null) return null;
+    const pieces = Array.isArray(body) ? body : [body];
     const header = Buffer.allocUnsafe(8);
-    header.writeInt32BE(body.length + 4, 0);
+    header.writeInt32BE(pieces.reduce((size, piece) => size + piece.length, 4), 0);
     header.writeInt32BE(correlationId, 4);
-    return Buffer.concat([header, body]);
+    return [header, ...pieces];
   }
 
   private handle(apiKey: number, version: number, r: Reader, connection: Connection, clientId: string) {
@@ -816,7 +826,7 @@ class Broker {
           for (const chunk of chunks) w.raw(chunk);
         });
       })
-      .done();
+      .pieces();
     return { body, bytes, error };
   }
 
