@@ -5,7 +5,8 @@ import { StoreUnavailableError } from '../errors.js';
 import { wakeSignal, watchChanges } from '../change-signal.js';
 import { pollingSubscription } from './log-subscription.js';
 import { groupCommitter } from './sqlite-group-commit.js';
-import { byStreamRowsSql, cursorParams, firstCursor, logReader, toLogged, type LoggedTuple } from './sqlite-long-reads.js';
+import { logReader } from './sqlite-long-reads.js';
+import { byStreamRowsSql, cursorParams, firstCursor, pageStatements, toLogged, type LoggedTuple, type PageStatements } from './sqlite-log-pages.js';
 import type { EventStore, RecordedEvent } from './port.js';
 
 /** A row as an array (better-sqlite3's raw mode): cheaper than an object per row on long reads. */
@@ -137,6 +138,9 @@ export function sqliteEventStore(options: {
   const selectByStream = db.prepare<unknown[], LoggedTuple>(byStreamRowsSql).raw(true);
   selectByStream.safeIntegers(true);
   const reader = options.readAllInWorker ? logReader(options.file, selectAllSql, translate) : undefined;
+  // This connection's page statements, for the pages read while the reader's thread starts.
+  let pages: PageStatements | undefined;
+  const pagesHere = () => (pages ??= pageStatements(db));
   selectAll.safeIntegers(true);
   const selectHead = db.prepare<[], { position: bigint | null }>('SELECT MAX(position) AS position FROM events');
   selectHead.safeIntegers(true);
@@ -181,7 +185,7 @@ export function sqliteEventStore(options: {
     async *readAllByStream({ streamPrefix, until, pageSize }) {
       const cursor = firstCursor(streamPrefix, until, pageSize);
       if (reader) {
-        yield* reader.byStream(cursor);
+        yield* reader.byStream(cursor, pagesHere);
         return;
       }
       for (;;) {

@@ -1,12 +1,13 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
-import type { LogReaderData, LogReaderReply, LogReaderRequest, StreamCursor } from './sqlite-long-reads.js';
+import { readyReplyId, type LogReaderData, type LogReaderReply, type LogReaderRequest } from './sqlite-long-reads.js';
+import { pageStatements, readPage, type StreamCursor } from './sqlite-log-pages.js';
 
 /**
  * The embedded store's log reader, on a thread of its own with its own read-only
  * connection. `all` answers one request; a stream-ordered read is a cursor that
  * reads on by itself while it has credit (pages the caller has room for), taking
- * messages between pages: more credit, or a close.
+ * messages between pages: more credit, or a close. Says once when it is ready.
  */
 const options = workerData as LogReaderData;
 const port = parentPort!;
@@ -14,11 +15,8 @@ const db = new Database(options.file, { readonly: true, fileMustExist: true });
 db.pragma('busy_timeout = 5000');
 // Reads straight from the mapped file instead of a read() per page: a stream-ordered read visits pages at random.
 db.pragma(`mmap_size = ${options.mmapBytes}`);
-const prepare = (sql: string) => db.prepare(sql).raw(true).safeIntegers(true);
-const all = prepare(options.sql.all);
-const pageText = prepare(options.sql.pageText);
-const pageRows = prepare(options.sql.pageRows);
-const pageLast = prepare(options.sql.pageLast);
+const all = db.prepare(options.allSql).raw(true).safeIntegers(true);
+const pages = pageStatements(db);
 
 const post = (reply: LogReaderReply) => port.postMessage(reply);
 const fail = (id: number, error: unknown) => {
@@ -27,11 +25,7 @@ const fail = (id: number, error: unknown) => {
 };
 
 interface Cursor {
-  streamId: string;
-  revision: number | bigint;
-  end: string;
-  until: bigint;
-  pageSize: number;
+  at: StreamCursor;
   credit: number;
   scheduled: boolean;
 }
@@ -45,17 +39,13 @@ function readOn(id: number): void {
     cursor.scheduled = false;
     if (cursors.get(id) !== cursor) return;
     try {
-      const params = [cursor.streamId, cursor.revision, cursor.end, cursor.until, cursor.pageSize];
-      const [text, count, invalid] = pageText.get(...params) as [string | null, bigint, bigint | null];
-      const next = count === BigInt(cursor.pageSize) ? (pageLast.get(...params) as [string, bigint]) : undefined;
-      const page = invalid ? { rows: pageRows.all(...params) as NonNullable<LogReaderReply['page']>['rows'] } : { text: count > 0n ? text ?? '[]' : '[]' };
-      post({ id, page, ...(next ? { next } : {}) });
-      if (!next) {
+      const read = readPage(pages, cursor.at);
+      post({ id, ...read });
+      if (!read.next) {
         cursors.delete(id);
         return;
       }
-      cursor.streamId = next[0];
-      cursor.revision = next[1];
+      cursor.at = { ...cursor.at, streamId: read.next[0], revision: Number(read.next[1]) };
       cursor.credit -= 1;
     } catch (error) {
       cursors.delete(id);
@@ -75,8 +65,7 @@ port.on('message', (message: LogReaderRequest) => {
       fail(id, error);
     }
   } else if (message.kind === 'open') {
-    const cursor: StreamCursor = message.cursor;
-    cursors.set(id, { ...cursor, credit: message.ahead, scheduled: false });
+    cursors.set(id, { at: message.cursor, credit: message.ahead, scheduled: false });
     readOn(id);
   } else if (message.kind === 'more') {
     const cursor = cursors.get(id);
@@ -88,3 +77,4 @@ port.on('message', (message: LogReaderRequest) => {
     cursors.delete(id);
   }
 });
+post({ id: readyReplyId });

@@ -1,100 +1,12 @@
 import type { Worker } from 'node:worker_threads';
 import type { LoggedEvent } from './port.js';
 import { startWorkerModule } from '../worker-module.js';
+import { eventsOfText, readPage, toLogged, type PageStatements, type ReadPage, type StreamCursor } from './sqlite-log-pages.js';
 
 /**
  * Long reads of the embedded store's log (a rebuild's replay of millions of
- * events): the stream-ordered read's SQL, and a reader on a thread of its own.
+ * events) on a thread of its own; the pages themselves are `sqlite-log-pages.ts`'s.
  */
-
-/** The first id above every id that starts with `prefix`: the upper bound of a range scan of the (stream_id, revision) index. */
-export function prefixEnd(prefix: string): string {
-  if (!prefix) throw new Error('readAllByStream needs a stream prefix');
-  const last = prefix.codePointAt(prefix.length - 1)!;
-  const head = prefix.slice(0, last > 0xffff ? -2 : -1);
-  // UTF-8 (SQLite's BINARY collation) orders as code points do.
-  return head + String.fromCodePoint(last + 1);
-}
-
-/** Where a stream-ordered read has got to: the last event read, and the bounds of the whole read. */
-export interface StreamCursor {
-  streamId: string;
-  revision: number;
-  /** `prefixEnd` of the prefix. */
-  end: string;
-  until: bigint;
-  pageSize: number;
-}
-
-/** The first cursor of a read: just before the prefix's first stream. */
-export const firstCursor = (streamPrefix: string, until: bigint, pageSize: number): StreamCursor => ({
-  streamId: streamPrefix,
-  revision: -1,
-  end: prefixEnd(streamPrefix),
-  until,
-  pageSize,
-});
-
-export const cursorParams = (c: StreamCursor) => [c.streamId, c.revision, c.end, c.until, c.pageSize] as const;
-
-/**
- * A page of a stream-ordered read: the events after the cursor, at or before `until`.
- * The cursor is the only lower bound, so SQLite seeks the (stream_id, revision) index
- * straight to it (a separate `stream_id >= prefix` would make it scan from the prefix
- * on every page).
- */
-const byStreamSql = (columnList: string, limit = 'LIMIT ?') => `SELECT ${columnList} FROM events
-  WHERE (stream_id, revision) > (?, ?) AND stream_id < ? AND position <= ?
-  ORDER BY stream_id, revision ${limit}`;
-export const byStreamRowsSql = byStreamSql('position, stream_id, revision, type, data');
-/** The page's last event (from the index alone), where the next page starts. */
-const byStreamLastSql = byStreamSql('stream_id, revision', 'LIMIT 1 OFFSET ? - 1');
-
-export type LoggedTuple = [position: number | bigint, streamId: string, revision: number | bigint, type: string, data: string];
-
-export const toLogged = ([position, streamId, revision, type, data]: LoggedTuple): LoggedEvent => ({
-  streamId,
-  revision: Number(revision),
-  position: BigInt(position),
-  type,
-  data: JSON.parse(data) as unknown,
-});
-
-/**
- * The same page as one JSON text built by SQLite (`[["position","stream",revision,"type",data], ...]`),
- * with the row count and how many rows' data is not valid JSON. For the reader, parsing one text is
- * far cheaper than a structured copy of every column plus a parse of every event's data. The stored
- * data goes in as it is, so the text is well-formed only when every row's data is valid JSON (else the
- * rows are sent instead). SQLite concatenates in the order the subquery yields its rows but does not
- * promise it (asking for an order costs a sort of the texts), so the reader checks it.
- */
-const byStreamTextSql = `SELECT '[' || group_concat(
-    '["' || position || '",' || json_quote(stream_id) || ',' || revision || ',' || json_quote(type) || ',' || data || ']',
-    ',') || ']', count(*), sum(NOT json_valid(data))
-  FROM (${byStreamSql('stream_id, revision, position, type, data')})`;
-
-/**
- * A page's events from its JSON text. Throws unless each stream's events come
- * together in order of revision and the page ends where SQLite's order ends it
- * (`last`, for a page the read goes on after): what a caller of the read relies on.
- */
-function eventsOfText(text: string, last: readonly [streamId: string, revision: bigint] | undefined): LoggedEvent[] {
-  const tuples = JSON.parse(text) as Array<[position: string, streamId: string, revision: number, type: string, data: unknown]>;
-  const events = new Array<LoggedEvent>(tuples.length);
-  const done = new Set<string>();
-  let previous: LoggedEvent | undefined;
-  const outOfOrder = (at: string) => new Error(`embedded event store: a page of the stream-ordered read came back out of order at ${at}`);
-  for (let i = 0; i < tuples.length; i++) {
-    const [position, streamId, revision, type, data] = tuples[i]!;
-    if (previous && streamId !== previous.streamId) {
-      done.add(previous.streamId);
-      if (done.has(streamId)) throw outOfOrder(`${streamId}@${revision}`);
-    } else if (previous && revision <= previous.revision) throw outOfOrder(`${streamId}@${revision}`);
-    events[i] = previous = { streamId, revision, position: BigInt(position), type, data };
-  }
-  if (last && (previous?.streamId !== last[0] || previous.revision !== Number(last[1]))) throw outOfOrder('the end of the page');
-  return events;
-}
 
 /** Address space the reader may map the file into (only what it touches becomes resident, and the kernel can drop it). */
 const mmapBytes = 1 << 30;
@@ -108,26 +20,31 @@ export type LogReaderRequest =
   | { id: number; kind: 'more' }
   | { id: number; kind: 'close' };
 
-export type LogReaderReply = {
+export type LogReaderReply = Partial<ReadPage> & {
   id: number;
   rows?: unknown[][];
-  page?: { text?: string; rows?: LoggedTuple[] };
-  /** Where the next page starts (the page's last event in SQLite's order); none after the last page. */
-  next?: [streamId: string, revision: bigint];
   error?: { message: string; code?: string };
 };
 type Reply = LogReaderReply;
 
+/** The id of the reply the reader sends once, when its connection and statements are ready. */
+export const readyReplyId = -1;
+
 export interface LogReaderData {
   file: string;
   mmapBytes: number;
-  sql: { all: string; pageText: string; pageRows: string; pageLast: string };
+  /** The store's own read in order of position. */
+  allSql: string;
 }
 
 /** The reader's thread: the compiled module from dist/, or the TypeScript source through tsx. */
 function spawnReader(data: LogReaderData): Worker {
   return startWorkerModule('sqlite-log-reader', import.meta.url, data);
 }
+
+/** A page's events. Rows come instead of text when some data is not valid JSON: parsed one by one, that fails as any read would. */
+const eventsOf = ({ page, next }: Partial<ReadPage>): LoggedEvent[] =>
+  page?.rows ? page.rows.map(toLogged) : eventsOfText(page?.text ?? '[]', next);
 
 /**
  * A reader of the log on a thread of its own, with its own read-only connection:
@@ -137,6 +54,8 @@ function spawnReader(data: LogReaderData): Worker {
 export function logReader(file: string, allSql: string, toError: (error: unknown) => Error) {
   let nextId = 0;
   let closed = false;
+  /** The thread has its connection and statements: it answers at once from now on. */
+  let ready = false;
   const listeners = new Map<number, (reply: Reply | Error) => void>();
   const replyError = (error: NonNullable<Reply['error']>) => toError(Object.assign(new Error(error.message), { code: error.code }));
   const failAll = (error: Error) => {
@@ -146,12 +65,11 @@ export function logReader(file: string, allSql: string, toError: (error: unknown
   let started: Worker | undefined;
   const worker = (): Worker => (started ??= start());
   function start(): Worker {
-    const thread = spawnReader({
-      file,
-      mmapBytes,
-      sql: { all: allSql, pageText: byStreamTextSql, pageRows: byStreamRowsSql, pageLast: byStreamLastSql },
+    const thread = spawnReader({ file, mmapBytes, allSql });
+    thread.on('message', (reply: Reply) => {
+      if (reply.id === readyReplyId) ready = true;
+      else listeners.get(reply.id)?.(reply);
     });
-    thread.on('message', (reply: Reply) => listeners.get(reply.id)?.(reply));
     thread.on('error', (error) => failAll(toError(error)));
     // A reader gone for any other reason must not leave a read waiting for ever.
     thread.on('exit', (code) => {
@@ -177,33 +95,64 @@ export function logReader(file: string, allSql: string, toError: (error: unknown
       });
     },
 
-    /** A stream-ordered read, page after page, read ahead by the worker. */
-    async *byStream(cursor: StreamCursor): AsyncGenerator<LoggedEvent[]> {
+    /**
+     * A stream-ordered read, page after page, read ahead by the thread. Starting the
+     * thread takes longer than reading a page (its module and connection: 150 to 300
+     * ms here), so until it is ready the pages are read with `readHere` (the caller's
+     * connection) and the thread takes over from where they got to.
+     */
+    async *byStream(cursor: StreamCursor, readHere?: () => PageStatements): AsyncGenerator<LoggedEvent[]> {
       if (closed) throw new Error('embedded event store closed');
       const id = nextId++;
       const replies: Array<Reply | Error> = [];
       let wake: (() => void) | undefined;
-      listeners.set(id, (reply) => {
-        replies.push(reply);
-        wake?.();
-      });
-      worker().postMessage({ id, kind: 'open', cursor, ahead: pagesAhead } satisfies LogReaderRequest);
+      let opened = false;
+      const open = (from: StreamCursor) => {
+        listeners.set(id, (reply) => {
+          replies.push(reply);
+          wake?.();
+        });
+        worker().postMessage({ id, kind: 'open', cursor: from, ahead: pagesAhead } satisfies LogReaderRequest);
+        opened = true;
+      };
+      let from = cursor;
+      // Started now if it is not yet; it says when it is ready.
+      worker();
       try {
+        if (readHere && !ready) {
+          const statements = readHere();
+          while (!opened) {
+            let read: ReadPage;
+            try {
+              read = readPage(statements, from);
+            } catch (error) {
+              throw toError(error);
+            }
+            const events = eventsOf(read);
+            if (!read.next) {
+              if (events.length > 0) yield events;
+              return;
+            }
+            from = { ...from, streamId: read.next[0], revision: Number(read.next[1]) };
+            // The ready reply came in while the caller took the last page: the thread reads the next while it takes this one.
+            if (ready) open(from);
+            if (events.length > 0) yield events;
+          }
+        }
+        if (!opened) open(from);
         for (;;) {
           while (replies.length === 0) await new Promise<void>((resolve) => (wake = resolve));
           const reply = replies.shift()!;
           if (reply instanceof Error) throw reply;
           if (reply.error) throw replyError(reply.error);
           if (reply.next) worker().postMessage({ id, kind: 'more' } satisfies LogReaderRequest);
-          // Rows come instead of text when some data is not valid JSON: parsed one by one, that fails as any read would.
-          const { text, rows } = reply.page ?? {};
-          const events = rows ? rows.map(toLogged) : eventsOfText(text ?? '[]', reply.next);
+          const events = eventsOf(reply);
           if (events.length > 0) yield events;
           if (!reply.next) return;
         }
       } finally {
         listeners.delete(id);
-        if (!closed) worker().postMessage({ id, kind: 'close' } satisfies LogReaderRequest);
+        if (opened && !closed) worker().postMessage({ id, kind: 'close' } satisfies LogReaderRequest);
       }
     },
 

@@ -7,6 +7,8 @@ import { inMemoryEventStore } from '../../shared/event-store/in-memory-event-sto
 import type { EventStore, LoggedEvent } from '../../shared/event-store/port.js';
 import { sqliteEventStore } from '../../shared/event-store/sqlite-event-store.js';
 import { groupCommitter } from '../../shared/event-store/sqlite-group-commit.js';
+import { firstCursor, pageStatements, type PageStatements } from '../../shared/event-store/sqlite-log-pages.js';
+import { logReader } from '../../shared/event-store/sqlite-long-reads.js';
 import { eventStoreContract } from '../contracts/event-store.contract.js';
 
 void t.test('in-memory event store', async (t) => {
@@ -164,5 +166,37 @@ void t.test('embedded SQLite event store, long reads on a worker thread', async 
       read.map((e) => [e.streamId, e.revision, e.position, e.data]),
       expected.map((e) => [e.streamId, e.revision, e.position, e.data]),
     );
+  });
+
+  void t.test('while its thread starts, a stream-ordered read reads here, then the thread goes on from there', async (t) => {
+    const file = join(dir, 'handover.sqlite');
+    const store = sqliteEventStore({ file });
+    const ids = Array.from({ length: 400 }, (_, i) => `user-${String(i).padStart(4, '0')}`);
+    await store.appendToStreams!(ids.map((id, i) => ({ streamId: id, events: [{ type: 'A', data: { i } }, { type: 'B', data: { i } }], expectedRevision: 'no_stream' })));
+    const expected = (await readByStream(store, 'user-', 1000)).map((e) => [e.streamId, e.revision, e.position, e.data]);
+    await store.close();
+
+    const db = new Database(file, { readonly: true });
+    t.teardown(() => db.close());
+    // This connection's statements, counting the pages read with them.
+    const own = pageStatements(db);
+    let readHere = 0;
+    const counted: PageStatements = {
+      ...own,
+      pageText: { get: (...params: unknown[]) => (readHere++, own.pageText.get(...params)) } as unknown as PageStatements['pageText'],
+    };
+    const reader = logReader(file, 'SELECT 1 WHERE ? < ?', (error) => error as Error);
+    t.teardown(() => reader.close());
+    const read: unknown[][] = [];
+    let pages = 0;
+    for await (const page of reader.byStream(firstCursor('user-', 1n << 60n, 7), () => counted)) {
+      pages += 1;
+      read.push(...page.map((e) => [e.streamId, e.revision, e.position, e.data]));
+      // A caller that takes its time over each page, as a rebuild does.
+      await new Promise((resolve) => setTimeout(resolve, 2));
+    }
+    t.same(read, expected, 'every event once, streams together, in the same order as a read by the thread alone');
+    t.ok(readHere > 0, `the first pages were read here (${readHere} of ${pages})`);
+    t.ok(readHere < pages, 'the thread took over once it was ready');
   });
 });

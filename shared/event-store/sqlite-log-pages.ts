@@ -1,0 +1,127 @@
+import type Database from 'better-sqlite3';
+import type { Statement } from 'better-sqlite3';
+import type { LoggedEvent } from './port.js';
+
+/**
+ * The embedded store's stream-ordered read of its log, page by page: the SQL, the
+ * cursor a read goes on from, reading a page off a connection (the log reader's
+ * thread, or the caller's while that thread starts) and taking its events in.
+ */
+
+/** The first id above every id that starts with `prefix`: the upper bound of a range scan of the (stream_id, revision) index. */
+export function prefixEnd(prefix: string): string {
+  if (!prefix) throw new Error('readAllByStream needs a stream prefix');
+  const last = prefix.codePointAt(prefix.length - 1)!;
+  const head = prefix.slice(0, last > 0xffff ? -2 : -1);
+  // UTF-8 (SQLite's BINARY collation) orders as code points do.
+  return head + String.fromCodePoint(last + 1);
+}
+
+/** Where a stream-ordered read has got to: the last event read, and the bounds of the whole read. */
+export interface StreamCursor {
+  streamId: string;
+  revision: number;
+  /** `prefixEnd` of the prefix. */
+  end: string;
+  until: bigint;
+  pageSize: number;
+}
+
+/** The first cursor of a read: just before the prefix's first stream. */
+export const firstCursor = (streamPrefix: string, until: bigint, pageSize: number): StreamCursor => ({
+  streamId: streamPrefix,
+  revision: -1,
+  end: prefixEnd(streamPrefix),
+  until,
+  pageSize,
+});
+
+export const cursorParams = (c: StreamCursor) => [c.streamId, c.revision, c.end, c.until, c.pageSize] as const;
+
+/**
+ * A page of a stream-ordered read: the events after the cursor, at or before `until`.
+ * The cursor is the only lower bound, so SQLite seeks the (stream_id, revision) index
+ * straight to it (a separate `stream_id >= prefix` would make it scan from the prefix
+ * on every page).
+ */
+const byStreamSql = (columnList: string, limit = 'LIMIT ?') => `SELECT ${columnList} FROM events
+  WHERE (stream_id, revision) > (?, ?) AND stream_id < ? AND position <= ?
+  ORDER BY stream_id, revision ${limit}`;
+export const byStreamRowsSql = byStreamSql('position, stream_id, revision, type, data');
+/** The page's last event (from the index alone), where the next page starts. */
+const byStreamLastSql = byStreamSql('stream_id, revision', 'LIMIT 1 OFFSET ? - 1');
+
+export type LoggedTuple = [position: number | bigint, streamId: string, revision: number | bigint, type: string, data: string];
+
+export const toLogged = ([position, streamId, revision, type, data]: LoggedTuple): LoggedEvent => ({
+  streamId,
+  revision: Number(revision),
+  position: BigInt(position),
+  type,
+  data: JSON.parse(data) as unknown,
+});
+
+/**
+ * The same page as one JSON text built by SQLite (`[["position","stream",revision,"type",data], ...]`),
+ * with the row count and how many rows' data is not valid JSON. For the reader, parsing one text is
+ * far cheaper than a structured copy of every column plus a parse of every event's data. The stored
+ * data goes in as it is, so the text is well-formed only when every row's data is valid JSON (else the
+ * rows are sent instead). SQLite concatenates in the order the subquery yields its rows but does not
+ * promise it (asking for an order costs a sort of the texts), so the reader checks it.
+ */
+const byStreamTextSql = `SELECT '[' || group_concat(
+    '["' || position || '",' || json_quote(stream_id) || ',' || revision || ',' || json_quote(type) || ',' || data || ']',
+    ',') || ']', count(*), sum(NOT json_valid(data))
+  FROM (${byStreamSql('stream_id, revision, position, type, data')})`;
+
+/**
+ * A page's events from its JSON text. Throws unless each stream's events come
+ * together in order of revision and the page ends where SQLite's order ends it
+ * (`last`, for a page the read goes on after): what a caller of the read relies on.
+ */
+export function eventsOfText(text: string, last: readonly [streamId: string, revision: bigint] | undefined): LoggedEvent[] {
+  const tuples = JSON.parse(text) as Array<[position: string, streamId: string, revision: number, type: string, data: unknown]>;
+  const events = new Array<LoggedEvent>(tuples.length);
+  const done = new Set<string>();
+  let previous: LoggedEvent | undefined;
+  const outOfOrder = (at: string) => new Error(`embedded event store: a page of the stream-ordered read came back out of order at ${at}`);
+  for (let i = 0; i < tuples.length; i++) {
+    const [position, streamId, revision, type, data] = tuples[i]!;
+    if (previous && streamId !== previous.streamId) {
+      done.add(previous.streamId);
+      if (done.has(streamId)) throw outOfOrder(`${streamId}@${revision}`);
+    } else if (previous && revision <= previous.revision) throw outOfOrder(`${streamId}@${revision}`);
+    events[i] = previous = { streamId, revision, position: BigInt(position), type, data };
+  }
+  if (last && (previous?.streamId !== last[0] || previous.revision !== Number(last[1]))) throw outOfOrder('the end of the page');
+  return events;
+}
+
+/** A page of a stream-ordered read as read off a connection: its JSON text (or its rows, when some data is not JSON), and where the next page starts. */
+export interface ReadPage {
+  page: { text?: string; rows?: LoggedTuple[] };
+  /** The page's last event in SQLite's order; none after the last page. */
+  next?: [streamId: string, revision: bigint];
+}
+
+/** The statements a page is read with, prepared on one connection (raw, safe integers). */
+export interface PageStatements {
+  pageText: Statement;
+  pageRows: Statement;
+  pageLast: Statement;
+}
+
+/** Prepares the page statements on a connection. */
+export function pageStatements(db: Database.Database): PageStatements {
+  const prepare = (sql: string) => db.prepare(sql).raw(true).safeIntegers(true);
+  return { pageText: prepare(byStreamTextSql), pageRows: prepare(byStreamRowsSql), pageLast: prepare(byStreamLastSql) };
+}
+
+/** Reads the page after `cursor` (the log reader's thread, and the caller's connection while that thread starts). */
+export function readPage(statements: PageStatements, cursor: StreamCursor): ReadPage {
+  const params = cursorParams(cursor);
+  const [text, count, invalid] = statements.pageText.get(...params) as [string | null, bigint, bigint | null];
+  const next = count === BigInt(cursor.pageSize) ? (statements.pageLast.get(...params) as [string, bigint]) : undefined;
+  const page = invalid ? { rows: statements.pageRows.all(...params) as LoggedTuple[] } : { text: count > 0n ? (text ?? '[]') : '[]' };
+  return next ? { page, next } : { page };
+}
