@@ -6,7 +6,7 @@ import { wakeSignal, watchChanges } from '../change-signal.js';
 import { pollingSubscription } from './log-subscription.js';
 import { groupCommitter } from './sqlite-group-commit.js';
 import { logReader } from './sqlite-long-reads.js';
-import { byStreamRowsSql, cursorParams, firstCursor, pageStatements, toLogged, type LoggedTuple, type PageStatements } from './sqlite-log-pages.js';
+import { byStreamRowsSql, cursorParams, firstCursor, longReadMmapBytes, pageStatements, toLogged, type LoggedTuple, type PageStatements } from './sqlite-log-pages.js';
 import type { EventStore, RecordedEvent } from './port.js';
 
 /** A row as an array (better-sqlite3's raw mode): cheaper than an object per row on long reads. */
@@ -138,6 +138,8 @@ export function sqliteEventStore(options: {
   const selectByStream = db.prepare<unknown[], LoggedTuple>(byStreamRowsSql).raw(true);
   selectByStream.safeIntegers(true);
   const reader = options.readAllInWorker ? logReader(options.file, selectAllSql, translate) : undefined;
+  // This connection reads the first pages of a long read (while the reader's thread starts) as that thread does.
+  if (reader) db.pragma(`mmap_size = ${longReadMmapBytes}`);
   // This connection's page statements, for the pages read while the reader's thread starts.
   let pages: PageStatements | undefined;
   const pagesHere = () => (pages ??= pageStatements(db));

@@ -97,6 +97,13 @@ export function eventsOfText(text: string, last: readonly [streamId: string, rev
   return events;
 }
 
+/**
+ * Address space a connection that reads long may map the file into (only what it
+ * touches becomes resident, and the kernel can drop it): a stream-ordered read visits
+ * pages at random, and reads straight from the mapped file instead of a read() per page.
+ */
+export const longReadMmapBytes = 1 << 30;
+
 /** A page of a stream-ordered read as read off a connection: its JSON text (or its rows, when some data is not JSON), and where the next page starts. */
 export interface ReadPage {
   page: { text?: string; rows?: LoggedTuple[] };

@@ -13,7 +13,7 @@ const options = workerData as LogReaderData;
 const port = parentPort!;
 const db = new Database(options.file, { readonly: true, fileMustExist: true });
 db.pragma('busy_timeout = 5000');
-// Reads straight from the mapped file instead of a read() per page: a stream-ordered read visits pages at random.
+// Reads straight from the mapped file (see longReadMmapBytes).
 db.pragma(`mmap_size = ${options.mmapBytes}`);
 const all = db.prepare(options.allSql).raw(true).safeIntegers(true);
 const pages = pageStatements(db);

@@ -1,15 +1,13 @@
 import type { Worker } from 'node:worker_threads';
 import type { LoggedEvent } from './port.js';
 import { startWorkerModule } from '../worker-module.js';
-import { eventsOfText, readPage, toLogged, type PageStatements, type ReadPage, type StreamCursor } from './sqlite-log-pages.js';
+import { eventsOfText, longReadMmapBytes as mmapBytes, readPage, toLogged, type PageStatements, type ReadPage, type StreamCursor } from './sqlite-log-pages.js';
 
 /**
  * Long reads of the embedded store's log (a rebuild's replay of millions of
  * events) on a thread of its own; the pages themselves are `sqlite-log-pages.ts`'s.
  */
 
-/** Address space the reader may map the file into (only what it touches becomes resident, and the kernel can drop it). */
-const mmapBytes = 1 << 30;
 /** Pages a stream-ordered read may have ready before the caller asks for them. */
 const pagesAhead = 2;
 
