@@ -142,6 +142,8 @@ export interface VaultOptions {
   emailHashSecret?: Buffer;
   /** How long a key read from the store is kept in memory (other processes learn of a forget by this). */
   cacheMs?: number;
+  /** Keys (and known absences) kept in memory at most; the oldest eighth goes when it is full (default 100,000). */
+  maxCachedKeys?: number;
   /** Keys made per trip to the store, ahead of need. */
   keysPerBatch?: number;
   clock?: () => number;
@@ -186,12 +188,25 @@ export function createVault(options: VaultOptions & { emailHashSecret: Buffer })
   const secret = createSecretKey(options.emailHashSecret);
   /** id -> key (or null: known to be gone) and when it was read. */
   const cache = new Map<string, { key: Buffer | null; at: number }>();
-  const maxCached = 100_000;
+  const maxCached = Math.max(1, options.maxCachedKeys ?? 100_000);
+  /**
+   * Evicted together when the cache is full, oldest first, in one walk: a Map keeps a
+   * deleted entry's slot until it grows or shrinks, so finding the oldest entry afresh
+   * after each single delete walks every slot deleted before it (up to tens of
+   * thousands per key, once a store has more users than the cache holds).
+   */
+  const evictedTogether = Math.ceil(maxCached / 8);
   let pool: DataKey[] = [];
   let refilling: Promise<void> | undefined;
 
   function remember(id: string, key: Buffer | null) {
-    if (cache.size >= maxCached) cache.delete(cache.keys().next().value!);
+    if (cache.size >= maxCached && !cache.has(id)) {
+      let evicted = 0;
+      for (const old of cache.keys()) {
+        cache.delete(old);
+        if (++evicted === evictedTogether) break;
+      }
+    }
     cache.set(id, { key, at: now() });
   }
 
