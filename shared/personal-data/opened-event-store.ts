@@ -31,7 +31,8 @@ export function openedEventStore(store: EventStore, vault: Pick<Vault, 'open'>):
       const pages = store.readAllByStream!(options);
       return {
         async *[Symbol.asyncIterator]() {
-          for await (const page of pages) yield await vault.open(page);
+          // Each user's events come together, once: their keys need not stay in memory.
+          for await (const page of pages) yield await vault.open(page, { keepKeys: false });
         },
       };
     };

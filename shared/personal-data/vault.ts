@@ -136,6 +136,22 @@ export interface StoredEventLike {
   data: unknown;
 }
 
+export interface OpenOptions {
+  /**
+   * Also destroy the keys each UserForgotten among the events names (idempotent),
+   * so a forget whose requester died between appending it and destroying the keys
+   * is finished by the log's readers (the relay, the embedded projector).
+   */
+  finishForgets?: boolean;
+  /**
+   * false: keys read from the store for these events are not kept in memory. For a
+   * read that meets each user once (a rebuild's stream-ordered pass): kept, a
+   * million events' keys would only fill the memory, and the garbage collector
+   * would walk them over and over (a tenth of such a rebuild's time).
+   */
+  keepKeys?: boolean;
+}
+
 export interface VaultOptions {
   keyStore: KeyStore;
   /** The keyed hash's secret (EMAIL_HASH_SECRET); the key store's own when absent. */
@@ -155,12 +171,9 @@ export interface Vault {
   /**
    * The events as readers need them: sealed fields opened, erased events read as
    * UserForgotten, the key ids a stored UserForgotten names taken out. Order and
-   * other fields kept. `finishForgets`: also destroy the keys each UserForgotten
-   * among them names (idempotent), so a forget whose requester died between
-   * appending it and destroying the keys is finished by the log's readers (the
-   * relay, the embedded projector).
+   * other fields kept. See `OpenOptions`.
    */
-  open<T extends StoredEventLike>(events: readonly T[], options?: { finishForgets?: boolean }): Promise<T[]>;
+  open<T extends StoredEventLike>(events: readonly T[], options?: OpenOptions): Promise<T[]>;
   /** The key ids that sealed these events (a user's stream), in order of first use. */
   keyIdsOf(events: readonly StoredEventLike[]): string[];
   /** The key with this id, if it still exists. */
@@ -210,7 +223,8 @@ export function createVault(options: VaultOptions & { emailHashSecret: Buffer })
     cache.set(id, { key, at: now() });
   }
 
-  async function keysFor(ids: Iterable<string>): Promise<Map<string, Buffer | null>> {
+  /** The keys of these ids, from memory or the store; `keep`: remember those read from the store. */
+  async function keysFor(ids: Iterable<string>, keep = true): Promise<Map<string, Buffer | null>> {
     const found = new Map<string, Buffer | null>();
     const missing: string[] = [];
     const t = now();
@@ -228,7 +242,7 @@ export function createVault(options: VaultOptions & { emailHashSecret: Buffer })
       for (const id of missing) {
         const key = keys.get(id) ?? null;
         found.set(id, key);
-        remember(id, key);
+        if (keep) remember(id, key);
       }
     }
     return found;
@@ -278,7 +292,7 @@ export function createVault(options: VaultOptions & { emailHashSecret: Buffer })
         if (id !== undefined) (ids ??= new Set()).add(id);
       }
       if (ids === undefined && forgotten === undefined) return events.slice();
-      const keys = ids === undefined ? undefined : await keysFor(ids);
+      const keys = ids === undefined ? undefined : await keysFor(ids, options.keepKeys ?? true);
       const opened = new Array<(typeof events)[number]>(events.length);
       for (let i = 0; i < events.length; i++) opened[i] = openOne(events[i]!, keys);
       if (options.finishForgets && forgotten !== undefined && forgotten.length > 0) await destroy(forgotten);

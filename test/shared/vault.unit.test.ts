@@ -59,3 +59,19 @@ void t.test('past its size the memory keeps the newest keys and lets the oldest 
   await filled.key(some[1]!.id);
   t.same(small.asked, [some[1]!.id], 'the second oldest went with the oldest');
 });
+
+void t.test('keepKeys: false opens as usual and keeps no key it read', async (t) => {
+  const keyStore = countingKeyStore();
+  const vault = createVault({ keyStore, emailHashSecret: secret });
+  const [key] = await keyStore.create(1);
+  const userId = '01941f29-7c00-78e7-ac5e-7ff5c2b05aa8';
+  const streamId = `user-${userId}`;
+  const clear = { userId, name: 'Ada', email: 'ada@example.org', occurredAt: '2025-01-01T00:00:00.000Z' };
+  const stored = [{ streamId, type: 'UserRegistered', data: vault.seal(streamId, { type: 'UserRegistered', data: clear }, key!) }];
+  t.same((await vault.open(stored, { keepKeys: false }))[0]!.data, clear);
+  t.same((await vault.open(stored, { keepKeys: false }))[0]!.data, clear);
+  t.equal(keyStore.asked.length, 2, 'read from the store each time');
+  await vault.open(stored);
+  await vault.open(stored);
+  t.equal(keyStore.asked.length, 3, 'kept by a usual open');
+});
