@@ -311,7 +311,7 @@ interface HeldLock {
 /** A run's parts, before it takes the lock. */
 function runParts(settings: RebuildSettings, options: RebuildOptions): Run {
   const { store, db, logger, owner, heartbeatMs, pauseMs, pageDelayMs } = settings;
-  const batchSize = options.batchSize ?? 5000;
+  const batchSize = options.batchSize ?? 1000;
   const maxRows = options.maxRowsInMemory ?? 200_000;
   const { signal } = options;
   const control = projectionControl({ db, projection: projectionName, owner });

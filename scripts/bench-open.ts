@@ -12,7 +12,7 @@ import { benchUserEvent } from './bench/user-events.js';
 /**
  * What opening sealed events costs a reader (the rebuild, the relay), against the
  * floor it cannot go below, both measured in the same run:
- *  - a page of 5,000 stored events as the rebuild reads it (1,000 users, each
+ *  - a page of 5,000 stored events in the form the rebuild reads (1,000 users, each
  *    registered, renamed twice, validated and with a changed email: four sealed
  *    events of five, as `bench:rebuild` seeds them), parsed from its JSON text;
  *  - `Vault.open` of the page with the keys in the vault's cache, and with a fresh

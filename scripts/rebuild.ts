@@ -24,7 +24,7 @@ reported, never created.
   --verify         compare the rebuilt table with the live one before the swap
                    and report missing, extra and different rows (exit 3 if any)
   --dry-run        build (and verify) the shadow table, then drop it: no swap
-  --batch-size N   events per read of the log (default 5000)
+  --batch-size N   events per read of the log (default 1000)
   --max-rows N     rows held in memory before flushing to the shadow (default 200000)
   --help           this text
 
@@ -51,7 +51,7 @@ function parseOptions(argv: string[]) {
     help: values.help,
     verify: values.verify,
     dryRun: values['dry-run'],
-    batchSize: integerOption('--batch-size', values['batch-size'], { fallback: 5000 }),
+    batchSize: integerOption('--batch-size', values['batch-size'], { fallback: 1000 }),
     maxRowsInMemory: integerOption('--max-rows', values['max-rows'], { fallback: 200_000 }),
   };
 }
