@@ -144,11 +144,12 @@ export function userProjector(deps: {
 
   /** A batch applied: counted, its feed told (its offsets may be committed there now), metrics. */
   async function counted(batch: FeedBatch, applied: Applied, started: number): Promise<void> {
+    // Counted before the checkpoints are published: a status that shows the batch applied shows what it parked.
+    if (applied.parked > 0) await countParked().catch((error: unknown) => logger.warn({ err: error }, 'could not count parked events'));
     status.eventsApplied += batch.events.length;
     status.batchesApplied += 1;
     Object.assign(status.checkpoints, Object.fromEntries(batch.checkpoints));
     batch.applied?.();
-    if (applied.parked > 0) await countParked().catch((error: unknown) => logger.warn({ err: error }, 'could not count parked events'));
     deps.onBatch?.(batch, (performance.now() - started) / 1000);
   }
 
