@@ -11,6 +11,7 @@ import { openVault, type Vault } from '../shared/personal-data/vault.js';
 import { benchUserEvent } from './bench/user-events.js';
 import type { RunFigures } from './bench/rebuild-run.js';
 import { median, startChild } from './bench/stack.js';
+import { rebuildNodeOptions } from './role-node-options.js';
 
 /**
  * The rebuild's throughput against the floor it cannot beat: writing the same
@@ -38,8 +39,6 @@ import { median, startChild } from './bench/stack.js';
 const eventCount = Number(process.env.BENCH_EVENTS ?? 1_000_000);
 const sealed = process.env.BENCH_SEALED !== '0';
 const userCount = Math.max(1, Math.round(eventCount / 5));
-/** As `npm run rebuild` starts (package.json). */
-const rebuildNodeOptions = ['--max-semi-space-size=32'];
 /** Rebuilds of the one seeded store, each into a fresh database; medians printed. */
 const runs = Math.max(1, Number(process.env.BENCH_RUNS ?? 3));
 

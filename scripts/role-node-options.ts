@@ -16,6 +16,16 @@ export const roleNodeOptions: Readonly<Record<string, readonly string[]>> = {
 };
 
 /**
+ * Node options of the rebuild (`npm run rebuild`, an operator's process rather than
+ * a role; `npm run bench:rebuild` starts its runs with them too). 32 MiB per
+ * semi-space: once the rebuild stopped keeping each user's key, 32 was faster than
+ * 64 at 200,000 and at 1,000,000 events, in turn (docs/design-decisions.md, "Where
+ * the rebuild's time went as the log grew"). package.json's `rebuild` script and the
+ * README's production line give the same options.
+ */
+export const rebuildNodeOptions: readonly string[] = ['--max-semi-space-size=32'];
+
+/**
  * glibc's allocator settings for the projector (`GLIBC_TUNABLES`, read when the
  * process starts). kafkajs gathers each fetch response (hundreds of KiB) into one
  * new buffer; above glibc's default threshold (128 KiB) every such buffer is a

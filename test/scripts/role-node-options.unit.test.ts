@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import t from 'tap';
-import { projectorAllocator, roleEnvironment, roleNodeOptions } from '../../scripts/role-node-options.js';
+import { projectorAllocator, rebuildNodeOptions, roleEnvironment, roleNodeOptions } from '../../scripts/role-node-options.js';
 
 /**
  * How each role's process starts (`scripts/role-node-options.ts`): its Node options
@@ -32,4 +32,14 @@ void t.test("package.json's projector scripts and docker-compose.yml start the p
   const projector = compose.slice(compose.indexOf('\n  projector:'), compose.indexOf('\n  query-side:'));
   t.match(projector, `GLIBC_TUNABLES: "${projectorAllocator}"`);
   for (const option of roleNodeOptions.projector!) t.match(projector, `"${option}"`);
+});
+
+void t.test("package.json's rebuild script and the README's production line start the rebuild with its options", async (t) => {
+  const scripts = (JSON.parse(read('package.json')) as { scripts: Record<string, string> }).scripts;
+  const production = read('README.md').split('\n').find((line) => line.includes('dist/scripts/rebuild.js'));
+  t.ok(production, "the README's production line");
+  for (const option of rebuildNodeOptions) {
+    t.ok(scripts.rebuild!.includes(` ${option} `), `npm run rebuild: ${option}`);
+    t.ok(production?.includes(` ${option} `), `README: ${option}`);
+  }
 });
