@@ -54,6 +54,8 @@ export function logReader(file: string, allSql: string, toError: (error: unknown
   let closed = false;
   /** The thread has its connection and statements: it answers at once from now on. */
   let ready = false;
+  let markReady = () => {};
+  const readyOnce = new Promise<void>((resolve) => (markReady = resolve));
   const listeners = new Map<number, (reply: Reply | Error) => void>();
   const replyError = (error: NonNullable<Reply['error']>) => toError(Object.assign(new Error(error.message), { code: error.code }));
   const failAll = (error: Error) => {
@@ -65,7 +67,10 @@ export function logReader(file: string, allSql: string, toError: (error: unknown
   function start(): Worker {
     const thread = spawnReader({ file, mmapBytes, allSql });
     thread.on('message', (reply: Reply) => {
-      if (reply.id === readyReplyId) ready = true;
+      if (reply.id === readyReplyId) {
+        ready = true;
+        markReady();
+      }
       else listeners.get(reply.id)?.(reply);
     });
     thread.on('error', (error) => failAll(toError(error)));
@@ -152,6 +157,11 @@ export function logReader(file: string, allSql: string, toError: (error: unknown
         listeners.delete(id);
         if (opened && !closed) worker().postMessage({ id, kind: 'close' } satisfies LogReaderRequest);
       }
+    },
+
+    /** Resolves once the thread is ready (it starts with the first read); pages read after that come from it. */
+    whenReady(): Promise<void> {
+      return readyOnce;
     },
 
     async close(): Promise<void> {
