@@ -38,6 +38,13 @@ export const firstCursor = (streamPrefix: string, until: bigint, pageSize: numbe
 
 export const cursorParams = (c: StreamCursor) => [c.streamId, c.revision, c.end, c.until, c.pageSize] as const;
 
+/** The cursor after a page, from where the page ended (`ReadPage.next`). */
+export const cursorAfter = (c: StreamCursor, [streamId, revision]: readonly [string, bigint]): StreamCursor => ({
+  ...c,
+  streamId,
+  revision: Number(revision),
+});
+
 /**
  * A page of a stream-ordered read: the events after the cursor, at or before `until`.
  * The cursor is the only lower bound, so SQLite seeks the (stream_id, revision) index

@@ -1,7 +1,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import { readyReplyId, type LogReaderData, type LogReaderReply, type LogReaderRequest } from './sqlite-long-reads.js';
-import { pageStatements, readPage, type StreamCursor } from './sqlite-log-pages.js';
+import { cursorAfter, pageStatements, readPage, type StreamCursor } from './sqlite-log-pages.js';
 
 /**
  * The embedded store's log reader, on a thread of its own with its own read-only
@@ -45,7 +45,7 @@ function readOn(id: number): void {
         cursors.delete(id);
         return;
       }
-      cursor.at = { ...cursor.at, streamId: read.next[0], revision: Number(read.next[1]) };
+      cursor.at = cursorAfter(cursor.at, read.next);
       cursor.credit -= 1;
     } catch (error) {
       cursors.delete(id);

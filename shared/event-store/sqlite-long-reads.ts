@@ -1,7 +1,7 @@
 import type { Worker } from 'node:worker_threads';
 import type { LoggedEvent } from './port.js';
 import { startWorkerModule } from '../worker-module.js';
-import { eventsOfText, longReadMmapBytes as mmapBytes, readPage, toLogged, type PageStatements, type ReadPage, type StreamCursor } from './sqlite-log-pages.js';
+import { cursorAfter, eventsOfText, longReadMmapBytes as mmapBytes, readPage, toLogged, type PageStatements, type ReadPage, type StreamCursor } from './sqlite-log-pages.js';
 
 /**
  * Long reads of the embedded store's log (a rebuild's replay of millions of
@@ -136,7 +136,7 @@ export function logReader(file: string, allSql: string, toError: (error: unknown
               if (events.length > 0) yield events;
               return;
             }
-            from = { ...from, streamId: read.next[0], revision: Number(read.next[1]) };
+            from = cursorAfter(from, read.next);
             // The ready reply came in while the caller took the last page: the thread reads the next while it takes this one.
             if (ready) open(from);
             if (events.length > 0) yield events;
