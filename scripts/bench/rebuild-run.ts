@@ -57,8 +57,9 @@ async function runOnce(run: number, url: string, store: EventStore, vault: Vault
     );
     // Which thread holds the rebuild back: the main thread (taking the pages in, opening, folding, the writes' client)
     // against the others together (the log reader's, V8's and libuv's helpers); /proc counts in hundredths of a second.
+    // The main thread's time off a core is waiting: for a page, for a write, or for a core the other threads hold.
     console.log(
-      `  this process's CPU by thread: main ${mainSeconds.toFixed(2)} s (idle ${Math.max(0, rebuildSeconds - mainSeconds).toFixed(2)} s of the wall time), ` +
+      `  this process's CPU by thread: main ${mainSeconds.toFixed(2)} s (off a core ${Math.max(0, rebuildSeconds - mainSeconds).toFixed(2)} s of the wall time), ` +
         `the others (log reader, V8's and libuv's helpers) ${Math.max(0, cpuSeconds - mainSeconds).toFixed(2)} s`,
     );
     if (serverSeconds !== undefined) {
