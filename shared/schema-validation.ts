@@ -51,8 +51,26 @@ function withFastInstants(ajv: Ajv): Ajv {
   return ajv.addFormat('date-time', { type: 'string', validate });
 }
 
+/**
+ * ajv-formats' `uuid` check, passed over when the value is the one it last
+ * accepted. A user's events come together in a rebuild's stream-ordered read and
+ * in a batch, all of them naming the same user: the regex ran once per event
+ * (0.17 s of a 1,000,000-event rebuild's fold thread in a profile).
+ */
+function withRepeatedUuids(ajv: Ajv): Ajv {
+  const fullUuid = formatCheck(ajv, 'uuid');
+  let lastValid: string | undefined;
+  const validate = (value: string): boolean => {
+    if (value === lastValid) return true;
+    if (!fullUuid(value)) return false;
+    lastValid = value;
+    return true;
+  };
+  return ajv.addFormat('uuid', { type: 'string', validate });
+}
+
 /** One ajv instance for the project's own boundaries (events, config, tokens). */
-export const ajv = withFastInstants(addFormats(new Ajv({ allErrors: true, strict: true, coerceTypes: false })));
+export const ajv = withRepeatedUuids(withFastInstants(addFormats(new Ajv({ allErrors: true, strict: true, coerceTypes: false }))));
 
 export function fieldProblems(errors: readonly ErrorObject[] | null | undefined): FieldProblem[] {
   return (errors ?? []).map((e) => {

@@ -22,7 +22,7 @@ import sodium from 'sodium-native';
  *    docs/design-decisions.md for why the format changed.
  *
  * A derived subkey lives only in memory, beside the data key it came from (a
- * weak map keyed by that key's buffer): destroying the data key in the key store
+ * property of that key's buffer): destroying the data key in the key store
  * leaves nothing from which it could be derived again. Like the data keys read
  * from a store, its bytes stay in the process's memory until collected (subkeys
  * share slabs of 1,024, so a slab goes when the last of them does).
@@ -35,7 +35,17 @@ const nonceBytes = sodium.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES; // 24
 const head = nonceBytes + tagBytes;
 
 const kdfContext = Buffer.from('usrseal2', 'latin1');
-const subkeys = new WeakMap<Uint8Array, Buffer>();
+/**
+ * Where a data key's buffer keeps its subkey: a property of the buffer, so the
+ * subkey lives exactly as long as the key. Not a WeakMap keyed by the buffer: a
+ * rebuild opens four events of each user under a key buffer it has just read,
+ * and a WeakMap lookup (a hash of the buffer, made on first use) cost 0.15 to
+ * 0.37 µs a call against 0.05 to 0.16 for the property (200 pages of 1,000 fresh
+ * key views, each used four times), 0.25 s of the fold's thread per 1,000,000
+ * events in a profile (docs/design-decisions.md).
+ */
+const subkeyProperty = Symbol('users-service.subkey');
+type KeyWithSubkey = Uint8Array & { [subkeyProperty]?: Buffer };
 /**
  * Room for a subkey: a view of a slab shared by 1,024 of them, not a buffer of its
  * own each (a buffer's own memory costs more to make and to collect than deriving
@@ -54,12 +64,12 @@ function subkeySpace(): Buffer {
 }
 
 /** The v2 subkey of a data key, derived once per key buffer. */
-function subkeyOf(key: Uint8Array): Buffer {
-  let subkey = subkeys.get(key);
+function subkeyOf(key: KeyWithSubkey): Buffer {
+  let subkey = key[subkeyProperty];
   if (!subkey) {
     subkey = subkeySpace();
     sodium.crypto_kdf_derive_from_key(subkey, 1, kdfContext, Buffer.isBuffer(key) ? key : Buffer.from(key.buffer, key.byteOffset, key.byteLength));
-    subkeys.set(key, subkey);
+    key[subkeyProperty] = subkey;
   }
   return subkey;
 }

@@ -103,3 +103,21 @@ void t.test('texts, streams and types of every length in turn seal and open as l
   t.equal(opened, lengths.length, 'each opens to its text');
   t.equal(byHand, lengths.length, 'each opens by hand to its text');
 });
+
+void t.test('each key buffer keeps its own subkey: views of one slab, copies, and another key', async (t) => {
+  // Keys as the packed key store hands them out: views of one buffer, side by side.
+  const slab = randomBytes(64);
+  const first = slab.subarray(0, 32);
+  const second = slab.subarray(32, 64);
+  const sealedFirst = sealText(first, stream, 'UserRenamed', clear);
+  const sealedSecond = sealText(second, stream, 'UserRenamed', clear);
+  t.equal(unsealText(first, stream, 'UserRenamed', sealedFirst), clear);
+  t.equal(unsealText(second, stream, 'UserRenamed', sealedSecond), clear);
+  t.equal(unsealText(second, stream, 'UserRenamed', sealedFirst), undefined, 'the neighbour view does not open it');
+  t.equal(unsealText(first, stream, 'UserRenamed', sealedSecond), undefined, 'nor the other way round');
+  // A fresh view or copy of the same bytes (a key read again) derives the same subkey.
+  t.equal(unsealText(slab.subarray(0, 32), stream, 'UserRenamed', sealedFirst), clear, 'a fresh view of the same bytes');
+  t.equal(unsealText(Buffer.from(first), stream, 'UserRenamed', sealedFirst), clear, 'a copy');
+  t.equal(unsealText(new Uint8Array(first), stream, 'UserRenamed', sealedFirst), clear, 'a plain Uint8Array copy');
+  t.equal(unsealText(randomBytes(32), stream, 'UserRenamed', sealedFirst), undefined, 'another key does not');
+});

@@ -62,3 +62,27 @@ void t.test('date-time: the same verdict as ajv-formats full mode on 20,000 gene
   // Both outcomes are well represented, so the comparison means something.
   t.ok(valid > 4000 && valid < 16_000, `${valid} of 20,000 valid`);
 });
+
+void t.test('uuid: the same verdict as ajv-formats, whatever came before', async (t) => {
+  const referenceUuid = addFormats(new Ajv()).compile({ type: 'string', format: 'uuid' });
+  const oursUuid = ajv.compile({ type: 'string', format: 'uuid' });
+  // Before any uuid was accepted: the memory starts empty, not as a string that could match.
+  t.equal(oursUuid(''), false, 'the empty string, checked first');
+  const valid = '0194e8d4-a510-7000-8000-0000000000a1';
+  const cases = [
+    valid,
+    valid, // the one last accepted
+    `${valid} `,
+    valid.toUpperCase(),
+    `urn:uuid:${valid}`,
+    valid.slice(0, -1),
+    '',
+    valid,
+    '0194e8d4-a510-7000-8000-0000000000g1',
+    '0194e8d4a5107000800000000000000a1',
+    valid,
+    `${valid}\n`,
+  ];
+  // In this order each invalid value follows an accepted one: the check must not answer from memory.
+  for (const value of cases) t.equal(oursUuid(value), referenceUuid(value), JSON.stringify(value));
+});
