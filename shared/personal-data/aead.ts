@@ -69,7 +69,8 @@ function subkeyOf(key: KeyWithSubkey): Buffer {
   if (!subkey) {
     subkey = subkeySpace();
     sodium.crypto_kdf_derive_from_key(subkey, 1, kdfContext, Buffer.isBuffer(key) ? key : Buffer.from(key.buffer, key.byteOffset, key.byteLength));
-    key[subkeyProperty] = subkey;
+    // A buffer that takes no new property (Object.preventExtensions) derives its subkey on every use.
+    if (Object.isExtensible(key)) key[subkeyProperty] = subkey;
   }
   return subkey;
 }

@@ -120,4 +120,8 @@ void t.test('each key buffer keeps its own subkey: views of one slab, copies, an
   t.equal(unsealText(Buffer.from(first), stream, 'UserRenamed', sealedFirst), clear, 'a copy');
   t.equal(unsealText(new Uint8Array(first), stream, 'UserRenamed', sealedFirst), clear, 'a plain Uint8Array copy');
   t.equal(unsealText(randomBytes(32), stream, 'UserRenamed', sealedFirst), undefined, 'another key does not');
+  // A key buffer that takes no new property still seals and opens (its subkey derived each time).
+  const fixed = Object.preventExtensions(Buffer.from(first));
+  t.equal(unsealText(fixed, stream, 'UserRenamed', sealedFirst), clear, 'a non-extensible copy opens');
+  t.equal(unsealText(first, stream, 'UserRenamed', sealText(fixed, stream, 'UserRenamed', clear)), clear, 'and seals');
 });
