@@ -1,7 +1,7 @@
 import type { Worker } from 'node:worker_threads';
 import type { LoggedEvent } from './port.js';
 import { startWorkerModule } from '../worker-module.js';
-import { cursorAfter, eventsOfText, longReadMmapBytes as mmapBytes, readPage, toLogged, type PageStatements, type ReadPage, type StreamCursor } from './sqlite-log-pages.js';
+import { cursorAfter, eventsOfText, longReadMmapBytes as mmapBytes, readPage, type PageStatements, type ReadPage, type StreamCursor } from './sqlite-log-pages.js';
 
 /**
  * Long reads of the embedded store's log (a rebuild's replay of millions of
@@ -40,9 +40,8 @@ function spawnReader(data: LogReaderData): Worker {
   return startWorkerModule('sqlite-log-reader', import.meta.url, data);
 }
 
-/** A page's events. Rows come instead of text when some data is not valid JSON: parsed one by one, that fails as any read would. */
-const eventsOf = ({ page, next }: Partial<ReadPage>): LoggedEvent[] =>
-  page?.rows ? page.rows.map(toLogged) : eventsOfText(page?.text ?? '[]', next);
+/** A page's events; stored data that is not JSON fails with a SyntaxError, as any read of it does. */
+const eventsOf = ({ page, next }: Partial<ReadPage>): LoggedEvent[] => (page ? eventsOfText(page.text, page.count, page.after, next) : []);
 
 /**
  * A reader of the log on a thread of its own, with its own read-only connection:

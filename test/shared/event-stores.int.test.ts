@@ -151,6 +151,21 @@ void t.test('embedded SQLite event store, long reads on a worker thread', async 
     }
   });
 
+  void t.test('stored data that pastes into well-formed JSON still fails a stream-ordered read', async (t) => {
+    const broken = join(dir, 'pasted.sqlite');
+    const store = sqliteEventStore({ file: broken, readAllInWorker: true });
+    t.teardown(() => store.close());
+    await store.appendToStream('user-a', [{ type: 'A', data: { n: 1 } }], { expectedRevision: 'no_stream' });
+    await store.appendToStream('user-b', [{ type: 'A', data: { n: 2 } }], { expectedRevision: 'no_stream' });
+    const raw = new Database(broken);
+    // Valid JSON as a whole page, but one row more than SQLite read: an event that is not in the log.
+    raw.prepare(`UPDATE events SET data = '{"n": 2}],["9","user-b",1,"A",{"n": 3}' WHERE stream_id = 'user-b'`).run();
+    raw.close();
+    await t.rejects(readByStream(store, 'user-'), SyntaxError, 'the count gives it away');
+    await t.rejects(store.readAll({ maxCount: 10 }), SyntaxError, 'as readAll fails on the row');
+    t.same((await readByStream(store, 'user-a')).map((e) => e.data), [{ n: 1 }], 'the intact stream still reads');
+  });
+
   void t.test('a long read over many pages: every event once, streams together, as the rows are', async (t) => {
     const store = sqliteEventStore({ file: join(dir, 'long.sqlite'), readAllInWorker: true });
     t.teardown(() => store.close());
