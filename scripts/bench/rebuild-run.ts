@@ -8,7 +8,7 @@ import { openVault, type Vault } from '../../shared/personal-data/vault.js';
 import { openReadDb } from '../../shared/read-db.js';
 import { migrateReadDb } from '../../shared/read-model/migrations.js';
 import type { UserRow } from '../../shared/read-model/user-row.js';
-import { cores, cpuMicros, leastSeconds, localMariaDbServer, mainThreadCpuMicros, profilePhase, requiredEnv } from './stack.js';
+import { cores, cpuMicros, leastSeconds, localMariaDbServer, machineIdleSeconds, mainThreadCpuMicros, profilePhase, requiredEnv } from './stack.js';
 
 /**
  * One run of `npm run bench:rebuild`, in a process of its own started with the
@@ -43,8 +43,10 @@ async function runOnce(run: number, url: string, store: EventStore, vault: Vault
     let t = performance.now();
     const cpu = process.cpuUsage();
     const mainBefore = mainThreadCpuMicros();
+    const idleBefore = machineIdleSeconds();
     const result = await rebuild.run();
     const mainSeconds = (mainThreadCpuMicros() - mainBefore) / 1e6;
+    const idleSeconds = machineIdleSeconds() - idleBefore;
     const rebuildSeconds = (performance.now() - t) / 1000;
     const { user, system } = process.cpuUsage(cpu);
     const serverSeconds = server === undefined ? undefined : (cpuMicros(server) - serverBefore) / 1e6;
@@ -68,6 +70,11 @@ async function runOnce(run: number, url: string, store: EventStore, vault: Vault
           `would take at least ${leastSeconds(cpuSeconds + serverSeconds).toFixed(2)} s`,
       );
     }
+    // How well the work overlapped: a core idle while the rebuild ran is time no thread had work for it.
+    console.log(
+      `  the machine's cores sat idle ${idleSeconds.toFixed(2)} core-seconds of the ${(cores * rebuildSeconds).toFixed(2)} ` +
+        `the run had (${cores} cores for ${rebuildSeconds.toFixed(2)} s)`,
+    );
     const { readMs, foldMs, writeMs } = result.timings;
     console.log(
       `  of which: waiting for the log ${(readMs / 1000).toFixed(2)} s, validate+fold ${(foldMs / 1000).toFixed(2)} s ` +

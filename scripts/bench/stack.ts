@@ -154,6 +154,16 @@ export function mainThreadCpuMicros(): number {
   return statCpuMicros(`/proc/self/task/${process.pid}/stat`);
 }
 
+/**
+ * Core-seconds the whole machine has spent idle since boot (`/proc/stat`: idle and
+ * iowait, in hundredths of a second): the difference over a run is what its cores
+ * left unused, whichever process could have used them.
+ */
+export function machineIdleSeconds(): number {
+  const fields = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/);
+  return (Number(fields[4]) + Number(fields[5])) / 100;
+}
+
 function statCpuMicros(file: string): number {
   const fields = readFileSync(file, 'utf8').split(') ')[1]!.split(' ');
   return (Number(fields[11]) + Number(fields[12])) * (1_000_000 / 100);
