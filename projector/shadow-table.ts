@@ -15,7 +15,7 @@ const checkpointTable = 'PROJECTION_CHECKPOINT';
 
 /** Rows per SQLite INSERT: knex writes a multi-row insert as a compound SELECT, which SQLite caps at 500 terms. */
 const rowsPerStatement = 500;
-/** Size of a MariaDB INSERT: few round trips, yet far below max_allowed_packet (16 MiB by default, 4 MiB on old servers). */
+/** Text per MariaDB statement (an INSERT, or a LOAD DATA's rows): few round trips, yet far below max_allowed_packet (16 MiB by default, 4 MiB on old servers). */
 const bytesPerStatement = 1 << 20;
 /** Rows from which a MariaDB write is split over two connections. */
 const parallelFrom = 10_000;
@@ -93,38 +93,20 @@ interface LoadOutcome {
  * INSERT would have. Resolves false, having written nothing, when the server refuses.
  */
 async function loadMariaDb(trx: Knex.Transaction, rows: readonly UserRow[]): Promise<boolean> {
-  let inFlight: Promise<void> | undefined;
   let accepted = 0;
   try {
-    for (let i = 0; i < rows.length; ) {
-      const lines: string[] = [];
-      let bytes = 0;
-      while (i < rows.length && bytes < bytesPerStatement) {
-        const line = lineOf(rows[i++]!);
-        lines.push(line);
-        bytes += line.length;
-      }
+    await inPieces(rows, lineOf, async (lines) => {
       const text = Buffer.from(lines.join(''), 'utf8');
-      const expected = lines.length;
-      const statement = trx
-        .raw(loadSql)
-        .options({ infileStreamFactory: () => Readable.from([text]) })
-        .then((result: unknown) => {
-          const outcome = ((result as unknown[])[0] ?? {}) as LoadOutcome;
-          if (outcome.affectedRows !== expected || outcome.warningStatus) {
-            throw new Error(
-              `rebuild: the read DB took ${String(outcome.affectedRows)} of ${expected} rows with ${String(outcome.warningStatus)} warnings ` +
-                '(a duplicate ID, or a value its column cannot hold)',
-            );
-          }
-          accepted += 1;
-        });
-      // Handled below when awaited; this keeps a failure from being reported as unhandled meanwhile.
-      statement.catch(() => {});
-      await inFlight;
-      inFlight = statement;
-    }
-    await inFlight;
+      const result: unknown = await trx.raw(loadSql).options({ infileStreamFactory: () => Readable.from([text]) });
+      const outcome = ((result as unknown[])[0] ?? {}) as LoadOutcome;
+      if (outcome.affectedRows !== lines.length || outcome.warningStatus) {
+        throw new Error(
+          `rebuild: the read DB took ${String(outcome.affectedRows)} of ${lines.length} rows with ${String(outcome.warningStatus)} warnings ` +
+            '(a duplicate ID, or a value its column cannot hold)',
+        );
+      }
+      accepted += 1;
+    });
     return true;
   } catch (error) {
     // Refused from the first statement on: nothing was written.
@@ -143,29 +125,37 @@ async function writeMariaDb(db: Knex, trx: Knex.Transaction, rows: readonly User
 }
 
 /**
- * Multi-row INSERTs of about 1 MiB as plain SQL text (values escaped by the
- * driver's own escape, cheaper than the query builder), the next statement
- * built while the database runs the previous one: for rows that may be in the
- * shadow already (an upsert), and new rows where the server refuses LOAD DATA.
+ * Rows sent in statements of about 1 MiB of text (`encode` gives a row's text), the
+ * next statement built while the database runs the previous one.
  */
-async function insertMariaDb(trx: Knex.Transaction, rows: readonly UserRow[], newRows: boolean): Promise<void> {
-  let inFlight: Promise<unknown> | undefined;
+async function inPieces(rows: readonly UserRow[], encode: (row: UserRow) => string, send: (pieces: string[]) => Promise<void>): Promise<void> {
+  let inFlight: Promise<void> | undefined;
   for (let i = 0; i < rows.length; ) {
-    const values: string[] = [];
+    const pieces: string[] = [];
     let bytes = 0;
     while (i < rows.length && bytes < bytesPerStatement) {
-      const row = rows[i++]!;
-      const tuple = tupleOf(row);
-      values.push(tuple);
-      bytes += tuple.length;
+      const piece = encode(rows[i++]!);
+      pieces.push(piece);
+      bytes += piece.length;
     }
-    const statement = trx.raw(`${insertHead}${values.join(',')}${newRows ? '' : upsertTail}`).then(() => undefined);
+    const statement = send(pieces);
     // Handled below when awaited; this keeps a failure from being reported as unhandled meanwhile.
     statement.catch(() => {});
     await inFlight;
     inFlight = statement;
   }
   await inFlight;
+}
+
+/**
+ * Multi-row INSERTs as plain SQL text (values escaped by the driver's own escape,
+ * cheaper than the query builder): for rows that may be in the shadow already (an
+ * upsert), and new rows where the server refuses LOAD DATA.
+ */
+async function insertMariaDb(trx: Knex.Transaction, rows: readonly UserRow[], newRows: boolean): Promise<void> {
+  await inPieces(rows, tupleOf, async (values) => {
+    await trx.raw(`${insertHead}${values.join(',')}${newRows ? '' : upsertTail}`);
+  });
 }
 
 /**

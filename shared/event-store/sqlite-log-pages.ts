@@ -88,10 +88,8 @@ const byStreamTextSql = `SELECT '[' || group_concat(
 const notJson = (after: string, detail: string) =>
   new SyntaxError(`embedded event store: stored data that is not JSON in the stream-ordered page after ${after} (${detail})`);
 
-type PageTuple = [position: string, streamId: string, revision: number, type: string, data: unknown];
-
-/** The parsed text is what SQLite was asked to build: `count` tuples of five, each of the columns' types. */
-function tuplesOf(text: string, count: number, after: string): PageTuple[] {
+/** The parsed text, `count` entries as SQLite was asked to build (each entry's shape is checked as it is taken in). */
+function tuplesOf(text: string, count: number, after: string): unknown[] {
   let parsed: unknown;
   try {
     parsed = JSON.parse(text);
@@ -101,20 +99,17 @@ function tuplesOf(text: string, count: number, after: string): PageTuple[] {
   // Rows whose data is broken can still paste into well-formed JSON together; they cannot
   // keep both the count and every tuple's shape.
   if (!Array.isArray(parsed) || parsed.length !== count) throw notJson(after, `${Array.isArray(parsed) ? parsed.length : 'no'} tuples for ${count} rows`);
-  for (const tuple of parsed as unknown[]) {
-    if (
-      !Array.isArray(tuple) ||
-      tuple.length !== 5 ||
-      typeof tuple[0] !== 'string' ||
-      typeof tuple[1] !== 'string' ||
-      !Number.isInteger(tuple[2]) ||
-      typeof tuple[3] !== 'string'
-    ) {
-      throw notJson(after, 'a tuple of the wrong shape');
-    }
-  }
-  return parsed as PageTuple[];
+  return parsed as unknown[];
 }
+
+/** A tuple of five, each of the columns' types. */
+const isPageTuple = (tuple: unknown): tuple is [position: string, streamId: string, revision: number, type: string, data: unknown] =>
+  Array.isArray(tuple) &&
+  tuple.length === 5 &&
+  typeof tuple[0] === 'string' &&
+  typeof tuple[1] === 'string' &&
+  Number.isInteger(tuple[2]) &&
+  typeof tuple[3] === 'string';
 
 /**
  * A page's events from its JSON text (`count` rows, read after `after`). Throws a
@@ -129,7 +124,9 @@ export function eventsOfText(text: string, count: number, after: string, last: r
   let previous: LoggedEvent | undefined;
   const outOfOrder = (at: string) => new Error(`embedded event store: a page of the stream-ordered read came back out of order at ${at}`);
   for (let i = 0; i < tuples.length; i++) {
-    const [position, streamId, revision, type, data] = tuples[i]!;
+    const tuple = tuples[i];
+    if (!isPageTuple(tuple)) throw notJson(after, 'a tuple of the wrong shape');
+    const [position, streamId, revision, type, data] = tuple;
     if (previous && streamId !== previous.streamId) {
       done.add(previous.streamId);
       if (done.has(streamId)) throw outOfOrder(`${streamId}@${revision}`);

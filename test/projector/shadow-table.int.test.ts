@@ -1,7 +1,7 @@
 import knexFactory from 'knex';
 import t from 'tap';
 import { shadowUserData } from '../../projector/shadow-table.js';
-import type { UserRow } from '../../shared/read-model/user-row.js';
+import { userRowRead, type UserRow } from '../../shared/read-model/user-row.js';
 import { forEachReadDb } from '../support/read-dbs.js';
 
 /**
@@ -41,7 +41,7 @@ const awkward: UserRow[] = [
 ];
 
 const sorted = (rows: UserRow[]) =>
-  rows.map((r) => ({ ...r, VERSION: Number(r.VERSION) })).sort((a, b) => (a.ID_USER_DATA < b.ID_USER_DATA ? -1 : 1));
+  rows.map(userRowRead).sort((a, b) => (a.ID_USER_DATA < b.ID_USER_DATA ? -1 : 1));
 
 forEachReadDb(t, async (t, db, kind) => {
   const shadow = shadowUserData(db);
