@@ -133,6 +133,33 @@ void t.test('embedded SQLite event store, long reads on a worker thread', async 
     t.same(new Set(read), new Set(recorded), 'every event as readAll reads it');
   });
 
+  void t.test('positions come through exactly, as numbers up to 2^53 - 1 and as strings past it', async (t) => {
+    const file = join(dir, 'positions.sqlite');
+    const store = sqliteEventStore({ file, readAllInWorker: true });
+    t.teardown(() => store.close());
+    for (const id of ['p-a', 'p-b']) await store.appendToStream(id, [{ type: 'A', data: { id } }, { type: 'B', data: [] }], { expectedRevision: 'no_stream' });
+    const head = (await store.headPosition!())!;
+    const readUntil = async (until: bigint) => {
+      const read: LoggedEvent[] = [];
+      for await (const page of store.readAllByStream!({ streamPrefix: 'p-', until, pageSize: 3 })) read.push(...page);
+      return read.map((e) => [e.streamId, e.revision, e.position, e.type, e.data]);
+    };
+    const asNumbers = await readUntil(head);
+    t.same(asNumbers.map((e) => e[2]), [1n, 2n, 3n, 4n], 'positions as bigints, read as numbers');
+    t.same(await readUntil(BigInt(Number.MAX_SAFE_INTEGER)), asNumbers, 'the last exact number still reads as numbers');
+    t.same(await readUntil(BigInt(Number.MAX_SAFE_INTEGER) + 1n), asNumbers, 'past it, as strings: the same events');
+    // A log whose positions outgrew a double (SQLite's rowid goes to 2^63 - 1): not rounded.
+    const big = 2n ** 60n + 3n;
+    const raw = new Database(file);
+    raw
+      .prepare("INSERT INTO events (position, event_id, stream_id, revision, type, data, metadata, recorded_at) VALUES (?, 'e-big', 'p-c', 0, 'A', '{}', '{}', '2026-12-04T00:00:00.000Z')")
+      .run(big);
+    raw.close();
+    const past = await readUntil(2n ** 61n);
+    t.same(past.at(-1), ['p-c', 0, big, 'A', {}], `a position of 2^60 + 3 comes through as ${big}`);
+    t.same(past.slice(0, -1), asNumbers, 'and the rest as before');
+  });
+
   void t.test('stored data that is not JSON fails a stream-ordered read as it fails readAll', async (t) => {
     for (const readAllInWorker of [true, false]) {
       const broken = join(dir, `broken-${readAllInWorker}.sqlite`);
@@ -196,10 +223,9 @@ void t.test('embedded SQLite event store, long reads on a worker thread', async 
     // This connection's statements, counting the pages read with them.
     const own = pageStatements(db);
     let readHere = 0;
-    const counted: PageStatements = {
-      ...own,
-      pageText: { get: (...params: unknown[]) => (readHere++, own.pageText.get(...params)) } as unknown as PageStatements['pageText'],
-    };
+    const counting = (statement: PageStatements['pageText']) =>
+      ({ get: (...params: unknown[]) => (readHere++, statement.get(...params)) }) as unknown as PageStatements['pageText'];
+    const counted: PageStatements = { ...own, pageText: counting(own.pageText), pageTextWide: counting(own.pageTextWide) };
     const reader = logReader(file, 'SELECT 1 WHERE ? < ?', (error) => error as Error);
     t.teardown(() => reader.close());
     const read: unknown[][] = [];
