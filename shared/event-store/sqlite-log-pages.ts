@@ -122,15 +122,33 @@ const isPageTuple = (tuple: unknown): tuple is [position: number | string, strea
   typeof tuple[3] === 'string';
 
 /**
+ * Whether `a` sorts before `b` as SQLite's BINARY collation sorts them (their UTF-8
+ * bytes, which is the order of their code points). JavaScript's `<` compares UTF-16
+ * units, which agrees except between a surrogate (a code point past U+FFFF) and a
+ * unit of U+E000 or above, so only the first unit that differs is looked at.
+ */
+function inUtf8Order(a: string, b: string): boolean {
+  const length = Math.min(a.length, b.length);
+  let i = 0;
+  while (i < length && a.charCodeAt(i) === b.charCodeAt(i)) i++;
+  if (i === length) return a.length < b.length;
+  const x = a.charCodeAt(i);
+  const y = b.charCodeAt(i);
+  const surrogate = (unit: number) => unit >= 0xd800 && unit <= 0xdfff;
+  if (surrogate(x) !== surrogate(y) && (x >= 0xe000 || y >= 0xe000)) return surrogate(y);
+  return x < y;
+}
+
+/**
  * A page's events from its JSON text (`count` rows, read after `after`). Throws a
- * SyntaxError when some stored data is not JSON, and unless each stream's events
- * come together in order of revision and the page ends where SQLite's order ends it
+ * SyntaxError when some stored data is not JSON, and unless the events come in
+ * SQLite's order (streams in the order of their ids' UTF-8 bytes, so each stream's
+ * events together, in order of revision) and the page ends where that order ends it
  * (`last`, for a page the read goes on after): what a caller of the read relies on.
  */
 export function eventsOfText(text: string, count: number, after: string, last: readonly [streamId: string, revision: bigint] | undefined): LoggedEvent[] {
   const tuples = tuplesOf(text, count, after);
   const events = new Array<LoggedEvent>(tuples.length);
-  const done = new Set<string>();
   let previous: LoggedEvent | undefined;
   const outOfOrder = (at: string) => new Error(`embedded event store: a page of the stream-ordered read came back out of order at ${at}`);
   for (let i = 0; i < tuples.length; i++) {
@@ -138,8 +156,7 @@ export function eventsOfText(text: string, count: number, after: string, last: r
     if (!isPageTuple(tuple)) throw notJson(after, 'a tuple of the wrong shape');
     const [position, streamId, revision, type, data] = tuple;
     if (previous && streamId !== previous.streamId) {
-      done.add(previous.streamId);
-      if (done.has(streamId)) throw outOfOrder(`${streamId}@${revision}`);
+      if (!inUtf8Order(previous.streamId, streamId)) throw outOfOrder(`${streamId}@${revision}`);
     } else if (previous && revision <= previous.revision) throw outOfOrder(`${streamId}@${revision}`);
     events[i] = previous = { streamId, revision, position: BigInt(position), type, data };
   }
