@@ -57,9 +57,10 @@ const tupleOf = (r: UserRow): string =>
 
 /** One row as a line of LOAD DATA's default text format: tab-separated, backslash escapes, `\\N` for NULL. */
 const tsvSpecial = /[\\\t\n\r\0]/;
+const tsvSpecials = new RegExp(tsvSpecial.source, 'g');
 const tsvEscapes: Record<string, string> = { '\\': '\\\\', '\t': '\\t', '\n': '\\n', '\r': '\\r', '\0': '\\0' };
 const tsvField = (value: string | null): string =>
-  value === null ? '\\N' : tsvSpecial.test(value) ? value.replace(/[\\\t\n\r\0]/g, (c) => tsvEscapes[c]!) : value;
+  value === null ? '\\N' : tsvSpecial.test(value) ? value.replace(tsvSpecials, (c) => tsvEscapes[c]!) : value;
 const lineOf = (r: UserRow): string =>
   `${tsvField(r.ID_USER_DATA)}\t${tsvField(r.NAME)}\t${tsvField(r.EMAIL)}\t${tsvField(r.STATUS)}\t${tsvField(r.DATE_REGISTER)}\t` +
   `${tsvField(r.DATE_VALIDATED)}\t${tsvField(r.DATE_DEACTIVATED)}\t${tsvField(r.DATE_UPDATED)}\t${Number(r.VERSION)}\n`;

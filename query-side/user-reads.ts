@@ -168,20 +168,20 @@ function userReadsOver(
   };
 }
 
-/** A USER_DATA row from a raw row of `columns` starting at `at`: every row one object shape, built from one literal. */
-const userRowAt = (r: unknown[], at: number) =>
+/** A USER_DATA row from a raw row of `columns`: every row one object shape, built from one literal. */
+const userRowOf = (r: unknown[]) =>
   ({
-    ID_USER_DATA: r[at],
-    NAME: r[at + 1],
-    EMAIL: r[at + 2],
-    STATUS: r[at + 3],
-    DATE_REGISTER: r[at + 4],
-    DATE_VALIDATED: r[at + 5],
-    DATE_DEACTIVATED: r[at + 6],
-    DATE_UPDATED: r[at + 7],
-    VERSION: r[at + 8],
+    ID_USER_DATA: r[0],
+    NAME: r[1],
+    EMAIL: r[2],
+    STATUS: r[3],
+    DATE_REGISTER: r[4],
+    DATE_VALIDATED: r[5],
+    DATE_DEACTIVATED: r[6],
+    DATE_UPDATED: r[7],
+    VERSION: r[8],
   }) as UserRow;
-/** The same with the address it was found for first (`byEmailsSql`). */
+/** The same with the address it was found for first (`byEmailsSql`), written out so that it too is one literal: `K` added to a built row would cost each row a second allocation. */
 const userRowWithK = (r: unknown[]) =>
   ({
     K: r[0],
@@ -205,7 +205,7 @@ const userRowWithK = (r: unknown[]) =>
  */
 function rowsOf(statement: Database.Statement<unknown[]>): (params: readonly string[]) => unknown[] {
   const names = statement.columns().map((c) => c.name).join(', ');
-  const toRow = names === columns ? (r: unknown[]) => userRowAt(r, 0) : names === `K, ${columns}` ? userRowWithK : undefined;
+  const toRow = names === columns ? userRowOf : names === `K, ${columns}` ? userRowWithK : undefined;
   if (!toRow) throw new Error(`the read API's reads select ${columns} (a list by email with K first), not ${names}`);
   const raw = statement.raw(true);
   return (params) => (raw.all(...params) as unknown[][]).map(toRow);

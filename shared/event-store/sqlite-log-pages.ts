@@ -121,6 +121,9 @@ const isPageTuple = (tuple: unknown): tuple is [position: number | string, strea
   Number.isInteger(tuple[2]) &&
   typeof tuple[3] === 'string';
 
+/** A UTF-16 unit that is half of a code point past U+FFFF. */
+const surrogate = (unit: number) => unit >= 0xd800 && unit <= 0xdfff;
+
 /**
  * Whether `a` sorts before `b` as SQLite's BINARY collation sorts them (their UTF-8
  * bytes, which is the order of their code points). JavaScript's `<` compares UTF-16
@@ -134,7 +137,6 @@ function inUtf8Order(a: string, b: string): boolean {
   if (i === length) return a.length < b.length;
   const x = a.charCodeAt(i);
   const y = b.charCodeAt(i);
-  const surrogate = (unit: number) => unit >= 0xd800 && unit <= 0xdfff;
   if (surrogate(x) !== surrogate(y) && (x >= 0xe000 || y >= 0xe000)) return surrogate(y);
   return x < y;
 }
