@@ -1,7 +1,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import { readyReplyId, type LogReaderData, type LogReaderReply, type LogReaderRequest } from './sqlite-long-reads.js';
-import { cursorAfter, pageStatements, readPage, type StreamCursor } from './sqlite-log-pages.js';
+import { cursorAfter, pieceSizer, pageStatements, readPage, type PieceSizer, type StreamCursor } from './sqlite-log-pages.js';
 
 /**
  * The embedded store's log reader, on a thread of its own with its own read-only
@@ -28,6 +28,7 @@ interface Cursor {
   at: StreamCursor;
   credit: number;
   scheduled: boolean;
+  sizer: PieceSizer;
 }
 const cursors = new Map<number, Cursor>();
 
@@ -39,7 +40,7 @@ function readOn(id: number): void {
     cursor.scheduled = false;
     if (cursors.get(id) !== cursor) return;
     try {
-      const read = readPage(pages, cursor.at);
+      const read = readPage(pages, cursor.at, cursor.sizer);
       post({ id, ...read });
       if (!read.next) {
         cursors.delete(id);
@@ -65,7 +66,7 @@ port.on('message', (message: LogReaderRequest) => {
       fail(id, error);
     }
   } else if (message.kind === 'open') {
-    cursors.set(id, { at: message.cursor, credit: message.ahead, scheduled: false });
+    cursors.set(id, { at: message.cursor, credit: message.ahead, scheduled: false, sizer: pieceSizer() });
     readOn(id);
   } else if (message.kind === 'more') {
     const cursor = cursors.get(id);

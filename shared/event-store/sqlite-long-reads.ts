@@ -1,7 +1,7 @@
 import type { Worker } from 'node:worker_threads';
 import type { LoggedEvent } from './port.js';
 import { startWorkerModule } from '../worker-module.js';
-import { cursorAfter, eventsOfText, longReadMmapBytes as mmapBytes, readPage, type PageStatements, type ReadPage, type StreamCursor } from './sqlite-log-pages.js';
+import { cursorAfter, eventsOfPage, longReadMmapBytes as mmapBytes, pieceSizer, readPage, type PageStatements, type ReadPage, type StreamCursor } from './sqlite-log-pages.js';
 
 /**
  * Long reads of the embedded store's log (a rebuild's replay of millions of
@@ -41,7 +41,7 @@ function spawnReader(data: LogReaderData): Worker {
 }
 
 /** A page's events; stored data that is not JSON fails with a SyntaxError, as any read of it does. */
-const eventsOf = ({ page, next }: Partial<ReadPage>): LoggedEvent[] => (page ? eventsOfText(page.text, page.count, page.after, next) : []);
+const eventsOf = ({ pieces }: Partial<ReadPage>): LoggedEvent[] => (pieces ? eventsOfPage({ pieces }) : []);
 
 /**
  * A reader of the log on a thread of its own, with its own read-only connection:
@@ -123,10 +123,11 @@ export function logReader(file: string, allSql: string, toError: (error: unknown
       try {
         if (readHere && !ready) {
           const statements = readHere();
+          const sizer = pieceSizer();
           while (!opened) {
             let read: ReadPage;
             try {
-              read = readPage(statements, from);
+              read = readPage(statements, from, sizer);
             } catch (error) {
               throw toError(error);
             }

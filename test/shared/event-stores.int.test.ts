@@ -7,7 +7,7 @@ import { inMemoryEventStore } from '../../shared/event-store/in-memory-event-sto
 import type { EventStore, LoggedEvent } from '../../shared/event-store/port.js';
 import { sqliteEventStore } from '../../shared/event-store/sqlite-event-store.js';
 import { groupCommitter } from '../../shared/event-store/sqlite-group-commit.js';
-import { firstCursor, pageStatements, type PageStatements } from '../../shared/event-store/sqlite-log-pages.js';
+import { cursorAfter, eventsOfPage, firstCursor, pageStatements, pieceSizer, pieceUnits, readPage, type PageStatements } from '../../shared/event-store/sqlite-log-pages.js';
 import { logReader } from '../../shared/event-store/sqlite-long-reads.js';
 import { eventStoreContract } from '../contracts/event-store.contract.js';
 
@@ -208,6 +208,46 @@ void t.test('embedded SQLite event store, long reads on a worker thread', async 
       read.map((e) => [e.streamId, e.revision, e.position, e.data]),
       expected.map((e) => [e.streamId, e.revision, e.position, e.data]),
     );
+  });
+
+  void t.test('a page too large for one text is read in pieces, each below V8\'s large objects, and comes whole', async (t) => {
+    const file = join(dir, 'pieces.sqlite');
+    const store = sqliteEventStore({ file, readAllInWorker: true });
+    t.teardown(() => store.close());
+    // Rows of about 1 KB, of varying sizes: a page of 200 would be a text of some 200 KB.
+    const ids = Array.from({ length: 120 }, (_, i) => `user-${String(i).padStart(4, '0')}`);
+    await store.appendToStreams!(
+      ids.map((id, i) => ({
+        streamId: id,
+        events: [0, 1, 2].map((n) => ({ type: 'A', data: { i, n, pad: 'x'.repeat(400 + ((i * 37 + n * 101) % 1200)) } })),
+        expectedRevision: 'no_stream' as const,
+      })),
+    );
+    const expected = (await store.readAll({ maxCount: 10_000 }))
+      .sort((x, y) => (x.streamId === y.streamId ? x.revision - y.revision : x.streamId < y.streamId ? -1 : 1))
+      .map((e) => [e.streamId, e.revision, e.position, e.data]);
+    const pages: number[] = [];
+    const read: unknown[][] = [];
+    for await (const page of store.readAllByStream!({ streamPrefix: 'user-', until: 1n << 60n, pageSize: 200 })) {
+      pages.push(page.length);
+      read.push(...page.map((e) => [e.streamId, e.revision, e.position, e.data]));
+    }
+    t.same(pages, [200, 160], 'pages of the size asked for, however many pieces each took');
+    t.same(read, expected, 'every event once, in SQLite\'s order');
+
+    const db = new Database(file, { readonly: true });
+    t.teardown(() => db.close());
+    const sizer = pieceSizer();
+    const first = readPage(pageStatements(db), firstCursor('user-', 1n << 60n, 200), sizer);
+    t.ok(first.pieces.length > 1, `the first page came in ${first.pieces.length} pieces`);
+    t.same(first.pieces.reduce((sum, p) => sum + p.count, 0), 200, 'of 200 rows in all');
+    // The first piece is read before the sizer has seen a row; every later one is sized from the rows before it.
+    const later = first.pieces.slice(1).map((p) => p.text.length);
+    t.ok(later.every((units) => units <= pieceUnits * 1.5), `the later pieces' texts hold ${later.join(', ')} units (target ${pieceUnits})`);
+    t.same(first.next, first.pieces.at(-1)!.last, 'the page goes on where its last piece ended');
+    const second = readPage(pageStatements(db), cursorAfter(firstCursor('user-', 1n << 60n, 200), first.next!), sizer);
+    t.same([...eventsOfPage(first), ...eventsOfPage(second)].map((e) => [e.streamId, e.revision, e.position, e.data]), expected, 'the pieces\' events, in order');
+    t.equal(second.next, undefined, 'the last page says so');
   });
 
   void t.test('while its thread starts, a stream-ordered read reads here, then the thread goes on from there', async (t) => {
