@@ -265,6 +265,8 @@ void t.test('SQLite: after forgetting, neither the DB file nor its WAL holds the
   });
   await migrateReadDb(knex);
   t.equal(String(await knex.raw('PRAGMA secure_delete').then((r: Array<{ secure_delete: number }>) => r[0]!.secure_delete)), '1', 'secure_delete is on');
+  // 2 = MEMORY: a batch's statement journal never goes through a file of its own (see openReadDb).
+  t.equal(String(await knex.raw('PRAGMA temp_store').then((r: Array<{ temp_store: number }>) => r[0]!.temp_store)), '2', 'statement journals in memory');
 
   const name = 'Xanthippe Quorvendale';
   const email = 'xanthippe.quorvendale@bytes.example.org';
