@@ -66,6 +66,16 @@ forEachReadDb(t, async (t, db, kind) => {
     t.same(await shadowRows(), sorted(renamed));
   });
 
+  await t.test('many new rows, over several statements, arrive exactly', async (t) => {
+    // About 1.6 MB of text: two statements of about 1 MiB each.
+    const many = Array.from({ length: 12_000 }, (_, i) => {
+      const like = awkward[i % awkward.length]!;
+      return { ...like, ID_USER_DATA: `00000000-0000-7000-8000-${String(100_000 + i).padStart(12, '0')}`, NAME: `${like.NAME} ${'n'.repeat(i % 97)}` };
+    });
+    await shadow.write(many, undefined, { newRows: true });
+    t.same(await shadowRows(), sorted(many));
+  });
+
   if (kind !== 'mariadb') return;
 
   await t.test('a new row that is already there fails the write rather than being passed over', async (t) => {
