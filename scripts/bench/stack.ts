@@ -3,11 +3,11 @@ import { Agent, request as httpRequest } from 'node:http';
 import { openSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import { Session } from 'node:inspector/promises';
-import { createServer } from 'node:net';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { freePort } from '../free-port.js';
 
 /**
  * Requests through node:http on kept-alive connections: about a third of the CPU
@@ -35,15 +35,7 @@ export const percentile = (sorted: readonly number[], p: number): number =>
 /** The median of unsorted values (the upper one of an even count), as the benchmarks report it. */
 export const median = (values: readonly number[]): number => percentile([...values].sort((a, b) => a - b), 50);
 
-/** A port nothing listens on now, on 127.0.0.1. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer().listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
-    });
-  });
-}
+export { freePort };
 
 /**
  * Starts `npm start`'s process tree on fresh data and free ports, for a
