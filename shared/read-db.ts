@@ -83,7 +83,7 @@ export async function openReadDb(config: ReadDbConfig, options: { log?: Knex.Log
           // Statement journals (what a multi-row upsert or a savepoint inside the batch's transaction
           // rolls back with) and temporary tables in memory, not in files: the journal is never needed
           // after a crash (the WAL alone recovers), yet SQLite opened, wrote and closed a file for it in
-          // every batch, about 7% of the projector's CPU under POST /users (docs/design-decisions.md,
+          // every batch, about 9% of the projector's CPU under POST /users (docs/design-decisions.md,
           // "Statement journals in memory").
           connection.pragma('temp_store = MEMORY');
           done(null);

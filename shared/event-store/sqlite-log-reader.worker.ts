@@ -1,7 +1,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import { readyReplyId, type LogReaderData, type LogReaderReply, type LogReaderRequest } from './sqlite-long-reads.js';
-import { cursorAfter, pieceSizer, pageStatements, readPage, type PieceSizer, type StreamCursor } from './sqlite-log-pages.js';
+import { cursorAfter, pageStatements, pieceSizer, readPage, type PieceSizer, type StreamCursor } from './sqlite-log-pages.js';
 
 /**
  * The embedded store's log reader, on a thread of its own with its own read-only

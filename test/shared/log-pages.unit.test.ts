@@ -1,9 +1,9 @@
 import t from 'tap';
-import { eventsOfText } from '../../shared/event-store/sqlite-log-pages.js';
+import { eventsOfPage } from '../../shared/event-store/sqlite-log-pages.js';
 
 // A page's text as the log reader's statement builds it: [position, stream, revision, type, data].
 const page = (...tuples: Array<[number | string, string, number]>) => JSON.stringify(tuples.map(([position, stream, revision]) => [position, stream, revision, 'A', { n: revision }]));
-const take = (text: string, last?: [string, bigint]) => eventsOfText(text, (JSON.parse(text) as unknown[]).length, 'x@0', last);
+const take = (text: string, last?: [string, bigint]) => eventsOfPage({ pieces: [{ text, count: (JSON.parse(text) as unknown[]).length, after: 'x@0', last }] });
 
 void t.test('a page in SQLite\'s order is taken in, positions as numbers or strings', async (t) => {
   // UTF-8 order: U+FFFF sorts before an astral code point, though its UTF-16 unit is larger.
