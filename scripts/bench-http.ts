@@ -26,6 +26,13 @@ import { cores, cpuMicros, freePort, localMariaDbServer, median, startChild, sta
  * defaults: fresh DATA_DIR and ports (RATE_LIMIT_PER_MINUTE=0, the default, is set
  * explicitly: the load comes from one address); logs at the default level (info)
  * go to a file.
+ * POST /users also beside its floor, run after it in each run: a durable echo
+ * (`bench/durable-echo.ts`: the JSON echo that first appends the body as one event
+ * to the embedded store, synchronous=FULL, in a process of its own with no
+ * projector), the least a 2xx that means "on disk" costs on this store; its ratio
+ * to the echo bounds what any registration could reach, and POST /users' ratio to
+ * it is the part the service's own work (validation, domain, email claim,
+ * sealing, projection) decides.
  * Last, POST /users with EventStoreDB as the store (its gRPC test server in a
  * process of its own; BENCH_ESDB=0 leaves it out): the CPU the command side and
  * the server each spend per registration.
@@ -127,6 +134,13 @@ async function startBare() {
   return { url: `http://127.0.0.1:${child.line}`, pid: child.pid, stop: child.stop };
 }
 
+/** The durable echo: POST /users' floor on the embedded store, in a process of its own (it prints its port). */
+const durableEcho = 'durable echo';
+async function startDurableEcho() {
+  const child = await startChild('durable-echo.ts');
+  return { url: `http://127.0.0.1:${child.line}`, pid: child.pid, stop: child.stop };
+}
+
 const json = { 'content-type': 'application/json' };
 const newUser = (request: autocannon.Request) => {
   const tag = randomUUID();
@@ -160,9 +174,11 @@ async function seed(write: string, read: string, count: number) {
 const withServer = (roles: Map<string, number>, server: number | undefined) => (server === undefined ? roles : new Map([...roles, ['mariadb-server', server]]));
 
 type Path = 'GET /users/:id' | 'GET /users?email=' | 'POST /users';
-type Row = { path: Path; bare: Figures[]; service: Figures[] };
+/** `floor`: the durable echo's runs, beside POST /users' (see `scripts/bench/durable-echo.ts`). */
+type Row = { path: Path; bare: Figures[]; service: Figures[]; floor?: Figures[] };
+type Baseline = { url: string; pid: number };
 
-async function benchStack(label: string, env: Record<string, string>, bare: { url: string; pid: number }, rows: Row[]) {
+async function benchStack(label: string, env: Record<string, string>, bare: Baseline, rows: Row[], floor?: Baseline) {
   const profile = process.env.BENCH_PROFILE_DIR;
   const preload = fileURLToPath(new URL('bench/cpu-profile.mjs', import.meta.url));
   const profiling: Record<string, string> = profile ? { NODE_OPTIONS: `--import=${preload}`, CPU_PROFILE_DIR: `${profile}/${label}` } : {};
@@ -197,8 +213,10 @@ async function benchStack(label: string, env: Record<string, string>, bare: { ur
       for (let run = 0; run < runs; run++) {
         row.bare.push(await measure(bare.url, bareRequest, () => new Map([['bare', bare.pid]])));
         row.service.push(await measure(url, service, () => withServer(stack.roles(), server)));
+        if (floor && path === 'POST /users') (row.floor ??= []).push(await measure(floor.url, bareRequest, () => new Map([[durableEcho, floor.pid]])));
         const s = row.service[row.service.length - 1]!;
         const b = row.bare[row.bare.length - 1]!;
+        const f = row.floor?.[row.floor.length - 1];
         const cpu = Object.entries(s.cpuPerRequest ?? {}).map(([role, us]) => `${role} ${Math.round(us)}`);
         console.log(
           `  [${label}] ${path} run ${run + 1}: ${Math.round(s.rps)} req/s p99 ${s.p99} ms` +
@@ -206,6 +224,14 @@ async function benchStack(label: string, env: Record<string, string>, bare: { ur
             (cpu.length > 0 ? `; CPU µs per request: ${cpu.join(', ')}` : '') +
             (s.non2xx || s.errors ? ` non-2xx ${s.non2xx}, errors ${s.errors}` : ''),
         );
+        if (f) {
+          console.log(
+            `  [${label}] durable echo run ${run + 1}: ${Math.round(f.rps)} req/s p99 ${f.p99} ms (ratio ${(f.rps / b.rps).toFixed(2)} of the echo; ` +
+              `POST /users ${(s.rps / f.rps).toFixed(2)} of it); CPU µs per request: ${durableEcho} ${Math.round(f.cpuPerRequest?.[durableEcho] ?? 0)}, ` +
+              `load generator ${Math.round(f.cpuPerRequest?.[loadGenerator] ?? 0)}` +
+              (f.non2xx || f.errors ? ` non-2xx ${f.non2xx}, errors ${f.errors}` : ''),
+          );
+        }
       }
       rows.push(row);
     }
@@ -259,6 +285,16 @@ function report(label: string, rows: Row[], targetsOf: Record<Path, number>) {
     );
   }
   for (const row of rows) console.log(cpuBudget(row, targetsOf[row.path]));
+  for (const { path, bare, service, floor } of rows.filter((r) => r.floor)) {
+    const toEcho = median(floor!.map((f, i) => f.rps / bare[i]!.rps));
+    const serviceToFloor = median(service.map((s, i) => s.rps / floor![i]!.rps));
+    console.log(
+      `${path}'s floor, a durable echo (the body appended to the embedded store before the echo is sent): ` +
+        `${Math.round(median(floor!.map((f) => f.rps)))} req/s, p99 ${median(floor!.map((f) => f.p99))} ms, ${toEcho.toFixed(2)} of the echo; ` +
+        `CPU µs per request ${Math.round(median(floor!.map((f) => f.cpuPerRequest?.[durableEcho] ?? 0)))} (load generator ` +
+        `${Math.round(median(floor!.map((f) => f.cpuPerRequest?.[loadGenerator] ?? 0)))}); ${path} at ${serviceToFloor.toFixed(2)} of the floor`,
+    );
+  }
   // The list's target is relative to the GET: compared directly too, since bare Fastify's pace moves between the two paths' runs.
   const get = rows.find((r) => r.path === 'GET /users/:id');
   const list = rows.find((r) => r.path === 'GET /users?email=');
@@ -276,9 +312,10 @@ function report(label: string, rows: Row[], targetsOf: Record<Path, number>) {
 
 async function main() {
   const bare = await startBare();
+  const floor = !only || only.includes('post') ? await startDurableEcho() : undefined;
   try {
     const embedded: Row[] = [];
-    await benchStack('embedded', {}, bare, embedded);
+    await benchStack('embedded', {}, bare, embedded, floor);
     report('embedded read DB', embedded, targets.embedded);
     if (process.env.BENCH_MARIADB !== '0') {
       const database = `queries_bench_http_${randomBytes(4).toString('hex')}`;
@@ -294,6 +331,7 @@ async function main() {
     }
     if (process.env.BENCH_ESDB !== '0') await benchCommandSideOnEsdb();
   } finally {
+    await floor?.stop();
     await bare.stop();
   }
 }

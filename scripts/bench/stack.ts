@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { Agent, request as httpRequest } from 'node:http';
-import { openSync, readdirSync, readFileSync } from 'node:fs';
-import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
+import { closeSync, openSync, readdirSync, readFileSync } from 'node:fs';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { Session } from 'node:inspector/promises';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -41,7 +41,9 @@ export { freePort };
  * Starts `npm start`'s process tree on fresh data and free ports, for a
  * benchmark: LOG_LEVEL warn and no rate limit unless `extraEnv` says otherwise.
  * With `logFile`, the roles' logs go to that file in the data dir (as to a log
- * collector) instead of this terminal.
+ * collector) instead of this terminal. `stop()` removes the data dir (a stack's
+ * stores take a few hundred MB after a benchmark) unless BENCH_KEEP_DATA=1, which
+ * keeps it, log included, and says where.
  */
 export async function startStack(extraEnv: Record<string, string> = {}, options: { logFile?: string } = {}) {
   const dataDir = await mkdtemp(join(tmpdir(), 'users-bench-'));
@@ -82,11 +84,16 @@ export async function startStack(extraEnv: Record<string, string> = {}, options:
     dataDir,
     /** The role processes the supervisor started, by role (its script's folder: command-side, projector, query-side). */
     roles: () => roleProcesses(child.pid!),
-    stop: () =>
-      new Promise<void>((resolve) => {
+    stop: async () => {
+      await new Promise<void>((resolve) => {
+        if (child.exitCode !== null || child.signalCode !== null) return resolve();
         child.once('exit', () => resolve());
         child.kill('SIGTERM');
-      }),
+      });
+      if (typeof stdout === 'number') closeSync(stdout);
+      if (process.env.BENCH_KEEP_DATA === '1') console.log(`the stack's data dir is kept: ${dataDir}`);
+      else await rm(dataDir, { recursive: true, force: true });
+    },
   };
 }
 

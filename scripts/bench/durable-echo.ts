@@ -1,0 +1,35 @@
+import Fastify from 'fastify';
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { sqliteEventStore } from '../../shared/event-store/sqlite-event-store.js';
+
+/**
+ * The floor of a durable write on the embedded store, for `npm run bench:http`: a
+ * bare Fastify JSON-echo POST that first appends the body as one event to a
+ * stream of its own in the embedded event store (its group-commit writer thread,
+ * synchronous=FULL), so the echo is sent only once the body is on disk. No
+ * validation, domain, email claim, sealing or projection: what is left between
+ * it and `POST /users` is the service's own. A fresh store in a temporary
+ * directory, removed on SIGTERM. Prints its port on stdout once listening.
+ */
+const dir = mkdtempSync(join(tmpdir(), 'users-bench-durable-echo-'));
+const store = sqliteEventStore({ file: join(dir, 'events.sqlite') });
+const app = Fastify();
+app.post('/echo', async (request) => {
+  await store.appendToStream(`echo-${randomUUID()}`, [{ type: 'Echoed', data: request.body }], { expectedRevision: 'no_stream' });
+  return request.body;
+});
+await app.listen({ host: '127.0.0.1', port: 0 });
+const address = app.server.address();
+process.stdout.write(`${typeof address === 'object' && address ? address.port : 0}\n`);
+process.on('SIGTERM', () =>
+  void app
+    .close()
+    .then(() => store.close())
+    .finally(() => {
+      rmSync(dir, { recursive: true, force: true });
+      process.exit(0);
+    }),
+);
