@@ -43,7 +43,8 @@ export { freePort };
  * With `logFile`, the roles' logs go to that file in the data dir (as to a log
  * collector) instead of this terminal. `stop()` removes the data dir (a stack's
  * stores take a few hundred MB after a benchmark) unless BENCH_KEEP_DATA=1, which
- * keeps it, log included, and says where.
+ * keeps it, log included, and says where; a stack that does not come up is stopped
+ * the same way before the error is thrown.
  */
 export async function startStack(extraEnv: Record<string, string> = {}, options: { logFile?: string } = {}) {
   const dataDir = await mkdtemp(join(tmpdir(), 'users-bench-'));
@@ -71,12 +72,29 @@ export async function startStack(extraEnv: Record<string, string> = {}, options:
   );
   const write = `http://127.0.0.1:${commandPort}`;
   const read = `http://127.0.0.1:${queryPort}`;
-  for (const url of [`${write}/health`, `${read}/health`]) {
-    for (let i = 0; ; i++) {
-      if (await fetch(url).then((r) => r.ok, () => false)) break;
-      if (i > 300) throw new Error(`${url} did not come up`);
-      await new Promise((resolve) => setTimeout(resolve, 100));
+  const stop = async () => {
+    await new Promise<void>((resolve) => {
+      if (child.exitCode !== null || child.signalCode !== null) return resolve();
+      child.once('exit', () => resolve());
+      child.kill('SIGTERM');
+    });
+    if (typeof stdout === 'number') closeSync(stdout);
+    if (process.env.BENCH_KEEP_DATA === '1') console.log(`the stack's data dir is kept: ${dataDir}`);
+    else await rm(dataDir, { recursive: true, force: true });
+  };
+  try {
+    for (const url of [`${write}/health`, `${read}/health`]) {
+      for (let i = 0; ; i++) {
+        if (await fetch(url).then((r) => r.ok, () => false)) break;
+        if (child.exitCode !== null || child.signalCode !== null) throw new Error(`the stack exited (${child.exitCode ?? child.signalCode}) before ${url} came up`);
+        if (i > 300) throw new Error(`${url} did not come up`);
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
     }
+  } catch (error) {
+    // A stack that did not come up is stopped and its data dir removed (or kept) as after a run.
+    await stop();
+    throw error;
   }
   return {
     write,
@@ -84,16 +102,7 @@ export async function startStack(extraEnv: Record<string, string> = {}, options:
     dataDir,
     /** The role processes the supervisor started, by role (its script's folder: command-side, projector, query-side). */
     roles: () => roleProcesses(child.pid!),
-    stop: async () => {
-      await new Promise<void>((resolve) => {
-        if (child.exitCode !== null || child.signalCode !== null) return resolve();
-        child.once('exit', () => resolve());
-        child.kill('SIGTERM');
-      });
-      if (typeof stdout === 'number') closeSync(stdout);
-      if (process.env.BENCH_KEEP_DATA === '1') console.log(`the stack's data dir is kept: ${dataDir}`);
-      else await rm(dataDir, { recursive: true, force: true });
-    },
+    stop,
   };
 }
 
