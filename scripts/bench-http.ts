@@ -128,18 +128,16 @@ async function benchCommandSideOnEsdb() {
   }
 }
 
-/** The bare Fastify baseline in a process of its own (it prints its port). */
-async function startBare() {
-  const child = await startChild('bare-fastify.ts');
+/**
+ * A baseline app in a process of its own, which prints its port: the bare Fastify app
+ * (`bare-fastify.ts`) or POST /users' floor on the embedded store (`durable-echo.ts`).
+ */
+async function startBaseline(script: 'bare-fastify.ts' | 'durable-echo.ts') {
+  const child = await startChild(script);
   return { url: `http://127.0.0.1:${child.line}`, pid: child.pid, stop: child.stop };
 }
-
-/** The durable echo: POST /users' floor on the embedded store, in a process of its own (it prints its port). */
+/** The durable echo's name among the processes whose CPU is counted. */
 const durableEcho = 'durable echo';
-async function startDurableEcho() {
-  const child = await startChild('durable-echo.ts');
-  return { url: `http://127.0.0.1:${child.line}`, pid: child.pid, stop: child.stop };
-}
 
 const json = { 'content-type': 'application/json' };
 const newUser = (request: autocannon.Request) => {
@@ -285,14 +283,15 @@ function report(label: string, rows: Row[], targetsOf: Record<Path, number>) {
     );
   }
   for (const row of rows) console.log(cpuBudget(row, targetsOf[row.path]));
-  for (const { path, bare, service, floor } of rows.filter((r) => r.floor)) {
-    const toEcho = median(floor!.map((f, i) => f.rps / bare[i]!.rps));
-    const serviceToFloor = median(service.map((s, i) => s.rps / floor![i]!.rps));
+  for (const { path, bare, service, floor } of rows) {
+    if (!floor) continue;
+    const toEcho = median(floor.map((f, i) => f.rps / bare[i]!.rps));
+    const serviceToFloor = median(service.map((s, i) => s.rps / floor[i]!.rps));
     console.log(
       `${path}'s floor, a durable echo (the body appended to the embedded store before the echo is sent): ` +
-        `${Math.round(median(floor!.map((f) => f.rps)))} req/s, p99 ${median(floor!.map((f) => f.p99))} ms, ${toEcho.toFixed(2)} of the echo; ` +
-        `CPU µs per request ${Math.round(median(floor!.map((f) => f.cpuPerRequest?.[durableEcho] ?? 0)))} (load generator ` +
-        `${Math.round(median(floor!.map((f) => f.cpuPerRequest?.[loadGenerator] ?? 0)))}); ${path} at ${serviceToFloor.toFixed(2)} of the floor`,
+        `${Math.round(median(floor.map((f) => f.rps)))} req/s, p99 ${median(floor.map((f) => f.p99))} ms, ${toEcho.toFixed(2)} of the echo; ` +
+        `CPU µs per request ${Math.round(median(floor.map((f) => f.cpuPerRequest?.[durableEcho] ?? 0)))} (load generator ` +
+        `${Math.round(median(floor.map((f) => f.cpuPerRequest?.[loadGenerator] ?? 0)))}); ${path} at ${serviceToFloor.toFixed(2)} of the floor`,
     );
   }
   // The list's target is relative to the GET: compared directly too, since bare Fastify's pace moves between the two paths' runs.
@@ -311,8 +310,8 @@ function report(label: string, rows: Row[], targetsOf: Record<Path, number>) {
 }
 
 async function main() {
-  const bare = await startBare();
-  const floor = !only || only.includes('post') ? await startDurableEcho() : undefined;
+  const bare = await startBaseline('bare-fastify.ts');
+  const floor = !only || only.includes('post') ? await startBaseline('durable-echo.ts') : undefined;
   try {
     const embedded: Row[] = [];
     await benchStack('embedded', {}, bare, embedded, floor);

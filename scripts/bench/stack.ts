@@ -72,21 +72,19 @@ export async function startStack(extraEnv: Record<string, string> = {}, options:
   );
   const write = `http://127.0.0.1:${commandPort}`;
   const read = `http://127.0.0.1:${queryPort}`;
-  const stop = async () => {
-    await new Promise<void>((resolve) => {
-      if (child.exitCode !== null || child.signalCode !== null) return resolve();
-      child.once('exit', () => resolve());
-      child.kill('SIGTERM');
-    });
-    if (typeof stdout === 'number') closeSync(stdout);
-    if (process.env.BENCH_KEEP_DATA === '1') console.log(`the stack's data dir is kept: ${dataDir}`);
-    else await rm(dataDir, { recursive: true, force: true });
-  };
+  let stopping: Promise<void> | undefined;
+  const stop = () =>
+    (stopping ??= (async () => {
+      await stopChild(child);
+      if (typeof stdout === 'number') closeSync(stdout);
+      if (process.env.BENCH_KEEP_DATA === '1') console.log(`the stack's data dir is kept: ${dataDir}`);
+      else await rm(dataDir, { recursive: true, force: true });
+    })());
   try {
     for (const url of [`${write}/health`, `${read}/health`]) {
       for (let i = 0; ; i++) {
         if (await fetch(url).then((r) => r.ok, () => false)) break;
-        if (child.exitCode !== null || child.signalCode !== null) throw new Error(`the stack exited (${child.exitCode ?? child.signalCode}) before ${url} came up`);
+        if (hasExited(child)) throw new Error(`the stack exited (${child.exitCode ?? child.signalCode}) before ${url} came up`);
         if (i > 300) throw new Error(`${url} did not come up`);
         await new Promise((resolve) => setTimeout(resolve, 100));
       }
@@ -201,13 +199,19 @@ export async function startChild(script: string, env: Record<string, string> = {
     pid: child.pid!,
     nextLine,
     send: (text: string) => void child.stdin.write(`${text}\n`),
-    stop: () =>
-      new Promise<void>((resolve) => {
-        if (child.exitCode !== null || child.signalCode !== null) return resolve();
-        child.once('exit', () => resolve());
-        child.kill('SIGTERM');
-      }),
+    stop: () => stopChild(child),
   };
+}
+
+const hasExited = (child: ChildProcess) => child.exitCode !== null || child.signalCode !== null;
+
+/** SIGTERM to a child process, resolved once it has exited (at once if it already has). */
+function stopChild(child: ChildProcess): Promise<void> {
+  return new Promise((resolve) => {
+    if (hasExited(child)) return resolve();
+    child.once('exit', () => resolve());
+    child.kill('SIGTERM');
+  });
 }
 
 /**
