@@ -26,13 +26,14 @@ import { cores, cpuMicros, freePort, localMariaDbServer, median, startChild, sta
  * defaults: fresh DATA_DIR and ports (RATE_LIMIT_PER_MINUTE=0, the default, is set
  * explicitly: the load comes from one address); logs at the default level (info)
  * go to a file.
- * POST /users also beside its floor, run after it in each run: a durable echo
- * (`bench/durable-echo.ts`: the JSON echo that first appends the body as one event
- * to the embedded store, synchronous=FULL, in a process of its own with no
- * projector), the least a 2xx that means "on disk" costs on this store; its ratio
- * to the echo bounds what any registration could reach, and POST /users' ratio to
- * it is the part the service's own work (validation, domain, email claim,
- * sealing, projection) decides.
+ * POST /users also beside two references, each run after it in each run, in a
+ * process of its own with no projector: a durable echo (`bench/durable-echo.ts`:
+ * the JSON echo that first appends the body as one event to the embedded store,
+ * synchronous=FULL), the least a 2xx that means "on disk" costs on this store; and
+ * the write API in memory (`bench/write-api-in-memory.ts`: the same app over
+ * in-memory stores), the least this request path costs whatever the store. Each
+ * one's ratio to the echo bounds what any registration could reach from its side;
+ * POST /users' ratio to each is what the other side (and the projection) takes.
  * Last, POST /users with EventStoreDB as the store (its gRPC test server in a
  * process of its own; BENCH_ESDB=0 leaves it out): the CPU the command side and
  * the server each spend per registration.
@@ -130,14 +131,27 @@ async function benchCommandSideOnEsdb() {
 
 /**
  * A baseline app in a process of its own, which prints its port: the bare Fastify app
- * (`bare-fastify.ts`) or POST /users' floor on the embedded store (`durable-echo.ts`).
+ * (`bare-fastify.ts`) or one of POST /users' references.
  */
-async function startBaseline(script: 'bare-fastify.ts' | 'durable-echo.ts') {
+async function startBaseline(script: string) {
   const child = await startChild(script);
   return { url: `http://127.0.0.1:${child.line}`, pid: child.pid, stop: child.stop };
 }
-/** The durable echo's name among the processes whose CPU is counted. */
-const durableEcho = 'durable echo';
+
+/**
+ * POST /users' references, each run after it in every run, each in a process of its
+ * own with nothing beside it: the durable echo (`bench/durable-echo.ts`), the least a
+ * 2xx that means "on disk" costs on the embedded store, whatever the request path;
+ * and the write API in memory (`bench/write-api-in-memory.ts`), the least this
+ * request path costs, whatever the store. The first is sent the echo's requests, the
+ * second POST /users'.
+ */
+const references = [
+  { name: 'durable echo', script: 'durable-echo.ts', sends: 'echo', what: 'the body appended to the embedded store before the echo is sent' },
+  { name: 'write API in memory', script: 'write-api-in-memory.ts', sends: 'users', what: 'the write API over in-memory stores, no projector' },
+] as const;
+type Reference = (typeof references)[number]['name'];
+type RunningReference = (typeof references)[number] & { url: string; pid: number; stop(): Promise<void> };
 
 const json = { 'content-type': 'application/json' };
 const newUser = (request: autocannon.Request) => {
@@ -172,11 +186,11 @@ async function seed(write: string, read: string, count: number) {
 const withServer = (roles: Map<string, number>, server: number | undefined) => (server === undefined ? roles : new Map([...roles, ['mariadb-server', server]]));
 
 type Path = 'GET /users/:id' | 'GET /users?email=' | 'POST /users';
-/** `floor`: the durable echo's runs, beside POST /users' (see `scripts/bench/durable-echo.ts`). */
-type Row = { path: Path; bare: Figures[]; service: Figures[]; floor?: Figures[] };
+/** `references`: each reference's runs, beside POST /users' (see `references`). */
+type Row = { path: Path; bare: Figures[]; service: Figures[]; references?: Partial<Record<Reference, Figures[]>> };
 type Baseline = { url: string; pid: number };
 
-async function benchStack(label: string, env: Record<string, string>, bare: Baseline, rows: Row[], floor?: Baseline) {
+async function benchStack(label: string, env: Record<string, string>, bare: Baseline, rows: Row[], withReferences: readonly RunningReference[] = []) {
   const profile = process.env.BENCH_PROFILE_DIR;
   const preload = fileURLToPath(new URL('bench/cpu-profile.mjs', import.meta.url));
   const profiling: Record<string, string> = profile ? { NODE_OPTIONS: `--import=${preload}`, CPU_PROFILE_DIR: `${profile}/${label}` } : {};
@@ -211,10 +225,8 @@ async function benchStack(label: string, env: Record<string, string>, bare: Base
       for (let run = 0; run < runs; run++) {
         row.bare.push(await measure(bare.url, bareRequest, () => new Map([['bare', bare.pid]])));
         row.service.push(await measure(url, service, () => withServer(stack.roles(), server)));
-        if (floor && path === 'POST /users') (row.floor ??= []).push(await measure(floor.url, bareRequest, () => new Map([[durableEcho, floor.pid]])));
         const s = row.service[row.service.length - 1]!;
         const b = row.bare[row.bare.length - 1]!;
-        const f = row.floor?.[row.floor.length - 1];
         const cpu = Object.entries(s.cpuPerRequest ?? {}).map(([role, us]) => `${role} ${Math.round(us)}`);
         console.log(
           `  [${label}] ${path} run ${run + 1}: ${Math.round(s.rps)} req/s p99 ${s.p99} ms` +
@@ -222,10 +234,13 @@ async function benchStack(label: string, env: Record<string, string>, bare: Base
             (cpu.length > 0 ? `; CPU µs per request: ${cpu.join(', ')}` : '') +
             (s.non2xx || s.errors ? ` non-2xx ${s.non2xx}, errors ${s.errors}` : ''),
         );
-        if (f) {
+        if (path !== 'POST /users') continue;
+        for (const reference of withReferences) {
+          const f = await measure(reference.url, reference.sends === 'echo' ? bareRequest : service, () => new Map([[reference.name, reference.pid]]));
+          ((row.references ??= {})[reference.name] ??= []).push(f);
           console.log(
-            `  [${label}] durable echo run ${run + 1}: ${Math.round(f.rps)} req/s p99 ${f.p99} ms (ratio ${(f.rps / b.rps).toFixed(2)} of the echo; ` +
-              `POST /users ${(s.rps / f.rps).toFixed(2)} of it); CPU µs per request: ${durableEcho} ${Math.round(f.cpuPerRequest?.[durableEcho] ?? 0)}, ` +
+            `  [${label}] ${reference.name} run ${run + 1}: ${Math.round(f.rps)} req/s p99 ${f.p99} ms (ratio ${(f.rps / b.rps).toFixed(2)} of the echo; ` +
+              `POST /users ${(s.rps / f.rps).toFixed(2)} of it); CPU µs per request: ${reference.name} ${Math.round(f.cpuPerRequest?.[reference.name] ?? 0)}, ` +
               `load generator ${Math.round(f.cpuPerRequest?.[loadGenerator] ?? 0)}` +
               (f.non2xx || f.errors ? ` non-2xx ${f.non2xx}, errors ${f.errors}` : ''),
           );
@@ -283,16 +298,19 @@ function report(label: string, rows: Row[], targetsOf: Record<Path, number>) {
     );
   }
   for (const row of rows) console.log(cpuBudget(row, targetsOf[row.path]));
-  for (const { path, bare, service, floor } of rows) {
-    if (!floor) continue;
-    const toEcho = median(floor.map((f, i) => f.rps / bare[i]!.rps));
-    const serviceToFloor = median(service.map((s, i) => s.rps / floor[i]!.rps));
-    console.log(
-      `${path}'s floor, a durable echo (the body appended to the embedded store before the echo is sent): ` +
-        `${Math.round(median(floor.map((f) => f.rps)))} req/s, p99 ${median(floor.map((f) => f.p99))} ms, ${toEcho.toFixed(2)} of the echo; ` +
-        `CPU µs per request ${Math.round(median(floor.map((f) => f.cpuPerRequest?.[durableEcho] ?? 0)))} (load generator ` +
-        `${Math.round(median(floor.map((f) => f.cpuPerRequest?.[loadGenerator] ?? 0)))}); ${path} at ${serviceToFloor.toFixed(2)} of the floor`,
-    );
+  for (const { path, bare, service, references: measured } of rows) {
+    for (const { name, what } of references) {
+      const runs = measured?.[name];
+      if (!runs) continue;
+      const toEcho = median(runs.map((f, i) => f.rps / bare[i]!.rps));
+      const serviceToIt = median(service.map((s, i) => s.rps / runs[i]!.rps));
+      console.log(
+        `${path}'s reference, the ${name} (${what}): ` +
+          `${Math.round(median(runs.map((f) => f.rps)))} req/s, p99 ${median(runs.map((f) => f.p99))} ms, ${toEcho.toFixed(2)} of the echo; ` +
+          `CPU µs per request ${Math.round(median(runs.map((f) => f.cpuPerRequest?.[name] ?? 0)))} (load generator ` +
+          `${Math.round(median(runs.map((f) => f.cpuPerRequest?.[loadGenerator] ?? 0)))}); ${path} at ${serviceToIt.toFixed(2)} of it`,
+      );
+    }
   }
   // The list's target is relative to the GET: compared directly too, since bare Fastify's pace moves between the two paths' runs.
   const get = rows.find((r) => r.path === 'GET /users/:id');
@@ -311,10 +329,11 @@ function report(label: string, rows: Row[], targetsOf: Record<Path, number>) {
 
 async function main() {
   const bare = await startBaseline('bare-fastify.ts');
-  const floor = !only || only.includes('post') ? await startBaseline('durable-echo.ts') : undefined;
+  const running: RunningReference[] = [];
+  if (!only || only.includes('post')) for (const reference of references) running.push({ ...reference, ...(await startBaseline(reference.script)) });
   try {
     const embedded: Row[] = [];
-    await benchStack('embedded', {}, bare, embedded, floor);
+    await benchStack('embedded', {}, bare, embedded, running);
     report('embedded read DB', embedded, targets.embedded);
     if (process.env.BENCH_MARIADB !== '0') {
       const database = `queries_bench_http_${randomBytes(4).toString('hex')}`;
@@ -330,7 +349,7 @@ async function main() {
     }
     if (process.env.BENCH_ESDB !== '0') await benchCommandSideOnEsdb();
   } finally {
-    await floor?.stop();
+    for (const reference of running) await reference.stop();
     await bare.stop();
   }
 }
