@@ -39,6 +39,9 @@ export interface WriterOptions {
   failCommitsFor?: readonly string[];
 }
 
+/** The writer's checkpoint threshold, in WAL pages (`sqlite-appends.worker.ts` says why it is 250). */
+export const writerCheckpointPages = 250;
+
 interface Waiter {
   resolve(results: AppendResult[]): void;
   reject(error: unknown): void;

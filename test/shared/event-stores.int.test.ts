@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -6,7 +6,7 @@ import t from 'tap';
 import { inMemoryEventStore } from '../../shared/event-store/in-memory-event-store.js';
 import type { EventStore, LoggedEvent } from '../../shared/event-store/port.js';
 import { sqliteEventStore } from '../../shared/event-store/sqlite-event-store.js';
-import { groupCommitter } from '../../shared/event-store/sqlite-group-commit.js';
+import { groupCommitter, writerCheckpointPages } from '../../shared/event-store/sqlite-group-commit.js';
 import { cursorAfter, eventsOfPage, firstCursor, pageStatements, pieceSizer, pieceUnits, readPage, type PageStatements } from '../../shared/event-store/sqlite-log-pages.js';
 import { logReader } from '../../shared/event-store/sqlite-long-reads.js';
 import { eventStoreContract } from '../contracts/event-store.contract.js';
@@ -78,6 +78,25 @@ void t.test('embedded SQLite event store', async (t) => {
     const db = new Database(file, { readonly: true });
     t.teardown(() => db.close());
     t.equal((db.prepare('SELECT COUNT(*) AS n FROM events').get() as { n: number }).n, 202, 'all on disk');
+  });
+
+  void t.test('the writer checkpoints every few hundred WAL pages, so no commit waits on a large one', async (t) => {
+    const file = join(dir, 'checkpoints.sqlite');
+    const store = sqliteEventStore({ file });
+    t.teardown(() => store.close());
+    // 100 groups of 20 new streams: each new stream a random leaf of the stream index, some 2,500 WAL frames in all.
+    for (let group = 0; group < 100; group++) {
+      await Promise.all(
+        Array.from({ length: 20 }, () => store.appendToStream(`s-${Math.random().toString(36).slice(2)}`, [{ type: 'A', data: { pad: 'x'.repeat(200) } }], { expectedRevision: 'no_stream' })),
+      );
+    }
+    const reader = new Database(file, { readonly: true });
+    const pageSize = reader.pragma('page_size', { simple: true }) as number;
+    reader.close();
+    // The log restarts after each checkpoint, so its file holds at most the threshold plus the group that crossed it.
+    const frames = (await stat(`${file}-wal`)).size / (pageSize + 24);
+    t.ok(frames <= writerCheckpointPages + 100, `the log holds ${Math.round(frames)} frames at its largest (checkpoint at ${writerCheckpointPages}; SQLite's default would let it reach 1,000)`);
+    t.equal((await store.readAll({ maxCount: 3000 })).length, 2000, 'every append is there');
   });
 
   void t.test('a subscriber in one connection sees appends made through another', async (t) => {
