@@ -32,9 +32,9 @@ import { cores, cpuMicros, freePort, localMariaDbServer, median, startChild, sta
  * synchronous=FULL), the least a 2xx that means "on disk" costs on this store; and
  * the write API in memory (`bench/write-api-in-memory.ts`: the same app over
  * in-memory stores, started afresh for each run), the least this request path
- * costs whatever the store. Each
- * one's ratio to the echo bounds what any registration could reach from its side;
- * POST /users' ratio to each is what the other side (and the projection) takes.
+ * costs whatever the store. Each one's ratio to the echo bounds what any
+ * registration could reach from its side; POST /users' ratio to each is what the
+ * other side (and the projection) takes.
  * Last, POST /users with EventStoreDB as the store (its gRPC test server in a
  * process of its own; BENCH_ESDB=0 leaves it out): the CPU the command side and
  * the server each spend per registration.
@@ -319,15 +319,15 @@ function report(label: string, rows: Row[], targetsOf: Record<Path, number>) {
   for (const row of rows) console.log(cpuBudget(row, targetsOf[row.path]));
   for (const { path, bare, service, references: measured } of rows) {
     for (const { name, what } of references) {
-      const runs = measured?.[name];
-      if (!runs) continue;
-      const toEcho = median(runs.map((f, i) => f.rps / bare[i]!.rps));
-      const serviceToIt = median(service.map((s, i) => s.rps / runs[i]!.rps));
+      const its = measured?.[name];
+      if (!its) continue;
+      const toEcho = median(its.map((f, i) => f.rps / bare[i]!.rps));
+      const serviceToIt = median(service.map((s, i) => s.rps / its[i]!.rps));
       console.log(
         `${path}'s reference, the ${name} (${what}): ` +
-          `${Math.round(median(runs.map((f) => f.rps)))} req/s, p99 ${median(runs.map((f) => f.p99))} ms, ${toEcho.toFixed(2)} of the echo; ` +
-          `CPU µs per request ${Math.round(median(runs.map((f) => f.cpuPerRequest?.[name] ?? 0)))} (load generator ` +
-          `${Math.round(median(runs.map((f) => f.cpuPerRequest?.[loadGenerator] ?? 0)))}); ${path} at ${serviceToIt.toFixed(2)} of it`,
+          `${Math.round(median(its.map((f) => f.rps)))} req/s, p99 ${median(its.map((f) => f.p99))} ms, ${toEcho.toFixed(2)} of the echo; ` +
+          `CPU µs per request ${Math.round(median(its.map((f) => f.cpuPerRequest?.[name] ?? 0)))} (load generator ` +
+          `${Math.round(median(its.map((f) => f.cpuPerRequest?.[loadGenerator] ?? 0)))}); ${path} at ${serviceToIt.toFixed(2)} of it`,
       );
     }
   }
