@@ -10,7 +10,10 @@ import { harden, requireBearerTokens } from '../shared/http-hardening.js';
 import { requestTraceContext } from '../shared/request-context.js';
 import { createMetricsRegistry, serveHttpMetrics, serveProbes } from '../shared/metrics.js';
 import { userStreamId } from '../shared/user-events.js';
-import type { CommandOptions, CommandResult, UserCommands } from './user-commands.js';
+import type { Config } from '../shared/config.js';
+import { loggerOptions } from '../shared/logger.js';
+import type { Vault } from '../shared/personal-data/vault.js';
+import { userCommands, type CommandOptions, type CommandResult, type UserCommands } from './user-commands.js';
 
 export interface CommandAppDeps {
   /** The process's metrics registry, served at /metrics; a fresh one when absent. */
@@ -413,4 +416,21 @@ export function buildCommandApp(deps: CommandAppDeps) {
   });
 
   return app;
+}
+
+/**
+ * The write API as the configuration sets it up, over the given event store and
+ * vault: `main.ts` builds it so, and so does the benchmark's write API in memory
+ * (`scripts/bench/write-api-in-memory.ts`), which must be this same app.
+ */
+export function buildConfiguredCommandApp(config: Config, deps: { store: EventStore; vault: Vault }) {
+  return buildCommandApp({
+    commands: userCommands({ store: deps.store, vault: deps.vault, emailGraceMs: config.emailReservationGraceMs }),
+    store: deps.store,
+    writeApiTokens: config.writeApiTokens,
+    bodyLimitBytes: config.bodyLimitBytes,
+    rateLimitPerMinute: config.rateLimitPerMinute,
+    trustProxy: config.trustProxy,
+    logger: loggerOptions('command-side', config),
+  });
 }

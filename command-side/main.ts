@@ -3,9 +3,8 @@ import { openEventStore } from '../shared/event-store/open-event-store.js';
 import { exitOnStartupError, onShutdownSignal, reportReady } from '../shared/lifecycle.js';
 import { openConfiguredVault } from '../shared/personal-data/open-vault.js';
 import { startTracing } from '../shared/tracing.js';
-import { createLogger, loggerOptions } from '../shared/logger.js';
-import { buildCommandApp } from './app.js';
-import { userCommands } from './user-commands.js';
+import { createLogger } from '../shared/logger.js';
+import { buildConfiguredCommandApp } from './app.js';
 
 /** The command side as its own process: the write API on COMMAND_PORT. */
 async function main() {
@@ -14,16 +13,7 @@ async function main() {
   const logger = createLogger('command-side', config);
   const store = openEventStore(config);
   const { vault, keyStore } = await openConfiguredVault(config);
-  const commands = userCommands({ store, vault, emailGraceMs: config.emailReservationGraceMs });
-  const app = buildCommandApp({
-    commands,
-    store,
-    writeApiTokens: config.writeApiTokens,
-    bodyLimitBytes: config.bodyLimitBytes,
-    rateLimitPerMinute: config.rateLimitPerMinute,
-    trustProxy: config.trustProxy,
-    logger: loggerOptions('command-side', config),
-  });
+  const app = buildConfiguredCommandApp(config, { store, vault });
   onShutdownSignal(logger, async () => {
     await app.close();
     await store.close();

@@ -4,6 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { sqliteEventStore } from '../../shared/event-store/sqlite-event-store.js';
+import { serveBaseline } from './serve-baseline.js';
 
 /**
  * The floor of a durable write on the embedded store, for `npm run bench:http`: a
@@ -15,7 +16,7 @@ import { sqliteEventStore } from '../../shared/event-store/sqlite-event-store.js
  * append at the index's end: a cheaper floor than any registration has). No
  * validation, domain, email claim, sealing or projection: what is left between
  * it and `POST /users` is the service's own. A fresh store in a temporary
- * directory, removed on SIGTERM. Prints its port on stdout once listening.
+ * directory, removed on SIGTERM (`serveBaseline`).
  */
 const dir = mkdtempSync(join(tmpdir(), 'users-bench-durable-echo-'));
 const store = sqliteEventStore({ file: join(dir, 'events.sqlite') });
@@ -24,15 +25,10 @@ app.post('/echo', async (request) => {
   await store.appendToStream(`echo-${randomUUID()}`, [{ type: 'Echoed', data: request.body }], { expectedRevision: 'no_stream' });
   return request.body;
 });
-await app.listen({ host: '127.0.0.1', port: 0 });
-const address = app.server.address();
-process.stdout.write(`${typeof address === 'object' && address ? address.port : 0}\n`);
-process.on('SIGTERM', () =>
-  void app
-    .close()
-    .then(() => store.close())
-    .finally(() => {
-      rmSync(dir, { recursive: true, force: true });
-      process.exit(0);
-    }),
-);
+await serveBaseline(app, async () => {
+  try {
+    await store.close();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
