@@ -8,6 +8,7 @@ import { commonErrorDescriptions, errorResponses, optionalBearerToken, registerA
 import { createHttpApp } from '../shared/http.js';
 import { harden, requireBearerTokens } from '../shared/http-hardening.js';
 import { requestTraceContext } from '../shared/request-context.js';
+import { eventStoreWriterMetrics } from '../shared/event-store/writer-metrics.js';
 import { createMetricsRegistry, serveHttpMetrics, serveProbes } from '../shared/metrics.js';
 import { userStreamId } from '../shared/user-events.js';
 import type { Config } from '../shared/config.js';
@@ -191,7 +192,11 @@ export function buildCommandApp(deps: CommandAppDeps) {
     description:
       'Registers and changes users. Every change is appended to the user\'s event stream; a 2xx means it is durable. Answers carry the stream `revision` (for `If-Match`) and a `consistencyToken` (for the read API\'s `Consistency-Token`). Errors are JSON `ErrorBody`s. Every answer carries `X-Request-Id`: the caller\'s own when it sent a sane one, which becomes the correlation id of the events the request causes.',
   });
-  serveHttpMetrics(app, deps.metrics ?? createMetricsRegistry('command-side'));
+  const metrics = deps.metrics ?? createMetricsRegistry('command-side');
+  serveHttpMetrics(app, metrics);
+  // The embedded store's group-commit writer: how busy it is, how well it groups.
+  const writerStats = deps.store.writerStats?.bind(deps.store);
+  if (writerStats) eventStoreWriterMetrics(metrics, writerStats);
   void app.register(async (api) => {
     // Readiness: the event store answers. Liveness: the process answers at all.
     serveProbes(api, async () => {

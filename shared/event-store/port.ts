@@ -119,9 +119,25 @@ export interface EventStore {
    * for progress displays (e.g. the rebuild's), never for correctness.
    */
   headPosition?(): Promise<bigint | undefined>;
+  /**
+   * Optional: what the store's own writer has done since it opened, for metrics
+   * (`writer-metrics.ts`). The embedded store's group-commit writer gives it; a
+   * store whose writes happen in a server (EventStoreDB) leaves it out.
+   */
+  writerStats?(): WriterStats;
   /** Catches up from `after`, then tails new appends. */
   subscribeToAll(options?: SubscribeOptions): LogSubscription;
   close(): Promise<void>;
+}
+
+/** A group-commit writer's work since it started (see `EventStore.writerStats`). */
+export interface WriterStats {
+  /** Transactions run (each a group of appends and one fsync), committed or failed. */
+  groups: number;
+  /** Appends those transactions held. */
+  appends: number;
+  /** Wall time spent in them, from BEGIN to COMMIT's return, in seconds: the writer's busy time. */
+  seconds: number;
 }
 
 export const describeExpected = (expected: ExpectedRevision): string => String(expected);

@@ -2,7 +2,7 @@ import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_thread
 import Database from 'better-sqlite3';
 import { announceChange } from '../change-signal.js';
 import { describeExpected, satisfiesExpected } from './port.js';
-import { writerCheckpointPages, type AppendBatch, type AppendOutcome, type GroupResult, type QueuedAppend, type WriterOptions } from './sqlite-group-commit.js';
+import { writerCheckpointPages, type AppendBatch, type AppendOutcome, type GroupOutcome, type GroupResult, type QueuedAppend, type WriterOptions } from './sqlite-group-commit.js';
 
 /**
  * The embedded store's writer: owns the write connection and commits each group
@@ -78,7 +78,13 @@ function appendOne(append: QueuedAppend, recordedAt: string): AppendOutcome {
   }
 }
 
+/** A group's transaction, timed: the result carries the seconds it took (`GroupResult`). */
 function commit(group: QueuedAppend[]): GroupResult {
+  const started = performance.now();
+  return { ...commitGroup(group), seconds: (performance.now() - started) / 1000 };
+}
+
+function commitGroup(group: QueuedAppend[]): GroupOutcome {
   const seqs = group.map((append) => append.seq);
   try {
     db.exec('BEGIN IMMEDIATE');

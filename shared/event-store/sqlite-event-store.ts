@@ -169,6 +169,7 @@ export function sqliteEventStore(options: {
       appended.notify();
       return results;
     },
+    writerStats: () => writer.stats(),
     readStream(streamId, { fromRevision = 0 } = {}) {
       try {
         return Promise.resolve(selectStream.all(streamId, fromRevision).map(toRecorded));

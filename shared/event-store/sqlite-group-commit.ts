@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Worker } from 'node:worker_threads';
 import { ConcurrencyError } from '../errors.js';
-import type { AppendResult, ExpectedRevision, StreamAppend } from './port.js';
+import type { AppendResult, ExpectedRevision, StreamAppend, WriterStats } from './port.js';
 import { startWorkerModule } from '../worker-module.js';
 
 /** One stream's share of an append as the writer takes it: events already serialised, ids given. */
@@ -27,10 +27,14 @@ export type AppendOutcome =
   | { kind: 'conflict'; streamId: string; expected: string; actual: number }
   | { kind: 'failed'; message: string; code?: string };
 
-/** Writer -> main thread: one message per committed (or failed) group. */
-export type GroupResult =
-  | { outcomes: [seq: number, outcome: AppendOutcome][] }
-  | { seqs: number[]; failed: { message: string; code?: string } };
+/** What became of a group: each append's outcome, or the failure of the whole transaction. */
+export type GroupOutcome = { outcomes: [seq: number, outcome: AppendOutcome][] } | { seqs: number[]; failed: { message: string; code?: string } };
+
+/**
+ * Writer -> main thread: one message per committed (or failed) group, with the wall
+ * time its transaction took in the writer (seconds, BEGIN to COMMIT's return).
+ */
+export type GroupResult = GroupOutcome & { seconds: number };
 
 export interface WriterOptions {
   file: string;
@@ -68,7 +72,7 @@ export function groupCommitter(options: WriterOptions & { translate(error: Error
   let nextSeq = 1;
   let closing: Promise<void> | undefined;
   let idle: (() => void) | undefined;
-  const counted = { groups: 0, appends: 0 };
+  const counted: WriterStats = { groups: 0, appends: 0, seconds: 0 };
 
   function start(): Worker {
     const started = spawnWriter({ file: options.file, busyTimeoutMs: options.busyTimeoutMs, ...(options.failCommitsFor ? { failCommitsFor: options.failCommitsFor } : {}) });
@@ -99,6 +103,7 @@ export function groupCommitter(options: WriterOptions & { translate(error: Error
 
   function settle(result: GroupResult) {
     counted.groups += 1;
+    counted.seconds += result.seconds;
     if ('failed' in result) {
       const error = options.translate(sqliteError(result.failed));
       counted.appends += result.seqs.length;
@@ -149,8 +154,11 @@ export function groupCommitter(options: WriterOptions & { translate(error: Error
       });
     },
 
-    /** Groups the writer committed (or failed) and the appends they held, since the start: their ratio is the grouping. */
-    stats: () => ({ ...counted }),
+    /**
+     * Groups the writer committed (or failed), the appends they held (their ratio is the grouping) and the
+     * time its transactions took, since the start: that time's share of the wall clock is how busy the writer is.
+     */
+    stats: (): WriterStats => ({ ...counted }),
 
     /** Lets every append already made commit, then stops the writer. */
     close(): Promise<void> {

@@ -1,3 +1,6 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { testVault } from '../support/vault.js';
 import { pino } from 'pino';
 import t from 'tap';
@@ -11,6 +14,7 @@ import { StoreUnavailableError } from '../../shared/errors.js';
 import { eventStoreFeed, globalLogSource } from '../../shared/event-feed/event-store-feed.js';
 import { inMemoryEventStore } from '../../shared/event-store/in-memory-event-store.js';
 import type { EventStore } from '../../shared/event-store/port.js';
+import { sqliteEventStore } from '../../shared/event-store/sqlite-event-store.js';
 import { createMetricsRegistry, startOpsServer } from '../../shared/metrics.js';
 import { readDbsUnderTest } from '../support/read-dbs.js';
 import { commandsOver, seedUsers, waitFor } from '../support/seed.js';
@@ -64,6 +68,45 @@ void t.test('the write API: /metrics with request latencies by route pattern, pr
   t.equal(ready.statusCode, 503, 'not ready while the event store does not answer');
   t.match(ready.json(), { status: 'unavailable', eventStore: 'down' });
   t.equal((await unready.inject({ url: '/health/live' })).statusCode, 200, 'but alive: a restart would not help');
+});
+
+void t.test("the write API on the embedded store: its writer's commits, grouping and busy time", async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'users-metrics-'));
+  const store = sqliteEventStore({ file: join(dir, 'events.sqlite') });
+  t.teardown(async () => {
+    await store.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+  const app = buildCommandApp({ commands: commandsOver(store), store });
+  t.teardown(() => app.close());
+  const series = async () => {
+    const text = (await app.inject({ url: '/metrics' })).body;
+    return ['commits', 'commit_appends', 'commit_seconds'].map((name) => sample(text, `users_event_store_${name}_total`, { role: 'command-side' }));
+  };
+  t.same(await series(), [0, 0, 0], 'exported before the first append');
+  const registered = await Promise.all(
+    ['ada', 'grace', 'edsger'].map((name) => app.inject({ method: 'POST', url: '/users', payload: { name, email: `${name}@example.org` } })),
+  );
+  t.same(registered.map((r) => r.statusCode), [201, 201, 201]);
+  const [commits, appends, seconds] = (await series()) as [number, number, number];
+  const stats = store.writerStats!();
+  t.same([commits, appends, seconds], [stats.groups, stats.appends, stats.seconds], "the writer's own counts, read when scraped");
+  t.ok(commits >= 1 && commits <= appends, `${appends} appends in ${commits} transactions`);
+  t.ok(seconds > 0, `${seconds} s in them`);
+  const again = (await series()) as [number, number, number];
+  t.same(again, [commits, appends, seconds], 'a second scrape with nothing appended adds nothing');
+  await app.inject({ method: 'POST', url: '/users', payload: { name: 'Alan', email: 'alan@example.org' } });
+  const [commitsAfter, appendsAfter] = (await series()) as [number, number];
+  t.equal(commitsAfter, commits + 1, 'one more registration, one more transaction');
+  t.ok(appendsAfter > appends);
+});
+
+void t.test('the write API over a store without a writer of its own (in memory, as on EventStoreDB) exports no writer metrics', async (t) => {
+  const store = inMemoryEventStore();
+  const app = buildCommandApp({ commands: commandsOver(store), store });
+  t.teardown(() => app.close());
+  const text = (await app.inject({ url: '/metrics' })).body;
+  t.notOk(text.includes('users_event_store_'), 'no users_event_store_ series');
 });
 
 void t.test('the read API: /metrics and probes', async (t) => {
