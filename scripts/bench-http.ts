@@ -3,7 +3,7 @@ import { spawn } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import knexFactory from 'knex';
-import { cores, cpuMicros, freePort, localMariaDbServer, median, startChild, startStack } from './bench/stack.js';
+import { cores, cpuMicros, freePort, localMariaDbServer, machineIdleSeconds, mainThreadCpuMicros, median, startChild, startStack } from './bench/stack.js';
 
 /**
  * The request paths against bare Fastify, measured in the same run:
@@ -21,7 +21,13 @@ import { cores, cpuMicros, freePort, localMariaDbServer, median, startChild, sta
  * hour moves less than req/s; and the load generator's (this process), since it
  * shares the cores. From those, each path's CPU budget: the most CPU per request,
  * load generator included, at which the machine's cores could serve its target
- * ratio of this run's bare pace, beside what the service's requests cost.
+ * ratio of this run's bare pace, beside what the service's requests cost. And
+ * each Node process's event loop (its main thread) per request, with the share of
+ * the cores the run left idle: one thread uses at most one core, so the busiest
+ * loop caps a path whatever the cores, and idle cores show a path waiting rather
+ * than computing. POST /users' runs also give the event store's writer thread's
+ * busy share and appends per commit, from the write API's /metrics
+ * (`users_event_store_*`, on the embedded store).
  * Settings changed from `npm start`'s
  * defaults: fresh DATA_DIR and ports (RATE_LIMIT_PER_MINUTE=0, the default, is set
  * explicitly: the load comes from one address); logs at the default level (info)
@@ -60,6 +66,26 @@ interface Figures {
   ok: number;
   /** CPU per 2xx request of each role process, µs (when the roles were given). */
   cpuPerRequest?: Record<string, number>;
+  /** The same for each Node process's main thread alone (its event loop), µs. */
+  loopPerRequest?: Record<string, number>;
+  /** The share of the machine's cores left idle (or waiting on I/O) over the timed part. */
+  idle?: number;
+  /** On the embedded store, its writer thread: the share of the time in transactions, and appends per transaction. */
+  writer?: { busy: number; appendsPerCommit: number };
+}
+
+interface WriterCounts {
+  commits: number;
+  appends: number;
+  seconds: number;
+}
+
+/** The embedded store's writer counts (`users_event_store_*_total`) from the write API's /metrics; undefined without them. */
+async function writerCounts(write: string): Promise<WriterCounts | undefined> {
+  const text = await fetch(`${write}/metrics`).then((response) => response.text());
+  const total = (name: string) => Number(new RegExp(`^users_event_store_${name}_total(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
+  const counts = { commits: total('commits'), appends: total('commit_appends'), seconds: total('commit_seconds') };
+  return Number.isNaN(counts.commits) ? undefined : counts;
 }
 
 type Request = NonNullable<autocannon.Options['requests']>[number];
@@ -79,19 +105,40 @@ async function load(url: string, request: Request, duration: number): Promise<Fi
 /** The load generator (autocannon, in this process): its CPU counts as a role's, since it shares the cores. */
 const loadGenerator = 'load generator';
 
+/** The MariaDB server's process among the roles, when counted: not a Node process, its work is on a thread per connection. */
+const mariadbServer = 'mariadb-server';
+
 /**
- * A warm-up, then the timed load; with `roles`, also the CPU each role process spent per 2xx request, and the
- * load generator's.
+ * A warm-up, then the timed load; with `roles`, also the CPU each role process (and
+ * each Node process's event loop) spent per 2xx request, the load generator's, and
+ * the share of the cores left idle.
  */
-async function measure(url: string, request: Request, roles?: () => Map<string, number>): Promise<Figures> {
+async function measure(url: string, request: Request, roles?: () => Map<string, number>, writer?: () => Promise<WriterCounts | undefined>): Promise<Figures> {
   await load(url, request, 2);
   const pids = new Map(roles?.() ?? []);
   if (pids.size > 0) pids.set(loadGenerator, process.pid);
+  const loops = new Map([...pids].filter(([role]) => role !== mariadbServer));
   const before = new Map([...pids].map(([role, pid]) => [role, cpuMicros(pid)]));
+  const loopsBefore = new Map([...loops].map(([role, pid]) => [role, mainThreadCpuMicros(pid)]));
+  const writerBefore = await writer?.();
+  const [idleBefore, started] = [machineIdleSeconds(), performance.now()];
   const figures = await load(url, request, seconds);
+  const elapsed = (performance.now() - started) / 1000;
+  const idle = (machineIdleSeconds() - idleBefore) / (cores * elapsed);
+  const writerAfter = await writer?.();
+  const written =
+    writerBefore && writerAfter && writerAfter.commits > writerBefore.commits
+      ? {
+          writer: {
+            busy: (writerAfter.seconds - writerBefore.seconds) / elapsed,
+            appendsPerCommit: (writerAfter.appends - writerBefore.appends) / (writerAfter.commits - writerBefore.commits),
+          },
+        }
+      : {};
   if (pids.size === 0 || figures.ok === 0) return figures;
-  const cpuPerRequest = Object.fromEntries([...pids].map(([role, pid]) => [role, (cpuMicros(pid) - before.get(role)!) / figures.ok]));
-  return { ...figures, cpuPerRequest };
+  const perRequest = (used: Map<string, number>, of: (pid: number) => number, pidsOf: Map<string, number>) =>
+    Object.fromEntries([...pidsOf].map(([role, pid]) => [role, (of(pid) - used.get(role)!) / figures.ok]));
+  return { ...figures, cpuPerRequest: perRequest(before, cpuMicros, pids), loopPerRequest: perRequest(loopsBefore, mainThreadCpuMicros, loops), idle, ...written };
 }
 
 /**
@@ -200,7 +247,7 @@ async function seed(write: string, read: string, count: number) {
 }
 
 /** The role processes, and the MariaDB server (`mariadb-server`) when it is measured. */
-const withServer = (roles: Map<string, number>, server: number | undefined) => (server === undefined ? roles : new Map([...roles, ['mariadb-server', server]]));
+const withServer = (roles: Map<string, number>, server: number | undefined) => (server === undefined ? roles : new Map([...roles, [mariadbServer, server]]));
 
 type Path = 'GET /users/:id' | 'GET /users?email=' | 'POST /users';
 /** `references`: each reference's runs, beside POST /users' (see `references`). */
@@ -241,14 +288,18 @@ async function benchStack(label: string, env: Record<string, string>, bare: Base
       const row: Row = { path, bare: [], service: [] };
       for (let run = 0; run < runs; run++) {
         row.bare.push(await measure(bare.url, bareRequest, () => new Map([['bare', bare.pid]])));
-        row.service.push(await measure(url, service, () => withServer(stack.roles(), server)));
+        const writer = path === 'POST /users' ? () => writerCounts(stack.write) : undefined;
+        row.service.push(await measure(url, service, () => withServer(stack.roles(), server), writer));
         const s = row.service[row.service.length - 1]!;
         const b = row.bare[row.bare.length - 1]!;
         const cpu = Object.entries(s.cpuPerRequest ?? {}).map(([role, us]) => `${role} ${Math.round(us)}`);
+        const loops = Object.entries(s.loopPerRequest ?? {}).map(([role, us]) => `${role} ${Math.round(us)}`);
         console.log(
           `  [${label}] ${path} run ${run + 1}: ${Math.round(s.rps)} req/s p99 ${s.p99} ms` +
             ` (bare ${Math.round(b.rps)} req/s p99 ${b.p99} ms, ${Math.round(b.cpuPerRequest?.bare ?? 0)} µs of CPU per request; ratio ${(s.rps / b.rps).toFixed(2)})` +
             (cpu.length > 0 ? `; CPU µs per request: ${cpu.join(', ')}` : '') +
+            (loops.length > 0 ? `; event loops: ${loops.join(', ')}; cores idle ${percent(s.idle)} (bare's run ${percent(b.idle)})` : '') +
+            (s.writer ? `; the store's writer busy ${percent(s.writer.busy)}, ${s.writer.appendsPerCommit.toFixed(1)} appends per commit` : '') +
             (s.non2xx || s.errors ? ` non-2xx ${s.non2xx}, errors ${s.errors}` : ''),
         );
         if (path !== 'POST /users') continue;
@@ -260,7 +311,8 @@ async function benchStack(label: string, env: Record<string, string>, bare: Base
           console.log(
             `  [${label}] ${reference.name} run ${run + 1}: ${Math.round(f.rps)} req/s p99 ${f.p99} ms (ratio ${(f.rps / b.rps).toFixed(2)} of the echo; ` +
               `POST /users ${(s.rps / f.rps).toFixed(2)} of it); CPU µs per request: ${reference.name} ${Math.round(f.cpuPerRequest?.[reference.name] ?? 0)}, ` +
-              `load generator ${Math.round(f.cpuPerRequest?.[loadGenerator] ?? 0)}` +
+              `load generator ${Math.round(f.cpuPerRequest?.[loadGenerator] ?? 0)}; its event loop ${Math.round(f.loopPerRequest?.[reference.name] ?? 0)}, ` +
+              `cores idle ${percent(f.idle)}` +
               (f.non2xx || f.errors ? ` non-2xx ${f.non2xx}, errors ${f.errors}` : ''),
           );
         }
@@ -271,6 +323,8 @@ async function benchStack(label: string, env: Record<string, string>, bare: Base
     await stack.stop();
   }
 }
+
+const percent = (share: number | undefined) => (share === undefined ? '?' : `${Math.round(share * 100)}%`);
 
 /** Each role's median CPU per request over the runs, e.g. `command-side 210, projector 95, query-side 3`. */
 function cpuMedians(runs: Figures[]): string {
@@ -304,6 +358,35 @@ function cpuBudget(row: Row, target: number): string {
   );
 }
 
+/**
+ * What a path's busiest event loop allows: a thread uses at most one core, so a loop
+ * that spends N µs per request caps the path at 1,000,000 / N req/s however many cores
+ * are free. Printed with bare's, and with the share of the cores each path's runs left
+ * idle: a path below its cap with idle cores is waiting (on the disk, on hops between
+ * threads and processes), not computing.
+ */
+function eventLoopCap(row: Row): string {
+  const loops = (runs: Figures[]) => {
+    const roles = [...new Set(runs.flatMap((f) => Object.keys(f.loopPerRequest ?? {})))];
+    return roles.map((role) => [role, median(runs.flatMap((f) => f.loopPerRequest?.[role] ?? []))] as const).sort((a, b) => b[1] - a[1]);
+  };
+  const [busiest] = loops(row.service);
+  const writers = row.service.flatMap((s) => s.writer ?? []);
+  const bare = loops(row.bare).find(([role]) => role === 'bare');
+  if (!busiest || !bare) return `${row.path}: no event-loop figures`;
+  const bareRps = median(row.bare.map((b) => b.rps));
+  const cap = 1e6 / busiest[1];
+  return (
+    `${row.path}: busiest event loop the ${busiest[0]}'s, ${Math.round(busiest[1])} µs per request: at most ${Math.round(cap)} req/s ` +
+    `(${(cap / bareRps).toFixed(2)} of bare) whatever the cores; bare's ${Math.round(bare[1])} µs; ` +
+    `cores idle ${percent(median(row.service.map((s) => s.idle ?? 0)))} (bare's runs ${percent(median(row.bare.map((b) => b.idle ?? 0)))})` +
+    (writers.length > 0
+      ? `; the event store's writer (one thread) busy ${percent(median(writers.map((w) => w.busy)))} of the time, ` +
+        `${median(writers.map((w) => w.appendsPerCommit)).toFixed(1)} appends per commit`
+      : '')
+  );
+}
+
 function report(label: string, rows: Row[], targetsOf: Record<Path, number>) {
   console.log(`\n${label}: medians over ${runs} runs of ${seconds} s at ${connections} connections`);
   console.log('| path | req/s | p50 ms | p99 ms | bare req/s | bare p99 ms | ratio (median of per-run ratios) | CPU µs per request, by role | bare app\'s CPU µs per request |');
@@ -317,6 +400,7 @@ function report(label: string, rows: Row[], targetsOf: Record<Path, number>) {
     );
   }
   for (const row of rows) console.log(cpuBudget(row, targetsOf[row.path]));
+  for (const row of rows) console.log(eventLoopCap(row));
   for (const { path, bare, service, references: measured } of rows) {
     for (const { name, what } of references) {
       const its = measured?.[name];
@@ -327,7 +411,9 @@ function report(label: string, rows: Row[], targetsOf: Record<Path, number>) {
         `${path}'s reference, the ${name} (${what}): ` +
           `${Math.round(median(its.map((f) => f.rps)))} req/s, p99 ${median(its.map((f) => f.p99))} ms, ${toEcho.toFixed(2)} of the echo; ` +
           `CPU µs per request ${Math.round(median(its.map((f) => f.cpuPerRequest?.[name] ?? 0)))} (load generator ` +
-          `${Math.round(median(its.map((f) => f.cpuPerRequest?.[loadGenerator] ?? 0)))}); ${path} at ${serviceToIt.toFixed(2)} of it`,
+          `${Math.round(median(its.map((f) => f.cpuPerRequest?.[loadGenerator] ?? 0)))}; its event loop ` +
+          `${Math.round(median(its.map((f) => f.loopPerRequest?.[name] ?? 0)))}, cores idle ${percent(median(its.map((f) => f.idle ?? 0)))}); ` +
+          `${path} at ${serviceToIt.toFixed(2)} of it`,
       );
     }
   }
