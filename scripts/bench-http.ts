@@ -161,14 +161,16 @@ async function benchCommandSideOnEsdb() {
     }
     const request: Request = { method: 'POST', path: '/users', headers: json, setupRequest: newUser };
     await load(url, request, 2);
-    const [service0, store0] = [cpuMicros(command.pid!), cpuMicros(server.pid)];
+    const [service0, store0, loop0] = [cpuMicros(command.pid!), cpuMicros(server.pid), mainThreadCpuMicros(command.pid!)];
     const result = await autocannon({ url, connections, duration: seconds, requests: [request] });
     const registrations = result['2xx'];
     const service = (cpuMicros(command.pid!) - service0) / registrations;
     const store = (cpuMicros(server.pid) - store0) / registrations;
+    const loop = (mainThreadCpuMicros(command.pid!) - loop0) / registrations;
     console.log(
       `\nPOST /users on EventStoreDB (test server): ${Math.round(registrations / result.duration)} req/s, p99 ${result.latency.p99} ms; ` +
-        `CPU per registration: command side ${Math.round(service)} µs, test server ${Math.round(store)} µs` +
+        `CPU per registration: command side ${Math.round(service)} µs, test server ${Math.round(store)} µs; ` +
+        `the command side's event loop ${Math.round(loop)} µs (at most ${Math.round(1e6 / loop)} registrations/s on one core)` +
         (result.non2xx ? ` (non-2xx ${result.non2xx})` : ''),
     );
   } finally {

@@ -268,13 +268,13 @@ async function throughput(servers: Awaited<ReturnType<typeof startServers>>) {
     profiling = await profilePhase(profileDir, 'relay.cpuprofile');
     started = performance.now();
     mark = cpuNow(pids);
-    const threadMark = mainThreadCpuMicros();
+    const threadMark = mainThreadCpuMicros(process.pid);
     void relay.start();
     while (relay.status().position !== head) await new Promise((resolve) => setTimeout(resolve, 20));
     const relaySeconds = (performance.now() - started) / 1000;
     const relayRate = logLength / relaySeconds;
     const relayCpu = cpuSince(mark, pids);
-    const threadSeconds = (mainThreadCpuMicros() - threadMark) / 1e6;
+    const threadSeconds = (mainThreadCpuMicros(process.pid) - threadMark) / 1e6;
     await profiling.stop();
     console.log(
       `relay: ${relayRate.toFixed(0)} events/s (${logLength} events to Kafka, acknowledged, in ${relaySeconds.toFixed(1)} s; ` +

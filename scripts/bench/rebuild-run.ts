@@ -42,10 +42,10 @@ async function runOnce(run: number, url: string, store: EventStore, vault: Vault
     const serverBefore = server === undefined ? 0 : cpuMicros(server);
     let t = performance.now();
     const cpu = process.cpuUsage();
-    const mainBefore = mainThreadCpuMicros();
+    const mainBefore = mainThreadCpuMicros(process.pid);
     const idleBefore = machineIdleSeconds();
     const result = await rebuild.run();
-    const mainSeconds = (mainThreadCpuMicros() - mainBefore) / 1e6;
+    const mainSeconds = (mainThreadCpuMicros(process.pid) - mainBefore) / 1e6;
     const idleSeconds = machineIdleSeconds() - idleBefore;
     const rebuildSeconds = (performance.now() - t) / 1000;
     const { user, system } = process.cpuUsage(cpu);

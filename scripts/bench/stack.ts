@@ -157,12 +157,11 @@ export function cpuMicros(pid: number): number {
 
 /**
  * The same for a process's main thread alone (where its JavaScript runs: a Node
- * process's event loop), without V8's and libuv's helper threads or its workers; this
- * process's by default. One thread can use at most one core, so a path whose event
- * loop spends N µs per request cannot pass 1,000,000 / N requests a second however
- * many cores are free.
+ * process's event loop), without V8's and libuv's helper threads or its workers. One
+ * thread can use at most one core, so a path whose event loop spends N µs per request
+ * cannot pass 1,000,000 / N requests a second however many cores are free.
  */
-export function mainThreadCpuMicros(pid: number = process.pid): number {
+export function mainThreadCpuMicros(pid: number): number {
   return statCpuMicros(`/proc/${pid}/task/${pid}/stat`);
 }
 
