@@ -14,7 +14,30 @@ export function createMetricsRegistry(role: string): Registry {
   const registry = new client.Registry();
   registry.setDefaultLabels({ role });
   client.collectDefaultMetrics({ register: registry });
+  eventLoopBusyTime(registry);
   return registry;
+}
+
+/**
+ * `users_event_loop_busy_seconds_total`: the time this process's event loop has
+ * spent running callbacks rather than waiting for I/O (Node's event-loop
+ * utilization, `performance.eventLoopUtilization()`), read when Prometheus scrapes.
+ * Its rate is the loop's busy share. One thread runs all of a role's JavaScript, so
+ * near 1 the role is at its ceiling however many cores are free; prom-client's
+ * defaults give the loop's lag, not this.
+ */
+function eventLoopBusyTime(registry: Registry): void {
+  let reported = 0;
+  new client.Counter({
+    name: 'users_event_loop_busy_seconds_total',
+    help: "Time this process's event loop has spent running callbacks rather than waiting for I/O, in seconds; its rate is the loop's busy share (near 1: the role is at its ceiling, whatever the cores)",
+    registers: [registry],
+    collect() {
+      const busy = performance.eventLoopUtilization().active / 1000;
+      this.inc(Math.max(0, busy - reported));
+      reported = Math.max(reported, busy);
+    },
+  });
 }
 
 /** Request latencies in seconds: from 1 ms (a read) to 10 s (a write waiting out a store outage). */

@@ -57,6 +57,13 @@ void t.test('the write API: /metrics with request latencies by route pattern, pr
     t.not(sample(text, name, { role: 'command-side' }), undefined, `${name}, labelled with the role`);
   }
 
+  const busyBefore = sample(text, 'users_event_loop_busy_seconds_total', { role: 'command-side' })!;
+  t.ok(busyBefore > 0, `the event loop's busy time since the process started: ${busyBefore} s`);
+  const spinUntil = performance.now() + 60;
+  while (performance.now() < spinUntil); // 60 ms in one callback: busy time, not waiting
+  const busyAfter = sample((await app.inject({ url: '/metrics' })).body, 'users_event_loop_busy_seconds_total', { role: 'command-side' })!;
+  t.ok(busyAfter - busyBefore >= 0.05, `the loop's busy time grew by ${(busyAfter - busyBefore).toFixed(3)} s over a 60 ms busy callback`);
+
   t.same((await app.inject({ url: '/health/live' })).json(), { status: 'ok' });
   t.equal((await app.inject({ url: '/health/ready' })).statusCode, 200);
   t.equal((await app.inject({ url: '/health' })).statusCode, 200, '/health keeps working');
