@@ -330,8 +330,15 @@ const percent = (share: number | undefined) => (share === undefined ? '?' : `${M
 
 /** Each role's median CPU per request over the runs, e.g. `command-side 210, projector 95, query-side 3`. */
 function cpuMedians(runs: Figures[]): string {
-  const roles = [...new Set(runs.flatMap((f) => Object.keys(f.cpuPerRequest ?? {})))].sort();
-  return roles.map((role) => `${role} ${Math.round(median(runs.flatMap((f) => f.cpuPerRequest?.[role] ?? [])))}`).join(', ');
+  return medianByRole(runs, (f) => f.cpuPerRequest)
+    .map(([role, us]) => `${role} ${Math.round(us)}`)
+    .join(', ');
+}
+
+/** Each role's median over the runs of a per-role figure (CPU or event loop per request), in order of role. */
+function medianByRole(runs: Figures[], figure: (f: Figures) => Record<string, number> | undefined): [role: string, median: number][] {
+  const roles = [...new Set(runs.flatMap((f) => Object.keys(figure(f) ?? {})))].sort();
+  return roles.map((role) => [role, median(runs.flatMap((f) => figure(f)?.[role] ?? []))]);
 }
 
 /** Each path's target, as a ratio to its bare counterpart (the list's is 0.8 of the lookup's). */
@@ -368,10 +375,7 @@ function cpuBudget(row: Row, target: number): string {
  * threads and processes), not computing.
  */
 function eventLoopCap(row: Row): string {
-  const loops = (runs: Figures[]) => {
-    const roles = [...new Set(runs.flatMap((f) => Object.keys(f.loopPerRequest ?? {})))];
-    return roles.map((role) => [role, median(runs.flatMap((f) => f.loopPerRequest?.[role] ?? []))] as const).sort((a, b) => b[1] - a[1]);
-  };
+  const loops = (runs: Figures[]) => medianByRole(runs, (f) => f.loopPerRequest).sort((a, b) => b[1] - a[1]);
   const [busiest] = loops(row.service);
   const writers = row.service.flatMap((s) => s.writer ?? []);
   const bare = loops(row.bare).find(([role]) => role === 'bare');

@@ -27,15 +27,28 @@ export function createMetricsRegistry(role: string): Registry {
  * defaults give the loop's lag, not this.
  */
 function eventLoopBusyTime(registry: Registry): void {
+  counterOfTotal(
+    registry,
+    'users_event_loop_busy_seconds_total',
+    "Time this process's event loop has spent running callbacks rather than waiting for I/O, in seconds; its rate is the loop's busy share (near 1: the role is at its ceiling, whatever the cores)",
+    () => performance.eventLoopUtilization().active / 1000,
+  );
+}
+
+/**
+ * A counter that reports a total something else keeps (`total()`, never falling),
+ * read when Prometheus scrapes: nothing is paid where the total grows.
+ */
+export function counterOfTotal(registry: Registry, name: string, help: string, total: () => number): void {
   let reported = 0;
   new client.Counter({
-    name: 'users_event_loop_busy_seconds_total',
-    help: "Time this process's event loop has spent running callbacks rather than waiting for I/O, in seconds; its rate is the loop's busy share (near 1: the role is at its ceiling, whatever the cores)",
+    name,
+    help,
     registers: [registry],
     collect() {
-      const busy = performance.eventLoopUtilization().active / 1000;
-      this.inc(Math.max(0, busy - reported));
-      reported = Math.max(reported, busy);
+      const now = total();
+      this.inc(Math.max(0, now - reported));
+      reported = Math.max(reported, now);
     },
   });
 }

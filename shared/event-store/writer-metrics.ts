@@ -1,4 +1,5 @@
-import client, { type Registry } from 'prom-client';
+import type { Registry } from 'prom-client';
+import { counterOfTotal } from '../metrics.js';
 import type { WriterStats } from './port.js';
 
 /**
@@ -15,19 +16,7 @@ import type { WriterStats } from './port.js';
  *   1 the store takes durable writes as fast as it can, and more load only queues.
  */
 export function eventStoreWriterMetrics(registry: Registry, stats: () => WriterStats): void {
-  const counter = (name: string, help: string, of: (s: WriterStats) => number) => {
-    let reported = 0;
-    new client.Counter({
-      name,
-      help,
-      registers: [registry],
-      collect() {
-        const now = of(stats());
-        this.inc(now - reported);
-        reported = now;
-      },
-    });
-  };
+  const counter = (name: string, help: string, of: (s: WriterStats) => number) => counterOfTotal(registry, name, help, () => of(stats()));
   counter('users_event_store_commits_total', "Transactions the embedded event store's writer has run (a group of appends and one fsync each), committed or failed", (s) => s.groups);
   counter('users_event_store_commit_appends_total', 'Appends those transactions held; over the commits, how well appends are grouped', (s) => s.appends);
   counter(
