@@ -424,18 +424,29 @@ export function buildCommandApp(deps: CommandAppDeps) {
 }
 
 /**
+ * The write API's settings as the configuration gives them: everything but its
+ * commands and store. `buildConfiguredCommandApp` builds the service so, and the
+ * benchmark's references build the same app around other commands
+ * (`scripts/bench/write-api-no-work.ts`).
+ */
+export const configuredCommandAppOptions = (config: Config) =>
+  ({
+    writeApiTokens: config.writeApiTokens,
+    bodyLimitBytes: config.bodyLimitBytes,
+    rateLimitPerMinute: config.rateLimitPerMinute,
+    trustProxy: config.trustProxy,
+    logger: loggerOptions('command-side', config),
+  }) satisfies Partial<CommandAppDeps>;
+
+/**
  * The write API as the configuration sets it up, over the given event store and
  * vault: `main.ts` builds it so, and so does the benchmark's write API in memory
  * (`scripts/bench/write-api-in-memory.ts`), which must be this same app.
  */
 export function buildConfiguredCommandApp(config: Config, deps: { store: EventStore; vault: Vault }) {
   return buildCommandApp({
+    ...configuredCommandAppOptions(config),
     commands: userCommands({ store: deps.store, vault: deps.vault, emailGraceMs: config.emailReservationGraceMs }),
     store: deps.store,
-    writeApiTokens: config.writeApiTokens,
-    bodyLimitBytes: config.bodyLimitBytes,
-    rateLimitPerMinute: config.rateLimitPerMinute,
-    trustProxy: config.trustProxy,
-    logger: loggerOptions('command-side', config),
   });
 }

@@ -32,13 +32,15 @@ import { cores, cpuMicros, freePort, localMariaDbServer, machineIdleSeconds, mai
  * defaults: fresh DATA_DIR and ports (RATE_LIMIT_PER_MINUTE=0, the default, is set
  * explicitly: the load comes from one address); logs at the default level (info)
  * go to a file.
- * POST /users also beside two references, each run after it in each run, in a
+ * POST /users also beside three references, each run after it in each run, in a
  * process of its own with no projector: a durable echo (`bench/durable-echo.ts`:
  * the JSON echo that first appends the body as one event to the embedded store,
  * synchronous=FULL), the least a 2xx that means "on disk" costs on this store; and
  * the write API in memory (`bench/write-api-in-memory.ts`: the same app over
  * in-memory stores, started afresh for each run), the least this request path
- * costs whatever the store. Each one's ratio to the echo bounds what any
+ * costs whatever the store; and the write API with no work
+ * (`bench/write-api-no-work.ts`: the same app around commands that answer at
+ * once), the least its HTTP layer costs. Each one's ratio to the echo bounds what any
  * registration could reach from its side; POST /users' ratio to each is what the
  * other side (and the projection) takes.
  * Last, POST /users with EventStoreDB as the store (its gRPC test server in a
@@ -192,15 +194,19 @@ async function startBaseline(script: string) {
  * POST /users' references, each run after it in every run, each in a process of its
  * own with nothing beside it: the durable echo (`bench/durable-echo.ts`), the least a
  * 2xx that means "on disk" costs on the embedded store, whatever the request path;
- * and the write API in memory (`bench/write-api-in-memory.ts`), the least this
- * request path costs, whatever the store. The first is sent the echo's requests and
- * lives through the benchmark, its store growing as the service's does; the second is
- * sent POST /users' and starts afresh for each run, since its in-memory store keeps
- * every event on its heap, a cost no real store puts there.
+ * the write API in memory (`bench/write-api-in-memory.ts`), the least this
+ * request path costs, whatever the store; and the write API with no work
+ * (`bench/write-api-no-work.ts`), the least any registration costs through this
+ * API's HTTP layer. The first is sent the echo's requests and lives through the
+ * benchmark, its store growing as the service's does; the second is sent POST
+ * /users' and starts afresh for each run, since its in-memory store keeps every
+ * event on its heap, a cost no real store puts there; the third is sent POST
+ * /users' and keeps nothing.
  */
 const references = [
   { name: 'durable echo', script: 'durable-echo.ts', sends: 'echo', freshEachRun: false, what: 'the body appended to the embedded store before the echo is sent' },
   { name: 'write API in memory', script: 'write-api-in-memory.ts', sends: 'users', freshEachRun: true, what: 'the write API over in-memory stores, no projector, started afresh for each run' },
+  { name: 'write API, no work', script: 'write-api-no-work.ts', sends: 'users', freshEachRun: false, what: 'the write API whose registration does no work: its HTTP layer alone' },
 ] as const;
 type Reference = (typeof references)[number]['name'];
 
