@@ -3,7 +3,8 @@ import { spawn } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import knexFactory from 'knex';
-import { cores, cpuMicros, freePort, localMariaDbServer, machineIdleSeconds, mainThreadCpuMicros, median, startChild, startStack } from './bench/stack.js';
+import { cores, cpuMicros, localMariaDbServer, machineIdleSeconds, mainThreadCpuMicros, median, startChild, startStack } from './bench/stack.js';
+import { freePort } from './free-port.js';
 
 /**
  * The request paths against bare Fastify, measured in the same run:

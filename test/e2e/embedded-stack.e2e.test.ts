@@ -3,7 +3,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { freePort, runScript, waitUntilHealthy } from '../support/processes.js';
+import { freePort } from '../../scripts/free-port.js';
+import { runScript, waitUntilHealthy } from '../support/processes.js';
 import { mariadbUrl } from '../support/read-dbs.js';
 
 /**

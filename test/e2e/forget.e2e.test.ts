@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import t from 'tap';
 import { openReadDb } from '../../shared/read-db.js';
-import { freePort, runScript, waitUntilHealthy } from '../support/processes.js';
+import { freePort } from '../../scripts/free-port.js';
+import { runScript, waitUntilHealthy } from '../support/processes.js';
 import { mariadbUrl } from '../support/read-dbs.js';
 
 /**

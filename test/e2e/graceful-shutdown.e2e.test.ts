@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import t from 'tap';
 import { sqliteEventStore } from '../../shared/event-store/sqlite-event-store.js';
 import { userStreamId } from '../../shared/user-events.js';
-import { freePort, runScript, waitUntilHealthy } from '../support/processes.js';
+import { freePort } from '../../scripts/free-port.js';
+import { runScript, waitUntilHealthy } from '../support/processes.js';
 
 void t.test('SIGTERM lets in-flight writes finish; every answered write is durable', async (t) => {
   const dataDir = await mkdtemp(join(tmpdir(), 'users-term-'));

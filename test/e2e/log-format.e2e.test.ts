@@ -2,7 +2,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { freePort, runScript, type RunningScript } from '../support/processes.js';
+import { freePort } from '../../scripts/free-port.js';
+import { runScript, type RunningScript } from '../support/processes.js';
 
 /** A role's log lines as they reach a pipe: JSON unless LOG_FORMAT=pretty says otherwise. */
 async function listeningLine(script: RunningScript, timeoutMs = 30_000): Promise<string> {

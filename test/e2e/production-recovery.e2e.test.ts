@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { startEsdbTestServer } from '../support/esdb-test-server.js';
 import { startKafkaTestBroker } from '../support/kafka-test-broker.js';
-import { freePort, runScript, waitUntilHealthy, type RunningScript } from '../support/processes.js';
+import { freePort } from '../../scripts/free-port.js';
+import { runScript, waitUntilHealthy, type RunningScript } from '../support/processes.js';
 import { readDbsUnderTest, readDbUrl } from '../support/read-dbs.js';
 
 /**

@@ -6,7 +6,8 @@ import t from 'tap';
 import { openReadDb } from '../../shared/read-db.js';
 import { startEsdbTestServer } from '../support/esdb-test-server.js';
 import { startKafkaTestBroker } from '../support/kafka-test-broker.js';
-import { freePort, runScript, waitUntilHealthy } from '../support/processes.js';
+import { freePort } from '../../scripts/free-port.js';
+import { runScript, waitUntilHealthy } from '../support/processes.js';
 import { mariadbUrl, readDbsUnderTest } from '../support/read-dbs.js';
 
 /**

@@ -8,7 +8,8 @@ import { promisify } from 'node:util';
 import t, { type Test } from 'tap';
 import { sqliteEventStore } from '../../shared/event-store/sqlite-event-store.js';
 import { userStreamId } from '../../shared/user-events.js';
-import { freePort, runScript, waitUntilHealthy, type RunningScript } from '../support/processes.js';
+import { freePort } from '../../scripts/free-port.js';
+import { runScript, waitUntilHealthy, type RunningScript } from '../support/processes.js';
 
 /**
  * The production start: the project built with tsconfig.build.json, run with plain

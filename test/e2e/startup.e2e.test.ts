@@ -3,7 +3,8 @@ import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { freePort, runScript } from '../support/processes.js';
+import { freePort } from '../../scripts/free-port.js';
+import { runScript } from '../support/processes.js';
 
 void t.test('the write API refuses to start in production without tokens', async (t) => {
   const dataDir = await mkdtemp(join(tmpdir(), 'users-start-'));

@@ -2,9 +2,6 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { isAbsolute } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Test } from 'tap';
-import { freePort } from '../../scripts/free-port.js';
-
-export { freePort };
 
 export interface RunningScript {
   child: ChildProcess;
