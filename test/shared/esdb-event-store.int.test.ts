@@ -2,6 +2,10 @@ import { randomUUID } from 'node:crypto';
 import { createServer as createHttp2Server, type Http2Session, type Settings } from 'node:http2';
 import { createServer, type Socket } from 'node:net';
 import t, { type Test } from 'tap';
+import { EventStoreDBClient, jsonEvent } from '@eventstore/db-client';
+import sharedPb from '@eventstore/db-client/generated/shared_pb.js';
+import streamsPb from '@eventstore/db-client/generated/streams_pb.js';
+import type { BatchAppendReq } from '@eventstore/db-client/generated/streams_pb.js';
 import { StoreUnavailableError } from '../../shared/errors.js';
 import { esdbEventStore } from '../../shared/event-store/esdb-event-store.js';
 import type { EventStore, RecordedEvent } from '../../shared/event-store/port.js';
@@ -178,6 +182,62 @@ void t.test('the client lets a server send 1 MiB ahead on a connection and on ea
   const window = await seen;
   t.equal(settings?.initialWindowSize, 1024 * 1024, 'each stream: 1 MiB');
   t.ok(window >= 1024 * 1024, `the connection: ${window} bytes`);
+});
+
+void t.test('the client sends each event as the unpatched client did, in requests within batchAppendSize (patches/@eventstore+db-client+6.2.1.patch)', async (t) => {
+  const server = await startEsdbTestServer();
+  const client = EventStoreDBClient.connectionString(server.connectionString);
+  t.teardown(async () => {
+    await client.dispose();
+    await server.stop();
+  });
+  // Every request the client serialises for BatchAppend, as it goes out.
+  const sent: BatchAppendReq[] = [];
+  const serialize = streamsPb.BatchAppendReq.prototype.serializeBinary;
+  streamsPb.BatchAppendReq.prototype.serializeBinary = function (this: BatchAppendReq) {
+    sent.push(this);
+    return serialize.call(this);
+  };
+  t.teardown(() => void (streamsPb.BatchAppendReq.prototype.serializeBinary = serialize));
+
+  const events = Array.from({ length: 40 }, (_, i) =>
+    jsonEvent({
+      id: randomUUID(),
+      type: i % 2 ? 'UserRegistered' : 'Zählung',
+      data: { n: i, name: `Zoë ${'x'.repeat(i * 20)}`, nested: { ok: true } },
+      metadata: { correlationId: `c-${i}`, note: 'ünïcødé' },
+    }),
+  );
+  const stream = `patched-${randomUUID()}`;
+  await client.appendToStream(stream, events, { expectedRevision: 'no_stream', batchAppendSize: 4096 });
+  streamsPb.BatchAppendReq.prototype.serializeBinary = serialize;
+
+  // As the client built each message before the patch: data and metadata as base64 text.
+  const base64Json = (value: unknown) => Buffer.from(JSON.stringify(value), 'utf8').toString('base64');
+  const unpatched = events.map((e) => {
+    const message = new streamsPb.BatchAppendReq.ProposedMessage();
+    message.setId(new sharedPb.UUID().setString(e.id));
+    message.getMetadataMap().set('type', e.type);
+    message.getMetadataMap().set('content-type', e.contentType);
+    message.setData(base64Json(e.data));
+    message.setCustomMetadata(base64Json(e.metadata));
+    return Buffer.from(message.serializeBinary());
+  });
+  const proposed = sent.flatMap((request) => request.getProposedMessagesList());
+  t.equal(proposed.length, events.length, 'every event sent once');
+  t.same(
+    proposed.map((message) => Buffer.from(message.serializeBinary())),
+    unpatched,
+    'each message the same bytes as the unpatched client sent',
+  );
+  t.ok(sent.length > 1, `the batch split over ${sent.length} requests`);
+  for (const request of sent) {
+    // The batch's options and correlation id take under 200 bytes beside the messages.
+    t.ok(request.serializeBinary().length < 4096 + 200, `a request of ${request.serializeBinary().length} bytes`);
+  }
+  const read: unknown[] = [];
+  for await (const resolved of client.readStream(stream)) read.push(resolved.event?.data);
+  t.same(read, events.map((e) => e.data), 'read back as appended');
 });
 
 void t.test('an unreachable store fails fast with a retriable StoreUnavailableError, and recovers', async (t) => {

@@ -1,0 +1,25 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomUUID } from 'node:crypto';
+import { loadConfig } from '../shared/config.js';
+import { openEventStore } from '../shared/event-store/open-event-store.js';
+import { openConfiguredVault } from '../shared/personal-data/open-vault.js';
+import { userCommands } from '../command-side/user-commands.js';
+import { mainThreadCpuMicros } from './bench/stack.js';
+const dir = mkdtempSync(join(tmpdir(), 'users-bench-xx-'));
+const config = loadConfig({ ...process.env, DATA_DIR: dir, LOG_LEVEL: 'warn' }, { servesWriteApi: true });
+const store = openEventStore(config);
+const { vault, keyStore } = await openConfiguredVault(config);
+const commands = userCommands({ store, vault, emailGraceMs: config.emailReservationGraceMs });
+const secs = Number(process.env.SECS ?? 8);
+let done = 0; let stop = false;
+async function client() { while (!stop) { const tag = randomUUID(); await commands.register({ name: `Bench ${tag}`, email: `${tag}@bench.example.org` }, { correlationId: tag }); done++; } }
+const clients = Array.from({ length: 32 }, client);
+await new Promise((r) => setTimeout(r, 2000));
+const c0 = mainThreadCpuMicros(process.pid); const d0 = done; const t0 = Date.now();
+await new Promise((r) => setTimeout(r, secs * 1000));
+const c1 = mainThreadCpuMicros(process.pid); const d1 = done; const t1 = Date.now();
+stop = true; await Promise.all(clients);
+console.log(`${Math.round((d1 - d0) / ((t1 - t0) / 1000))} registrations/s, main thread ${((c1 - c0) / (d1 - d0)).toFixed(1)} µs per registration`);
+await store.close(); await keyStore.close(); rmSync(dir, { recursive: true, force: true });
