@@ -35,7 +35,6 @@ export const percentile = (sorted: readonly number[], p: number): number =>
 /** The median of unsorted values (the upper one of an even count), as the benchmarks report it. */
 export const median = (values: readonly number[]): number => percentile([...values].sort((a, b) => a - b), 50);
 
-
 /**
  * Starts `npm start`'s process tree on fresh data and free ports, for a
  * benchmark: LOG_LEVEL warn and no rate limit unless `extraEnv` says otherwise.

@@ -6,7 +6,7 @@ import { relayMetrics } from '../../command-side/relay/relay-metrics.js';
 import { projectorMetrics } from '../../projector/projector-metrics.js';
 import { buildQueryApp } from '../../query-side/app.js';
 import { createMetricsRegistry } from '../../shared/metrics.js';
-import { eventStoreKinds } from '../support/event-stores.js';
+import { openEmbeddedStore } from '../support/event-stores.js';
 import { readDbsUnderTest } from '../support/read-dbs.js';
 import { commandsOver } from '../support/seed.js';
 
@@ -42,7 +42,7 @@ async function exported(registries: Registry[]): Promise<Set<string>> {
 
 void t.test('every metric the dashboard queries is one the service exports', async (t) => {
   // The embedded store: its writer's metrics are on the dashboard too.
-  const store = await eventStoreKinds.find((kind) => kind.name === 'embedded SQLite')!.open(t);
+  const store = await openEmbeddedStore(t);
   const registries = ['command-side', 'query-side', 'projector', 'relay'].map((role) => createMetricsRegistry(role));
   const [command, query, projector, relay] = registries as [Registry, Registry, Registry, Registry];
   const writeApp = buildCommandApp({ commands: commandsOver(store), store, metrics: command });

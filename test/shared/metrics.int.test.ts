@@ -1,6 +1,3 @@
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { testVault } from '../support/vault.js';
 import { pino } from 'pino';
 import t from 'tap';
@@ -14,8 +11,8 @@ import { StoreUnavailableError } from '../../shared/errors.js';
 import { eventStoreFeed, globalLogSource } from '../../shared/event-feed/event-store-feed.js';
 import { inMemoryEventStore } from '../../shared/event-store/in-memory-event-store.js';
 import type { EventStore } from '../../shared/event-store/port.js';
-import { sqliteEventStore } from '../../shared/event-store/sqlite-event-store.js';
 import { createMetricsRegistry, startOpsServer } from '../../shared/metrics.js';
+import { openEmbeddedStore } from '../support/event-stores.js';
 import { readDbsUnderTest } from '../support/read-dbs.js';
 import { commandsOver, seedUsers, waitFor } from '../support/seed.js';
 
@@ -78,12 +75,7 @@ void t.test('the write API: /metrics with request latencies by route pattern, pr
 });
 
 void t.test("the write API on the embedded store: its writer's commits, grouping and busy time", async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'users-metrics-'));
-  const store = sqliteEventStore({ file: join(dir, 'events.sqlite') });
-  t.teardown(async () => {
-    await store.close();
-    await rm(dir, { recursive: true, force: true });
-  });
+  const store = await openEmbeddedStore(t);
   const app = buildCommandApp({ commands: commandsOver(store), store });
   t.teardown(() => app.close());
   const series = async () => {

@@ -14,7 +14,7 @@ import { kafkaFeed } from '../../shared/event-feed/kafka-feed.js';
 import type { EventStore } from '../../shared/event-store/port.js';
 import { createKafka } from '../../shared/kafka/kafka-client.js';
 import { stopTracing, tracingOn, useTracerProvider } from '../../shared/tracing.js';
-import { eventStoreKinds } from '../support/event-stores.js';
+import { openEmbeddedStore } from '../support/event-stores.js';
 import { startKafkaTestBroker } from '../support/kafka-test-broker.js';
 import { readDbsUnderTest } from '../support/read-dbs.js';
 import { commandsOver, waitFor } from '../support/seed.js';
@@ -37,7 +37,7 @@ const idsOf = (span: ReadableSpan) => ({ traceId: span.spanContext().traceId, sp
 const linksOf = (span: ReadableSpan) => span.links.map((l) => ({ traceId: l.context.traceId, spanId: l.context.spanId }));
 
 async function writeSide(t: Test) {
-  const store = await eventStoreKinds.find((kind) => kind.name === 'embedded SQLite')!.open(t);
+  const store = await openEmbeddedStore(t);
   const app = buildCommandApp({ commands: commandsOver(store), store });
   t.teardown(() => app.close());
   return { store, app };

@@ -8,10 +8,10 @@ import type { EventStore } from '../../shared/event-store/port.js';
 import { sqliteEventStore } from '../../shared/event-store/sqlite-event-store.js';
 import { startEsdbTestServer } from './esdb-test-server.js';
 
-/** The embedded store as the rebuild opens it (long reads on a worker thread), empty, closed in teardown. */
-export async function openEmbeddedStoreReadOnWorker(t: Test): Promise<EventStore> {
+/** The embedded store, empty, in a directory of its own; closed and removed in teardown. */
+export async function openEmbeddedStore(t: Test, options: { readAllInWorker?: boolean } = {}): Promise<EventStore> {
   const dir = await mkdtemp(join(tmpdir(), 'users-es-'));
-  const store = sqliteEventStore({ file: join(dir, 'events.sqlite'), pollMs: 5, readAllInWorker: true });
+  const store = sqliteEventStore({ file: join(dir, 'events.sqlite'), pollMs: 5, ...options });
   t.teardown(async () => {
     await store.close();
     await rm(dir, { recursive: true, force: true });
@@ -19,24 +19,16 @@ export async function openEmbeddedStoreReadOnWorker(t: Test): Promise<EventStore
   return store;
 }
 
+/** The embedded store as the rebuild opens it (long reads on a worker thread), empty, closed in teardown. */
+export const openEmbeddedStoreReadOnWorker = (t: Test): Promise<EventStore> => openEmbeddedStore(t, { readAllInWorker: true });
+
 /** Every event store backend, each opened empty and closed in teardown. */
 export const eventStoreKinds: Array<{ name: string; open(t: Test): Promise<EventStore> }> = [
   {
     name: 'in-memory',
     open: () => Promise.resolve(inMemoryEventStore()),
   },
-  {
-    name: 'embedded SQLite',
-    async open(t) {
-      const dir = await mkdtemp(join(tmpdir(), 'users-es-'));
-      const store = sqliteEventStore({ file: join(dir, 'events.sqlite'), pollMs: 5 });
-      t.teardown(async () => {
-        await store.close();
-        await rm(dir, { recursive: true, force: true });
-      });
-      return store;
-    },
-  },
+  { name: 'embedded SQLite', open: (t) => openEmbeddedStore(t) },
   { name: 'embedded SQLite, reading on a worker thread', open: openEmbeddedStoreReadOnWorker },
   {
     name: 'EventStoreDB (gRPC test server)',
