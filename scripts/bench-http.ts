@@ -3,6 +3,7 @@ import { spawn } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import knexFactory from 'knex';
+import { runnable } from './bench/compiled.js';
 import { cores, cpuMicros, localMariaDbServer, machineIdleSeconds, mainThreadCpuMicros, median, startChild, startStack } from './bench/stack.js';
 import { freePort } from './free-port.js';
 
@@ -29,7 +30,8 @@ import { freePort } from './free-port.js';
  * than computing. POST /users' runs also give the event store's writer thread's
  * busy share and appends per commit, from the write API's /metrics
  * (`users_event_store_*`, on the embedded store).
- * Settings changed from `npm start`'s
+ * The service, the bare app and the references run compiled, as production runs
+ * them (`bench/compiled.ts`; BENCH_SOURCES=1: through tsx). Settings changed from `npm start`'s
  * defaults: fresh DATA_DIR and ports (RATE_LIMIT_PER_MINUTE=0, the default, is set
  * explicitly: the load comes from one address); logs at the default level (info)
  * go to a file.
@@ -152,7 +154,7 @@ async function measure(url: string, request: Request, roles?: () => Map<string, 
 async function benchCommandSideOnEsdb() {
   const server = await startChild('esdb-server.ts');
   const port = await freePort();
-  const command = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('../command-side/main.ts', import.meta.url))], {
+  const command = spawn(process.execPath, await runnable(new URL('../command-side/main.ts', import.meta.url)), {
     stdio: ['ignore', 'ignore', 'inherit'],
     env: { ...process.env, EVENTSTORE_URL: server.line, COMMAND_PORT: `${port}`, LOG_LEVEL: 'info', RATE_LIMIT_PER_MINUTE: '0' },
   });

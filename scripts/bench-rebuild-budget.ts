@@ -67,6 +67,8 @@ async function main() {
         BENCH_EVENTS: events,
         BENCH_RUNS: '1',
         BENCH_DATA_DIR: join(seeds, 'sealed'),
+        // Through tsx as the code before sealing runs (it has no compiled build for its benchmarks): like for like.
+        BENCH_SOURCES: '1',
       });
     if (!existsSync(join(seeds, 'before')) || !existsSync(join(seeds, 'sealed'))) console.log(`seeding ${events} events for each (once)`);
     const pairs: Array<[number, number]> = [];

@@ -6,8 +6,8 @@ import { Session } from 'node:inspector/promises';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import { freePort } from '../free-port.js';
+import { runnable } from './compiled.js';
 
 /**
  * Requests through node:http on kept-alive connections: about a third of the CPU
@@ -36,7 +36,7 @@ export const percentile = (sorted: readonly number[], p: number): number =>
 export const median = (values: readonly number[]): number => percentile([...values].sort((a, b) => a - b), 50);
 
 /**
- * Starts `npm start`'s process tree on fresh data and free ports, for a
+ * Starts `npm start`'s process tree (as compiled: `compiled.ts`) on fresh data and free ports, for a
  * benchmark: LOG_LEVEL warn and no rate limit unless `extraEnv` says otherwise.
  * With `logFile`, the roles' logs go to that file in the data dir (as to a log
  * collector) instead of this terminal. `stop()` removes the data dir (a stack's
@@ -51,7 +51,7 @@ export async function startStack(extraEnv: Record<string, string> = {}, options:
   const queryPort = await freePort();
   const child: ChildProcess = spawn(
     process.execPath,
-    ['--import', 'tsx', fileURLToPath(new URL('../start.ts', import.meta.url))],
+    await runnable(new URL('../start.ts', import.meta.url)),
     {
       // Rate limiting off: the load comes from one client on purpose.
       env: {
@@ -179,12 +179,12 @@ function statCpuMicros(file: string): number {
 }
 
 /**
- * A script of this folder as a process of its own (through tsx, after `nodeOptions`),
+ * A script of this folder as a process of its own (compiled, or through tsx: `compiled.ts`; after `nodeOptions`),
  * once it has printed its first line (a server's address, or `ready`). Later lines
  * are read with `nextLine()`, and `send()` writes a line to its stdin.
  */
 export async function startChild(script: string, env: Record<string, string> = {}, nodeOptions: readonly string[] = []) {
-  const child = spawn(process.execPath, [...nodeOptions, '--import', 'tsx', fileURLToPath(new URL(script, import.meta.url))], {
+  const child = spawn(process.execPath, [...nodeOptions, ...(await runnable(new URL(script, import.meta.url)))], {
     stdio: ['pipe', 'pipe', 'inherit'],
     env: { ...process.env, ...env },
   });
