@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
-import { rm, writeFile } from 'node:fs/promises';
+import { rmSync } from 'node:fs';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -8,14 +9,15 @@ import { fileURLToPath } from 'node:url';
  * them, the TypeScript compiled to JavaScript (`tsconfig.bench.json`: the
  * production build's settings and sources, plus `scripts/bench/*.ts`) under plain
  * node. Compiled once per benchmark, at the first process started, into
- * `node_modules/.cache/users-bench` (inside the project, so that the compiled files
- * resolve the project's packages). Through tsx, as `npm start` runs the sources, a
- * registration costs the command side's event loop about 7% more (tsx keeps function
+ * `node_modules/.cache/users-bench/<pid>` (inside the project, so that the compiled
+ * files resolve the project's packages; removed when the benchmark exits normally).
+ * Through tsx, as `npm start` runs the sources, a registration costs the command side's event loop about 7% more (tsx keeps function
  * names by wrapping every closure as it is created: docs/design-decisions.md, "The
  * benchmarks measure the build"); BENCH_SOURCES=1 measures that way instead.
  */
 const root = fileURLToPath(new URL('../../', import.meta.url));
-const outDir = join(root, 'node_modules/.cache/users-bench');
+/** A folder per benchmark process, removed when it exits: two benchmarks at once do not share (or delete) one build. */
+const outDir = join(root, 'node_modules/.cache/users-bench', String(process.pid));
 const fromSources = process.env.BENCH_SOURCES === '1';
 
 let compiling: Promise<void> | undefined;
@@ -23,9 +25,12 @@ let told = false;
 
 function compile(): Promise<void> {
   compiling ??= (async () => {
-    await rm(outDir, { recursive: true, force: true });
+    rmSync(outDir, { recursive: true, force: true });
+    await mkdir(outDir, { recursive: true });
+    process.once('exit', () => rmSync(outDir, { recursive: true, force: true }));
     const tsc = fileURLToPath(import.meta.resolve('typescript/bin/tsc'));
-    const child = spawn(process.execPath, [tsc, '-p', join(root, 'tsconfig.bench.json')], { stdio: ['ignore', 'inherit', 'inherit'] });
+    const args = [tsc, '-p', join(root, 'tsconfig.bench.json'), '--outDir', outDir];
+    const child = spawn(process.execPath, args, { stdio: ['ignore', 'inherit', 'inherit'] });
     const code = await new Promise<number | null>((resolve, reject) => child.once('error', reject).once('exit', resolve));
     if (code !== 0) throw new Error(`compiling the benchmark's build (tsc -p tsconfig.bench.json) failed (exit ${code})`);
     // Under node_modules, Node looks no further up for the project's "type": "module".
