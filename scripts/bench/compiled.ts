@@ -11,14 +11,20 @@ import { fileURLToPath } from 'node:url';
  * node. Compiled once per benchmark, at the first process started, into
  * `node_modules/.cache/users-bench/<pid>` (inside the project, so that the compiled
  * files resolve the project's packages; removed when the benchmark exits normally).
- * Through tsx, as `npm start` runs the sources, a registration costs the command side's event loop about 7% more (tsx keeps function
- * names by wrapping every closure as it is created: docs/design-decisions.md, "The
- * benchmarks measure the build"); BENCH_SOURCES=1 measures that way instead.
+ * Through tsx, as `npm start` runs the sources, a registration costs the command
+ * side's event loop about 7% more (tsx keeps function names by wrapping every
+ * closure as it is created: docs/design-decisions.md, "The benchmarks measure the
+ * build"); BENCH_SOURCES=1 measures that way instead.
  */
 const root = fileURLToPath(new URL('../../', import.meta.url));
 /** A folder per benchmark process, removed when it exits: two benchmarks at once do not share (or delete) one build. */
 const outDir = join(root, 'node_modules/.cache/users-bench', String(process.pid));
 const fromSources = process.env.BENCH_SOURCES === '1';
+
+/** What a benchmark prints, before its first process, about how it runs them. */
+const howRun = fromSources
+  ? "the service and the benchmark's own processes from their TypeScript sources through tsx, as `npm start` runs them (BENCH_SOURCES=1)"
+  : "the service and the benchmark's own processes compiled to JavaScript under plain node, as production runs the service (`tsconfig.bench.json`; BENCH_SOURCES=1 runs the sources through tsx)";
 
 let compiling: Promise<void> | undefined;
 let told = false;
@@ -40,20 +46,15 @@ function compile(): Promise<void> {
 }
 
 /**
- * The node arguments that run `script` (a `.ts` file of the project, by URL or
- * path): its compiled `.js`, or with BENCH_SOURCES=1 the source through tsx. The
- * first call says which on standard output.
+ * The node arguments that run `script` (a `.ts` file of the project): its compiled
+ * `.js`, or with BENCH_SOURCES=1 the source through tsx. The first call says which
+ * on standard output.
  */
-export async function runnable(script: URL | string): Promise<string[]> {
-  const source = script instanceof URL ? fileURLToPath(script) : script;
+export async function runnable(script: URL): Promise<string[]> {
+  const source = fileURLToPath(script);
   if (!told) console.log(`Runs ${howRun}.`);
   told = true;
   if (fromSources) return ['--import', 'tsx', source];
   await compile();
   return [join(outDir, relative(root, source).replace(/\.ts$/, '.js'))];
 }
-
-/** What a benchmark prints, before its first process, about how it runs them. */
-const howRun = fromSources
-  ? 'the service and the benchmark\'s own processes from their TypeScript sources through tsx, as `npm start` runs them (BENCH_SOURCES=1)'
-  : 'the service and the benchmark\'s own processes compiled to JavaScript under plain node, as production runs the service (`tsconfig.bench.json`; BENCH_SOURCES=1 runs the sources through tsx)';
