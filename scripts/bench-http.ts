@@ -4,7 +4,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import knexFactory from 'knex';
 import { runnable } from './bench/compiled.js';
-import { cores, cpuMicros, localMariaDbServer, machineIdleSeconds, mainThreadCpuMicros, median, startChild, startStack } from './bench/stack.js';
+import { cores, cpuMicros, localMariaDbServer, machineIdleSeconds, mainThreadCpuMicros, median, startChild, startStack, stopChild, untilHealthy } from './bench/stack.js';
 import { freePort } from './free-port.js';
 
 /**
@@ -160,10 +160,7 @@ async function benchCommandSideOnEsdb() {
   });
   const url = `http://127.0.0.1:${port}`;
   try {
-    for (let i = 0; !(await fetch(`${url}/health`).then((r) => r.ok, () => false)); i++) {
-      if (i > 300) throw new Error('the command side on EventStoreDB did not come up');
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
+    await untilHealthy(`${url}/health`, command, 'the command side on EventStoreDB');
     const request: Request = { method: 'POST', path: '/users', headers: json, setupRequest: newUser };
     await load(url, request, 2);
     const [service0, store0, loop0] = [cpuMicros(command.pid!), cpuMicros(server.pid), mainThreadCpuMicros(command.pid!)];
@@ -179,7 +176,7 @@ async function benchCommandSideOnEsdb() {
         (result.non2xx ? ` (non-2xx ${result.non2xx})` : ''),
     );
   } finally {
-    await new Promise<void>((resolve) => (command.once('exit', () => resolve()), command.kill('SIGTERM')));
+    await stopChild(command);
     await server.stop();
   }
 }

@@ -79,14 +79,7 @@ export async function startStack(extraEnv: Record<string, string> = {}, options:
       else await rm(dataDir, { recursive: true, force: true });
     })());
   try {
-    for (const url of [`${write}/health`, `${read}/health`]) {
-      for (let i = 0; ; i++) {
-        if (await fetch(url).then((r) => r.ok, () => false)) break;
-        if (hasExited(child)) throw new Error(`the stack exited (${child.exitCode ?? child.signalCode}) before ${url} came up`);
-        if (i > 300) throw new Error(`${url} did not come up`);
-        await new Promise((resolve) => setTimeout(resolve, 100));
-      }
-    }
+    for (const url of [`${write}/health`, `${read}/health`]) await untilHealthy(url, child, 'the stack');
   } catch (error) {
     // A stack that did not come up is stopped and its data dir removed (or kept) as after a run.
     await stop();
@@ -208,8 +201,18 @@ export async function startChild(script: string, env: Record<string, string> = {
 
 const hasExited = (child: ChildProcess) => child.exitCode !== null || child.signalCode !== null;
 
+/** Resolves once `url` (a /health) answers 2xx; throws if `child` (`who`) exits first or it has not after about 30 s. */
+export async function untilHealthy(url: string, child: ChildProcess, who: string): Promise<void> {
+  for (let i = 0; ; i++) {
+    if (await fetch(url).then((r) => r.ok, () => false)) return;
+    if (hasExited(child)) throw new Error(`${who} exited (${child.exitCode ?? child.signalCode}) before ${url} came up`);
+    if (i > 300) throw new Error(`${url} did not come up`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
 /** SIGTERM to a child process, resolved once it has exited (at once if it already has). */
-function stopChild(child: ChildProcess): Promise<void> {
+export function stopChild(child: ChildProcess): Promise<void> {
   return new Promise((resolve) => {
     if (hasExited(child)) return resolve();
     child.once('exit', () => resolve());
