@@ -4,6 +4,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import knexFactory from 'knex';
 import { runnable } from './bench/compiled.js';
+import { benchExit, onInterrupt } from './bench/interrupt.js';
 import { cores, cpuMicros, localMariaDbServer, machineIdleSeconds, mainThreadCpuMicros, median, startChild, startStack, stopChild, untilHealthy } from './bench/stack.js';
 import { freePort } from './free-port.js';
 
@@ -158,6 +159,7 @@ async function benchCommandSideOnEsdb() {
     stdio: ['ignore', 'ignore', 'inherit'],
     env: { ...process.env, EVENTSTORE_URL: server.line, COMMAND_PORT: `${port}`, LOG_LEVEL: 'info', RATE_LIMIT_PER_MINUTE: '0' },
   });
+  onInterrupt(() => stopChild(command));
   const url = `http://127.0.0.1:${port}`;
   try {
     await untilHealthy(`${url}/health`, command, 'the command side on EventStoreDB');
@@ -454,12 +456,16 @@ async function main() {
     if (process.env.BENCH_MARIADB !== '0') {
       const database = `queries_bench_http_${randomBytes(4).toString('hex')}`;
       const mariadb: Row[] = [];
-      try {
-        await benchStack('mariadb', { READ_DB_URL: `${mariadbUrl}/${database}` }, bare, mariadb);
-      } finally {
+      const drop = async () => {
         const admin = knexFactory({ client: 'mysql2', connection: mariadbUrl, pool: { min: 0, max: 1 } });
         await admin.raw('DROP DATABASE IF EXISTS ??', [database]);
         await admin.destroy();
+      };
+      onInterrupt(drop);
+      try {
+        await benchStack('mariadb', { READ_DB_URL: `${mariadbUrl}/${database}` }, bare, mariadb);
+      } finally {
+        await drop();
       }
       report('MariaDB read DB', mariadb, targets.mariadb);
     }
@@ -470,7 +476,4 @@ async function main() {
   }
 }
 
-main().catch((error: unknown) => {
-  console.error(error);
-  process.exit(1);
-});
+main().catch((error: unknown) => benchExit(1, error));

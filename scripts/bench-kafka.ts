@@ -19,6 +19,7 @@ import { userStreamId } from '../shared/user-events.js';
 import { openSqliteKeyStore } from '../shared/personal-data/sqlite-key-store.js';
 import { openVault, type Vault } from '../shared/personal-data/vault.js';
 import { roleEnvironment, roleNodeOptions } from './role-node-options.js';
+import { benchExit, onInterrupt } from './bench/interrupt.js';
 import { cores, cpuMicros, leastSeconds, localMariaDbServer, mainThreadCpuMicros, median, percentile, profilePhase, send, startChild, startStack } from './bench/stack.js';
 
 /**
@@ -207,6 +208,13 @@ async function throughput(servers: Awaited<ReturnType<typeof startServers>>) {
   const kafka = createKafka({ brokers: servers.brokers, clientId: 'bench', logger });
   const suffix = randomBytes(4).toString('hex');
   const databases: string[] = [];
+  const removeData = async () => {
+    await rm(keyDir, { recursive: true, force: true });
+    const admin = await openReadDb({ client: 'mysql', url: `${mariadbUrl}/queries` });
+    for (const name of databases) await admin.raw('DROP DATABASE IF EXISTS ??', [name]);
+    await admin.destroy();
+  };
+  onInterrupt(removeData);
   try {
     let started = performance.now();
     await seed(store, vault);
@@ -368,15 +376,18 @@ async function throughput(servers: Awaited<ReturnType<typeof startServers>>) {
   } finally {
     await store.close();
     await keyStore.close();
-    await rm(keyDir, { recursive: true, force: true });
-    const admin = await openReadDb({ client: 'mysql', url: `${mariadbUrl}/queries` });
-    for (const name of databases) await admin.raw('DROP DATABASE IF EXISTS ??', [name]);
-    await admin.destroy();
+    await removeData();
   }
 }
 
 async function lagAtSteadyRate(eventstoreUrl: string, brokers: string[]) {
   const database = `queries_bench_lag_${randomBytes(4).toString('hex')}`;
+  const dropDatabase = async () => {
+    const admin = await openReadDb({ client: 'mysql', url: `${mariadbUrl}/queries` });
+    await admin.raw('DROP DATABASE IF EXISTS ??', [database]);
+    await admin.destroy();
+  };
+  onInterrupt(dropDatabase);
   const stack = await startStack({
     EVENTSTORE_URL: eventstoreUrl,
     KAFKA_BROKERS: brokers.join(','),
@@ -447,9 +458,7 @@ async function lagAtSteadyRate(eventstoreUrl: string, brokers: string[]) {
   } finally {
     await watcher.disconnect();
     await stack.stop();
-    const admin = await openReadDb({ client: 'mysql', url: `${mariadbUrl}/queries` });
-    await admin.raw('DROP DATABASE IF EXISTS ??', [database]);
-    await admin.destroy();
+    await dropDatabase();
   }
 }
 
@@ -469,9 +478,6 @@ async function benchmarks() {
 }
 
 benchmarks().then(
-  () => process.exit(0),
-  (error: unknown) => {
-    console.error(error);
-    process.exit(1);
-  },
+  () => benchExit(0),
+  (error: unknown) => benchExit(1, error),
 );

@@ -6,6 +6,7 @@ import sodium from 'sodium-native';
 import type { DataKey, KeyStore } from '../shared/personal-data/key-store.js';
 import { openSqliteKeyStore } from '../shared/personal-data/sqlite-key-store.js';
 import { createVault, type StoredEventLike } from '../shared/personal-data/vault.js';
+import { benchExit, onInterrupt } from './bench/interrupt.js';
 import { median } from './bench/stack.js';
 import { benchUserEvent } from './bench/user-events.js';
 
@@ -79,6 +80,7 @@ function bareDecrypts(text: string, keys: Map<string, Buffer>) {
 
 async function main() {
   const dir = await mkdtemp(join(tmpdir(), 'users-bench-open-'));
+  onInterrupt(() => rm(dir, { recursive: true, force: true }));
   const keyStore = openSqliteKeyStore(join(dir, 'keys.sqlite'));
   try {
     const { text, keys } = await pageText(keyStore);
@@ -117,7 +119,4 @@ async function main() {
   }
 }
 
-main().catch((error: unknown) => {
-  console.error(error);
-  process.exit(1);
-});
+main().catch((error: unknown) => benchExit(1, error));

@@ -3,6 +3,7 @@ import { existsSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { benchExit, onInterrupt } from './bench/interrupt.js';
 import { median } from './bench/stack.js';
 import { rebuildNodeOptions } from './role-node-options.js';
 
@@ -36,6 +37,9 @@ const root = fileURLToPath(new URL('..', import.meta.url));
 function run(command: string, args: string[], cwd: string, env: Record<string, string>): Promise<string> {
   return new Promise((resolvePromise, reject) => {
     const child = spawn(command, args, { cwd, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+    // Interrupted, the run is told to stop, and cleans up after itself the same way.
+    const forget = onInterrupt(() => new Promise((stopped) => (child.exitCode !== null ? stopped(undefined) : (child.once('exit', stopped), child.kill('SIGTERM')))));
+    child.once('exit', forget);
     let output = '';
     child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString('utf8')));
     child.once('error', reject);
@@ -54,7 +58,15 @@ async function main() {
   const scratch = mkdtempSync(join(tmpdir(), 'users-rebuild-budget-'));
   const seeds = process.env.BENCH_SEED_DIR ?? scratch;
   const tree = join(scratch, 'before');
+  let removed = false;
+  const removeScratch = () => {
+    if (removed) return;
+    removed = true;
+    execFileSync('git', ['worktree', 'remove', '--force', tree], { cwd: root, stdio: 'ignore' });
+    rmSync(scratch, { recursive: true, force: true });
+  };
   execFileSync('git', ['worktree', 'add', '--detach', '--force', tree, before], { cwd: root, stdio: 'ignore' });
+  onInterrupt(removeScratch);
   try {
     symlinkSync(join(root, 'node_modules'), join(tree, 'node_modules'));
     const beforeRun = () =>
@@ -86,12 +98,8 @@ async function main() {
         `(budget +10%: ${Math.max(perRound, ofMedians) <= budget ? 'met' : 'missed'})`,
     );
   } finally {
-    execFileSync('git', ['worktree', 'remove', '--force', tree], { cwd: root, stdio: 'ignore' });
-    rmSync(scratch, { recursive: true, force: true });
+    removeScratch();
   }
 }
 
-main().catch((error: unknown) => {
-  console.error(error);
-  process.exit(1);
-});
+main().catch((error: unknown) => benchExit(1, error));

@@ -9,6 +9,7 @@ import type { DataKey } from '../shared/personal-data/key-store.js';
 import { openSqliteKeyStore } from '../shared/personal-data/sqlite-key-store.js';
 import { openVault, type Vault } from '../shared/personal-data/vault.js';
 import { benchUserEvent } from './bench/user-events.js';
+import { benchExit, onInterrupt } from './bench/interrupt.js';
 import type { RunFigures } from './bench/rebuild-run.js';
 import { median, startChild } from './bench/stack.js';
 import { rebuildNodeOptions } from './role-node-options.js';
@@ -122,6 +123,7 @@ async function main() {
   // BENCH_DATA_DIR keeps the seeded store between runs (reused when it holds BENCH_EVENTS events).
   const keep = process.env.BENCH_DATA_DIR;
   const dir = keep ?? (await mkdtemp(join(tmpdir(), 'users-bench-rebuild-')));
+  if (!keep) onInterrupt(() => rm(dir, { recursive: true, force: true }));
   try {
     await seedOnce(dir);
     const figures: RunFigures[] = [];
@@ -151,7 +153,4 @@ async function main() {
   }
 }
 
-main().catch((error: unknown) => {
-  console.error(error);
-  process.exit(1);
-});
+main().catch((error: unknown) => benchExit(1, error));

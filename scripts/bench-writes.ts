@@ -1,5 +1,6 @@
 import autocannon from 'autocannon';
 import { randomUUID } from 'node:crypto';
+import { benchExit } from './bench/interrupt.js';
 import { cpuMicros, percentile, send, startStack } from './bench/stack.js';
 
 /**
@@ -112,7 +113,4 @@ async function main() {
   }
 }
 
-main().catch((error: unknown) => {
-  console.error(error);
-  process.exit(1);
-});
+main().catch((error: unknown) => benchExit(1, error));

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { freePort } from '../free-port.js';
 import { runnable } from './compiled.js';
+import { onInterrupt } from './interrupt.js';
 
 /**
  * Requests through node:http on kept-alive connections: about a third of the CPU
@@ -78,6 +79,7 @@ export async function startStack(extraEnv: Record<string, string> = {}, options:
       if (process.env.BENCH_KEEP_DATA === '1') console.log(`the stack's data dir is kept: ${dataDir}`);
       else await rm(dataDir, { recursive: true, force: true });
     })());
+  onInterrupt(stop);
   try {
     for (const url of [`${write}/health`, `${read}/health`]) await untilHealthy(url, child, 'the stack');
   } catch (error) {
@@ -181,6 +183,7 @@ export async function startChild(script: string, env: Record<string, string> = {
     stdio: ['pipe', 'pipe', 'inherit'],
     env: { ...process.env, ...env },
   });
+  onInterrupt(() => stopChild(child));
   const exited = new Promise<never>((_resolve, reject) => child.once('exit', (code) => reject(new Error(`${script} exited (${code})`))));
   exited.catch(() => {});
   const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
