@@ -2,10 +2,9 @@ import autocannon from 'autocannon';
 import { spawn } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
-import knexFactory from 'knex';
 import { runnable } from './bench/compiled.js';
 import { benchExit, onInterrupt } from './bench/interrupt.js';
-import { cores, cpuMicros, localMariaDbServer, machineIdleSeconds, mainThreadCpuMicros, median, startChild, startStack, stopChild, untilHealthy } from './bench/stack.js';
+import { cores, cpuMicros, dropDatabases, localMariaDbServer, machineIdleSeconds, mainThreadCpuMicros, median, startChild, startStack, stopChild, untilHealthy } from './bench/stack.js';
 import { freePort } from './free-port.js';
 
 /**
@@ -456,11 +455,7 @@ async function main() {
     if (process.env.BENCH_MARIADB !== '0') {
       const database = `queries_bench_http_${randomBytes(4).toString('hex')}`;
       const mariadb: Row[] = [];
-      const drop = async () => {
-        const admin = knexFactory({ client: 'mysql2', connection: mariadbUrl, pool: { min: 0, max: 1 } });
-        await admin.raw('DROP DATABASE IF EXISTS ??', [database]);
-        await admin.destroy();
-      };
+      const drop = () => dropDatabases(mariadbUrl, [database]);
       onInterrupt(drop);
       try {
         await benchStack('mariadb', { READ_DB_URL: `${mariadbUrl}/${database}` }, bare, mariadb);

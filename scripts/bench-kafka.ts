@@ -20,7 +20,7 @@ import { openSqliteKeyStore } from '../shared/personal-data/sqlite-key-store.js'
 import { openVault, type Vault } from '../shared/personal-data/vault.js';
 import { roleEnvironment, roleNodeOptions } from './role-node-options.js';
 import { benchExit, onInterrupt } from './bench/interrupt.js';
-import { cores, cpuMicros, leastSeconds, localMariaDbServer, mainThreadCpuMicros, median, percentile, profilePhase, send, startChild, startStack } from './bench/stack.js';
+import { cores, cpuMicros, dropDatabases, leastSeconds, localMariaDbServer, mainThreadCpuMicros, median, percentile, profilePhase, send, startChild, startStack } from './bench/stack.js';
 
 /**
  * The production path on the protocol test servers (EventStoreDB gRPC test server,
@@ -210,9 +210,7 @@ async function throughput(servers: Awaited<ReturnType<typeof startServers>>) {
   const databases: string[] = [];
   const removeData = async () => {
     await rm(keyDir, { recursive: true, force: true });
-    const admin = await openReadDb({ client: 'mysql', url: `${mariadbUrl}/queries` });
-    for (const name of databases) await admin.raw('DROP DATABASE IF EXISTS ??', [name]);
-    await admin.destroy();
+    await dropDatabases(mariadbUrl, databases);
   };
   onInterrupt(removeData);
   try {
@@ -382,11 +380,7 @@ async function throughput(servers: Awaited<ReturnType<typeof startServers>>) {
 
 async function lagAtSteadyRate(eventstoreUrl: string, brokers: string[]) {
   const database = `queries_bench_lag_${randomBytes(4).toString('hex')}`;
-  const dropDatabase = async () => {
-    const admin = await openReadDb({ client: 'mysql', url: `${mariadbUrl}/queries` });
-    await admin.raw('DROP DATABASE IF EXISTS ??', [database]);
-    await admin.destroy();
-  };
+  const dropDatabase = () => dropDatabases(mariadbUrl, [database]);
   onInterrupt(dropDatabase);
   const stack = await startStack({
     EVENTSTORE_URL: eventstoreUrl,

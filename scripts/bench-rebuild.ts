@@ -11,7 +11,7 @@ import { openVault, type Vault } from '../shared/personal-data/vault.js';
 import { benchUserEvent } from './bench/user-events.js';
 import { benchExit, onInterrupt } from './bench/interrupt.js';
 import type { RunFigures } from './bench/rebuild-run.js';
-import { median, startChild } from './bench/stack.js';
+import { dropDatabases, median, startChild } from './bench/stack.js';
 import { rebuildNodeOptions } from './role-node-options.js';
 
 /**
@@ -131,6 +131,8 @@ async function main() {
       // Each run in a process of its own (as `npm run rebuild` runs: its code, caches and log reader
       // cold) and into a fresh database (READ_DB_URL: into that one, its USER_DATA replaced each time).
       const url = process.env.READ_DB_URL ?? `mysql://root@127.0.0.1:3306/queries_bench_${randomBytes(4).toString('hex')}`;
+      // The run drops its fresh database at its end; interrupted, it is stopped before it can, so this does.
+      if (!process.env.READ_DB_URL) onInterrupt(() => dropDatabases(new URL('/', url).href.replace(/\/$/, ''), [new URL(url).pathname.slice(1)]));
       const child = await startChild('rebuild-run.ts', { BENCH_DATA_DIR: dir, BENCH_RUN: String(run), BENCH_RUN_DB_URL: url }, rebuildNodeOptions);
       for (let line = child.line; ; line = await child.nextLine()) {
         // The run's own lines (their indent trimmed on the way), its figures last.

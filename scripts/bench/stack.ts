@@ -6,6 +6,7 @@ import { Session } from 'node:inspector/promises';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import knexFactory from 'knex';
 import { freePort } from '../free-port.js';
 import { runnable } from './compiled.js';
 import { onInterrupt } from './interrupt.js';
@@ -95,6 +96,16 @@ export async function startStack(extraEnv: Record<string, string> = {}, options:
     roles: () => roleProcesses(child.pid!),
     stop,
   };
+}
+
+/** Drops each of `databases` that is there, on the MariaDB server at `serverUrl` (`mysql://user@host:port`). */
+export async function dropDatabases(serverUrl: string, databases: readonly string[]): Promise<void> {
+  const admin = knexFactory({ client: 'mysql2', connection: serverUrl, pool: { min: 0, max: 1 } });
+  try {
+    for (const name of databases) await admin.raw('DROP DATABASE IF EXISTS ??', [name]);
+  } finally {
+    await admin.destroy();
+  }
 }
 
 /** The supervisor's child processes by the folder of the script each runs (Linux /proc). */
