@@ -15,8 +15,9 @@
  * later, exits at once; a repeat within that second (`npm run` relays the
  * terminal's Ctrl-C, which the process group has already had) or a SIGTERM
  * meanwhile (a parent benchmark stopping this one after the same Ctrl-C reached
- * both) changes nothing. The `bench:*` scripts run under `node --import tsx`, not
- * tsx's command, whose relay kills a child that is slow to report a signal.
+ * both) changes nothing. The `bench:*` scripts, as every npm script, run under
+ * `node --import tsx`, not tsx's command, whose relay kills a child that is slow to
+ * report a signal.
  */
 type Cleanup = () => unknown;
 
