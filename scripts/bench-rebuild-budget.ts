@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { benchExit, onInterrupt } from './bench/interrupt.js';
-import { median } from './bench/stack.js';
+import { median, stopChild } from './bench/stack.js';
 import { rebuildNodeOptions } from './role-node-options.js';
 
 /**
@@ -38,7 +38,7 @@ function run(command: string, args: string[], cwd: string, env: Record<string, s
   return new Promise((resolvePromise, reject) => {
     const child = spawn(command, args, { cwd, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
     // Interrupted, the run is told to stop, and cleans up after itself the same way.
-    const forget = onInterrupt(() => new Promise((stopped) => (child.exitCode !== null ? stopped(undefined) : (child.once('exit', stopped), child.kill('SIGTERM')))));
+    const forget = onInterrupt(() => stopChild(child));
     child.once('exit', forget);
     let output = '';
     child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString('utf8')));

@@ -42,6 +42,8 @@ const sealed = process.env.BENCH_SEALED !== '0';
 const userCount = Math.max(1, Math.round(eventCount / 5));
 /** Rebuilds of the one seeded store, each into a fresh database; medians printed. */
 const runs = Math.max(1, Number(process.env.BENCH_RUNS ?? 3));
+/** The MariaDB server each run's fresh database is made on, when READ_DB_URL names none. */
+const localMariaDb = 'mysql://root@127.0.0.1:3306';
 
 /** Events of each user at times (0..1 of the log) after registering; kinds as `benchUserEvent` reads them. */
 function timeline() {
@@ -130,9 +132,10 @@ async function main() {
     for (let run = 1; run <= runs; run++) {
       // Each run in a process of its own (as `npm run rebuild` runs: its code, caches and log reader
       // cold) and into a fresh database (READ_DB_URL: into that one, its USER_DATA replaced each time).
-      const url = process.env.READ_DB_URL ?? `mysql://root@127.0.0.1:3306/queries_bench_${randomBytes(4).toString('hex')}`;
+      const database = `queries_bench_${randomBytes(4).toString('hex')}`;
+      const url = process.env.READ_DB_URL ?? `${localMariaDb}/${database}`;
       // The run drops its fresh database at its end; interrupted, it is stopped before it can, so this does.
-      if (!process.env.READ_DB_URL) onInterrupt(() => dropDatabases(new URL('/', url).href.replace(/\/$/, ''), [new URL(url).pathname.slice(1)]));
+      if (!process.env.READ_DB_URL) onInterrupt(() => dropDatabases(localMariaDb, [database]));
       const child = await startChild('rebuild-run.ts', { BENCH_DATA_DIR: dir, BENCH_RUN: String(run), BENCH_RUN_DB_URL: url }, rebuildNodeOptions);
       for (let line = child.line; ; line = await child.nextLine()) {
         // The run's own lines (their indent trimmed on the way), its figures last.
