@@ -158,7 +158,7 @@ async function benchCommandSideOnEsdb() {
     stdio: ['ignore', 'ignore', 'inherit'],
     env: { ...process.env, EVENTSTORE_URL: server.line, COMMAND_PORT: `${port}`, LOG_LEVEL: 'info', RATE_LIMIT_PER_MINUTE: '0' },
   });
-  onInterrupt(() => stopChild(command));
+  command.once('exit', onInterrupt(() => stopChild(command)));
   const url = `http://127.0.0.1:${port}`;
   try {
     await untilHealthy(`${url}/health`, command, 'the command side on EventStoreDB');

@@ -38,8 +38,7 @@ function run(command: string, args: string[], cwd: string, env: Record<string, s
   return new Promise((resolvePromise, reject) => {
     const child = spawn(command, args, { cwd, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
     // Interrupted, the run is told to stop, and cleans up after itself the same way.
-    const forget = onInterrupt(() => stopChild(child));
-    child.once('exit', forget);
+    child.once('exit', onInterrupt(() => stopChild(child)));
     let output = '';
     child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString('utf8')));
     child.once('error', reject);

@@ -194,7 +194,7 @@ export async function startChild(script: string, env: Record<string, string> = {
     stdio: ['pipe', 'pipe', 'inherit'],
     env: { ...process.env, ...env },
   });
-  onInterrupt(() => stopChild(child));
+  child.once('exit', onInterrupt(() => stopChild(child)));
   const exited = new Promise<never>((_resolve, reject) => child.once('exit', (code) => reject(new Error(`${script} exited (${code})`))));
   exited.catch(() => {});
   const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
