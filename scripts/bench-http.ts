@@ -6,6 +6,7 @@ import { runnable } from './bench/compiled.js';
 import { benchExit, onInterrupt } from './bench/interrupt.js';
 import { cores, cpuMicros, dropDatabases, localMariaDbServer, machineIdleSeconds, mainThreadCpuMicros, median, startChild, startStack, stopChild, untilHealthy } from './bench/stack.js';
 import { freePort } from './free-port.js';
+import { targets, targetVerdicts, type Path, type ReadDb } from './bench/http-targets.js';
 
 /**
  * The request paths against bare Fastify, measured in the same run:
@@ -49,6 +50,8 @@ import { freePort } from './free-port.js';
  * Last, POST /users with EventStoreDB as the store (its gRPC test server in a
  * process of its own; BENCH_ESDB=0 leaves it out): the CPU the command side and
  * the server each spend per registration.
+ * Each read DB's report ends with a line per path holding its medians against
+ * the targets, met or missed (`bench/http-targets.ts`).
  * BENCH_PROFILE_DIR=<dir> profiles every process of the stack as `--cpu-prof`
  * would (`bench/cpu-profile.mjs`; one .cpuprofile per process, written when it
  * stops; open it in Chrome DevTools' Performance panel or speedscope). Prints figures; asserts nothing.
@@ -258,7 +261,6 @@ async function seed(write: string, read: string, count: number) {
 /** The role processes, and the MariaDB server (`mariadb-server`) when it is measured. */
 const withServer = (roles: Map<string, number>, server: number | undefined) => (server === undefined ? roles : new Map([...roles, [mariadbServer, server]]));
 
-type Path = 'GET /users/:id' | 'GET /users?email=' | 'POST /users';
 /** `references`: each reference's runs, beside POST /users' (see `references`). */
 type Row = { path: Path; bare: Figures[]; service: Figures[]; references?: Partial<Record<Reference, Figures[]>> };
 type Baseline = { url: string; pid: number };
@@ -348,12 +350,6 @@ function medianByRole(runs: Figures[], figure: (f: Figures) => Record<string, nu
   return roles.map((role) => [role, median(runs.flatMap((f) => figure(f)?.[role] ?? []))]);
 }
 
-/** Each path's target, as a ratio to its bare counterpart (the list's is 0.8 of the lookup's). */
-const targets: Record<'embedded' | 'mariadb', Record<Path, number>> = {
-  embedded: { 'GET /users/:id': 0.6, 'GET /users?email=': 0.8 * 0.6, 'POST /users': 0.4 },
-  mariadb: { 'GET /users/:id': 0.4, 'GET /users?email=': 0.8 * 0.4, 'POST /users': 0.4 },
-};
-
 /** The whole machine's CPU per request in a run: every role, the MariaDB server when counted, the load generator. */
 const machineCpu = (f: Figures) => Object.values(f.cpuPerRequest ?? {}).reduce((sum, us) => sum + us, 0);
 
@@ -400,7 +396,7 @@ function eventLoopCap(row: Row): string {
   );
 }
 
-function report(label: string, rows: Row[], targetsOf: Record<Path, number>) {
+function report(label: string, rows: Row[], readDb: ReadDb) {
   console.log(`\n${label}: medians over ${runs} runs of ${seconds} s at ${connections} connections`);
   console.log('| path | req/s | p50 ms | p99 ms | bare req/s | bare p99 ms | ratio (median of per-run ratios) | CPU µs per request, by role | bare app\'s CPU µs per request |');
   console.log('|---|---|---|---|---|---|---|---|---|');
@@ -412,7 +408,7 @@ function report(label: string, rows: Row[], targetsOf: Record<Path, number>) {
         `${median(ratios).toFixed(2)} | ${cpuMedians(service)} | ${Math.round(median(bare.map((b) => b.cpuPerRequest?.bare ?? 0)))} |`,
     );
   }
-  for (const row of rows) console.log(cpuBudget(row, targetsOf[row.path]));
+  for (const row of rows) console.log(cpuBudget(row, targets[readDb][row.path].ratio));
   for (const row of rows) console.log(eventLoopCap(row));
   for (const { path, bare, service, references: measured } of rows) {
     for (const { name, what } of references) {
@@ -443,6 +439,13 @@ function report(label: string, rows: Row[], targetsOf: Record<Path, number>) {
         `CPU per request ${(cpu(get) / cpu(list)).toFixed(2)} (the GET's over the list's)`,
     );
   }
+  const measured = rows.map(({ path, bare, service }) => ({
+    path,
+    ratio: median(service.map((s, i) => s.rps / bare[i]!.rps)),
+    p99Ms: median(service.map((s) => s.p99)),
+  }));
+  console.log(`targets (issue 10), ${label}, medians of the runs above:`);
+  for (const line of targetVerdicts(readDb, measured)) console.log(`  ${line}`);
 }
 
 async function main() {
@@ -451,7 +454,7 @@ async function main() {
   try {
     const embedded: Row[] = [];
     await benchStack('embedded', {}, bare, embedded, running);
-    report('embedded read DB', embedded, targets.embedded);
+    report('embedded read DB', embedded, 'embedded');
     if (process.env.BENCH_MARIADB !== '0') {
       const database = `queries_bench_http_${randomBytes(4).toString('hex')}`;
       const mariadb: Row[] = [];
@@ -462,7 +465,7 @@ async function main() {
       } finally {
         await drop();
       }
-      report('MariaDB read DB', mariadb, targets.mariadb);
+      report('MariaDB read DB', mariadb, 'mariadb');
     }
     if (process.env.BENCH_ESDB !== '0') await benchCommandSideOnEsdb();
   } finally {
