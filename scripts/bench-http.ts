@@ -6,7 +6,7 @@ import { runnable } from './bench/compiled.js';
 import { benchExit, onInterrupt } from './bench/interrupt.js';
 import { cores, cpuMicros, dropDatabases, localMariaDbServer, machineIdleSeconds, mainThreadCpuMicros, median, startChild, startStack, stopChild, untilHealthy } from './bench/stack.js';
 import { freePort } from './free-port.js';
-import { targets, targetVerdicts, type Path, type ReadDb } from './bench/http-targets.js';
+import { targets, targetVerdicts, type Path, type ReadDb } from './bench/hot-path-targets.js';
 
 /**
  * The request paths against bare Fastify, measured in the same run:
@@ -51,7 +51,7 @@ import { targets, targetVerdicts, type Path, type ReadDb } from './bench/http-ta
  * process of its own; BENCH_ESDB=0 leaves it out): the CPU the command side and
  * the server each spend per registration.
  * Each read DB's report ends with a line per path holding its medians against
- * the targets, met or missed (`bench/http-targets.ts`).
+ * the targets, met or missed (`bench/hot-path-targets.ts`).
  * BENCH_PROFILE_DIR=<dir> profiles every process of the stack as `--cpu-prof`
  * would (`bench/cpu-profile.mjs`; one .cpuprofile per process, written when it
  * stops; open it in Chrome DevTools' Performance panel or speedscope). Prints figures; asserts nothing.

@@ -1,7 +1,8 @@
 /**
- * The request paths' targets (issue 10) and the verdict a `npm run bench:http` run
- * gives each of them, printed after its table so that nobody has to hold the figures
- * against the issue by hand.
+ * Issue 10's targets and the verdicts the benchmarks print on them, so that nobody
+ * has to hold the figures against the issue by hand: the request paths' (`npm run
+ * bench:http`, after each read DB's table) and the write-to-read lag's (`npm run
+ * bench:writes`).
  */
 export type Path = 'GET /users/:id' | 'GET /users?email=' | 'POST /users';
 export type ReadDb = 'embedded' | 'mariadb';
@@ -46,4 +47,18 @@ export function targetVerdicts(readDb: ReadDb, measured: readonly PathMedians[])
     if (target.p99Ms !== undefined) parts.push(`p99 ${p99Ms} ms (target <= ${target.p99Ms}): ${verdict(p99Ms <= target.p99Ms)}`);
     return `${path}: ${parts.join('; ')}`;
   });
+}
+
+/** The write-to-read lag's target: on the embedded stack, at 500 writes/s, p99 under 50 ms. */
+export const lagTarget = { writesPerSecond: 500, p99Ms: 50 } as const;
+
+/**
+ * `bench:writes`' verdict on the lag at a steady rate: met when the p99 is under the
+ * target and nothing failed; said not to apply at another rate or read DB.
+ */
+export function lagVerdict(measured: { writesPerSecond: number; readDb: ReadDb; p99Ms: number; failed: number }): string {
+  const stated = `p99 < ${lagTarget.p99Ms} ms at ${lagTarget.writesPerSecond} writes/s on the embedded stack`;
+  if (measured.writesPerSecond !== lagTarget.writesPerSecond || measured.readDb !== 'embedded') return `target (issue 10): ${stated}; not this run's setting`;
+  const met = measured.p99Ms < lagTarget.p99Ms && measured.failed === 0;
+  return `target (issue 10): ${stated}: ${met ? 'met' : 'missed'}${measured.failed > 0 ? ` (${measured.failed} failed)` : ''}`;
 }

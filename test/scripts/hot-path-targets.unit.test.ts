@@ -1,5 +1,5 @@
 import t from 'tap';
-import { targetVerdicts } from '../../scripts/bench/http-targets.js';
+import { lagVerdict, targetVerdicts } from '../../scripts/bench/hot-path-targets.js';
 
 void t.test("bench:http's verdicts: each path against its ratio and p99, per read DB", async (t) => {
   t.strictSame(
@@ -30,4 +30,13 @@ void t.test("bench:http's verdicts: the list against the lookup's measured ratio
   t.strictSame(targetVerdicts('embedded', [{ path: 'GET /users?email=', ratio: 0.5, p99Ms: 5 }]), [
     'GET /users?email=: 0.50 of bare (target >= 0.48): met',
   ]);
+});
+
+void t.test("bench:writes' verdict on the lag: under 50 ms at 500 writes/s on the embedded stack, nothing failed", async (t) => {
+  const stated = 'target (issue 10): p99 < 50 ms at 500 writes/s on the embedded stack';
+  t.equal(lagVerdict({ writesPerSecond: 500, readDb: 'embedded', p99Ms: 17.4, failed: 0 }), `${stated}: met`);
+  t.equal(lagVerdict({ writesPerSecond: 500, readDb: 'embedded', p99Ms: 50, failed: 0 }), `${stated}: missed`);
+  t.equal(lagVerdict({ writesPerSecond: 500, readDb: 'embedded', p99Ms: 12, failed: 3 }), `${stated}: missed (3 failed)`);
+  t.equal(lagVerdict({ writesPerSecond: 200, readDb: 'embedded', p99Ms: 12, failed: 0 }), `${stated}; not this run's setting`);
+  t.equal(lagVerdict({ writesPerSecond: 500, readDb: 'mariadb', p99Ms: 12, failed: 0 }), `${stated}; not this run's setting`);
 });
