@@ -6,7 +6,7 @@ import { runnable } from './bench/compiled.js';
 import { benchExit, onInterrupt } from './bench/interrupt.js';
 import { cores, cpuMicros, dropDatabases, localMariaDbServer, machineIdleSeconds, mainThreadCpuMicros, median, startChild, startStack, stopChild, untilHealthy } from './bench/stack.js';
 import { freePort } from './free-port.js';
-import { targets, targetVerdicts, type Path, type ReadDb } from './bench/hot-path-targets.js';
+import { listToLookup, targets, targetVerdicts, type Path, type ReadDb } from './bench/hot-path-targets.js';
 
 /**
  * The request paths against bare Fastify, measured in the same run:
@@ -350,6 +350,9 @@ function medianByRole(runs: Figures[], figure: (f: Figures) => Record<string, nu
   return roles.map((role) => [role, median(runs.flatMap((f) => figure(f)?.[role] ?? []))]);
 }
 
+/** The median over the runs of each run's req/s against its counterpart's in the same run (bare's, or a reference's). */
+const pairedRatio = (runs: readonly Figures[], against: readonly Figures[]) => median(runs.map((f, i) => f.rps / against[i]!.rps));
+
 /** The whole machine's CPU per request in a run: every role, the MariaDB server when counted, the load generator. */
 const machineCpu = (f: Figures) => Object.values(f.cpuPerRequest ?? {}).reduce((sum, us) => sum + us, 0);
 
@@ -401,11 +404,10 @@ function report(label: string, rows: Row[], readDb: ReadDb) {
   console.log('| path | req/s | p50 ms | p99 ms | bare req/s | bare p99 ms | ratio (median of per-run ratios) | CPU µs per request, by role | bare app\'s CPU µs per request |');
   console.log('|---|---|---|---|---|---|---|---|---|');
   for (const { path, bare, service } of rows) {
-    const ratios = service.map((s, i) => s.rps / bare[i]!.rps);
     console.log(
       `| ${path} | ${Math.round(median(service.map((s) => s.rps)))} | ${median(service.map((s) => s.p50))} | ` +
         `${median(service.map((s) => s.p99))} | ${Math.round(median(bare.map((b) => b.rps)))} | ${median(bare.map((b) => b.p99))} | ` +
-        `${median(ratios).toFixed(2)} | ${cpuMedians(service)} | ${Math.round(median(bare.map((b) => b.cpuPerRequest?.bare ?? 0)))} |`,
+        `${pairedRatio(service, bare).toFixed(2)} | ${cpuMedians(service)} | ${Math.round(median(bare.map((b) => b.cpuPerRequest?.bare ?? 0)))} |`,
     );
   }
   for (const row of rows) console.log(cpuBudget(row, targets[readDb][row.path].ratio));
@@ -414,8 +416,8 @@ function report(label: string, rows: Row[], readDb: ReadDb) {
     for (const { name, what } of references) {
       const its = measured?.[name];
       if (!its) continue;
-      const toEcho = median(its.map((f, i) => f.rps / bare[i]!.rps));
-      const serviceToIt = median(service.map((s, i) => s.rps / its[i]!.rps));
+      const toEcho = pairedRatio(its, bare);
+      const serviceToIt = pairedRatio(service, its);
       console.log(
         `${path}'s reference, the ${name} (${what}): ` +
           `${Math.round(median(its.map((f) => f.rps)))} req/s, p99 ${median(its.map((f) => f.p99))} ms, ${toEcho.toFixed(2)} of the echo; ` +
@@ -430,18 +432,18 @@ function report(label: string, rows: Row[], readDb: ReadDb) {
   const get = rows.find((r) => r.path === 'GET /users/:id');
   const list = rows.find((r) => r.path === 'GET /users?email=');
   if (get && list) {
-    const toBare = (r: Row) => median(r.service.map((s, i) => s.rps / r.bare[i]!.rps));
+    const toBare = (r: Row) => pairedRatio(r.service, r.bare);
     const rps = (r: Row) => median(r.service.map((s) => s.rps));
     // Every role's CPU per request, the MariaDB server's when counted, the load generator's: what a request costs the machine.
     const cpu = (r: Row) => median(r.service.map(machineCpu));
     console.log(
-      `list against GET (target 0.8): ratio to bare ${(toBare(list) / toBare(get)).toFixed(2)}, req/s ${(rps(list) / rps(get)).toFixed(2)}, ` +
+      `list against GET (target ${listToLookup}): ratio to bare ${(toBare(list) / toBare(get)).toFixed(2)}, req/s ${(rps(list) / rps(get)).toFixed(2)}, ` +
         `CPU per request ${(cpu(get) / cpu(list)).toFixed(2)} (the GET's over the list's)`,
     );
   }
   const measured = rows.map(({ path, bare, service }) => ({
     path,
-    ratio: median(service.map((s, i) => s.rps / bare[i]!.rps)),
+    ratio: pairedRatio(service, bare),
     p99Ms: median(service.map((s) => s.p99)),
   }));
   console.log(`targets (issue 10), ${label}, medians of the runs above:`);
