@@ -20,11 +20,14 @@ async function started(t: Test, env: Record<string, string> = {}): Promise<Runni
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** What the fixture says when every registered cleanup ran, the last registered first, before it exited with `code`. */
+const everyCleanupThen = (code: number) => ['cleanup: slow started', 'cleanup: slow done', 'cleanup: first registered', `exit ${code}`];
+
 void t.test('on SIGINT every registered cleanup runs, the last registered first, a failing one not stopping the rest; then exit 130', async (t) => {
   const script = await started(t);
   script.child.kill('SIGINT');
   t.equal(await script.exited, 130);
-  t.same(said(script), ['cleanup: slow started', 'cleanup: slow done', 'cleanup: first registered', 'exit 130'], 'an unregistered cleanup does not run');
+  t.same(said(script), everyCleanupThen(130), 'an unregistered cleanup does not run');
   t.match(script.output(), /SIGINT: stopping what this benchmark started/);
   t.match(script.output(), /a cleanup failed: Error: a cleanup that fails/);
 });
@@ -33,7 +36,7 @@ void t.test('on SIGTERM the same, with exit 143', async (t) => {
   const script = await started(t);
   script.child.kill('SIGTERM');
   t.equal(await script.exited, 143);
-  t.same(said(script), ['cleanup: slow started', 'cleanup: slow done', 'cleanup: first registered', 'exit 143']);
+  t.same(said(script), everyCleanupThen(143));
 });
 
 void t.test('the same Ctrl-C arriving twice (within a second) and a SIGTERM during the cleanup do not cut it short', async (t) => {
@@ -44,7 +47,7 @@ void t.test('the same Ctrl-C arriving twice (within a second) and a SIGTERM duri
   await sleep(1_100);
   script.child.kill('SIGTERM');
   t.equal(await script.exited, 130);
-  t.same(said(script), ['cleanup: slow started', 'cleanup: slow done', 'cleanup: first registered', 'exit 130']);
+  t.same(said(script), everyCleanupThen(130));
 });
 
 void t.test('Ctrl-C again, more than a second later, exits at once', async (t) => {
@@ -63,5 +66,5 @@ void t.test("a benchmark that fails while it is being cleaned up neither prints 
   script.child.kill('SIGINT');
   t.equal(await script.exited, 130);
   t.notMatch(script.output(), /the benchmark's own failure/);
-  t.same(said(script), ['cleanup: slow started', 'cleanup: slow done', 'cleanup: first registered', 'exit 130']);
+  t.same(said(script), everyCleanupThen(130));
 });
