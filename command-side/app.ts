@@ -194,9 +194,12 @@ export function buildCommandApp(deps: CommandAppDeps) {
   });
   const metrics = deps.metrics ?? createMetricsRegistry('command-side');
   serveHttpMetrics(app, metrics);
-  // The embedded store's group-commit writer: how busy it is, how well it groups.
-  const writerStats = deps.store.writerStats?.bind(deps.store);
-  if (writerStats) eventStoreWriterMetrics(metrics, writerStats);
+  // The embedded store's group-commit writer: how busy it is, how well it groups, how long its commits take.
+  const stopObservingCommits = eventStoreWriterMetrics(metrics, deps.store);
+  app.addHook('onClose', (_instance, done) => {
+    stopObservingCommits();
+    done();
+  });
   void app.register(async (api) => {
     // Readiness: the event store answers. Liveness: the process answers at all.
     serveProbes(api, async () => {

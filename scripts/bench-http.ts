@@ -4,6 +4,8 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { runnable } from './bench/compiled.js';
 import { benchExit, onInterrupt } from './bench/interrupt.js';
+import { histogramBuckets, quantileBound, shareAbove, type Bucket } from './bench/histogram-text.js';
+import { commitDurationBuckets } from '../shared/event-store/writer-metrics.js';
 import { cores, cpuMicros, dropDatabases, localMariaDbServer, machineIdleSeconds, mainThreadCpuMicros, median, startChild, startStack, stopChild, untilHealthy } from './bench/stack.js';
 import { freePort } from './free-port.js';
 import { listToLookup, targets, targetVerdicts, type Path, type ReadDb } from './bench/hot-path-targets.js';
@@ -29,8 +31,9 @@ import { listToLookup, targets, targetVerdicts, type Path, type ReadDb } from '.
  * the cores the run left idle: one thread uses at most one core, so the busiest
  * loop caps a path whatever the cores, and idle cores show a path waiting rather
  * than computing. POST /users' runs also give the event store's writer thread's
- * busy share and appends per commit, from the write API's /metrics
- * (`users_event_store_*`, on the embedded store).
+ * busy share, appends per commit and its commits' times (the bucket bound under
+ * which 99% fell, the share over 5 ms: the commits that set the writes' tail), from
+ * the write API's /metrics (`users_event_store_*`, on the embedded store).
  * The service, the bare app and the references run compiled, as production runs
  * them (`bench/compiled.ts`; BENCH_SOURCES=1: through tsx). Settings changed from `npm start`'s
  * defaults: fresh DATA_DIR and ports (RATE_LIMIT_PER_MINUTE=0, the default, is set
@@ -78,22 +81,30 @@ interface Figures {
   loopPerRequest?: Record<string, number>;
   /** The share of the machine's cores left idle (or waiting on I/O) over the timed part. */
   idle?: number;
-  /** On the embedded store, its writer thread: the share of the time in transactions, and appends per transaction. */
-  writer?: { busy: number; appendsPerCommit: number };
+  /**
+   * On the embedded store, its writer thread: the share of the time in transactions, appends per transaction, and
+   * the transactions' times (`users_event_store_commit_duration_seconds`): the bucket bound under which 99% fell,
+   * and the share over `slowCommitSeconds`.
+   */
+  writer?: { busy: number; appendsPerCommit: number; commitP99?: number; slowCommits?: number };
 }
 
 interface WriterCounts {
   commits: number;
   appends: number;
   seconds: number;
+  durations: Bucket[];
 }
 
-/** The embedded store's writer counts (`users_event_store_*_total`) from the write API's /metrics; undefined without them. */
+/** A commit this long or longer is one that also checkpointed, or waited for a core or the disk. */
+const slowCommitSeconds = 0.005;
+
+/** The embedded store's writer counts (`users_event_store_*`) from the write API's /metrics; undefined without them. */
 async function writerCounts(write: string): Promise<WriterCounts | undefined> {
   const text = await fetch(`${write}/metrics`).then((response) => response.text());
   const total = (name: string) => Number(new RegExp(`^users_event_store_${name}_total(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
   const counts = { commits: total('commits'), appends: total('commit_appends'), seconds: total('commit_seconds') };
-  return Number.isNaN(counts.commits) ? undefined : counts;
+  return Number.isNaN(counts.commits) ? undefined : { ...counts, durations: histogramBuckets(text, 'users_event_store_commit_duration_seconds') };
 }
 
 type Request = NonNullable<autocannon.Options['requests']>[number];
@@ -140,6 +151,8 @@ async function measure(url: string, request: Request, roles?: () => Map<string, 
           writer: {
             busy: (writerAfter.seconds - writerBefore.seconds) / elapsed,
             appendsPerCommit: (writerAfter.appends - writerBefore.appends) / (writerAfter.commits - writerBefore.commits),
+            commitP99: quantileBound(writerBefore.durations, writerAfter.durations, 0.99),
+            slowCommits: shareAbove(writerBefore.durations, writerAfter.durations, slowCommitSeconds),
           },
         }
       : {};
@@ -310,7 +323,7 @@ async function benchStack(label: string, env: Record<string, string>, bare: Base
             ` (bare ${Math.round(b.rps)} req/s p99 ${b.p99} ms, ${Math.round(b.cpuPerRequest?.bare ?? 0)} µs of CPU per request; ratio ${(s.rps / b.rps).toFixed(2)})` +
             (cpu.length > 0 ? `; CPU µs per request: ${cpu.join(', ')}` : '') +
             (loops.length > 0 ? `; event loops: ${loops.join(', ')}; cores idle ${percent(s.idle)} (bare's run ${percent(b.idle)})` : '') +
-            (s.writer ? `; the store's writer busy ${percent(s.writer.busy)}, ${s.writer.appendsPerCommit.toFixed(1)} appends per commit` : '') +
+            (s.writer ? `; the store's writer busy ${percent(s.writer.busy)}, ${s.writer.appendsPerCommit.toFixed(1)} appends per commit${commitTimes(s.writer)}` : '') +
             (s.non2xx || s.errors ? ` non-2xx ${s.non2xx}, errors ${s.errors}` : ''),
         );
         if (path !== 'POST /users') continue;
@@ -336,6 +349,16 @@ async function benchStack(label: string, env: Record<string, string>, bare: Base
 }
 
 const percent = (share: number | undefined) => (share === undefined ? '?' : `${Math.round(share * 100)}%`);
+
+/** The median of figures every run gave; undefined when one did not. */
+const medianOf = (figures: (number | undefined)[]) => (figures.every((f): f is number => f !== undefined) ? median(figures) : undefined);
+
+/** `, commits p99 <= 10 ms, 12% over 5 ms`: the writer's transactions in one run, when the store timed them. */
+function commitTimes(writer: NonNullable<Figures['writer']>): string {
+  if (writer.commitP99 === undefined || writer.slowCommits === undefined) return '';
+  const p99 = Number.isFinite(writer.commitP99) ? `<= ${writer.commitP99 * 1000} ms` : `> ${commitDurationBuckets.at(-1)! * 1000} ms`;
+  return `, commits p99 ${p99}, ${percent(writer.slowCommits)} over ${slowCommitSeconds * 1000} ms`;
+}
 
 /** Each role's median CPU per request over the runs, e.g. `command-side 210, projector 95, query-side 3`. */
 function cpuMedians(runs: Figures[]): string {
@@ -394,7 +417,8 @@ function eventLoopCap(row: Row): string {
     `cores idle ${percent(median(row.service.map((s) => s.idle ?? 0)))} (bare's runs ${percent(median(row.bare.map((b) => b.idle ?? 0)))})` +
     (writers.length > 0
       ? `; the event store's writer (one thread) busy ${percent(median(writers.map((w) => w.busy)))} of the time, ` +
-        `${median(writers.map((w) => w.appendsPerCommit)).toFixed(1)} appends per commit`
+        `${median(writers.map((w) => w.appendsPerCommit)).toFixed(1)} appends per commit` +
+        commitTimes({ ...writers[0]!, commitP99: medianOf(writers.map((w) => w.commitP99)), slowCommits: medianOf(writers.map((w) => w.slowCommits)) })
       : '')
   );
 }

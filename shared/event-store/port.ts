@@ -125,6 +125,14 @@ export interface EventStore {
    * store whose writes happen in a server (EventStoreDB) leaves it out.
    */
   writerStats?(): WriterStats;
+  /**
+   * Optional, beside `writerStats`: calls `listener` with the wall time of each
+   * transaction the writer finishes (committed or failed), in seconds, for a
+   * histogram (`writer-metrics.ts`): the counts give the mean, this the spikes
+   * (a commit that also checkpoints) that set a write's tail latency. Once per
+   * transaction, not per append. Returns what stops the calls.
+   */
+  observeCommits?(listener: (seconds: number) => void): () => void;
   /** Catches up from `after`, then tails new appends. */
   subscribeToAll(options?: SubscribeOptions): LogSubscription;
   close(): Promise<void>;

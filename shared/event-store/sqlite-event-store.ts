@@ -170,6 +170,7 @@ export function sqliteEventStore(options: {
       return results;
     },
     writerStats: () => writer.stats(),
+    observeCommits: (listener) => writer.observeCommits(listener),
     readStream(streamId, { fromRevision = 0 } = {}) {
       try {
         return Promise.resolve(selectStream.all(streamId, fromRevision).map(toRecorded));

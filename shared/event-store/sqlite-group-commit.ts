@@ -73,6 +73,7 @@ export function groupCommitter(options: WriterOptions & { translate(error: Error
   let closing: Promise<void> | undefined;
   let idle: (() => void) | undefined;
   const counted: WriterStats = { groups: 0, appends: 0, seconds: 0 };
+  const commitListeners: ((seconds: number) => void)[] = [];
 
   function start(): Worker {
     const started = spawnWriter({ file: options.file, busyTimeoutMs: options.busyTimeoutMs, ...(options.failCommitsFor ? { failCommitsFor: options.failCommitsFor } : {}) });
@@ -104,6 +105,7 @@ export function groupCommitter(options: WriterOptions & { translate(error: Error
   function settle(result: GroupResult) {
     counted.groups += 1;
     counted.seconds += result.seconds;
+    for (const listener of commitListeners) listener(result.seconds);
     if ('failed' in result) {
       const error = options.translate(sqliteError(result.failed));
       counted.appends += result.seqs.length;
@@ -159,6 +161,16 @@ export function groupCommitter(options: WriterOptions & { translate(error: Error
      * time its transactions took, since the start: that time's share of the wall clock is how busy the writer is.
      */
     stats: (): WriterStats => ({ ...counted }),
+
+    /** `listener` hears each group's transaction time in seconds, as `stats` counts it, until the returned function is called. */
+    observeCommits(listener: (seconds: number) => void): () => void {
+      const own = (seconds: number) => listener(seconds);
+      commitListeners.push(own);
+      return () => {
+        const at = commitListeners.indexOf(own);
+        if (at >= 0) commitListeners.splice(at, 1);
+      };
+    },
 
     /** Lets every append already made commit, then stops the writer. */
     close(): Promise<void> {

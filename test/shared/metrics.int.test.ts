@@ -11,6 +11,7 @@ import { StoreUnavailableError } from '../../shared/errors.js';
 import { eventStoreFeed, globalLogSource } from '../../shared/event-feed/event-store-feed.js';
 import { inMemoryEventStore } from '../../shared/event-store/in-memory-event-store.js';
 import type { EventStore } from '../../shared/event-store/port.js';
+import { commitDurationBuckets } from '../../shared/event-store/writer-metrics.js';
 import { createMetricsRegistry, startOpsServer } from '../../shared/metrics.js';
 import { openEmbeddedStore } from '../support/event-stores.js';
 import { readDbsUnderTest } from '../support/read-dbs.js';
@@ -74,9 +75,10 @@ void t.test('the write API: /metrics with request latencies by route pattern, pr
   t.equal((await unready.inject({ url: '/health/live' })).statusCode, 200, 'but alive: a restart would not help');
 });
 
-void t.test("the write API on the embedded store: its writer's commits, grouping and busy time", async (t) => {
+void t.test("the write API on the embedded store: its writer's commits, grouping, busy time and commit times", async (t) => {
   const store = await openEmbeddedStore(t);
-  const app = buildCommandApp({ commands: commandsOver(store), store });
+  const registry = createMetricsRegistry('command-side');
+  const app = buildCommandApp({ commands: commandsOver(store), store, metrics: registry });
   t.teardown(() => app.close());
   const series = async () => {
     const text = (await app.inject({ url: '/metrics' })).body;
@@ -98,6 +100,31 @@ void t.test("the write API on the embedded store: its writer's commits, grouping
   const [commitsAfter, appendsAfter] = (await series()) as [number, number];
   t.equal(commitsAfter, commits + 1, 'one more registration, one more transaction');
   t.ok(appendsAfter > appends);
+
+  // The same transactions' times as a histogram: one observation per commit, summing to the busy time.
+  const text = (await app.inject({ url: '/metrics' })).body;
+  const stats2 = store.writerStats!();
+  const histogram = (suffix: string, labels: Record<string, string> = {}) =>
+    sample(text, `users_event_store_commit_duration_seconds${suffix}`, { role: 'command-side', ...labels });
+  t.equal(histogram('_count'), stats2.groups, 'one observation per transaction');
+  t.ok(Math.abs(histogram('_sum')! - stats2.seconds) < 1e-9, `its sum is the writer's busy time (${histogram('_sum')} s)`);
+  const buckets = commitDurationBuckets.map((le) => histogram('_bucket', { le: String(le) })!);
+  t.ok(buckets.every((count, i) => count >= (buckets[i - 1] ?? 0)), `cumulative buckets: ${buckets.join(' ')}`);
+  t.equal(histogram('_bucket', { le: '+Inf' }), stats2.groups);
+
+  // Closing the app stops its observing: a store outlives the apps built over it.
+  await app.close();
+  const other = buildCommandApp({ commands: commandsOver(store), store });
+  t.teardown(() => other.close());
+  await other.inject({ method: 'POST', url: '/users', payload: { name: 'Barbara', email: 'barbara@example.org' } });
+  const otherText = (await other.inject({ url: '/metrics' })).body;
+  t.equal(
+    sample(otherText, 'users_event_store_commit_duration_seconds_count', { role: 'command-side' }),
+    1,
+    "a new app's histogram counts from its start: the transaction it saw",
+  );
+  const closedCount = sample(await registry.metrics(), 'users_event_store_commit_duration_seconds_count', { role: 'command-side' });
+  t.equal(closedCount, stats2.groups, "the closed app's histogram heard nothing after it closed");
 });
 
 void t.test('the write API over a store without a writer of its own (in memory, as on EventStoreDB) exports no writer metrics', async (t) => {
