@@ -4,7 +4,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { runnable } from './bench/compiled.js';
 import { benchExit, onInterrupt } from './bench/interrupt.js';
-import { histogramBuckets, quantileBound, shareAbove, type Bucket } from './bench/histogram-text.js';
+import { histogramBuckets, quantileBound, sample, shareAbove, type Bucket } from './bench/prometheus-text.js';
 import { commitDurationBuckets } from '../shared/event-store/writer-metrics.js';
 import { cores, cpuMicros, dropDatabases, localMariaDbServer, machineIdleSeconds, mainThreadCpuMicros, median, startChild, startStack, stopChild, untilHealthy } from './bench/stack.js';
 import { freePort } from './free-port.js';
@@ -102,7 +102,7 @@ const slowCommitSeconds = 0.005;
 /** The embedded store's writer counts (`users_event_store_*`) from the write API's /metrics; undefined without them. */
 async function writerCounts(write: string): Promise<WriterCounts | undefined> {
   const text = await fetch(`${write}/metrics`).then((response) => response.text());
-  const total = (name: string) => Number(new RegExp(`^users_event_store_${name}_total(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
+  const total = (name: string) => sample(text, `users_event_store_${name}_total`) ?? NaN;
   const counts = { commits: total('commits'), appends: total('commit_appends'), seconds: total('commit_seconds') };
   return Number.isNaN(counts.commits) ? undefined : { ...counts, durations: histogramBuckets(text, 'users_event_store_commit_duration_seconds') };
 }

@@ -12,24 +12,13 @@ import { eventStoreFeed, globalLogSource } from '../../shared/event-feed/event-s
 import { inMemoryEventStore } from '../../shared/event-store/in-memory-event-store.js';
 import type { EventStore } from '../../shared/event-store/port.js';
 import { commitDurationBuckets } from '../../shared/event-store/writer-metrics.js';
+import { sample } from '../../scripts/bench/prometheus-text.js';
 import { createMetricsRegistry, startOpsServer } from '../../shared/metrics.js';
 import { openEmbeddedStore } from '../support/event-stores.js';
 import { readDbsUnderTest } from '../support/read-dbs.js';
 import { commandsOver, seedUsers, waitFor } from '../support/seed.js';
 
 const logger = pino({ level: 'silent' });
-
-/** The value of one series in Prometheus text, or undefined when it is not there. */
-function sample(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
-  for (const line of text.split('\n')) {
-    if (line.startsWith('#')) continue;
-    const match = /^([a-zA-Z_:][\w:]*)(\{([^}]*)\})? (\S+)$/.exec(line);
-    if (!match || match[1] !== name) continue;
-    const found = Object.fromEntries([...(match[3] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1], m[2]]));
-    if (Object.entries(labels).every(([key, value]) => found[key] === value)) return Number(match[4]);
-  }
-  return undefined;
-}
 
 void t.test('the write API: /metrics with request latencies by route pattern, process metrics, and probes', async (t) => {
   const store = inMemoryEventStore();

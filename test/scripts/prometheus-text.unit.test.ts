@@ -1,5 +1,5 @@
 import t from 'tap';
-import { histogramBuckets, quantileBound, shareAbove } from '../../scripts/bench/histogram-text.js';
+import { histogramBuckets, quantileBound, sample, shareAbove } from '../../scripts/bench/prometheus-text.js';
 
 const scrape = (counts: number[]) =>
   [
@@ -10,6 +10,16 @@ const scrape = (counts: number[]) =>
     `users_event_store_commit_duration_seconds_count{role="command-side"} ${counts[3]}`,
     'users_event_store_commits_total{role="command-side"} 99',
   ].join('\n');
+
+void t.test('one series from Prometheus text, by name and labels', async (t) => {
+  const text = scrape([1, 2, 3, 4]);
+  t.equal(sample(text, 'users_event_store_commits_total'), 99);
+  t.equal(sample(text, 'users_event_store_commits_total', { role: 'command-side' }), 99, 'with its label');
+  t.equal(sample(text, 'users_event_store_commits_total', { role: 'projector' }), undefined, 'another label value: none');
+  t.equal(sample(text, 'users_event_store_commit_duration_seconds_bucket', { le: '0.005' }), 2, 'one of several labels');
+  t.equal(sample(text, 'users_event_store_commit_duration_seconds'), undefined, 'the HELP and TYPE lines are not series');
+  t.equal(sample('up 1\nup_total 2', 'up'), 1, 'no labels at all');
+});
 
 void t.test("a histogram's buckets from Prometheus text", async (t) => {
   t.same(histogramBuckets(scrape([1, 2, 3, 4]), 'users_event_store_commit_duration_seconds'), [

@@ -1,16 +1,41 @@
 /**
- * A Prometheus histogram read from a role's `/metrics` text by the benchmarks: its
- * cumulative buckets at one scrape, and what was observed between two scrapes.
+ * Prometheus text (a role's `/metrics`) as the benchmarks and the tests read it: one
+ * series' value, and a histogram's cumulative buckets with what was observed
+ * between two scrapes.
  */
+
+/** One series line: its name, its labels and its value. */
+interface Series {
+  name: string;
+  labels: Record<string, string>;
+  value: number;
+}
+
+function seriesIn(text: string): Series[] {
+  const found: Series[] = [];
+  for (const line of text.split('\n')) {
+    if (line.startsWith('#')) continue;
+    const match = /^([a-zA-Z_:][\w:]*)(\{([^}]*)\})? (\S+)$/.exec(line);
+    if (!match) continue;
+    const labels = Object.fromEntries([...(match[3] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1]!, m[2]!]));
+    found.push({ name: match[1]!, labels, value: Number(match[4]) });
+  }
+  return found;
+}
+
+/** The value of the first series named `name` with (at least) these labels, or undefined when there is none. */
+export function sample(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
+  return seriesIn(text).find((s) => s.name === name && Object.entries(labels).every(([key, value]) => s.labels[key] === value))?.value;
+}
 
 /** One cumulative bucket: its upper bound (`le`, Infinity for `+Inf`) and the observations at or under it. */
 export type Bucket = readonly [le: number, count: number];
 
 /** The buckets of histogram `name` in Prometheus text, in order of bound; empty when it is not there. */
 export function histogramBuckets(text: string, name: string): Bucket[] {
-  const line = new RegExp(`^${name}_bucket\\{(?:[^}]*,)?le="([^"]+)"[^}]*\\} (\\S+)$`, 'gm');
-  return [...text.matchAll(line)]
-    .map(([, le, count]): Bucket => [le === '+Inf' ? Infinity : Number(le), Number(count)])
+  return seriesIn(text)
+    .filter((s) => s.name === `${name}_bucket` && s.labels.le !== undefined)
+    .map((s): Bucket => [s.labels.le === '+Inf' ? Infinity : Number(s.labels.le), s.value])
     .sort((a, b) => a[0] - b[0]);
 }
 
