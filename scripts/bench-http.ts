@@ -323,7 +323,7 @@ async function benchStack(label: string, env: Record<string, string>, bare: Base
             ` (bare ${Math.round(b.rps)} req/s p99 ${b.p99} ms, ${Math.round(b.cpuPerRequest?.bare ?? 0)} µs of CPU per request; ratio ${(s.rps / b.rps).toFixed(2)})` +
             (cpu.length > 0 ? `; CPU µs per request: ${cpu.join(', ')}` : '') +
             (loops.length > 0 ? `; event loops: ${loops.join(', ')}; cores idle ${percent(s.idle)} (bare's run ${percent(b.idle)})` : '') +
-            (s.writer ? `; the store's writer busy ${percent(s.writer.busy)}, ${s.writer.appendsPerCommit.toFixed(1)} appends per commit${commitTimes(s.writer)}` : '') +
+            (s.writer ? `; the store's writer busy ${percent(s.writer.busy)}, ${s.writer.appendsPerCommit.toFixed(1)} appends per commit${commitTimes(s.writer.commitP99, s.writer.slowCommits)}` : '') +
             (s.non2xx || s.errors ? ` non-2xx ${s.non2xx}, errors ${s.errors}` : ''),
         );
         if (path !== 'POST /users') continue;
@@ -353,11 +353,11 @@ const percent = (share: number | undefined) => (share === undefined ? '?' : `${M
 /** The median of figures every run gave; undefined when one did not. */
 const medianOf = (figures: (number | undefined)[]) => (figures.every((f): f is number => f !== undefined) ? median(figures) : undefined);
 
-/** `, commits p99 <= 10 ms, 12% over 5 ms`: the writer's transactions in one run, when the store timed them. */
-function commitTimes(writer: NonNullable<Figures['writer']>): string {
-  if (writer.commitP99 === undefined || writer.slowCommits === undefined) return '';
-  const p99 = Number.isFinite(writer.commitP99) ? `<= ${writer.commitP99 * 1000} ms` : `> ${commitDurationBuckets.at(-1)! * 1000} ms`;
-  return `, commits p99 ${p99}, ${percent(writer.slowCommits)} over ${slowCommitSeconds * 1000} ms`;
+/** `, commits p99 <= 10 ms, 12% over 5 ms`: the writer's transactions (in a run, or the runs' medians), when the store timed them. */
+function commitTimes(commitP99: number | undefined, slowCommits: number | undefined): string {
+  if (commitP99 === undefined || slowCommits === undefined) return '';
+  const p99 = Number.isFinite(commitP99) ? `<= ${commitP99 * 1000} ms` : `> ${commitDurationBuckets.at(-1)! * 1000} ms`;
+  return `, commits p99 ${p99}, ${percent(slowCommits)} over ${slowCommitSeconds * 1000} ms`;
 }
 
 /** Each role's median CPU per request over the runs, e.g. `command-side 210, projector 95, query-side 3`. */
@@ -418,7 +418,7 @@ function eventLoopCap(row: Row): string {
     (writers.length > 0
       ? `; the event store's writer (one thread) busy ${percent(median(writers.map((w) => w.busy)))} of the time, ` +
         `${median(writers.map((w) => w.appendsPerCommit)).toFixed(1)} appends per commit` +
-        commitTimes({ ...writers[0]!, commitP99: medianOf(writers.map((w) => w.commitP99)), slowCommits: medianOf(writers.map((w) => w.slowCommits)) })
+        commitTimes(medianOf(writers.map((w) => w.commitP99)), medianOf(writers.map((w) => w.slowCommits)))
       : '')
   );
 }

@@ -105,7 +105,6 @@ export function groupCommitter(options: WriterOptions & { translate(error: Error
   function settle(result: GroupResult) {
     counted.groups += 1;
     counted.seconds += result.seconds;
-    for (const listener of commitListeners) listener(result.seconds);
     if ('failed' in result) {
       const error = options.translate(sqliteError(result.failed));
       counted.appends += result.seqs.length;
@@ -124,6 +123,13 @@ export function groupCommitter(options: WriterOptions & { translate(error: Error
       }
     }
     if (waiting.size === 0) idle?.();
+    for (const listener of commitListeners) {
+      try {
+        listener(result.seconds);
+      } catch {
+        // Observing a commit (a metric) must never cost an append its outcome: every waiter was settled above.
+      }
+    }
   }
 
   function take(seq: number): Waiter | undefined {

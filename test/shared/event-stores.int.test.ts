@@ -83,6 +83,27 @@ void t.test('embedded SQLite event store', async (t) => {
     t.equal((db.prepare('SELECT COUNT(*) AS n FROM events').get() as { n: number }).n, 202, 'all on disk');
   });
 
+  void t.test("each transaction's time goes to its observers, and a failing observer costs no append its outcome", async (t) => {
+    const file = join(dir, 'observed.sqlite');
+    const store = sqliteEventStore({ file });
+    t.teardown(() => store.close());
+    const heard: number[] = [];
+    const stop = store.observeCommits!((seconds) => heard.push(seconds));
+    store.observeCommits!(() => {
+      throw new Error('an observer that fails');
+    });
+    const appended = await Promise.all(['a', 'b'].map((id) => store.appendToStream(id, [{ type: 'A', data: {} }], { expectedRevision: 'no_stream' })));
+    t.equal(appended.length, 2, 'both appends answered, whatever an observer does');
+    await store.appendToStream('c', [{ type: 'A', data: {} }], { expectedRevision: 'no_stream' });
+    const stats = store.writerStats!();
+    t.equal(heard.length, stats.groups, 'one observation per transaction');
+    t.ok(Math.abs(heard.reduce((sum, s) => sum + s, 0) - stats.seconds) < 1e-9, 'the times the stats add up');
+    stop();
+    await store.appendToStream('d', [{ type: 'A', data: {} }], { expectedRevision: 'no_stream' });
+    t.equal(heard.length, stats.groups, 'a stopped observer hears no more');
+    t.equal(store.writerStats!().groups, stats.groups + 1);
+  });
+
   void t.test('the writer checkpoints every few hundred WAL pages, so no commit waits on a large one', async (t) => {
     const file = join(dir, 'checkpoints.sqlite');
     const store = sqliteEventStore({ file });
