@@ -39,10 +39,14 @@ export function histogramBuckets(text: string, name: string): Bucket[] {
     .sort((a, b) => a[0] - b[0]);
 }
 
-/** Observations between two scrapes of the same histogram, bucket by bucket (still cumulative). */
-function between(before: readonly Bucket[], after: readonly Bucket[]): Bucket[] {
+/**
+ * Observations between two scrapes of the same histogram, bucket by bucket (still
+ * cumulative), with their total (the last bucket's, `+Inf`).
+ */
+function between(before: readonly Bucket[], after: readonly Bucket[]): { observed: Bucket[]; total: number } {
   const earlier = new Map(before);
-  return after.map(([le, count]) => [le, count - (earlier.get(le) ?? 0)]);
+  const observed = after.map(([le, count]): Bucket => [le, count - (earlier.get(le) ?? 0)]);
+  return { observed, total: observed[observed.length - 1]?.[1] ?? 0 };
 }
 
 /**
@@ -51,16 +55,14 @@ function between(before: readonly Bucket[], after: readonly Bucket[]): Bucket[] 
  * interpolation: the bound is what the buckets can tell); undefined when nothing was.
  */
 export function quantileBound(before: readonly Bucket[], after: readonly Bucket[], q: number): number | undefined {
-  const observed = between(before, after);
-  const total = observed[observed.length - 1]?.[1] ?? 0;
+  const { observed, total } = between(before, after);
   if (total <= 0) return undefined;
   return observed.find(([, count]) => count >= q * total)?.[0];
 }
 
 /** The share of what was observed between the scrapes above `bound` (one of the bucket bounds); undefined when nothing was. */
 export function shareAbove(before: readonly Bucket[], after: readonly Bucket[], bound: number): number | undefined {
-  const observed = between(before, after);
-  const total = observed[observed.length - 1]?.[1] ?? 0;
+  const { observed, total } = between(before, after);
   const atOrUnder = observed.find(([le]) => le === bound)?.[1];
   if (total <= 0 || atOrUnder === undefined) return undefined;
   return (total - atOrUnder) / total;
