@@ -18,7 +18,8 @@ import { targets, targetVerdicts, type Path, type ReadDb } from './bench/hot-pat
  *    `queries_bench_http_<random>` database dropped afterwards; BENCH_MARIADB=0
  *    leaves it out).
  * Each path runs BENCH_SECONDS (10) at BENCH_CONNECTIONS (32) after a 2 s warm-up,
- * BENCH_RUNS (3) times, bare and service in turn; the medians are printed with
+ * BENCH_RUNS (3) times, bare and service in turn (the lookup's and the list's runs
+ * alternate; the registrations' come after both); the medians are printed with
  * each path's ratio to its bare counterpart and the CPU each role process (command
  * side, projector, query side) spent per answered request over the timed part, from
  * /proc: for a registration that is its whole cost, the projection included; and
@@ -308,39 +309,49 @@ async function benchStack(label: string, env: Record<string, string>, bare: Base
       },
     ];
     const keys: Record<Path, string> = { 'GET /users/:id': 'get', 'GET /users?email=': 'list', 'POST /users': 'post' };
-    for (const { path, bare: bareRequest, service, url } of paths.filter((p) => !only || only.includes(keys[p.path]))) {
-      const row: Row = { path, bare: [], service: [] };
-      for (let run = 0; run < runs; run++) {
-        row.bare.push(await measure(bare.url, bareRequest, () => new Map([['bare', bare.pid]])));
-        const writer = path === 'POST /users' ? () => writerCounts(stack.write) : undefined;
-        row.service.push(await measure(url, service, () => withServer(stack.roles(), server), writer));
-        const s = row.service[row.service.length - 1]!;
-        const b = row.bare[row.bare.length - 1]!;
-        const cpu = Object.entries(s.cpuPerRequest ?? {}).map(([role, us]) => `${role} ${Math.round(us)}`);
-        const loops = Object.entries(s.loopPerRequest ?? {}).map(([role, us]) => `${role} ${Math.round(us)}`);
+    const chosen = paths.filter((p) => !only || only.includes(keys[p.path]));
+    /** One run of a path: bare's counterpart, then the service, then (POST) the references, each printed. */
+    const runOnce = async ({ path, bare: bareRequest, service, url }: (typeof paths)[number], row: Row, run: number) => {
+      row.bare.push(await measure(bare.url, bareRequest, () => new Map([['bare', bare.pid]])));
+      const writer = path === 'POST /users' ? () => writerCounts(stack.write) : undefined;
+      row.service.push(await measure(url, service, () => withServer(stack.roles(), server), writer));
+      const s = row.service[row.service.length - 1]!;
+      const b = row.bare[row.bare.length - 1]!;
+      const cpu = Object.entries(s.cpuPerRequest ?? {}).map(([role, us]) => `${role} ${Math.round(us)}`);
+      const loops = Object.entries(s.loopPerRequest ?? {}).map(([role, us]) => `${role} ${Math.round(us)}`);
+      console.log(
+        `  [${label}] ${path} run ${run + 1}: ${Math.round(s.rps)} req/s p99 ${s.p99} ms` +
+          ` (bare ${Math.round(b.rps)} req/s p99 ${b.p99} ms, ${Math.round(b.cpuPerRequest?.bare ?? 0)} µs of CPU per request; ratio ${(s.rps / b.rps).toFixed(2)})` +
+          (cpu.length > 0 ? `; CPU µs per request: ${cpu.join(', ')}` : '') +
+          (loops.length > 0 ? `; event loops: ${loops.join(', ')}; cores idle ${percent(s.idle)} (bare's run ${percent(b.idle)})` : '') +
+          (s.writer ? `; the store's writer busy ${percent(s.writer.busy)}, ${s.writer.appendsPerCommit.toFixed(1)} appends per commit${commitTimes(s.writer.commitP99, s.writer.slowCommits)}` : '') +
+          (s.non2xx || s.errors ? ` non-2xx ${s.non2xx}, errors ${s.errors}` : ''),
+      );
+      if (path !== 'POST /users') return;
+      for (const reference of withReferences) {
+        const { url: at, pid } = await reference.ready();
+        const f = await measure(at, reference.sends === 'echo' ? bareRequest : service, () => new Map([[reference.name, pid]]));
+        if (reference.freshEachRun) await reference.stop();
+        ((row.references ??= {})[reference.name] ??= []).push(f);
         console.log(
-          `  [${label}] ${path} run ${run + 1}: ${Math.round(s.rps)} req/s p99 ${s.p99} ms` +
-            ` (bare ${Math.round(b.rps)} req/s p99 ${b.p99} ms, ${Math.round(b.cpuPerRequest?.bare ?? 0)} µs of CPU per request; ratio ${(s.rps / b.rps).toFixed(2)})` +
-            (cpu.length > 0 ? `; CPU µs per request: ${cpu.join(', ')}` : '') +
-            (loops.length > 0 ? `; event loops: ${loops.join(', ')}; cores idle ${percent(s.idle)} (bare's run ${percent(b.idle)})` : '') +
-            (s.writer ? `; the store's writer busy ${percent(s.writer.busy)}, ${s.writer.appendsPerCommit.toFixed(1)} appends per commit${commitTimes(s.writer.commitP99, s.writer.slowCommits)}` : '') +
-            (s.non2xx || s.errors ? ` non-2xx ${s.non2xx}, errors ${s.errors}` : ''),
+          `  [${label}] ${reference.name} run ${run + 1}: ${Math.round(f.rps)} req/s p99 ${f.p99} ms (ratio ${(f.rps / b.rps).toFixed(2)} of the echo; ` +
+            `POST /users ${(s.rps / f.rps).toFixed(2)} of it); CPU µs per request: ${reference.name} ${Math.round(f.cpuPerRequest?.[reference.name] ?? 0)}, ` +
+            `load generator ${Math.round(f.cpuPerRequest?.[loadGenerator] ?? 0)}; its event loop ${Math.round(f.loopPerRequest?.[reference.name] ?? 0)}, ` +
+            `cores idle ${percent(f.idle)}` +
+            (f.non2xx || f.errors ? ` non-2xx ${f.non2xx}, errors ${f.errors}` : ''),
         );
-        if (path !== 'POST /users') continue;
-        for (const reference of withReferences) {
-          const { url: at, pid } = await reference.ready();
-          const f = await measure(at, reference.sends === 'echo' ? bareRequest : service, () => new Map([[reference.name, pid]]));
-          if (reference.freshEachRun) await reference.stop();
-          ((row.references ??= {})[reference.name] ??= []).push(f);
-          console.log(
-            `  [${label}] ${reference.name} run ${run + 1}: ${Math.round(f.rps)} req/s p99 ${f.p99} ms (ratio ${(f.rps / b.rps).toFixed(2)} of the echo; ` +
-              `POST /users ${(s.rps / f.rps).toFixed(2)} of it); CPU µs per request: ${reference.name} ${Math.round(f.cpuPerRequest?.[reference.name] ?? 0)}, ` +
-              `load generator ${Math.round(f.cpuPerRequest?.[loadGenerator] ?? 0)}; its event loop ${Math.round(f.loopPerRequest?.[reference.name] ?? 0)}, ` +
-              `cores idle ${percent(f.idle)}` +
-              (f.non2xx || f.errors ? ` non-2xx ${f.non2xx}, errors ${f.errors}` : ''),
-          );
-        }
       }
+    };
+    // The reads' runs in turn (lookup, list, lookup, list...): the list's target is relative to the lookup's
+    // ratio, and bare's pace can double within minutes, so their runs are taken side by side rather than one
+    // path's after the other's. Registrations last: their load (and the rows they add) must not reach a read's run.
+    const newRow = (path: Path): Row => ({ path, bare: [], service: [] });
+    const reads = chosen.filter((p) => p.path !== 'POST /users').map((p) => ({ p, row: newRow(p.path) }));
+    for (let run = 0; run < runs; run++) for (const { p, row } of reads) await runOnce(p, row, run);
+    rows.push(...reads.map(({ row }) => row));
+    for (const p of chosen.filter((c) => c.path === 'POST /users')) {
+      const row = newRow(p.path);
+      for (let run = 0; run < runs; run++) await runOnce(p, row, run);
       rows.push(row);
     }
   } finally {
