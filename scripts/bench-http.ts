@@ -470,7 +470,7 @@ function report(label: string, rows: Row[], readDb: ReadDb) {
       );
     }
   }
-  // The list's verdict compares ratios to bare, whose pace moves between the two paths' runs: the paths compared directly too.
+  // The list's verdict compares ratios to bare, whose pace moves even between adjacent runs: the paths compared directly too.
   const get = rows.find((r) => r.path === 'GET /users/:id');
   const list = rows.find((r) => r.path === 'GET /users?email=');
   if (get && list) {
