@@ -1,13 +1,11 @@
-import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import t from 'tap';
 import { sqliteEventStore } from '../../shared/event-store/sqlite-event-store.js';
 import { userStreamId } from '../../shared/user-events.js';
 import { freePort } from '../../scripts/free-port.js';
-import { runScript, waitUntilHealthy } from '../support/processes.js';
+import { alive, runCommand, runScript, startedStack, waitUntilHealthy } from '../support/processes.js';
 
 void t.test('SIGTERM lets in-flight writes finish; every answered write is durable', async (t) => {
   const dataDir = await mkdtemp(join(tmpdir(), 'users-term-'));
@@ -64,51 +62,21 @@ void t.test('a second signal exits at once', async (t) => {
   await pending;
 });
 
-/** Whether a process of this id still runs (signal 0 checks without signalling). */
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
-
 void t.test('a SIGTERM sent to `npm start` itself drains every role, as a process manager sends it', async (t) => {
   const dataDir = await mkdtemp(join(tmpdir(), 'users-term-'));
   t.teardown(() => rm(dataDir, { recursive: true, force: true }));
-  const env = { ...process.env, LOG_LEVEL: 'info', LOG_FORMAT: 'json', DATA_DIR: dataDir, PROJECTOR_METRICS_PORT: '0', RELAY_METRICS_PORT: '0' };
-  const [commandPort, queryPort] = [await freePort(), await freePort()];
-  const npm = spawn('npm', ['start'], {
-    cwd: fileURLToPath(new URL('../..', import.meta.url)),
-    env: { ...env, COMMAND_PORT: String(commandPort), QUERY_PORT: String(queryPort) },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let output = '';
-  npm.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  npm.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  const exited = new Promise<number | null>((resolve) => npm.once('exit', (code) => resolve(code)));
-  // Every process the stack started, read from its own log: stopped here whatever the test found.
-  const pids = () =>
-    output
-      .split('\n')
-      .flatMap((line) => (line.includes('"users service started"') ? [JSON.parse(line) as { pid: number; roles: Record<string, number> }] : []))
-      .flatMap(({ pid, roles }) => [pid, ...Object.values(roles)]);
+  const env = { LOG_LEVEL: 'info', LOG_FORMAT: 'json', DATA_DIR: dataDir, COMMAND_PORT: String(await freePort()), QUERY_PORT: String(await freePort()) };
+  const npm = runCommand(t, 'npm', ['start'], env);
+  const { supervisor, roles } = await startedStack(npm, 60_000);
+  const stack = [supervisor, ...Object.values(roles)];
+  // Stopped here whatever the test finds: without the fix the supervisor outlives npm.
   t.teardown(() => {
-    if (npm.exitCode === null) npm.kill('SIGKILL');
-    for (const pid of pids()) if (alive(pid)) process.kill(pid, 'SIGKILL');
+    for (const pid of stack) if (alive(pid)) process.kill(pid, 'SIGKILL');
   });
-
-  const deadline = Date.now() + 60_000;
-  while (pids().length === 0) {
-    if (npm.exitCode !== null || Date.now() > deadline) throw new Error(`npm start did not start:\n${output}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  const stack = pids();
   t.equal(stack.length, 4, 'the supervisor and its three roles');
-  npm.kill('SIGTERM');
-  const code = await Promise.race([exited, new Promise<'hung'>((resolve) => setTimeout(() => resolve('hung'), 30_000))]);
+  npm.child.kill('SIGTERM');
+  const code = await Promise.race([npm.exited, new Promise<'hung'>((resolve) => setTimeout(() => resolve('hung'), 30_000))]);
   t.equal(code, 0, 'npm exits 0 once the service has drained');
-  t.match(output, /"every role stopped"/, 'the supervisor heard the signal and stopped every role');
+  t.match(npm.output(), /"every role stopped"/, 'the supervisor heard the signal and stopped every role');
   t.same(stack.filter(alive), [], 'no process of the stack is left running');
 });

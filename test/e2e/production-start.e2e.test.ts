@@ -9,7 +9,7 @@ import t, { type Test } from 'tap';
 import { sqliteEventStore } from '../../shared/event-store/sqlite-event-store.js';
 import { userStreamId } from '../../shared/user-events.js';
 import { freePort } from '../../scripts/free-port.js';
-import { runScript, waitUntilHealthy, type RunningScript } from '../support/processes.js';
+import { alive, runScript, startedStack, waitUntilHealthy } from '../support/processes.js';
 
 /**
  * The production start: the project built with tsconfig.build.json, run with plain
@@ -50,18 +50,6 @@ async function serviceEnv(t: Test, overrides: Record<string, string> = {}) {
   return { env, dataDir, write: `http://127.0.0.1:${env.COMMAND_PORT}`, read: `http://127.0.0.1:${env.QUERY_PORT}` };
 }
 
-/** The role processes as the supervisor's "users service started" line names them. */
-async function startedRoles(script: RunningScript, timeoutMs = 30_000): Promise<Record<string, number>> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const line = script.output().split('\n').find((l) => l.includes('"msg":"users service started"'));
-    if (line) return (JSON.parse(line) as { roles: Record<string, number> }).roles;
-    if (script.child.exitCode !== null) throw new Error(`start exited early:\n${script.output()}`);
-    if (Date.now() > deadline) throw new Error(`not started after ${timeoutMs} ms:\n${script.output()}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-}
-
 /** Processes still running this build (its path is on their command line): none once a start has stopped. */
 async function processesOfTheBuild(): Promise<number[]> {
   const found: number[] = [];
@@ -73,22 +61,13 @@ async function processesOfTheBuild(): Promise<number[]> {
   return found;
 }
 
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
-
 const within = <T>(ms: number, what: string, promise: Promise<T>) =>
   Promise.race([promise, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms).unref())]);
 
 void t.test('node dist/scripts/start.js serves, and SIGTERM drains every role and exits 0', async (t) => {
   const { env, dataDir, write, read } = await serviceEnv(t);
   const service = runScript(t, start, env);
-  const roles = await startedRoles(service);
+  const { roles } = await startedStack(service);
   t.same(Object.keys(roles).sort(), ['command-side', 'projector', 'query-side'], 'the three embedded roles started');
   for (const [role, pid] of Object.entries(roles)) {
     const commandLine = (await readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0').filter(Boolean);
@@ -149,7 +128,7 @@ void t.test('a port in use stops the start, naming the role and the port', async
 void t.test('a second signal kills the roles still draining', async (t) => {
   const { env, read } = await serviceEnv(t, { CONSISTENCY_WAIT_MS: '30000' });
   const service = runScript(t, start, env);
-  await startedRoles(service);
+  await startedStack(service);
   await waitUntilHealthy(`${read}/health`, service);
   // A read waiting for a write that never comes keeps the read API draining for 30 s.
   const waiting = fetch(`${read}/users/0190f2a4-6c1d-7cc2-9d6e-7d3b8a2f0c11`, {

@@ -20,7 +20,16 @@ export interface RunningScript {
 export function runScript(t: Test, entry: string, env: Record<string, string>, args: readonly string[] = []): RunningScript {
   const built = isAbsolute(entry) && entry.endsWith('.js');
   const path = built ? entry : fileURLToPath(new URL(`../../${entry}`, import.meta.url));
-  const child = spawn(process.execPath, [...(built ? [] : ['--import', 'tsx']), path, ...args], {
+  return runCommand(t, process.execPath, [...(built ? [] : ['--import', 'tsx']), path, ...args], env);
+}
+
+/**
+ * Runs `command` (e.g. `npm start`) from the project's folder with the environment `runScript`
+ * gives, its output gathered; stopped with SIGKILL in teardown if it still runs.
+ */
+export function runCommand(t: Test, command: string, args: readonly string[], env: Record<string, string>): RunningScript {
+  const child = spawn(command, args, {
+    cwd: fileURLToPath(new URL('../..', import.meta.url)),
     // The projector's and the relay's metrics ports on ephemeral ports unless a test names them: files run in parallel.
     env: { ...process.env, LOG_LEVEL: 'warn', PROJECTOR_METRICS_PORT: '0', RELAY_METRICS_PORT: '0', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -35,6 +44,31 @@ export function runScript(t: Test, entry: string, env: Record<string, string>, a
   };
   t.teardown(() => stop('SIGKILL').then(() => undefined));
   return { child, output: () => output, exited, stop };
+}
+
+/** Whether a process of this id still runs (signal 0 checks without signalling). */
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The supervisor and its role processes as its "users service started" line names them (`npm start`, `start.js`). */
+export async function startedStack(script: RunningScript, timeoutMs = 30_000): Promise<{ supervisor: number; roles: Record<string, number> }> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const line = script.output().split('\n').find((l) => l.includes('"msg":"users service started"'));
+    if (line) {
+      const { pid, roles } = JSON.parse(line) as { pid: number; roles: Record<string, number> };
+      return { supervisor: pid, roles };
+    }
+    if (script.child.exitCode !== null) throw new Error(`start exited early:\n${script.output()}`);
+    if (Date.now() > deadline) throw new Error(`not started after ${timeoutMs} ms:\n${script.output()}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
 }
 
 /** Polls `url` until it answers 200, or fails with what the process printed. */
