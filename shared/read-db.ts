@@ -72,7 +72,7 @@ export async function openReadDb(config: ReadDbConfig, options: { log?: Knex.Log
           // flush holds back the event store's commits beside it (synchronous=FULL): at 10,000 pages
           // (about 40 MB, every 0.8 s under 3,500 registrations/s) every POST in flight stalled for
           // 40 to 60 ms each time, and POST /users' p99 was 47 to 55 ms against 21 to 29 ms at 1,000,
-          // with the projector's CPU per registration the same within the noise (docs/design-decisions.md,
+          // with the projector's CPU per registration the same within the noise (docs/hot-paths-log.md,
           // "The read DB's checkpoints and the write path's p99"). The WAL file keeps its largest size
           // until `eraseFreedPages` truncates it (after a forget) or the database is closed.
           connection.pragma('wal_autocheckpoint = 1000');
@@ -83,7 +83,7 @@ export async function openReadDb(config: ReadDbConfig, options: { log?: Knex.Log
           // Statement journals (what a multi-row upsert or a savepoint inside the batch's transaction
           // rolls back with) and temporary tables in memory, not in files: the journal is never needed
           // after a crash (the WAL alone recovers), yet SQLite opened, wrote and closed a file for it in
-          // every batch, about 9% of the projector's CPU under POST /users (docs/design-decisions.md,
+          // every batch, about 9% of the projector's CPU under POST /users (docs/hot-paths-log.md,
           // "Statement journals in memory").
           connection.pragma('temp_store = MEMORY');
           done(null);

@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
  * files resolve the project's packages; removed when the benchmark exits normally).
  * Through tsx, as `npm start` runs the sources, a registration costs the command
  * side's event loop about 7% more (tsx keeps function names by wrapping every
- * closure as it is created: docs/design-decisions.md, "The benchmarks measure the
+ * closure as it is created: docs/hot-paths-log.md, "The benchmarks measure the
  * build"); BENCH_SOURCES=1 measures that way instead.
  */
 const root = fileURLToPath(new URL('../../', import.meta.url));

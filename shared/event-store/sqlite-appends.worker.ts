@@ -26,7 +26,7 @@ db.pragma(`busy_timeout = ${options.busyTimeoutMs}`);
  * to 33 ms over six runs of 10 s) while it stayed flat with no checkpoints at all.
  * Smaller, more frequent checkpoints keep each wait short: p99 about 4 ms lower in the
  * later runs of four series against three, registrations/s the same within the noise
- * (docs/design-decisions.md, "The request path's own ceiling, and why the tail grows").
+ * (docs/hot-paths-log.md, "The request path's own ceiling, and why the tail grows").
  */
 db.pragma(`wal_autocheckpoint = ${writerCheckpointPages}`);
 
