@@ -6,7 +6,7 @@ import { openEventStore } from '../shared/event-store/open-event-store.js';
 import { exitOnStartupError, onShutdownSignal, reportReady } from '../shared/lifecycle.js';
 import { startTracing } from '../shared/tracing.js';
 import { createLogger } from '../shared/logger.js';
-import { openReadDb } from '../shared/read-db.js';
+import { liveProjectorCheckpointPages, openReadDb } from '../shared/read-db.js';
 import { openConfiguredVault } from '../shared/personal-data/open-vault.js';
 import { createMetricsRegistry, startOpsServer } from '../shared/metrics.js';
 import { userProjector } from './projector.js';
@@ -18,8 +18,9 @@ async function main() {
   await startTracing('projector');
   const config = loadConfig();
   const logger = createLogger('projector', config);
-  // Its batches send several statements per round trip on MariaDB (`projector/mariadb-batch.ts`).
-  const db = await openReadDb(config.readDb, { batchStatements: true });
+  // Its batches send several statements per round trip on MariaDB (`projector/mariadb-batch.ts`); on the
+  // embedded read DB it checkpoints in smaller steps, beside the event store's commits.
+  const db = await openReadDb(config.readDb, { batchStatements: true, checkpointPages: liveProjectorCheckpointPages });
   await migrateReadDb(db);
   // With Kafka configured the projector consumes the topic; else it reads the event store's log.
   const store = config.kafka ? undefined : openEventStore(config);
