@@ -312,11 +312,11 @@ async function benchStack(label: string, env: Record<string, string>, bare: Base
     const chosen = paths.filter((p) => !only || only.includes(keys[p.path]));
     /** One run of a path: bare's counterpart, then the service, then (POST) the references, each printed. */
     const runOnce = async ({ path, bare: bareRequest, service, url }: (typeof paths)[number], row: Row, run: number) => {
-      row.bare.push(await measure(bare.url, bareRequest, () => new Map([['bare', bare.pid]])));
+      const b = await measure(bare.url, bareRequest, () => new Map([['bare', bare.pid]]));
       const writer = path === 'POST /users' ? () => writerCounts(stack.write) : undefined;
-      row.service.push(await measure(url, service, () => withServer(stack.roles(), server), writer));
-      const s = row.service[row.service.length - 1]!;
-      const b = row.bare[row.bare.length - 1]!;
+      const s = await measure(url, service, () => withServer(stack.roles(), server), writer);
+      row.bare.push(b);
+      row.service.push(s);
       const cpu = Object.entries(s.cpuPerRequest ?? {}).map(([role, us]) => `${role} ${Math.round(us)}`);
       const loops = Object.entries(s.loopPerRequest ?? {}).map(([role, us]) => `${role} ${Math.round(us)}`);
       console.log(

@@ -5,7 +5,7 @@ import t from 'tap';
 import { sqliteEventStore } from '../../shared/event-store/sqlite-event-store.js';
 import { userStreamId } from '../../shared/user-events.js';
 import { freePort } from '../../scripts/free-port.js';
-import { alive, runCommand, runScript, startedStack, waitUntilHealthy } from '../support/processes.js';
+import { alive, runCommand, runScript, startedStack, waitUntilHealthy, within } from '../support/processes.js';
 
 void t.test('SIGTERM lets in-flight writes finish; every answered write is durable', async (t) => {
   const dataDir = await mkdtemp(join(tmpdir(), 'users-term-'));
@@ -75,8 +75,7 @@ void t.test('a SIGTERM sent to `npm start` itself drains every role, as a proces
   });
   t.equal(stack.length, 4, 'the supervisor and its three roles');
   npm.child.kill('SIGTERM');
-  const code = await Promise.race([npm.exited, new Promise<'hung'>((resolve) => setTimeout(() => resolve('hung'), 30_000))]);
-  t.equal(code, 0, 'npm exits 0 once the service has drained');
+  t.equal(await within(30_000, 'npm to exit after SIGTERM', npm.exited), 0, 'npm exits 0 once the service has drained');
   t.match(npm.output(), /"every role stopped"/, 'the supervisor heard the signal and stopped every role');
   t.same(stack.filter(alive), [], 'no process of the stack is left running');
 });

@@ -9,7 +9,7 @@ import t, { type Test } from 'tap';
 import { sqliteEventStore } from '../../shared/event-store/sqlite-event-store.js';
 import { userStreamId } from '../../shared/user-events.js';
 import { freePort } from '../../scripts/free-port.js';
-import { alive, runScript, startedStack, waitUntilHealthy } from '../support/processes.js';
+import { alive, runScript, startedStack, waitUntilHealthy, within } from '../support/processes.js';
 
 /**
  * The production start: the project built with tsconfig.build.json, run with plain
@@ -60,9 +60,6 @@ async function processesOfTheBuild(): Promise<number[]> {
   }
   return found;
 }
-
-const within = <T>(ms: number, what: string, promise: Promise<T>) =>
-  Promise.race([promise, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms).unref())]);
 
 void t.test('node dist/scripts/start.js serves, and SIGTERM drains every role and exits 0', async (t) => {
   const { env, dataDir, write, read } = await serviceEnv(t);

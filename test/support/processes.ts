@@ -46,6 +46,18 @@ export function runCommand(t: Test, command: string, args: readonly string[], en
   return { child, output: () => output, exited, stop };
 }
 
+/**
+ * What `promise` gives, or a failure naming `what` once `ms` have passed; the timer is
+ * cleared as soon as the promise settles, so a passing test does not wait it out.
+ */
+export function within<T>(ms: number, what: string, promise: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const gaveUp = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, gaveUp]).finally(() => clearTimeout(timer));
+}
+
 /** Whether a process of this id still runs (signal 0 checks without signalling). */
 export function alive(pid: number): boolean {
   try {
