@@ -1,4 +1,4 @@
-import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -10,6 +10,7 @@ import { groupCommitter, writerCheckpointPages } from '../../shared/event-store/
 import { cursorAfter, eventsOfPage, firstCursor, pageStatements, pieceSizer, pieceUnits, readPage, type PageStatements } from '../../shared/event-store/sqlite-log-pages.js';
 import { logReader } from '../../shared/event-store/sqlite-long-reads.js';
 import { eventStoreContract } from '../contracts/event-store.contract.js';
+import { walFrames } from '../support/sqlite-wal.js';
 
 void t.test('in-memory event store', async (t) => {
   eventStoreContract(t, () => {
@@ -114,12 +115,9 @@ void t.test('embedded SQLite event store', async (t) => {
         Array.from({ length: 20 }, () => store.appendToStream(`s-${Math.random().toString(36).slice(2)}`, [{ type: 'A', data: { pad: 'x'.repeat(200) } }], { expectedRevision: 'no_stream' })),
       );
     }
-    const reader = new Database(file, { readonly: true });
-    const pageSize = reader.pragma('page_size', { simple: true }) as number;
-    reader.close();
     // The log restarts after each checkpoint, so its file holds at most the threshold plus the group that crossed it.
-    const frames = (await stat(`${file}-wal`)).size / (pageSize + 24);
-    t.ok(frames <= writerCheckpointPages + 100, `the log holds ${Math.round(frames)} frames at its largest (checkpoint at ${writerCheckpointPages}; SQLite's default would let it reach 1,000)`);
+    const frames = await walFrames(file);
+    t.ok(frames <= writerCheckpointPages + 100, `the log holds ${frames} frames at its largest (checkpoint at ${writerCheckpointPages}; SQLite's default would let it reach 1,000)`);
     t.equal((await store.readAll({ maxCount: 3000 })).length, 2000, 'every append is there');
   });
 

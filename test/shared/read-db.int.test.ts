@@ -1,9 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { liveProjectorCheckpointPages, openReadDb, readDbCheckpointPages } from '../../shared/read-db.js';
+import { walFrames } from '../support/sqlite-wal.js';
 
 /**
  * The embedded read DB's checkpoints: the live projector's connection checkpoints
@@ -29,17 +30,16 @@ async function largestWalFrames(t: Test, checkpointPages?: number): Promise<numb
       await trx('T').insert(Array.from({ length: 20 }, () => ({ K: randomBytes(16).toString('hex'), PAD: 'x'.repeat(200) })));
     });
   }
-  const pageSize = Number((await knex.raw('PRAGMA page_size'))[0].page_size);
-  return (await stat(`${file}-wal`)).size / (pageSize + 24);
+  return walFrames(file);
 }
 
 void t.test("the live projector's connection checkpoints every few hundred WAL pages", async (t) => {
   const frames = await largestWalFrames(t, liveProjectorCheckpointPages);
-  t.ok(frames <= liveProjectorCheckpointPages + 100, `its log holds ${Math.round(frames)} frames at its largest (checkpoint at ${liveProjectorCheckpointPages})`);
+  t.ok(frames <= liveProjectorCheckpointPages + 100, `its log holds ${frames} frames at its largest (checkpoint at ${liveProjectorCheckpointPages})`);
 });
 
 void t.test("every other connection keeps SQLite's default checkpoint", async (t) => {
   const frames = await largestWalFrames(t);
-  t.ok(frames > liveProjectorCheckpointPages + 100, `its log reaches ${Math.round(frames)} frames (checkpoint at ${readDbCheckpointPages})`);
+  t.ok(frames > liveProjectorCheckpointPages + 100, `its log reaches ${frames} frames (checkpoint at ${readDbCheckpointPages})`);
   t.ok(frames <= readDbCheckpointPages + 100, `and no more than its threshold allows`);
 });
