@@ -48,7 +48,8 @@ export function trustProxyOption(trust: boolean | number | readonly string[] | u
 /**
  * The headers a JSON API needs (OWASP REST Security Cheat Sheet): a policy that
  * allows nothing and no framing, HSTS, nosniff, no referrer, same-origin
- * resources. Helmet's headers that only mean something to an HTML document
+ * resources (helmet's), and `Cache-Control: no-store` (`apiSecurityHeaders`).
+ * Helmet's headers that only mean something to an HTML document
  * (opener policy, origin-agent-cluster, DNS prefetch, download options, Flash
  * cross-domain policies, the legacy XSS auditor) are left out: every header is
  * work on every response, and these protect nothing here.
@@ -82,7 +83,14 @@ export function securityHeadersOf(options: HelmetOptions): Readonly<Record<strin
   return Object.freeze(headers);
 }
 
-export const securityHeaders = securityHeadersOf(helmetOptions);
+/**
+ * Every answer of both APIs: helmet's headers and `Cache-Control: no-store`. The
+ * answers carry personal data (a user's name and address, an access export), so no
+ * browser or shared cache may keep a copy: a copy would outlive the person's erasure,
+ * and a stale one would show what a later write changed. Nothing here is worth
+ * caching (an id's row changes with each write; read-your-writes needs the API).
+ */
+export const securityHeaders: Readonly<Record<string, string>> = Object.freeze({ ...securityHeadersOf(helmetOptions), 'cache-control': 'no-store' });
 
 /**
  * Security headers and per-client rate limiting. Call it on the root instance

@@ -34,6 +34,18 @@ void t.test('security headers on every answer', async (t) => {
     t.match(response.headers['content-security-policy'], /default-src 'none'/, url);
     t.ok(response.headers['strict-transport-security'], url);
     t.equal(response.headers['x-powered-by'], undefined, url);
+    t.equal(response.headers['cache-control'], 'no-store', `${url}: no cache keeps a copy`);
+  }
+});
+
+void t.test("the read API's answers, which carry personal data, are never cached", async (t) => {
+  const { db } = await readDbsUnderTest[0]!.open(t);
+  const app = buildQueryApp({ db, consistencyWaitMs: 100 });
+  t.teardown(() => app.close());
+  for (const url of ['/users', '/users?email=ada@example.org', '/users/0190f2a4-6c1d-7cc2-9d6e-7d3b8a2f0001', '/users/not-a-uuid', '/health']) {
+    const response = await app.inject({ url });
+    t.equal(response.headers['cache-control'], 'no-store', `${url} (${response.statusCode})`);
+    t.equal(response.headers['x-content-type-options'], 'nosniff', url);
   }
 });
 
