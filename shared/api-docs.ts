@@ -39,17 +39,22 @@ const retryAfter = {
   'Retry-After': { type: 'integer', minimum: 1, description: 'Seconds to wait before trying again.' },
 } as const;
 
+const bearerChallenge = {
+  'WWW-Authenticate': { type: 'string', description: 'The scheme asked for: `Bearer realm="users"`, with `error="invalid_token"` when the token sent is not one of the API\'s.' },
+} as const;
+
 /**
  * The error answers a route gives, each described by when it happens. They go into
  * the route's `response` like any other: Fastify serialises an error body with the
  * same schema it is documented by, so the document cannot claim a shape the wire
- * does not have. `Retry-After` is documented on 429 and 503, where it is always sent.
+ * does not have. `Retry-After` is documented on 429 and 503, where it is always sent,
+ * and `WWW-Authenticate` on 401.
  */
 export function errorResponses<const D extends Record<number, string>>(descriptions: D): { [S in keyof D]: ErrorResponseSchema } {
   const responses: Record<string, ErrorResponseSchema> = {};
   for (const [status, description] of Object.entries<string>(descriptions)) {
-    const retriable = status === '429' || status === '503';
-    responses[status] = { ...errorBodySchema, description, ...(retriable ? { headers: retryAfter } : {}) };
+    const headers = status === '429' || status === '503' ? retryAfter : status === '401' ? bearerChallenge : undefined;
+    responses[status] = { ...errorBodySchema, description, ...(headers ? { headers } : {}) };
   }
   return responses as { [S in keyof D]: ErrorResponseSchema };
 }

@@ -117,9 +117,20 @@ export function harden(app: FastifyInstance, options: HardeningOptions): void {
   }
 }
 
+/**
+ * What a 401 asks for (RFC 9110, section 11.6.1: a 401 must carry it; RFC 6750, section 3):
+ * a bearer token, and `invalid_token` when the request sent one that is not the API's.
+ */
+export const bearerChallenge = (authorization: string | undefined): string =>
+  authorization === undefined ? 'Bearer realm="users"' : 'Bearer realm="users", error="invalid_token"';
+
 /** Routes registered after this in `scope` need `Authorization: Bearer <one of tokens>`; none when empty. */
 export async function requireBearerTokens(scope: FastifyInstance, tokens: readonly string[]): Promise<void> {
   if (tokens.length === 0) return;
+  scope.addHook('onSend', (request, reply, payload, done) => {
+    if (reply.statusCode === 401) void reply.header('www-authenticate', bearerChallenge(request.headers.authorization));
+    done(null, payload);
+  });
   // Compares in constant time; a failed attempt is logged without the token.
   await scope.register(bearerAuth, {
     keys: new Set(tokens),

@@ -250,6 +250,32 @@ function writeApiSuite(t: Test, openStore: (t: Test) => Promise<EventStore>) {
     t.equal(fresh.statusCode, 201, 'a JSON body with its content type still registers');
   });
 
+  void t.test('JSON bodies are UTF-8: another declared charset is 415, bytes that are not UTF-8 are 400; neither writes', async (t) => {
+    const { app, register, logSize } = await setUp(t);
+    const { id } = (await register('Ada', 'ada@example.org')).json();
+    const before = await logSize();
+    // "José" in Latin-1: 0xE9 alone is no UTF-8 sequence.
+    const latin1 = Buffer.concat([Buffer.from('{"name":"Jos'), Buffer.from([0xe9]), Buffer.from('"}')]);
+    const declared = await app.inject({ method: 'PUT', url: `/users/${id}/name`, payload: latin1, headers: { 'content-type': 'application/json; charset=iso-8859-1' } });
+    t.equal(declared.statusCode, 415, declared.body);
+    t.match(declared.json(), { code: 'FST_ERR_CTP_INVALID_MEDIA_TYPE', message: /UTF-8.*got charset "iso-8859-1"/ });
+    const quoted = await app.inject({ method: 'PUT', url: `/users/${id}/name`, payload: '{"name":"Ada L."}', headers: { 'content-type': 'application/json; charset="UTF-16"' } });
+    t.equal(quoted.statusCode, 415, 'a quoted charset is read too');
+    for (const contentType of ['application/json', 'application/json; charset=utf-8']) {
+      const broken = await app.inject({ method: 'PUT', url: `/users/${id}/name`, payload: latin1, headers: { 'content-type': contentType } });
+      t.equal(broken.statusCode, 400, `${contentType}: ${broken.body}`);
+      t.match(broken.json(), { statusCode: 400, code: 'BODY_NOT_UTF8', error: 'Bad Request', message: /not valid UTF-8/ });
+    }
+    const registered = await app.inject({ method: 'POST', url: '/users', payload: latin1.toString('latin1').replace('"name"', '"email":"jose@example.org","name"'), headers: { 'content-type': 'application/json' } });
+    t.equal(registered.statusCode, 201, 'the same name sent as UTF-8 (what a string payload is) registers');
+    const bytes = Buffer.from('{"name":"José Ñandú 李"}', 'utf8');
+    for (const contentType of ['application/json; charset=UTF-8', 'application/json;charset="utf8"']) {
+      const renamed = await app.inject({ method: 'PUT', url: `/users/${id}/name`, payload: bytes, headers: { 'content-type': contentType } });
+      t.equal(renamed.statusCode, 200, `${contentType}: ${renamed.body}`);
+    }
+    t.equal(await logSize(), before + 3, 'only the UTF-8 bodies wrote: one registration and two renames');
+  });
+
   void t.test('a known path asked with another method is 405 with Allow; an unknown path stays 404', async (t) => {
     const { app, logSize } = await setUp(t);
     const id = '0190f2a4-6c1d-7cc2-9d6e-7d3b8a2f0000';
@@ -283,8 +309,12 @@ function writeApiSuite(t: Test, openStore: (t: Test) => Promise<EventStore>) {
 
   void t.test('bearer tokens: writes need one when configured; health does not', async (t) => {
     const { app, register } = await setUp(t, { tokens: ['s3cret', 'other'] });
-    t.equal((await register('Ada', 'ada@example.org')).statusCode, 401);
-    t.equal((await register('Ada', 'ada@example.org', { authorization: 'Bearer wrong' })).statusCode, 401);
+    const missing = await register('Ada', 'ada@example.org');
+    t.equal(missing.statusCode, 401);
+    t.equal(missing.headers['www-authenticate'], 'Bearer realm="users"', 'the 401 names the scheme it asks for');
+    const wrong = await register('Ada', 'ada@example.org', { authorization: 'Bearer wrong' });
+    t.equal(wrong.statusCode, 401);
+    t.equal(wrong.headers['www-authenticate'], 'Bearer realm="users", error="invalid_token"');
     const ok = await register('Ada', 'ada@example.org', { authorization: 'Bearer other' });
     t.equal(ok.statusCode, 201);
     t.equal((await app.inject({ url: '/health' })).statusCode, 200);

@@ -117,10 +117,16 @@ void t.test('the read API can require bearer tokens too', async (t) => {
   const { db } = await readDbsUnderTest[0]!.open(t);
   const app = buildQueryApp({ db, consistencyWaitMs: 100, readApiTokens: ['reader'] });
   t.teardown(() => app.close());
-  t.equal((await app.inject({ url: '/users' })).statusCode, 401);
-  t.equal((await app.inject({ url: '/users', headers: { authorization: 'Bearer nope' } })).statusCode, 401);
+  const missing = await app.inject({ url: '/users' });
+  t.equal(missing.statusCode, 401);
+  t.equal(missing.headers['www-authenticate'], 'Bearer realm="users"', 'a 401 says what it asks for');
+  const wrong = await app.inject({ url: '/users', headers: { authorization: 'Bearer nope' } });
+  t.equal(wrong.statusCode, 401);
+  t.equal(wrong.headers['www-authenticate'], 'Bearer realm="users", error="invalid_token"', 'and that the token sent is not one');
   t.equal((await app.inject({ url: '/users', headers: { authorization: 'Bearer reader' } })).statusCode, 200);
-  t.equal((await app.inject({ url: '/health' })).statusCode, 200, 'health stays open for load balancers');
+  const health = await app.inject({ url: '/health' });
+  t.equal(health.statusCode, 200, 'health stays open for load balancers');
+  t.equal(health.headers['www-authenticate'], undefined, 'and asks for nothing');
 });
 
 void t.test('broken HTTP and slow clients are cut off; the server keeps serving', async (t) => {
