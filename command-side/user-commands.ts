@@ -133,7 +133,8 @@ export function userCommands(deps: { store: EventStore; vault: Vault; clock?: ()
       // A freshly generated id has no stream yet: skip the read (the append still says "no stream").
       const { state, revision, stored } =
         options.newStream && attempt === 0 ? { state: initialState(), revision: -1, stored: [] } : await load(userId);
-      if (options.expectedRevision !== undefined && options.expectedRevision !== revision) {
+      // A user that does not exist is not found, whatever revision the caller expected (the decider says so below).
+      if (options.expectedRevision !== undefined && options.expectedRevision !== revision && state.exists) {
         throw new ConcurrencyError(userStreamId(userId), String(options.expectedRevision), revision);
       }
       const now = clock();

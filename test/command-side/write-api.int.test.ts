@@ -85,6 +85,26 @@ function writeApiSuite(t: Test, openStore: (t: Test) => Promise<EventStore>) {
     t.equal(malformed.statusCode, 400);
   });
 
+  void t.test('If-Match on a user that does not exist is 404, as without it, never a conflict with revision -1', async (t) => {
+    const { app, logSize } = await setUp(t);
+    const missing = '0190f2a4-6c1d-7cc2-9d6e-7d3b8a2f0000';
+    const changes = [
+      { method: 'PUT' as const, url: `/users/${missing}/name`, payload: { name: 'C' } },
+      { method: 'PUT' as const, url: `/users/${missing}/email`, payload: { email: 'c@example.org' } },
+      { method: 'POST' as const, url: `/users/${missing}/validation` },
+      { method: 'DELETE' as const, url: `/users/${missing}` },
+      { method: 'DELETE' as const, url: `/users/${missing}/personal-data` },
+    ];
+    for (const change of changes) {
+      for (const ifMatch of ['"0"', '"3"', undefined]) {
+        const response = await app.inject({ ...change, headers: ifMatch === undefined ? {} : { 'if-match': ifMatch } });
+        t.equal(response.statusCode, 404, `${change.method} ${change.url} If-Match ${ifMatch ?? 'none'}: ${response.body}`);
+        t.equal(response.json().code, 'USER_NOT_FOUND');
+      }
+    }
+    t.equal(await logSize(), 0, 'nothing appended');
+  });
+
   void t.test('without If-Match, concurrent changes to one user all succeed (server-side retry)', async (t) => {
     const { app, register, store } = await setUp(t);
     const { id } = (await register('Ada', 'ada@example.org')).json();
