@@ -85,9 +85,14 @@ const writeErrors = {
   503: '`STORE_UNAVAILABLE`: the event store cannot be reached; nothing was written. Retry after `Retry-After` seconds.',
 } as const;
 const bodyErrors = {
-  400: '`VALIDATION_FAILED`: the body, a path parameter or a header breaks its schema, or the name or email is not acceptable; `problems` names every field (`in`: body, params, headers). `FST_ERR_CTP_INVALID_JSON_BODY`: the body is not JSON, or has a `__proto__` or `constructor.prototype` key.',
+  400: '`VALIDATION_FAILED`: the body, a path parameter or a header breaks its schema, or the name or email is not acceptable; `problems` names every field (`in`: body, params, headers). `FST_ERR_CTP_INVALID_JSON_BODY`: the body is not JSON, or has a `__proto__` or `constructor.prototype` key. `BODY_NOT_UTF8`: the body\'s bytes are not UTF-8.',
   413: '`FST_ERR_CTP_BODY_TOO_LARGE`: the body is over `BODY_LIMIT_BYTES`.',
-  415: '`FST_ERR_CTP_INVALID_MEDIA_TYPE`: the body is not `application/json`.',
+  415: '`FST_ERR_CTP_INVALID_MEDIA_TYPE`: the body is not `application/json`, or declares a charset other than UTF-8.',
+} as const;
+/** The routes that read no body still parse one that is sent: it must be JSON, UTF-8 and within the limit. */
+const unreadBodyErrors = {
+  413: '`FST_ERR_CTP_BODY_TOO_LARGE`: a body was sent (this route reads none) and is over `BODY_LIMIT_BYTES`.',
+  415: '`FST_ERR_CTP_INVALID_MEDIA_TYPE`: a body was sent (this route reads none) and is not `application/json` in UTF-8; an empty body is fine.',
 } as const;
 const existingUserErrors = {
   404: '`USER_NOT_FOUND`: no user has this id.',
@@ -254,6 +259,7 @@ export function buildCommandApp(deps: CommandAppDeps) {
                 ...writeErrors,
                 ...bodyErrors,
                 409: '`EMAIL_TAKEN`: another user has this email address (case-insensitive). `USER_ALREADY_EXISTS`: an `Idempotency-Key` collided with a user registered otherwise.',
+                410: '`USER_FORGOTTEN`: this `Idempotency-Key` registered a user who was since forgotten; the key registers no one again.',
                 422: '`IDEMPOTENCY_KEY_REUSED`: this `Idempotency-Key` registered a user with a different body.',
               }),
             },
@@ -341,7 +347,7 @@ export function buildCommandApp(deps: CommandAppDeps) {
             security: optionalBearerToken,
             params: userIdParams,
             headers: ifMatchHeaders,
-            response: { 200: changeResult, ...errorResponses({ ...writeErrors, ...existingUserErrors }) },
+            response: { 200: changeResult, ...errorResponses({ ...writeErrors, ...unreadBodyErrors, ...existingUserErrors }) },
           },
         },
         async (request) => {
@@ -362,7 +368,7 @@ export function buildCommandApp(deps: CommandAppDeps) {
             headers: ifMatchHeaders,
             response: {
               200: changeResult,
-              ...errorResponses({ ...writeErrors, 404: existingUserErrors[404], 409: existingUserErrors[409], 410: existingUserErrors[410] }),
+              ...errorResponses({ ...writeErrors, ...unreadBodyErrors, 404: existingUserErrors[404], 409: existingUserErrors[409], 410: existingUserErrors[410] }),
             },
           },
         },
@@ -385,7 +391,7 @@ export function buildCommandApp(deps: CommandAppDeps) {
             headers: ifMatchHeaders,
             response: {
               200: { ...writeResult, description: 'Forgotten (now or before): the revision of `UserForgotten`.' },
-              ...errorResponses({ ...writeErrors, 404: existingUserErrors[404], 409: existingUserErrors[409] }),
+              ...errorResponses({ ...writeErrors, ...unreadBodyErrors, 404: existingUserErrors[404], 409: existingUserErrors[409] }),
             },
           },
         },

@@ -18,8 +18,9 @@ const usage = `Usage: npm run rebuild -- [--verify] [--dry-run] [--batch-size N]
 Rebuilds the read model (USER_DATA) from the event store into a shadow table,
 then swaps it in atomically while reads and the live projector keep running.
 The event store and read DB come from the usual environment (EVENTSTORE_URL or
-DATA_DIR / EVENT_STORE_FILE; READ_DB_URL). Both must exist: a missing one is
-reported, never created.
+DATA_DIR / EVENT_STORE_FILE; READ_DB_URL), personal data opened with the key
+store (KEY_STORE_URL, or beside the read DB). All three must exist: a missing one
+is reported, never created.
 
   --verify         compare the rebuilt table with the live one before the swap
                    and report missing, extra and different rows (exit 3 if any)

@@ -195,6 +195,11 @@ void t.test('every error answer is the ErrorBody, described, with Retry-After wh
         const statuses = Object.keys(operation.responses);
         t.ok(statuses.includes('400') && statuses.includes('429') && statuses.includes('503'), `${api}: ${method} ${path} documents 400, 429, 503`);
         t.ok(statuses.includes('401'), `${api}: ${method} ${path} documents 401 (bearer tokens)`);
+        t.ok(operation.responses['401']?.headers?.['WWW-Authenticate'], `${api}: ${method} ${path}: its 401 says what it asks for`);
+        if (method !== 'get') {
+          // Every write parses a body that is sent, even a route that reads none.
+          t.ok(statuses.includes('413') && statuses.includes('415'), `${api}: ${method} ${path} documents 413 and 415`);
+        }
         for (const status of statuses.filter((s) => Number(s) >= 400)) {
           const response = operation.responses[status] as { description: string; content: Record<string, { schema: { $ref?: string } }> };
           t.equal(response.content['application/json']?.schema.$ref, '#/components/schemas/ErrorBody', `${api}: ${method} ${path} ${status}`);
@@ -204,6 +209,12 @@ void t.test('every error answer is the ErrorBody, described, with Retry-After wh
       }
     }
   }
+});
+
+void t.test('POST /users documents the 410 a replayed Idempotency-Key gets once its user was forgotten', async (t) => {
+  const { apps } = await buildApps(t);
+  const doc = await openApiOf(apps.write);
+  t.match(doc.paths['/users']!.post!.responses['410'], { description: /USER_FORGOTTEN/ });
 });
 
 void t.test('every example in the documents fits the schema it illustrates', async (t) => {
