@@ -114,6 +114,15 @@ export function harden(app: FastifyInstance, options: HardeningOptions): void {
         message: `more than ${context.max} requests a minute; retry in ${context.after}`,
       }),
     });
+    // The plugin limits the routes; requests no route takes (unknown paths, and known ones
+    // asked with a method they do not have) count against the same budget, or a client
+    // could probe for paths at any pace (the plugin's own advice for 404s).
+    app.after(() => {
+      const limitUnmatched = app.rateLimit();
+      app.addHook('onRequest', async (request, reply) => {
+        if (request.is404) await limitUnmatched.call(app, request, reply);
+      });
+    });
   }
 }
 

@@ -63,6 +63,20 @@ void t.test('rate limiting per client: 429 with Retry-After and a JSON body; cli
   t.equal((await post({ authorization: 'Bearer another-client' })).statusCode, 429, 'a token the API does not know is counted by address');
 });
 
+void t.test('unknown paths and wrong methods count against the rate limit too', async (t) => {
+  const app = writeApp({ rateLimitPerMinute: 3 });
+  t.teardown(() => app.close());
+  const codes = [];
+  for (const [method, url] of [['GET', '/nowhere'], ['DELETE', '/users'], ['GET', '/admin'], ['GET', '/nowhere'], ['POST', '/users']] as const) {
+    codes.push((await app.inject({ method, url })).statusCode);
+  }
+  t.same(codes, [404, 405, 404, 429, 429], 'the fourth request of the minute is refused, whatever it asked for');
+  const limited = await app.inject({ url: '/etc/passwd' });
+  t.match(limited.json(), { statusCode: 429, code: 'RATE_LIMITED' });
+  t.ok(Number(limited.headers['retry-after']) > 0, 'with Retry-After');
+  t.equal((await app.inject({ url: '/nowhere', headers: { authorization: 'Bearer x' } })).statusCode, 429, 'an unknown token is still the same address');
+});
+
 void t.test('each of the API\'s tokens is a client with its own budget', async (t) => {
   const app = writeApp({ rateLimitPerMinute: 3, writeApiTokens: ['client-a', 'client-b'] });
   t.teardown(() => app.close());
