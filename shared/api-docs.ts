@@ -39,7 +39,7 @@ const retryAfter = {
   'Retry-After': { type: 'integer', minimum: 1, description: 'Seconds to wait before trying again.' },
 } as const;
 
-const bearerChallenge = {
+const wwwAuthenticate = {
   'WWW-Authenticate': { type: 'string', description: 'The scheme asked for: `Bearer realm="users"`, with `error="invalid_token"` when the token sent is not one of the API\'s.' },
 } as const;
 
@@ -53,7 +53,7 @@ const bearerChallenge = {
 export function errorResponses<const D extends Record<number, string>>(descriptions: D): { [S in keyof D]: ErrorResponseSchema } {
   const responses: Record<string, ErrorResponseSchema> = {};
   for (const [status, description] of Object.entries<string>(descriptions)) {
-    const headers = status === '429' || status === '503' ? retryAfter : status === '401' ? bearerChallenge : undefined;
+    const headers = status === '429' || status === '503' ? retryAfter : status === '401' ? wwwAuthenticate : undefined;
     responses[status] = { ...errorBodySchema, description, ...(headers ? { headers } : {}) };
   }
   return responses as { [S in keyof D]: ErrorResponseSchema };

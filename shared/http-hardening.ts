@@ -48,7 +48,7 @@ export function trustProxyOption(trust: boolean | number | readonly string[] | u
 /**
  * The headers a JSON API needs (OWASP REST Security Cheat Sheet): a policy that
  * allows nothing and no framing, HSTS, nosniff, no referrer, same-origin
- * resources (helmet's), and `Cache-Control: no-store` (`apiSecurityHeaders`).
+ * resources (helmet's), and `Cache-Control: no-store` (`securityHeaders`).
  * Helmet's headers that only mean something to an HTML document
  * (opener policy, origin-agent-cluster, DNS prefetch, download options, Flash
  * cross-domain policies, the legacy XSS auditor) are left out: every header is
@@ -119,8 +119,9 @@ export function harden(app: FastifyInstance, options: HardeningOptions): void {
     // could probe for paths at any pace (the plugin's own advice for 404s).
     app.after(() => {
       const limitUnmatched = app.rateLimit();
-      app.addHook('onRequest', async (request, reply) => {
-        if (request.is404) await limitUnmatched.call(app, request, reply);
+      app.addHook('onRequest', (request, reply, done) => {
+        if (!request.is404) return done();
+        limitUnmatched.call(app, request, reply).then(() => done(), done);
       });
     });
   }
@@ -130,7 +131,7 @@ export function harden(app: FastifyInstance, options: HardeningOptions): void {
  * What a 401 asks for (RFC 9110, section 11.6.1: a 401 must carry it; RFC 6750, section 3):
  * a bearer token, and `invalid_token` when the request sent one that is not the API's.
  */
-export const bearerChallenge = (authorization: string | undefined): string =>
+const bearerChallenge = (authorization: string | undefined): string =>
   authorization === undefined ? 'Bearer realm="users"' : 'Bearer realm="users", error="invalid_token"';
 
 /** Routes registered after this in `scope` need `Authorization: Bearer <one of tokens>`; none when empty. */

@@ -54,11 +54,11 @@ export function acceptJsonBodiesOnly(app: FastifyInstance): void {
 
 /** What a 415 answer says: the type the APIs read and the one that came. */
 export function unsupportedMediaTypeMessage(request: FastifyRequest): string {
-  const given = request.headers['content-type'];
-  const got = typeof given === 'string' && given !== '' ? `content-type ${JSON.stringify(given.slice(0, 100))}` : 'no content-type';
-  const charset = charsetOf(typeof given === 'string' ? given : undefined);
-  if (/^\s*application\/json\s*(;|$)/i.test(typeof given === 'string' ? given : '') && !isUtf8Charset(charset)) {
+  const given = typeof request.headers['content-type'] === 'string' ? request.headers['content-type'] : '';
+  const charset = charsetOf(given);
+  if (/^\s*application\/json\s*(;|$)/i.test(given) && !isUtf8Charset(charset)) {
     return `expected a JSON body in UTF-8 (charset utf-8, or none); got charset ${JSON.stringify((charset ?? '').slice(0, 40))}`;
   }
+  const got = given !== '' ? `content-type ${JSON.stringify(given.slice(0, 100))}` : 'no content-type';
   return `expected a body with content-type application/json; got ${got}`;
 }
