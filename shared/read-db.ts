@@ -44,8 +44,9 @@ function cachePreparedStatements(connection: Database.Database, limit = 256): vo
  * registration the same within the noise (docs/hot-paths-log.md, "The read DB's
  * checkpoints and the write path's p99"). The rebuild and the operator tools write at
  * this: an embedded rebuild of 1,000,000 events runs about 2% slower at 250 pages
- * (docs/hot-paths-log.md, "The embedded rebuild at 250 pages"); the WAL file keeps its largest size until `eraseFreedPages` truncates it (after
- * a forget) or the database is closed.
+ * (docs/hot-paths-log.md, "The embedded rebuild at 250 pages"). The WAL file keeps its
+ * largest size until `eraseFreedPages` truncates it (after a forget) or the database is
+ * closed.
  */
 export const readDbCheckpointPages = 1000;
 /**

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Test } from 'tap';
 import type { EventStore, RecordedEvent } from '../../shared/event-store/port.js';
+import { within } from '../support/processes.js';
 
 /**
  * The behaviour every event store adapter must have. Run it from an adapter's test
@@ -185,8 +186,7 @@ export function eventStoreContract(t: Test, open: () => Promise<StoreUnderTest>,
           // consume until closed
         }
       })();
-      const timeout = new Promise((_, reject) => setTimeout(() => reject(new Error('never caught up')), 5000));
-      await Promise.race([live, timeout]);
+      await within(5000, 'never caught up', live);
       t.pass('caught up');
       await subscription.close();
       await draining;

@@ -8,13 +8,10 @@ import { sqliteEventStore } from '../../shared/event-store/sqlite-event-store.js
 import { announceReadDbChange, openReadDb } from '../../shared/read-db.js';
 import { migrateReadDb } from '../../shared/read-model/migrations.js';
 import { openUserReads } from '../../query-side/user-reads.js';
+import { within } from '../support/processes.js';
 
-/** Resolves with what `wait` gives, or rejects with `why` if it takes longer than 10 s (far below the polls these cases set). */
-function within<T>(wait: Promise<T>, why: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const gaveUp = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(why)), 10_000)));
-  return Promise.race([wait, gaveUp]).finally(() => clearTimeout(timer));
-}
+/** How long a wake-up may take before the case fails: far below the polls these cases set. */
+const patience = 10_000;
 
 const nextChange = (file: string) =>
   new Promise<{ close(): void }>((resolve) => {
@@ -29,7 +26,7 @@ void t.test('a commit announced on a file wakes whoever watches it', async (t) =
   const first = nextChange(file);
   t.ok(existsSync(changeSignalFile(file)), 'watching creates the signal file');
   announceChange(file);
-  (await within(first, 'the watcher was not woken')).close();
+  (await within(patience, 'the watcher was not woken', first)).close();
 
   // The signal file removed by hand: the watcher watches the name again, and the next announcement still wakes it.
   let woken = 0;
@@ -37,18 +34,20 @@ void t.test('a commit announced on a file wakes whoever watches it', async (t) =
   t.teardown(() => watching.close());
   rmSync(changeSignalFile(file));
   await within(
+    patience,
+    'the signal file was not made again',
     (async () => {
       while (!existsSync(changeSignalFile(file))) await new Promise((resolve) => setTimeout(resolve, 10));
     })(),
-    'the signal file was not made again',
   );
   const before = woken;
   announceChange(file);
   await within(
+    patience,
+    'the watcher was not woken after the signal file was replaced',
     (async () => {
       while (woken === before) await new Promise((resolve) => setTimeout(resolve, 10));
     })(),
-    'the watcher was not woken after the signal file was replaced',
   );
 
   // Closed: no more calls.
@@ -76,12 +75,12 @@ void t.test('a subscriber in another process is woken by the writer\'s commit, n
   });
   const iterator = subscription[Symbol.asyncIterator]();
   await writer.appendToStream('first', [{ type: 'A', data: {} }], { expectedRevision: 'no_stream' });
-  t.equal((await within(iterator.next(), 'the first event did not arrive')).value?.streamId, 'first');
+  t.equal((await within(patience, 'the first event did not arrive', iterator.next())).value?.streamId, 'first');
   // Caught up now: the subscription waits. The next append reaches it through the change signal alone.
   const next = iterator.next();
   await new Promise((resolve) => setTimeout(resolve, 50));
   await writer.appendToStream('second', [{ type: 'A', data: {} }], { expectedRevision: 'no_stream' });
-  t.equal((await within(next, 'the subscriber was not woken by the commit')).value?.streamId, 'second');
+  t.equal((await within(patience, 'the subscriber was not woken by the commit', next)).value?.streamId, 'second');
 });
 
 void t.test('a read waiting for the embedded read DB is woken by the projector\'s commit', async (t) => {
@@ -97,7 +96,7 @@ void t.test('a read waiting for the embedded read DB is woken by the projector\'
   const waiting = reads.waitForChange(60_000);
   await new Promise((resolve) => setTimeout(resolve, 50));
   announceReadDbChange(db);
-  await within(waiting, 'the wait was not woken by the commit');
+  await within(patience, 'the wait was not woken by the commit', waiting);
   t.pass('woken long before its minute ran out');
 });
 
@@ -106,7 +105,7 @@ void t.test('a shared tick wakes the waits that can only poll, together, and run
   const idle = timers();
   const ticks = sharedTicker(5);
   const woken: number[] = [];
-  await within(Promise.all([1, 2, 3].map((n) => ticks.wait(60_000).then(() => woken.push(n)))), 'the tick did not wake the waits');
+  await within(patience, 'the tick did not wake the waits', Promise.all([1, 2, 3].map((n) => ticks.wait(60_000).then(() => woken.push(n)))));
   t.same(woken.sort(), [1, 2, 3], 'every wait woke at a tick, long before its minute');
   t.equal(timers(), idle, 'the tick stops once nothing waits');
 });
