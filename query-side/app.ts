@@ -110,17 +110,7 @@ export function buildQueryApp(deps: QueryAppDeps) {
             },
             headers: consistencyHeaders,
             response: {
-              200: {
-                ...userViewSchema,
-                description: 'The user.',
-                examples: [userExample],
-                headers: {
-                  ETag: {
-                    type: 'string',
-                    description: 'The revision the answer reflects as an entity tag, e.g. `"3"` (the body\'s `version`): send it as `If-Match` on a change to make the change conditional on it.',
-                  },
-                },
-              },
+              200: { ...userViewSchema, description: 'The user.', examples: [userExample] },
               ...errorResponses({
                 ...readErrors,
                 404: '`USER_NOT_FOUND`: the read model has no user with this id.',
@@ -149,8 +139,6 @@ export function buildQueryApp(deps: QueryAppDeps) {
               message: `user ${request.params.id} was forgotten`,
             });
           }
-          // The write API's If-Match takes the revision in this form: a caller can send the tag back as it came.
-          void reply.header('etag', `"${user.version}"`);
           return user;
         },
       );

@@ -69,13 +69,11 @@ forEachReadDb(t, async (t, db) => {
     t.equal(found.statusCode, 200);
     t.match(found.json(), { id: ids[1], name: 'Adam', email: 'p1@example.org', status: 'validated', version: 1 });
     t.match(found.json(), { registeredAt: /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/, validatedAt: /Z$/ });
-    t.equal(found.headers.etag, '"1"', 'its revision as an entity tag, the form If-Match takes on the write API');
     const upper = await app.inject({ url: `/users/${ids[1]!.toUpperCase()}` });
     t.equal(upper.statusCode, 200, 'ids are case-insensitive');
     const missing = await app.inject({ url: '/users/0190f2a4-6c1d-7cc2-9d6e-7d3b8a2f0000' });
     t.equal(missing.statusCode, 404);
     t.equal(missing.json().code, 'USER_NOT_FOUND');
-    t.equal(missing.headers.etag, undefined, 'no tag without a user');
     const bad = await app.inject({ url: '/users/not-a-uuid' });
     t.equal(bad.statusCode, 400);
     t.match(bad.json(), { code: 'VALIDATION_FAILED', problems: [{ field: 'id', in: 'params' }] });
