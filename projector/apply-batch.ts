@@ -26,7 +26,7 @@ import type { PreparedBatch } from './prepared-batch.js';
 
 const rowChunk = 500;
 
-/** The quarantine's record of a classified event; `position` stands in when the event carries none. */
+/** The quarantine's record of a classified event; `position` and `source` stand in when the event carries none. */
 export const eventToPark = (
   c: ClassifiedEvent,
   how: Pick<EventToPark, 'state' | 'error' | 'attempts' | 'source' | 'position'>,
@@ -37,6 +37,7 @@ export const eventToPark = (
   type: c.from.type,
   data: c.from.data,
   position: c.from.position?.toString() ?? how.position,
+  source: c.from.source ?? how.source,
 });
 
 export interface ApplyOptions {
@@ -89,7 +90,8 @@ export async function applyBatch(
 ): Promise<Applied> {
   const prepared = prepareBatch(events, checkpoints, options.fold);
   const { classified, ids, streams, fold } = prepared;
-  const source = [...checkpoints.keys()].join(',') || undefined;
+  // An event that does not name its source is in the batch's one source (a batch from several names each event's).
+  const source = checkpoints.size === 1 ? [...checkpoints.keys()][0] : undefined;
   let applied: Applied | undefined;
   try {
     // Row locks and the batch's isolation level (READ COMMITTED on MariaDB) come from the dialect.

@@ -63,8 +63,10 @@ export const configSchema = {
     DATA_DIR: { type: 'string', minLength: 1, default: './data' },
     EVENT_STORE_FILE: { type: 'string', minLength: 1 },
     EVENTSTORE_URL: { type: 'string', pattern: '^(esdb|esdb\\+discover)://' },
-    KAFKA_BROKERS: { type: 'string', pattern: '^[^,\\s]+(,[^,\\s]+)*$' },
-    KAFKA_TOPIC: { type: 'string', pattern: '^[A-Za-z0-9._-]{1,249}$', default: 'users.events.v1' },
+    // host:port, comma-separated (kafkajs takes a broker without a port as port NaN and retries it for ever).
+    KAFKA_BROKERS: { type: 'string', pattern: '^[^,\\s]+:[0-9]{1,5}(,[^,\\s]+:[0-9]{1,5})*$' },
+    // Kafka allows 249 characters; `<topic>:<partition>` names a checkpoint and a parked event's source, in 191.
+    KAFKA_TOPIC: { type: 'string', pattern: '^[A-Za-z0-9._-]{1,180}$', default: 'users.events.v1' },
     KAFKA_CLIENT_ID: { type: 'string', minLength: 1, default: 'users-service' },
     KAFKA_GROUP_ID: { type: 'string', minLength: 1, default: 'users-projector' },
     KAFKA_SESSION_TIMEOUT_MS: { type: 'integer', minimum: 1000, maximum: 300_000, default: 6000 },
@@ -242,6 +244,22 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env, { servesWrit
   // The write API takes no anonymous writes in production; the other roles need no write token.
   if (servesWriteApi && withDefaults.NODE_ENV === 'production' && tokenList(env.WRITE_API_TOKENS as string | undefined).length === 0) {
     problems.push({ field: 'WRITE_API_TOKENS', message: 'must be set when NODE_ENV=production' });
+  }
+  for (const key of ['READ_DB_URL', 'KEY_STORE_URL'] as const) {
+    const url = env[key];
+    // A sqlite:// one is a path (spaces and all); a server's must parse, or it fails later as a bare "Invalid URL".
+    if (typeof url === 'string' && !url.startsWith('sqlite://') && !problems.some((p) => p.field === key) && !URL.canParse(url)) {
+      problems.push({ field: key, message: 'is not a URL (mysql://user:password@host:port/database; percent-encode special characters)' });
+    }
+  }
+  // A key store in a file is one host's: with a shared event store, every other host's processes would find
+  // none of the keys, read every person as forgotten, and the relay would publish them so.
+  const fileKeyStoreByDefault = env.KEY_STORE_URL === undefined && (env.READ_DB_URL === undefined || String(env.READ_DB_URL).startsWith('sqlite://'));
+  if (withDefaults.NODE_ENV === 'production' && env.EVENTSTORE_URL !== undefined && fileKeyStoreByDefault) {
+    problems.push({
+      field: 'KEY_STORE_URL',
+      message: 'must be set when NODE_ENV=production and EVENTSTORE_URL is set (or READ_DB_URL on MariaDB, whose server then keeps the keys): a key store in a local file is not shared between hosts',
+    });
   }
   if (!valid || problems.length > 0) throw new ConfigError(problems);
   const e = withDefaults;

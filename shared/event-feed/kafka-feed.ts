@@ -15,11 +15,11 @@ const headerText = (value: Buffer | string | (Buffer | string)[] | undefined): s
  * handed on as a problem (the projector parks it under its key, the stream id,
  * holding that stream's later events back) rather than stopping consumption.
  */
-function projectedEventOf(message: KafkaMessage): ProjectedEvent {
+function projectedEventOf(message: KafkaMessage, source: string): ProjectedEvent {
   try {
     const { streamId, revision, type, data } = fromEnvelope(message.value);
     // Built field by field: every event of a batch has the same shape, which the projector's loops read fastest.
-    const event: ProjectedEvent = { streamId, revision, type, data, position: message.offset };
+    const event: ProjectedEvent = { streamId, revision, type, data, position: message.offset, source };
     if (tracingOn()) {
       const trace = traceContextOf(headerText(message.headers?.traceparent), headerText(message.headers?.tracestate));
       if (trace) event.trace = trace;
@@ -33,6 +33,7 @@ function projectedEventOf(message: KafkaMessage): ProjectedEvent {
       type: type === undefined ? '(unreadable)' : String(type),
       data: message.value?.toString('utf8').slice(0, 1 << 20) ?? null,
       position: message.offset,
+      source,
       problem: error instanceof Error ? error.message : String(error),
     };
   }
@@ -117,10 +118,10 @@ export function kafkaFeed(deps: {
           eachBatch: async (payload) => {
             const { batch } = payload;
             if (batch.messages.length === 0 || !payload.isRunning() || payload.isStale()) return;
-            const events = batch.messages.map((m) => projectedEventOf(m));
+            const source = partitionSource(topic, batch.partition);
+            const events = batch.messages.map((m) => projectedEventOf(m, source));
             const lastOffset = batch.messages[batch.messages.length - 1]!.offset;
             const next = (BigInt(lastOffset) + 1n).toString();
-            const source = partitionSource(topic, batch.partition);
             const applied = new Promise<void>((resolve, reject) => {
               waiting.push({
                 batch: {

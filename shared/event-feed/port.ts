@@ -8,6 +8,8 @@ export interface ProjectedEvent {
   data: unknown;
   /** Where the feed found it (log position or offset), kept with it if it is parked. */
   position?: bigint | string;
+  /** Which of the feed's sources `position` is in (`topic:partition`), when the feed has several; kept with it if it is parked. */
+  source?: string;
   /** Set by a feed that could not read the event at all (e.g. a broken Kafka message): it is parked. */
   problem?: string;
   /** The trace context the event was written under (Kafka headers, event metadata); set by the feeds only while tracing is on. */

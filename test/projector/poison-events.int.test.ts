@@ -226,4 +226,21 @@ forEachReadDb(t, async (t, db) => {
     t.match(await quarantine({ db }).skip(first!.ID), { skipped: 1, stillParked: 0 });
     t.same(await tableRows(db), await expectedRows(store));
   });
+
+  await t.test('a batch merged from many partitions parks each event under its own partition', async (t) => {
+    // Catching up, the Kafka feed merges what every partition fetched into one batch; the names of
+    // all of them together are longer than the quarantine's SOURCE column (191 characters).
+    const store = inMemoryEventStore();
+    const commands = commandsOver(store);
+    const [u] = await seedUsers(commands, 1, 'wide');
+    const stream = userStreamId(u!);
+    const topic = 'users.events.v1';
+    const checkpoints = new Map(Array.from({ length: 24 }, (_, p) => [`${topic}:${p}`, '100'] as [string, string]));
+    t.ok([...checkpoints.keys()].join(',').length > 191, 'the sources together overflow the column');
+    const broken = { streamId: stream, revision: -1, type: '(unreadable)', data: '{"oops', position: '99', source: `${topic}:17`, problem: 'message is not JSON' };
+    await applyBatch(db, [broken], checkpoints);
+    const parked = await listParked(db, projectionName, { states: ['failed'] });
+    t.same(parked.map((p) => [p.STREAM_ID, p.SOURCE, p.POSITION]), [[stream, `${topic}:17`, '99']]);
+    t.equal((await readCheckpoints(db)).get(`${topic}:23`), '100', 'the checkpoints moved on with the batch');
+  });
 });

@@ -97,6 +97,42 @@ void t.test('the write API requires WRITE_API_TOKENS in production; the other ro
   t.same(loadConfig({}, { servesWriteApi: true }).writeApiTokens, [], 'outside production tokens are optional');
 });
 
+void t.test('Kafka settings that would fail later are refused at start', async (t) => {
+  const fieldsOf = (env: NodeJS.ProcessEnv) => {
+    try {
+      loadConfig(env);
+      return [];
+    } catch (error) {
+      return (error as { problems: { field: string }[] }).problems.map((p) => p.field);
+    }
+  };
+  t.same(fieldsOf({ KAFKA_BROKERS: 'kafka1' }), ['KAFKA_BROKERS'], 'a broker without its port');
+  t.same(fieldsOf({ KAFKA_BROKERS: 'kafka1:9092,kafka2' }), ['KAFKA_BROKERS'], 'one of several without its port');
+  t.same(loadConfig({ KAFKA_BROKERS: 'kafka1:9092,[::1]:9093' }).kafka?.brokers, ['kafka1:9092', '[::1]:9093']);
+  // `<topic>:<partition>` names a checkpoint and a parked event's source in 191 characters.
+  t.same(fieldsOf({ KAFKA_BROKERS: 'k:9092', KAFKA_TOPIC: 't'.repeat(181) }), ['KAFKA_TOPIC']);
+  t.equal(loadConfig({ KAFKA_BROKERS: 'k:9092', KAFKA_TOPIC: 't'.repeat(180) }).kafka?.topic.length, 180);
+});
+
+void t.test('a database URL that does not parse (a port out of range, a space in the host) is named at start, not met later as a bare "Invalid URL"', async (t) => {
+  t.throws(() => loadConfig({ READ_DB_URL: 'mysql://root@db:70000/queries' }), {
+    name: 'ConfigError',
+    problems: [{ field: 'READ_DB_URL', message: /is not a URL/ }],
+  });
+  t.throws(() => loadConfig({ KEY_STORE_URL: 'mysql://a b/keys' }), { problems: [{ field: 'KEY_STORE_URL', message: /is not a URL/ }] });
+  t.match(loadConfig({ READ_DB_URL: 'sqlite://./my data/q.sqlite' }).readDb, { client: 'sqlite', file: /my data\/q\.sqlite$/ }, 'a file path may hold spaces');
+});
+
+void t.test('in production, a shared event store refuses a key store in a local file by default', async (t) => {
+  const production = { NODE_ENV: 'production', EVENTSTORE_URL: 'esdb://es:2113?tls=false' };
+  t.throws(() => loadConfig(production), { name: 'ConfigError', problems: [{ field: 'KEY_STORE_URL', message: /not shared between hosts/ }] });
+  t.throws(() => loadConfig({ ...production, READ_DB_URL: 'sqlite:///var/q.sqlite' }), { problems: [{ field: 'KEY_STORE_URL' }] });
+  t.match(loadConfig({ ...production, READ_DB_URL: 'mysql://db/queries' }).keyStore, { client: 'mysql', url: 'mysql://db/user_keys' }, 'beside a MariaDB read DB');
+  t.match(loadConfig({ ...production, KEY_STORE_URL: 'mysql://keys/user_keys' }).keyStore, { client: 'mysql' });
+  t.match(loadConfig({ ...production, KEY_STORE_URL: 'sqlite:///var/keys.sqlite' }).keyStore, { client: 'sqlite' }, 'a file named outright is the operator\'s choice');
+  t.match(loadConfig({ EVENTSTORE_URL: production.EVENTSTORE_URL }).keyStore, { client: 'sqlite' }, 'outside production the default stands');
+});
+
 void t.test('the rebuild\'s tuning: REBUILD_HEARTBEAT_MS, REBUILD_PAUSE_MS, REBUILD_PAGE_DELAY_MS', async (t) => {
   t.same(loadConfig({}).rebuild, { heartbeatMs: 5000, pauseMs: 30_000, pageDelayMs: 0 });
   t.same(loadConfig({ REBUILD_HEARTBEAT_MS: '10', REBUILD_PAUSE_MS: '100', REBUILD_PAGE_DELAY_MS: '40' }).rebuild, { heartbeatMs: 10, pauseMs: 100, pageDelayMs: 40 });
