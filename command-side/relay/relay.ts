@@ -6,7 +6,7 @@ import { CorruptEventError } from '../../shared/errors.js';
 import { inBatches } from '../../shared/event-feed/batches.js';
 import type { EventStore, RecordedEvent } from '../../shared/event-store/port.js';
 import { envelopeContentType, envelopeOf } from '../../shared/public-events.js';
-import { retrying } from '../../shared/retry.js';
+import { backoffDelay, isRetriable, retrying } from '../../shared/retry.js';
 import { endingSpan, startSpan, traceContextOf, tracingOn } from '../../shared/tracing.js';
 import type { Vault } from '../../shared/personal-data/vault.js';
 import { parseUserEvent, userStreamPrefix } from '../../shared/user-events.js';
@@ -236,6 +236,7 @@ export function eventRelay(deps: {
   }
 
   async function run(): Promise<void> {
+    let storeOutages = 0;
     while (!abort.signal.aborted) {
       let acquired: Awaited<ReturnType<typeof lease.tryAcquire>>;
       try {
@@ -253,13 +254,25 @@ export function eventRelay(deps: {
       }
       status.role = 'publishing';
       logger.info({ owner, from: acquired.position()?.toString() ?? 'start' }, 'relay publishing');
+      const attempt = { at: Date.now(), published: status.published };
       try {
         await publishWhileHolding(acquired);
       } catch (error) {
         if (!abort.signal.aborted) {
-          if (!(error instanceof LeaseLostError)) throw error;
-          logger.warn({ owner }, 'relay lost its lease; standing by');
+          if (error instanceof LeaseLostError) {
+            logger.warn({ owner }, 'relay lost its lease; standing by');
+            status.role = 'standby';
+            continue;
+          }
+          // The event store down (its subscription, a renewal, a resume point): an outage like the
+          // broker's. Start again from the last resume point written once it answers; what the broker
+          // acknowledged after that point is published again (consumers drop repeats), nothing is skipped.
+          if (!isRetriable(error)) throw error;
+          // A new outage (the last attempt published or ran a lease's length) is logged and backs off afresh.
+          if (status.published > attempt.published || Date.now() - attempt.at > deps.leaseMs) storeOutages = 0;
+          if (storeOutages === 0) logger.warn({ err: error }, 'event store unavailable; relay retrying from its last resume point');
           status.role = 'standby';
+          await sleep(backoffDelay(storeOutages++, 100, renewEvery), undefined, { signal: abort.signal }).catch(() => {});
           continue;
         }
       }

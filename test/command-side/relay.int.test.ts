@@ -114,6 +114,52 @@ void t.test('a broker outage is retried; nothing is skipped', async (t) => {
   assertComplete(t, publisher.acknowledged, expected);
 });
 
+void t.test('an event store outage is retried too: the relay neither stops nor skips anything', async (t) => {
+  const inner = inMemoryEventStore();
+  await seedUsers(commandsOver(inner), 6);
+  // The store fails the way a store that stopped answering does: a resume point's write, then the subscription mid-way.
+  const failures = { relayAppends: 2, subscriptions: 1 };
+  const store: EventStore = Object.assign(Object.create(inner) as EventStore, {
+    async appendToStream(...args: Parameters<EventStore['appendToStream']>) {
+      const [stream, events] = args;
+      const resumePoint = events.some((e) => (e.data as { position?: string }).position !== undefined);
+      if (stream === relayStreamId(topic) && resumePoint && failures.relayAppends > 0) {
+        failures.relayAppends -= 1;
+        throw new StoreUnavailableError('event store down');
+      }
+      return inner.appendToStream(...args);
+    },
+    subscribeToAll(...args: Parameters<EventStore['subscribeToAll']>) {
+      const subscription = inner.subscribeToAll(...args);
+      const failThis = failures.subscriptions-- > 0;
+      return {
+        close: () => subscription.close(),
+        async *[Symbol.asyncIterator]() {
+          let delivered = 0;
+          for await (const event of subscription) {
+            if (failThis && ++delivered > 5) throw new StoreUnavailableError('subscription dropped');
+            yield event;
+          }
+        },
+      };
+    },
+  });
+  const publisher = recordingPublisher();
+  const relay = eventRelay({ store, vault: testVault, publisher, topic, logger, leaseMs: 600, batchSize: 2 });
+  const running = relay.start();
+  t.teardown(() => relay.stop());
+  const expected = await userEventsIn(inner);
+  await waitFor(() => relay.status().position === expected.at(-1)!.position.toString(), 10_000, 'caught up after the outages');
+  t.same(failures, { relayAppends: 0, subscriptions: -2 }, 'both kinds of failure happened, and the relay subscribed again');
+  t.equal(relay.status().role, 'publishing');
+  assertComplete(t, publisher.acknowledged, expected);
+  await commandsOver(inner).register({ name: 'Later', email: 'later@example.org' });
+  const later = (await userEventsIn(inner)).at(-1)!.position.toString();
+  await waitFor(() => relay.status().position === later, 5000, 'live again');
+  await relay.stop();
+  await t.resolves(running, 'it ran until it was stopped');
+});
+
 void t.test('a crash after the broker acknowledged, before the checkpoint: the restart republishes, loses nothing', async (t) => {
   const store = inMemoryEventStore();
   await seedUsers(commandsOver(store), 10);
