@@ -50,9 +50,10 @@ interface Handoff {
  * partition is handed to the projector and only after the projector committed
  * it (rows + `topic:partition` -> next offset, in one DB transaction) and said
  * so (`applied`) is the offset committed to Kafka. A crash in between replays
- * the batch, which the row-version guard makes harmless. On joining the group, partitions whose
- * offset the read DB knows are sought there, so the DB, not Kafka, is the
- * source of truth for where projection resumes.
+ * the batch, which the row-version guard makes harmless. On every join of the group, the
+ * partitions whose offset in the read DB this member knows (read at start, written since)
+ * are sought there, so the DB, not Kafka, is the source of truth for where projection
+ * resumes, and a rebalance does not send a member back to where it started.
  */
 export function kafkaFeed(deps: {
   kafka: Kafka;
@@ -95,11 +96,29 @@ export function kafkaFeed(deps: {
       let failure: unknown;
       /** Per partition: whether its last batch handed over is applied yet. */
       const inFlight = new Map<number, Promise<void>>();
+      /**
+       * Where the read DB is, for the partitions this member holds: what it found there at start,
+       * then what it committed there since. Every join (each rebalance, not only the first) seeks
+       * them there; a partition handed to another member is forgotten, for that member moves it on,
+       * and when one comes back it resumes at the group's committed offset, which whoever held it
+       * committed only after its DB transaction.
+       */
+      const known = new Map(from);
+      const assigned = new Set<string>();
       active.on(active.events.GROUP_JOIN, ({ payload }) => {
+        const now = new Set((payload.memberAssignment[topic] ?? []).map((partition) => partitionSource(topic, partition)));
+        for (const source of [...known.keys()]) if (!now.has(source)) known.delete(source);
+        assigned.clear();
+        const sought: Record<number, string> = {};
         for (const partition of payload.memberAssignment[topic] ?? []) {
-          const offset = from.get(partitionSource(topic, partition));
-          if (offset !== undefined) active.seek({ topic, partition, offset });
+          const source = partitionSource(topic, partition);
+          assigned.add(source);
+          const offset = known.get(source);
+          if (offset === undefined) continue;
+          active.seek({ topic, partition, offset });
+          sought[partition] = offset;
         }
+        deps.logger.info({ topic, partitions: payload.memberAssignment[topic] ?? [], sought }, 'projector joined its consumer group');
       });
       active.on(active.events.CRASH, ({ payload }) => {
         if (!payload.restart) {
@@ -185,6 +204,7 @@ export function kafkaFeed(deps: {
             applied() {
               for (const handoff of current) {
                 unconfirmed.delete(handoff);
+                for (const [source, next] of handoff.batch.checkpoints) if (assigned.has(source)) known.set(source, next);
                 handoff.applied();
               }
             },

@@ -35,8 +35,8 @@ async function kafkaFor(t: Test, topic: string) {
   return createKafka({ brokers: broker.brokers, clientId: 'test', logger });
 }
 
-function projectorOn(t: Test, kafka: ReturnType<typeof createKafka>, topic: string, groupId: string, db: Parameters<typeof userProjector>[0]['db']) {
-  const projector = userProjector({ db, feed: kafkaFeed({ kafka, topic, groupId, logger, consumerConfig: fastGroup }), logger });
+function projectorOn(t: Test, kafka: ReturnType<typeof createKafka>, topic: string, groupId: string, db: Parameters<typeof userProjector>[0]['db'], feedLogger = logger) {
+  const projector = userProjector({ db, feed: kafkaFeed({ kafka, topic, groupId, logger: feedLogger, consumerConfig: fastGroup }), logger });
   const running = projector.start();
   t.teardown(() => projector.stop());
   return { projector, running };
@@ -123,6 +123,39 @@ forEachReadDb(t, async (t, db) => {
     const restarted = projectorOn(t, kafka, topic, 'projector-a', db);
     await waitFor(() => sameAsLog(db, store), 20_000, 'a restarted projector resumes');
     await restarted.projector.stop();
+  });
+
+  await t.test('a rebalance does not send a member back to where it started', async (t) => {
+    const userEvents = async () => (await store.readAll({ maxCount: 1_000_000 })).filter((e) => e.streamId.startsWith('user-')).length;
+    /** The partitions each member was given at its latest join of the group (each rebalance). */
+    const holds: number[][] = [[], []];
+    const joinCounter = (member: 0 | 1) =>
+      pino(
+        { level: 'info' },
+        {
+          write(line: string) {
+            const entry = JSON.parse(line) as { msg: string; partitions?: number[] };
+            if (entry.msg === 'projector joined its consumer group') holds[member] = entry.partitions ?? [];
+          },
+        },
+      );
+    const first = projectorOn(t, kafka, topic, 'projector-rejoin', db, joinCounter(0));
+    await seedUsers(commands, 20, 'rejoin-before');
+    await waitFor(() => sameAsLog(db, store), 20_000, 'the first member to catch up alone');
+    // Every partition is now far past where the first member found the read DB when it started.
+    const before = await userEvents();
+    const appliedBefore = first.projector.status().eventsApplied;
+    const second = projectorOn(t, kafka, topic, 'projector-rejoin', db, joinCounter(1));
+    await waitFor(() => holds[0]!.length > 0 && holds[1]!.length > 0 && holds[0]!.length + holds[1]!.length === 3, 20_000, 'the group to share the partitions');
+    await seedUsers(commands, 12, 'rejoin-after');
+    const added = (await userEvents()) - before;
+    await waitFor(() => second.projector.status().eventsApplied > 0, 20_000, 'the second member to get partitions and work');
+    await waitFor(() => sameAsLog(db, store), 20_000, 'both to catch up');
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    const delivered = first.projector.status().eventsApplied - appliedBefore + second.projector.status().eventsApplied;
+    t.equal(delivered, added, `the ${added} new events once each, none of those applied before the rebalance again`);
+    await second.projector.stop();
+    await first.projector.stop();
   });
 });
 
