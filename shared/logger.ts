@@ -1,4 +1,4 @@
-import { pino, type DestinationStream, type Logger, type LoggerOptions } from 'pino';
+import { pino, stdSerializers, type DestinationStream, type Logger, type LoggerOptions } from 'pino';
 import type { Config } from './config.js';
 
 type LogSettings = Pick<Config, 'logLevel'> & Partial<Pick<Config, 'logFormat' | 'env'>>;
@@ -45,12 +45,30 @@ export const redactPaths: readonly string[] = [
 const censor = (value: unknown, path: string[]): unknown =>
   path[path.length - 1] === 'url' && typeof value === 'string' ? value.replace(/\?.*$/s, (query) => (query ? `?${redactedText}` : '')) : redactedText;
 
+/**
+ * An error as pino serialises it, without the statement a database driver put on it:
+ * mysql2 keeps the failed statement's text, its values filled in, as `sql` (a batch's
+ * names and emails), on the error and on whatever wraps it as a cause. knex is told not
+ * to put values into its messages (`compileSqlOnError: false`, `read-db.ts`).
+ */
+function serializeError(error: unknown): unknown {
+  const withoutStatements = (value: unknown, depth: number): unknown => {
+    if (typeof value !== 'object' || value === null || depth > 5) return value;
+    if (Array.isArray(value)) return value.map((item) => withoutStatements(item, depth + 1));
+    const out: Record<string, unknown> = {};
+    for (const [key, inner] of Object.entries(value)) out[key] = key === 'sql' ? redactedText : withoutStatements(inner, depth + 1);
+    return out;
+  };
+  return withoutStatements(stdSerializers.err(error as Error), 0);
+}
+
 /** The options every logger of the project shares: the level, redaction. */
 function commonOptions(name: string, settings: LogSettings): LoggerOptions {
   return {
     name,
     level: settings.logLevel,
     redact: { paths: [...redactPaths], censor },
+    serializers: { err: serializeError },
     formatters: {
       // The one path `redact` cannot take: top-level `name` (pino's own for the logger's name, in the bindings).
       log: (object) => (Object.hasOwn(object, 'name') ? { ...object, name: redactedText } : object),

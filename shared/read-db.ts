@@ -77,6 +77,13 @@ export const liveProjectorCheckpointPages = 250;
  * sets how many WAL pages an embedded read DB's connection writes between automatic
  * checkpoints; every other connection keeps `readDbCheckpointPages`. MariaDB ignores it.
  */
+/**
+ * knex puts a failed statement into its error's message, by default with its values
+ * filled in: a batch's names and emails would reach the logs and the traces, and a
+ * person's erasure cannot reach those. With this it keeps the placeholders.
+ */
+const withoutValuesInErrors = { compileSqlOnError: false } as const;
+
 export async function openReadDb(
   config: ReadDbConfig,
   options: { log?: Knex.Logger; create?: boolean; batchStatements?: boolean; checkpointPages?: number } = {},
@@ -89,6 +96,7 @@ export async function openReadDb(
     else requireExistingFile(config.file, 'read DB', 'DATA_DIR or READ_DB_URL');
     return knexFactory({
       ...log,
+      ...withoutValuesInErrors,
       client: 'better-sqlite3',
       connection: { filename: config.file },
       useNullAsDefault: true,
@@ -132,7 +140,7 @@ export async function openReadDb(
     queryFormat,
   };
   // A connection without a database: it creates the database, or (create: false) checks that it exists.
-  const admin = knexFactory({ ...log, client: 'mysql2', connection, pool: { min: 0, max: 1 } });
+  const admin = knexFactory({ ...log, ...withoutValuesInErrors, client: 'mysql2', connection, pool: { min: 0, max: 1 } });
   try {
     if (create) await admin.raw('CREATE DATABASE IF NOT EXISTS ?? CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci', [database]);
     else await admin.raw('USE ??', [database]);
@@ -148,6 +156,7 @@ export async function openReadDb(
   }
   return knexFactory({
     ...log,
+    ...withoutValuesInErrors,
     client: 'mysql2',
     connection: { ...connection, database, ...(options.batchStatements ? { multipleStatements: true } : {}) },
     pool: { min: 0, max: 10 },
