@@ -80,6 +80,11 @@ export function userProjector(deps: {
   fold?: ApplyOptions['fold'];
   /** Told of every batch applied, with how long it took (retries included): for metrics. */
   onBatch?: (batch: FeedBatch, seconds: number) => void;
+  /**
+   * How often the quarantine is counted again besides after a batch that parks (default 5 s):
+   * `dead-letters retry` or `skip`, a forget and a rebuild's swap change it too.
+   */
+  parkedRecountMs?: number;
 }) {
   const { db, feed, logger } = deps;
   const pausePollMs = deps.pausePollMs ?? 200;
@@ -222,9 +227,13 @@ export function userProjector(deps: {
   async function run(): Promise<void> {
     status.running = true;
     let committing: Committing | undefined;
+    let recounting: NodeJS.Timeout | undefined;
     try {
       const from = await retrying(() => readCheckpoints(db), { signal: abort.signal });
       await retrying(countParked, { signal: abort.signal });
+      // A failed count is left to the next one: an outage is the batches' to report.
+      recounting = setInterval(() => void countParked().catch(() => {}), deps.parkedRecountMs ?? 5000);
+      recounting.unref();
       // Published after the parked counts: a status that shows where the projector stands shows its quarantine too.
       status.checkpoints = Object.fromEntries(from);
       logger.info({ checkpoints: status.checkpoints }, 'projector starting');
@@ -259,6 +268,7 @@ export function userProjector(deps: {
       }
       if (committing) await committing.done;
     } finally {
+      clearInterval(recounting);
       // The feed failed with a batch committing: it finishes (or fails) before the loop reports.
       await committing?.done.catch(() => {});
       status.running = false;

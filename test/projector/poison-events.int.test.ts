@@ -227,6 +227,18 @@ forEachReadDb(t, async (t, db) => {
     t.same(await tableRows(db), await expectedRows(store));
   });
 
+  await t.test('the quarantine counts follow releases made outside the projector (dead-letters), with no batch to trigger them', async (t) => {
+    const store = inMemoryEventStore();
+    const [a] = await seedUsers(commandsOver(store), 2, 'recount');
+    await appendRaw(store, a!, 'UserNicknamed', { userId: a, nickname: 'x', occurredAt: new Date().toISOString() });
+    const { projector } = await runProjector(t, db, store, { parkedRecountMs: 100 });
+    t.same(projector.status().parked, { failed: 1, held: 0 });
+    const [failed] = await listParked(db, projectionName, { states: ['failed'] });
+    await quarantine({ db }).skip(failed!.ID);
+    await waitFor(() => projector.status().parked.failed === 0, 5000, 'the projector to see the quarantine empty');
+    t.same(projector.status().parked, { failed: 0, held: 0 }, 'the gauge and the readiness detail no longer report the released event');
+  });
+
   await t.test('a batch merged from many partitions parks each event under its own partition', async (t) => {
     // Catching up, the Kafka feed merges what every partition fetched into one batch; the names of
     // all of them together are longer than the quarantine's SOURCE column (191 characters).
