@@ -89,8 +89,13 @@ export class RebuildLockLostError extends ServiceError {
   }
 }
 
-/** The pause ran out before the swap: pause again and catch up again. */
-class PauseLost extends Error {}
+/** The pause ran out before the swap: pause again and catch up again (three times, then the run fails with this). */
+class PauseLost extends Error {
+  override readonly name = 'PauseLost';
+  constructor() {
+    super('the live projector\'s pause ran out before the swap three times (REBUILD_PAUSE_MS too short for this read DB?); nothing was swapped');
+  }
+}
 
 const toPosition = (value: string | undefined): bigint | undefined => (value === undefined ? undefined : BigInt(value));
 

@@ -1,7 +1,7 @@
 import { parseArgs } from 'node:util';
 import { projectionName } from '../shared/read-model/user-row.js';
 import { listParked, parkedCounts, type ParkedEvent } from '../shared/read-model/dead-letters.js';
-import { RebuildRunningError } from '../projector/projection-control.js';
+import { ProjectionPausedError, RebuildRunningError } from '../projector/projection-control.js';
 import { quarantine, type Release } from '../projector/quarantine.js';
 import { migrateReadDb } from '../shared/read-model/migrations.js';
 import { loadConfig } from '../shared/config.js';
@@ -121,7 +121,8 @@ async function main(): Promise<number> {
     else for (const r of results) process.stdout.write(`${releaseLine(r)}\n`);
     return results.some((r) => r.stillParked > 0) ? exitCodes.stillParked : exitCodes.ok;
   } catch (error) {
-    if (error instanceof RebuildRunningError) {
+    // A rebuild holding its pause is swapping its table in: a rebuild running, as far as the quarantine goes.
+    if (error instanceof RebuildRunningError || error instanceof ProjectionPausedError) {
       process.stderr.write(`dead-letters: ${error.message}\n`);
       return exitCodes.rebuildRunning;
     }

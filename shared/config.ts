@@ -56,9 +56,10 @@ export const configSchema = {
     PROJECTOR_METRICS_PORT: { ...port, default: 3002 },
     RELAY_METRICS_PORT: { ...port, default: 3003 },
     REBUILD_METRICS_PORT: port,
-    REBUILD_HEARTBEAT_MS: { type: 'integer', minimum: 10, default: 5000 },
-    REBUILD_PAUSE_MS: { type: 'integer', minimum: 100, default: 30_000 },
-    REBUILD_PAGE_DELAY_MS: { type: 'integer', minimum: 0, default: 0 },
+    // At most 20 s: `dead-letters` takes a rebuild lock whose heartbeat is a minute old for an abandoned run.
+    REBUILD_HEARTBEAT_MS: { type: 'integer', minimum: 10, maximum: 20_000, default: 5000 },
+    REBUILD_PAUSE_MS: { type: 'integer', minimum: 100, maximum: 600_000, default: 30_000 },
+    REBUILD_PAGE_DELAY_MS: { type: 'integer', minimum: 0, maximum: 60_000, default: 0 },
     PROJECTOR_READY_MAX_LAG_MS: { type: 'integer', minimum: 1000, maximum: 86_400_000, default: 60_000 },
     DATA_DIR: { type: 'string', minLength: 1, default: './data' },
     EVENT_STORE_FILE: { type: 'string', minLength: 1 },

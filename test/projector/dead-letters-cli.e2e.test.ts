@@ -1,5 +1,5 @@
 import { testVault } from '../support/vault.js';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import t from 'tap';
 import { applyBatch } from '../../projector/apply-batch.js';
 import { inMemoryEventStore } from '../../shared/event-store/in-memory-event-store.js';
+import { projectionName } from '../../shared/read-model/user-row.js';
 import { userStreamId } from '../../shared/user-events.js';
 import { runScript } from '../support/processes.js';
 import { forEachReadDb, mariadbUrl, readDbUrl } from '../support/read-dbs.js';
@@ -91,6 +92,18 @@ forEachReadDb(t, async (t, db, kind) => {
       const found: unknown[] = await db('information_schema.SCHEMATA').where('SCHEMA_NAME', database).select('SCHEMA_NAME');
       t.same(found, [], 'the database was not created');
     }
+  });
+
+  await t.test('while a rebuild swaps its table in: exit 4 with something to do, exit 0 with nothing', async (t) => {
+    const soon = (ms: number) => new Date(Date.now() + ms).toISOString().replace('T', ' ').replace('Z', '');
+    await db('PROJECTION_CONTROL').where({ PROJECTION: projectionName }).update({ PAUSED_BY: 'host:1:swap', PAUSED_UNTIL: soon(60_000) });
+    t.teardown(() => db('PROJECTION_CONTROL').where({ PROJECTION: projectionName }).update({ PAUSED_BY: null, PAUSED_UNTIL: null }));
+    const refused = await cli('retry', userStreamId(a!));
+    t.equal(refused.code, 4, refused.head);
+    t.match(refused.output, /projection paused by rebuild host:1:swap/);
+    const nothing = await cli('retry', userStreamId(randomUUID()));
+    t.equal(nothing.code, 0, `a stream with nothing parked has nothing to refuse: ${nothing.head}`);
+    t.match(nothing.output, /0 applied, 0 skipped, 0 still parked/);
   });
 
   await t.test('retry reports what failed again; skip releases the held events; then list exits 0', async (t) => {
