@@ -28,8 +28,20 @@ export interface PreparedBatch {
  * user id; updated in place), with `blocked` the quarantine of its streams; or
  * undefined when the batch needs the full path (an event to park or hold, a
  * UserForgotten), having decided nothing.
+ *
+ * `carried`: the users whose rows in `current` were not read under this batch's lock
+ * but taken from the batch before it, as they stand once that one commits. Something
+ * else may have moved such a row further meanwhile (`dead-letters retry` applying a
+ * user's parked events), and a fold over the older row would write a newer VERSION
+ * without what came between. So an event that does not follow such a row's VERSION
+ * directly sends the batch to the full path, which reads the row afresh.
  */
-export function foldPrepared(batch: PreparedBatch, current: Map<string, UserRow>, blocked: ReadonlyMap<string, number>): UserRow[] | undefined {
+export function foldPrepared(
+  batch: PreparedBatch,
+  current: Map<string, UserRow>,
+  blocked: ReadonlyMap<string, number>,
+  carried?: ReadonlySet<string>,
+): UserRow[] | undefined {
   const changed = new Map<string, UserRow>();
   for (const c of batch.classified) {
     const userId = userIdOf(c);
@@ -37,6 +49,7 @@ export function foldPrepared(batch: PreparedBatch, current: Map<string, UserRow>
     const admission = admit(c, before?.VERSION, { blocked });
     if (admission.action === 'skip') continue;
     if (admission.action !== 'apply' || c.kind === 'poison' || isForgetting(c)) return undefined;
+    if (before !== undefined && carried !== undefined && carried.has(before.ID_USER_DATA) && c.revision !== before.VERSION + 1) return undefined;
     const after = batch.fold(before, c.event, c.revision);
     if (after && after !== before) {
       current.set(c.userId, after);

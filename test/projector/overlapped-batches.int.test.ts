@@ -3,7 +3,7 @@ import type { Knex } from 'knex';
 import { pino, type Logger } from 'pino';
 import t, { type Test } from 'tap';
 import { beginPreparedOnMariaDb } from '../../projector/mariadb-batch.js';
-import { prepareBatch } from '../../projector/apply-batch.js';
+import { applyBatch, prepareBatch } from '../../projector/apply-batch.js';
 import { userProjector } from '../../projector/projector.js';
 import { userRowFrom } from '../../projector/user-row.js';
 import type { EventFeed, FeedBatch, ProjectedEvent } from '../../shared/event-feed/port.js';
@@ -143,4 +143,28 @@ void t.test('a row another writer moved further is not written back by a batch t
   await open!.commit();
   t.match(await db(userDataTable).where({ ID_USER_DATA: userId }).first(), { NAME: 'Ada Lovelace', VERSION: 2 }, 'the newer row stands');
   t.match(await db(checkpointTable).where({ SOURCE: 'log' }).first(), { POSITION: '2' }, 'the checkpoint moves on');
+});
+
+void t.test('a batch folded over a row taken from the batch before it does not write over what dead-letters applied meanwhile', async (t) => {
+  const { db } = await mariadb.open(t);
+  const userId = randomUUID();
+  const streamId = `user-${userId}`;
+  const at = '2026-01-01T00:00:00.000Z';
+  const event = (revision: number, type: string, data: Record<string, unknown>): ProjectedEvent => ({ streamId, revision, type, data: { userId, occurredAt: at, ...data }, position: BigInt(revision + 1) });
+  const registered = event(0, 'UserRegistered', { name: 'Ada', email: 'ada@example.org' });
+  const carriedRow = userRowFrom(undefined, { type: 'UserRegistered', data: registered.data } as UserEvent, 0)!;
+  // Revisions 1 to 3 were parked, then released by `dead-letters retry` while the batch before this one
+  // committed: the row now holds the new email (revision 2) at VERSION 3.
+  await db(userDataTable).insert({ ...carriedRow, NAME: 'Ada L.', EMAIL: 'ada@lovelace.dev', VERSION: 3 });
+  const renamed = event(4, 'UserRenamed', { name: 'Countess of Lovelace' });
+  const batch = prepareBatch([renamed], new Map([['log', '5']]));
+  // The batch begun with the row as the batch before it left it (VERSION 0), as the overlapped projector does.
+  const open = await beginPreparedOnMariaDb(db, batch, new Map([[userId, carriedRow]]));
+  if (open) await open.commit();
+  else await applyBatch(db, [renamed], new Map([['log', '5']]));
+  t.match(
+    await db(userDataTable).where({ ID_USER_DATA: userId }).first(),
+    { NAME: 'Countess of Lovelace', EMAIL: 'ada@lovelace.dev', VERSION: 4 },
+    'the rename lands on the row as it stands, the email changed meanwhile kept',
+  );
 });
