@@ -407,7 +407,7 @@ export function buildCommandApp(deps: CommandAppDeps) {
           schema: {
             summary: 'Everything held about a person (access and portability)',
             description:
-              'The rights of access and to data portability: the user as the write side has them now and every event of their stream with its time, personal fields decrypted, as JSON. Read from the event store, not the read model, so it is complete and current. Email reservations hold no personal data (only a keyed hash of the address names them) and are not listed. Needs the write token like every other route of this API.',
+              'The rights of access and to data portability: the user as the write side has them now and every event of their stream with its time, personal fields decrypted, as JSON. Read from the event store, not the read model, so it is complete and current. Email reservations are not listed: they hold no address in clear (a keyed hash of it names them, and their events name only the holder). Needs the write token like every other route of this API.',
             tags: ['personal data'],
             security: optionalBearerToken,
             params: userIdParams,

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { FromSchema } from 'json-schema-to-ts';
-import { ConcurrencyError, CorruptEventError, DomainError } from '../shared/errors.js';
+import { ConcurrencyError, ConfigError, CorruptEventError, DomainError } from '../shared/errors.js';
 import { ajv, fieldProblems } from '../shared/schema-validation.js';
 import type { AppendResult, EventMetadata, EventStore, RecordedEvent, StreamAppend } from '../shared/event-store/port.js';
 import { userStreamPrefix } from '../shared/user-events.js';
@@ -47,6 +47,57 @@ function parseMarker(stored: RecordedEvent): boolean {
     throw new CorruptEventError(stored.streamId, stored.revision, 'not a ReservationsKeyed marker');
   }
   return stored.data.legacyBefore;
+}
+
+/**
+ * Where the command side records which secret names the reservations: a keyed hash
+ * of a fixed text under it (which gives the secret back no more than a reservation's
+ * name gives its address back). Written by the first command side that registers
+ * anyone; every later one compares. Command sides with different secrets (one with
+ * EMAIL_HASH_SECRET set, one without; a secret changed) would look for one address
+ * under different names, and two users could register it.
+ */
+export const secretFingerprintStream = 'reservations-secret';
+// Never a normalised address (no @), so never a reservation's name.
+const fingerprintText = 'email-hash-secret-fingerprint:v1';
+const fingerprintSchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: { fingerprint: { type: 'string', pattern: '^[0-9a-f]{64}$' }, occurredAt: { type: 'string', format: 'date-time' } },
+  required: ['fingerprint', 'occurredAt'],
+} as const;
+const checkFingerprint = ajv.compile<FromSchema<typeof fingerprintSchema>>(fingerprintSchema);
+
+/**
+ * Resolves when the reservations in `store` are named with the secret behind `emailHash`
+ * (recording it when none is recorded yet); a ConfigError for EMAIL_HASH_SECRET when
+ * they were named with another; a store's error as it comes.
+ */
+export async function checkEmailHashSecret(store: EventStore, emailHash: (email: string) => string): Promise<void> {
+  const fingerprint = emailHash(fingerprintText);
+  for (;;) {
+    const [recorded] = await store.readStream(secretFingerprintStream);
+    if (recorded) {
+      if (recorded.type !== 'EmailHashSecretRecorded' || !checkFingerprint(recorded.data)) {
+        throw new CorruptEventError(recorded.streamId, recorded.revision, 'not an EmailHashSecretRecorded event');
+      }
+      if (recorded.data.fingerprint === fingerprint) return;
+      throw new ConfigError([
+        {
+          field: 'EMAIL_HASH_SECRET',
+          message:
+            'differs from the secret the event store\'s email reservations were made with (set it as on the other command sides, or unset it on all of them if none sets it): with another secret, an address already taken could be registered again',
+        },
+      ]);
+    }
+    const data = { fingerprint, occurredAt: new Date().toISOString() };
+    try {
+      await store.appendToStream(secretFingerprintStream, [{ type: 'EmailHashSecretRecorded', data }], { expectedRevision: 'no_stream' });
+      return;
+    } catch (error) {
+      if (!(error instanceof ConcurrencyError)) throw error;
+    }
+  }
 }
 
 /** The payload of EmailReserved and EmailReleased, checked where it is read back; `email` only in legacy ones. */
@@ -154,6 +205,16 @@ export function emailReservations(deps: EmailReservationDeps) {
     return legacyPossible;
   };
 
+  /** Told once per process (again after a failure): a claim under another secret's names is never made. */
+  let secretChecked: Promise<void> | undefined;
+  const sameSecret = (): Promise<void> => {
+    secretChecked ??= checkEmailHashSecret(store, (email) => deps.emailHash(email)).catch((error: unknown) => {
+      secretChecked = undefined;
+      throw error;
+    });
+    return secretChecked;
+  };
+
   /** EMAIL_TAKEN when a reservation from before the keyed hash binds the address to someone else. */
   async function checkLegacy(email: string, userId: string, now: Date): Promise<void> {
     if (!(await mayHoldLegacy())) return;
@@ -177,6 +238,7 @@ export function emailReservations(deps: EmailReservationDeps) {
       metadata: EventMetadata,
       alongside?: StreamAppend,
     ): Promise<{ newlyClaimed: boolean; appendedAlongside?: AppendResult }> {
+      await sameSecret();
       await checkLegacy(email, userId, now);
       const streamId = emailStreamIdOf(deps.emailHash(email));
       const claim = [{ type: 'EmailReserved', data: { userId, occurredAt: now.toISOString() }, metadata }];

@@ -116,11 +116,15 @@ export function quarantine(deps: { db: Knex; fold?: typeof userRowFrom }) {
   async function release(streamId: string, skipId?: number): Promise<Release> {
     const total: Release = { streamId, applied: 0, skipped: 0, stillParked: 0 };
     // Nothing parked for the stream is nothing to do, rebuild or not (the transaction below refuses during one).
-    const parked = await db(deadLetterTable)
-      .where({ PROJECTION: projectionName, STREAM_ID: streamId })
-      .whereIn('STATE', ['failed', 'held'])
-      .first('ID')
-      .catch((error: unknown) => Promise.reject(readDbError(error)));
+    let parked: { ID: number } | undefined;
+    try {
+      parked = await db<ParkedEvent>(deadLetterTable)
+        .where({ PROJECTION: projectionName, STREAM_ID: streamId })
+        .whereIn('STATE', ['failed', 'held'])
+        .first<{ ID: number } | undefined>('ID');
+    } catch (error) {
+      throw readDbError(error);
+    }
     if (parked === undefined) return total;
     for (let round = 0; round < 5; round++) {
       let once: Release;

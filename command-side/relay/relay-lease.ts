@@ -15,8 +15,13 @@ import type { EventStore, RecordedEvent } from '../../shared/event-store/port.js
  *  - a relay that lost its lease (it stalled, another took over) finds out at its
  *    next append, which conflicts, and stops publishing;
  *  - a holder that cannot renew stops publishing before its lease runs out
- *    (see `relay.ts`), so two relays never publish at the same time as long as
- *    clocks drift by less than the safety margin.
+ *    (see `relay.ts`), so two relays never start a send at the same time as long
+ *    as clocks drift by less than the safety margin. A send already under way is
+ *    not called back: kafkajs retries it for up to about a minute, so a relay that
+ *    stalled can still land its last batch after its successor's first ones. Those
+ *    are late copies of events already delivered in order (the successor starts
+ *    from the resume point, before that batch); consumers drop them by
+ *    (stream, revision), as at-least-once delivery asks of them anyway.
  */
 const relayCheckpointSchema = {
   type: 'object',
