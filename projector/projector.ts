@@ -267,6 +267,10 @@ export function userProjector(deps: {
         if (abort.signal.aborted) break;
       }
       if (committing) await committing.done;
+    } catch (error) {
+      // Stopped while waiting (a rebuild's pause, an outage's backoff): the batch is not applied, and the
+      // next start applies it from the checkpoint. A stop, not a failure.
+      if (!abort.signal.aborted) throw error;
     } finally {
       clearInterval(recounting);
       // The feed failed with a batch committing: it finishes (or fails) before the loop reports.

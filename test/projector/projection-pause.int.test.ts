@@ -76,6 +76,26 @@ forEachReadDb(t, async (t, db, kind) => {
     t.same(await tableRows(db), await expectedRows(store), 'nothing lost, nothing doubled');
   });
 
+  await t.test('a projector stopped while it waits out a pause stops cleanly, its batch left for the next start', async (t) => {
+    const projector = userProjector({ db, feed: eventStoreFeed(store, { vault: testVault, batchSize: 5 }), logger, pausePollMs: 20 });
+    const head = async () => (await testVault.open(await store.readAll({ maxCount: 100_000 }))).at(-1)!.position.toString();
+    const running = projector.start();
+    t.teardown(() => projector.stop());
+    await waitFor(async () => projector.status().checkpoints[globalLogSource] === (await head()), 10_000, 'catch up');
+    t.ok(await rebuild.pause(10_000));
+    t.teardown(() => rebuild.clearPause());
+    await seedUsers(commands, 2, 'stopped-while-paused');
+    await waitFor(() => projector.status().pausedByRebuild, 5000, 'the projector to meet the pause');
+    await projector.stop();
+    await t.resolves(running, 'a stop, not a failure (the role would log it as fatal and exit 1)');
+    await rebuild.clearPause();
+    const next = userProjector({ db, feed: eventStoreFeed(store, { vault: testVault, batchSize: 5 }), logger });
+    void next.start();
+    t.teardown(() => next.stop());
+    await waitFor(async () => next.status().checkpoints[globalLogSource] === (await head()), 10_000, 'the next start to apply it');
+    t.same(await tableRows(db), await expectedRows(store), 'nothing lost');
+  });
+
   // On SQLite the same order comes from the database's single write lock, which better-sqlite3
   // waits for synchronously: two connections cannot take turns inside one test process.
   if (kind === 'mariadb') {
