@@ -1,8 +1,10 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Readable } from 'node:stream';
 import type { Knex } from 'knex';
 import { escape, escapeId } from 'mysql2';
 import { globalLogSource } from '../shared/event-feed/event-store-feed.js';
-import { dbNow } from '../shared/read-db.js';
+import { dbNow, readDbError } from '../shared/read-db.js';
+import { isRetriable } from '../shared/retry.js';
 import { readDbDialect } from '../shared/read-model/dialect.js';
 import { projectionName, userRowRead, type UserRow } from '../shared/read-model/user-row.js';
 import type { ProjectionControl } from './projection-control.js';
@@ -164,6 +166,26 @@ async function insertMariaDb(trx: Knex.Transaction, rows: readonly UserRow[], ne
  * USER_DATA. The shadow is a clone of the live table's current definition
  * (whatever migrations made of it), so the two cannot drift apart.
  */
+/** Tries of the bookkeeping that follows the swap on MariaDB (the table is already live) while the read DB is out. */
+const finishAttempts = 5;
+
+/**
+ * On MariaDB the rebuilt table was renamed into place, but what follows (recording
+ * what the rebuild parked, the checkpoint, clearing the pause) failed: the live
+ * table IS the rebuilt one. The live projector resumes from its own checkpoint when
+ * the pause expires and parks for itself what it meets; running the rebuild again
+ * finishes the rest.
+ */
+export class SwapUnfinishedError extends Error {
+  override readonly name = 'SwapUnfinishedError';
+  constructor(cause: unknown) {
+    super(
+      `the rebuilt table was swapped in (it is the live USER_DATA now), but what follows the swap failed: ${cause instanceof Error ? cause.message : String(cause)}; run the rebuild again to finish`,
+      { cause },
+    );
+  }
+}
+
 export function shadowUserData(db: Knex) {
   const mariadb = readDbDialect(db).kind === 'mariadb';
 
@@ -311,8 +333,21 @@ export function shadowUserData(db: Knex) {
             if ((error as { errno?: unknown }).errno !== lockWaitTimeout || attempt >= renameAttempts) throw error;
           }
         }
-        await db.transaction(finish);
-        await db.schema.dropTable(oldName);
+        // The rebuilt table is live from here on: a failure now must not read as "nothing changed".
+        for (let attempt = 1; ; attempt++) {
+          try {
+            await db.transaction(finish);
+            break;
+          } catch (error) {
+            if (isRetriable(readDbError(error)) && attempt < finishAttempts) {
+              await sleep(200 * attempt);
+              continue;
+            }
+            throw new SwapUnfinishedError(error);
+          }
+        }
+        // A leftover is dropped by the next run.
+        await db.schema.dropTable(oldName).catch(() => {});
         return true;
       }
       const indexes = await sqliteIndexes();

@@ -1,5 +1,6 @@
 import knexFactory from 'knex';
 import t from 'tap';
+import type { ProjectionControl } from '../../projector/projection-control.js';
 import { shadowUserData } from '../../projector/shadow-table.js';
 import { userRowRead, type UserRow } from '../../shared/read-model/user-row.js';
 import { forEachReadDb } from '../support/read-dbs.js';
@@ -84,6 +85,23 @@ forEachReadDb(t, async (t, db, kind) => {
     await t.rejects(shadow.write(awkward.slice(1, 3), undefined, { newRows: true }), /took 1 of 2 rows with 1 warnings/, 'the duplicate ID is an error');
     t.same(await shadowRows(), sorted(awkward.slice(0, 2)), 'and the failed write left nothing of itself');
   });
+
+  if (kind === 'mariadb') {
+    await t.test('a failure after the rename says the rebuilt table is live, not that nothing changed', async (t) => {
+      await shadow.write(awkward, '9', { newRows: true });
+      // The bookkeeping after the swap fails for good (here: clearing the pause).
+      const control = {
+        extendPause: () => Promise.resolve(true),
+        clearPause: () => Promise.reject(new Error('the connection was lost')),
+      } as unknown as ProjectionControl;
+      await t.rejects(shadow.swap(control, '9', 10_000), {
+        name: 'SwapUnfinishedError',
+        message: /^the rebuilt table was swapped in \(it is the live USER_DATA now\).*the connection was lost; run the rebuild again/,
+      });
+      t.same(sorted((await db('USER_DATA').select()) as UserRow[]), sorted(awkward), 'the live table is the rebuilt one');
+      t.same(await shadow.dropLeftovers(), ['USER_DATA_OLD'], 'the old table is what the next run drops');
+    });
+  }
 
   await t.test('where the server refuses LOAD DATA LOCAL, new rows go by INSERT', async (t) => {
     // The same database through a client that does not offer local files: the server answers 4166.
