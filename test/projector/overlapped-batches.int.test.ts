@@ -126,15 +126,21 @@ void t.test('a batch whose COMMIT fails is applied again the usual way, and the 
   t.same(a, b, 'the same rows, checkpoints and quarantine as one batch at a time');
 });
 
-void t.test('a row another writer moved further is not written back by a batch that folded an older one', async (t) => {
-  const { db } = await mariadb.open(t);
+/** One user's events, and its row as registered (revision 0): what a batch begun ahead carries from the batch before it. */
+function oneUser() {
   const userId = randomUUID();
   const streamId = `user-${userId}`;
   const at = '2026-01-01T00:00:00.000Z';
   const event = (revision: number, type: string, data: Record<string, unknown>): ProjectedEvent => ({ streamId, revision, type, data: { userId, occurredAt: at, ...data }, position: BigInt(revision + 1) });
   const registered = event(0, 'UserRegistered', { name: 'Ada', email: 'ada@example.org' });
+  const registeredRow = userRowFrom(undefined, { type: 'UserRegistered', data: registered.data } as UserEvent, 0)!;
+  return { userId, event, registeredRow };
+}
+
+void t.test('a row another writer moved further is not written back by a batch that folded an older one', async (t) => {
+  const { db } = await mariadb.open(t);
+  const { userId, event, registeredRow: stale } = oneUser();
   const renamed = event(1, 'UserRenamed', { name: 'Ada L.' });
-  const stale = userRowFrom(undefined, { type: 'UserRegistered', data: registered.data } as UserEvent, 0)!;
   // Another projector already holds the row at revision 2.
   await db(userDataTable).insert({ ...stale, NAME: 'Ada Lovelace', VERSION: 2 });
   // A batch begun with the row as it stood at revision 0 (taken from the batch before it, say).
@@ -147,12 +153,7 @@ void t.test('a row another writer moved further is not written back by a batch t
 
 void t.test('a batch folded over a row taken from the batch before it does not write over what dead-letters applied meanwhile', async (t) => {
   const { db } = await mariadb.open(t);
-  const userId = randomUUID();
-  const streamId = `user-${userId}`;
-  const at = '2026-01-01T00:00:00.000Z';
-  const event = (revision: number, type: string, data: Record<string, unknown>): ProjectedEvent => ({ streamId, revision, type, data: { userId, occurredAt: at, ...data }, position: BigInt(revision + 1) });
-  const registered = event(0, 'UserRegistered', { name: 'Ada', email: 'ada@example.org' });
-  const carriedRow = userRowFrom(undefined, { type: 'UserRegistered', data: registered.data } as UserEvent, 0)!;
+  const { userId, event, registeredRow: carriedRow } = oneUser();
   // Revisions 1 to 3 were parked, then released by `dead-letters retry` while the batch before this one
   // committed: the row now holds the new email (revision 2) at VERSION 3.
   await db(userDataTable).insert({ ...carriedRow, NAME: 'Ada L.', EMAIL: 'ada@lovelace.dev', VERSION: 3 });
