@@ -9,7 +9,7 @@ import { beginPreparedOnMariaDb, type OpenMariaDbBatch } from './mariadb-batch.j
 import { readDbDialect } from '../shared/read-model/dialect.js';
 import { projectionName, type UserRow } from '../shared/read-model/user-row.js';
 import { readCheckpoints } from '../shared/read-model/checkpoints.js';
-import { readDbError } from '../shared/read-db.js';
+import { eraseFreedPages, readDbError, walTruncationPending } from '../shared/read-db.js';
 import { parkedCounts } from '../shared/read-model/dead-letters.js';
 import { ProjectionPausedError } from './projection-control.js';
 import { endingSpan, startSpan, tracingOn } from '../shared/tracing.js';
@@ -81,10 +81,12 @@ export function userProjector(deps: {
   /** Told of every batch applied, with how long it took (retries included): for metrics. */
   onBatch?: (batch: FeedBatch, seconds: number) => void;
   /**
-   * How often the quarantine is counted again besides after a batch that parks (default 5 s):
-   * `dead-letters retry` or `skip`, a forget and a rebuild's swap change it too.
+   * How often the projector looks after what changes between its batches (default 5 s): it
+   * counts the quarantine again (`dead-letters retry` or `skip`, a forget and a rebuild's swap
+   * change it), and truncates the embedded read DB's WAL when a reader kept it from doing so
+   * after a forget (an idle projector has no next batch to try it after).
    */
-  parkedRecountMs?: number;
+  housekeepingMs?: number;
 }) {
   const { db, feed, logger } = deps;
   const pausePollMs = deps.pausePollMs ?? 200;
@@ -227,13 +229,17 @@ export function userProjector(deps: {
   async function run(): Promise<void> {
     status.running = true;
     let committing: Committing | undefined;
-    let recounting: NodeJS.Timeout | undefined;
+    let housekeeping: NodeJS.Timeout | undefined;
     try {
       const from = await retrying(() => readCheckpoints(db), { signal: abort.signal });
       await retrying(countParked, { signal: abort.signal });
       // A failed count is left to the next one: an outage is the batches' to report.
-      recounting = setInterval(() => void countParked().catch(() => {}), deps.parkedRecountMs ?? 5000);
-      recounting.unref();
+      housekeeping = setInterval(() => {
+        void countParked().catch(() => {});
+        // Short patience: it waits on the event loop, and comes again in a few seconds.
+        if (walTruncationPending(db)) void eraseFreedPages(db, { patienceMs: 100 });
+      }, deps.housekeepingMs ?? 5000);
+      housekeeping.unref();
       // Published after the parked counts: a status that shows where the projector stands shows its quarantine too.
       status.checkpoints = Object.fromEntries(from);
       logger.info({ checkpoints: status.checkpoints }, 'projector starting');
@@ -272,7 +278,7 @@ export function userProjector(deps: {
       // next start applies it from the checkpoint. A stop, not a failure.
       if (!abort.signal.aborted) throw error;
     } finally {
-      clearInterval(recounting);
+      clearInterval(housekeeping);
       // The feed failed with a batch committing: it finishes (or fails) before the loop reports.
       await committing?.done.catch(() => {});
       status.running = false;

@@ -5,19 +5,22 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Knex } from 'knex';
+import { pino } from 'pino';
 import t from 'tap';
 import { admit } from '../../projector/admit.js';
 import { applyBatch } from '../../projector/apply-batch.js';
 import { classify } from '../../projector/classify.js';
 import { quarantine } from '../../projector/quarantine.js';
+import { userProjector } from '../../projector/projector.js';
 import { userRowFrom } from '../../projector/user-row.js';
-import type { ProjectedEvent } from '../../shared/event-feed/port.js';
+import type { EventFeed, FeedBatch, ProjectedEvent } from '../../shared/event-feed/port.js';
 import { eraseFreedPages, openReadDb, walTruncationPending } from '../../shared/read-db.js';
 import { blockedStreams, erasedData, erasedError, quarantinedEvents } from '../../shared/read-model/dead-letters.js';
 import { migrateReadDb } from '../../shared/read-model/migrations.js';
 import { projectionName, type UserRow } from '../../shared/read-model/user-row.js';
 import { userStreamId, type UserEvent } from '../../shared/user-events.js';
 import { forEachReadDb } from '../support/read-dbs.js';
+import { waitFor } from '../support/seed.js';
 
 /**
  * GDPR erasure on the read side: UserForgotten turns the row into a tombstone,
@@ -336,4 +339,58 @@ void t.test('SQLite: a reader in the WAL delays the truncation to the next batch
   t.notOk(walTruncationPending(knex), 'truncated after the next batch');
   t.notOk(fileHolds(file, email) || fileHolds(`${file}-wal`, email), 'the email is in no file');
   t.notOk(fileHolds(file, 'Delayed Truncation') || fileHolds(`${file}-wal`, 'Delayed Truncation'), 'the name is in no file');
+});
+
+void t.test('SQLite: with no next batch, the projector truncates the WAL a reader held after a forget within seconds', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'users-forget-idle-'));
+  const file = join(dir, 'queries.sqlite');
+  const knex = await openReadDb({ client: 'sqlite', file });
+  await migrateReadDb(knex);
+  const reader = new Database(file, { fileMustExist: true });
+  reader.pragma('query_only = ON');
+  const email = 'idle.truncation@bytes.example.org';
+  const u = stream();
+  // A feed the test hands batches to, as the log would.
+  const queue: FeedBatch[] = [];
+  let wake: (() => void) | undefined;
+  let closed = false;
+  const feed: EventFeed = {
+    async *batches() {
+      while (!closed) {
+        const next = queue.shift();
+        if (next) yield next;
+        else await new Promise<void>((resolve) => (wake = resolve));
+      }
+    },
+    close() {
+      closed = true;
+      wake?.();
+      return Promise.resolve();
+    },
+  };
+  const hand = (events: ProjectedEvent[]) => {
+    queue.push({ events, checkpoints: new Map([['log', String(events.at(-1)!.position)]]) });
+    wake?.();
+  };
+  const projector = userProjector({ db: knex, feed, logger: pino({ level: 'silent' }), housekeepingMs: 100 });
+  void projector.start();
+  t.teardown(async () => {
+    await projector.stop();
+    if (reader.open) reader.close();
+    await knex.destroy();
+    await rm(dir, { recursive: true, force: true });
+  });
+  hand([u.event(0, 'UserRegistered', { name: 'Idle Truncation', email })]);
+  await waitFor(async () => (await row(knex, u.id)) !== undefined, 5000, 'the registration applied');
+  // A long read of the read API pins the WAL while the forget commits.
+  reader.exec('BEGIN');
+  reader.prepare('SELECT COUNT(*) FROM USER_DATA').get();
+  hand([u.event(1, 'UserForgotten', {})]);
+  await waitFor(async () => (await row(knex, u.id))?.STATUS === 'forgotten', 5000, 'the forget applied');
+  t.ok(walTruncationPending(knex), 'the truncation could not finish while the reader was in the WAL');
+  reader.exec('COMMIT');
+  // No further batch comes.
+  await waitFor(() => !walTruncationPending(knex), 5000, 'the projector to truncate the WAL on its own');
+  t.notOk(fileHolds(file, email) || fileHolds(`${file}-wal`, email), 'the email is in no file');
+  t.notOk(fileHolds(file, 'Idle Truncation') || fileHolds(`${file}-wal`, 'Idle Truncation'), 'the name is in no file');
 });

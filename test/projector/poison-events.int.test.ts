@@ -231,7 +231,7 @@ forEachReadDb(t, async (t, db) => {
     const store = inMemoryEventStore();
     const [a] = await seedUsers(commandsOver(store), 2, 'recount');
     await appendRaw(store, a!, 'UserNicknamed', { userId: a, nickname: 'x', occurredAt: new Date().toISOString() });
-    const { projector } = await runProjector(t, db, store, { parkedRecountMs: 100 });
+    const { projector } = await runProjector(t, db, store, { housekeepingMs: 100 });
     t.same(projector.status().parked, { failed: 1, held: 0 });
     const [failed] = await listParked(db, projectionName, { states: ['failed'] });
     await quarantine({ db }).skip(failed!.ID);
