@@ -73,20 +73,35 @@ const checkFingerprint = ajv.compile<FromSchema<typeof fingerprintSchema>>(finge
  * (recording it when none is recorded yet); a ConfigError for EMAIL_HASH_SECRET when
  * they were named with another; a store's error as it comes.
  */
-export async function checkEmailHashSecret(store: EventStore, emailHash: (email: string) => string): Promise<void> {
+export async function checkEmailHashSecret(
+  store: EventStore,
+  emailHash: (email: string) => string,
+  options: { replace?: boolean } = {},
+): Promise<void> {
   const fingerprint = emailHash(fingerprintText);
   for (;;) {
-    const [recorded] = await store.readStream(secretFingerprintStream);
+    const recorded = (await store.readStream(secretFingerprintStream)).at(-1);
     if (recorded) {
       if (recorded.type !== 'EmailHashSecretRecorded' || !checkFingerprint(recorded.data)) {
         throw new CorruptEventError(recorded.streamId, recorded.revision, 'not an EmailHashSecretRecorded event');
       }
       if (recorded.data.fingerprint === fingerprint) return;
+      if (options.replace) {
+        // The operator's call (EMAIL_HASH_SECRET_RECORD=replace): the secret before is gone for good.
+        const data = { fingerprint, occurredAt: new Date().toISOString() };
+        try {
+          await store.appendToStream(secretFingerprintStream, [{ type: 'EmailHashSecretRecorded', data }], { expectedRevision: recorded.revision });
+          return;
+        } catch (error) {
+          if (!(error instanceof ConcurrencyError)) throw error;
+          continue;
+        }
+      }
       throw new ConfigError([
         {
           field: 'EMAIL_HASH_SECRET',
           message:
-            'differs from the secret the event store\'s email reservations were made with (set it as on the other command sides, or unset it on all of them if none sets it): with another secret, an address already taken could be registered again',
+            'differs from the secret the event store\'s email reservations were made with (set it as on the other command sides, or unset it on all of them if none sets it): with another secret, an address already taken could be registered again. Only if that secret is lost for good (a key store lost without a backup), start once with EMAIL_HASH_SECRET_RECORD=replace',
         },
       ]);
     }

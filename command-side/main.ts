@@ -16,7 +16,7 @@ async function main() {
   const store = openEventStore(config);
   const { vault, keyStore } = await openConfiguredVault(config);
   // Another secret than the other command sides' is refused at start; with the store down, at the first registration.
-  await checkEmailHashSecret(store, vault.emailHash).catch((error: unknown) => {
+  await checkEmailHashSecret(store, vault.emailHash, { replace: config.emailHashSecretRecord === 'replace' }).catch((error: unknown) => {
     if (!isRetriable(error)) throw error;
     logger.warn({ err: error }, 'event store unavailable; the email hash secret is checked at the first registration');
   });

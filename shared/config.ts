@@ -77,6 +77,8 @@ export const configSchema = {
     READ_DB_URL: { type: 'string', pattern: '^(mysql|mariadb|sqlite)://' },
     KEY_STORE_URL: { type: 'string', pattern: '^(mysql|mariadb|sqlite)://' },
     EMAIL_HASH_SECRET: { type: 'string', minLength: 32, maxLength: 1024 },
+    // `replace`: after a key store was lost, record this command side's secret in place of the one before.
+    EMAIL_HASH_SECRET_RECORD: { type: 'string', enum: ['keep', 'replace'], default: 'keep' },
     KEY_CACHE_MS: { type: 'integer', minimum: 0, maximum: 3_600_000, default: 60_000 },
     WRITE_API_TOKENS: { type: 'string' },
     CONSISTENCY_WAIT_MS: { ...positiveMs, default: 5000 },
@@ -119,6 +121,7 @@ export const configSchema = {
     'RELAY_LEASE_MS',
     'RELAY_BATCH_SIZE',
     'KEY_CACHE_MS',
+    'EMAIL_HASH_SECRET_RECORD',
   ],
 } as const;
 
@@ -171,6 +174,12 @@ export interface Config {
   readonly keyStore: ReadDbConfig;
   /** The secret of the keyed hash that names email reservations (EMAIL_HASH_SECRET); the key store keeps one of its own when unset. */
   readonly emailHashSecret?: string;
+  /**
+   * EMAIL_HASH_SECRET_RECORD: `keep` (a write API whose secret differs from the one the
+   * event store recorded refuses to start) or `replace` (it records its own instead: for
+   * a key store lost with the secret it kept).
+   */
+  readonly emailHashSecretRecord: 'keep' | 'replace';
   /** How long a process keeps a data key it read (KEY_CACHE_MS): the longest a destroyed key lives on in another process's memory. */
   readonly keyCacheMs: number;
   readonly writeApiTokens: readonly string[];
@@ -299,6 +308,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env, { servesWrit
     readDb: Object.freeze(readDbFrom(e.READ_DB_URL, dataDir)),
     keyStore: Object.freeze(keyStoreFrom(e.KEY_STORE_URL, readDbFrom(e.READ_DB_URL, dataDir), dataDir)),
     ...(e.EMAIL_HASH_SECRET ? { emailHashSecret: e.EMAIL_HASH_SECRET } : {}),
+    emailHashSecretRecord: e.EMAIL_HASH_SECRET_RECORD,
     keyCacheMs: e.KEY_CACHE_MS,
     writeApiTokens: tokenList(e.WRITE_API_TOKENS),
     readApiTokens: tokenList(e.READ_API_TOKENS),

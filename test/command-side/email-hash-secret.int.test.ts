@@ -42,3 +42,16 @@ void t.test('command sides starting together on an empty store agree on one reco
   await Promise.all([checkEmailHashSecret(store, hash), checkEmailHashSecret(store, hash), checkEmailHashSecret(store, hash)]);
   t.equal((await store.readStream(secretFingerprintStream)).length, 1);
 });
+
+void t.test('after a key store was lost with its secret, EMAIL_HASH_SECRET_RECORD=replace records the new one', async (t) => {
+  const store = inMemoryEventStore();
+  await userCommands({ store, vault: vaultWith(secretA), emailGraceMs: 60_000 }).register({ name: 'Ada', email: 'ada@example.org' });
+  const hashB = vaultWith(secretB).emailHash;
+  await t.rejects(checkEmailHashSecret(store, hashB), { name: 'ConfigError', message: /EMAIL_HASH_SECRET_RECORD=replace/ }, 'the refusal names the way out');
+  await t.resolves(checkEmailHashSecret(store, hashB, { replace: true }));
+  t.equal((await store.readStream(secretFingerprintStream)).length, 2, 'recorded after the first, which the log keeps');
+  await t.resolves(userCommands({ store, vault: vaultWith(secretB), emailGraceMs: 60_000 }).register({ name: 'Bea', email: 'bea@example.org' }));
+  await t.rejects(checkEmailHashSecret(store, vaultWith(secretA).emailHash), { name: 'ConfigError' }, 'the secret before is refused from now on');
+  await t.resolves(checkEmailHashSecret(store, hashB, { replace: true }), 'replacing with the recorded secret changes nothing');
+  t.equal((await store.readStream(secretFingerprintStream)).length, 2);
+});
