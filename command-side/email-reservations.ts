@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { FromSchema } from 'json-schema-to-ts';
 import { ConcurrencyError, ConfigError, CorruptEventError, DomainError } from '../shared/errors.js';
+import { onceUntilFailure } from '../shared/retry.js';
 import { ajv, fieldProblems } from '../shared/schema-validation.js';
 import type { AppendResult, EventMetadata, EventStore, RecordedEvent, StreamAppend } from '../shared/event-store/port.js';
 import { userStreamPrefix } from '../shared/user-events.js';
@@ -86,28 +87,22 @@ export async function checkEmailHashSecret(
         throw new CorruptEventError(recorded.streamId, recorded.revision, 'not an EmailHashSecretRecorded event');
       }
       if (recorded.data.fingerprint === fingerprint) return;
-      if (options.replace) {
-        // The operator's call (EMAIL_HASH_SECRET_RECORD=replace): the secret before is gone for good.
-        const data = { fingerprint, occurredAt: new Date().toISOString() };
-        try {
-          await store.appendToStream(secretFingerprintStream, [{ type: 'EmailHashSecretRecorded', data }], { expectedRevision: recorded.revision });
-          return;
-        } catch (error) {
-          if (!(error instanceof ConcurrencyError)) throw error;
-          continue;
-        }
+      // Recorded after the one before only by the operator's call (EMAIL_HASH_SECRET_RECORD=replace): that secret is gone for good.
+      if (!options.replace) {
+        throw new ConfigError([
+          {
+            field: 'EMAIL_HASH_SECRET',
+            message:
+              'differs from the secret the event store\'s email reservations were made with (set it as on the other command sides, or unset it on all of them if none sets it): with another secret, an address already taken could be registered again. Only if that secret is lost for good (a key store lost without a backup), start once with EMAIL_HASH_SECRET_RECORD=replace',
+          },
+        ]);
       }
-      throw new ConfigError([
-        {
-          field: 'EMAIL_HASH_SECRET',
-          message:
-            'differs from the secret the event store\'s email reservations were made with (set it as on the other command sides, or unset it on all of them if none sets it): with another secret, an address already taken could be registered again. Only if that secret is lost for good (a key store lost without a backup), start once with EMAIL_HASH_SECRET_RECORD=replace',
-        },
-      ]);
     }
     const data = { fingerprint, occurredAt: new Date().toISOString() };
     try {
-      await store.appendToStream(secretFingerprintStream, [{ type: 'EmailHashSecretRecorded', data }], { expectedRevision: 'no_stream' });
+      await store.appendToStream(secretFingerprintStream, [{ type: 'EmailHashSecretRecorded', data }], {
+        expectedRevision: recorded ? recorded.revision : 'no_stream',
+      });
       return;
     } catch (error) {
       if (!(error instanceof ConcurrencyError)) throw error;
@@ -198,37 +193,23 @@ export function emailReservations(deps: EmailReservationDeps) {
    * by the marker stream, which the first command side of this version writes (an
    * empty store then can hold none, and its claims skip the extra read for good).
    */
-  let legacyPossible: Promise<boolean> | undefined;
-  const mayHoldLegacy = (): Promise<boolean> => {
-    legacyPossible ??= (async () => {
-      for (;;) {
-        const [marker] = await store.readStream(reservationsMarkerStream);
-        if (marker) return parseMarker(marker);
-        const earlier = await holdsUsersAlready(store);
-        const data = { legacyBefore: earlier, occurredAt: new Date().toISOString() };
-        try {
-          await store.appendToStream(reservationsMarkerStream, [{ type: 'ReservationsKeyed', data }], { expectedRevision: 'no_stream' });
-          return earlier;
-        } catch (error) {
-          if (!(error instanceof ConcurrencyError)) throw error;
-        }
+  const mayHoldLegacy = onceUntilFailure(async (): Promise<boolean> => {
+    for (;;) {
+      const [marker] = await store.readStream(reservationsMarkerStream);
+      if (marker) return parseMarker(marker);
+      const earlier = await holdsUsersAlready(store);
+      const data = { legacyBefore: earlier, occurredAt: new Date().toISOString() };
+      try {
+        await store.appendToStream(reservationsMarkerStream, [{ type: 'ReservationsKeyed', data }], { expectedRevision: 'no_stream' });
+        return earlier;
+      } catch (error) {
+        if (!(error instanceof ConcurrencyError)) throw error;
       }
-    })().catch((error: unknown) => {
-      legacyPossible = undefined;
-      throw error;
-    });
-    return legacyPossible;
-  };
+    }
+  });
 
   /** Told once per process (again after a failure): a claim under another secret's names is never made. */
-  let secretChecked: Promise<void> | undefined;
-  const sameSecret = (): Promise<void> => {
-    secretChecked ??= checkEmailHashSecret(store, (email) => deps.emailHash(email)).catch((error: unknown) => {
-      secretChecked = undefined;
-      throw error;
-    });
-    return secretChecked;
-  };
+  const sameSecret = onceUntilFailure(() => checkEmailHashSecret(store, (email) => deps.emailHash(email)));
 
   /** EMAIL_TAKEN when a reservation from before the keyed hash binds the address to someone else. */
   async function checkLegacy(email: string, userId: string, now: Date): Promise<void> {

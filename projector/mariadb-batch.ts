@@ -130,19 +130,12 @@ async function beginInTransaction(
     ]);
     throwIfPaused((results[2] as { PAUSED_BY: string | null; ACTIVE: number | string }[])[0]);
     const current = new Map<string, UserRow>();
-    const fromCarried = new Set<string>();
-    if (carried !== undefined) {
-      for (const id of batch.ids) {
-        if (!carried.has(id)) continue;
-        current.set(id, carried.get(id)!);
-        fromCarried.add(id);
-      }
-    }
+    if (carried !== undefined) for (const id of batch.ids) if (carried.has(id)) current.set(id, carried.get(id)!);
     for (const row of ids.length > 0 ? (results[3] as UserRow[]) : []) current.set(row.ID_USER_DATA, userRowRead(row));
     const blocked = addBlocked(new Map(), streams.length > 0 ? (results[ids.length > 0 ? 4 : 3] as { STREAM_ID: string; REVISION: number | string }[]) : []);
 
     // Something to park or hold, or a user to forget: the full path (nothing written; rolled back below).
-    const rows = foldPrepared(batch, current, blocked, fromCarried);
+    const rows = foldPrepared(batch, current, blocked, carried);
     if (!rows) return undefined;
 
     // Round trip 2, when committed: the rows, the checkpoints and the COMMIT.

@@ -40,7 +40,7 @@ export function foldPrepared(
   batch: PreparedBatch,
   current: Map<string, UserRow>,
   blocked: ReadonlyMap<string, number>,
-  carried?: ReadonlySet<string>,
+  carried?: ReadonlyMap<string, UserRow>,
 ): UserRow[] | undefined {
   const changed = new Map<string, UserRow>();
   for (const c of batch.classified) {
@@ -49,7 +49,7 @@ export function foldPrepared(
     const admission = admit(c, before?.VERSION, { blocked });
     if (admission.action === 'skip') continue;
     if (admission.action !== 'apply' || c.kind === 'poison' || isForgetting(c)) return undefined;
-    if (before !== undefined && carried !== undefined && carried.has(before.ID_USER_DATA) && c.revision !== before.VERSION + 1) return undefined;
+    if (before !== undefined && carried?.has(before.ID_USER_DATA) && c.revision !== before.VERSION + 1) return undefined;
     const after = batch.fold(before, c.event, c.revision);
     if (after && after !== before) {
       current.set(c.userId, after);

@@ -6,7 +6,7 @@ import { userIdFromStream } from '../shared/user-events.js';
 import { applyInSavepoint } from './apply-batch.js';
 import { classify } from './classify.js';
 import { projectionName, userDataTable, type UserRow } from '../shared/read-model/user-row.js';
-import { deadLetterTable, erasedError, eraseParkedStreams, parkedError, type ParkedEvent } from '../shared/read-model/dead-letters.js';
+import { deadLetterTable, erasedError, eraseParkedStreams, listParked, parkedError, type ParkedEvent } from '../shared/read-model/dead-letters.js';
 import { assertNoRebuild } from './projection-control.js';
 import { userRowFrom } from './user-row.js';
 
@@ -116,16 +116,13 @@ export function quarantine(deps: { db: Knex; fold?: typeof userRowFrom }) {
   async function release(streamId: string, skipId?: number): Promise<Release> {
     const total: Release = { streamId, applied: 0, skipped: 0, stillParked: 0 };
     // Nothing parked for the stream is nothing to do, rebuild or not (the transaction below refuses during one).
-    let parked: { ID: number } | undefined;
+    let parked: ParkedEvent[];
     try {
-      parked = await db<ParkedEvent>(deadLetterTable)
-        .where({ PROJECTION: projectionName, STREAM_ID: streamId })
-        .whereIn('STATE', ['failed', 'held'])
-        .first<{ ID: number } | undefined>('ID');
+      parked = await listParked(db, projectionName, { stream: streamId, limit: 1 });
     } catch (error) {
       throw readDbError(error);
     }
-    if (parked === undefined) return total;
+    if (parked.length === 0) return total;
     for (let round = 0; round < 5; round++) {
       let once: Release;
       try {

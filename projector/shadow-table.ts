@@ -161,11 +161,6 @@ async function insertMariaDb(trx: Knex.Transaction, rows: readonly UserRow[], ne
   });
 }
 
-/**
- * The rebuild's shadow table, USER_DATA_REBUILD, and the swap that makes it
- * USER_DATA. The shadow is a clone of the live table's current definition
- * (whatever migrations made of it), so the two cannot drift apart.
- */
 /** Tries of the bookkeeping that follows the swap on MariaDB (the table is already live) while the read DB is out. */
 const finishAttempts = 5;
 
@@ -186,6 +181,11 @@ export class SwapUnfinishedError extends Error {
   }
 }
 
+/**
+ * The rebuild's shadow table, USER_DATA_REBUILD, and the swap that makes it
+ * USER_DATA. The shadow is a clone of the live table's current definition
+ * (whatever migrations made of it), so the two cannot drift apart.
+ */
 export function shadowUserData(db: Knex) {
   const mariadb = readDbDialect(db).kind === 'mariadb';
 

@@ -264,8 +264,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env, { servesWrit
   }
   // A key store in a file is one host's: with a shared event store, every other host's processes would find
   // none of the keys, read every person as forgotten, and the relay would publish them so.
-  const readDbUrl = env.READ_DB_URL as string | undefined;
-  const fileKeyStoreByDefault = env.KEY_STORE_URL === undefined && (readDbUrl === undefined || readDbUrl.startsWith('sqlite://'));
+  const fileKeyStoreByDefault = env.KEY_STORE_URL === undefined && readDbFrom(env.READ_DB_URL as string | undefined, '.').client === 'sqlite';
   if (withDefaults.NODE_ENV === 'production' && env.EVENTSTORE_URL !== undefined && fileKeyStoreByDefault) {
     problems.push({
       field: 'KEY_STORE_URL',

@@ -62,6 +62,13 @@ export const readDbCheckpointPages = 1000;
 export const liveProjectorCheckpointPages = 250;
 
 /**
+ * knex puts a failed statement into its error's message, by default with its values
+ * filled in: a batch's names and emails would reach the logs and the traces, and a
+ * person's erasure cannot reach those. With this it keeps the placeholders.
+ */
+const withoutValuesInErrors = { compileSqlOnError: false } as const;
+
+/**
  * Opens the read database: MariaDB (`queries` by default) through mysql2, or the
  * embedded SQLite file. Creates the MariaDB database (or the file and its
  * directory) when it is missing, so a fresh server needs nothing but a user that
@@ -77,13 +84,6 @@ export const liveProjectorCheckpointPages = 250;
  * sets how many WAL pages an embedded read DB's connection writes between automatic
  * checkpoints; every other connection keeps `readDbCheckpointPages`. MariaDB ignores it.
  */
-/**
- * knex puts a failed statement into its error's message, by default with its values
- * filled in: a batch's names and emails would reach the logs and the traces, and a
- * person's erasure cannot reach those. With this it keeps the placeholders.
- */
-const withoutValuesInErrors = { compileSqlOnError: false } as const;
-
 export async function openReadDb(
   config: ReadDbConfig,
   options: { log?: Knex.Logger; create?: boolean; batchStatements?: boolean; checkpointPages?: number } = {},

@@ -9,6 +9,19 @@ export const isRetriable = (error: unknown): boolean =>
   typeof error === 'object' && error !== null && (error as { retriable?: unknown }).retriable === true;
 
 /**
+ * `work` run once, its promise shared by every caller, until it fails: the next call after
+ * a failure runs it again (a connection, a check against a store that may be down).
+ */
+export function onceUntilFailure<T>(work: () => Promise<T>): () => Promise<T> {
+  let running: Promise<T> | undefined;
+  return () =>
+    (running ??= work().catch((error: unknown) => {
+      running = undefined;
+      throw error;
+    }));
+}
+
+/**
  * Runs `work` until it succeeds, retrying retriable errors with backoff; any other
  * error is thrown at once. `onRetry` is told of each failure so callers can log
  * state changes rather than every attempt.

@@ -1,13 +1,9 @@
 import type { Kafka, Producer } from 'kafkajs';
 import { translateKafkaError } from '../../shared/kafka/kafka-client.js';
+import { onceUntilFailure } from '../../shared/retry.js';
 import { keyPartitioner } from './key-partitioner.js';
 import type { EventPublisher, OutboundMessage } from './publisher.js';
 
-/**
- * Publishes with an idempotent producer (acks from all in-sync replicas, one
- * request in flight per broker), so retries inside kafkajs neither duplicate nor
- * reorder a partition's messages.
- */
 /**
  * The most bytes one send carries. kafkajs puts a send's messages for one partition in
  * one record batch, and a broker refuses a batch over its `max.message.bytes` (1 MB by
@@ -37,6 +33,11 @@ export function inSendSizedRuns(messages: readonly OutboundMessage[], limit = ma
   return runs;
 }
 
+/**
+ * Publishes with an idempotent producer (acks from all in-sync replicas, one
+ * request in flight per broker), so retries inside kafkajs neither duplicate nor
+ * reorder a partition's messages.
+ */
 export function kafkaPublisher(kafka: Kafka, topic: string): EventPublisher {
   const producer: Producer = kafka.producer({
     idempotent: true,
@@ -45,11 +46,7 @@ export function kafkaPublisher(kafka: Kafka, topic: string): EventPublisher {
     // murmur2 on the key, as the Java client and kafkajs's DefaultPartitioner partition: other producers of these keys agree.
     createPartitioner: keyPartitioner,
   });
-  let connected: Promise<void> | undefined;
-  const connect = () => (connected ??= producer.connect().catch((error: unknown) => {
-    connected = undefined;
-    throw error;
-  }));
+  const connect = onceUntilFailure(() => producer.connect());
   return {
     async publish(messages) {
       if (messages.length === 0) return;

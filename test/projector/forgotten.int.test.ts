@@ -310,29 +310,45 @@ void t.test('SQLite: after forgetting, neither the DB file nor its WAL holds the
   t.ok(await eraseFreedPages(knex), 'eraseFreedPages can be called again');
 });
 
-void t.test('SQLite: a reader in the WAL delays the truncation to the next batch, which then erases the bytes', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'users-forget-wal-'));
+/**
+ * An embedded read DB in a directory of its own, migrated, with a reader of the read
+ * API's kind (see query-side/user-reads.ts) that can hold a read transaction open, as
+ * a long read does: it pins the WAL.
+ */
+async function readDbWithReader(prefix: string) {
+  const dir = await mkdtemp(join(tmpdir(), prefix));
   const file = join(dir, 'queries.sqlite');
   const knex = await openReadDb({ client: 'sqlite', file });
   await migrateReadDb(knex);
-  // The read API's kind of connection (see query-side/user-reads.ts).
   const reader = new Database(file, { fileMustExist: true });
   reader.pragma('query_only = ON');
-  t.teardown(async () => {
-    if (reader.open) reader.close();
-    await knex.destroy();
-    await rm(dir, { recursive: true, force: true });
-  });
+  return {
+    file,
+    knex,
+    pinWal() {
+      reader.exec('BEGIN');
+      reader.prepare('SELECT COUNT(*) FROM USER_DATA').get();
+    },
+    unpinWal: () => void reader.exec('COMMIT'),
+    async close() {
+      if (reader.open) reader.close();
+      await knex.destroy();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+void t.test('SQLite: a reader in the WAL delays the truncation to the next batch, which then erases the bytes', async (t) => {
+  const { file, knex, pinWal, unpinWal, close } = await readDbWithReader('users-forget-wal-');
+  t.teardown(close);
   const email = 'delayed.truncation@bytes.example.org';
   const u = stream();
   await applyBatch(knex, [u.event(0, 'UserRegistered', { name: 'Delayed Truncation', email })], new Map());
-  // A read transaction held open (a long read of the read API): it pins the WAL.
-  reader.exec('BEGIN');
-  reader.prepare('SELECT COUNT(*) FROM USER_DATA').get();
+  pinWal();
   await applyBatch(knex, [u.event(1, 'UserForgotten', {})], new Map());
   t.ok(walTruncationPending(knex), 'the truncation could not finish and is remembered');
   t.match(await row(knex, u.id), { STATUS: 'forgotten' }, 'the batch committed all the same');
-  reader.exec('COMMIT');
+  unpinWal();
   // The next batch, whatever it holds, tries again.
   const other = stream();
   await applyBatch(knex, [other.event(0, 'UserRegistered', { name: 'Someone Else', email: 'else@example.org' })], new Map());
@@ -342,12 +358,7 @@ void t.test('SQLite: a reader in the WAL delays the truncation to the next batch
 });
 
 void t.test('SQLite: with no next batch, the projector truncates the WAL a reader held after a forget within seconds', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'users-forget-idle-'));
-  const file = join(dir, 'queries.sqlite');
-  const knex = await openReadDb({ client: 'sqlite', file });
-  await migrateReadDb(knex);
-  const reader = new Database(file, { fileMustExist: true });
-  reader.pragma('query_only = ON');
+  const { file, knex, pinWal, unpinWal, close } = await readDbWithReader('users-forget-idle-');
   const email = 'idle.truncation@bytes.example.org';
   const u = stream();
   // A feed the test hands batches to, as the log would.
@@ -376,19 +387,16 @@ void t.test('SQLite: with no next batch, the projector truncates the WAL a reade
   void projector.start();
   t.teardown(async () => {
     await projector.stop();
-    if (reader.open) reader.close();
-    await knex.destroy();
-    await rm(dir, { recursive: true, force: true });
+    await close();
   });
   hand([u.event(0, 'UserRegistered', { name: 'Idle Truncation', email })]);
   await waitFor(async () => (await row(knex, u.id)) !== undefined, 5000, 'the registration applied');
   // A long read of the read API pins the WAL while the forget commits.
-  reader.exec('BEGIN');
-  reader.prepare('SELECT COUNT(*) FROM USER_DATA').get();
+  pinWal();
   hand([u.event(1, 'UserForgotten', {})]);
   await waitFor(async () => (await row(knex, u.id))?.STATUS === 'forgotten', 5000, 'the forget applied');
   t.ok(walTruncationPending(knex), 'the truncation could not finish while the reader was in the WAL');
-  reader.exec('COMMIT');
+  unpinWal();
   // No further batch comes.
   await waitFor(() => !walTruncationPending(knex), 5000, 'the projector to truncate the WAL on its own');
   t.notOk(fileHolds(file, email) || fileHolds(`${file}-wal`, email), 'the email is in no file');
