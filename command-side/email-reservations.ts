@@ -220,6 +220,45 @@ export function emailReservations(deps: EmailReservationDeps) {
     }
   }
 
+  /**
+   * Claims an address whose stream exists: 'ours' when its last claim already names
+   * `userId`, 'claimed' when this appended the claim (the address was free, or its
+   * claim lapsed), 'taken' when another user holds it.
+   */
+  async function claimFound(streamId: string, email: string, userId: string, now: Date, metadata: EventMetadata): Promise<'ours' | 'claimed' | 'taken'> {
+    const claim = [{ type: 'EmailReserved', data: { userId, occurredAt: now.toISOString() }, metadata }];
+    for (let attempt = 0; ; attempt++) {
+      const events = await store.readStream(streamId);
+      const last = events[events.length - 1];
+      const held = lastClaimOf(events);
+      if (held) {
+        if (held.holder === userId) return 'ours';
+        if (await isHeld(held.claim, held.holder, email, now)) return 'taken';
+      }
+      try {
+        await store.appendToStream(streamId, claim, { expectedRevision: last ? last.revision : 'no_stream' });
+        return 'claimed';
+      } catch (error) {
+        // Someone else claimed or released it meanwhile: look again.
+        if (error instanceof ConcurrencyError && attempt < 3) continue;
+        if (error instanceof ConcurrencyError) return 'taken';
+        throw error;
+      }
+    }
+  }
+
+  /**
+   * Makes sure the claim on `email` names `userId`, after the user's stream took the
+   * address on a claim the request found rather than made (a retry's, or a concurrent
+   * request's for the same user). A request for that user that failed, or that changed
+   * the address away a moment before, may have released it in between; it is claimed
+   * again. Resolves false when another user holds it by then (the rule's one gap: a
+   * third party's claim between that release and this one).
+   */
+  async function confirm(email: string, userId: string, now: Date, metadata: EventMetadata): Promise<boolean> {
+    return (await claimFound(emailStreamIdOf(deps.emailHash(email)), email, userId, now, metadata)) !== 'taken';
+  }
+
   return {
     /**
      * Claims `email` for `userId`; EMAIL_TAKEN when another user holds it.
@@ -249,34 +288,28 @@ export function emailReservations(deps: EmailReservationDeps) {
       } catch (error) {
         if (!(error instanceof ConcurrencyError) || error.streamId !== streamId) throw error;
       }
-      for (let attempt = 0; ; attempt++) {
-        const events = await store.readStream(streamId);
-        const last = events[events.length - 1];
-        const held = lastClaimOf(events);
-        if (held) {
-          if (held.holder === userId) return { newlyClaimed: false };
-          if (await isHeld(held.claim, held.holder, email, now)) throw new DomainError('EMAIL_TAKEN', 'this email address is already taken');
-        }
-        try {
-          await store.appendToStream(streamId, claim, { expectedRevision: last ? last.revision : 'no_stream' });
-          return { newlyClaimed: true };
-        } catch (error) {
-          // Someone else claimed or released it meanwhile: look again.
-          if (error instanceof ConcurrencyError && attempt < 3) continue;
-          if (error instanceof ConcurrencyError) throw new DomainError('EMAIL_TAKEN', 'this email address is already taken');
-          throw error;
-        }
-      }
+      const found = await claimFound(streamId, email, userId, now, metadata);
+      if (found === 'taken') throw new DomainError('EMAIL_TAKEN', 'this email address is already taken');
+      return { newlyClaimed: found === 'claimed' };
     },
+
+    confirm,
 
     /**
      * Gives `email` up if `userId` holds it (under the keyed hash, and under the
-     * plain hash of older reservations where the store may hold them). Best effort: a lost release is healed by
-     * the takeover rule.
+     * plain hash of older reservations where the store may hold them) and the user's
+     * stream does not have it: a request that failed or moved the address away must
+     * not free it under a concurrent request for the same user that took it on the
+     * same claim. Looked at before the release and again after it: that request
+     * writes its events and then looks at the claim (`confirm`), this one releases
+     * and then looks at the user, so one of the two sees the other and the claim is
+     * taken again. Best effort: a lost release is healed by the takeover rule.
      */
     async release(email: string, userId: string, now: Date, metadata: EventMetadata): Promise<void> {
+      if ((await deps.currentEmailOf(userId)) === email) return;
       const streams = [emailStreamIdOf(deps.emailHash(email))];
       if (await mayHoldLegacy()) streams.push(legacyEmailStreamId(email));
+      let released = false;
       for (const streamId of streams) {
         const events = await store.readStream(streamId);
         const held = lastClaimOf(events);
@@ -287,10 +320,12 @@ export function emailReservations(deps: EmailReservationDeps) {
             [{ type: 'EmailReleased', data: { userId, occurredAt: now.toISOString() }, metadata }],
             { expectedRevision: held.claim.revision },
           );
+          released = true;
         } catch (error) {
           if (!(error instanceof ConcurrencyError)) throw error;
         }
       }
+      if (released && (await deps.currentEmailOf(userId)) === email) await confirm(email, userId, now, metadata);
     },
   };
 }

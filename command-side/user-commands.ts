@@ -155,11 +155,16 @@ export function userCommands(deps: { store: EventStore; vault: Vault; clock?: ()
         newlyClaimed = claimedNow;
         const { streamId, events: toAppend, expectedRevision } = ours;
         const next = (appendedAlongside ?? (await store.appendToStream(streamId, toAppend, { expectedRevision }))).nextExpectedRevision;
+        // A claim found rather than made may have been released by a failed request for this user meanwhile (see `release`).
+        if (claimed && !newlyClaimed) await emails.confirm(claimed, userId, now, metadata).catch(() => {});
         const released = releasedEmail(events);
         if (released) await emails.release(released, userId, now, metadata).catch(() => {});
         return { id: userId, revision: next };
       } catch (error) {
-        if (claimed && newlyClaimed) await emails.release(claimed, userId, now, metadata).catch(() => {});
+        // Only a conflict says the user's events were not written. After any other failure they may
+        // have been (an EventStoreDB append that timed out can still commit): the claim stays, and
+        // the takeover rule frees it after the grace period if the user never took the address.
+        if (claimed && newlyClaimed && error instanceof ConcurrencyError) await emails.release(claimed, userId, now, metadata).catch(() => {});
         const retry = error instanceof ConcurrencyError && options.expectedRevision === undefined && attempt < retriesOnConflict;
         if (!retry) throw error;
       }

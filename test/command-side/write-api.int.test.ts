@@ -4,7 +4,7 @@ import type { InjectOptions } from 'fastify';
 import { buildCommandApp } from '../../command-side/app.js';
 import { userCommands } from '../../command-side/user-commands.js';
 import { emailReservations } from '../../command-side/email-reservations.js';
-import type { EventStore } from '../../shared/event-store/port.js';
+import type { AppendResult, EventStore } from '../../shared/event-store/port.js';
 import { StoreUnavailableError } from '../../shared/errors.js';
 import { eventStoreKinds } from '../support/event-stores.js';
 import { startEsdbTestServer } from '../support/esdb-test-server.js';
@@ -181,6 +181,99 @@ function writeApiSuite(t: Test, openStore: (t: Test) => Promise<EventStore>) {
     t.equal((await register('Later', 'orphan@example.org')).statusCode, 201, 'taken over once orphaned');
   });
 
+  /**
+   * The store as EventStoreDB offers it (each stream appended alone), its `user-*`
+   * appends passed through `userAppend` (which may hold one, or fail it after it committed).
+   */
+  const twoAppends = (inner: EventStore, userAppend: (append: () => Promise<AppendResult>, nth: number) => Promise<AppendResult>): EventStore => {
+    let userAppends = 0;
+    return {
+      ...inner,
+      appendToStreams: undefined,
+      appendToStream: (streamId, events, options) =>
+        streamId.startsWith('user-') ? userAppend(() => inner.appendToStream(streamId, events, options), userAppends++) : inner.appendToStream(streamId, events, options),
+    };
+  };
+  const lastReservation = async (store: EventStore, email: string) => {
+    const [last] = (await store.readStream(testEmailStreamId(email))).slice(-1);
+    return { type: last?.type, userId: (last?.data as { userId?: string } | undefined)?.userId };
+  };
+
+  void t.test('a registration whose append failed but may have committed keeps its claim: no second user takes the address', async (t) => {
+    // An EventStoreDB append that times out answers 503 and may still commit.
+    const store = twoAppends(await openStore(t), async (append, nth) => {
+      const result = await append();
+      if (nth === 0) throw new StoreUnavailableError('the append timed out (and committed)');
+      return result;
+    });
+    const { register } = await setUp(t, { store });
+    const first = await register('Ada', 'kept@example.org');
+    t.equal(first.statusCode, 503);
+    t.equal((await lastReservation(store, 'kept@example.org')).type, 'EmailReserved', 'the claim is not released on an unknown outcome');
+    const second = await register('Eve', 'kept@example.org');
+    t.equal(second.statusCode, 409, 'the address is taken (by the user the 503 did write)');
+    t.equal(second.json().code, 'EMAIL_TAKEN');
+  });
+
+  void t.test('two requests with one Idempotency-Key, the first losing the race after it claimed: the address stays claimed', async (t) => {
+    let blocked!: () => void;
+    const firstBlocked = new Promise<void>((resolve) => (blocked = resolve));
+    let letGo!: () => void;
+    const gate = new Promise<void>((resolve) => (letGo = resolve));
+    const store = twoAppends(await openStore(t), async (append, nth) => {
+      if (nth === 0) {
+        blocked();
+        await gate;
+      }
+      return append();
+    });
+    const { register } = await setUp(t, { store });
+    const headers = { 'idempotency-key': 'k-race' };
+    const first = register('Ada', 'raced@example.org', headers);
+    await firstBlocked;
+    // The second finds the first's claim (its own user's), writes the user and answers.
+    const second = await register('Ada', 'raced@example.org', headers);
+    t.equal(second.statusCode, 201);
+    letGo();
+    // The first's user append conflicts: it must not release the address the user now has.
+    const answered = await first;
+    t.equal(answered.statusCode, 201);
+    t.same(answered.json(), second.json(), 'the first answers as the second did');
+    t.same(await lastReservation(store, 'raced@example.org'), { type: 'EmailReserved', userId: second.json().id });
+    t.equal((await register('Eve', 'raced@example.org')).statusCode, 409, 'nobody else can register it');
+  });
+
+  void t.test('a release looks at the user before and after: it never leaves free an address the user took meanwhile', async (t) => {
+    const store = await openStore(t);
+    let emailsOfUser: Array<string | undefined> = [];
+    const emails = emailReservations({
+      store,
+      emailHash: testVault.emailHash,
+      graceMs: 60_000,
+      currentEmailOf: () => Promise.resolve(emailsOfUser.shift()),
+    });
+    await emails.reserve('a@example.org', 'u-1', new Date(), {});
+    // The user has the address: nothing is released.
+    emailsOfUser = ['a@example.org'];
+    await emails.release('a@example.org', 'u-1', new Date(), {});
+    t.same(await lastReservation(store, 'a@example.org'), { type: 'EmailReserved', userId: 'u-1' }, 'kept while the user has it');
+    // The user moved to b, then (a concurrent request on the same claim) back to a while the release was written.
+    emailsOfUser = ['b@example.org', 'a@example.org'];
+    await emails.release('a@example.org', 'u-1', new Date(), {});
+    const types = (await store.readStream(testEmailStreamId('a@example.org'))).map((event) => event.type);
+    t.same(types, ['EmailReserved', 'EmailReleased', 'EmailReserved'], 'released, then claimed again for the user');
+    // Released for good when the user does not take it back.
+    emailsOfUser = ['b@example.org', 'b@example.org'];
+    await emails.release('a@example.org', 'u-1', new Date(), {});
+    t.same(await lastReservation(store, 'a@example.org'), { type: 'EmailReleased', userId: 'u-1' });
+    // `confirm` takes a released address again for its user, and leaves one another user holds.
+    t.equal(await emails.confirm('a@example.org', 'u-1', new Date(), {}), true);
+    t.same(await lastReservation(store, 'a@example.org'), { type: 'EmailReserved', userId: 'u-1' });
+    await emails.reserve('c@example.org', 'u-2', new Date(), {});
+    t.equal(await emails.confirm('c@example.org', 'u-1', new Date(), {}), false, 'held by another user');
+    t.same(await lastReservation(store, 'c@example.org'), { type: 'EmailReserved', userId: 'u-2' });
+  });
+
   void t.test('Idempotency-Key: a retry returns the original result and appends nothing', async (t) => {
     const { register, logSize } = await setUp(t);
     const first = await register('Ada', 'ada@example.org', { 'idempotency-key': 'k-123' });
@@ -219,6 +312,14 @@ function writeApiSuite(t: Test, openStore: (t: Test) => Promise<EventStore>) {
     }
     const brokenJson = await app.inject({ method: 'POST', url: '/users', payload: '{"name":', headers: { 'content-type': 'application/json' } });
     t.equal(brokenJson.statusCode, 400);
+    // A lone surrogate, sent as a pure-ASCII JSON escape (so the UTF-8 check of the bytes passes it).
+    for (const name of ['A\\ud800', '\\udc00B']) {
+      const lone = await app.inject({ method: 'POST', url: '/users', payload: `{"name":"${name}","email":"lone@b.org"}`, headers: { 'content-type': 'application/json' } });
+      t.equal(lone.statusCode, 400, `a name with a lone surrogate (${name})`);
+      t.same(lone.json().problems.map((p: { field: string }) => p.field), ['name']);
+    }
+    const paired = await app.inject({ method: 'PUT', url: `/users/${id}/name`, payload: '{"name":"Ada \\ud83d\\ude00"}', headers: { 'content-type': 'application/json' } });
+    t.equal(paired.statusCode, 200, 'a surrogate pair (one emoji) is a character like any other');
     const proto = await app.inject({
       method: 'POST',
       url: '/users',
@@ -233,7 +334,7 @@ function writeApiSuite(t: Test, openStore: (t: Test) => Promise<EventStore>) {
     const unknown = await app.inject({ method: 'PUT', url: '/users/0190f2a4-6c1d-7cc2-9d6e-7d3b8a2f0000/name', payload: { name: 'A' } });
     t.equal(unknown.statusCode, 404);
     t.equal(unknown.json().code, 'USER_NOT_FOUND');
-    t.equal(await logSize(), before, 'nothing reached the event store');
+    t.equal(await logSize(), before + 1, 'nothing reached the event store but the rename with the emoji');
   });
 
   void t.test('a body that is not JSON is 415 and says application/json is expected; an empty body is no body', async (t) => {
