@@ -242,7 +242,9 @@ export function createVault(options: VaultOptions & { emailHashSecret: Buffer })
       for (const id of missing) {
         const key = keys.get(id) ?? null;
         found.set(id, key);
-        if (keep) remember(id, key);
+        // A key destroyed while it was being read is not remembered as alive: this process forgets at once.
+        const since = cache.get(id);
+        if (keep && !(since && since.key === null && since.at >= t)) remember(id, key);
       }
     }
     return found;

@@ -75,3 +75,25 @@ void t.test('keepKeys: false opens as usual and keeps no key it read', async (t)
   await vault.open(stored);
   t.equal(keyStore.asked.length, 3, 'kept by a usual open');
 });
+
+void t.test('a key destroyed while another call reads it is not remembered as alive', async (t) => {
+  const keyStore = inMemoryKeyStore();
+  const get = keyStore.get.bind(keyStore);
+  let readDone!: () => void;
+  const destroyed = new Promise<void>((resolve) => (readDone = resolve));
+  // The read (an export, a rename) finds the key, then answers only after the forget destroyed it.
+  const slow: KeyStore = Object.assign(keyStore, {
+    get: async (ids: readonly string[]) => {
+      const found = await get(ids);
+      await destroyed;
+      return found;
+    },
+  });
+  const vault = createVault({ keyStore: slow, emailHashSecret: secret, cacheMs: 60_000 });
+  const [key] = await keyStore.create(1);
+  const reading = vault.key(key!.id);
+  await vault.destroy([key!.id]);
+  readDone();
+  t.same((await reading)?.key, key!.key, 'the read that began before the forget opens what it read');
+  t.equal(await vault.key(key!.id), undefined, 'but the key is not served again from memory');
+});
