@@ -4,6 +4,8 @@ import { ajv } from '../shared/schema-validation.js';
 const isEmail = ajv.compile({ type: 'string', format: 'email', maxLength: 254 });
 // Control characters make names unprintable and break logs; nobody's name has them.
 const controlCharacters = /\p{Cc}/u;
+// Under the u flag a surrogate pair is one code point: only a lone surrogate is Cs.
+const loneSurrogates = /\p{Cs}/u;
 
 /** Trims a name and checks it is 1..255 characters (code points) of printable text. */
 export function normaliseName(raw: string, field = 'name'): string {
@@ -14,6 +16,11 @@ export function normaliseName(raw: string, field = 'name'): string {
   }
   if (controlCharacters.test(name)) {
     throw new ValidationError('invalid name', [{ field, message: 'must not contain control characters' }]);
+  }
+  // A lone surrogate (`"\ud800"` in pure-ASCII JSON) is no character: UTF-8 cannot carry it, so the
+  // read DB and the answers would turn it into U+FFFD and the name would change for good.
+  if (loneSurrogates.test(name)) {
+    throw new ValidationError('invalid name', [{ field, message: 'must be well-formed Unicode (no lone surrogates)' }]);
   }
   return name;
 }
