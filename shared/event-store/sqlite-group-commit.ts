@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Worker } from 'node:worker_threads';
-import { ConcurrencyError } from '../errors.js';
+import { ConcurrencyError, StoreUnavailableError } from '../errors.js';
 import type { AppendResult, ExpectedRevision, StreamAppend, WriterStats } from './port.js';
 import { startWorkerModule } from '../worker-module.js';
 
@@ -78,19 +78,22 @@ export function groupCommitter(options: WriterOptions & { translate(error: Error
   function start(): Worker {
     const started = spawnWriter({ file: options.file, busyTimeoutMs: options.busyTimeoutMs, ...(options.failCommitsFor ? { failCommitsFor: options.failCommitsFor } : {}) });
     started.on('message', settle);
-    started.on('error', (error) => failAll(error));
+    // The thread gone (an uncaught error, out of memory) is an outage, not a fault of the appends: the next
+    // append starts a new writer, so the waiting ones fail as retriable (503 with Retry-After; the relay retries).
+    // Whether their group committed before the thread went is unknown, as with an EventStoreDB append that timed out.
+    started.on('error', (error) => failAll(new StoreUnavailableError(`the event store's writer thread failed: ${error.message}`, { cause: error })));
     started.on('exit', (code) => {
       worker = undefined;
-      if (!closing || waiting.size > 0) failAll(new Error(`the event store's writer thread exited (code ${code})`));
+      if (!closing || waiting.size > 0) failAll(new StoreUnavailableError(`the event store's writer thread exited (code ${code})`));
     });
     return started;
   }
 
-  function failAll(error: unknown) {
+  function failAll(error: StoreUnavailableError) {
     const waiters = [...waiting.values()];
     waiting.clear();
     unsent = [];
-    for (const waiter of waiters) waiter.reject(error instanceof Error ? options.translate(error) : error);
+    for (const waiter of waiters) waiter.reject(error);
     idle?.();
   }
 

@@ -1,6 +1,7 @@
 import type { Worker } from 'node:worker_threads';
 import type { LoggedEvent } from './port.js';
 import { startWorkerModule } from '../worker-module.js';
+import { StoreUnavailableError } from '../errors.js';
 import { cursorAfter, eventsOfPage, longReadMmapBytes as mmapBytes, pieceSizer, readPage, type PageStatements, type ReadPage, type StreamCursor } from './sqlite-log-pages.js';
 
 /**
@@ -72,11 +73,15 @@ export function logReader(file: string, allSql: string, toError: (error: unknown
       }
       else listeners.get(reply.id)?.(reply);
     });
-    thread.on('error', (error) => failAll(toError(error)));
-    // A reader gone for any other reason must not leave a read waiting for ever.
+    // A reader gone (an uncaught error, out of memory) fails the reads under way as an outage, never leaves
+    // one waiting for ever, and is started afresh by the next read, as the writer is by the next append.
+    thread.on('error', (error) => failAll(new StoreUnavailableError(`embedded event store: the log reader failed: ${error.message}`, { cause: error })));
     thread.on('exit', (code) => {
-      if (!closed) failAll(new Error(`embedded event store: the log reader stopped (exit code ${code})`));
-      closed = true;
+      if (started === thread) {
+        started = undefined;
+        ready = false;
+      }
+      if (!closed) failAll(new StoreUnavailableError(`embedded event store: the log reader stopped (exit code ${code})`));
     });
     return thread;
   }
@@ -109,12 +114,14 @@ export function logReader(file: string, allSql: string, toError: (error: unknown
       const replies: Array<Reply | Error> = [];
       let wake: (() => void) | undefined;
       let opened = false;
+      let openedOn: Worker | undefined;
       const open = (from: StreamCursor) => {
         listeners.set(id, (reply) => {
           replies.push(reply);
           wake?.();
         });
-        worker().postMessage({ id, kind: 'open', cursor: from, ahead: pagesAhead } satisfies LogReaderRequest);
+        openedOn = worker();
+        openedOn.postMessage({ id, kind: 'open', cursor: from, ahead: pagesAhead } satisfies LogReaderRequest);
         opened = true;
       };
       let from = cursor;
@@ -148,14 +155,15 @@ export function logReader(file: string, allSql: string, toError: (error: unknown
           const reply = replies.shift()!;
           if (reply instanceof Error) throw reply;
           if (reply.error) throw replyError(reply.error);
-          if (reply.next) worker().postMessage({ id, kind: 'more' } satisfies LogReaderRequest);
+          if (reply.next) openedOn!.postMessage({ id, kind: 'more' } satisfies LogReaderRequest);
           const events = eventsOf(reply);
           if (events.length > 0) yield events;
           if (!reply.next) return;
         }
       } finally {
         listeners.delete(id);
-        if (opened && !closed) worker().postMessage({ id, kind: 'close' } satisfies LogReaderRequest);
+        // Told to the thread that holds the read (not one started since, which never knew it).
+        if (opened && !closed && openedOn === started) openedOn?.postMessage({ id, kind: 'close' } satisfies LogReaderRequest);
       }
     },
 
