@@ -193,7 +193,10 @@ export function esdbEventStore(options: EsdbEventStoreOptions): EventStore {
    * pending appends with an unhelpful "Cancelled on client", and a read it cancels
    * never ends (the client swallows its own cancellations).
    */
-  function track<T>(operation: Promise<T>): Promise<T> {
+  /** Runs an operation unless the store is closed (a client released under it would open a stream nothing ends). */
+  function track<T>(start: () => Promise<T>): Promise<T> {
+    if (closed) return Promise.reject(new Error('the event store is closed'));
+    const operation = start();
     inflight.add(operation);
     const done = () => inflight.delete(operation);
     operation.then(done, done);
@@ -381,10 +384,10 @@ export function esdbEventStore(options: EsdbEventStoreOptions): EventStore {
   }
 
   return {
-    appendToStream: (streamId, events, { expectedRevision }) => track(append(streamId, events, expectedRevision)),
-    readStream: (streamId, { fromRevision = 0 } = {}) => track(readStream(streamId, fromRevision)),
-    readAll: ({ after, maxCount }) => track(readAll(after, maxCount)),
-    headPosition: () => track(headPosition()),
+    appendToStream: (streamId, events, { expectedRevision }) => track(() => append(streamId, events, expectedRevision)),
+    readStream: (streamId, { fromRevision = 0 } = {}) => track(() => readStream(streamId, fromRevision)),
+    readAll: ({ after, maxCount }) => track(() => readAll(after, maxCount)),
+    headPosition: () => track(() => headPosition()),
     subscribeToAll,
     async close() {
       if (closed) return;

@@ -15,11 +15,13 @@ export function inMemoryEventStore(): EventStore {
   const streams = new Map<string, RecordedEvent[]>();
   const appended = wakeSignal();
 
+  let closed = false;
   const store: EventStore = {
     appendToStream(streamId, events, { expectedRevision }) {
       return store.appendToStreams!([{ streamId, events, expectedRevision }]).then(([result]) => result!);
     },
     appendToStreams(appends) {
+      if (closed) return Promise.reject(new Error('the event store is closed'));
       // Checked in order, as if each stream's share were appended before the next is checked.
       const lengths = new Map<string, number>();
       for (const { streamId, events, expectedRevision } of appends) {
@@ -87,6 +89,7 @@ export function inMemoryEventStore(): EventStore {
       return pollingSubscription({ readAll: (o) => store.readAll(o), waitForAppend: (ms) => appended.wait(ms) }, options);
     },
     close() {
+      closed = true;
       return Promise.resolve();
     },
   };

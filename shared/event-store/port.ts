@@ -135,6 +135,7 @@ export interface EventStore {
   observeCommits?(listener: (seconds: number) => void): () => void;
   /** Catches up from `after`, then tails new appends. */
   subscribeToAll(options?: SubscribeOptions): LogSubscription;
+  /** Lets the appends under way finish, then releases the store; appends after it are refused. */
   close(): Promise<void>;
 }
 

@@ -217,76 +217,86 @@ export function eventStoreContract(t: Test, open: () => Promise<StoreUnderTest>,
         t.equal(store.readAllByStream, undefined);
       }),
     );
-    return;
+  } else {
+    void t.test('reads the log up to a position stream after stream, in full pages, only the prefix\'s streams', (t) =>
+      withStore(t, async (store) => {
+        const prefix = `bystream-${randomUUID()}-`;
+        const [a, b, c] = [`${prefix}a`, `${prefix}b`, `${prefix}c`];
+        const other = stream();
+        // Interleaved in the log; seven events, six of them in the prefix's streams.
+        await store.appendToStream(b, [event(1)], { expectedRevision: 'no_stream' });
+        await store.appendToStream(a, [event(2), event(3)], { expectedRevision: 'no_stream' });
+        await store.appendToStream(other, [event(4)], { expectedRevision: 'no_stream' });
+        await store.appendToStream(c, [event(5)], { expectedRevision: 'no_stream' });
+        await store.appendToStream(b, [event(6)], { expectedRevision: 0 });
+        const until = (await store.appendToStream(a, [event(7)], { expectedRevision: 1 })).position;
+        // After `until`: not part of the read.
+        await store.appendToStream(a, [event(8)], { expectedRevision: 2 });
+        await store.appendToStream(`${prefix}d`, [event(9)], { expectedRevision: 'no_stream' });
+
+        const pages: Array<readonly { streamId: string; revision: number; position: bigint; type: string; data: unknown }[]> = [];
+        for await (const page of store.readAllByStream!({ streamPrefix: prefix, until, pageSize: 2 })) pages.push(page);
+        t.same(
+          pages.map((p) => p.length),
+          [2, 2, 2],
+          'full pages; a last page that ends the read exactly is not followed by an empty one',
+        );
+        const read = pages.flat();
+        const byStream = new Map<string, number[]>();
+        for (const e of read) byStream.set(e.streamId, [...(byStream.get(e.streamId) ?? []), (e.data as { n: number }).n]);
+        t.same(
+          [...byStream.keys()].sort(),
+          [a, b, c],
+          'only the prefix\'s streams, as they stood at `until`',
+        );
+        t.same(Object.fromEntries(byStream), { [a]: [2, 3, 7], [b]: [1, 6], [c]: [5] }, "each stream's events in order of revision");
+        const seen = new Set<string>();
+        for (let i = 0; i < read.length; i++) {
+          const e = read[i]!;
+          if (i > 0 && read[i - 1]!.streamId !== e.streamId) {
+            t.notOk(seen.has(e.streamId), `${e.streamId} comes in one run`);
+            seen.add(read[i - 1]!.streamId);
+          }
+        }
+        const recorded = new Map((await Promise.all([a, b, c].map((s) => store.readStream(s)))).flat().map((e) => [`${e.streamId}@${e.revision}`, e]));
+        for (const e of read) {
+          const original = recorded.get(`${e.streamId}@${e.revision}`);
+          t.same([e.position, e.type, e.data], [original?.position, original?.type, original?.data], `${e.streamId}@${e.revision} as recorded`);
+        }
+      }),
+    );
+
+    void t.test('a stream-ordered read left early stops, and the store reads on as before', (t) =>
+      withStore(t, async (store) => {
+        const prefix = `bystream-${randomUUID()}-`;
+        let until = 0n;
+        for (let i = 0; i < 12; i++) until = (await store.appendToStream(`${prefix}${i}`, [event(i)], { expectedRevision: 'no_stream' })).position;
+        for await (const page of store.readAllByStream!({ streamPrefix: prefix, until, pageSize: 3 })) {
+          t.equal(page.length, 3);
+          break;
+        }
+        let count = 0;
+        for await (const page of store.readAllByStream!({ streamPrefix: prefix, until, pageSize: 5 })) count += page.length;
+        t.equal(count, 12, 'a second read sees everything');
+        t.equal((await store.readAll({ after: until - 1n, maxCount: 10 }))[0]?.position, until);
+        await t.rejects(
+          (async () => {
+            for await (const page of store.readAllByStream!({ streamPrefix: '', until, pageSize: 3 })) t.fail(`read ${page.length} events`);
+          })(),
+          /needs a stream prefix/,
+        );
+      }),
+    );
   }
 
-  void t.test('reads the log up to a position stream after stream, in full pages, only the prefix\'s streams', (t) =>
+  void t.test('a closed store refuses appends; an append under way at the close finishes first', (t) =>
     withStore(t, async (store) => {
-      const prefix = `bystream-${randomUUID()}-`;
-      const [a, b, c] = [`${prefix}a`, `${prefix}b`, `${prefix}c`];
-      const other = stream();
-      // Interleaved in the log; seven events, six of them in the prefix's streams.
-      await store.appendToStream(b, [event(1)], { expectedRevision: 'no_stream' });
-      await store.appendToStream(a, [event(2), event(3)], { expectedRevision: 'no_stream' });
-      await store.appendToStream(other, [event(4)], { expectedRevision: 'no_stream' });
-      await store.appendToStream(c, [event(5)], { expectedRevision: 'no_stream' });
-      await store.appendToStream(b, [event(6)], { expectedRevision: 0 });
-      const until = (await store.appendToStream(a, [event(7)], { expectedRevision: 1 })).position;
-      // After `until`: not part of the read.
-      await store.appendToStream(a, [event(8)], { expectedRevision: 2 });
-      await store.appendToStream(`${prefix}d`, [event(9)], { expectedRevision: 'no_stream' });
-
-      const pages: Array<readonly { streamId: string; revision: number; position: bigint; type: string; data: unknown }[]> = [];
-      for await (const page of store.readAllByStream!({ streamPrefix: prefix, until, pageSize: 2 })) pages.push(page);
-      t.same(
-        pages.map((p) => p.length),
-        [2, 2, 2],
-        'full pages; a last page that ends the read exactly is not followed by an empty one',
-      );
-      const read = pages.flat();
-      const byStream = new Map<string, number[]>();
-      for (const e of read) byStream.set(e.streamId, [...(byStream.get(e.streamId) ?? []), (e.data as { n: number }).n]);
-      t.same(
-        [...byStream.keys()].sort(),
-        [a, b, c],
-        'only the prefix\'s streams, as they stood at `until`',
-      );
-      t.same(Object.fromEntries(byStream), { [a]: [2, 3, 7], [b]: [1, 6], [c]: [5] }, "each stream's events in order of revision");
-      const seen = new Set<string>();
-      for (let i = 0; i < read.length; i++) {
-        const e = read[i]!;
-        if (i > 0 && read[i - 1]!.streamId !== e.streamId) {
-          t.notOk(seen.has(e.streamId), `${e.streamId} comes in one run`);
-          seen.add(read[i - 1]!.streamId);
-        }
-      }
-      const recorded = new Map((await Promise.all([a, b, c].map((s) => store.readStream(s)))).flat().map((e) => [`${e.streamId}@${e.revision}`, e]));
-      for (const e of read) {
-        const original = recorded.get(`${e.streamId}@${e.revision}`);
-        t.same([e.position, e.type, e.data], [original?.position, original?.type, original?.data], `${e.streamId}@${e.revision} as recorded`);
-      }
-    }),
-  );
-
-  void t.test('a stream-ordered read left early stops, and the store reads on as before', (t) =>
-    withStore(t, async (store) => {
-      const prefix = `bystream-${randomUUID()}-`;
-      let until = 0n;
-      for (let i = 0; i < 12; i++) until = (await store.appendToStream(`${prefix}${i}`, [event(i)], { expectedRevision: 'no_stream' })).position;
-      for await (const page of store.readAllByStream!({ streamPrefix: prefix, until, pageSize: 3 })) {
-        t.equal(page.length, 3);
-        break;
-      }
-      let count = 0;
-      for await (const page of store.readAllByStream!({ streamPrefix: prefix, until, pageSize: 5 })) count += page.length;
-      t.equal(count, 12, 'a second read sees everything');
-      t.equal((await store.readAll({ after: until - 1n, maxCount: 10 }))[0]?.position, until);
-      await t.rejects(
-        (async () => {
-          for await (const page of store.readAllByStream!({ streamPrefix: '', until, pageSize: 3 })) t.fail(`read ${page.length} events`);
-        })(),
-        /needs a stream prefix/,
-      );
+      const id = stream();
+      const underWay = store.appendToStream(id, [event(1)], { expectedRevision: 'no_stream' });
+      await store.close();
+      t.equal((await underWay).nextExpectedRevision, 0, 'the append made before the close');
+      await t.rejects(store.appendToStream(id, [event(2)], { expectedRevision: 0 }), /closed/);
+      await store.close();
     }),
   );
 
