@@ -112,13 +112,23 @@ function lookupsById(query: (ids: readonly string[]) => Promise<UserRow[]>) {
   );
 }
 
+const nonAscii = /[^\p{ASCII}]/u;
+/** A name as the embedded read DB compares a prefix with letters beyond ASCII: lower-cased, as `foldFunction` does to NAME. */
+const foldName = (name: string) => name.toLowerCase();
+/**
+ * The function the embedded read DB's connection folds NAME with (`sqliteUserReads`). Called once per row
+ * scanned, so only for a prefix that needs it: an ASCII prefix is compared by LIKE itself, which ignores
+ * the case of ASCII letters, and no row can match an ASCII prefix through a letter beyond ASCII.
+ */
+const foldFunction = 'users_fold_name';
+
 /**
  * The list query for one combination of filters. Its text depends only on which
  * filters are present and on the limit (a bounded integer), so a few dozen texts
  * cover every request and each is prepared once. '!' as the LIKE escape
  * character needs no escaping itself in either dialect.
  */
-function listQuery(filter: UserRowFilter): { sql: string; params: string[] } {
+function listQuery(filter: UserRowFilter, foldsNames: boolean): { sql: string; params: string[] } {
   const where: string[] = [visible()];
   const params: string[] = [];
   const narrow = (condition: string, value: string) => {
@@ -126,7 +136,12 @@ function listQuery(filter: UserRowFilter): { sql: string; params: string[] } {
     params.push(value);
   };
   if (filter.email !== undefined) narrow('EMAIL = ?', filter.email);
-  if (filter.name !== undefined) narrow("NAME LIKE ? ESCAPE '!'", `${filter.name.replace(/[!%_]/g, (c) => `!${c}`)}%`);
+  if (filter.name !== undefined) {
+    // SQLite's LIKE ignores the case of ASCII letters only: a prefix with other letters is compared folded (see `foldName`).
+    const folded = foldsNames && nonAscii.test(filter.name);
+    const prefix = `${(folded ? foldName(filter.name) : filter.name).replace(/[!%_]/g, (c) => `!${c}`)}%`;
+    narrow(folded ? `${foldFunction}(NAME) LIKE ? ESCAPE '!'` : "NAME LIKE ? ESCAPE '!'", prefix);
+  }
   if (filter.status !== undefined) narrow('STATUS = ?', filter.status);
   if (filter.afterId !== undefined) narrow('ID_USER_DATA > ?', filter.afterId);
   if (!Number.isSafeInteger(filter.limit) || filter.limit < 1) throw new RangeError(`limit must be a positive integer, not ${filter.limit}`);
@@ -152,6 +167,7 @@ function userReadsOver(
   rows: <T>(sql: string, params: readonly string[]) => Promise<T[]>,
   waitForChange: (ms: number) => Promise<void>,
   close: () => Promise<void>,
+  options: { foldsNames: boolean },
 ): UserReads {
   const byIds = lookupsById((ids) => rows<UserRow>(byIdsSql(ids.length), ids));
   const byEmails = listsByEmail((emails) => rows<UserRow & { K: string }>(byEmailsSql(emails.length), emails));
@@ -160,7 +176,7 @@ function userReadsOver(
     versionOf: async (id) => Number((await byIds.load(id))?.VERSION ?? -1),
     list: async (filter) => {
       if (byEmailOnly(filter)) return (await byEmails.load(filter.email)).slice(0, filter.limit);
-      const { sql, params } = listQuery(filter);
+      const { sql, params } = listQuery(filter, options.foldsNames);
       return rows<UserRow>(sql, params);
     },
     waitForChange,
@@ -216,6 +232,7 @@ function sqliteUserReads(file: string): UserReads {
   const connection = new Database(file, { fileMustExist: true });
   connection.pragma('busy_timeout = 5000');
   connection.pragma('query_only = ON');
+  connection.function(foldFunction, { deterministic: true }, (name: unknown) => (typeof name === 'string' ? foldName(name) : name));
   const prepared = new Map<string, (params: readonly string[]) => unknown[]>();
   const projectorCommits = changeWaiter(file);
   return userReadsOver(
@@ -234,6 +251,8 @@ function sqliteUserReads(file: string): UserReads {
       projectorCommits.close();
       return Promise.resolve(void connection.close());
     },
+    // SQLite's LIKE ignores the case of ASCII letters only.
+    { foldsNames: true },
   );
 }
 
@@ -274,8 +293,14 @@ function mariadbUserReads(connection: Record<string, unknown>, options: { timeou
     }
   };
   const ticks = sharedTicker(mariadbWaitTickMs);
-  return userReadsOver(rows, (ms) => ticks.wait(ms), () => {
-    ticks.close();
-    return pool.end();
-  });
+  return userReadsOver(
+    rows,
+    (ms) => ticks.wait(ms),
+    () => {
+      ticks.close();
+      return pool.end();
+    },
+    // MariaDB's collation (utf8mb4_unicode_ci) ignores the case (and the accents) of every letter.
+    { foldsNames: false },
+  );
 }

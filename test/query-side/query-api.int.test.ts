@@ -95,6 +95,25 @@ forEachReadDb(t, async (t, db) => {
     t.equal(badStatus.json().message, 'status must be one of: registered, validated, deactivated');
   });
 
+  await t.test('the name prefix ignores the case of letters beyond ASCII too', async (t) => {
+    const rows = [
+      ['0190f2a4-6c1d-7cc2-9d6e-7d3b8a2f00e1', 'Émile Zola', 'emile@example.org'],
+      ['0190f2a4-6c1d-7cc2-9d6e-7d3b8a2f00e2', 'Ørsted H.', 'orsted@example.org'],
+      ['0190f2a4-6c1d-7cc2-9d6e-7d3b8a2f00e3', 'ΣΩΚΡΆΤΗΣ', 'socrates@example.org'],
+    ];
+    for (const [id, name, email] of rows) {
+      await db('USER_DATA').insert({ ID_USER_DATA: id, NAME: name, EMAIL: email, STATUS: 'registered', DATE_REGISTER: '2026-01-01 00:00:00.000', DATE_UPDATED: '2026-01-01 00:00:00.000', VERSION: 0 });
+    }
+    t.teardown(() => db('USER_DATA').whereIn('ID_USER_DATA', rows.map(([id]) => id!)).delete());
+    const names = async (prefix: string) =>
+      (await app.inject({ url: `/users?name=${encodeURIComponent(prefix)}` })).json().items.map((u: { name: string }) => u.name);
+    for (const prefix of ['Émile', 'émile', 'ÉMILE', 'éM']) t.same(await names(prefix), ['Émile Zola'], prefix);
+    t.same(await names('ørsted'), ['Ørsted H.']);
+    t.same(await names('σωκ'), ['ΣΩΚΡΆΤΗΣ']);
+    t.same(await names('zola'), [], 'a prefix, not a substring');
+    t.same(await names('É%'), [], 'LIKE metacharacters stay plain text on the folded path too');
+  });
+
   await t.test('the read API answers reads only: other methods are 405 with Allow, unknown paths 404', async (t) => {
     for (const [method, url] of [['POST', '/users'], ['DELETE', `/users/${ids[0]}`], ['PUT', `/users/${ids[0]}`], ['POST', '/health']] as const) {
       const response = await app.inject({ method, url, payload: {} });
