@@ -149,7 +149,7 @@ export function buildQueryApp(deps: QueryAppDeps) {
           schema: {
             summary: 'Search users',
             description:
-              'Filters combine; pages follow registration order (keyset pagination: pass `nextCursor` back as `cursor`). Forgotten users (GDPR erasure) are never listed.',
+              'Filters combine; pages are in order of user id (keyset pagination: pass `nextCursor` back as `cursor`), which is registration order for the ids the write API makes; a user registered with an `Idempotency-Key` has an id made from the key, which sorts anywhere. Forgotten users (GDPR erasure) are never listed.',
             tags: readTags,
             security: optionalBearerToken,
             querystring: {

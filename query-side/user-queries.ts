@@ -73,7 +73,7 @@ export function userQueries(reads: UserReads) {
       return isVisible(row) ? userViewFrom(row) : 'forgotten';
     },
 
-    /** Keyset pagination in id order (ids are UUIDv7, so that is registration order). */
+    /** Keyset pagination in id order: registration order for UUIDv7 ids; an Idempotency-Key's UUIDv5 id sorts anywhere. */
     list: async (filter: UserFilter) => {
       // One object of one shape, absent filters left undefined (the reads test each for undefined).
       const rows = await reads.list({
