@@ -1,6 +1,6 @@
-import { validate as isUuid } from 'uuid';
 import { decodeConsistencyToken } from '../shared/consistency-token.js';
 import { ServiceError } from '../shared/errors.js';
+import { uuidPattern } from '../shared/schema-validation.js';
 import { userIdFromStream } from '../shared/user-events.js';
 
 /**
@@ -21,7 +21,7 @@ export async function waitForWrite(
   // The write API names users by UUID; ids are case-insensitive, as in the read API's paths.
   // Anything else can never be satisfied: 400, not a wait that ends in 503 and a retry for ever.
   const named = userIdFromStream(streamId);
-  if (!named || !isUuid(named)) throw new ServiceError('INVALID_CONSISTENCY_TOKEN', 'Consistency-Token does not name a user stream (user-<uuid>@<revision>)');
+  if (!named || !uuidPattern.test(named)) throw new ServiceError('INVALID_CONSISTENCY_TOKEN', 'Consistency-Token does not name a user stream (user-<uuid>@<revision>)');
   const userId = named.toLowerCase();
   const deadline = Date.now() + timeoutMs;
   for (let pause = 2; ; pause = Math.min(pause * 2, 50)) {

@@ -4,7 +4,7 @@ import addFormatsModule from 'ajv-formats';
 import Fastify, { LogController, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
 import type { JsonSchemaToTsProvider } from '@fastify/type-provider-json-schema-to-ts';
 import { ServiceError, ValidationError, type ApiErrorCode, type ErrorCode, type FieldProblem } from './errors.js';
-import { fieldProblems } from './schema-validation.js';
+import { fieldProblems, withPlainUuids } from './schema-validation.js';
 import { lazyRequestLogger } from './request-logger.js';
 import { routeMethods } from './http-methods.js';
 import { acceptJsonBodiesOnly, unsupportedMediaTypeMessage } from './json-bodies.js';
@@ -83,8 +83,8 @@ const reasons: Record<number, string> = {
  * types. Unknown properties are rejected, never silently dropped.
  */
 function validatorCompilers() {
-  const strict = addFormats(new Ajv({ allErrors: true, removeAdditional: false, coerceTypes: false, useDefaults: true }));
-  const coercing = addFormats(new Ajv({ allErrors: true, removeAdditional: false, coerceTypes: 'array', useDefaults: true }));
+  const strict = withPlainUuids(addFormats(new Ajv({ allErrors: true, removeAdditional: false, coerceTypes: false, useDefaults: true })));
+  const coercing = withPlainUuids(addFormats(new Ajv({ allErrors: true, removeAdditional: false, coerceTypes: 'array', useDefaults: true })));
   return ({ schema, httpPart }: { schema: object; httpPart?: string }) =>
     (httpPart === 'querystring' || httpPart === 'params' ? coercing : strict).compile(schema);
 }

@@ -303,6 +303,7 @@ function writeApiSuite(t: Test, openStore: (t: Test) => Promise<EventStore>) {
       { request: { method: 'POST', url: '/users', payload: { name: 'A', email: 'a@b.org', admin: true } }, fields: ['admin'] },
       { request: { method: 'PUT', url: `/users/${id}/name`, payload: { name: 'x'.repeat(256) } }, fields: ['name'] },
       { request: { method: 'PUT', url: '/users/123/name', payload: { name: 'A' } }, fields: ['id'] },
+      { request: { method: 'PUT', url: `/users/urn:uuid:${id}/name`, payload: { name: 'A' } }, fields: ['id'] },
       { request: { method: 'PUT', url: `/users/${id}/email`, payload: { email: ['a@b.org'] } }, fields: ['email'] },
     ];
     for (const { request, fields } of cases) {

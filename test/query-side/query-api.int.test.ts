@@ -74,9 +74,11 @@ forEachReadDb(t, async (t, db) => {
     const missing = await app.inject({ url: '/users/0190f2a4-6c1d-7cc2-9d6e-7d3b8a2f0000' });
     t.equal(missing.statusCode, 404);
     t.equal(missing.json().code, 'USER_NOT_FOUND');
-    const bad = await app.inject({ url: '/users/not-a-uuid' });
-    t.equal(bad.statusCode, 400);
-    t.match(bad.json(), { code: 'VALIDATION_FAILED', problems: [{ field: 'id', in: 'params' }] });
+    for (const malformed of ['not-a-uuid', `urn:uuid:${ids[1]}`]) {
+      const bad = await app.inject({ url: `/users/${malformed}` });
+      t.equal(bad.statusCode, 400, malformed);
+      t.match(bad.json(), { code: 'VALIDATION_FAILED', problems: [{ field: 'id', in: 'params' }] });
+    }
   });
 
   await t.test('GET /users filters by exact email, name prefix and status', async (t) => {

@@ -63,7 +63,7 @@ void t.test('date-time: the same verdict as ajv-formats full mode on 20,000 gene
   t.ok(valid > 4000 && valid < 16_000, `${valid} of 20,000 valid`);
 });
 
-void t.test('uuid: the same verdict as ajv-formats, whatever came before', async (t) => {
+void t.test('uuid: the same verdict as ajv-formats (but for its urn:uuid: form, which no id has), whatever came before', async (t) => {
   const referenceUuid = addFormats(new Ajv()).compile({ type: 'string', format: 'uuid' });
   const oursUuid = ajv.compile({ type: 'string', format: 'uuid' });
   // Before any uuid was accepted: the memory starts empty, not as a string that could match.
@@ -84,5 +84,5 @@ void t.test('uuid: the same verdict as ajv-formats, whatever came before', async
     `${valid}\n`,
   ];
   // In this order each invalid value follows an accepted one: the check must not answer from memory.
-  for (const value of cases) t.equal(oursUuid(value), referenceUuid(value), JSON.stringify(value));
+  for (const value of cases) t.equal(oursUuid(value), !value.startsWith('urn:') && referenceUuid(value), JSON.stringify(value));
 });
