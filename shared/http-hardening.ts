@@ -26,7 +26,8 @@ function clientKeyOf(tokens: readonly string[]): (request: FastifyRequest) => st
   return (request) => {
     const authorization = request.headers.authorization;
     if (known.size > 0 && typeof authorization === 'string' && authorization.startsWith('Bearer ')) {
-      const digest = digestOf(authorization.slice(7));
+      // Trimmed as @fastify/bearer-auth trims it: the client is the token it authenticates as.
+      const digest = digestOf(authorization.slice(7).trim());
       if (known.has(digest)) return `token:${digest}`;
     }
     return `ip:${request.ip}`;

@@ -89,6 +89,7 @@ void t.test('each of the API\'s tokens is a client with its own budget', async (
   };
   t.same(await codes(['client-a', 'client-a', 'client-a', 'client-a']), [400, 400, 400, 429]);
   t.same(await codes(['client-b', 'client-b']), [400, 400], 'another token, another budget');
+  t.same(await codes(['client-a ']), [429], 'a token with trailing space is the token it authenticates as (bearer-auth trims it), not a fresh address budget');
 });
 
 void t.test('no rate limit unless one is configured: many requests from one address all answer', async (t) => {
