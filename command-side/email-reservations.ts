@@ -146,6 +146,11 @@ export interface EmailReservationDeps {
   graceMs: number;
 }
 
+/** The event that claims an address for `userId`, as `appendToStream` takes it. */
+const claimEvents = (userId: string, now: Date, metadata: EventMetadata) => [
+  { type: 'EmailReserved', data: { userId, occurredAt: now.toISOString() }, metadata },
+];
+
 /** The holder a stream's last event names, with that event; undefined when the address is free there. */
 function lastClaimOf(events: readonly RecordedEvent[]): { holder: string; claim: RecordedEvent } | undefined {
   const last = events[events.length - 1];
@@ -226,7 +231,7 @@ export function emailReservations(deps: EmailReservationDeps) {
    * claim lapsed), 'taken' when another user holds it.
    */
   async function claimFound(streamId: string, email: string, userId: string, now: Date, metadata: EventMetadata): Promise<'ours' | 'claimed' | 'taken'> {
-    const claim = [{ type: 'EmailReserved', data: { userId, occurredAt: now.toISOString() }, metadata }];
+    const claim = claimEvents(userId, now, metadata);
     for (let attempt = 0; ; attempt++) {
       const events = await store.readStream(streamId);
       const last = events[events.length - 1];
@@ -276,7 +281,7 @@ export function emailReservations(deps: EmailReservationDeps) {
       await sameSecret();
       await checkLegacy(email, userId, now);
       const streamId = emailStreamIdOf(deps.emailHash(email));
-      const claim = [{ type: 'EmailReserved', data: { userId, occurredAt: now.toISOString() }, metadata }];
+      const claim = claimEvents(userId, now, metadata);
       // Most addresses were never claimed: claim first, and read only when the stream turns out to exist.
       try {
         if (alongside && store.appendToStreams) {

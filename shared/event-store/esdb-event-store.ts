@@ -189,11 +189,12 @@ export function esdbEventStore(options: EsdbEventStoreOptions): EventStore {
   let closed = false;
 
   /**
-   * close() waits for these before the client may be disposed: disposal fails
+   * Runs an operation, kept in `inflight` while it runs; refused once the store is
+   * closed (on a released client it would open a stream nothing ends). close() waits
+   * for the operations in flight before the client may be disposed: disposal fails
    * pending appends with an unhelpful "Cancelled on client", and a read it cancels
    * never ends (the client swallows its own cancellations).
    */
-  /** Runs an operation unless the store is closed (a client released under it would open a stream nothing ends). */
   function track<T>(start: () => Promise<T>): Promise<T> {
     if (closed) return Promise.reject(new Error('the event store is closed'));
     const operation = start();
