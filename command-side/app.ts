@@ -82,7 +82,7 @@ const writeErrors = {
   400: '`VALIDATION_FAILED`: the id or a header (`If-Match`) is malformed; `problems` names every one.',
   401: '`UNAUTHORIZED`: `WRITE_API_TOKENS` is set and the bearer token is missing or wrong.',
   ...commonErrorDescriptions,
-  503: '`STORE_UNAVAILABLE`: the event store cannot be reached or did not answer in time. The outcome is unknown: a write under way may still have been made. Retry after `Retry-After` seconds: a registration with its `Idempotency-Key`, a change with `If-Match`.',
+  503: '`STORE_UNAVAILABLE`: the event store cannot be reached or did not answer in time. The outcome is unknown: a write under way may still have been made. Retry after `Retry-After` seconds: a registration with its `Idempotency-Key`, a change with `If-Match`. `SHUTTING_DOWN`: this instance is stopping and did nothing with the request; retry it at once (the connection is closed, and a new one reaches another instance).',
 } as const;
 const bodyErrors = {
   400: '`VALIDATION_FAILED`: the body, a path parameter or a header breaks its schema, or the name or email is not acceptable; `problems` names every field (`in`: body, params, headers). `FST_ERR_CTP_INVALID_JSON_BODY`: the body is not JSON, or has a `__proto__` or `constructor.prototype` key. `BODY_NOT_UTF8`: the body\'s bytes are not UTF-8.',

@@ -226,12 +226,47 @@ export function userProjector(deps: {
     return committing;
   }
 
+  /**
+   * One batch from the feed: begun while the one before it commits (MariaDB), committed after it. Returns
+   * the batch now committing, if any.
+   */
+  async function project(batch: FeedBatch, committing: Committing | undefined): Promise<Committing | undefined> {
+    const started = performance.now();
+    const span = tracingOn() ? processSpan(batch) : undefined;
+    let open: OpenMariaDbBatch | undefined;
+    if (!committing?.failed) {
+      const begun = beginAhead(batch, committing?.open.current);
+      if (committing) committing.ahead = begun;
+      open = await begun;
+    }
+    if (committing) {
+      // In order: this batch commits only after the one before it has.
+      const asBegun = await committing.done;
+      // That one was applied again: this one's rows taken from it may not be what the table holds.
+      if (!asBegun) {
+        await open?.rollback();
+        open = undefined;
+      }
+    }
+    if (open) {
+      const next = commitBegun(batch, open, started, span);
+      // A failure it cannot get past is thrown where the loop awaits it: when the next batch comes, or,
+      // the feed being ended here so that the loop does not wait for one, just after the loop.
+      next.done.catch(() => void feed.close());
+      return next;
+    }
+    await applyAndCount(batch, started, span);
+    return undefined;
+  }
+
+  const whereTheDbIs = () => retrying(() => readCheckpoints(db), { signal: abort.signal });
+
   async function run(): Promise<void> {
     status.running = true;
     let committing: Committing | undefined;
     let housekeeping: NodeJS.Timeout | undefined;
     try {
-      const from = await retrying(() => readCheckpoints(db), { signal: abort.signal });
+      let from = await retrying(() => readCheckpoints(db), { signal: abort.signal });
       await retrying(countParked, { signal: abort.signal });
       // A failed count is left to the next one: an outage is the batches' to report.
       housekeeping = setInterval(() => {
@@ -243,34 +278,26 @@ export function userProjector(deps: {
       // Published after the parked counts: a status that shows where the projector stands shows its quarantine too.
       status.checkpoints = Object.fromEntries(from);
       logger.info({ checkpoints: status.checkpoints }, 'projector starting');
-      for await (const batch of feed.batches(from)) {
-        const started = performance.now();
-        const span = tracingOn() ? processSpan(batch) : undefined;
-        let open: OpenMariaDbBatch | undefined;
-        if (!committing?.failed) {
-          const begun = beginAhead(batch, committing?.open.current);
-          if (committing) committing.ahead = begun;
-          open = await begun;
-        }
-        if (committing) {
-          // In order: this batch commits only after the one before it has.
-          const asBegun = await committing.done;
-          committing = undefined;
-          // That one was applied again: this one's rows taken from it may not be what the table holds.
-          if (!asBegun) {
-            await open?.rollback();
-            open = undefined;
+      for (let feedFailures = 0; ; ) {
+        try {
+          for await (const batch of feed.batches(from, whereTheDbIs)) {
+            feedFailures = 0;
+            committing = await project(batch, committing);
+            if (abort.signal.aborted) break;
           }
+          break;
+        } catch (error) {
+          // The feed failed on something that passes (the event store's log unreadable for a moment, the
+          // broker gone): the batch committing finishes (or its failure is thrown), then the feed starts
+          // again from the read DB's checkpoints, as a restart would. Anything else stops the projector.
+          if (abort.signal.aborted || !isRetriable(error)) throw error;
+          const unfinished = committing;
+          committing = undefined;
+          await unfinished?.done;
+          logger.warn({ err: error, attempt: feedFailures }, "event feed failed; starting it again from the read DB's checkpoints");
+          await sleep(backoffDelay(feedFailures++, 100, 5000), undefined, { signal: abort.signal });
+          from = await retrying(() => readCheckpoints(db), { signal: abort.signal });
         }
-        if (open) {
-          committing = commitBegun(batch, open, started, span);
-          // A failure it cannot get past is thrown where the loop awaits it: when the next batch comes, or,
-          // the feed being ended here so that the loop does not wait for one, just after the loop.
-          committing.done.catch(() => void feed.close());
-        } else {
-          await applyAndCount(batch, started, span);
-        }
-        if (abort.signal.aborted) break;
       }
       if (committing) await committing.done;
     } catch (error) {

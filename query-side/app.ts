@@ -57,7 +57,7 @@ const readErrors = {
   400: '`VALIDATION_FAILED`: a parameter or header breaks its schema; `problems` names every one (`in`: params, querystring, headers). `INVALID_CONSISTENCY_TOKEN`: the `Consistency-Token` is not one the write API gave.',
   401: '`UNAUTHORIZED`: `READ_API_TOKENS` is set and the bearer token is missing or wrong.',
   ...commonErrorDescriptions,
-  503: '`CONSISTENCY_TIMEOUT`: the read model has not reached the `Consistency-Token`\'s write within `CONSISTENCY_WAIT_MS`. `STORE_UNAVAILABLE`: the read database cannot be reached or a query ran past `QUERY_TIMEOUT_MS`. Retry after `Retry-After` seconds.',
+  503: '`CONSISTENCY_TIMEOUT`: the read model has not reached the `Consistency-Token`\'s write within `CONSISTENCY_WAIT_MS`. `STORE_UNAVAILABLE`: the read database cannot be reached or a query ran past `QUERY_TIMEOUT_MS`. `SHUTTING_DOWN`: this instance is stopping; the connection is closed, and a new one reaches another instance. Retry after `Retry-After` seconds.',
 } as const;
 const readTags = ['users'] as const;
 

@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { loadConfig } from '../shared/config.js';
 import { createLogger } from '../shared/logger.js';
+import { repeatedSignalMs } from '../shared/lifecycle.js';
 import { openReadDb } from '../shared/read-db.js';
 import { migrateReadDb } from '../shared/read-model/migrations.js';
 import { roleEnvironment, roleNodeOptions } from './role-node-options.js';
@@ -25,8 +26,6 @@ const roles: Record<string, string> = {
   'query-side': '../query-side/main',
 };
 const relay = { relay: '../command-side/relay-main' };
-/** A terminal's Ctrl-C reaches this process directly and again through the npm and tsx wrappers, within milliseconds. */
-const repeatedSignalMs = 1000;
 
 type RoleMessage = { ready: string } | { failed: string; message: string };
 const isRoleMessage = (message: unknown): message is RoleMessage =>

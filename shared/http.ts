@@ -119,7 +119,8 @@ export function createHttpApp(options: AppOptions) {
     // Clients that trickle their request are cut off rather than holding a socket.
     requestTimeout: 30_000,
     connectionTimeout: 60_000,
-    return503OnClosing: true,
+    // Answered by `refuseWhileClosing` instead, in the APIs' error form.
+    return503OnClosing: false,
     logController: new RequestLogLines(),
     childLoggerFactory: lazyRequestLogger,
     // A caller's X-Request-Id becomes the correlation id of the events it causes, when it is sane.
@@ -130,6 +131,7 @@ export function createHttpApp(options: AppOptions) {
     },
   }).withTypeProvider<JsonSchemaToTsProvider>();
   addRequestContext(app);
+  refuseWhileClosing(app);
   // The APIs speak JSON only: any other body is 415, not a string that fails a schema.
   acceptJsonBodiesOnly(app);
   const methodsOf = routeMethods(app);
@@ -149,6 +151,31 @@ export function createHttpApp(options: AppOptions) {
     return reply.code(404).send({ statusCode: 404, code: 'ROUTE_NOT_FOUND', error: 'Not Found', message: `no route ${request.method} ${path}` });
   });
   return app;
+}
+
+/**
+ * A request that arrives on an open connection while the app closes (a rolling deploy's SIGTERM)
+ * is answered 503 `SHUTTING_DOWN` before anything of it is done: in the APIs' error form, with
+ * `Retry-After`, its `X-Request-Id` and `Connection: close`, so that the caller retries on a new
+ * connection, which reaches another instance. The requests already under way finish. (Fastify's
+ * own `return503OnClosing` answers before any hook: a bare body without a `code`, `Retry-After`
+ * or the request id.)
+ */
+function refuseWhileClosing(app: FastifyInstance): void {
+  let closing = false;
+  app.addHook('preClose', (done) => {
+    closing = true;
+    done();
+  });
+  app.addHook('onRequest', (_request, reply, done) => {
+    if (!closing) return done();
+    void reply.code(503).header('retry-after', '1').header('connection', 'close').send({
+      statusCode: 503,
+      code: 'SHUTTING_DOWN',
+      error: 'Service Unavailable',
+      message: 'this instance is shutting down and did nothing with the request; retry it',
+    });
+  });
 }
 
 function validationProblems(error: FastifyError): FieldProblem[] {

@@ -40,12 +40,13 @@ export function acceptJsonBodiesOnly(app: FastifyInstance): void {
   app.removeContentTypeParser(['application/json', 'text/plain']);
   app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (request, body, done) => {
     const bytes = body as Buffer;
-    if (bytes.length === 0) done(null, undefined);
+    // Unknown routes answer 404 or 405 whatever the JSON (a body over the limit is refused while it is read: 413).
+    if (bytes.length === 0 || request.is404) done(null, undefined);
     else if (!isUtf8Charset(charsetOf(request.headers['content-type']))) done(unsupportedMediaType(), undefined);
     else if (!isUtf8(bytes)) done(notUtf8(), undefined);
     else void parseJson(request, bytes.toString('utf8'), done);
   });
-  // Every other type, and a body without one. Unknown routes answer 404 or 405 whatever the body.
+  // Every other type, and a body without one. Unknown routes answer 404 or 405 whatever the body's type.
   app.addContentTypeParser('*', (request, _payload, done) => {
     if (request.is404 || hasNoBody(request.headers)) done(null, undefined);
     else done(unsupportedMediaType(), undefined);

@@ -2,17 +2,26 @@ import type { Logger } from 'pino';
 import { stopTracing } from './tracing.js';
 
 /**
+ * How long after the first signal another one counts as the same: a terminal's Ctrl-C
+ * reaches a process directly and again through the npm (and tsx) wrappers above it,
+ * within milliseconds.
+ */
+export const repeatedSignalMs = 1000;
+
+/**
  * Graceful shutdown: the first SIGTERM or SIGINT runs `shutdown` (finish what is
- * in flight, close what was opened); a second one exits at once.
+ * in flight, close what was opened); a second one, later than `repeatedSignalMs`
+ * after the first, exits at once.
  */
 export function onShutdownSignal(logger: Logger, shutdown: () => Promise<void>): void {
-  let stopping = false;
+  let stoppingSince: number | undefined;
   const handle = (signal: NodeJS.Signals | 'disconnect') => {
-    if (stopping) {
+    if (stoppingSince !== undefined) {
+      if (signal === 'disconnect' || Date.now() - stoppingSince < repeatedSignalMs) return;
       logger.warn({ signal }, 'second signal: exiting now');
       process.exit(130);
     }
-    stopping = true;
+    stoppingSince = Date.now();
     logger.info({ signal }, 'shutting down');
     // The spans of the work just finished are exported last (nothing to do when tracing is off).
     shutdown().finally(stopTracing).then(

@@ -95,9 +95,12 @@ export function serveProbes(app: FastifyInstance, readiness: () => Promise<Readi
     if (isReady) return { status: 'ok', ...detail };
     return reply.code(503).header('retry-after', '1').send({ status: 'unavailable', ...detail });
   };
-  app.get('/health', ready);
-  app.get('/health/ready', ready);
-  app.get('/health/live', () => ({ status: 'ok' }));
+  // Outside the rate limit, as `/metrics` is: a load balancer's probes share an address (its own, or a
+  // proxy's) with the traffic it balances, and a probe answered 429 would take every replica out of rotation.
+  const probe = { config: { rateLimit: false } } as const;
+  app.get('/health', probe, ready);
+  app.get('/health/ready', probe, ready);
+  app.get('/health/live', probe, () => ({ status: 'ok' }));
 }
 
 export interface Readiness {

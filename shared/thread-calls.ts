@@ -9,8 +9,10 @@ import { StoreUnavailableError } from './errors.js';
  * of its own (batches of appends, `sqlite-group-commit.ts`).
  *
  * The thread never keeps the process alive by itself; a pending call does. If the
- * thread fails or exits, every pending call and every later one fails with
- * `failure`'s error.
+ * thread fails or exits, every pending call fails with `failure`'s error (what it
+ * did with them is unknown), and the next call starts a new thread, as the event
+ * store's writer does: one uncaught error must not leave the store refusing until
+ * the process restarts.
  */
 
 /** An error as it crosses between threads: an outage stays an outage (StoreUnavailableError) on the other side. */
@@ -36,34 +38,46 @@ const fromThreadError = ({ message, name, code }: ThreadError): Error =>
 
 export interface ThreadCalls<Req, Res> {
   call(request: Req): Promise<Res>;
-  /** Stops the thread; pending calls fail. */
+  /** Stops the thread; pending calls fail, and so does every later one. */
   terminate(): Promise<void>;
 }
 
-/** The calling side over `worker`; `failure` names what a broken thread means to callers (e.g. an outage of the store it serves). */
-export function threadCalls<Req extends object, Res>(worker: Worker, failure: (reason: string, cause?: Error) => Error): ThreadCalls<Req, Res> {
+/**
+ * The calling side over the threads `start` makes (one at a time: the first at once, another after
+ * one breaks); `failure` names what a broken thread means to callers (e.g. an outage of the store it serves).
+ */
+export function threadCalls<Req extends object, Res>(start: () => Worker, failure: (reason: string, cause?: Error) => Error): ThreadCalls<Req, Res> {
   let nextId = 0;
-  let broken: Error | undefined;
-  const pending = new Map<number, { resolve: (value: Res) => void; reject: (error: Error) => void }>();
-  const failAll = (error: Error) => {
-    for (const waiter of pending.values()) waiter.reject(error);
-    pending.clear();
-  };
-  worker.unref();
-  worker.on('message', (reply: ThreadReply<Res>) => {
-    const waiter = pending.get(reply.id);
-    if (!waiter) return;
-    pending.delete(reply.id);
-    if (pending.size === 0) worker.unref();
-    if (reply.error) waiter.reject(fromThreadError(reply.error));
-    else waiter.resolve(reply.result as Res);
-  });
-  worker.on('error', (error) => failAll((broken = failure(`its thread failed: ${error.message}`, error))));
-  worker.on('exit', () => failAll((broken ??= failure('its thread exited'))));
+  let stopped = false;
+
+  function open() {
+    const worker = start();
+    const pending = new Map<number, { resolve: (value: Res) => void; reject: (error: Error) => void }>();
+    const thread = { worker, pending };
+    const broke = (error: Error) => {
+      if (current === thread) current = undefined;
+      for (const waiter of pending.values()) waiter.reject(error);
+      pending.clear();
+    };
+    worker.unref();
+    worker.on('message', (reply: ThreadReply<Res>) => {
+      const waiter = pending.get(reply.id);
+      if (!waiter) return;
+      pending.delete(reply.id);
+      if (pending.size === 0) worker.unref();
+      if (reply.error) waiter.reject(fromThreadError(reply.error));
+      else waiter.resolve(reply.result as Res);
+    });
+    worker.on('error', (error) => broke(failure(`its thread failed: ${error.message}`, error)));
+    worker.on('exit', () => broke(failure('its thread exited')));
+    return thread;
+  }
+
+  let current: ReturnType<typeof open> | undefined = open();
   return {
     call(request) {
-      // A thread that is gone answers nothing: fail at once instead of waiting for ever.
-      if (broken) return Promise.reject(broken);
+      if (stopped) return Promise.reject(failure('its thread was stopped'));
+      const { worker, pending } = (current ??= open());
       const id = nextId++;
       worker.ref();
       return new Promise<Res>((resolve, reject) => {
@@ -72,7 +86,10 @@ export function threadCalls<Req extends object, Res>(worker: Worker, failure: (r
       });
     },
     async terminate() {
-      await worker.terminate();
+      stopped = true;
+      const thread = current;
+      current = undefined;
+      await thread?.worker.terminate();
     },
   };
 }

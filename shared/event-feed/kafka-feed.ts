@@ -50,10 +50,13 @@ interface Handoff {
  * partition is handed to the projector and only after the projector committed
  * it (rows + `topic:partition` -> next offset, in one DB transaction) and said
  * so (`applied`) is the offset committed to Kafka. A crash in between replays
- * the batch, which the row-version guard makes harmless. On every join of the group, the
- * partitions whose offset in the read DB this member knows (read at start, written since)
- * are sought there, so the DB, not Kafka, is the source of truth for where projection
- * resumes, and a rebalance does not send a member back to where it started.
+ * the batch, which the row-version guard makes harmless. On every join of the group, each
+ * partition the member gets is sought where the read DB holds it (the offset this member read
+ * at start or wrote since; for any other, the DB is read before the partition is fetched, and a
+ * partition the DB has no row for starts at its beginning), so the DB, not Kafka, is the source
+ * of truth for where projection resumes: a rebalance does not send a member back to where it
+ * started, and a read DB that is new (or lost a commit) is filled from the start, whatever
+ * offsets the group committed for another.
  */
 export function kafkaFeed(deps: {
   kafka: Kafka;
@@ -80,7 +83,7 @@ export function kafkaFeed(deps: {
   let wake: (() => void) | undefined;
 
   return {
-    async *batches(from) {
+    async *batches(from, current) {
       const sessionTimeout = deps.sessionTimeoutMs ?? 6000;
       const concurrentPartitions = deps.concurrentPartitions ?? 4;
       const active = deps.kafka.consumer({
@@ -99,26 +102,57 @@ export function kafkaFeed(deps: {
       /**
        * Where the read DB is, for the partitions this member holds: what it found there at start,
        * then what it committed there since. Every join (each rebalance, not only the first) seeks
-       * them there; a partition handed to another member is forgotten, for that member moves it on,
-       * and when one comes back it resumes at the group's committed offset, which whoever held it
-       * committed only after its DB transaction.
+       * them there. A partition handed to another member is forgotten, for that member moves it on;
+       * one this member gets without knowing where the DB holds it (handed back, or never in the DB)
+       * is paused until the DB has been read, then sought there, or to its first offset when the DB
+       * has no row for it: the group's committed offset may be ahead of the DB (another read DB
+       * filled from the same group, a commit lost with its machine).
        */
       const known = new Map(from);
       const assigned = new Set<string>();
+      let joins = 0;
       active.on(active.events.GROUP_JOIN, ({ payload }) => {
-        const now = new Set((payload.memberAssignment[topic] ?? []).map((partition) => partitionSource(topic, partition)));
+        const join = ++joins;
+        const partitions = payload.memberAssignment[topic] ?? [];
+        const now = new Set(partitions.map((partition) => partitionSource(topic, partition)));
         for (const source of [...known.keys()]) if (!now.has(source)) known.delete(source);
         assigned.clear();
         const sought: Record<number, string> = {};
-        for (const partition of payload.memberAssignment[topic] ?? []) {
+        const unknown: number[] = [];
+        for (const partition of partitions) {
           const source = partitionSource(topic, partition);
           assigned.add(source);
           const offset = known.get(source);
-          if (offset === undefined) continue;
+          if (offset === undefined) {
+            unknown.push(partition);
+            continue;
+          }
           active.seek({ topic, partition, offset });
           sought[partition] = offset;
         }
-        deps.logger.info({ topic, partitions: payload.memberAssignment[topic] ?? [], sought }, 'projector joined its consumer group');
+        deps.logger.info({ topic, partitions, sought }, 'projector joined its consumer group');
+        if (unknown.length === 0 || !current) return;
+        active.pause([{ topic, partitions: unknown }]);
+        current().then(
+          (checkpoints) => {
+            // A later join has its own look (and its own pause) for whatever it hands this member.
+            if (join !== joins || closing) return;
+            const found: Record<number, string> = {};
+            for (const partition of unknown) {
+              const source = partitionSource(topic, partition);
+              const offset = checkpoints.get(source) ?? '0';
+              known.set(source, offset);
+              active.seek({ topic, partition, offset });
+              found[partition] = offset;
+            }
+            active.resume([{ topic, partitions: unknown }]);
+            deps.logger.info({ topic, sought: found }, 'partitions sought where the read DB holds them');
+          },
+          (error: unknown) => {
+            failure = error;
+            wake?.();
+          },
+        );
       });
       active.on(active.events.CRASH, ({ payload }) => {
         if (!payload.restart) {

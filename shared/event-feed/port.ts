@@ -41,7 +41,11 @@ export interface FeedBatch {
 }
 
 export interface EventFeed {
-  /** Batches from the given checkpoints on; ends when the feed is closed. */
-  batches(from: Checkpoints): AsyncIterable<FeedBatch>;
+  /**
+   * Batches from the given checkpoints on; ends when the feed is closed. `current` reads where the
+   * read DB is now: a feed whose sources move between processes (Kafka partitions handed from member
+   * to member) asks it for a source it takes on without knowing where the DB holds it.
+   */
+  batches(from: Checkpoints, current?: () => Promise<Checkpoints>): AsyncIterable<FeedBatch>;
   close(): Promise<void>;
 }

@@ -37,7 +37,7 @@ export function sqliteKeyStoreThread(file: string, options: { secret?: Buffer; b
   // Opened here first: it makes the file and its tables before the thread opens them too.
   const reader = openSqliteKeyStore(file, options);
   const data: KeyStoreWorkerData = { file, ...(options.secret ? { secret: options.secret } : {}), ...(options.busyTimeoutMs === undefined ? {} : { busyTimeoutMs: options.busyTimeoutMs }) };
-  const thread = threadCalls<KeyStoreCall, KeyStoreResult>(spawn(data), (reason, cause) =>
+  const thread = threadCalls<KeyStoreCall, KeyStoreResult>(() => spawn(data), (reason, cause) =>
     new StoreUnavailableError(`embedded key store: ${reason}`, cause ? { cause } : {}),
   );
   let closed = false;

@@ -1,4 +1,6 @@
 import type { Knex } from 'knex';
+import { StoreUnavailableError } from '../errors.js';
+import { readDbDialect } from './dialect.js';
 
 /**
  * The read model's schema, as knex migrations kept in code (no files to find at
@@ -9,7 +11,9 @@ import type { Knex } from 'knex';
 const migrations: Record<string, Knex.Migration> = {
   '0001_user_data': {
     async up(knex) {
-      await knex.schema.createTable('USER_DATA', (table) => {
+      // Each table only if missing: on MariaDB every CREATE commits at once, so a process that died
+      // between two of them left the first for the next start (under the advisory lock below).
+      if (!(await knex.schema.hasTable('USER_DATA'))) await knex.schema.createTable('USER_DATA', (table) => {
         table.string('ID_USER_DATA', 36).primary();
         table.string('NAME', 255).notNullable();
         table.string('EMAIL', 254).notNullable();
@@ -23,7 +27,7 @@ const migrations: Record<string, Knex.Migration> = {
         table.index(['NAME', 'ID_USER_DATA'], 'IDX_USER_DATA_NAME');
         table.index(['STATUS', 'ID_USER_DATA'], 'IDX_USER_DATA_STATUS');
       });
-      await knex.schema.createTable('PROJECTION_CHECKPOINT', (table) => {
+      if (!(await knex.schema.hasTable('PROJECTION_CHECKPOINT'))) await knex.schema.createTable('PROJECTION_CHECKPOINT', (table) => {
         table.string('PROJECTION', 64).notNullable();
         table.string('SOURCE', 191).notNullable();
         table.string('POSITION', 40).notNullable();
@@ -43,7 +47,7 @@ const migrations: Record<string, Knex.Migration> = {
    */
   '0002_projection_control': {
     async up(knex) {
-      await knex.schema.createTable('PROJECTION_CONTROL', (table) => {
+      if (!(await knex.schema.hasTable('PROJECTION_CONTROL'))) await knex.schema.createTable('PROJECTION_CONTROL', (table) => {
         table.string('PROJECTION', 64).primary();
         table.string('PAUSED_BY', 191).nullable();
         table.datetime('PAUSED_UNTIL', { precision: 3 }).nullable();
@@ -51,7 +55,7 @@ const migrations: Record<string, Knex.Migration> = {
         table.datetime('REBUILD_STARTED', { precision: 3 }).nullable();
         table.datetime('REBUILD_HEARTBEAT', { precision: 3 }).nullable();
       });
-      await knex('PROJECTION_CONTROL').insert({ PROJECTION: 'USER_DATA' });
+      if (!(await knex('PROJECTION_CONTROL').where({ PROJECTION: 'USER_DATA' }).first())) await knex('PROJECTION_CONTROL').insert({ PROJECTION: 'USER_DATA' });
     },
     async down(knex) {
       await knex.schema.dropTable('PROJECTION_CONTROL');
@@ -66,7 +70,7 @@ const migrations: Record<string, Knex.Migration> = {
    */
   '0003_projection_dead_letter': {
     async up(knex) {
-      await knex.schema.createTable('PROJECTION_DEAD_LETTER', (table) => {
+      if (!(await knex.schema.hasTable('PROJECTION_DEAD_LETTER'))) await knex.schema.createTable('PROJECTION_DEAD_LETTER', (table) => {
         table.bigIncrements('ID').primary();
         table.string('PROJECTION', 64).notNullable();
         table.string('STREAM_ID', 200).notNullable();
@@ -98,10 +102,24 @@ const migrationSource: Knex.MigrationSource<string> = {
 };
 
 /**
- * Brings the schema up to date. Two processes starting on a fresh database can
- * race to create knex's own bookkeeping tables; the loser simply tries again.
+ * Brings the schema up to date. On MariaDB, where several processes (the projector, every read
+ * API replica) may start on one database at once, under an advisory lock of the server's
+ * (`GET_LOCK`, held by a connection of this process and let go with it, a crash included): knex's
+ * own lock is a row it inserts after looking for one (two processes starting together can both
+ * insert, and every later start then finds the table "already locked"), and a process that dies
+ * while migrating leaves it set, since MariaDB commits each CREATE at once. Holding the advisory
+ * lock, a process knows no one else is migrating, so it resets knex's lock to one free row first.
+ * On SQLite a migration is one transaction under the database's write lock; two processes starting
+ * on a new file can still race on knex's bookkeeping tables, and the loser tries again.
  */
 export async function migrateReadDb(db: Knex): Promise<void> {
+  if (readDbDialect(db).kind === 'mariadb') {
+    await underAdvisoryLock(db, async () => {
+      await db.migrate.forceFreeMigrationsLock({ migrationSource });
+      await db.migrate.latest({ migrationSource });
+    });
+    return;
+  }
   for (let attempt = 1; ; attempt++) {
     try {
       await db.migrate.latest({ migrationSource });
@@ -110,5 +128,29 @@ export async function migrateReadDb(db: Knex): Promise<void> {
       if (attempt >= 3) throw error;
       await new Promise((resolve) => setTimeout(resolve, 200 * attempt));
     }
+  }
+}
+
+/** Seconds a process waits for another's migration of the same database. */
+const migrationLockWaitSeconds = 60;
+
+async function underAdvisoryLock(db: Knex, work: () => Promise<void>): Promise<void> {
+  // One connection of the pool for the lock's whole life: MariaDB ties an advisory lock to its session.
+  const pool = db.client as { acquireConnection(): Promise<unknown>; releaseConnection(connection: unknown): Promise<unknown> };
+  const connection = await pool.acquireConnection();
+  // One lock per database of the server (a lock's name is the server's; at most 64 characters).
+  const name = db.raw("CONCAT('users-read-db-migrate:', MD5(DATABASE()))");
+  try {
+    const [rows] = (await db.raw('SELECT GET_LOCK(?, ?) AS taken', [name, migrationLockWaitSeconds]).connection(connection)) as [{ taken: number | null }[]];
+    if (Number(rows[0]?.taken) !== 1) {
+      throw new StoreUnavailableError(`read DB: another process has been migrating this database for ${migrationLockWaitSeconds} s`);
+    }
+    try {
+      await work();
+    } finally {
+      await db.raw('SELECT RELEASE_LOCK(?)', [name]).connection(connection).catch(() => {});
+    }
+  } finally {
+    await pool.releaseConnection(connection);
   }
 }

@@ -56,10 +56,33 @@ void t.test('a second signal exits at once', async (t) => {
   }).catch(() => undefined);
   await new Promise((resolve) => setTimeout(resolve, 100));
   role.child.kill('SIGTERM');
-  await new Promise((resolve) => setTimeout(resolve, 50));
+  // Later than a terminal's echo of the first (below).
+  await new Promise((resolve) => setTimeout(resolve, 1300));
   role.child.kill('SIGTERM');
   t.equal(await role.exited, 130, 'the second signal exits with 130 without waiting');
   await pending;
+});
+
+void t.test("a signal repeated within a second (a terminal's Ctrl-C through npm) still drains", async (t) => {
+  const dataDir = await mkdtemp(join(tmpdir(), 'users-term-'));
+  t.teardown(() => rm(dataDir, { recursive: true, force: true }));
+  const port = await freePort();
+  const role = runScript(t, 'query-side/main.ts', { DATA_DIR: dataDir, QUERY_PORT: String(port), CONSISTENCY_WAIT_MS: '1500' });
+  await waitUntilHealthy(`http://127.0.0.1:${port}/health`, role);
+  // A read waiting for a write that never comes: the drain lets it finish with its 503.
+  const pending = fetch(`http://127.0.0.1:${port}/users/0190f2a4-6c1d-7cc2-9d6e-7d3b8a2f0c11`, {
+    headers: { 'consistency-token': 'user-0190f2a4-6c1d-7cc2-9d6e-7d3b8a2f0c11@5' },
+  }).then(
+    async (response) => ({ status: response.status, code: ((await response.json()) as { code?: string }).code }),
+    (error: unknown) => ({ status: 0, code: String(error) }),
+  );
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  role.child.kill('SIGINT');
+  await new Promise((resolve) => setTimeout(resolve, 5));
+  role.child.kill('SIGINT');
+  t.equal(await role.exited, 0, 'exits 0 after draining');
+  t.same(await pending, { status: 503, code: 'CONSISTENCY_TIMEOUT' }, 'the waiting read was answered, not cut off');
+  t.notMatch(role.output(), /second signal/, 'the echo was not taken for a second signal');
 });
 
 void t.test('a SIGTERM sent to `npm start` itself drains every role, as a process manager sends it', async (t) => {

@@ -77,6 +77,22 @@ void t.test('unknown paths and wrong methods count against the rate limit too', 
   t.equal((await app.inject({ url: '/nowhere', headers: { authorization: 'Bearer x' } })).statusCode, 429, 'an unknown token is still the same address');
 });
 
+void t.test('the health probes are outside the rate limit: a balancer behind one address is never told 429', async (t) => {
+  const { db } = await readDbsUnderTest[0]!.open(t);
+  const apps = { 'write API': writeApp({ rateLimitPerMinute: 2 }), 'read API': buildQueryApp({ db, consistencyWaitMs: 100, rateLimitPerMinute: 2 }) };
+  for (const [name, app] of Object.entries(apps)) {
+    t.teardown(() => app.close());
+    for (const url of ['/health/live', '/health/ready', '/health']) {
+      const codes = [];
+      for (let i = 0; i < 4; i++) codes.push((await app.inject({ url })).statusCode);
+      t.same(codes, [200, 200, 200, 200], `${name} ${url}`);
+    }
+    const limited = [];
+    for (let i = 0; i < 3; i++) limited.push((await app.inject({ url: '/nowhere' })).statusCode);
+    t.same(limited, [404, 404, 429], `${name}: the budget still holds for everything else`);
+  }
+});
+
 void t.test('each of the API\'s tokens is a client with its own budget', async (t) => {
   const app = writeApp({ rateLimitPerMinute: 3, writeApiTokens: ['client-a', 'client-b'] });
   t.teardown(() => app.close());

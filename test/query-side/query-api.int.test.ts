@@ -126,6 +126,13 @@ forEachReadDb(t, async (t, db) => {
     const unknown = await app.inject({ url: `/users/${ids[0]}/name` });
     t.equal(unknown.statusCode, 404);
     t.equal(unknown.json().code, 'ROUTE_NOT_FOUND');
+    // Whatever the body: broken JSON, bytes that are not UTF-8, another charset.
+    for (const [payload, contentType] of [['{"name":', 'application/json'], [Buffer.from([0x7b, 0xff, 0x7d]), 'application/json'], ['{}', 'application/json; charset=latin1']] as const) {
+      const wrong = await app.inject({ method: 'POST', url: '/users', payload, headers: { 'content-type': contentType } });
+      t.equal(wrong.statusCode, 405, `POST /users with ${contentType} ${String(payload)}`);
+      const nowhere = await app.inject({ method: 'PUT', url: '/nowhere', payload, headers: { 'content-type': contentType } });
+      t.equal(nowhere.statusCode, 404, `PUT /nowhere with ${contentType} ${String(payload)}`);
+    }
     t.equal((await app.inject({ method: 'HEAD', url: `/users/${ids[0]}` })).statusCode, 200, 'HEAD, as Allow says');
   });
 

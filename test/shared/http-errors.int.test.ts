@@ -1,3 +1,5 @@
+import { connect } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import t from 'tap';
 import { ServiceError, type ErrorCode } from '../../shared/errors.js';
 import { createHttpApp, httpStatusOf } from '../../shared/http.js';
@@ -22,4 +24,44 @@ void t.test('service errors map to their HTTP status', async (t) => {
     t.match(response.json(), { statusCode: 500, code, error: 'Internal Server Error', message: `failed with ${code}` });
   }
   t.equal((await app.inject({ url: '/fail/PROJECTION_PAUSED' })).headers['retry-after'], '1', 'a retriable one still says when to retry');
+});
+
+void t.test('a request that arrives while the app closes is 503 SHUTTING_DOWN in the error form; the one under way finishes', async (t) => {
+  const app = createHttpApp({});
+  let release: () => void = () => {};
+  const released = new Promise<void>((resolve) => (release = resolve));
+  let started: () => void = () => {};
+  const slowStarted = new Promise<void>((resolve) => (started = resolve));
+  app.get('/slow', async () => {
+    started();
+    await released;
+    return { done: true };
+  });
+  app.get('/quick', () => ({ quick: true }));
+  await app.listen({ host: '127.0.0.1', port: 0 });
+  const { port } = app.server.address() as AddressInfo;
+  // A connection busy with a request when the close begins stays open: a second request on it
+  // (pipelined, as a keep-alive client's next one may be) arrives while the app closes.
+  const socket = connect(port, '127.0.0.1');
+  let answer = '';
+  socket.on('data', (chunk: Buffer) => (answer += chunk.toString()));
+  const ended = new Promise<void>((resolve) => socket.on('close', () => resolve()));
+  socket.write('GET /slow HTTP/1.1\r\nHost: x\r\n\r\n');
+  await slowStarted;
+  const closed = app.close();
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  socket.write('GET /quick HTTP/1.1\r\nHost: x\r\nX-Request-Id: second-one\r\n\r\n');
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  release();
+  await closed;
+  await ended;
+  const [first, second] = answer.split(/(?=HTTP\/1\.1 )/);
+  t.match(first, /^HTTP\/1\.1 200 /, 'the request under way finished');
+  t.match(first, /\{"done":true\}/);
+  t.match(second, /^HTTP\/1\.1 503 /, 'the one after it is refused');
+  t.match(second, /\r\nretry-after: 1\r\n/i, 'with Retry-After');
+  t.match(second, /\r\nx-request-id: second-one\r\n/i, 'with its request id');
+  t.match(second, /\r\nconnection: close\r\n/i, 'and the connection closed');
+  const body = JSON.parse(second!.slice(second!.indexOf('\r\n\r\n') + 4)) as Record<string, unknown>;
+  t.match(body, { statusCode: 503, code: 'SHUTTING_DOWN', error: 'Service Unavailable', message: /shutting down/ });
 });

@@ -21,10 +21,17 @@ parentPort.on('message', (request) => {
 
 type Call = { kind: 'echo'; value: unknown } | { kind: 'outage' | 'fail' | 'exit' | 'hang' };
 
-function started(t: Test) {
-  const worker = new Worker(source, { eval: true });
-  t.teardown(() => worker.terminate());
-  return threadCalls<Call, unknown>(worker, (reason, cause) => new Error(`test thread: ${reason}`, cause ? { cause } : {}));
+function started(t: Test, threads: Worker[] = []) {
+  const thread = threadCalls<Call, unknown>(
+    () => {
+      const worker = new Worker(source, { eval: true });
+      threads.push(worker);
+      return worker;
+    },
+    (reason, cause) => new Error(`test thread: ${reason}`, cause ? { cause } : {}),
+  );
+  t.teardown(() => thread.terminate());
+  return thread;
 }
 
 void t.test('each call settles with its own answer, also when several are pending', async (t) => {
@@ -43,13 +50,26 @@ void t.test('an outage stays an outage across the thread; other errors keep thei
   t.match(other, { message: 'too large', code: 'E_SIZE' });
 });
 
-void t.test('a thread that exits fails the calls pending and every later one, at once', async (t) => {
-  const thread = started(t);
+void t.test('a thread that exits fails the calls pending; the next call starts a new thread', async (t) => {
+  const threads: Worker[] = [];
+  const thread = started(t, threads);
   const pending = thread.call({ kind: 'hang' });
   const exiting = thread.call({ kind: 'exit' });
-  await t.rejects(pending, { message: 'test thread: its thread exited' });
+  await t.rejects(pending, { message: 'test thread: its thread exited' }, 'no wait for an answer that cannot come');
   await t.rejects(exiting, { message: 'test thread: its thread exited' });
-  await t.rejects(thread.call({ kind: 'echo', value: 1 }), { message: 'test thread: its thread exited' }, 'no wait for an answer that cannot come');
+  t.equal(threads.length, 1, 'one thread so far');
+  t.same(await thread.call({ kind: 'echo', value: 1 }), 1, 'the next call is answered');
+  t.equal(threads.length, 2, 'by a new thread');
+  t.same(await thread.call({ kind: 'echo', value: 2 }), 2, 'which serves the calls after it');
+  t.equal(threads.length, 2, 'and stays');
+});
+
+void t.test('a stopped thread is not started again', async (t) => {
+  const threads: Worker[] = [];
+  const thread = started(t, threads);
+  await thread.terminate();
+  await t.rejects(thread.call({ kind: 'echo', value: 1 }), { message: 'test thread: its thread was stopped' });
+  t.equal(threads.length, 1);
 });
 
 void t.test('an idle thread does not keep the process alive; a pending call does', async (t) => {
@@ -60,7 +80,7 @@ void t.test('an idle thread does not keep the process alive; a pending call does
   const unref = worker.unref.bind(worker);
   worker.ref = () => (refs.push('ref'), ref());
   worker.unref = () => (refs.push('unref'), unref());
-  const thread = threadCalls<Call, unknown>(worker, (reason) => new Error(reason));
+  const thread = threadCalls<Call, unknown>(() => worker, (reason) => new Error(reason));
   await thread.call({ kind: 'echo', value: 1 });
   t.same(refs, ['unref', 'ref', 'unref'], 'unref at start, ref while the call is pending, unref once answered');
 });
