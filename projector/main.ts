@@ -26,7 +26,7 @@ async function main() {
   const store = config.kafka ? undefined : openEventStore(config);
   // From Kafka the events arrive opened (the relay opens them); from the log, the projector opens them.
   const keys = config.kafka ? undefined : await openConfiguredVault(config);
-  const feed = config.kafka
+  const fromKafka = config.kafka
     ? kafkaFeed({
         kafka: createKafka({ brokers: config.kafka.brokers, clientId: `${config.kafka.clientId}-projector`, logger }),
         topic: config.kafka.topic,
@@ -34,13 +34,21 @@ async function main() {
         sessionTimeoutMs: config.kafka.sessionTimeoutMs,
         logger,
       })
-    : eventStoreFeed(store!, {
-        batchSize: config.projectorBatchSize,
-        vault: keys!.vault,
-        onLiveChange: (live) => logger.info(live ? 'projector caught up with the log' : 'projector fell behind the log'),
-      });
+    : undefined;
+  const feed =
+    fromKafka ??
+    eventStoreFeed(store!, {
+      batchSize: config.projectorBatchSize,
+      vault: keys!.vault,
+      onLiveChange: (live) => logger.info(live ? 'projector caught up with the log' : 'projector fell behind the log'),
+    });
   const registry = createMetricsRegistry('projector');
-  const metrics = projectorMetrics(registry, store?.headPosition ? { headPosition: () => store.headPosition!() } : {});
+  // The lag in events: from the broker's high-water marks on Kafka; from the log's head where positions count
+  // events (the embedded store; EventStoreDB's are byte offsets, and there the lag in seconds is the measure).
+  const metrics = projectorMetrics(
+    registry,
+    fromKafka ? { sourceLag: () => fromKafka.lag() } : store?.headPosition && !config.eventStore.url ? { headPosition: () => store.headPosition!() } : {},
+  );
   const projector = userProjector({ db, feed, logger, maxAttempts: config.projectorMaxAttempts, onBatch: (batch, seconds) => metrics.onBatch(batch, seconds) });
   metrics.watch(projector);
   const ops = await startOpsServer({

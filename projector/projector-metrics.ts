@@ -14,14 +14,20 @@ const batchBuckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1
  * Prometheus scrapes.
  *
  * Lag, the projector's hop: `users_projector_lag_events` per source, the events
- * not yet applied: on Kafka, a partition's high-water mark minus the projector's
- * next offset (as of the last fetch, which a live consumer repeats at least every
- * 100 ms); on the embedded path, the log's head minus the checkpoint (positions
- * there count events). `users_projector_lag_seconds`: 0 when nothing is left
- * behind, else how long ago the last applied event entered the source, i.e. how
- * far behind in time the read model is.
+ * not yet applied: on Kafka, for each partition this member holds, its high-water
+ * mark minus the offset the read DB holds, read from the broker when Prometheus
+ * scrapes (`sourceLag`; a partition handed to another member leaves this one's
+ * series, and a projector that applies nothing, its read DB down or its fetches
+ * stopped, still shows the messages piling up); should the broker not answer, the
+ * figures the last batches were fetched with. On the embedded path, the log head
+ * minus the checkpoint (positions there count events). `users_projector_lag_seconds`:
+ * 0 when nothing is left behind, else how long ago the last applied event entered
+ * the source, i.e. how far behind in time the read model is.
  */
-export function projectorMetrics(registry: Registry, options: { headPosition?: () => Promise<bigint | undefined> } = {}) {
+export function projectorMetrics(
+  registry: Registry,
+  options: { headPosition?: () => Promise<bigint | undefined>; sourceLag?: () => Promise<ReadonlyMap<string, number>> } = {},
+) {
   let status: () => Readonly<ProjectorStatus> = notStartedStatus;
   const behind = new Map<string, number>();
   let lastEventAt: number | undefined;
@@ -44,6 +50,10 @@ export function projectorMetrics(registry: Registry, options: { headPosition?: (
   });
 
   async function lagEvents(): Promise<Map<string, number>> {
+    if (options.sourceLag) {
+      const read = await options.sourceLag().catch(() => undefined);
+      if (read) return new Map(read);
+    }
     const lag = new Map(behind);
     const checkpoint = status().checkpoints[globalLogSource];
     if (options.headPosition) {
@@ -55,7 +65,7 @@ export function projectorMetrics(registry: Registry, options: { headPosition?: (
 
   new client.Gauge({
     name: 'users_projector_lag_events',
-    help: 'Events in the source not yet applied: per Kafka partition, its high-water mark minus the next offset; on the embedded path, the log head minus the checkpoint',
+    help: 'Events in the source not yet applied: per Kafka partition this member holds, its high-water mark minus the offset the read DB holds; on the embedded path, the log head minus the checkpoint',
     labelNames: ['source'] as const,
     registers: [registry],
     async collect() {

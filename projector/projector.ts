@@ -160,18 +160,27 @@ export function userProjector(deps: {
     deps.onBatch?.(batch, (performance.now() - started) / 1000);
   }
 
+  /**
+   * Whether the read DB answers, as the last batch, start-up read or housekeeping count found it; each
+   * change logged once. An idle projector learns of an outage (and of its end) from the housekeeping.
+   */
+  function readDbIs(reachable: boolean, error?: unknown): void {
+    if (reachable === status.readDbReachable) return;
+    status.readDbReachable = reachable;
+    if (reachable) logger.info('read database back; projector resumed');
+    else logger.warn({ err: error }, 'read database unavailable; projector paused');
+  }
+
   /** The usual way: one batch at a time, through every retry, pause and quarantine rule above. */
   async function applyAndCount(batch: FeedBatch, started: number, span: Span | undefined): Promise<void> {
     const applied = await endingSpan(span, retrying(() => applyOrQuarantine(batch), {
       signal: abort.signal,
-      onRetry(error, attempt) {
-        if (attempt === 0) logger.warn({ err: error }, 'read database unavailable; projector paused');
-        status.readDbReachable = false;
+      onRetry(error) {
+        readDbIs(false, error);
         span?.addEvent('retry', { 'error.type': error instanceof Error ? error.name : 'unknown' });
       },
     }));
-    if (!status.readDbReachable) logger.info('read database back; projector resumed');
-    status.readDbReachable = true;
+    readDbIs(true);
     await counted(batch, applied, started);
   }
 
@@ -266,11 +275,18 @@ export function userProjector(deps: {
     let committing: Committing | undefined;
     let housekeeping: NodeJS.Timeout | undefined;
     try {
-      let from = await retrying(() => readCheckpoints(db), { signal: abort.signal });
-      await retrying(countParked, { signal: abort.signal });
-      // A failed count is left to the next one: an outage is the batches' to report.
+      const onRetry = (error: unknown) => readDbIs(false, error);
+      let from = await retrying(() => readCheckpoints(db), { signal: abort.signal, onRetry });
+      await retrying(countParked, { signal: abort.signal, onRetry });
+      readDbIs(true);
       housekeeping = setInterval(() => {
-        void countParked().catch(() => {});
+        // The count doubles as the read DB's probe while no batch comes.
+        void countParked().then(
+          () => readDbIs(true),
+          (error: unknown) => {
+            if (isRetriable(error)) readDbIs(false, error);
+          },
+        );
         // Short patience: it waits on the event loop, and comes again in a few seconds.
         if (walTruncationPending(db)) void eraseFreedPages(db, { patienceMs: 100 });
       }, deps.housekeepingMs ?? 5000);

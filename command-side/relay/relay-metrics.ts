@@ -7,11 +7,15 @@ const batchBuckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1
 
 /**
  * The relay's metrics, the first hop's lag among them:
- * `users_relay_lag_seconds` is 0 while the relay is caught up with the log, else
- * how long ago the last event the broker acknowledged was recorded;
- * `users_relay_lag_events` is the log head minus the resume point, exported
- * where log positions count events (the embedded store; EventStoreDB's positions
- * are byte offsets, so there the lag in seconds is the measure).
+ * `users_relay_lag_seconds` is, while a batch waits for the broker (an outage's
+ * retries included), the age of its oldest event; else 0 while the relay is caught
+ * up with the log, and how long ago the last event the broker acknowledged was
+ * recorded while it is not. `users_relay_lag_events` is the log head minus the
+ * resume point, exported where log positions count events (the embedded store;
+ * EventStoreDB's positions are byte offsets, so there the lag in seconds is the
+ * measure); 0 while the relay is caught up with nothing unacknowledged (the events
+ * after the resume point are then the relay's own lease records, which it does not
+ * publish), and 0 on a relay that is not the publisher.
  */
 export function relayMetrics(registry: Registry, options: { store: EventStore; positionsCountEvents: boolean }) {
   let status: () => Readonly<RelayStatus> = () => ({ role: 'starting', live: false, published: 0 });
@@ -40,8 +44,8 @@ export function relayMetrics(registry: Registry, options: { store: EventStore; p
     registers: [registry],
     collect() {
       const current = status();
-      const behind = current.role === 'publishing' && !current.live;
-      this.set(behind && current.lastPublishedAt !== undefined ? Math.max(0, (Date.now() - current.lastPublishedAt) / 1000) : 0);
+      const since = current.role !== 'publishing' ? undefined : (current.pendingSince ?? (current.live ? undefined : current.lastPublishedAt));
+      this.set(since === undefined ? 0 : Math.max(0, (Date.now() - since) / 1000));
     },
   });
   const headPosition = options.store.headPosition?.bind(options.store);
@@ -52,7 +56,10 @@ export function relayMetrics(registry: Registry, options: { store: EventStore; p
       registers: [registry],
       async collect() {
         const current = status();
-        if (current.role !== 'publishing') return;
+        if (current.role !== 'publishing' || (current.live && current.pendingSince === undefined)) {
+          this.set(0);
+          return;
+        }
         const head = await headPosition().catch(() => undefined);
         if (head !== undefined) this.set(Math.max(0, Number(head - BigInt(current.position ?? 0))));
       },

@@ -68,6 +68,8 @@ export interface RelayStatus {
   position?: string;
   /** When the last event the broker acknowledged was recorded in the log, ms since the epoch: for the lag in seconds. */
   lastPublishedAt?: number;
+  /** When the oldest event read and not yet acknowledged was recorded (a batch being published, retried through an outage): for the lag in seconds. */
+  pendingSince?: number;
 }
 
 /**
@@ -156,6 +158,8 @@ export function eventRelay(deps: {
 
   async function publishWhileHolding(held: Lease): Promise<void> {
     const after = held.position();
+    // Behind until the new subscription says it has read up to the head (it reports changes only).
+    status.live = false;
     const subscription = store.subscribeToAll({
       ...(after === undefined ? {} : { after }),
       streamPrefixes: [userStreamPrefix],
@@ -205,6 +209,7 @@ export function eventRelay(deps: {
           return message;
         });
         const started = performance.now();
+        status.pendingSince = events[0]!.recordedAt.getTime();
         const span = tracingOn() ? sendSpan(deps.topic, messages) : undefined;
         await endingSpan(span, retrying(
           async () => {
@@ -222,12 +227,14 @@ export function eventRelay(deps: {
         ));
         status.published += messages.length;
         status.lastPublishedAt = events[events.length - 1]!.recordedAt.getTime();
+        delete status.pendingSince;
         deps.onPublished?.(messages.length, (performance.now() - started) / 1000);
         // Only now, with the broker's acknowledgement, may the resume point move past the batch.
         leaseWrites.acknowledged(events[events.length - 1]!.position);
         next = batches.next();
       }
     } finally {
+      delete status.pendingSince;
       abort.signal.removeEventListener('abort', closeOnAbort);
       await subscription.close();
       // What the broker acknowledged is not published again after a graceful stop.

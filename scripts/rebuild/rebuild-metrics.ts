@@ -11,7 +11,7 @@ export function rebuildMetrics(registry: Registry) {
   const startedAt = Date.now();
   new client.Gauge({
     name: 'users_rebuild_phase',
-    help: 'The phase the running rebuild is in: 1 for the current phase, 0 for the others',
+    help: 'The phase the running rebuild is in: 1 for the current phase (the others have no series)',
     labelNames: ['phase'] as const,
     registers: [registry],
     collect() {

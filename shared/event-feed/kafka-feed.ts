@@ -1,4 +1,4 @@
-import type { Consumer, ConsumerConfig, Kafka, KafkaMessage } from 'kafkajs';
+import type { Admin, Consumer, ConsumerConfig, Kafka, KafkaMessage } from 'kafkajs';
 import type { Logger } from 'pino';
 import { translateKafkaError } from '../kafka/kafka-client.js';
 import { fromEnvelope } from '../public-events.js';
@@ -75,9 +75,24 @@ export function kafkaFeed(deps: {
   /** Partitions fetched at once (default 4): their batches are applied together. */
   concurrentPartitions?: number;
   consumerConfig?: Partial<ConsumerConfig>;
-}): EventFeed {
+}): EventFeed & { lag(): Promise<ReadonlyMap<string, number>> } {
   const { topic } = deps;
   let consumer: Consumer | undefined;
+  /** The member's partitions and where the read DB holds them, while it consumes (see `batches`). */
+  let holding: { known: ReadonlyMap<string, string>; assigned: ReadonlySet<string> } | undefined;
+  let admin: { client: Admin; connected: Promise<void> } | undefined;
+  let highWaterMarks: { at: number; read: Promise<Map<string, bigint>> } | undefined;
+
+  async function readHighWaterMarks(): Promise<Map<string, bigint>> {
+    if (!admin) {
+      const client = deps.kafka.admin();
+      admin = { client, connected: client.connect() };
+    }
+    const { client, connected } = admin;
+    await connected;
+    const offsets = await client.fetchTopicOffsets(topic);
+    return new Map(offsets.map(({ partition, high }) => [partitionSource(topic, partition), BigInt(high)]));
+  }
   let closing = false;
   const waiting: Handoff[] = [];
   let wake: (() => void) | undefined;
@@ -110,6 +125,7 @@ export function kafkaFeed(deps: {
        */
       const known = new Map(from);
       const assigned = new Set<string>();
+      holding = { known, assigned };
       let joins = 0;
       active.on(active.events.GROUP_JOIN, ({ payload }) => {
         const join = ++joins;
@@ -250,10 +266,34 @@ export function kafkaFeed(deps: {
         await active.disconnect().catch(() => {});
       }
     },
+    /**
+     * Per partition this member holds: the messages after the offset the read DB holds, from the broker's
+     * high-water marks (read at most once a second, when asked). Rejects when the broker does not answer.
+     */
+    async lag() {
+      const current = holding;
+      if (!current) return new Map();
+      if (!highWaterMarks || Date.now() - highWaterMarks.at > 1000) {
+        const read = readHighWaterMarks();
+        highWaterMarks = { at: Date.now(), read };
+        read.catch(() => {
+          if (highWaterMarks?.read === read) highWaterMarks = undefined;
+        });
+      }
+      const marks = await highWaterMarks.read;
+      const lag = new Map<string, number>();
+      for (const source of current.assigned) {
+        const at = current.known.get(source);
+        const mark = marks.get(source);
+        if (at !== undefined && mark !== undefined) lag.set(source, Math.max(0, Number(mark - BigInt(at))));
+      }
+      return lag;
+    },
     async close() {
       closing = true;
       wake?.();
       await consumer?.disconnect().catch(() => {});
+      await admin?.client.disconnect().catch(() => {});
     },
   };
 }

@@ -44,10 +44,11 @@ function projectorOn(
   feedLogger = logger,
   onBatch?: Parameters<typeof userProjector>[0]['onBatch'],
 ) {
-  const projector = userProjector({ db, feed: kafkaFeed({ kafka, topic, groupId, logger: feedLogger, consumerConfig: fastGroup }), logger, ...(onBatch ? { onBatch } : {}) });
+  const feed = kafkaFeed({ kafka, topic, groupId, logger: feedLogger, consumerConfig: fastGroup });
+  const projector = userProjector({ db, feed, logger, ...(onBatch ? { onBatch } : {}) });
   const running = projector.start();
   t.teardown(() => projector.stop());
-  return { projector, running };
+  return { projector, running, feed };
 }
 
 async function relayAll(t: Test, store: EventStore, kafka: ReturnType<typeof createKafka>, topic: string) {
@@ -196,13 +197,20 @@ void t.test('a MariaDB outage pauses Kafka consumption, which resumes without lo
   const store = inMemoryEventStore();
   const commands = commandsOver(store);
   await relayAll(t, store, kafka, topic);
-  const { projector } = projectorOn(t, kafka, topic, 'projector-outage', db);
+  const { projector, feed } = projectorOn(t, kafka, topic, 'projector-outage', db);
   await seedUsers(commands, 10, 'before');
   await waitFor(() => sameAsLog(db, store), 20_000, 'first rows');
+  const lagged = async () => [...(await feed.lag()).values()].reduce((sum, events) => sum + events, 0);
+  await waitFor(async () => (await lagged()) === 0, 10_000, 'no lag once caught up');
 
+  const userEvents = async () => (await store.readAll({ maxCount: 100_000 })).filter((e) => e.streamId.startsWith('user-')).length;
+  const caughtUp = await userEvents();
   proxy.cut();
   await seedUsers(commands, 10, 'during');
   await waitFor(() => !projector.status().readDbReachable, 10_000, 'projector to notice');
+  // Nothing is applied now: the lag is read from the broker, not from the batches applied.
+  await waitFor(async () => (await lagged()) === (await userEvents()) - caughtUp, 10_000, 'the lag to count every message the outage holds back');
+  t.ok((await userEvents()) - caughtUp >= 10, 'the lag counts the messages the outage holds back');
   // Longer than the consumer's session timeout: the group evicts the stalled member.
   await new Promise((resolve) => setTimeout(resolve, 4000));
   proxy.restore();

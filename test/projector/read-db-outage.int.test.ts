@@ -50,3 +50,26 @@ void t.test('a MariaDB outage pauses the projector, which resumes without loss',
   t.equal(warnings.filter((m) => m.includes('unavailable')).length, 1, 'the outage was logged once, not per retry');
   t.equal(warnings.filter((m) => m.includes('resumed')).length, 1, 'and its end once');
 });
+
+void t.test('an idle projector reports a MariaDB outage, and its end, without a batch to apply', async (t) => {
+  const proxied = await mariadbBehindProxy(t);
+  if (!proxied) return;
+  const { proxy, db } = proxied;
+  const messages: string[] = [];
+  const logger = pino({ level: 'info' }, { write: (line: string) => void messages.push(JSON.parse(line).msg as string) });
+  const store = inMemoryEventStore();
+  await seedUsers(commandsOver(store), 3, 'idle');
+  const projector = userProjector({ db, feed: eventStoreFeed(store, { vault: testVault, batchSize: 20 }), logger, housekeepingMs: 100 });
+  void projector.start();
+  t.teardown(() => projector.stop());
+  const head = async () => (await store.readAll({ maxCount: 100_000 })).at(-1)!.position.toString();
+  await waitFor(async () => projector.status().checkpoints[globalLogSource] === (await head()), 10_000, 'the projector to catch up');
+
+  // No writes from here on: nothing but the housekeeping touches the read DB.
+  proxy.cut();
+  await waitFor(() => !projector.status().readDbReachable, 10_000, 'the idle projector to notice the outage');
+  proxy.restore();
+  await waitFor(() => projector.status().readDbReachable, 10_000, 'and its end');
+  t.equal(messages.filter((m) => m.includes('unavailable')).length, 1, 'the outage logged once');
+  t.equal(messages.filter((m) => m.includes('back')).length, 1, 'and its end once');
+});

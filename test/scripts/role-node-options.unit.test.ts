@@ -43,3 +43,16 @@ void t.test("package.json's rebuild script and the README's production line star
     t.ok(production?.includes(` ${option} `), `README: ${option}`);
   }
 });
+
+void t.test('docker-compose.yml starts every role after MariaDB is healthy: the read DB and the personal-data keys live there', async (t) => {
+  const { parse } = await import('yaml');
+  type Service = { build?: string; environment?: Record<string, string>; depends_on?: Record<string, { condition?: string }> };
+  const compose = parse(read('docker-compose.yml'), { merge: true }) as { services: Record<string, Service> };
+  const roles = Object.entries(compose.services).filter(([, service]) => service.build !== undefined);
+  t.same(roles.map(([name]) => name).sort(), ['command-side', 'projector', 'query-side', 'relay'], 'the four roles');
+  for (const [name, service] of roles) {
+    t.match(service.environment?.READ_DB_URL, /^mysql:\/\/[^/]*@mariadb:/, `${name}: its read DB (and key store, without KEY_STORE_URL) on MariaDB`);
+    t.notOk(service.environment?.KEY_STORE_URL, `${name}: no key store elsewhere`);
+    t.equal(service.depends_on?.mariadb?.condition, 'service_healthy', `${name}: starts once MariaDB is healthy`);
+  }
+});

@@ -178,16 +178,20 @@ void t.test('the projector: events applied, batches, lag in events and seconds, 
   t.match(await notReady.json(), { status: 'unavailable', running: false });
 });
 
-void t.test('the relay: events published, lease held, lag in events', async (t) => {
+void t.test('the relay: events published, lease held, lag in events and in seconds, through a broker outage', async (t) => {
   const store = inMemoryEventStore();
   await seedUsers(commandsOver(store), 3);
   const registry = createMetricsRegistry('relay');
   const metrics = relayMetrics(registry, { store, positionsCountEvents: true });
   const acknowledged: unknown[] = [];
+  let brokerDown = false;
   const relay = eventRelay({
     store,
     vault: testVault,
-    publisher: { publish: (messages) => Promise.resolve(void acknowledged.push(...messages)), close: () => Promise.resolve() },
+    publisher: {
+      publish: (messages) => (brokerDown ? Promise.reject(new StoreUnavailableError('broker unavailable')) : Promise.resolve(void acknowledged.push(...messages))),
+      close: () => Promise.resolve(),
+    },
     topic: 'users.events.v1',
     logger,
     leaseMs: 60_000,
@@ -203,7 +207,18 @@ void t.test('the relay: events published, lease held, lag in events', async (t) 
   t.equal(sample(text, 'users_relay_events_published_total'), userEvents.length);
   t.equal(sample(text, 'users_relay_publishing'), 1);
   t.ok(sample(text, 'users_relay_batch_duration_seconds_count')! >= 1);
-  const head = Number(await store.headPosition!());
-  t.equal(sample(text, 'users_relay_lag_events'), head - Number(relay.status().position), 'the log after the resume point (its own lease events)');
+  t.ok(Number(await store.headPosition!()) > Number(relay.status().position), 'the log goes on past the resume point: the lease records');
+  t.equal(sample(text, 'users_relay_lag_events'), 0, 'which are not lag: caught up');
+  t.equal(sample(text, 'users_relay_lag_seconds'), 0);
   t.match(await metrics.readiness(), { ready: true, detail: { role: 'publishing' } });
+
+  brokerDown = true;
+  await seedUsers(commandsOver(store), 1, 'outage');
+  await new Promise((resolve) => setTimeout(resolve, 1500));
+  const during = await registry.metrics();
+  t.ok(sample(during, 'users_relay_lag_seconds')! >= 1, `behind in time while the broker is down (${sample(during, 'users_relay_lag_seconds')} s)`);
+  t.ok(sample(during, 'users_relay_lag_events')! >= 1, `and in events (${sample(during, 'users_relay_lag_events')})`);
+  brokerDown = false;
+  await waitFor(async () => sample(await registry.metrics(), 'users_relay_lag_seconds') === 0, 10_000, 'the lag to end with the outage');
+  t.equal(sample(await registry.metrics(), 'users_relay_lag_events'), 0);
 });
