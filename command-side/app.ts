@@ -82,7 +82,8 @@ const writeErrors = {
   400: '`VALIDATION_FAILED`: the id or a header (`If-Match`) is malformed; `problems` names every one.',
   401: '`UNAUTHORIZED`: `WRITE_API_TOKENS` is set and the bearer token is missing or wrong.',
   ...commonErrorDescriptions,
-  503: '`STORE_UNAVAILABLE`: the event store cannot be reached or did not answer in time. The outcome is unknown: a write under way may still have been made. Retry after `Retry-After` seconds: a registration with its `Idempotency-Key`, a change with `If-Match`. `SHUTTING_DOWN`: this instance is stopping and did nothing with the request; retry it at once (the connection is closed, and a new one reaches another instance).',
+  500: '`INTERNAL_ERROR`: an unexpected failure; it has been logged. `EVENT_INVALID`: a stored event of the user fails its schema (the message names the stream). `CONFIG_INVALID`: this instance\'s `EMAIL_HASH_SECRET` differs from the one recorded (registrations and email changes fail until it is restarted with the right one).',
+  503: '`STORE_UNAVAILABLE`: the event store or the key store cannot be reached or did not answer in time. The outcome is unknown: a write under way may still have been made. Retry after `Retry-After` seconds: a registration with its `Idempotency-Key`, a change with `If-Match`. `SHUTTING_DOWN`: this instance is stopping and did nothing with the request; retry it at once (the connection is closed, and a new one reaches another instance).',
 } as const;
 const bodyErrors = {
   400: '`VALIDATION_FAILED`: the body, a path parameter or a header breaks its schema, or the name or email is not acceptable; `problems` names every field (`in`: body, params, headers). `FST_ERR_CTP_INVALID_JSON_BODY`: the body is not JSON, or has a `__proto__` or `constructor.prototype` key. `BODY_NOT_UTF8`: the body\'s bytes are not UTF-8.',
@@ -414,9 +415,10 @@ export function buildCommandApp(deps: CommandAppDeps) {
             response: {
               200: personalDataExport,
               ...errorResponses({
-                400: writeErrors[400],
+                400: '`VALIDATION_FAILED`: the id is malformed.',
                 401: writeErrors[401],
                 ...commonErrorDescriptions,
+                500: writeErrors[500],
                 404: existingUserErrors[404],
                 410: '`USER_FORGOTTEN`: the person was forgotten; nothing personal is held any more.',
                 503: writeErrors[503],

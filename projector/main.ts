@@ -44,10 +44,14 @@ async function main() {
     });
   const registry = createMetricsRegistry('projector');
   // The lag in events: from the broker's high-water marks on Kafka; from the log's head where positions count
-  // events (the embedded store; EventStoreDB's are byte offsets, and there the lag in seconds is the measure).
+  // events (the embedded store; EventStoreDB's are byte offsets: behind or not, and the lag in seconds).
   const metrics = projectorMetrics(
     registry,
-    fromKafka ? { sourceLag: () => fromKafka.lag() } : store?.headPosition && !config.eventStore.url ? { headPosition: () => store.headPosition!() } : {},
+    fromKafka
+      ? { sourceLag: () => fromKafka.lag() }
+      : store?.headPosition
+        ? { headPosition: () => store.headPosition!(), positionsCountEvents: !config.eventStore.url }
+        : {},
   );
   const projector = userProjector({ db, feed, logger, maxAttempts: config.projectorMaxAttempts, onBatch: (batch, seconds) => metrics.onBatch(batch, seconds) });
   metrics.watch(projector);

@@ -20,13 +20,19 @@ const batchBuckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1
  * series, and a projector that applies nothing, its read DB down or its fetches
  * stopped, still shows the messages piling up); should the broker not answer, the
  * figures the last batches were fetched with. On the embedded path, the log head
- * minus the checkpoint (positions there count events). `users_projector_lag_seconds`:
+ * minus the checkpoint (positions there count events; on EventStoreDB they are byte offsets,
+ * which say whether the projector is behind but not by how many events: no series). `users_projector_lag_seconds`:
  * 0 when nothing is left behind, else how long ago the last applied event entered
  * the source, i.e. how far behind in time the read model is.
  */
 export function projectorMetrics(
   registry: Registry,
-  options: { headPosition?: () => Promise<bigint | undefined>; sourceLag?: () => Promise<ReadonlyMap<string, number>> } = {},
+  options: {
+    headPosition?: () => Promise<bigint | undefined>;
+    /** Whether the log's positions count events (the embedded store); EventStoreDB's are byte offsets, which tell behind or not, not how many. */
+    positionsCountEvents?: boolean;
+    sourceLag?: () => Promise<ReadonlyMap<string, number>>;
+  } = {},
 ) {
   let status: () => Readonly<ProjectorStatus> = notStartedStatus;
   const behind = new Map<string, number>();
@@ -70,7 +76,9 @@ export function projectorMetrics(
     registers: [registry],
     async collect() {
       this.reset();
-      for (const [source, events] of await lagEvents()) this.set({ source }, events);
+      for (const [source, events] of await lagEvents()) {
+        if (source !== globalLogSource || options.positionsCountEvents !== false) this.set({ source }, events);
+      }
     },
   });
   new client.Gauge({

@@ -25,6 +25,8 @@ export interface QueryAppDeps {
   trustProxy?: boolean | number | readonly string[];
   /** Longest a single read DB query may take before the request answers 503. */
   queryTimeoutMs?: number;
+  /** Largest request body (BODY_LIMIT_BYTES): the read API's routes take none, but one sent is read before it is refused. */
+  bodyLimitBytes?: number;
   logger?: FastifyServerOptions['logger'];
 }
 
@@ -63,7 +65,7 @@ const readTags = ['users'] as const;
 
 /** The read API over `USER_DATA`. Builds the app; `main.ts` listens. */
 export function buildQueryApp(deps: QueryAppDeps) {
-  const app = createHttpApp({ logger: deps.logger ?? false, trustProxy: deps.trustProxy });
+  const app = createHttpApp({ logger: deps.logger ?? false, bodyLimitBytes: deps.bodyLimitBytes, trustProxy: deps.trustProxy });
   const reads = openUserReads(deps.db, { timeoutMs: deps.queryTimeoutMs ?? 5000 });
   app.addHook('onClose', () => reads.close());
   const users = userQueries(reads);

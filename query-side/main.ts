@@ -21,6 +21,7 @@ async function main() {
     rateLimitPerMinute: config.rateLimitPerMinute,
     trustProxy: config.trustProxy,
     queryTimeoutMs: config.queryTimeoutMs,
+    bodyLimitBytes: config.bodyLimitBytes,
     logger: loggerOptions('query-side', config),
   });
   onShutdownSignal(logger, async () => {

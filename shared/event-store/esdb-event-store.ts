@@ -131,7 +131,7 @@ function toRecorded(resolved: Resolved): RecordedEvent | undefined {
 }
 
 /** Events the database writes itself ($stats, $metadata, links, projections...). */
-const isSystemEvent = (event: RecordedEvent) => event.type.startsWith('$') || event.streamId.startsWith('$');
+const isSystemEvent = (event: Pick<RecordedEvent, 'type' | 'streamId'>) => event.type.startsWith('$') || event.streamId.startsWith('$');
 
 /** Rejects with StoreUnavailableError after `ms`, calling `onTimeout` to release resources. */
 function withTimeout<T>(work: Promise<T>, ms: number, what: string, onTimeout?: () => void): Promise<T> {
@@ -297,10 +297,16 @@ export function esdbEventStore(options: EsdbEventStoreOptions): EventStore {
     }
   }
 
-  /** The last event's commit position (a byte offset, so only an estimate of the log's size). */
+  /**
+   * The last event's commit position (a byte offset, so only an estimate of the log's size), system
+   * events left out as every read and subscription here leaves them: a log that ends in one (the
+   * server's `$epoch-information` after a restart) is not ahead of a reader that has read all the rest.
+   * Undefined when the last page holds system events only.
+   */
   async function headPosition(): Promise<bigint | undefined> {
     try {
-      const [last] = await collect(client.readAll({ direction: BACKWARDS, fromPosition: END, maxCount: 1 }), 'readAll backwards');
+      const page = await collect(client.readAll({ direction: BACKWARDS, fromPosition: END, maxCount: 32 }), 'readAll backwards');
+      const last = page.find((resolved) => resolved.event !== undefined && !isSystemEvent(resolved.event));
       return last?.event?.position?.commit ?? last?.commitPosition;
     } catch (error) {
       throw translate(error, 'readAll backwards');

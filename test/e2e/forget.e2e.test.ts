@@ -7,7 +7,7 @@ import t from 'tap';
 import { openReadDb } from '../../shared/read-db.js';
 import { freePort } from '../../scripts/free-port.js';
 import { runScript, waitUntilHealthy } from '../support/processes.js';
-import { mariadbUrl } from '../support/read-dbs.js';
+import { mariadbMissing, mariadbUrl } from '../support/read-dbs.js';
 
 /**
  * The proof of erasure on the whole service as `npm start` runs it: after a
@@ -32,7 +32,11 @@ async function filesUnder(dir: string): Promise<string[]> {
 async function scan(dir: string, needles: Record<string, Buffer>): Promise<string[]> {
   const hits: string[] = [];
   for (const file of await filesUnder(dir)) {
-    const bytes = await readFile(file).catch(() => Buffer.alloc(0));
+    // A file that went between the listing and the read (a journal) holds nothing; any other failure to read one fails the proof.
+    const bytes = await readFile(file).catch((error: unknown) => {
+      if ((error as { code?: unknown }).code === 'ENOENT') return Buffer.alloc(0);
+      throw error;
+    });
     for (const [what, needle] of Object.entries(needles)) if (bytes.includes(needle)) hits.push(`${what} in ${file}`);
   }
   return hits;
@@ -40,6 +44,8 @@ async function scan(dir: string, needles: Record<string, Buffer>): Promise<strin
 
 for (const stack of stacks) {
   void t.test(stack.name, async (t) => {
+    // The MariaDB stack fails with advice (or is skipped with MARIADB_OPTIONAL=1) when MariaDB cannot be reached.
+    if (stack.mariadb && (await mariadbMissing(t))) return;
     const dataDir = await mkdtemp(join(tmpdir(), 'users-forget-'));
     t.teardown(() => rm(dataDir, { recursive: true, force: true }));
     const readDbUrl = stack.mariadb ? `${mariadbUrl}/queries_forget_${suffix()}` : undefined;

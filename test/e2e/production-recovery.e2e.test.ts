@@ -6,7 +6,7 @@ import { startEsdbTestServer } from '../support/esdb-test-server.js';
 import { startKafkaTestBroker } from '../support/kafka-test-broker.js';
 import { freePort } from '../../scripts/free-port.js';
 import { runScript, waitUntilHealthy, type RunningScript } from '../support/processes.js';
-import { readDbsUnderTest, readDbUrl } from '../support/read-dbs.js';
+import { openUnlessAbsent, readDbUrl } from '../support/read-dbs.js';
 
 /**
  * Recovery of the production topology (EventStoreDB test server, Kafka test
@@ -24,13 +24,10 @@ const roles = {
 } as const;
 
 void t.test('the production path recovers in seconds after a crash and after a graceful restart', async (t) => {
-  const mariadb = readDbsUnderTest.find((d) => d.name === 'mariadb')!;
-  let db;
-  try {
-    ({ db } = await mariadb.open(t));
-  } catch {
-    return; // mariadb.open reported why (a failure with advice, or the skip MARIADB_OPTIONAL=1 allows)
-  }
+  // Undefined when MariaDB is absent: the test has reported why (a failure with advice, or the skip MARIADB_OPTIONAL=1 allows).
+  const opened = await openUnlessAbsent(t, 'mariadb');
+  if (!opened) return;
+  const { db } = opened;
   const esdb = await startEsdbTestServer();
   t.teardown(() => esdb.stop());
   const topic = 'users.events.v1';

@@ -8,7 +8,7 @@ import { startEsdbTestServer } from '../support/esdb-test-server.js';
 import { startKafkaTestBroker } from '../support/kafka-test-broker.js';
 import { freePort } from '../../scripts/free-port.js';
 import { runScript, waitUntilHealthy } from '../support/processes.js';
-import { mariadbUrl, readDbsUnderTest } from '../support/read-dbs.js';
+import { mariadbUrl, openUnlessAbsent } from '../support/read-dbs.js';
 
 /**
  * The production topology, every role its own process: command side -> EventStoreDB
@@ -16,12 +16,7 @@ import { mariadbUrl, readDbsUnderTest } from '../support/read-dbs.js';
  * side. Writes over HTTP become rows readable through the query API, read-your-writes.
  */
 void t.test('four roles over EventStoreDB, Kafka and MariaDB', async (t) => {
-  const mariadb = readDbsUnderTest.find((d) => d.name === 'mariadb')!;
-  try {
-    await mariadb.open(t);
-  } catch {
-    return;
-  }
+  if (!(await openUnlessAbsent(t, 'mariadb'))) return;
   const esdb = await startEsdbTestServer();
   t.teardown(() => esdb.stop());
   const topic = 'users.events.v1';

@@ -58,8 +58,8 @@ forEachReadDb(t, async (t, db) => {
     const urls = ['/users?email=shared@example.org', '/users?email=p0@example.org', '/users?email=SHARED@example.org&limit=1', '/users?email=nobody@example.org', '/users?email=shared@example.org'];
     const answers = await Promise.all(urls.map((url) => app.inject({ url })));
     t.same(answers.map((a) => a.statusCode), [200, 200, 200, 200, 200]);
-    const ids = answers.map((a) => a.json().items.map((u: { id: string }) => u.id));
-    t.same(ids, [[...shared].sort(), [ids[1][0]], [[...shared].sort()[0]], [], [...shared].sort()], 'each its own rows, in id order');
+    const found = answers.map((a) => a.json().items.map((u: { id: string }) => u.id));
+    t.same(found, [[...shared].sort(), [ids[0]], [[...shared].sort()[0]], [], [...shared].sort()], 'each its own rows, in id order');
     t.ok(answers[2]!.json().nextCursor, 'a limit below the rows found gives a cursor');
     t.equal(answers[0]!.json().nextCursor, null);
   });

@@ -116,6 +116,8 @@ void t.test('system events are neither read nor delivered, and do not shorten pa
   await store.appendToStream(id, [event(3)], { expectedRevision: 1 });
   const page = await store.readAll({ after: first.position, maxCount: 2 });
   t.same(numbers(page), [2, 3]);
+  server.appendSystemEvent();
+  t.equal(await store.headPosition!(), page[1]!.position, 'the head is the last event a reader can read, not a system event after it');
   const all = await store.readAll({ maxCount: 1000 });
   t.notOk(all.some((e) => e.streamId.startsWith('$') || e.type.startsWith('$')));
   const subscription = store.subscribeToAll();
@@ -125,6 +127,7 @@ void t.test('system events are neither read nor delivered, and do not shorten pa
     seen.push(e);
     if (e.streamId === id && e.revision === 2) break;
   }
+  t.ok(seen.some((e) => e.streamId === id && e.revision === 2), 'the subscription read up to the last event');
   t.notOk(seen.some((e) => e.streamId.startsWith('$')));
 });
 

@@ -131,10 +131,12 @@ void t.test('embedded SQLite event store', async (t) => {
       await writer.close();
     });
     await writer.appendToStream('x', [{ type: 'A', data: {} }], { expectedRevision: 'no_stream' });
-    for await (const e of subscription) {
-      t.equal(e.streamId, 'x');
-      break;
-    }
+    const first = await Promise.race([
+      subscription[Symbol.asyncIterator]().next(),
+      new Promise<never>((_, reject) => setTimeout(() => reject(new Error('no event within 10 s')), 10_000).unref()),
+    ]);
+    t.equal(first.done, false, 'the subscription delivered an event');
+    t.equal(first.value?.streamId, 'x');
   });
 });
 

@@ -221,8 +221,10 @@ export async function startEsdbTestServer(options: EsdbTestServerOptions = {}): 
   const streamsImpl = {
     read: (call: grpc.ServerWritableStream<ReadReq, ReadResp>) => {
       const options = call.request.getOptions();
-      if (!options || options.getReadDirection() !== streamsPb.ReadReq.Options.ReadDirection.FORWARDS || options.getResolveLinks()) {
-        call.emit('error', grpcError(grpc.status.UNIMPLEMENTED, 'test server: only forward reads without link resolution'));
+      // Backwards: reads of $all only (the log's head), as EventStoreDB gives them: from the end, or before a position.
+      const backwards = options?.getReadDirection() === streamsPb.ReadReq.Options.ReadDirection.BACKWARDS && options.hasAll() && !options.hasSubscription();
+      if (!options || (options.getReadDirection() !== streamsPb.ReadReq.Options.ReadDirection.FORWARDS && !backwards) || options.getResolveLinks()) {
+        call.emit('error', grpcError(grpc.status.UNIMPLEMENTED, 'test server: forward reads, and backward reads of $all, without link resolution'));
         return;
       }
       const filter = filterOf(options);
@@ -255,6 +257,8 @@ export async function startEsdbTestServer(options: EsdbTestServerOptions = {}): 
         // $all subscriptions are exclusive of the position too; reads include the event at it.
         const after = position ?? (all.hasEnd() ? (log.at(-1)?.position ?? -1) : -1);
         subscribe(call, (e) => e.position > after && filter(e));
+      } else if (backwards) {
+        send(log.filter((e) => (position === undefined || e.position < position) && filter(e)).reverse());
       } else {
         const from = position ?? (all.hasEnd() ? nextPosition : 0);
         send(log.filter((e) => e.position >= from && filter(e)));

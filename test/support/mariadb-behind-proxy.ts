@@ -3,7 +3,7 @@ import type { Knex } from 'knex';
 import type { Test } from 'tap';
 import { openReadDb } from '../../shared/read-db.js';
 import { migrateReadDb } from '../../shared/read-model/migrations.js';
-import { mariadbUrl, readDbsUnderTest } from './read-dbs.js';
+import { mariadbUrl, openUnlessAbsent } from './read-dbs.js';
 import { startTcpProxy } from './tcp-proxy.js';
 
 export interface MariadbBehindProxy {
@@ -22,12 +22,7 @@ export interface MariadbBehindProxy {
  * has then failed with advice (or been skipped, with MARIADB_OPTIONAL=1) and returns.
  */
 export async function mariadbBehindProxy(t: Test): Promise<MariadbBehindProxy | undefined> {
-  const mariadb = readDbsUnderTest.find((d) => d.name === 'mariadb')!;
-  try {
-    await mariadb.open(t);
-  } catch {
-    return undefined;
-  }
+  if (!(await openUnlessAbsent(t, 'mariadb'))) return undefined;
   const target = new URL(mariadbUrl);
   const proxy = await startTcpProxy({ host: target.hostname, port: Number(target.port || 3306) });
   const database = `queries_proxied_${randomBytes(5).toString('hex')}`;

@@ -24,6 +24,11 @@ export function readDbUrl(db: Knex): string {
   return `${mariadbUrl.replace(/\/$/, '')}/${connection.database}`;
 }
 
+/** MariaDB cannot be reached: the test has recorded it (a failure with advice, or the skip MARIADB_OPTIONAL=1 allows). */
+export class MariaDbAbsent extends Error {
+  override readonly name = 'MariaDbAbsent';
+}
+
 export interface ReadDbUnderTest {
   name: 'sqlite' | 'mariadb';
   open(t: Test): Promise<{ db: Knex; config: ReadDbConfig }>;
@@ -87,7 +92,7 @@ export const readDbsUnderTest: ReadDbUnderTest[] = [
     name: 'mariadb',
     async open(t) {
       const advice = await mariadbMissing(t);
-      if (advice) throw new Error(advice);
+      if (advice) throw new MariaDbAbsent(advice);
       const database = `queries_test_${randomBytes(6).toString('hex')}`;
       const config: ReadDbConfig = { client: 'mysql', url: `${mariadbUrl.replace(/\/$/, '')}/${database}` };
       // As the projector role opens it: its batches take two round trips (`projector/mariadb-batch.ts`).
@@ -102,17 +107,27 @@ export const readDbsUnderTest: ReadDbUnderTest[] = [
   },
 ];
 
+/**
+ * `kind` opened for `t`; undefined only when MariaDB cannot be reached (the test has then failed
+ * with advice, or been skipped as MARIADB_OPTIONAL=1 allows). Any other failure to open or
+ * migrate it fails the test: it must not pass with nothing checked.
+ */
+export async function openUnlessAbsent(t: Test, kind: ReadDbUnderTest | ReadDbUnderTest['name']): Promise<Awaited<ReturnType<ReadDbUnderTest['open']>> | undefined> {
+  const under = typeof kind === 'string' ? readDbsUnderTest.find((candidate) => candidate.name === kind)! : kind;
+  try {
+    return await under.open(t);
+  } catch (error) {
+    if (error instanceof MariaDbAbsent) return undefined;
+    throw error;
+  }
+}
+
 /** Runs `body` once per read database, as subtests named after it. */
 export function forEachReadDb(t: Test, body: (t: Test, db: Knex, kind: ReadDbUnderTest['name']) => Promise<void>) {
   for (const kind of readDbsUnderTest) {
     void t.test(kind.name, async (t) => {
-      let opened: Awaited<ReturnType<ReadDbUnderTest['open']>>;
-      try {
-        opened = await kind.open(t);
-      } catch {
-        return;
-      }
-      await body(t, opened.db, kind.name);
+      const opened = await openUnlessAbsent(t, kind);
+      if (opened) await body(t, opened.db, kind.name);
     });
   }
 }
