@@ -41,6 +41,9 @@ async function main() {
       batchSize: config.projectorBatchSize,
       vault: keys!.vault,
       onLiveChange: (live) => logger.info(live ? 'projector caught up with the log' : 'projector fell behind the log'),
+      onKeyStoreRetry: (error, attempt) => {
+        if (attempt === 0) logger.warn({ err: error }, 'key store unavailable; projector waiting');
+      },
     });
   const registry = createMetricsRegistry('projector');
   // The lag in events: from the broker's high-water marks on Kafka; from the log's head where positions count

@@ -23,6 +23,8 @@ export function eventStoreFeed(
     /** Opens the sealed personal fields (an event whose key is gone reads as UserForgotten) and finishes forgets (destroys the keys a UserForgotten names). */
     vault: Pick<Vault, 'open'>;
     onLiveChange?: (live: boolean) => void;
+    /** Told of each failure to open a batch while the key store is down (the feed waits and tries again). */
+    onKeyStoreRetry?: (error: unknown, attempt: number) => void;
   },
 ): EventFeed {
   const subscriptions = new Set<LogSubscription>();
@@ -41,7 +43,10 @@ export function eventStoreFeed(
       try {
         for await (const stored of inBatches(subscription, options.batchSize)) {
           // The key store down is an outage: wait for it rather than read events as forgotten.
-          const events = await retrying(() => options.vault.open(stored, { finishForgets: true }), { signal: closing.signal });
+          const events = await retrying(() => options.vault.open(stored, { finishForgets: true }), {
+            signal: closing.signal,
+            ...(options.onKeyStoreRetry ? { onRetry: options.onKeyStoreRetry } : {}),
+          });
           const last = events[events.length - 1]!;
           yield { events: tracingOn() ? events.map(withTrace) : events, checkpoints: new Map([[globalLogSource, last.position.toString()]]), lastEventAt: last.recordedAt.getTime() };
         }

@@ -60,3 +60,29 @@ forEachReadDb(t, async (t, db) => {
   t.same(await tableRows(db), await expectedRows(store), 'every user projected once, nothing lost');
   t.equal(warnings.filter((m) => m.startsWith('event feed failed')).length, 3, 'each failure logged');
 });
+
+void t.test("the embedded feed waits out the key store's outage, says so, and delivers every event", async (t) => {
+  const store = inMemoryEventStore();
+  await seedUsers(commandsOver(store), 3, 'keys');
+  let failures = 2;
+  const retries: number[] = [];
+  const feed = eventStoreFeed(store, {
+    batchSize: 100,
+    vault: {
+      open: (events, options) => {
+        if (failures-- > 0) return Promise.reject(new StoreUnavailableError('key store unavailable'));
+        return testVault.open(events, options);
+      },
+    },
+    onKeyStoreRetry: (_error, attempt) => retries.push(attempt),
+  });
+  t.teardown(() => feed.close());
+  const expected = (await store.readAll({ maxCount: 1000 })).length;
+  const delivered: string[] = [];
+  for await (const batch of feed.batches(new Map())) {
+    delivered.push(...batch.events.map((e) => `${e.streamId}@${e.revision}`));
+    if (delivered.length >= expected) break;
+  }
+  t.same(retries, [0, 1], 'each failed attempt told, numbered');
+  t.equal(delivered.length, expected, 'every event delivered once the key store answers');
+});
