@@ -77,7 +77,13 @@ export function threadCalls<Req extends object, Res>(start: () => Worker, failur
   return {
     call(request) {
       if (stopped) return Promise.reject(failure('its thread was stopped'));
-      const { worker, pending } = (current ??= open());
+      let thread: NonNullable<typeof current>;
+      try {
+        thread = current ??= open();
+      } catch (error) {
+        return Promise.reject(failure(`its thread could not start: ${error instanceof Error ? error.message : String(error)}`, error instanceof Error ? error : undefined));
+      }
+      const { worker, pending } = thread;
       const id = nextId++;
       worker.ref();
       return new Promise<Res>((resolve, reject) => {

@@ -188,6 +188,8 @@ export function eventRelay(deps: {
           continue;
         }
         if (winner.done) return;
+        // Read and not yet acknowledged from here on, through a key store's or a broker's outage.
+        status.pendingSince = winner.value[0]!.recordedAt.getTime();
         // The key store down is an outage like the broker's: wait and try again, nothing skipped.
         const events = await retrying(() => deps.vault.open(winner.value, { finishForgets: true }), {
           signal: abort.signal,
@@ -209,7 +211,6 @@ export function eventRelay(deps: {
           return message;
         });
         const started = performance.now();
-        status.pendingSince = events[0]!.recordedAt.getTime();
         const span = tracingOn() ? sendSpan(deps.topic, messages) : undefined;
         await endingSpan(span, retrying(
           async () => {

@@ -1,5 +1,6 @@
 import type { Admin, Consumer, ConsumerConfig, Kafka, KafkaMessage } from 'kafkajs';
 import type { Logger } from 'pino';
+import { StoreUnavailableError } from '../errors.js';
 import { translateKafkaError } from '../kafka/kafka-client.js';
 import { fromEnvelope } from '../public-events.js';
 import { traceContextOf, tracingOn } from '../tracing.js';
@@ -84,9 +85,15 @@ export function kafkaFeed(deps: {
   let highWaterMarks: { at: number; read: Promise<Map<string, bigint>> } | undefined;
 
   async function readHighWaterMarks(): Promise<Map<string, bigint>> {
+    if (closing) throw new Error('the feed is closed');
     if (!admin) {
       const client = deps.kafka.admin();
-      admin = { client, connected: client.connect() };
+      const opened = { client, connected: client.connect() };
+      admin = opened;
+      // A broker down at the first look: the next one connects afresh.
+      opened.connected.catch(() => {
+        if (admin === opened) admin = undefined;
+      });
     }
     const { client, connected } = admin;
     await connected;
@@ -126,7 +133,9 @@ export function kafkaFeed(deps: {
       const known = new Map(from);
       const assigned = new Set<string>();
       holding = { known, assigned };
+      /** Joins so far; bumped by a crash too, and ended with this consumer: a look at the DB answered later is for nothing. */
       let joins = 0;
+      let ended = false;
       active.on(active.events.GROUP_JOIN, ({ payload }) => {
         const join = ++joins;
         const partitions = payload.memberAssignment[topic] ?? [];
@@ -146,14 +155,21 @@ export function kafkaFeed(deps: {
           active.seek({ topic, partition, offset });
           sought[partition] = offset;
         }
+        // Pauses outlive joins: one an earlier join made, whose look at the DB this join overtook, ends here.
+        const seeking = partitions.filter((partition) => !unknown.includes(partition));
+        if (seeking.length > 0) active.resume([{ topic, partitions: seeking }]);
         deps.logger.info({ topic, partitions, sought }, 'projector joined its consumer group');
         if (unknown.length === 0 || !current) return;
         active.pause([{ topic, partitions: unknown }]);
-        current().then(
-          (checkpoints) => {
-            // A later join has its own look (and its own pause) for whatever it hands this member.
-            if (join !== joins || closing) return;
-            const found: Record<number, string> = {};
+        const failed = (error: unknown) => {
+          failure = error;
+          wake?.();
+        };
+        current().then((checkpoints) => {
+          // A later join (or a crash, or the end of this consumer) has its own look for what it hands this member.
+          if (join !== joins || ended || closing) return;
+          const found: Record<number, string> = {};
+          try {
             for (const partition of unknown) {
               const source = partitionSource(topic, partition);
               const offset = checkpoints.get(source) ?? '0';
@@ -162,15 +178,16 @@ export function kafkaFeed(deps: {
               found[partition] = offset;
             }
             active.resume([{ topic, partitions: unknown }]);
-            deps.logger.info({ topic, sought: found }, 'partitions sought where the read DB holds them');
-          },
-          (error: unknown) => {
-            failure = error;
-            wake?.();
-          },
-        );
+          } catch (error) {
+            // The consumer went away under the look (kafkajs restarting it): the feed fails, and starts again.
+            failed(new StoreUnavailableError('Kafka consumer restarted while the read DB was read', { cause: error }));
+            return;
+          }
+          deps.logger.info({ topic, sought: found }, 'partitions sought where the read DB holds them');
+        }, failed);
       });
       active.on(active.events.CRASH, ({ payload }) => {
+        joins++;
         if (!payload.restart) {
           failure = translateKafkaError(payload.error, 'consume');
           wake?.();
@@ -230,6 +247,9 @@ export function kafkaFeed(deps: {
           },
         });
       } catch (error) {
+        ended = true;
+        // Retried by the projector: this consumer's connections go, not one per attempt.
+        await active.disconnect().catch(() => {});
         throw translateKafkaError(error, 'subscribe');
       }
       /** Handed to the projector, not yet confirmed applied. */
@@ -262,6 +282,7 @@ export function kafkaFeed(deps: {
         }
       } finally {
         // Batches not confirmed are not committed to Kafka: they come again, harmlessly.
+        ended = true;
         for (const handoff of [...unconfirmed, ...waiting.splice(0)]) handoff.failed(new Error('feed closed'));
         await active.disconnect().catch(() => {});
       }

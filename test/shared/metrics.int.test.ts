@@ -185,9 +185,13 @@ void t.test('the relay: events published, lease held, lag in events and in secon
   const metrics = relayMetrics(registry, { store, positionsCountEvents: true });
   const acknowledged: unknown[] = [];
   let brokerDown = false;
+  let keysDown = false;
   const relay = eventRelay({
     store,
-    vault: testVault,
+    vault: {
+      ...testVault,
+      open: ((events, options) => (keysDown ? Promise.reject(new StoreUnavailableError('key store unavailable')) : testVault.open(events, options))),
+    },
     publisher: {
       publish: (messages) => (brokerDown ? Promise.reject(new StoreUnavailableError('broker unavailable')) : Promise.resolve(void acknowledged.push(...messages))),
       close: () => Promise.resolve(),
@@ -221,4 +225,13 @@ void t.test('the relay: events published, lease held, lag in events and in secon
   brokerDown = false;
   await waitFor(async () => sample(await registry.metrics(), 'users_relay_lag_seconds') === 0, 10_000, 'the lag to end with the outage');
   t.equal(sample(await registry.metrics(), 'users_relay_lag_events'), 0);
+
+  keysDown = true;
+  await seedUsers(commandsOver(store), 1, 'keys');
+  await new Promise((resolve) => setTimeout(resolve, 1500));
+  const keysAway = await registry.metrics();
+  t.ok(sample(keysAway, 'users_relay_lag_seconds')! >= 1, `behind in time while the key store is down (${sample(keysAway, 'users_relay_lag_seconds')} s)`);
+  t.ok(sample(keysAway, 'users_relay_lag_events')! >= 1, 'and in events');
+  keysDown = false;
+  await waitFor(async () => sample(await registry.metrics(), 'users_relay_lag_seconds') === 0, 10_000, 'the lag to end with the key store back');
 });

@@ -84,3 +84,25 @@ void t.test('an idle thread does not keep the process alive; a pending call does
   await thread.call({ kind: 'echo', value: 1 });
   t.same(refs, ['unref', 'ref', 'unref'], 'unref at start, ref while the call is pending, unref once answered');
 });
+
+void t.test('a thread that cannot start fails the call, as a rejected promise; the next call tries again', async (t) => {
+  let starts = 0;
+  const threads: Worker[] = [];
+  const thread = threadCalls<Call, unknown>(
+    () => {
+      starts++;
+      if (starts === 2) throw new Error('no memory for a thread');
+      const worker = new Worker(source, { eval: true });
+      threads.push(worker);
+      return worker;
+    },
+    (reason) => new Error(`test thread: ${reason}`),
+  );
+  t.teardown(() => thread.terminate());
+  await t.rejects(thread.call({ kind: 'exit' }), { message: 'test thread: its thread exited' });
+  const failing = thread.call({ kind: 'echo', value: 1 });
+  t.type(failing, Promise, 'a promise, not a throw');
+  await t.rejects(failing, { message: 'test thread: its thread could not start: no memory for a thread' });
+  t.same(await thread.call({ kind: 'echo', value: 2 }), 2, 'the next call starts one');
+  t.equal(starts, 3);
+});
