@@ -65,3 +65,32 @@ void t.test('a request that arrives while the app closes is 503 SHUTTING_DOWN in
   const body = JSON.parse(second!.slice(second!.indexOf('\r\n\r\n') + 4)) as Record<string, unknown>;
   t.match(body, { statusCode: 503, code: 'SHUTTING_DOWN', error: 'Service Unavailable', message: /shutting down/ });
 });
+
+void t.test('a keep-alive connection whose answer comes after the close began is closed once idle: the close does not wait for the keep-alive timeout', async (t) => {
+  const app = createHttpApp({});
+  let release: () => void = () => {};
+  const released = new Promise<void>((resolve) => (release = resolve));
+  let started: () => void = () => {};
+  const slowStarted = new Promise<void>((resolve) => (started = resolve));
+  app.get('/slow', async () => {
+    started();
+    await released;
+    return { done: true };
+  });
+  await app.listen({ host: '127.0.0.1', port: 0 });
+  const { port } = app.server.address() as AddressInfo;
+  const socket = connect(port, '127.0.0.1');
+  let answer = '';
+  socket.on('data', (chunk: Buffer) => (answer += chunk.toString()));
+  const ended = new Promise<void>((resolve) => socket.on('close', () => resolve()));
+  socket.write('GET /slow HTTP/1.1\r\nHost: x\r\n\r\n');
+  await slowStarted;
+  const closed = app.close();
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  release();
+  // Fastify's keep-alive timeout is 72 s: a close that waited for it would not end within this bound.
+  const bound = new Promise<'timed out'>((resolve) => setTimeout(() => resolve('timed out'), 10_000).unref());
+  t.equal(await Promise.race([closed.then(() => 'closed' as const), bound]), 'closed', 'the app closed');
+  t.equal(await Promise.race([ended.then(() => 'ended' as const), bound]), 'ended', "the client's connection was closed");
+  t.match(answer, /^HTTP\/1\.1 200 [\s\S]*\{"done":true\}$/, 'after its answer');
+});
