@@ -312,7 +312,7 @@ export function userProjector(deps: {
           await unfinished?.done;
           logger.warn({ err: error, attempt: feedFailures }, "event feed failed; starting it again from the read DB's checkpoints");
           await sleep(backoffDelay(feedFailures++, 100, 5000), undefined, { signal: abort.signal });
-          from = await retrying(() => readCheckpoints(db), { signal: abort.signal });
+          from = await whereTheDbIs();
         }
       }
       if (committing) await committing.done;

@@ -83,6 +83,9 @@ export function kafkaFeed(deps: {
   let holding: { known: ReadonlyMap<string, string>; assigned: ReadonlySet<string> } | undefined;
   let admin: { client: Admin; connected: Promise<void> } | undefined;
   let highWaterMarks: { at: number; read: Promise<Map<string, bigint>> } | undefined;
+  let closing = false;
+  const waiting: Handoff[] = [];
+  let wake: (() => void) | undefined;
 
   async function readHighWaterMarks(): Promise<Map<string, bigint>> {
     if (closing) throw new Error('the feed is closed');
@@ -100,9 +103,6 @@ export function kafkaFeed(deps: {
     const offsets = await client.fetchTopicOffsets(topic);
     return new Map(offsets.map(({ partition, high }) => [partitionSource(topic, partition), BigInt(high)]));
   }
-  let closing = false;
-  const waiting: Handoff[] = [];
-  let wake: (() => void) | undefined;
 
   return {
     async *batches(from, current) {
@@ -143,6 +143,7 @@ export function kafkaFeed(deps: {
         for (const source of [...known.keys()]) if (!now.has(source)) known.delete(source);
         assigned.clear();
         const sought: Record<number, string> = {};
+        const seeking: number[] = [];
         const unknown: number[] = [];
         for (const partition of partitions) {
           const source = partitionSource(topic, partition);
@@ -154,9 +155,9 @@ export function kafkaFeed(deps: {
           }
           active.seek({ topic, partition, offset });
           sought[partition] = offset;
+          seeking.push(partition);
         }
         // Pauses outlive joins: one an earlier join made, whose look at the DB this join overtook, ends here.
-        const seeking = partitions.filter((partition) => !unknown.includes(partition));
         if (seeking.length > 0) active.resume([{ topic, partitions: seeking }]);
         deps.logger.info({ topic, partitions, sought }, 'projector joined its consumer group');
         if (unknown.length === 0 || !current) return;

@@ -8,12 +8,18 @@ import { readDbDialect } from './dialect.js';
  * stay. EMAIL is indexed but deliberately not UNIQUE: events of different users
  * may be applied out of their real order, and uniqueness belongs to the write side.
  */
+/**
+ * A table made only if it is missing: on MariaDB every CREATE commits at once, so a process that died
+ * between two of a migration's left the first for the next start (under the advisory lock below).
+ */
+async function createMissing(knex: Knex, table: string, build: (table: Knex.CreateTableBuilder) => void): Promise<void> {
+  if (!(await knex.schema.hasTable(table))) await knex.schema.createTable(table, build);
+}
+
 const migrations: Record<string, Knex.Migration> = {
   '0001_user_data': {
     async up(knex) {
-      // Each table only if missing: on MariaDB every CREATE commits at once, so a process that died
-      // between two of them left the first for the next start (under the advisory lock below).
-      if (!(await knex.schema.hasTable('USER_DATA'))) await knex.schema.createTable('USER_DATA', (table) => {
+      await createMissing(knex, 'USER_DATA', (table) => {
         table.string('ID_USER_DATA', 36).primary();
         table.string('NAME', 255).notNullable();
         table.string('EMAIL', 254).notNullable();
@@ -27,7 +33,7 @@ const migrations: Record<string, Knex.Migration> = {
         table.index(['NAME', 'ID_USER_DATA'], 'IDX_USER_DATA_NAME');
         table.index(['STATUS', 'ID_USER_DATA'], 'IDX_USER_DATA_STATUS');
       });
-      if (!(await knex.schema.hasTable('PROJECTION_CHECKPOINT'))) await knex.schema.createTable('PROJECTION_CHECKPOINT', (table) => {
+      await createMissing(knex, 'PROJECTION_CHECKPOINT', (table) => {
         table.string('PROJECTION', 64).notNullable();
         table.string('SOURCE', 191).notNullable();
         table.string('POSITION', 40).notNullable();
@@ -47,7 +53,7 @@ const migrations: Record<string, Knex.Migration> = {
    */
   '0002_projection_control': {
     async up(knex) {
-      if (!(await knex.schema.hasTable('PROJECTION_CONTROL'))) await knex.schema.createTable('PROJECTION_CONTROL', (table) => {
+      await createMissing(knex, 'PROJECTION_CONTROL', (table) => {
         table.string('PROJECTION', 64).primary();
         table.string('PAUSED_BY', 191).nullable();
         table.datetime('PAUSED_UNTIL', { precision: 3 }).nullable();
@@ -70,7 +76,7 @@ const migrations: Record<string, Knex.Migration> = {
    */
   '0003_projection_dead_letter': {
     async up(knex) {
-      if (!(await knex.schema.hasTable('PROJECTION_DEAD_LETTER'))) await knex.schema.createTable('PROJECTION_DEAD_LETTER', (table) => {
+      await createMissing(knex, 'PROJECTION_DEAD_LETTER', (table) => {
         table.bigIncrements('ID').primary();
         table.string('PROJECTION', 64).notNullable();
         table.string('STREAM_ID', 200).notNullable();

@@ -26,7 +26,12 @@ void t.test('service errors map to their HTTP status', async (t) => {
   t.equal((await app.inject({ url: '/fail/PROJECTION_PAUSED' })).headers['retry-after'], '1', 'a retriable one still says when to retry');
 });
 
-void t.test('a request that arrives while the app closes is 503 SHUTTING_DOWN in the error form; the one under way finishes', async (t) => {
+/**
+ * An app listening with a `/slow` route held until `release()`, a raw connection to it, and the close
+ * begun while that connection's request is under way (a keep-alive connection busy when a rolling
+ * deploy's SIGTERM comes): what the connection received, when it ended, and when the close did.
+ */
+async function closingWithASlowRequest(routes: (app: ReturnType<typeof createHttpApp>) => void = () => {}) {
   const app = createHttpApp({});
   let release: () => void = () => {};
   const released = new Promise<void>((resolve) => (release = resolve));
@@ -37,11 +42,9 @@ void t.test('a request that arrives while the app closes is 503 SHUTTING_DOWN in
     await released;
     return { done: true };
   });
-  app.get('/quick', () => ({ quick: true }));
+  routes(app);
   await app.listen({ host: '127.0.0.1', port: 0 });
   const { port } = app.server.address() as AddressInfo;
-  // A connection busy with a request when the close begins stays open: a second request on it
-  // (pipelined, as a keep-alive client's next one may be) arrives while the app closes.
   const socket = connect(port, '127.0.0.1');
   let answer = '';
   socket.on('data', (chunk: Buffer) => (answer += chunk.toString()));
@@ -50,12 +53,19 @@ void t.test('a request that arrives while the app closes is 503 SHUTTING_DOWN in
   await slowStarted;
   const closed = app.close();
   await new Promise((resolve) => setTimeout(resolve, 50));
+  return { socket, release, closed, ended, answer: () => answer };
+}
+
+void t.test('a request that arrives while the app closes is 503 SHUTTING_DOWN in the error form; the one under way finishes', async (t) => {
+  // A connection busy with a request when the close begins stays open: a second request on it
+  // (pipelined, as a keep-alive client's next one may be) arrives while the app closes.
+  const { socket, release, closed, ended, answer } = await closingWithASlowRequest((app) => app.get('/quick', () => ({ quick: true })));
   socket.write('GET /quick HTTP/1.1\r\nHost: x\r\nX-Request-Id: second-one\r\n\r\n');
   await new Promise((resolve) => setTimeout(resolve, 50));
   release();
   await closed;
   await ended;
-  const [first, second] = answer.split(/(?=HTTP\/1\.1 )/);
+  const [first, second] = answer().split(/(?=HTTP\/1\.1 )/);
   t.match(first, /^HTTP\/1\.1 200 /, 'the request under way finished');
   t.match(first, /\{"done":true\}/);
   t.match(second, /^HTTP\/1\.1 503 /, 'the one after it is refused');
@@ -67,30 +77,11 @@ void t.test('a request that arrives while the app closes is 503 SHUTTING_DOWN in
 });
 
 void t.test('a keep-alive connection whose answer comes after the close began is closed once idle: the close does not wait for the keep-alive timeout', async (t) => {
-  const app = createHttpApp({});
-  let release: () => void = () => {};
-  const released = new Promise<void>((resolve) => (release = resolve));
-  let started: () => void = () => {};
-  const slowStarted = new Promise<void>((resolve) => (started = resolve));
-  app.get('/slow', async () => {
-    started();
-    await released;
-    return { done: true };
-  });
-  await app.listen({ host: '127.0.0.1', port: 0 });
-  const { port } = app.server.address() as AddressInfo;
-  const socket = connect(port, '127.0.0.1');
-  let answer = '';
-  socket.on('data', (chunk: Buffer) => (answer += chunk.toString()));
-  const ended = new Promise<void>((resolve) => socket.on('close', () => resolve()));
-  socket.write('GET /slow HTTP/1.1\r\nHost: x\r\n\r\n');
-  await slowStarted;
-  const closed = app.close();
-  await new Promise((resolve) => setTimeout(resolve, 50));
+  const { release, closed, ended, answer } = await closingWithASlowRequest();
   release();
   // Fastify's keep-alive timeout is 72 s: a close that waited for it would not end within this bound.
   const bound = new Promise<'timed out'>((resolve) => setTimeout(() => resolve('timed out'), 10_000).unref());
   t.equal(await Promise.race([closed.then(() => 'closed' as const), bound]), 'closed', 'the app closed');
   t.equal(await Promise.race([ended.then(() => 'ended' as const), bound]), 'ended', "the client's connection was closed");
-  t.match(answer, /^HTTP\/1\.1 200 [\s\S]*\{"done":true\}$/, 'after its answer');
+  t.match(answer(), /^HTTP\/1\.1 200 [\s\S]*\{"done":true\}$/, 'after its answer');
 });
