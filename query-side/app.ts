@@ -59,7 +59,7 @@ const readErrors = {
   400: '`VALIDATION_FAILED`: a parameter or header breaks its schema; `problems` names every one (`in`: params, querystring, headers). `INVALID_CONSISTENCY_TOKEN`: the `Consistency-Token` is not one the write API gave.',
   401: '`UNAUTHORIZED`: `READ_API_TOKENS` is set and the bearer token is missing or wrong.',
   ...commonErrorDescriptions,
-  503: '`CONSISTENCY_TIMEOUT`: the read model has not reached the `Consistency-Token`\'s write within `CONSISTENCY_WAIT_MS`. `STORE_UNAVAILABLE`: the read database cannot be reached or a query ran past `QUERY_TIMEOUT_MS`. `SHUTTING_DOWN`: this instance is stopping; the connection is closed, and a new one reaches another instance. Retry after `Retry-After` seconds.',
+  503: '`CONSISTENCY_TIMEOUT`: the read model has not reached the `Consistency-Token`\'s write within `CONSISTENCY_WAIT_MS`. `STORE_UNAVAILABLE`: the read database cannot be reached or a query ran past `QUERY_TIMEOUT_MS`. `SHUTTING_DOWN`: this instance is stopping (a read waiting for its `Consistency-Token` included); the connection is closed, and a new one reaches another instance. Retry after `Retry-After` seconds.',
 } as const;
 const readTags = ['users'] as const;
 
@@ -70,8 +70,14 @@ export function buildQueryApp(deps: QueryAppDeps) {
   app.addHook('onClose', () => reads.close());
   const users = userQueries(reads);
   // Most reads carry no token: they go straight to the query, without an await.
+  // Reads waiting for their write when the app closes end then, 503 SHUTTING_DOWN, rather than hold the close.
+  const closing = new AbortController();
+  app.addHook('preClose', (done) => {
+    closing.abort();
+    done();
+  });
   const readYourWrites = (token: string | undefined) =>
-    token === undefined ? undefined : waitForWrite(token, users.versionOf, deps.consistencyWaitMs, (ms) => reads.waitForChange(ms));
+    token === undefined ? undefined : waitForWrite(token, users.versionOf, deps.consistencyWaitMs, (ms) => reads.waitForChange(ms), closing.signal);
 
   harden(app, { rateLimitPerMinute: deps.rateLimitPerMinute ?? 0, tokens: deps.readApiTokens ?? [] });
   registerApiDocs(app, {
@@ -159,7 +165,7 @@ export function buildQueryApp(deps: QueryAppDeps) {
               additionalProperties: false,
               properties: {
                 email: { type: 'string', minLength: 1, maxLength: 254, description: 'Exact email address (case-insensitive).', examples: ['ada@lovelace.dev'] },
-                name: { type: 'string', minLength: 1, maxLength: 255, description: 'Name prefix (case-insensitive); `%` and `_` match only themselves.', examples: ['Count'] },
+                name: { type: 'string', minLength: 1, maxLength: 255, description: 'Name prefix, without case or accents (`emile` finds `Émile`); `%` and `_` match only themselves.', examples: ['Count'] },
                 status: { type: 'string', enum: visibleStatuses, description: 'Only users in this state. Forgotten users are never listed, so there is no `forgotten` to ask for.' },
                 limit: { type: 'integer', minimum: 1, maximum: 100, default: 20, description: 'Most users on this page.' },
                 cursor: { type: 'string', minLength: 1, maxLength: 200, description: 'The `nextCursor` of the previous page.' },

@@ -9,13 +9,17 @@ import { userIdFromStream } from '../shared/user-events.js';
  * (`waitForChange`: the projector's change signal on the embedded read DB, a
  * shared tick on MariaDB) and after a short growing pause in any case, for at
  * most `timeoutMs`. Past that it throws a retriable CONSISTENCY_TIMEOUT (503 with
- * Retry-After) rather than let the caller read stale data.
+ * Retry-After) rather than let the caller read stale data. Once `closing` is aborted (the
+ * read API closes) it looks once more and then throws SHUTTING_DOWN: a wait may last
+ * `CONSISTENCY_WAIT_MS` (up to 600 s), and the close, which waits for the requests under
+ * way, would otherwise wait as long, past a container's stop grace period.
  */
 export async function waitForWrite(
   token: string,
   versionOf: (userId: string) => Promise<number>,
   timeoutMs: number,
   waitForChange: (ms: number) => Promise<unknown>,
+  closing?: AbortSignal,
 ): Promise<void> {
   const { streamId, revision } = decodeConsistencyToken(token);
   // The write API names users by UUID; ids are case-insensitive, as in the read API's paths.
@@ -26,13 +30,35 @@ export async function waitForWrite(
   const deadline = Date.now() + timeoutMs;
   for (let pause = 2; ; pause = Math.min(pause * 2, 50)) {
     if ((await versionOf(userId)) >= revision) return;
+    if (closing?.aborted) {
+      throw new ServiceError('SHUTTING_DOWN', `this instance is shutting down before the read model applied ${token}; retry the read`, true);
+    }
     const left = deadline - Date.now();
     if (left <= 0) break;
-    await waitForChange(Math.min(pause, left));
+    await (closing ? untilEither(waitForChange(Math.min(pause, left)), closing) : waitForChange(Math.min(pause, left)));
   }
   throw new ServiceError(
     'CONSISTENCY_TIMEOUT',
     `the read model has not applied ${token} yet (waited ${timeoutMs} ms); retry shortly`,
     true,
   );
+}
+
+/** `wait`, or the abort of `signal` if that comes first. */
+function untilEither(wait: Promise<unknown>, signal: AbortSignal): Promise<unknown> {
+  if (signal.aborted) return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const aborted = () => resolve(undefined);
+    signal.addEventListener('abort', aborted, { once: true });
+    wait.then(
+      (value) => {
+        signal.removeEventListener('abort', aborted);
+        resolve(value);
+      },
+      (error: unknown) => {
+        signal.removeEventListener('abort', aborted);
+        reject(error instanceof Error ? error : new Error(String(error)));
+      },
+    );
+  });
 }

@@ -1,12 +1,13 @@
 import Database from 'better-sqlite3';
 import DataLoader from 'dataloader';
 import type { Knex } from 'knex';
-import { createPool, type Pool, type RowDataPacket } from 'mysql2/promise';
+import { createPool, type ExecuteValues, type Pool, type RowDataPacket } from 'mysql2/promise';
 import { changeWaiter, sharedTicker } from '../shared/change-signal.js';
 import { readDbConnectionOf, readDbError } from '../shared/read-db.js';
 import { readDbDialect } from '../shared/read-model/dialect.js';
 import type { UserRow } from '../shared/read-model/user-row.js';
 import { perCount } from '../shared/per-count.js';
+import { foldedNameIndex, foldedPrefixRange, foldNameFunction, registerNameFolding } from '../shared/read-model/name-search.js';
 
 /** What a list may be narrowed by; values are bound, never part of the SQL text. */
 export interface UserRowFilter {
@@ -112,41 +113,100 @@ function lookupsById(query: (ids: readonly string[]) => Promise<UserRow[]>) {
   );
 }
 
-const nonAscii = /[^\p{ASCII}]/u;
-/** A name as the embedded read DB compares a prefix with letters beyond ASCII: lower-cased, as `foldFunction` does to NAME. */
-const foldName = (name: string) => name.toLowerCase();
 /**
- * The function the embedded read DB's connection folds NAME with (`sqliteUserReads`). Called once per row
- * scanned, so only for a prefix that needs it: an ASCII prefix is compared by LIKE itself, which ignores
- * the case of ASCII letters, and no row can match an ASCII prefix through a letter beyond ASCII.
+ * How a list compares NAME with a prefix, as SQL with its values: MariaDB's `LIKE`, which
+ * its collation makes case- and accent-insensitive and its `IDX_USER_DATA_NAME` serves;
+ * on the embedded read DB a range of the folded name (`shared/read-model/name-search.ts`).
+ * '!' as the LIKE escape character needs no escaping itself.
  */
-const foldFunction = 'users_fold_name';
+type NameCondition = (prefix: string) => { sql: string; params: unknown[] };
+
+const likePrefix: NameCondition = (prefix) => ({ sql: "NAME LIKE ? ESCAPE '!'", params: [`${prefix.replace(/[!%_]/g, (c) => `!${c}`)}%`] });
+
+const foldedPrefix: NameCondition = (prefix) => {
+  const { from, to } = foldedPrefixRange(prefix);
+  return { sql: `${foldNameFunction}(NAME) >= ? AND ${foldNameFunction}(NAME) < ?`, params: [from, to] };
+};
+
+/** The conditions of a list other than the name's, with their values, in the order the SQL texts below put them. */
+function otherConditions(filter: UserRowFilter): { sql: string[]; params: unknown[] } {
+  const sql: string[] = [];
+  const params: unknown[] = [];
+  const narrow = (condition: string, value?: unknown) => {
+    sql.push(condition);
+    if (value !== undefined) params.push(value);
+  };
+  if (filter.email !== undefined) narrow('EMAIL = ?', filter.email);
+  if (filter.status !== undefined) narrow('STATUS = ?', filter.status);
+  else narrow(visible());
+  if (filter.afterId !== undefined) narrow('ID_USER_DATA > ?', filter.afterId);
+  return { sql, params };
+}
+
+function checkedLimit(filter: UserRowFilter): number {
+  if (!Number.isSafeInteger(filter.limit) || filter.limit < 1) throw new RangeError(`limit must be a positive integer, not ${filter.limit}`);
+  return filter.limit;
+}
 
 /**
  * The list query for one combination of filters. Its text depends only on which
  * filters are present and on the limit (a bounded integer), so a few dozen texts
- * cover every request and each is prepared once. '!' as the LIKE escape
- * character needs no escaping itself in either dialect.
+ * cover every request and each is prepared once.
  */
-function listQuery(filter: UserRowFilter, foldsNames: boolean): { sql: string; params: string[] } {
-  const where: string[] = [visible()];
-  const params: string[] = [];
-  const narrow = (condition: string, value: string) => {
-    where.push(condition);
-    params.push(value);
+function listQuery(filter: UserRowFilter, nameCondition: NameCondition): { sql: string; params: unknown[] } {
+  const limit = checkedLimit(filter);
+  const others = otherConditions(filter);
+  const name = filter.name !== undefined ? nameCondition(filter.name) : { sql: undefined, params: [] };
+  const where = name.sql ? [name.sql, ...others.sql] : others.sql;
+  return { sql: `SELECT ${columns} FROM USER_DATA WHERE ${where.join(' AND ')} ORDER BY ID_USER_DATA LIMIT ${limit}`, params: [...name.params, ...others.params] };
+}
+
+/**
+ * A search by name on the embedded read DB (and by status, after an id; not by email,
+ * whose own index finds its one or two rows first), which must answer in id order from
+ * an index ordered by the folded name. Two ways, each cheap where the other is not:
+ * - *through the index*: the ids of every match read from the index alone (it holds
+ *   the folded name, STATUS and the id: about 70 ns a match), the first `limit` of them
+ *   kept, then their rows. Its cost grows with the number of matches;
+ * - *in id order*: the table read from the cursor on, each row's name folded and
+ *   compared (about 0.35 µs a row, most of it the call into JavaScript), until `limit` rows match. Its cost grows with the
+ *   rows between matches: small for a common prefix, the whole table for a rare one.
+ * So the matches are counted through the index first, up to `indexRouteMostMatches`:
+ * fewer take the index; more mean a common prefix, which is read in id order, but
+ * over at most `idOrderMostRows` rows (matches may crowd together, registered in
+ * one week of many years); a page not filled within them is taken through the index
+ * after all. So a search never reads the whole table, only at worst its matches' ids
+ * from the index twice and 4,000 rows: at 500,000 users 0.03 ms for a prefix no one
+ * has (108 to 160 ms before, 226 to 383 with a letter beyond ASCII), 0.4 to 0.6 ms for
+ * one that a twelfth of them share (0.1 to 0.3 before), 4.5 ms when 41,000 names match
+ * and no status does (docs/design-decisions.md, "Name searches on the embedded read DB").
+ */
+export const indexRouteMostMatches = 4_000;
+export const idOrderMostRows = 4_000;
+
+function sqliteNameSearchSql(filter: UserRowFilter & { name: string }) {
+  const limit = checkedLimit(filter);
+  const others = otherConditions(filter);
+  const name = foldedPrefix(filter.name);
+  const inIndex = `FROM USER_DATA INDEXED BY ${foldedNameIndex} WHERE ${[name.sql, ...others.sql].join(' AND ')}`;
+  // Row by row, the folded name's first characters against the prefix: one call of the function a row (the range would take two).
+  const prefix = foldedPrefixRange(filter.name).from;
+  const otherThanAfter = otherConditions({ ...filter, afterId: undefined });
+  const perRow = [`substr(${foldNameFunction}(NAME), 1, ?) = ?`, ...otherThanAfter.sql].join(' AND ');
+  const after = filter.afterId !== undefined ? 'WHERE ID_USER_DATA > ? ' : '';
+  return {
+    count: { sql: `SELECT count(*) FROM (SELECT 1 ${inIndex} LIMIT ${indexRouteMostMatches})`, params: [...name.params, ...others.params] },
+    throughIndex: {
+      sql: `SELECT ${columns} FROM USER_DATA WHERE ID_USER_DATA IN (SELECT ID_USER_DATA ${inIndex} ORDER BY ID_USER_DATA LIMIT ${limit}) ORDER BY ID_USER_DATA`,
+      params: [...name.params, ...others.params],
+    },
+    inIdOrder: {
+      sql:
+        `SELECT ${columns} FROM (SELECT ${columns} FROM USER_DATA ${after}ORDER BY ID_USER_DATA LIMIT ${idOrderMostRows}) ` +
+        `WHERE ${perRow} ORDER BY ID_USER_DATA LIMIT ${limit}`,
+      params: [...(filter.afterId !== undefined ? [filter.afterId] : []), [...prefix].length, prefix, ...otherThanAfter.params],
+    },
   };
-  if (filter.email !== undefined) narrow('EMAIL = ?', filter.email);
-  if (filter.name !== undefined) {
-    // SQLite's LIKE ignores the case of ASCII letters only: a prefix with other letters is compared folded (see `foldName`).
-    const folded = foldsNames && nonAscii.test(filter.name);
-    const prefix = `${(folded ? foldName(filter.name) : filter.name).replace(/[!%_]/g, (c) => `!${c}`)}%`;
-    narrow(folded ? `${foldFunction}(NAME) LIKE ? ESCAPE '!'` : "NAME LIKE ? ESCAPE '!'", prefix);
-  }
-  if (filter.status !== undefined) narrow('STATUS = ?', filter.status);
-  if (filter.afterId !== undefined) narrow('ID_USER_DATA > ?', filter.afterId);
-  if (!Number.isSafeInteger(filter.limit) || filter.limit < 1) throw new RangeError(`limit must be a positive integer, not ${filter.limit}`);
-  const sql = `SELECT ${columns} FROM USER_DATA WHERE ${where.join(' AND ')} ORDER BY ID_USER_DATA LIMIT ${filter.limit}`;
-  return { sql, params };
 }
 
 /**
@@ -164,10 +224,10 @@ export function openUserReads(db: Knex, options: { timeoutMs: number }): UserRea
  * email alone batched per turn of the event loop, any other list one query each.
  */
 function userReadsOver(
-  rows: <T>(sql: string, params: readonly string[]) => Promise<T[]>,
+  rows: <T>(sql: string, params: readonly unknown[]) => Promise<T[]>,
   waitForChange: (ms: number) => Promise<void>,
   close: () => Promise<void>,
-  options: { foldsNames: boolean },
+  options: { nameCondition: NameCondition; searchByName?: (filter: UserRowFilter & { name: string }) => Promise<UserRow[]> },
 ): UserReads {
   const byIds = lookupsById((ids) => rows<UserRow>(byIdsSql(ids.length), ids));
   const byEmails = listsByEmail((emails) => rows<UserRow & { K: string }>(byEmailsSql(emails.length), emails));
@@ -176,7 +236,8 @@ function userReadsOver(
     versionOf: async (id) => Number((await byIds.load(id))?.VERSION ?? -1),
     list: async (filter) => {
       if (byEmailOnly(filter)) return (await byEmails.load(filter.email)).slice(0, filter.limit);
-      const { sql, params } = listQuery(filter, options.foldsNames);
+      if (options.searchByName && filter.name !== undefined && filter.email === undefined) return options.searchByName({ ...filter, name: filter.name });
+      const { sql, params } = listQuery(filter, options.nameCondition);
       return rows<UserRow>(sql, params);
     },
     waitForChange,
@@ -219,7 +280,7 @@ const userRowWithK = (r: unknown[]) =>
  * into rows by one literal, a lookup of four rows cost 9.1 to 9.7 µs in a loop against
  * 11.7 to 12.4. Every read here selects `columns`, the list by email with `K` first.
  */
-function rowsOf(statement: Database.Statement<unknown[]>): (params: readonly string[]) => unknown[] {
+function rowsOf(statement: Database.Statement<unknown[]>): (params: readonly unknown[]) => unknown[] {
   const names = statement.columns().map((c) => c.name).join(', ');
   const toRow = names === columns ? userRowOf : names === `K, ${columns}` ? userRowWithK : undefined;
   if (!toRow) throw new Error(`the read API's reads select ${columns} (a list by email with K first), not ${names}`);
@@ -232,18 +293,41 @@ function sqliteUserReads(file: string): UserReads {
   const connection = new Database(file, { fileMustExist: true });
   connection.pragma('busy_timeout = 5000');
   connection.pragma('query_only = ON');
-  connection.function(foldFunction, { deterministic: true }, (name: unknown) => (typeof name === 'string' ? foldName(name) : name));
-  const prepared = new Map<string, (params: readonly string[]) => unknown[]>();
+  registerNameFolding(connection);
+  const prepared = new Map<string, (params: readonly unknown[]) => unknown[]>();
+  const rowsNow = <T>(sql: string, params: readonly unknown[]): T[] => {
+    let rows = prepared.get(sql);
+    if (!rows) prepared.set(sql, (rows = rowsOf(connection.prepare<unknown[]>(sql))));
+    return rows(params) as T[];
+  };
+  const counts = new Map<string, Database.Statement<unknown[], number>>();
+  const countNow = (sql: string, params: readonly unknown[]): number => {
+    let count = counts.get(sql);
+    if (!count) counts.set(sql, (count = connection.prepare<unknown[], number>(sql).pluck()));
+    return Number(count.get(...params));
+  };
+  /** See `sqliteNameSearchSql`. */
+  const searchByName = (filter: UserRowFilter & { name: string }): UserRow[] => {
+    const { count, throughIndex, inIdOrder } = sqliteNameSearchSql(filter);
+    const matches = countNow(count.sql, count.params);
+    if (matches === 0) return [];
+    if (matches >= indexRouteMostMatches) {
+      const page = rowsNow<UserRow>(inIdOrder.sql, inIdOrder.params);
+      if (page.length === filter.limit) return page;
+    }
+    return rowsNow<UserRow>(throughIndex.sql, throughIndex.params);
+  };
+  const failed = (error: unknown) => {
+    const failure = readDbError(error);
+    return Promise.reject(failure instanceof Error ? failure : new Error(String(failure)));
+  };
   const projectorCommits = changeWaiter(file);
   return userReadsOver(
-    <T>(sql: string, params: readonly string[]): Promise<T[]> => {
+    <T>(sql: string, params: readonly unknown[]): Promise<T[]> => {
       try {
-        let rows = prepared.get(sql);
-        if (!rows) prepared.set(sql, (rows = rowsOf(connection.prepare<unknown[]>(sql))));
-        return Promise.resolve(rows(params) as T[]);
+        return Promise.resolve(rowsNow<T>(sql, params));
       } catch (error) {
-        const failure = readDbError(error);
-        return Promise.reject(failure instanceof Error ? failure : new Error(String(failure)));
+        return failed(error);
       }
     },
     (ms) => projectorCommits.wait(ms),
@@ -251,8 +335,16 @@ function sqliteUserReads(file: string): UserReads {
       projectorCommits.close();
       return Promise.resolve(void connection.close());
     },
-    // SQLite's LIKE ignores the case of ASCII letters only.
-    { foldsNames: true },
+    {
+      nameCondition: foldedPrefix,
+      searchByName: (filter) => {
+        try {
+          return Promise.resolve(searchByName(filter));
+        } catch (error) {
+          return failed(error);
+        }
+      },
+    },
   );
 }
 
@@ -278,13 +370,13 @@ function mariadbUserReads(connection: Record<string, unknown>, options: { timeou
     created.query(`SET SESSION max_statement_time = ${options.timeoutMs / 1000}`, () => {});
   });
   const patience = options.timeoutMs + 1000;
-  const rows = async <T>(sql: string, params: readonly string[]): Promise<T[]> => {
+  const rows = async <T>(sql: string, params: readonly unknown[]): Promise<T[]> => {
     let timer: NodeJS.Timeout | undefined;
     const gaveUp = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(Object.assign(new Error('the read DB did not answer'), { code: 'ETIMEDOUT' })), patience);
     });
     try {
-      const [result] = await Promise.race([pool.execute<RowDataPacket[]>(sql, [...params]), gaveUp]);
+      const [result] = await Promise.race([pool.execute<RowDataPacket[]>(sql, [...params] as ExecuteValues[]), gaveUp]);
       return result as T[];
     } catch (error) {
       throw readDbError(error);
@@ -300,7 +392,7 @@ function mariadbUserReads(connection: Record<string, unknown>, options: { timeou
       ticks.close();
       return pool.end();
     },
-    // MariaDB's collation (utf8mb4_unicode_ci) ignores the case (and the accents) of every letter.
-    { foldsNames: false },
+    // MariaDB's collation (the server's utf8mb4 default, utf8mb4_general_ci) ignores the case and the accents of letters.
+    { nameCondition: likePrefix },
   );
 }

@@ -16,6 +16,8 @@ export type ApiErrorCode =
   | 'IDEMPOTENCY_KEY_REUSED'
   | 'STORE_UNAVAILABLE'
   | 'CONSISTENCY_TIMEOUT'
+  /** The instance is closing: a request arriving, or a read still waiting for its write (503, Retry-After, Connection: close). */
+  | 'SHUTTING_DOWN'
   | 'INVALID_CONSISTENCY_TOKEN'
   | 'INVALID_CURSOR'
   /** A corrupt stored event: the command side answers 500. */

@@ -27,6 +27,7 @@ export const httpStatusOf: Readonly<Record<ApiErrorCode, number>> = {
   IDEMPOTENCY_KEY_REUSED: 422,
   STORE_UNAVAILABLE: 503,
   CONSISTENCY_TIMEOUT: 503,
+  SHUTTING_DOWN: 503,
   EVENT_INVALID: 500,
 };
 
@@ -215,6 +216,8 @@ function handleError(
     const statusCode = statusOfCode(error.code);
     if (statusCode >= 500) request.log.warn({ err: error }, 'service unavailable');
     if (error.retriable) void reply.header('retry-after', '1');
+    // As `refuseWhileClosing` answers: the caller's retry must come on a new connection, which reaches another instance.
+    if (error.code === 'SHUTTING_DOWN') void reply.header('connection', 'close');
     return reply.code(statusCode).send({
       statusCode,
       code: error.code,

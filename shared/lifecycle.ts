@@ -39,7 +39,11 @@ export function onShutdownSignal(logger: Logger, shutdown: () => Promise<void>):
 }
 
 /** Tells a supervising `npm start` (scripts/start.ts) that this role is up; a role run alone has no one to tell. */
-export const reportReady = (role: string): void => void process.send?.({ ready: role });
+export function reportReady(role: string): void {
+  // Not once the channel has closed (a supervisor that went away while this role started): a send then fails with
+  // an 'error' event that nothing handles, ending the process with a stack trace in the middle of its drain.
+  if (process.connected && process.send) process.send({ ready: role }, (error: Error | null) => void error);
+}
 
 /** Logs a start-up failure (e.g. invalid configuration) in plain words and exits non-zero. */
 export function exitOnStartupError(role: string) {

@@ -7,6 +7,7 @@ import { announceChange } from './change-signal.js';
 import type { ReadDbConfig } from './config.js';
 import { StoreMissingError, StoreUnavailableError } from './errors.js';
 import { readDbDialect } from './read-model/dialect.js';
+import { registerNameFolding } from './read-model/name-search.js';
 import { requireExistingFile } from './store-files.js';
 
 /**
@@ -105,6 +106,8 @@ export async function openReadDb(
         max: 1,
         afterCreate(connection: Database.Database, done: (error: Error | null) => void) {
           cachePreparedStatements(connection);
+          // USER_DATA's index on the folded name needs the function on every connection that writes or searches it.
+          registerNameFolding(connection);
           connection.pragma('journal_mode = WAL');
           connection.pragma('synchronous = NORMAL');
           connection.pragma('busy_timeout = 5000');

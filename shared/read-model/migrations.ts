@@ -1,6 +1,7 @@
 import type { Knex } from 'knex';
 import { StoreUnavailableError } from '../errors.js';
 import { readDbDialect } from './dialect.js';
+import { foldedNameIndex, foldNameFunction } from './name-search.js';
 
 /**
  * The read model's schema, as knex migrations kept in code (no files to find at
@@ -97,6 +98,26 @@ const migrations: Record<string, Knex.Migration> = {
     },
     async down(knex) {
       await knex.schema.dropTable('PROJECTION_DEAD_LETTER');
+    },
+  },
+  /**
+   * The embedded read DB finds names by a prefix through an index on the name folded
+   * (`shared/read-model/name-search.ts`), which replaces the index on NAME itself: no query
+   * of the embedded read DB could use that one (SQLite's case-insensitive LIKE uses no
+   * index on a binary column). MariaDB keeps its index, which its collation serves.
+   */
+  '0004_name_folded_index': {
+    async up(knex) {
+      if (readDbDialect(knex).kind === 'mariadb') return;
+      await knex.raw(
+        `CREATE INDEX IF NOT EXISTS ${foldedNameIndex} ON USER_DATA (${foldNameFunction}(NAME), STATUS, ID_USER_DATA)`,
+      );
+      await knex.raw('DROP INDEX IF EXISTS IDX_USER_DATA_NAME');
+    },
+    async down(knex) {
+      if (readDbDialect(knex).kind === 'mariadb') return;
+      await knex.raw('CREATE INDEX IF NOT EXISTS IDX_USER_DATA_NAME ON USER_DATA (NAME, ID_USER_DATA)');
+      await knex.raw(`DROP INDEX IF EXISTS ${foldedNameIndex}`);
     },
   },
 };

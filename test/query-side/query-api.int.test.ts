@@ -97,7 +97,7 @@ forEachReadDb(t, async (t, db) => {
     t.equal(badStatus.json().message, 'status must be one of: registered, validated, deactivated');
   });
 
-  await t.test('the name prefix ignores the case of letters beyond ASCII too', async (t) => {
+  await t.test('the name prefix ignores the case of letters beyond ASCII too, and accents', async (t) => {
     const rows = [
       ['0190f2a4-6c1d-7cc2-9d6e-7d3b8a2f00e1', 'Émile Zola', 'emile@example.org'],
       ['0190f2a4-6c1d-7cc2-9d6e-7d3b8a2f00e2', 'Ørsted H.', 'orsted@example.org'],
@@ -109,7 +109,7 @@ forEachReadDb(t, async (t, db) => {
     t.teardown(() => db('USER_DATA').whereIn('ID_USER_DATA', rows.map(([id]) => id!)).delete());
     const names = async (prefix: string) =>
       (await app.inject({ url: `/users?name=${encodeURIComponent(prefix)}` })).json().items.map((u: { name: string }) => u.name);
-    for (const prefix of ['Émile', 'émile', 'ÉMILE', 'éM']) t.same(await names(prefix), ['Émile Zola'], prefix);
+    for (const prefix of ['Émile', 'émile', 'ÉMILE', 'éM', 'emile', 'EMI']) t.same(await names(prefix), ['Émile Zola'], prefix);
     t.same(await names('ørsted'), ['Ørsted H.']);
     t.same(await names('σωκ'), ['ΣΩΚΡΆΤΗΣ']);
     t.same(await names('zola'), [], 'a prefix, not a substring');

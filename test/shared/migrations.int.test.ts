@@ -3,6 +3,10 @@ import type { Knex } from 'knex';
 import t, { type Test } from 'tap';
 import { openReadDb } from '../../shared/read-db.js';
 import { migrateReadDb } from '../../shared/read-model/migrations.js';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { foldedNameIndex } from '../../shared/read-model/name-search.js';
 import { mariadbMissing, mariadbUrl } from '../support/read-dbs.js';
 
 /**
@@ -43,7 +47,7 @@ void t.test('eight processes migrating a new database at once all start, and lea
       `round ${round}: every one succeeded`,
     );
     t.same(await dbs[0]!('knex_migrations_lock').select('is_locked'), [{ is_locked: 0 }], `round ${round}: one lock row, free`);
-    t.equal(Number((await dbs[0]!('knex_migrations').count({ n: '*' }))[0]!.n), 3, `round ${round}: each migration recorded once`);
+    t.equal(Number((await dbs[0]!('knex_migrations').count({ n: '*' }))[0]!.n), 4, `round ${round}: each migration recorded once`);
     t.same(await dbs[0]!('PROJECTION_CONTROL').select('PROJECTION'), [{ PROJECTION: 'USER_DATA' }], `round ${round}: one control row`);
   }
 });
@@ -62,8 +66,41 @@ void t.test('a process that died while migrating (a table made, the lock left se
   await migrateReadDb(await fresh.open());
   t.same(await tables(db), ['PROJECTION_CHECKPOINT', 'PROJECTION_CONTROL', 'PROJECTION_DEAD_LETTER', 'USER_DATA', 'knex_migrations', 'knex_migrations_lock']);
   t.same(await db('knex_migrations_lock').select('is_locked'), [{ is_locked: 0 }], 'the lock is free again');
-  t.same((await db('knex_migrations').select('name').orderBy('id')).map((row: { name: string }) => row.name), ['0001_user_data', '0002_projection_control', '0003_projection_dead_letter']);
+  t.same((await db('knex_migrations').select('name').orderBy('id')).map((row: { name: string }) => row.name), ['0001_user_data', '0002_projection_control', '0003_projection_dead_letter', '0004_name_folded_index']);
   await migrateReadDb(await fresh.open());
-  t.same((await db('knex_migrations').select('name')).length, 3, 'and the start after that finds nothing to do: no migration recorded twice');
+  t.same((await db('knex_migrations').select('name')).length, 4, 'and the start after that finds nothing to do: no migration recorded twice');
   t.same(await db('knex_migrations_lock').select('is_locked'), [{ is_locked: 0 }], 'the lock free');
+});
+
+void t.test('an embedded read DB made before the folded name index gets it, and loses the index no query used', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'users-migrate-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const db = await openReadDb({ client: 'sqlite', file: join(dir, 'queries.sqlite') });
+  t.teardown(() => db.destroy());
+  await migrateReadDb(db);
+  // The schema as the first three migrations left it, with a user in it.
+  await db.raw(`DROP INDEX ${foldedNameIndex}`);
+  await db.raw('CREATE INDEX IDX_USER_DATA_NAME ON USER_DATA (NAME, ID_USER_DATA)');
+  await db('knex_migrations').where({ name: '0004_name_folded_index' }).delete();
+  const dates = { DATE_REGISTER: '2026-01-01 00:00:00.000', DATE_UPDATED: '2026-01-01 00:00:00.000', VERSION: 1 };
+  await db('USER_DATA').insert({ ID_USER_DATA: '0190f2a4-6c1d-7cc2-9d6e-7d3b8a2f00e1', NAME: 'Émile Zola', EMAIL: 'e@example.org', STATUS: 'registered', ...dates });
+  const indexes = async () =>
+    (await db.raw<{ name: string }[]>("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'USER_DATA' AND sql IS NOT NULL ORDER BY name")).map((row) => row.name);
+  t.same(await indexes(), ['IDX_USER_DATA_EMAIL', 'IDX_USER_DATA_NAME', 'IDX_USER_DATA_STATUS'], 'before');
+  await migrateReadDb(db);
+  t.same(await indexes(), ['IDX_USER_DATA_EMAIL', foldedNameIndex, 'IDX_USER_DATA_STATUS'], 'after');
+  t.same(
+    await db.raw(`SELECT NAME FROM USER_DATA INDEXED BY ${foldedNameIndex} WHERE users_fold_name(NAME) >= 'emile' AND users_fold_name(NAME) < 'emilf'`),
+    [{ NAME: 'Émile Zola' }],
+    'the row made before is in the new index',
+  );
+});
+
+void t.test('MariaDB keeps its index on NAME, which its collation serves', async (t) => {
+  const fresh = await freshDatabase(t);
+  if (!fresh) return;
+  const db = await fresh.open();
+  await migrateReadDb(db);
+  const [rows] = (await db.raw("SHOW INDEX FROM USER_DATA WHERE Key_name LIKE 'IDX_USER_DATA_NAME%'")) as [{ Key_name: string }[]];
+  t.same([...new Set(rows.map((row) => row.Key_name))], ['IDX_USER_DATA_NAME']);
 });

@@ -1,0 +1,37 @@
+import type { AddressInfo } from 'node:net';
+import t from 'tap';
+import { buildQueryApp } from '../../query-side/app.js';
+import { forEachReadDb } from '../support/read-dbs.js';
+
+/**
+ * A read waiting for its write (`Consistency-Token`) when the read API closes ends then, 503 SHUTTING_DOWN,
+ * rather than hold the close for `CONSISTENCY_WAIT_MS` (up to 600 s; a container runtime kills a process
+ * that has not stopped within 10 s).
+ */
+forEachReadDb(t, async (t, db) => {
+  const id = '0190f2a4-6c1d-7cc2-9d6e-7d3b8a2f0c10';
+  await db('USER_DATA').insert({ ID_USER_DATA: id, NAME: 'Waiting', EMAIL: 'waiting@example.org', STATUS: 'registered', DATE_REGISTER: '2026-01-01 00:00:00.000', DATE_UPDATED: '2026-01-01 00:00:00.000', VERSION: 0 });
+  t.teardown(() => db('USER_DATA').where({ ID_USER_DATA: id }).delete());
+  const app = buildQueryApp({ db, consistencyWaitMs: 60_000 });
+  t.teardown(() => app.close());
+  await app.listen({ host: '127.0.0.1', port: 0 });
+  const { port } = app.server.address() as AddressInfo;
+
+  // A write the read model never applies: the read waits.
+  const answer = fetch(`http://127.0.0.1:${port}/users/${id}`, { headers: { 'consistency-token': `user-${id}@5` } });
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  const started = Date.now();
+  const closed = app.close();
+  const bound = new Promise<'timed out'>((resolve) => setTimeout(() => resolve('timed out'), 10_000).unref());
+  const response = await Promise.race([answer, bound]);
+  if (response === 'timed out') {
+    t.fail('the waiting read was not answered within 10 s of the close');
+    return;
+  }
+  t.equal(response.status, 503, 'the waiting read is answered');
+  t.equal(response.headers.get('retry-after'), '1');
+  t.equal(response.headers.get('connection'), 'close', 'on a connection that closes: the retry reaches another instance');
+  t.match(await response.json(), { statusCode: 503, code: 'SHUTTING_DOWN', message: /shutting down before the read model applied/ });
+  t.equal(await Promise.race([closed.then(() => 'closed' as const), bound]), 'closed', 'and the app closed');
+  t.ok(Date.now() - started < 10_000, `closed in ${Date.now() - started} ms, not after the wait's 60 s`);
+});
