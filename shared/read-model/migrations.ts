@@ -136,8 +136,7 @@ const migrationSource: Knex.MigrationSource<string> = {
  * insert, and every later start then finds the table "already locked"), and a process that dies
  * while migrating leaves it set, since MariaDB commits each CREATE at once. Holding the advisory
  * lock, a process knows no one else is migrating, so it resets knex's lock to one free row first.
- * On SQLite a migration is one transaction under the database's write lock; two processes starting
- * on a new file can still race on knex's bookkeeping tables, and the loser tries again.
+ * On SQLite, whose schema changes are transactional, without knex's migrator: see `migrateSqlite`.
  */
 export async function migrateReadDb(db: Knex): Promise<void> {
   if (readDbDialect(db).kind === 'mariadb') {
@@ -147,13 +146,46 @@ export async function migrateReadDb(db: Knex): Promise<void> {
     });
     return;
   }
+  await migrateSqlite(db);
+}
+
+/**
+ * The pending migrations of an embedded read DB, all in one transaction that takes the database's
+ * write lock before it reads what is done: two processes starting on one file take turns, and one
+ * killed while migrating (during an index build over a large table, say) leaves nothing behind, its
+ * transaction undone. knex's migrator runs each migration in a transaction of its own between
+ * setting and clearing a lock row, which such a process left set: every later start of every role
+ * then failed with "Migration table is already locked". The record is knex's own table, so a read
+ * DB migrated by knex before goes on from where it was; knex's lock table is left as it is.
+ */
+async function migrateSqlite(db: Knex): Promise<void> {
+  await db.raw(
+    'CREATE TABLE IF NOT EXISTS knex_migrations (id integer not null primary key autoincrement, name varchar(255), batch integer, migration_time datetime)',
+  );
+  const deadline = Date.now() + migrationLockWaitSeconds * 1000;
   for (let attempt = 1; ; attempt++) {
     try {
-      await db.migrate.latest({ migrationSource });
+      await db.transaction(async (trx) => {
+        // A write first, changing nothing: the write lock before any read (busy_timeout waits for another's migration).
+        await trx.raw('UPDATE knex_migrations SET name = name WHERE 0');
+        const done = new Set((await trx('knex_migrations').select('name')).map((row: { name: string }) => row.name));
+        const pending = Object.keys(migrations).sort().filter((name) => !done.has(name));
+        if (pending.length === 0) return;
+        const [{ batch }] = (await trx('knex_migrations').max({ batch: 'batch' })) as [{ batch: number | null }];
+        for (const name of pending) {
+          await migrations[name]!.up(trx);
+          await trx('knex_migrations').insert({ name, batch: Number(batch ?? 0) + 1, migration_time: new Date() });
+        }
+      });
       return;
     } catch (error) {
-      if (attempt >= 3) throw error;
-      await new Promise((resolve) => setTimeout(resolve, 200 * attempt));
+      const code = (error as { code?: unknown }).code;
+      const busy = typeof code === 'string' && (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED'));
+      if (!busy) throw error;
+      if (Date.now() >= deadline) {
+        throw new StoreUnavailableError(`read DB: another process has been migrating this database for ${migrationLockWaitSeconds} s`, { cause: error });
+      }
+      await new Promise((resolve) => setTimeout(resolve, Math.min(200 * attempt, 1000)));
     }
   }
 }

@@ -104,3 +104,53 @@ void t.test('MariaDB keeps its index on NAME, which its collation serves', async
   const [rows] = (await db.raw("SHOW INDEX FROM USER_DATA WHERE Key_name LIKE 'IDX_USER_DATA_NAME%'")) as [{ Key_name: string }[]];
   t.same([...new Set(rows.map((row) => row.Key_name))], ['IDX_USER_DATA_NAME']);
 });
+
+async function embeddedReadDb(t: Test) {
+  const dir = await mkdtemp(join(tmpdir(), 'users-migrate-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const file = join(dir, 'queries.sqlite');
+  return async () => {
+    const db = await openReadDb({ client: 'sqlite', file });
+    t.teardown(() => db.destroy());
+    return db;
+  };
+}
+
+const recorded = async (db: Knex) => (await db('knex_migrations').select('name').orderBy('id')).map((row: { name: string }) => row.name);
+const allMigrations = ['0001_user_data', '0002_projection_control', '0003_projection_dead_letter', '0004_name_folded_index'];
+
+void t.test('eight processes migrating a new embedded read DB at once all start, each migration recorded once', async (t) => {
+  for (let round = 0; round < 3; round++) {
+    const open = await embeddedReadDb(t);
+    const dbs = await Promise.all(Array.from({ length: 8 }, () => open()));
+    const outcomes = await Promise.allSettled(dbs.map((db) => migrateReadDb(db)));
+    t.same(
+      outcomes.filter((o) => o.status === 'rejected').map((o) => String(o.reason)),
+      [],
+      `round ${round}: every one succeeded`,
+    );
+    t.same(await recorded(dbs[0]!), allMigrations, `round ${round}: each migration recorded once`);
+    t.same(await dbs[0]!('PROJECTION_CONTROL').select('PROJECTION'), [{ PROJECTION: 'USER_DATA' }], `round ${round}: one control row`);
+  }
+});
+
+void t.test('an embedded read DB that knex left locked mid-migration (a process killed while it migrated) starts', async (t) => {
+  const open = await embeddedReadDb(t);
+  const db = await open();
+  await migrateReadDb(db);
+  // What knex's migrator left when its process died during the last migration: its lock row set, the
+  // migration unrecorded (SQLite undid the migration's own transaction).
+  await db.raw('CREATE TABLE IF NOT EXISTS knex_migrations_lock (`index` integer primary key, is_locked integer)');
+  await db('knex_migrations_lock').delete();
+  await db('knex_migrations_lock').insert({ index: 1, is_locked: 1 });
+  await db('knex_migrations').where({ name: '0004_name_folded_index' }).delete();
+  await db.raw(`DROP INDEX ${foldedNameIndex}`);
+  await migrateReadDb(await open());
+  t.same(await recorded(db), allMigrations, 'the unrecorded migration ran');
+  t.same(
+    await db.raw<{ name: string }[]>("SELECT name FROM sqlite_master WHERE type = 'index' AND name = ?", [foldedNameIndex]),
+    [{ name: foldedNameIndex }],
+  );
+  await migrateReadDb(await open());
+  t.same(await recorded(db), allMigrations, 'and the start after that finds nothing to do');
+});
