@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import type { FastifyServerOptions } from 'fastify';
 import type { Registry } from 'prom-client';
 import type { Knex } from 'knex';
@@ -72,6 +73,8 @@ export function buildQueryApp(deps: QueryAppDeps) {
   // Most reads carry no token: they go straight to the query, without an await.
   // Reads waiting for their write when the app closes end then, 503 SHUTTING_DOWN, rather than hold the close.
   const closing = new AbortController();
+  // One listener per waiting read, however many wait: no warning past Node's default of ten.
+  setMaxListeners(0, closing.signal);
   app.addHook('preClose', (done) => {
     closing.abort();
     done();

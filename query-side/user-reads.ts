@@ -124,8 +124,10 @@ type NameCondition = (prefix: string) => { sql: string; params: unknown[] };
 const likePrefix: NameCondition = (prefix) => ({ sql: "NAME LIKE ? ESCAPE '!'", params: [`${prefix.replace(/[!%_]/g, (c) => `!${c}`)}%`] });
 
 const foldedPrefix: NameCondition = (prefix) => {
-  const { from, to } = foldedPrefixRange(prefix);
-  return { sql: `${foldNameFunction}(NAME) >= ? AND ${foldNameFunction}(NAME) < ?`, params: [from, to] };
+  const range = foldedPrefixRange(prefix);
+  // A prefix that folds to nothing (a combining mark alone) matches no name, as MariaDB's LIKE does.
+  if (!range) return { sql: '0 = 1', params: [] };
+  return { sql: `${foldNameFunction}(NAME) >= ? AND ${foldNameFunction}(NAME) < ?`, params: [range.from, range.to] };
 };
 
 /** The conditions of a list other than the name's, with their values, in the order the SQL texts below put them. */
@@ -161,51 +163,66 @@ function listQuery(filter: UserRowFilter, nameCondition: NameCondition): { sql: 
   return { sql: `SELECT ${columns} FROM USER_DATA WHERE ${where.join(' AND ')} ORDER BY ID_USER_DATA LIMIT ${limit}`, params: [...name.params, ...others.params] };
 }
 
+/** How a search by name on the embedded read DB found its page (`sqliteNameSearchSql`), for whoever watches. */
+export type NameSearchRoute = 'no match' | 'through the index' | 'in id order' | 'in id order, then through the index';
+
 /**
  * A search by name on the embedded read DB (and by status, after an id; not by email,
  * whose own index finds its one or two rows first), which must answer in id order from
  * an index ordered by the folded name. Two ways, each cheap where the other is not:
  * - *through the index*: the ids of every match read from the index alone (it holds
- *   the folded name, STATUS and the id: about 70 ns a match), the first `limit` of them
- *   kept, then their rows. Its cost grows with the number of matches;
- * - *in id order*: the table read from the cursor on, each row's name folded and
- *   compared (about 0.35 µs a row, most of it the call into JavaScript), until `limit` rows match. Its cost grows with the
- *   rows between matches: small for a common prefix, the whole table for a rare one.
- * So the matches are counted through the index first, up to `indexRouteMostMatches`:
- * fewer take the index; more mean a common prefix, which is read in id order, but
- * over at most `idOrderMostRows` rows (matches may crowd together, registered in
- * one week of many years); a page not filled within them is taken through the index
- * after all. So a search never reads the whole table, only at worst its matches' ids
- * from the index twice and 4,000 rows: at 500,000 users 0.03 ms for a prefix no one
- * has (108 to 160 ms before, 226 to 383 with a letter beyond ASCII), 0.4 to 0.6 ms for
- * one that a twelfth of them share (0.1 to 0.3 before), 4.5 ms when 41,000 names match
- * and no status does (docs/design-decisions.md, "Name searches on the embedded read DB").
+ *   the folded name, STATUS and the id: about 70 ns an entry), the first `limit` of them
+ *   kept, then their rows. Its cost grows with the names that match;
+ * - *in id order*: the rows after the cursor read in id order (of the status asked for,
+ *   through its index, which is in id order within a status), each name folded and
+ *   compared (about 0.35 µs a row, most of it the call into JavaScript), until `limit`
+ *   rows match. Its cost grows with the rows between matches: small for a common prefix,
+ *   the whole table for a rare one.
+ * So the names in the prefix's range are counted in the index first, up to
+ * `indexRouteMostMatches` entries: fewer take the index; more mean a common prefix,
+ * which is read in id order over at most `idOrderMostRows` rows. A page those rows do not
+ * fill is the answer when no row follows them; else (the matches crowd together later,
+ * as names registered in one campaign do, or few of them have the status) it is taken
+ * through the index after all. So a search reads at most 4,000 index entries and 4,000
+ * rows, or, past those, its prefix's entries in the index: never the table. At 500,000
+ * users 0.04 to 0.05 ms for a prefix no one has (100 to 286 ms before), 0.5 to 0.6 ms for
+ * one that a twelfth of them share (0.07 to 0.14 before) (docs/design-decisions.md, "Name
+ * searches on the embedded read DB").
  */
 export const indexRouteMostMatches = 4_000;
 export const idOrderMostRows = 4_000;
 
-function sqliteNameSearchSql(filter: UserRowFilter & { name: string }) {
+function sqliteNameSearchSql(filter: UserRowFilter & { name: string }, range: { from: string; to: string | Buffer }) {
   const limit = checkedLimit(filter);
   const others = otherConditions(filter);
-  const name = foldedPrefix(filter.name);
-  const inIndex = `FROM USER_DATA INDEXED BY ${foldedNameIndex} WHERE ${[name.sql, ...others.sql].join(' AND ')}`;
+  const inRange = `${foldNameFunction}(NAME) >= ? AND ${foldNameFunction}(NAME) < ?`;
+  const inIndex = `FROM USER_DATA INDEXED BY ${foldedNameIndex} WHERE ${[inRange, ...others.sql].join(' AND ')}`;
+  // The rows read in id order: after the cursor, of the status asked for (its index then gives the order).
+  const readWhere: string[] = [];
+  const readParams: unknown[] = [];
+  if (filter.status !== undefined) {
+    readWhere.push('STATUS = ?');
+    readParams.push(filter.status);
+  }
+  if (filter.afterId !== undefined) {
+    readWhere.push('ID_USER_DATA > ?');
+    readParams.push(filter.afterId);
+  }
+  const read = `FROM USER_DATA ${readWhere.length > 0 ? `WHERE ${readWhere.join(' AND ')} ` : ''}ORDER BY ID_USER_DATA`;
   // Row by row, the folded name's first characters against the prefix: one call of the function a row (the range would take two).
-  const prefix = foldedPrefixRange(filter.name).from;
-  const otherThanAfter = otherConditions({ ...filter, afterId: undefined });
-  const perRow = [`substr(${foldNameFunction}(NAME), 1, ?) = ?`, ...otherThanAfter.sql].join(' AND ');
-  const after = filter.afterId !== undefined ? 'WHERE ID_USER_DATA > ? ' : '';
+  const perRow = [`substr(${foldNameFunction}(NAME), 1, ?) = ?`, ...(filter.status === undefined ? [visible()] : [])].join(' AND ');
   return {
-    count: { sql: `SELECT count(*) FROM (SELECT 1 ${inIndex} LIMIT ${indexRouteMostMatches})`, params: [...name.params, ...others.params] },
+    count: { sql: `SELECT count(*) FROM (SELECT 1 FROM USER_DATA INDEXED BY ${foldedNameIndex} WHERE ${inRange} LIMIT ${indexRouteMostMatches})`, params: [range.from, range.to] },
     throughIndex: {
       sql: `SELECT ${columns} FROM USER_DATA WHERE ID_USER_DATA IN (SELECT ID_USER_DATA ${inIndex} ORDER BY ID_USER_DATA LIMIT ${limit}) ORDER BY ID_USER_DATA`,
-      params: [...name.params, ...others.params],
+      params: [range.from, range.to, ...others.params],
     },
     inIdOrder: {
-      sql:
-        `SELECT ${columns} FROM (SELECT ${columns} FROM USER_DATA ${after}ORDER BY ID_USER_DATA LIMIT ${idOrderMostRows}) ` +
-        `WHERE ${perRow} ORDER BY ID_USER_DATA LIMIT ${limit}`,
-      params: [...(filter.afterId !== undefined ? [filter.afterId] : []), [...prefix].length, prefix, ...otherThanAfter.params],
+      sql: `SELECT ${columns} FROM (SELECT ${columns} ${read} LIMIT ${idOrderMostRows}) WHERE ${perRow} ORDER BY ID_USER_DATA LIMIT ${limit}`,
+      params: [...readParams, [...range.from].length, range.from],
     },
+    /** 1 when rows follow those read in id order, so a page they did not fill may not be whole; 0 when they were the last. */
+    rowsAfterRead: { sql: `SELECT count(*) FROM (SELECT 1 ${read} LIMIT 1 OFFSET ${idOrderMostRows})`, params: readParams },
   };
 }
 
@@ -214,9 +231,15 @@ function sqliteNameSearchSql(filter: UserRowFilter & { name: string }) {
  * DB) points at: a connection of their own, so the request path runs no query
  * builder. knex keeps migrations and the rare queries.
  */
-export function openUserReads(db: Knex, options: { timeoutMs: number }): UserReads {
+export interface UserReadsOptions {
+  timeoutMs: number;
+  /** Told how each search by name on the embedded read DB found its page (tests watch it; MariaDB has one way). */
+  onNameSearch?: (route: NameSearchRoute) => void;
+}
+
+export function openUserReads(db: Knex, options: UserReadsOptions): UserReads {
   const connection = readDbConnectionOf(db);
-  return readDbDialect(db).kind === 'mariadb' ? mariadbUserReads(connection, options) : sqliteUserReads(connection.filename!);
+  return readDbDialect(db).kind === 'mariadb' ? mariadbUserReads(connection, options) : sqliteUserReads(connection.filename!, options);
 }
 
 /**
@@ -289,7 +312,7 @@ function rowsOf(statement: Database.Statement<unknown[]>): (params: readonly unk
 }
 
 /** The embedded read DB: better-sqlite3 statements, each text prepared once and kept. */
-function sqliteUserReads(file: string): UserReads {
+function sqliteUserReads(file: string, options: Pick<UserReadsOptions, 'onNameSearch'>): UserReads {
   const connection = new Database(file, { fileMustExist: true });
   connection.pragma('busy_timeout = 5000');
   connection.pragma('query_only = ON');
@@ -308,14 +331,22 @@ function sqliteUserReads(file: string): UserReads {
   };
   /** See `sqliteNameSearchSql`. */
   const searchByName = (filter: UserRowFilter & { name: string }): UserRow[] => {
-    const { count, throughIndex, inIdOrder } = sqliteNameSearchSql(filter);
-    const matches = countNow(count.sql, count.params);
-    if (matches === 0) return [];
-    if (matches >= indexRouteMostMatches) {
-      const page = rowsNow<UserRow>(inIdOrder.sql, inIdOrder.params);
-      if (page.length === filter.limit) return page;
+    const range = foldedPrefixRange(filter.name);
+    const sql = range && sqliteNameSearchSql(filter, range);
+    const names = sql ? countNow(sql.count.sql, sql.count.params) : 0;
+    if (!sql || names === 0) {
+      options.onNameSearch?.('no match');
+      return [];
     }
-    return rowsNow<UserRow>(throughIndex.sql, throughIndex.params);
+    if (names >= indexRouteMostMatches) {
+      const page = rowsNow<UserRow>(sql.inIdOrder.sql, sql.inIdOrder.params);
+      if (page.length === filter.limit || countNow(sql.rowsAfterRead.sql, sql.rowsAfterRead.params) === 0) {
+        options.onNameSearch?.('in id order');
+        return page;
+      }
+      options.onNameSearch?.('in id order, then through the index');
+    } else options.onNameSearch?.('through the index');
+    return rowsNow<UserRow>(sql.throughIndex.sql, sql.throughIndex.params);
   };
   const failed = (error: unknown) => {
     const failure = readDbError(error);
@@ -392,7 +423,7 @@ function mariadbUserReads(connection: Record<string, unknown>, options: { timeou
       ticks.close();
       return pool.end();
     },
-    // MariaDB's collation (the server's utf8mb4 default, utf8mb4_general_ci) ignores the case and the accents of letters.
+    // The read model's collation (utf8mb4_general_ci: see `foldName`) ignores the case and the accents of letters.
     { nameCondition: likePrefix },
   );
 }

@@ -5,7 +5,6 @@ import Database from 'better-sqlite3';
 import { openUserReads, type UserRowFilter } from '../query-side/user-reads.js';
 import { openReadDb } from '../shared/read-db.js';
 import { migrateReadDb } from '../shared/read-model/migrations.js';
-import { registerNameFolding } from '../shared/read-model/name-search.js';
 import { benchExit, onInterrupt } from './bench/interrupt.js';
 import { median } from './bench/stack.js';
 
@@ -32,12 +31,17 @@ const searches: Array<[label: string, filter: Omit<UserRowFilter, 'limit'> & { l
   ['without its accent (emile)', { name: 'emile' }],
   ['a sixth of them, a page of 101 (a)', { name: 'a', limit: 101 }],
   ['a twelfth, no status matching (ada, validated)', { name: 'ada', status: 'validated' }],
-  ['a twelfth, from the middle (d, after a cursor)', { name: 'd', afterId: id(Math.floor(users / 2)) }],
+  ['a sixth, from the middle (d, after a cursor)', { name: 'd', afterId: id(Math.floor(users / 2)) }],
 ];
+
+/** The fold the read DB's index needs to write rows (absent before the folded name's index: run from an older checkout, this seeds without it). */
+const nameSearch = (await import('../shared/read-model/name-search.js').catch(() => undefined)) as
+  | { registerNameFolding(db: Database.Database): void }
+  | undefined;
 
 function seed(file: string) {
   const db = new Database(file);
-  registerNameFolding(db);
+  nameSearch?.registerNameFolding(db);
   db.pragma('synchronous = OFF');
   const insert = db.prepare(
     "INSERT INTO USER_DATA VALUES (?, ?, ?, 'registered', '2026-01-01 00:00:00.000', NULL, NULL, '2026-01-01 00:00:00.000', 1)",

@@ -145,6 +145,8 @@ export async function openReadDb(
   // A connection without a database: it creates the database, or (create: false) checks that it exists.
   const admin = knexFactory({ ...log, ...withoutValuesInErrors, client: 'mysql2', connection, pool: { min: 0, max: 1 } });
   try {
+    // The tables do not take this collation: knex's CREATE TABLE names the connection's character set
+    // (utf8mb4), whose default collation, utf8mb4_general_ci, is what the read model's columns have.
     if (create) await admin.raw('CREATE DATABASE IF NOT EXISTS ?? CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci', [database]);
     else await admin.raw('USE ??', [database]);
   } catch (error) {

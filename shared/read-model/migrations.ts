@@ -120,6 +120,23 @@ const migrations: Record<string, Knex.Migration> = {
       await knex.raw(`DROP INDEX IF EXISTS ${foldedNameIndex}`);
     },
   },
+  /**
+   * What the embedded read DB's schema depends on beyond its migrations: the Unicode version
+   * the folded name's index was built with (`migrateSqlite` rebuilds the index when it changes).
+   */
+  '0005_read_db_meta': {
+    async up(knex) {
+      if (readDbDialect(knex).kind === 'mariadb') return;
+      await createMissing(knex, 'READ_DB_META', (table) => {
+        table.string('NAME', 64).primary();
+        table.string('VALUE', 255).notNullable();
+      });
+    },
+    async down(knex) {
+      if (readDbDialect(knex).kind === 'mariadb') return;
+      await knex.schema.dropTableIfExists('READ_DB_META');
+    },
+  },
 };
 
 const migrationSource: Knex.MigrationSource<string> = {
@@ -159,23 +176,25 @@ export async function migrateReadDb(db: Knex): Promise<void> {
  * DB migrated by knex before goes on from where it was; knex's lock table is left as it is.
  */
 async function migrateSqlite(db: Knex): Promise<void> {
-  await db.raw(
-    'CREATE TABLE IF NOT EXISTS knex_migrations (id integer not null primary key autoincrement, name varchar(255), batch integer, migration_time datetime)',
-  );
   const deadline = Date.now() + migrationLockWaitSeconds * 1000;
   for (let attempt = 1; ; attempt++) {
     try {
+      await db.raw(
+        'CREATE TABLE IF NOT EXISTS knex_migrations (id integer not null primary key autoincrement, name varchar(255), batch integer, migration_time datetime)',
+      );
       await db.transaction(async (trx) => {
         // A write first, changing nothing: the write lock before any read (busy_timeout waits for another's migration).
         await trx.raw('UPDATE knex_migrations SET name = name WHERE 0');
         const done = new Set((await trx('knex_migrations').select('name')).map((row: { name: string }) => row.name));
         const pending = Object.keys(migrations).sort().filter((name) => !done.has(name));
-        if (pending.length === 0) return;
-        const [{ batch }] = (await trx('knex_migrations').max({ batch: 'batch' })) as [{ batch: number | null }];
-        for (const name of pending) {
-          await migrations[name]!.up(trx);
-          await trx('knex_migrations').insert({ name, batch: Number(batch ?? 0) + 1, migration_time: new Date() });
+        if (pending.length > 0) {
+          const [{ batch }] = (await trx('knex_migrations').max({ batch: 'batch' })) as [{ batch: number | null }];
+          for (const name of pending) {
+            await migrations[name]!.up(trx);
+            await trx('knex_migrations').insert({ name, batch: Number(batch ?? 0) + 1, migration_time: new Date() });
+          }
         }
+        await foldedIndexOfThisUnicode(trx, pending.includes('0004_name_folded_index'));
       });
       return;
     } catch (error) {
@@ -188,6 +207,22 @@ async function migrateSqlite(db: Knex): Promise<void> {
       await new Promise((resolve) => setTimeout(resolve, Math.min(200 * attempt, 1000)));
     }
   }
+}
+
+/**
+ * The folded name's index (`0004_name_folded_index`) holds each name as `foldName` folded it, which
+ * follows the Unicode tables of the Node.js that ran it. Under a Node.js with other tables a rare
+ * letter may fold otherwise: SQLite would then not find the index entry of a row it updates or
+ * deletes, and take the index for corrupt. So the read DB records the Unicode version its index was
+ * built with, and the first start under another one rebuilds it (REINDEX: about a second per
+ * 500,000 users, before the role serves).
+ */
+async function foldedIndexOfThisUnicode(trx: Knex.Transaction, builtNow: boolean): Promise<void> {
+  const unicode = process.versions.unicode;
+  const recorded = (await trx('READ_DB_META').where({ NAME: 'unicode' }).first()) as { VALUE: string } | undefined;
+  if (recorded?.VALUE === unicode) return;
+  if (recorded && !builtNow) await trx.raw(`REINDEX ${foldedNameIndex}`);
+  await trx('READ_DB_META').insert({ NAME: 'unicode', VALUE: unicode }).onConflict('NAME').merge();
 }
 
 /** Seconds a process waits for another's migration of the same database. */

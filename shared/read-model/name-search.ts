@@ -3,9 +3,9 @@ import type Database from 'better-sqlite3';
 /**
  * How the embedded read DB finds users by a prefix of their name: through an index on
  * the name folded (`foldName`), so a search reads the rows it finds rather than the
- * table. MariaDB needs none of this: its collation (utf8mb4_general_ci by default)
- * already compares names without case or accents, and its `IDX_USER_DATA_NAME` serves
- * `NAME LIKE 'prefix%'`.
+ * table. MariaDB needs none of this: the read model's collation (utf8mb4_general_ci, see
+ * `foldName`) already compares names without case or accents, and its `IDX_USER_DATA_NAME`
+ * serves `NAME LIKE 'prefix%'`.
  *
  * SQLite's `LIKE` ignores the case of ASCII letters only, and a case-insensitive `LIKE`
  * uses no index on a column of binary collation, so a prefix search used to scan the
@@ -22,20 +22,43 @@ export const foldNameFunction = 'users_fold_name';
 export const foldedNameIndex = 'IDX_USER_DATA_NAME_FOLDED';
 
 const beyondAscii = /[^\p{ASCII}]/u;
-const marks = /\p{M}+/gu;
+/**
+ * The accents `foldName` drops once a name is decomposed: the Combining Diacritical Marks, but the
+ * breve of `й`, a letter of its own to MariaDB's collation as to Russian. Marks of other blocks (Hebrew
+ * points, Arabic vowel signs) stay, as they do there.
+ */
+const accents = /[\u0300-\u0305\u0307-\u036f]+|(?<!и)\u0306/g;
+/** Letters MariaDB's collation takes for another: `ß` and `ſ` for `s`, dotless `ı` for `i`, the micro sign for `μ`, `ς` for `σ`. */
+const sameLetters: Readonly<Record<string, string>> = { ß: 's', ſ: 's', ı: 'i', µ: 'μ', ς: 'σ' };
+const otherLetters = /[ßſıµς]/g;
 
 /**
- * A name as the embedded read DB compares it: lower case, without accents or other
- * combining marks, Greek's final sigma as any other. The same function folds the stored
- * names (in the index) and the prefix a caller sends, so a prefix matches what MariaDB's
- * default collation matches, near enough: `emile`, `ÉMILE` and `Émile` are one name,
- * `ß` and `æ` stay themselves (a collation that expands them, such as a Unicode one,
- * would match `ss` and `ae`). Decomposed marks are dropped and the rest recomposed, so
- * a Hangul syllable stays one letter. Pure ASCII, the common case, is only lower-cased.
+ * A name as the embedded read DB compares it: lower case, without accents, a few letters as
+ * another (`sameLetters`). The same function folds the stored names (in the index) and the prefix
+ * a caller sends, so a prefix matches what MariaDB's `NAME LIKE 'prefix%'` matches under the
+ * read model's collation, utf8mb4_general_ci (knex makes the table with the connection's
+ * character set, whose default collation that is; the database's own, utf8mb4_unicode_ci, does
+ * not reach the table): `emile`, `ÉMILE` and `Émile` are one name, `straß` starts `Strasser`
+ * as it does there, `ø`, `ł`, `æ` and `й` stay letters of their own. Checked against the
+ * server for 112 pairs of Latin, Greek, Cyrillic, Hebrew and Arabic letters: they agree on all
+ * but two, the capital `ẞ` (`s` here, a letter of its own there, where its small `ß` is `s`)
+ * and the Greek iota subscript (a mark here, an iota there). A
+ * decomposed `é` (`e` and a combining accent) is `e` here, where MariaDB's `LIKE` matches it
+ * to nothing. Decomposed marks are dropped and the rest recomposed, so a Hangul syllable stays
+ * one letter. Pure ASCII, the common case, is only lower-cased.
+ *
+ * It follows the Unicode tables of the Node.js that runs it: a Node.js with other tables may
+ * fold a rare letter otherwise, so the embedded read DB's index is rebuilt when the version
+ * changes (`migrateReadDb`).
  */
 export function foldName(name: string): string {
   if (!beyondAscii.test(name)) return name.toLowerCase();
-  return name.toLowerCase().normalize('NFD').replace(marks, '').normalize('NFC').replace(/ς/g, 'σ');
+  return name
+    .toLowerCase()
+    .normalize('NFD')
+    .replace(accents, '')
+    .normalize('NFC')
+    .replace(otherLetters, (letter) => sameLetters[letter]!);
 }
 
 /** Every string above every text value in SQLite's order (a BLOB sorts after any TEXT): the upper bound of a range with none. */
@@ -45,11 +68,12 @@ const aboveAllText = Buffer.from([0xff]);
  * The range of folded names that start with `prefix` folded: `[from, to)` in SQLite's
  * binary order (UTF-8 bytes, which is code point order). `to` is the folded prefix with
  * its last code point one higher: a name starts with the prefix exactly when it sorts at
- * or after the prefix and before that. A prefix that folds to nothing (combining marks
- * alone) matches every name.
+ * or after the prefix and before that. Undefined for a prefix that folds to nothing (a
+ * combining mark alone): it matches no name, as on MariaDB.
  */
-export function foldedPrefixRange(prefix: string): { from: string; to: string | Buffer } {
+export function foldedPrefixRange(prefix: string): { from: string; to: string | Buffer } | undefined {
   const from = foldName(prefix);
+  if (from === '') return undefined;
   const points = [...from];
   while (points.length > 0) {
     const last = points.pop()!.codePointAt(0)!;
