@@ -329,8 +329,11 @@ function sqliteUserReads(file: string, options: Pick<UserReadsOptions, 'onNameSe
     if (!count) counts.set(sql, (count = connection.prepare<unknown[], number>(sql).pluck()));
     return Number(count.get(...params));
   };
-  /** See `sqliteNameSearchSql`. */
-  const searchByName = (filter: UserRowFilter & { name: string }): UserRow[] => {
+  /**
+   * See `sqliteNameSearchSql`. One read transaction, so that its statements see the read DB as one: a page
+   * the id-order read did not fill is whole only if no row followed those it read at that moment.
+   */
+  const searchByName = connection.transaction((filter: UserRowFilter & { name: string }): UserRow[] => {
     const range = foldedPrefixRange(filter.name);
     const sql = range && sqliteNameSearchSql(filter, range);
     const names = sql ? countNow(sql.count.sql, sql.count.params) : 0;
@@ -347,7 +350,7 @@ function sqliteUserReads(file: string, options: Pick<UserReadsOptions, 'onNameSe
       options.onNameSearch?.('in id order, then through the index');
     } else options.onNameSearch?.('through the index');
     return rowsNow<UserRow>(sql.throughIndex.sql, sql.throughIndex.params);
-  };
+  });
   const failed = (error: unknown) => {
     const failure = readDbError(error);
     return Promise.reject(failure instanceof Error ? failure : new Error(String(failure)));

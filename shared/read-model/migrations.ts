@@ -1,7 +1,7 @@
 import type { Knex } from 'knex';
 import { StoreUnavailableError } from '../errors.js';
 import { readDbDialect } from './dialect.js';
-import { foldedNameIndex, foldNameFunction } from './name-search.js';
+import { foldedNameIndex, foldNameFunction, foldNameVersion } from './name-search.js';
 
 /**
  * The read model's schema, as knex migrations kept in code (no files to find at
@@ -210,19 +210,22 @@ async function migrateSqlite(db: Knex): Promise<void> {
 }
 
 /**
- * The folded name's index (`0004_name_folded_index`) holds each name as `foldName` folded it, which
- * follows the Unicode tables of the Node.js that ran it. Under a Node.js with other tables a rare
- * letter may fold otherwise: SQLite would then not find the index entry of a row it updates or
- * deletes, and take the index for corrupt. So the read DB records the Unicode version its index was
- * built with, and the first start under another one rebuilds it (REINDEX: about a second per
- * 500,000 users, before the role serves).
+ * The folded name's index (`0004_name_folded_index`) holds each name as `foldName` folded it: as that
+ * version of the fold did, under the Unicode tables of the Node.js that ran it. Under another fold, or a
+ * Node.js with other tables, a name may fold otherwise: SQLite would then not find the index entry of a
+ * row it updates or deletes and take the index for corrupt (stopping the projector on that user), and a
+ * search through the index would disagree with one that folds rows as it reads them. So the read DB
+ * records what built its index (`fold <version>, unicode <version>`), and a start under anything else
+ * rebuilds it (REINDEX: about a second per 500,000 users, before the role serves), a read DB that has
+ * no record yet included, unless the index was made in this very transaction. Roles of one read DB
+ * must run one Node.js: each start under another rebuilds the index for its own tables.
  */
 async function foldedIndexOfThisUnicode(trx: Knex.Transaction, builtNow: boolean): Promise<void> {
-  const unicode = process.versions.unicode;
-  const recorded = (await trx('READ_DB_META').where({ NAME: 'unicode' }).first()) as { VALUE: string } | undefined;
-  if (recorded?.VALUE === unicode) return;
-  if (recorded && !builtNow) await trx.raw(`REINDEX ${foldedNameIndex}`);
-  await trx('READ_DB_META').insert({ NAME: 'unicode', VALUE: unicode }).onConflict('NAME').merge();
+  const built = `fold ${foldNameVersion}, unicode ${process.versions.unicode}`;
+  const recorded = (await trx('READ_DB_META').where({ NAME: 'folded name index' }).first()) as { VALUE: string } | undefined;
+  if (recorded?.VALUE === built) return;
+  if (!builtNow) await trx.raw(`REINDEX ${foldedNameIndex}`);
+  await trx('READ_DB_META').insert({ NAME: 'folded name index', VALUE: built }).onConflict('NAME').merge();
 }
 
 /** Seconds a process waits for another's migration of the same database. */

@@ -15,6 +15,12 @@ import type Database from 'better-sqlite3';
  * "Name searches on the embedded read DB").
  */
 
+/**
+ * The fold's own version: raised whenever `foldName` changes what it makes of any name, so that a read DB
+ * whose index an earlier fold built has it rebuilt (`migrateReadDb`), as for another Node.js's Unicode tables.
+ */
+export const foldNameVersion = 2;
+
 /** The SQL function that folds a name, registered on every connection to an embedded read DB (`registerNameFolding`). */
 export const foldNameFunction = 'users_fold_name';
 

@@ -10,7 +10,7 @@ import { migrateReadDb } from '../../shared/read-model/migrations.js';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { foldedNameIndex } from '../../shared/read-model/name-search.js';
+import { foldedNameIndex, foldNameVersion } from '../../shared/read-model/name-search.js';
 import { mariadbMissing, mariadbUrl } from '../support/read-dbs.js';
 
 /**
@@ -176,12 +176,35 @@ void t.test('an embedded read DB whose folded names were folded by other Unicode
   const other = new Database(file);
   other.function('users_fold_name', { deterministic: true }, (name: unknown) => (typeof name === 'string' ? name.toUpperCase() : name));
   other.prepare("INSERT INTO USER_DATA VALUES ('0190f2a4-6c1d-7cc2-9d6e-7d3b8a2f00e9', 'Zola', 'z@example.org', 'registered', '2026-01-01 00:00:00.000', NULL, NULL, '2026-01-01 00:00:00.000', 1)").run();
-  other.prepare("UPDATE READ_DB_META SET VALUE = '1.1' WHERE NAME = 'unicode'").run();
+  other.prepare("UPDATE READ_DB_META SET VALUE = 'fold 2, unicode 1.1' WHERE NAME = 'folded name index'").run();
   other.close();
   const found = async () =>
     db.raw<{ NAME: string }[]>(`SELECT NAME FROM USER_DATA INDEXED BY ${foldedNameIndex} WHERE users_fold_name(NAME) >= 'zola' AND users_fold_name(NAME) < 'zolb'`);
   t.same(await found(), [], 'the index entry was folded otherwise');
   await migrateReadDb(await open());
   t.same(await found(), [{ NAME: 'Zola' }], 'rebuilt at the next start');
-  t.same(await db('READ_DB_META').where({ NAME: 'unicode' }).select('VALUE'), [{ VALUE: process.versions.unicode }], "with this Node.js's version recorded");
+  t.same(
+    await db('READ_DB_META').where({ NAME: 'folded name index' }).select('VALUE'),
+    [{ VALUE: `fold ${foldNameVersion}, unicode ${process.versions.unicode}` }],
+    "with this fold's and this Node.js's versions recorded",
+  );
+});
+
+void t.test('an embedded read DB whose folded index no record vouches for (an earlier fold built it) has it rebuilt', async (t) => {
+  const open = await embeddedReadDb(t);
+  const db = await open();
+  await migrateReadDb(db);
+  // The read DB as the first version of the index left it: no record of what built the index, a name folded otherwise.
+  await db.schema.dropTable('READ_DB_META');
+  await db('knex_migrations').where({ name: '0005_read_db_meta' }).delete();
+  const file = (db.client as { config: { connection: { filename: string } } }).config.connection.filename;
+  const other = new Database(file);
+  other.function('users_fold_name', { deterministic: true }, (name: unknown) => (typeof name === 'string' ? name.toLowerCase() : name));
+  other.prepare("INSERT INTO USER_DATA VALUES ('0190f2a4-6c1d-7cc2-9d6e-7d3b8a2f00ea', 'Straße', 's@example.org', 'registered', '2026-01-01 00:00:00.000', NULL, NULL, '2026-01-01 00:00:00.000', 1)").run();
+  other.close();
+  const found = async () =>
+    db.raw<{ NAME: string }[]>(`SELECT NAME FROM USER_DATA INDEXED BY ${foldedNameIndex} WHERE users_fold_name(NAME) >= 'stras' AND users_fold_name(NAME) < 'strat'`);
+  t.same(await found(), [], 'the index entry was folded the earlier way (straße)');
+  await migrateReadDb(await open());
+  t.same(await found(), [{ NAME: 'Straße' }], 'rebuilt at the next start: strase');
 });
