@@ -123,11 +123,14 @@ type NameCondition = (prefix: string) => { sql: string; params: unknown[] };
 
 const likePrefix: NameCondition = (prefix) => ({ sql: "NAME LIKE ? ESCAPE '!'", params: [`${prefix.replace(/[!%_]/g, (c) => `!${c}`)}%`] });
 
+/** A folded name in a prefix's range (`foldedPrefixRange`): its two bounds are the values. */
+const inFoldedRange = `${foldNameFunction}(NAME) >= ? AND ${foldNameFunction}(NAME) < ?`;
+
 const foldedPrefix: NameCondition = (prefix) => {
   const range = foldedPrefixRange(prefix);
   // A prefix that folds to nothing (a combining mark alone) matches no name, as MariaDB's LIKE does.
   if (!range) return { sql: '0 = 1', params: [] };
-  return { sql: `${foldNameFunction}(NAME) >= ? AND ${foldNameFunction}(NAME) < ?`, params: [range.from, range.to] };
+  return { sql: inFoldedRange, params: [range.from, range.to] };
 };
 
 /** The conditions of a list other than the name's, with their values, in the order the SQL texts below put them. */
@@ -195,8 +198,7 @@ export const idOrderMostRows = 4_000;
 function sqliteNameSearchSql(filter: UserRowFilter & { name: string }, range: { from: string; to: string | Buffer }) {
   const limit = checkedLimit(filter);
   const others = otherConditions(filter);
-  const inRange = `${foldNameFunction}(NAME) >= ? AND ${foldNameFunction}(NAME) < ?`;
-  const inIndex = `FROM USER_DATA INDEXED BY ${foldedNameIndex} WHERE ${[inRange, ...others.sql].join(' AND ')}`;
+  const inIndex = `FROM USER_DATA INDEXED BY ${foldedNameIndex} WHERE ${[inFoldedRange, ...others.sql].join(' AND ')}`;
   // The rows read in id order: after the cursor, of the status asked for (its index then gives the order).
   const readWhere: string[] = [];
   const readParams: unknown[] = [];
@@ -212,7 +214,7 @@ function sqliteNameSearchSql(filter: UserRowFilter & { name: string }, range: { 
   // Row by row, the folded name's first characters against the prefix: one call of the function a row (the range would take two).
   const perRow = [`substr(${foldNameFunction}(NAME), 1, ?) = ?`, ...(filter.status === undefined ? [visible()] : [])].join(' AND ');
   return {
-    count: { sql: `SELECT count(*) FROM (SELECT 1 FROM USER_DATA INDEXED BY ${foldedNameIndex} WHERE ${inRange} LIMIT ${indexRouteMostMatches})`, params: [range.from, range.to] },
+    count: { sql: `SELECT count(*) FROM (SELECT 1 FROM USER_DATA INDEXED BY ${foldedNameIndex} WHERE ${inFoldedRange} LIMIT ${indexRouteMostMatches})`, params: [range.from, range.to] },
     throughIndex: {
       sql: `SELECT ${columns} FROM USER_DATA WHERE ID_USER_DATA IN (SELECT ID_USER_DATA ${inIndex} ORDER BY ID_USER_DATA LIMIT ${limit}) ORDER BY ID_USER_DATA`,
       params: [range.from, range.to, ...others.params],

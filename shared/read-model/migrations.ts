@@ -121,8 +121,8 @@ const migrations: Record<string, Knex.Migration> = {
     },
   },
   /**
-   * What the embedded read DB's schema depends on beyond its migrations: the Unicode version
-   * the folded name's index was built with (`migrateSqlite` rebuilds the index when it changes).
+   * What the embedded read DB's schema depends on beyond its migrations: the fold and the Unicode
+   * version the folded name's index was built with (`migrateSqlite` rebuilds the index when either changes).
    */
   '0005_read_db_meta': {
     async up(knex) {
@@ -194,7 +194,7 @@ async function migrateSqlite(db: Knex): Promise<void> {
             await trx('knex_migrations').insert({ name, batch: Number(batch ?? 0) + 1, migration_time: new Date() });
           }
         }
-        await foldedIndexOfThisUnicode(trx, pending.includes('0004_name_folded_index'));
+        await foldedIndexOfThisFold(trx, pending.includes('0004_name_folded_index'));
       });
       return;
     } catch (error) {
@@ -220,7 +220,7 @@ async function migrateSqlite(db: Knex): Promise<void> {
  * no record yet included, unless the index was made in this very transaction. Roles of one read DB
  * must run one Node.js: each start under another rebuilds the index for its own tables.
  */
-async function foldedIndexOfThisUnicode(trx: Knex.Transaction, builtNow: boolean): Promise<void> {
+async function foldedIndexOfThisFold(trx: Knex.Transaction, builtNow: boolean): Promise<void> {
   const built = `fold ${foldNameVersion}, unicode ${process.versions.unicode}`;
   const recorded = (await trx('READ_DB_META').where({ NAME: 'folded name index' }).first()) as { VALUE: string } | undefined;
   if (recorded?.VALUE === built) return;

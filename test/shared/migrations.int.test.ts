@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import type { Knex } from 'knex';
 import t, { type Test } from 'tap';
-import { openReadDb } from '../../shared/read-db.js';
+import { openReadDb, readDbConnectionOf } from '../../shared/read-db.js';
 import { migrateReadDb } from '../../shared/read-model/migrations.js';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -40,6 +40,37 @@ async function freshDatabase(t: Test): Promise<{ url: string; open: () => Promis
 const execFile = promisify(execFileCallback);
 
 const tables = async (db: Knex) => ((await db.raw('SHOW TABLES')) as [Record<string, string>[]])[0].map((row) => Object.values(row)[0]!).sort();
+
+async function embeddedReadDb(t: Test) {
+  const dir = await mkdtemp(join(tmpdir(), 'users-migrate-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const file = join(dir, 'queries.sqlite');
+  return async () => {
+    const db = await openReadDb({ client: 'sqlite', file });
+    t.teardown(() => db.destroy());
+    return db;
+  };
+}
+
+/** Writes a user whose index entry another fold made (`fold`), as a process with other Unicode tables, or an earlier fold, would have. */
+function writeUnderAnotherFold(db: Knex, fold: (name: string) => string, id: string, name: string) {
+  const other = new Database(readDbConnectionOf(db).filename);
+  try {
+    other.function('users_fold_name', { deterministic: true }, (value: unknown) => (typeof value === 'string' ? fold(value) : value));
+    other
+      .prepare("INSERT INTO USER_DATA VALUES (?, ?, ?, 'registered', '2026-01-01 00:00:00.000', NULL, NULL, '2026-01-01 00:00:00.000', 1)")
+      .run(id, name, `${id}@example.org`);
+  } finally {
+    other.close();
+  }
+}
+
+/** The names the folded index finds in `[from, to)`. */
+const foundInIndex = async (db: Knex, from: string, to: string) =>
+  db.raw<{ NAME: string }[]>(`SELECT NAME FROM USER_DATA INDEXED BY ${foldedNameIndex} WHERE users_fold_name(NAME) >= ? AND users_fold_name(NAME) < ?`, [from, to]);
+
+const recorded = async (db: Knex) => (await db('knex_migrations').select('name')).map((row: { name: string }) => row.name).sort();
+const allMigrations = ['0001_user_data', '0002_projection_control', '0003_projection_dead_letter', '0004_name_folded_index', '0005_read_db_meta'];
 
 void t.test('eight processes migrating a new database at once all start, and leave one lock row', async (t) => {
   for (let round = 0; round < 4; round++) {
@@ -79,10 +110,7 @@ void t.test('a process that died while migrating (a table made, the lock left se
 });
 
 void t.test('an embedded read DB made before the folded name index gets it, and loses the index no query used', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'users-migrate-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  const db = await openReadDb({ client: 'sqlite', file: join(dir, 'queries.sqlite') });
-  t.teardown(() => db.destroy());
+  const db = await (await embeddedReadDb(t))();
   await migrateReadDb(db);
   // The schema as the first three migrations left it, with a user in it.
   await db.raw(`DROP INDEX ${foldedNameIndex}`);
@@ -95,11 +123,7 @@ void t.test('an embedded read DB made before the folded name index gets it, and 
   t.same(await indexes(), ['IDX_USER_DATA_EMAIL', 'IDX_USER_DATA_NAME', 'IDX_USER_DATA_STATUS'], 'before');
   await migrateReadDb(db);
   t.same(await indexes(), ['IDX_USER_DATA_EMAIL', foldedNameIndex, 'IDX_USER_DATA_STATUS'], 'after');
-  t.same(
-    await db.raw(`SELECT NAME FROM USER_DATA INDEXED BY ${foldedNameIndex} WHERE users_fold_name(NAME) >= 'emile' AND users_fold_name(NAME) < 'emilf'`),
-    [{ NAME: 'Émile Zola' }],
-    'the row made before is in the new index',
-  );
+  t.same(await foundInIndex(db, 'emile', 'emilf'), [{ NAME: 'Émile Zola' }], 'the row made before is in the new index');
 });
 
 void t.test('MariaDB keeps its index on NAME, which its collation serves', async (t) => {
@@ -111,26 +135,12 @@ void t.test('MariaDB keeps its index on NAME, which its collation serves', async
   t.same([...new Set(rows.map((row) => row.Key_name))], ['IDX_USER_DATA_NAME']);
 });
 
-async function embeddedReadDb(t: Test) {
-  const dir = await mkdtemp(join(tmpdir(), 'users-migrate-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  const file = join(dir, 'queries.sqlite');
-  return async () => {
-    const db = await openReadDb({ client: 'sqlite', file });
-    t.teardown(() => db.destroy());
-    return db;
-  };
-}
-
-const recorded = async (db: Knex) => (await db('knex_migrations').select('name')).map((row: { name: string }) => row.name).sort();
-const allMigrations = ['0001_user_data', '0002_projection_control', '0003_projection_dead_letter', '0004_name_folded_index', '0005_read_db_meta'];
-
 void t.test('eight processes migrating a new embedded read DB at once all start, each migration recorded once', async (t) => {
   const child = fileURLToPath(new URL('../support/migrate-child.ts', import.meta.url));
   for (let round = 0; round < 2; round++) {
     const open = await embeddedReadDb(t);
     const db = await open();
-    const file = (db.client as { config: { connection: { filename: string } } }).config.connection.filename;
+    const file = readDbConnectionOf(db).filename!;
     const outcomes = await Promise.all(
       Array.from({ length: 8 }, async () => {
         const started = execFile(process.execPath, ['--import', 'tsx', child, file]);
@@ -171,18 +181,12 @@ void t.test('an embedded read DB whose folded names were folded by other Unicode
   const open = await embeddedReadDb(t);
   const db = await open();
   await migrateReadDb(db);
-  const file = (db.client as { config: { connection: { filename: string } } }).config.connection.filename;
   // A row written by a process whose fold differs (here: upper case), as another Node.js's tables might fold a rare letter.
-  const other = new Database(file);
-  other.function('users_fold_name', { deterministic: true }, (name: unknown) => (typeof name === 'string' ? name.toUpperCase() : name));
-  other.prepare("INSERT INTO USER_DATA VALUES ('0190f2a4-6c1d-7cc2-9d6e-7d3b8a2f00e9', 'Zola', 'z@example.org', 'registered', '2026-01-01 00:00:00.000', NULL, NULL, '2026-01-01 00:00:00.000', 1)").run();
-  other.prepare("UPDATE READ_DB_META SET VALUE = 'fold 2, unicode 1.1' WHERE NAME = 'folded name index'").run();
-  other.close();
-  const found = async () =>
-    db.raw<{ NAME: string }[]>(`SELECT NAME FROM USER_DATA INDEXED BY ${foldedNameIndex} WHERE users_fold_name(NAME) >= 'zola' AND users_fold_name(NAME) < 'zolb'`);
-  t.same(await found(), [], 'the index entry was folded otherwise');
+  writeUnderAnotherFold(db, (name) => name.toUpperCase(), '0190f2a4-6c1d-7cc2-9d6e-7d3b8a2f00e9', 'Zola');
+  await db('READ_DB_META').where({ NAME: 'folded name index' }).update({ VALUE: 'fold 2, unicode 1.1' });
+  t.same(await foundInIndex(db, 'zola', 'zolb'), [], 'the index entry was folded otherwise');
   await migrateReadDb(await open());
-  t.same(await found(), [{ NAME: 'Zola' }], 'rebuilt at the next start');
+  t.same(await foundInIndex(db, 'zola', 'zolb'), [{ NAME: 'Zola' }], 'rebuilt at the next start');
   t.same(
     await db('READ_DB_META').where({ NAME: 'folded name index' }).select('VALUE'),
     [{ VALUE: `fold ${foldNameVersion}, unicode ${process.versions.unicode}` }],
@@ -197,14 +201,8 @@ void t.test('an embedded read DB whose folded index no record vouches for (an ea
   // The read DB as the first version of the index left it: no record of what built the index, a name folded otherwise.
   await db.schema.dropTable('READ_DB_META');
   await db('knex_migrations').where({ name: '0005_read_db_meta' }).delete();
-  const file = (db.client as { config: { connection: { filename: string } } }).config.connection.filename;
-  const other = new Database(file);
-  other.function('users_fold_name', { deterministic: true }, (name: unknown) => (typeof name === 'string' ? name.toLowerCase() : name));
-  other.prepare("INSERT INTO USER_DATA VALUES ('0190f2a4-6c1d-7cc2-9d6e-7d3b8a2f00ea', 'Straße', 's@example.org', 'registered', '2026-01-01 00:00:00.000', NULL, NULL, '2026-01-01 00:00:00.000', 1)").run();
-  other.close();
-  const found = async () =>
-    db.raw<{ NAME: string }[]>(`SELECT NAME FROM USER_DATA INDEXED BY ${foldedNameIndex} WHERE users_fold_name(NAME) >= 'stras' AND users_fold_name(NAME) < 'strat'`);
-  t.same(await found(), [], 'the index entry was folded the earlier way (straße)');
+  writeUnderAnotherFold(db, (name) => name.toLowerCase(), '0190f2a4-6c1d-7cc2-9d6e-7d3b8a2f00ea', 'Straße');
+  t.same(await foundInIndex(db, 'stras', 'strat'), [], 'the index entry was folded the earlier way (straße)');
   await migrateReadDb(await open());
-  t.same(await found(), [{ NAME: 'Straße' }], 'rebuilt at the next start: strase');
+  t.same(await foundInIndex(db, 'stras', 'strat'), [{ NAME: 'Straße' }], 'rebuilt at the next start: strase');
 });
