@@ -24,6 +24,16 @@ const batchBuckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1
  * which say whether the projector is behind but not by how many events: no series). `users_projector_lag_seconds`:
  * 0 when nothing is left behind, else how long ago the last applied event entered
  * the source, i.e. how far behind in time the read model is.
+ *
+ * A source that cannot be read (the broker or EventStoreDB down or not answering
+ * within `sourceReadTimeoutMs`) tells nothing of what is behind, so the read model
+ * is fresh only as of the last moment it was known to be: the last read of the
+ * source that found nothing behind, or the entry of the last event applied since,
+ * whichever is later (the metrics' creation when neither is known). Through such
+ * an outage `users_projector_lag_seconds` grows from that moment,
+ * `users_projector_source_up` is 0, and readiness fails once the lag passes its
+ * bound: the figures of the last batches alone would read "caught up" while writes
+ * accepted upstream wait to reach the read model.
  */
 export function projectorMetrics(
   registry: Registry,
@@ -32,11 +42,22 @@ export function projectorMetrics(
     /** Whether the log's positions count events (the embedded store); EventStoreDB's are byte offsets, which tell behind or not, not how many. */
     positionsCountEvents?: boolean;
     sourceLag?: () => Promise<ReadonlyMap<string, number>>;
+    /** How long a scrape or a probe waits for the source's position before taking it as down (2000). */
+    sourceReadTimeoutMs?: number;
+    /** The clock (tests). */
+    now?: () => number;
   } = {},
 ) {
+  const now = options.now ?? Date.now;
+  const sourceReadTimeoutMs = options.sourceReadTimeoutMs ?? 2000;
+  const readsSource = options.sourceLag !== undefined || options.headPosition !== undefined;
   let status: () => Readonly<ProjectorStatus> = notStartedStatus;
   const behind = new Map<string, number>();
   let lastEventAt: number | undefined;
+  /** The source's last answer: whether it was read, and when the read model was last known to hold all of it. */
+  let sourceUp = true;
+  let caughtUpAt: number | undefined;
+  const createdAt = now();
 
   const applied = new client.Counter({
     name: 'users_projector_events_applied_total',
@@ -55,17 +76,46 @@ export function projectorMetrics(
     registers: [registry],
   });
 
-  async function lagEvents(): Promise<Map<string, number>> {
+  /** The source's read, or undefined if it failed or did not answer in time. */
+  async function withinTimeout<T>(read: () => Promise<T>): Promise<T | undefined> {
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<undefined>((resolve) => {
+      timer = setTimeout(() => resolve(undefined), sourceReadTimeoutMs);
+    });
+    try {
+      return await Promise.race([read().catch(() => undefined), timedOut]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** One look at the source for all the gauges of a scrape (prom-client collects them at once) and a probe beside it. */
+  let looking: Promise<Map<string, number>> | undefined;
+  function lagEvents(): Promise<Map<string, number>> {
+    looking ??= lookAtSource().finally(() => {
+      looking = undefined;
+    });
+    return looking;
+  }
+
+  async function lookAtSource(): Promise<Map<string, number>> {
+    const startedAt = now();
+    let lag: Map<string, number> | undefined;
     if (options.sourceLag) {
-      const read = await options.sourceLag().catch(() => undefined);
-      if (read) return new Map(read);
+      const read = await withinTimeout(options.sourceLag);
+      if (read) lag = new Map(read);
+    } else if (options.headPosition) {
+      const head = await withinTimeout(options.headPosition);
+      if (head !== undefined) {
+        const checkpoint = status().checkpoints[globalLogSource];
+        lag = new Map(behind);
+        lag.set(globalLogSource, Math.max(0, Number(head - BigInt(checkpoint ?? 0))));
+      }
     }
-    const lag = new Map(behind);
-    const checkpoint = status().checkpoints[globalLogSource];
-    if (options.headPosition) {
-      const head = await options.headPosition().catch(() => undefined);
-      if (head !== undefined) lag.set(globalLogSource, Math.max(0, Number(head - BigInt(checkpoint ?? 0))));
-    }
+    if (!readsSource) return new Map(behind);
+    sourceUp = lag !== undefined;
+    if (!lag) return new Map(behind);
+    if (![...lag.values()].some((events) => events > 0)) caughtUpAt = Math.max(caughtUpAt ?? startedAt, startedAt);
     return lag;
   }
 
@@ -117,10 +167,26 @@ export function projectorMetrics(
     },
   });
 
+  new client.Gauge({
+    name: 'users_projector_source_up',
+    help: "1 while the projector's source (the Kafka broker, or the event store) answered its last read of the position, 0 while it does not",
+    registers: [registry],
+    async collect() {
+      if (!readsSource) return;
+      await lagEvents();
+      this.set(sourceUp ? 1 : 0);
+    },
+  });
+
   async function lagSeconds(): Promise<number> {
     const lag = await lagEvents();
+    const at = now();
+    if (!sourceUp) {
+      const freshAsOf = Math.max(caughtUpAt ?? createdAt, lastEventAt ?? createdAt);
+      return Math.max(0, (at - freshAsOf) / 1000);
+    }
     const isBehind = [...lag.values()].some((events) => events > 0);
-    return isBehind && lastEventAt !== undefined ? Math.max(0, (Date.now() - lastEventAt) / 1000) : 0;
+    return isBehind && lastEventAt !== undefined ? Math.max(0, (at - lastEventAt) / 1000) : 0;
   }
 
   return {
@@ -150,7 +216,8 @@ export function projectorMetrics(
       }
       const lag = await lagSeconds();
       const ready = current.running && readDb === 'up' && lag * 1000 <= maxLagMs;
-      return { ready, detail: { running: current.running, readDb, lagSeconds: lag, parked: current.parked, pausedByRebuild: current.pausedByRebuild } };
+      const source = readsSource ? { source: sourceUp ? 'up' : 'down' } : {};
+      return { ready, detail: { running: current.running, readDb, ...source, lagSeconds: lag, parked: current.parked, pausedByRebuild: current.pausedByRebuild } };
     },
   };
 }

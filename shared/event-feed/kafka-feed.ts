@@ -82,7 +82,7 @@ export function kafkaFeed(deps: {
   /** The member's partitions and where the read DB holds them, while it consumes (see `batches`). */
   let holding: { known: ReadonlyMap<string, string>; assigned: ReadonlySet<string> } | undefined;
   let admin: { client: Admin; connected: Promise<void> } | undefined;
-  let highWaterMarks: { at: number; read: Promise<Map<string, bigint>> } | undefined;
+  let highWaterMarks: { at: number; read: Promise<Map<string, bigint>>; settled: boolean } | undefined;
   let closing = false;
   const waiting: Handoff[] = [];
   let wake: (() => void) | undefined;
@@ -295,12 +295,21 @@ export function kafkaFeed(deps: {
     async lag() {
       const current = holding;
       if (!current) return new Map();
-      if (!highWaterMarks || Date.now() - highWaterMarks.at > 1000) {
+      // One read at a time: a broker that does not answer (kafkajs retries for up to tens of seconds) is not
+      // asked again by every scrape and probe meanwhile.
+      if (!highWaterMarks || (highWaterMarks.settled && Date.now() - highWaterMarks.at > 1000)) {
         const read = readHighWaterMarks();
-        highWaterMarks = { at: Date.now(), read };
-        read.catch(() => {
-          if (highWaterMarks?.read === read) highWaterMarks = undefined;
-        });
+        const entry = { at: Date.now(), read, settled: false };
+        highWaterMarks = entry;
+        read.then(
+          () => {
+            entry.settled = true;
+            entry.at = Date.now();
+          },
+          () => {
+            if (highWaterMarks === entry) highWaterMarks = undefined;
+          },
+        );
       }
       const marks = await highWaterMarks.read;
       const lag = new Map<string, number>();

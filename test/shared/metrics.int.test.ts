@@ -5,7 +5,11 @@ import { buildCommandApp } from '../../command-side/app.js';
 import { eventRelay } from '../../command-side/relay/relay.js';
 import { relayMetrics } from '../../command-side/relay/relay-metrics.js';
 import { projectorMetrics } from '../../projector/projector-metrics.js';
-import { userProjector } from '../../projector/projector.js';
+import { notStartedStatus, userProjector } from '../../projector/projector.js';
+import { kafkaPublisher } from '../../command-side/relay/kafka-publisher.js';
+import { kafkaFeed } from '../../shared/event-feed/kafka-feed.js';
+import { createKafka } from '../../shared/kafka/kafka-client.js';
+import { startKafkaTestBroker } from '../support/kafka-test-broker.js';
 import { buildQueryApp } from '../../query-side/app.js';
 import { StoreUnavailableError } from '../../shared/errors.js';
 import { eventStoreFeed, globalLogSource } from '../../shared/event-feed/event-store-feed.js';
@@ -234,4 +238,103 @@ void t.test('the relay: events published, lease held, lag in events and in secon
   t.ok(sample(keysAway, 'users_relay_lag_events')! >= 1, 'and in events');
   keysDown = false;
   await waitFor(async () => sample(await registry.metrics(), 'users_relay_lag_seconds') === 0, 10_000, 'the lag to end with the key store back');
+});
+
+void t.test("the projector through its source's outage: the lag counts from the last moment the read model was known whole, readiness follows", async (t) => {
+  const { db } = await readDbsUnderTest[0]!.open(t);
+  let clock = 1_000_000;
+  let source: 'up' | 'refuses' | 'hangs' = 'up';
+  let head = 10n;
+  const registry = createMetricsRegistry('projector');
+  const metrics = projectorMetrics(registry, {
+    now: () => clock,
+    sourceReadTimeoutMs: 50,
+    headPosition: () =>
+      source === 'up' ? Promise.resolve(head) : source === 'refuses' ? Promise.reject(new StoreUnavailableError('event store unavailable')) : new Promise<bigint>(() => {}),
+  });
+  metrics.watch({ status: () => ({ ...notStartedStatus(), running: true, checkpoints: { [globalLogSource]: '10' } }) });
+  const scrape = () => registry.metrics();
+
+  clock += 5_000;
+  let text = await scrape();
+  t.equal(sample(text, 'users_projector_source_up'), 1, 'the source answers');
+  t.equal(sample(text, 'users_projector_lag_seconds'), 0, 'and nothing is behind: caught up at this moment');
+  t.match(await metrics.readiness(db, 60_000), { ready: true, detail: { source: 'up', lagSeconds: 0 } });
+
+  source = 'refuses';
+  clock += 30_000;
+  text = await scrape();
+  t.equal(sample(text, 'users_projector_source_up'), 0, 'a source that refuses its read is down');
+  t.equal(sample(text, 'users_projector_lag_seconds'), 30, 'known whole 30 s ago: 30 s behind, not 0');
+  t.match(await metrics.readiness(db, 60_000), { ready: true, detail: { source: 'down', lagSeconds: 30 } }, 'still within the bound');
+  clock += 31_000;
+  t.match(await metrics.readiness(db, 60_000), { ready: false, detail: { source: 'down', lagSeconds: 61 } }, 'past the bound: not ready');
+
+  source = 'hangs';
+  clock += 1_000;
+  const startedAt = process.hrtime.bigint();
+  text = await scrape();
+  t.ok(process.hrtime.bigint() - startedAt < 2_000_000_000n, 'a source that does not answer holds the scrape no longer than its timeout');
+  t.equal(sample(text, 'users_projector_source_up'), 0, 'and is down');
+  t.equal(sample(text, 'users_projector_lag_seconds'), 62);
+
+  // Back, behind: the lag is the age of the last applied event again; then caught up.
+  source = 'up';
+  head = 12n;
+  metrics.onBatch({ events: [], lastEventAt: clock - 2_000 } as unknown as Parameters<typeof metrics.onBatch>[0], 0.001);
+  text = await scrape();
+  t.equal(sample(text, 'users_projector_source_up'), 1);
+  t.equal(sample(text, 'users_projector_lag_events', { source: globalLogSource }), 2);
+  t.equal(sample(text, 'users_projector_lag_seconds'), 2, 'behind: the age of the last applied event');
+  head = 10n;
+  t.match(await metrics.readiness(db, 60_000), { ready: true, detail: { source: 'up', lagSeconds: 0 } });
+
+  // An event applied after the last whole look moves the moment forward.
+  clock += 10_000;
+  metrics.onBatch({ events: [], lastEventAt: clock - 1_000 } as unknown as Parameters<typeof metrics.onBatch>[0], 0.001);
+  source = 'refuses';
+  clock += 4_000;
+  t.equal(sample(await scrape(), 'users_projector_lag_seconds'), 5, 'the later of the last whole look and the last applied event');
+});
+
+void t.test('a Kafka projector with its broker stopped: source down, the lag grows, not ready; back with the broker', async (t) => {
+  const { db } = await readDbsUnderTest[0]!.open(t);
+  const topic = 'users.events.v1';
+  const broker = await startKafkaTestBroker({ topics: [{ name: topic, partitions: 3 }] });
+  t.teardown(() => broker.stop());
+  const kafka = createKafka({ brokers: broker.brokers, clientId: 'test', logger });
+  const store = inMemoryEventStore();
+  const publisher = kafkaPublisher(kafka, topic);
+  const relay = eventRelay({ store, vault: testVault, publisher, topic, logger, leaseMs: 3000, batchSize: 50 });
+  void relay.start();
+  t.teardown(async () => {
+    await relay.stop();
+    await publisher.close();
+  });
+  const feed = kafkaFeed({ kafka, topic, groupId: 'projector-metrics-outage', logger, consumerConfig: { sessionTimeout: 3000, rebalanceTimeout: 3000, heartbeatInterval: 100, maxWaitTimeInMs: 200 } });
+  const registry = createMetricsRegistry('projector');
+  const metrics = projectorMetrics(registry, { sourceLag: () => feed.lag(), sourceReadTimeoutMs: 500 });
+  const projector = userProjector({ db, feed, logger, onBatch: metrics.onBatch });
+  metrics.watch(projector);
+  void projector.start();
+  t.teardown(() => projector.stop());
+  await seedUsers(commandsOver(store), 3);
+  await waitFor(
+    async () => (await metrics.readiness(db, 1000)).detail.lagSeconds === 0 && (await registry.metrics()).includes('users_projector_lag_events{source='),
+    20_000,
+    'caught up',
+  );
+  t.equal(sample(await registry.metrics(), 'users_projector_source_up'), 1);
+  t.equal((await metrics.readiness(db, 1000)).ready, true);
+
+  await broker.stop();
+  await waitFor(async () => sample(await registry.metrics(), 'users_projector_source_up') === 0, 20_000, 'the broker seen down');
+  await new Promise((resolve) => setTimeout(resolve, 1200));
+  const during = await metrics.readiness(db, 1000);
+  t.match(during, { ready: false, detail: { source: 'down' } }, 'not ready past the bound while the broker is down');
+  t.ok((during.detail.lagSeconds as number) > 1, `behind in time (${String(during.detail.lagSeconds)} s), where the last batches said caught up`);
+
+  await broker.restart();
+  await waitFor(async () => (await metrics.readiness(db, 1000)).ready, 30_000, 'ready again with the broker back');
+  t.equal(sample(await registry.metrics(), 'users_projector_source_up'), 1);
 });
