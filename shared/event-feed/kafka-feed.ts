@@ -136,7 +136,15 @@ export function kafkaFeed(deps: {
       /** Joins so far; bumped by a crash too, and ended with this consumer: a look at the DB answered later is for nothing. */
       let joins = 0;
       let ended = false;
+      // kafkajs restarts a crashed consumer after a delay, and a restart already under way when the feed
+      // disconnects it comes back afterwards (its own `stop` clears only a restart not yet begun): a
+      // consumer that joins or crashes once this one has ended is disconnected again, not left running.
+      const stopIfEnded = () => {
+        if (ended || closing) setImmediate(() => void active.disconnect().catch(() => {}));
+        return ended || closing;
+      };
       active.on(active.events.GROUP_JOIN, ({ payload }) => {
+        if (stopIfEnded()) return;
         const join = ++joins;
         const partitions = payload.memberAssignment[topic] ?? [];
         const now = new Set(partitions.map((partition) => partitionSource(topic, partition)));
@@ -188,6 +196,7 @@ export function kafkaFeed(deps: {
         }, failed);
       });
       active.on(active.events.CRASH, ({ payload }) => {
+        if (stopIfEnded()) return;
         joins++;
         if (!payload.restart) {
           failure = translateKafkaError(payload.error, 'consume');

@@ -337,4 +337,8 @@ void t.test('a Kafka projector with its broker stopped: source down, the lag gro
   await broker.restart();
   await waitFor(async () => (await metrics.readiness(db, 1000)).ready, 30_000, 'ready again with the broker back');
   t.equal(sample(await registry.metrics(), 'users_projector_source_up'), 1);
+  // Stopped here, while the broker is up: a consumer that crashed through the outage stops cleanly.
+  await projector.stop();
+  await relay.stop();
+  await publisher.close();
 });
