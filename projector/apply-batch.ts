@@ -22,7 +22,7 @@ import { admit, isForgetting } from './admit.js';
 import { classify, userIdOf, type ClassifiedEvent } from './classify.js';
 import { applyPreparedOnSqlite } from './sqlite-batch.js';
 import { applyPreparedOnMariaDb } from './mariadb-batch.js';
-import type { PreparedBatch } from './prepared-batch.js';
+import { userDataColumns, type PreparedBatch } from './prepared-batch.js';
 
 const rowChunk = 500;
 
@@ -107,6 +107,8 @@ export async function applyBatch(
     applied ??= await db.transaction(async (trx) => {
       // A rebuild swapping the table in pauses the live projector: nothing is written, the batch is retried.
       await assertNotPaused(trx, projectionName);
+      // The quarantine first, then the rows, as on the prepared path (`mariadb-batch.ts` says why).
+      const blocked = streams.length > 0 ? await blockedStreams(trx, projectionName, streams) : new Map<string, number>();
       const current = new Map<string, UserRow>();
       for (let i = 0; i < ids.length; i += rowChunk) {
         const query = trx<UserRow>(userDataTable).whereIn('ID_USER_DATA', ids.slice(i, i + rowChunk));
@@ -114,7 +116,6 @@ export async function applyBatch(
         const rows = await dialect.lockForUpdate(query);
         for (const row of rows) current.set(row.ID_USER_DATA, userRowRead(row));
       }
-      const blocked = streams.length > 0 ? await blockedStreams(trx, projectionName, streams) : new Map<string, number>();
       const parked: EventToPark[] = [];
       const park = (c: ClassifiedEvent, state: 'failed' | 'held', error: string, attempts: number) => {
         const entry = eventToPark(c, { state, error, attempts, source });
@@ -231,8 +232,27 @@ export async function applyInSavepoint(
   }
 }
 
+/**
+ * Writes rows, each only over an older VERSION of itself. The batch read them under its locks, but
+ * a row that did not exist then was locked by nothing (READ COMMITTED on MariaDB): another projector
+ * (two members on one partition during a rebalance, a batch in isolation sleeping between attempts)
+ * may have inserted it further on meanwhile, and a plain upsert would write it back.
+ */
 export async function upsertRows(trx: Knex, rows: readonly UserRow[]): Promise<void> {
+  const mariadb = readDbDialect(trx).kind === 'mariadb';
   for (let i = 0; i < rows.length; i += rowChunk) {
-    await trx(userDataTable).insert(rows.slice(i, i + rowChunk)).onConflict('ID_USER_DATA').merge();
+    const insert = trx(userDataTable).insert(rows.slice(i, i + rowChunk)).onConflict('ID_USER_DATA');
+    if (mariadb) await insert.merge(guardedMerge(trx));
+    else await insert.merge().where(`${userDataTable}.VERSION`, '<', trx.ref('excluded.VERSION'));
   }
+}
+
+/** MariaDB's ON DUPLICATE KEY UPDATE, column by column only over an older VERSION; VERSION last (assigned left to right). */
+function guardedMerge(trx: Knex): Record<string, Knex.Raw> {
+  const merge: Record<string, Knex.Raw> = {};
+  for (const column of userDataColumns) {
+    if (column !== 'ID_USER_DATA' && column !== 'VERSION') merge[column] = trx.raw('IF(VALUES(VERSION) > VERSION, VALUES(??), ??)', [column, column]);
+  }
+  merge.VERSION = trx.raw('GREATEST(VERSION, VALUES(VERSION))');
+  return merge;
 }

@@ -121,18 +121,22 @@ async function beginInTransaction(
   let begun = false;
   try {
     // Round trip 1: begin, and every read the fold needs (the results of the two statements of `beginSql` first).
-    const reads = [beginSql, pausedSql, ...(ids.length > 0 ? [rowsSql] : []), ...(streams.length > 0 ? [blockedSql] : [])];
+    // The quarantine before the rows: a `dead-letters retry` of a stream locks its parked entries, then inserts
+    // or moves its user's row, so this batch waits for it at the quarantine and then reads the row it left. Read
+    // the other way round, a row the retry had not yet inserted was read as absent (under READ COMMITTED a
+    // locking read of a missing row locks nothing), and the batch's next event of that user folded over nothing.
+    const reads = [beginSql, pausedSql, ...(streams.length > 0 ? [blockedSql] : []), ...(ids.length > 0 ? [rowsSql] : [])];
     begun = true;
     const results = await query(connection, reads.join('; '), [
       projectionName,
-      ...(ids.length > 0 ? [ids] : []),
       ...(streams.length > 0 ? [projectionName, streams] : []),
+      ...(ids.length > 0 ? [ids] : []),
     ]);
     throwIfPaused((results[2] as { PAUSED_BY: string | null; ACTIVE: number | string }[])[0]);
+    const blocked = addBlocked(new Map(), streams.length > 0 ? (results[3] as { STREAM_ID: string; REVISION: number | string }[]) : []);
     const current = new Map<string, UserRow>();
     if (carried !== undefined) for (const id of batch.ids) if (carried.has(id)) current.set(id, carried.get(id)!);
-    for (const row of ids.length > 0 ? (results[3] as UserRow[]) : []) current.set(row.ID_USER_DATA, userRowRead(row));
-    const blocked = addBlocked(new Map(), streams.length > 0 ? (results[ids.length > 0 ? 4 : 3] as { STREAM_ID: string; REVISION: number | string }[]) : []);
+    for (const row of ids.length > 0 ? (results[streams.length > 0 ? 4 : 3] as UserRow[]) : []) current.set(row.ID_USER_DATA, userRowRead(row));
 
     // Something to park or hold, or a user to forget: the full path (nothing written; rolled back below).
     const rows = foldPrepared(batch, current, blocked, carried);
