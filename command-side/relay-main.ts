@@ -20,7 +20,7 @@ async function main() {
   const store = openEventStore(config);
   const { vault, keyStore } = await openConfiguredVault(config);
   const kafka = createKafka({ brokers: config.kafka.brokers, clientId: `${config.kafka.clientId}-relay`, logger });
-  const publisher = kafkaPublisher(kafka, config.kafka.topic);
+  const publisher = kafkaPublisher(kafka, config.kafka.topic, { logger });
   const registry = createMetricsRegistry('relay');
   const metrics = relayMetrics(registry, { store, positionsCountEvents: !config.eventStore.url });
   const relay = eventRelay({

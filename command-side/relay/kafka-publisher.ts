@@ -1,4 +1,5 @@
 import type { Kafka, Producer } from 'kafkajs';
+import type { Logger } from 'pino';
 import { translateKafkaError } from '../../shared/kafka/kafka-client.js';
 import { onceUntilFailure } from '../../shared/retry.js';
 import { keyPartitioner } from './key-partitioner.js';
@@ -38,13 +39,30 @@ export function inSendSizedRuns(messages: readonly OutboundMessage[], limit = ma
  * request in flight per broker), so retries inside kafkajs neither duplicate nor
  * reorder a partition's messages.
  */
-export function kafkaPublisher(kafka: Kafka, topic: string): EventPublisher {
+export function kafkaPublisher(kafka: Kafka, topic: string, options: { logger?: Logger } = {}): EventPublisher {
+  let pinned: number | undefined;
+  let seen: number | undefined;
+  let warnedAt: number | undefined;
   const producer: Producer = kafka.producer({
     idempotent: true,
     maxInFlightRequests: 1,
     allowAutoTopicCreation: false,
     // murmur2 on the key, as the Java client and kafkajs's DefaultPartitioner partition: other producers of these keys agree.
-    createPartitioner: keyPartitioner,
+    createPartitioner: keyPartitioner({
+      pinned: () => pinned,
+      seen(count) {
+        seen = count;
+        if (pinned !== undefined && count !== pinned && warnedAt !== count) {
+          warnedAt = count;
+          options.logger?.warn(
+            { topic, partitions: count, pinned },
+            count > pinned
+              ? `the topic has ${count} partitions; the relay goes on publishing over the first ${pinned}, which it began with, so that every user's events stay in one partition, in order (to use more partitions, see the README on a topic's partitions)`
+              : `the topic has ${count} partitions, fewer than the ${pinned} the relay began with (was it created again?); publishing over ${count}`,
+          );
+        }
+      },
+    }),
   });
   const connect = onceUntilFailure(() => producer.connect());
   return {
@@ -67,6 +85,12 @@ export function kafkaPublisher(kafka: Kafka, topic: string): EventPublisher {
     },
     async close() {
       await producer.disconnect();
+    },
+    partitions: {
+      seen: () => seen,
+      pin(count) {
+        pinned = count;
+      },
     },
   };
 }

@@ -9,16 +9,31 @@ import { Partitioners, type ICustomPartitioner } from 'kafkajs';
  * what publishing a message cost; the same hash in 32-bit integer arithmetic
  * (`Math.imul`) costs a fraction of a microsecond. Messages with a partition or
  * without a key go to kafkajs's own partitioner.
+ *
+ * `partitions`, when given, pins the count the keys are spread over (`pinned`, the
+ * count the relay first published over) and learns the topic's current one (`seen`).
+ * Kafka lets an operator add partitions to a topic; "modulo the partition count" then
+ * sends most keys elsewhere, and a user's next event, in a new partition, can be
+ * consumed before an earlier one still waiting in the old: the projector would apply
+ * the later revision and drop the earlier one as a duplicate. Spread over the pinned
+ * count, every key stays where its events went before; partitions added later carry
+ * nothing (a topic with more partitions is a new topic: see the README).
  */
-export const keyPartitioner: ICustomPartitioner = () => {
-  const others = Partitioners.DefaultPartitioner();
-  return (args) => {
-    const { message, partitionMetadata } = args;
-    if (message.partition !== null && message.partition !== undefined) return message.partition;
-    if (message.key === null || message.key === undefined) return others(args);
-    return (murmur2(typeof message.key === 'string' ? Buffer.from(message.key, 'utf8') : message.key) & 0x7fffffff) % partitionMetadata.length;
+export function keyPartitioner(partitions?: { pinned(): number | undefined; seen(count: number): void }): ICustomPartitioner {
+  return () => {
+    const others = Partitioners.DefaultPartitioner();
+    return (args) => {
+      const { message, partitionMetadata } = args;
+      if (message.partition !== null && message.partition !== undefined) return message.partition;
+      if (message.key === null || message.key === undefined) return others(args);
+      const current = partitionMetadata.length;
+      partitions?.seen(current);
+      const pinned = partitions?.pinned();
+      const count = pinned === undefined ? current : Math.min(pinned, current);
+      return (murmur2(typeof message.key === 'string' ? Buffer.from(message.key, 'utf8') : message.key) & 0x7fffffff) % count;
+    };
   };
-};
+}
 
 const m = 0x5bd1e995;
 

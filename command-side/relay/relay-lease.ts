@@ -2,6 +2,7 @@ import type { FromSchema } from 'json-schema-to-ts';
 import { ConcurrencyError, CorruptEventError } from '../../shared/errors.js';
 import { ajv, fieldProblems } from '../../shared/schema-validation.js';
 import type { EventStore, RecordedEvent } from '../../shared/event-store/port.js';
+import type { PartitionCount } from './publisher.js';
 
 /**
  * The relay's resume point and its single-publisher lease, kept together in one
@@ -31,6 +32,8 @@ const relayCheckpointSchema = {
     /** Log position of the last event the broker acknowledged; absent before the first. */
     position: { type: 'string', pattern: '^[0-9]{1,20}$' },
     leaseUntil: { type: 'string', format: 'date-time' },
+    /** The topic's partition count at the first publish: keys are spread over that many from then on. Absent before it. */
+    partitions: { type: 'integer', minimum: 1, maximum: 1_000_000 },
   },
   required: ['owner', 'leaseUntil'],
 } as const;
@@ -64,7 +67,7 @@ export class LeaseLostError extends Error {
 
 export const relayStreamId = (topic: string) => `relay-${topic}`;
 
-export function relayLease(deps: { store: EventStore; streamId: string; owner: string; leaseMs: number; clock?: () => number }) {
+export function relayLease(deps: { store: EventStore; streamId: string; owner: string; leaseMs: number; clock?: () => number; partitions?: PartitionCount | undefined }) {
   const { store, streamId, owner, leaseMs } = deps;
   const now = deps.clock ?? Date.now;
 
@@ -87,13 +90,18 @@ export function relayLease(deps: { store: EventStore; streamId: string; owner: s
       }
       let revision = last?.revision ?? -1;
       let position = held?.position;
+      let partitions = held?.partitions;
+      if (partitions !== undefined) deps.partitions?.pin(partitions);
       let until = 0;
       const append = async (moveTo?: bigint, leaseUntil = now() + leaseMs) => {
         const nextPosition = moveTo === undefined ? position : moveTo.toString();
+        // Recorded with the first resume point: the count the keys went over until then.
+        const nextPartitions = partitions ?? (moveTo === undefined ? undefined : deps.partitions?.seen());
         const data: RelayCheckpoint = {
           owner,
           ...(nextPosition === undefined ? {} : { position: nextPosition }),
           leaseUntil: new Date(leaseUntil).toISOString(),
+          ...(nextPartitions === undefined ? {} : { partitions: nextPartitions }),
         };
         try {
           const result = await store.appendToStream(streamId, [{ type: 'RelayCheckpointed', data }], {
@@ -102,6 +110,10 @@ export function relayLease(deps: { store: EventStore; streamId: string; owner: s
           revision = result.nextExpectedRevision;
           position = nextPosition;
           until = leaseUntil;
+          if (partitions === undefined && nextPartitions !== undefined) {
+            partitions = nextPartitions;
+            deps.partitions?.pin(partitions);
+          }
         } catch (error) {
           if (error instanceof ConcurrencyError) throw new LeaseLostError(`another relay took ${streamId}`, { cause: error });
           throw error;

@@ -97,7 +97,7 @@ export function eventRelay(deps: {
 }) {
   const { store, publisher, logger } = deps;
   const owner = deps.owner ?? randomUUID();
-  const lease = relayLease({ store, streamId: relayStreamId(deps.topic), owner, leaseMs: deps.leaseMs });
+  const lease = relayLease({ store, streamId: relayStreamId(deps.topic), owner, leaseMs: deps.leaseMs, partitions: publisher.partitions });
   // Renew when a third of the lease is gone; stop publishing with a third still left.
   const renewEvery = deps.leaseMs / 3;
   const margin = deps.leaseMs / 3;

@@ -25,7 +25,7 @@ void t.test("murmur2 gives the Java client's values (its own test vectors)", asy
 });
 
 void t.test("a keyed message goes where kafkajs's DefaultPartitioner sends it, for any key and partition count", async (t) => {
-  const ours = keyPartitioner();
+  const ours = keyPartitioner()();
   const theirs = Partitioners.DefaultPartitioner();
   let differing = 0;
   for (let i = 0; i < 20_000; i++) {
@@ -39,9 +39,28 @@ void t.test("a keyed message goes where kafkajs's DefaultPartitioner sends it, f
 });
 
 void t.test('a message with its own partition keeps it; one without a key goes round the partitions that have a leader', async (t) => {
-  const ours = keyPartitioner();
+  const ours = keyPartitioner()();
   t.equal(ours({ topic: 'x', partitionMetadata: metadata(6), message: { key: 'user-1', value: 'v', partition: 4 } }), 4);
   const seen = new Set<number>();
   for (let i = 0; i < 60; i++) seen.add(ours({ topic: 'x', partitionMetadata: metadata(6, [1, 3]), message: { value: 'v' } }));
   t.same([...seen].sort(), [0, 2, 4, 5], 'every partition with a leader, none without');
+});
+
+void t.test('pinned to the count it began with, a key stays in its partition when partitions are added; the count is learnt from each send', async (t) => {
+  let seen: number | undefined;
+  const pinnedAt3 = keyPartitioner({ pinned: () => 3, seen: (count) => void (seen = count) })();
+  const unpinned = keyPartitioner()();
+  let moved = 0;
+  let stayed = 0;
+  for (let i = 0; i < 3000; i++) {
+    const message = { key: `user-${randomUUID()}`, value: 'v' };
+    const before = unpinned({ topic: 'x', partitionMetadata: metadata(3), message });
+    if (pinnedAt3({ topic: 'x', partitionMetadata: metadata(8), message }) === before) stayed += 1;
+    if (unpinned({ topic: 'x', partitionMetadata: metadata(8), message }) !== before) moved += 1;
+  }
+  t.equal(stayed, 3000, 'pinned, every key where it went over 3 partitions');
+  t.equal(seen, 8, 'the topic\'s count at the last send');
+  t.ok(moved > 1500, `unpinned, ${moved} of 3,000 keys would have moved`);
+  const pinnedAbove = keyPartitioner({ pinned: () => 8, seen: () => {} })();
+  t.ok(pinnedAbove({ topic: 'x', partitionMetadata: metadata(3), message: { key: 'user-a', value: 'v' } }) < 3, 'a topic with fewer partitions than pinned: within its own');
 });

@@ -126,3 +126,53 @@ void t.test('forgetting through Kafka: user.forgotten.v1 is on the topic and not
     for (const secret of [name, email, 'Hedy Kiesler Markey', 'hedy@markey.example']) t.notOk(m.raw.includes(secret), `revision ${m.revision} does not carry "${secret}"`);
   }
 });
+
+void t.test('partitions added to the topic move no user: the relay keeps to the count it began with, recorded with its resume point', async (t) => {
+  const broker = await startKafkaTestBroker({ topics: [{ name: topic, partitions: 3 }] });
+  t.teardown(() => broker.stop());
+  const kafka = createKafka({ brokers: broker.brokers, clientId: 'relay-test', logger });
+  const store = inMemoryEventStore();
+  const commands = commandsOver(store);
+  const head = async () => (await store.readAll({ maxCount: 100_000 })).filter((e) => e.streamId.startsWith('user-')).at(-1)!.position.toString();
+  const relayWith = (publisher: ReturnType<typeof kafkaPublisher>) => {
+    const relay = eventRelay({ store, vault: testVault, publisher, topic, logger, leaseMs: 3000, batchSize: 20, owner: 'relay-a' });
+    void relay.start();
+    return relay;
+  };
+
+  const ids = await seedUsers(commands, 40, 'before');
+  const first = kafkaPublisher(kafka, topic);
+  const relay = relayWith(first);
+  await waitFor(async () => relay.status().position === (await head()), 10_000, 'the relay to publish the first users');
+  await relay.stop();
+  await first.close();
+  const recorded = (await store.readStream('relay-' + topic)).map((e) => (e.data as { partitions?: number }).partitions);
+  t.equal(recorded.at(-1), 3, 'the partition count recorded with the resume point');
+
+  // The operator adds partitions; a relay started afterwards sees six.
+  broker.addPartitions(topic, 6);
+  const warnings: string[] = [];
+  const recording = pino({ level: 'warn' }, { write: (line: string) => void warnings.push((JSON.parse(line) as { msg: string }).msg) });
+  const second = kafkaPublisher(kafka, topic, { logger: recording });
+  const again = relayWith(second);
+  t.teardown(async () => {
+    await again.stop();
+    await second.close();
+  });
+  // Each user's next events (some users are deactivated by the seeding and refuse them).
+  for (const id of ids) await commands.rename(id, 'Renamed After The Growth').catch(() => {});
+  await waitFor(async () => again.status().position === (await head()), 10_000, 'the relay to publish the renames');
+  t.equal(second.partitions?.seen(), 6, 'the producer saw the six partitions');
+  t.ok(warnings.some((w) => w.includes('the topic has 6 partitions; the relay goes on publishing over the first 3')), 'and says it keeps to three');
+
+  const partitionsOf = new Map<string, Set<number>>();
+  for (let p = 0; p < 6; p++) {
+    for (const r of broker.records(topic, p)) {
+      const key = r.key?.toString() ?? '';
+      partitionsOf.set(key, (partitionsOf.get(key) ?? new Set()).add(p));
+    }
+  }
+  t.equal(partitionsOf.size, 40, 'every user on the topic');
+  t.same([...partitionsOf.values()].filter((set) => set.size > 1).length, 0, "no user's events in two partitions");
+  t.equal([3, 4, 5].reduce((n, p) => n + broker.records(topic, p).length, 0), 0, 'nothing in the partitions added');
+});

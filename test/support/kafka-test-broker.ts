@@ -107,6 +107,8 @@ export interface KafkaTestBroker {
   restart(): Promise<void>;
   /** Creates a topic; a no-op if it exists with that many partitions, an error if with another count. */
   createTopic(name: string, partitions: number): void;
+  /** Grows a topic to `partitions` (Kafka's CreatePartitions, as an operator adds partitions); clients see it at their next metadata read. */
+  addPartitions(name: string, partitions: number): void;
   /** The partition's records, decoded (uncompressed or gzip batches), for assertions. */
   records(topic: string, partition: number): BrokerRecord[];
   /** The group's committed offsets by `topic:partition`. */
@@ -122,6 +124,7 @@ export async function startKafkaTestBroker(options: KafkaTestBrokerOptions = {})
     stop: () => broker.stop(),
     restart: () => broker.restart(),
     createTopic: (name, partitions) => broker.createTopic(name, partitions),
+    addPartitions: (name, partitions) => broker.addPartitions(name, partitions),
     records: (topic, partition) => broker.records(topic, partition),
     committedOffsets: (groupId) => broker.committedOffsets(groupId),
   };
@@ -569,6 +572,13 @@ class Broker {
       name,
       Array.from({ length: partitions }, () => ({ batches: [], end: 0, producers: new Map() })),
     );
+  }
+
+  addPartitions(name: string, partitions: number) {
+    const existing = this.topics.get(name);
+    if (!existing) throw new Error(`no topic ${name}`);
+    if (partitions < existing.length) throw new Error(`topic ${name} has ${existing.length} partitions already`);
+    while (existing.length < partitions) existing.push({ batches: [], end: 0, producers: new Map() });
   }
 
   records(topic: string, partition: number): BrokerRecord[] {
