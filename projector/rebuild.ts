@@ -17,7 +17,7 @@ import { compareUserTables, type TableDifferences } from './compare-tables.js';
 import { projectionControl, type LockTaken, type ProjectionControl } from './projection-control.js';
 import { quarantinedEvents } from '../shared/read-model/dead-letters.js';
 import { rebuildRows, type Quarantined, type RebuildRows } from './rebuild-rows.js';
-import { shadowUserData, type ShadowUserData } from './shadow-table.js';
+import { shadowUserData, SwapUnfinishedError, type ShadowUserData } from './shadow-table.js';
 
 export type RebuildPhase = 'replaying' | 'catching up (paused)' | 'verifying (paused)' | 'swapping';
 
@@ -43,6 +43,12 @@ export interface RebuildOptions {
   batchSize?: number;
   /** Rows held in memory; past that, changed ones are flushed to the shadow and memory is cleared. */
   maxRowsInMemory?: number;
+  /**
+   * Swap in a table where users whose keys are missing from the key store, though their
+   * logs hold no UserForgotten, are forgotten (see `KeysMissingError`): only when those
+   * keys are lost for good.
+   */
+  acceptMissingKeys?: boolean;
   /** Aborting before the swap drops the shadow and leaves the live table as it was. */
   signal?: AbortSignal;
   onProgress?: (progress: RebuildProgress) => void;
@@ -73,6 +79,51 @@ export interface RebuildResult {
   rowsWritten: number;
   /** An earlier, interrupted run whose lock and leftovers this run took over. */
   tookOverFrom?: string;
+  /** Users rebuilt as forgotten because their keys are missing, though their logs hold no UserForgotten. */
+  usersWithoutKeys: number;
+}
+
+/**
+ * The key store lacks the keys of users nobody forgot. A forget appends UserForgotten
+ * before it destroys a key, so a key missing without one in its stream is a key store
+ * that is not the service's (a wrong KEY_STORE_URL or DATA_DIR) or one restored from
+ * an older backup. Swapped in, the rebuilt table would make those users forgotten (410
+ * on every read) and erase their parked events: the rebuild refuses instead.
+ */
+export class KeysMissingError extends Error {
+  override readonly name = 'KeysMissingError';
+  constructor(
+    readonly users: number,
+    readonly example: string,
+  ) {
+    super(
+      `${users} user${users === 1 ? '' : 's'} would be rebuilt as forgotten though nobody forgot them (e.g. ${example}): ` +
+        'the key store lacks their keys. Is it the service\'s own (KEY_STORE_URL, DATA_DIR), and not an older backup? ' +
+        'USER_DATA is left as it is; if those keys are lost for good, --accept-missing-keys rebuilds them as forgotten',
+    );
+  }
+}
+
+/**
+ * The vault, noting the streams whose events it read as forgotten for want of a key
+ * (stored as another type, opened as UserForgotten) and letting go of each stream once
+ * its own UserForgotten is read, which comes after them in the log.
+ */
+function noticingMissingKeys(vault: Pick<Vault, 'open'>): { vault: Pick<Vault, 'open'>; unforgotten: Set<string> } {
+  const unforgotten = new Set<string>();
+  return {
+    unforgotten,
+    vault: {
+      async open(events, options) {
+        const opened = await vault.open(events, options);
+        for (const [i, stored] of events.entries()) {
+          if (stored.type === 'UserForgotten') unforgotten.delete(stored.streamId);
+          else if (opened[i]!.type === 'UserForgotten') unforgotten.add(stored.streamId);
+        }
+        return opened;
+      },
+    },
+  };
 }
 
 export class RebuildAbortedError extends ServiceError {
@@ -305,6 +356,8 @@ interface Run extends Replaying {
   heartbeatMs: number;
   pauseMs: number;
   options: RebuildOptions;
+  /** Streams read as forgotten for want of a key, whose own UserForgotten has not been read. */
+  unforgotten: ReadonlySet<string>;
 }
 
 /** The lock this run holds, and the heartbeat that keeps it. */
@@ -314,7 +367,7 @@ interface HeldLock {
 }
 
 /** A run's parts, before it takes the lock. */
-function runParts(settings: RebuildSettings, options: RebuildOptions): Run {
+function runParts(settings: RebuildSettings, options: RebuildOptions, unforgotten: ReadonlySet<string>): Run {
   const { store, db, logger, owner, heartbeatMs, pauseMs, pageDelayMs } = settings;
   const batchSize = options.batchSize ?? 1000;
   const maxRows = options.maxRowsInMemory ?? 200_000;
@@ -360,7 +413,7 @@ function runParts(settings: RebuildSettings, options: RebuildOptions): Run {
   const pager = logPager(store, batchSize, (work) => timed('readMs', work));
   return {
     store, db, logger, owner, heartbeatMs, pauseMs, options, batchSize,
-    control, shadow, quarantine, rows, state, timings, pager,
+    control, shadow, quarantine, rows, state, timings, pager, unforgotten,
     timed, report, checkpoint, betweenPages, sample: !!options.onProgress,
   };
 }
@@ -452,6 +505,7 @@ async function handOver(run: Run): Promise<Verification | undefined> {
     // Far likelier a wrong EVENTSTORE_URL / DATA_DIR than a log that lost every user.
     throw new Error('the event store holds no users but USER_DATA has rows (a wrong EVENTSTORE_URL or DATA_DIR?); not replacing it with an empty table');
   }
+  refuseMissingKeys(run);
   state.phase = 'swapping';
   run.report();
   await run.checkpoint();
@@ -459,6 +513,24 @@ async function handOver(run: Run): Promise<Verification | undefined> {
   // The old table's pages (names and emails of forgotten users among them) out of the embedded DB's files.
   if (rows.forgotten.size > 0) await eraseFreedPages(db);
   return verification;
+}
+
+/**
+ * What a run that failed reports: an interruption (the live table untouched) when it was
+ * asked to stop, unless the error itself says what became of the live table:
+ * `SwapUnfinishedError` (the rebuilt table is live), `KeysMissingError`, the service's own.
+ */
+export function failureOfRun(error: unknown, signal: AbortSignal | undefined): unknown {
+  if (!signal?.aborted) return error;
+  if (error instanceof ServiceError || error instanceof SwapUnfinishedError || error instanceof KeysMissingError) return error;
+  return new RebuildAbortedError();
+}
+
+/** KeysMissingError when users nobody forgot would be swapped in as forgotten, unless the operator accepts it. */
+function refuseMissingKeys(run: Run): void {
+  const [example] = run.unforgotten;
+  if (example === undefined || run.options.acceptMissingKeys) return;
+  throw new KeysMissingError(run.unforgotten.size, example);
 }
 
 /** The handover (for a dry run, only when verifying), tried again up to three times when the pause runs out first. */
@@ -506,6 +578,7 @@ function resultOf(run: Run, startedAt: number, lock: HeldLock, verification: Ver
     pausedMs: state.pausedMs,
     timings: run.timings,
     ...(lock.taken.staleOwner ? { tookOverFrom: lock.taken.staleOwner } : {}),
+    usersWithoutKeys: run.unforgotten.size,
   };
 }
 
@@ -550,8 +623,7 @@ export function userDataRebuild(deps: {
   /** Sleep between reads of the log: to go easy on a busy store (and to slow runs down in tests). */
   pageDelayMs?: number;
 }) {
-  const settings: RebuildSettings = {
-    store: openedEventStore(deps.store, deps.vault),
+  const settings: Omit<RebuildSettings, 'store'> = {
     db: deps.db,
     logger: deps.logger,
     owner: deps.owner ?? `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`,
@@ -562,7 +634,8 @@ export function userDataRebuild(deps: {
 
   async function run(options: RebuildOptions = {}): Promise<RebuildResult> {
     const startedAt = performance.now();
-    const parts = runParts(settings, options);
+    const keys = noticingMissingKeys(deps.vault);
+    const parts = runParts({ ...settings, store: openedEventStore(deps.store, keys.vault) }, options, keys.unforgotten);
     const lock = await takeLock(parts);
     try {
       await startShadow(parts);
@@ -571,8 +644,7 @@ export function userDataRebuild(deps: {
       await resumeLive(parts);
       return resultOf(parts, startedAt, lock, verification);
     } catch (error) {
-      if (options.signal?.aborted && !(error instanceof ServiceError)) throw new RebuildAbortedError();
-      throw error;
+      throw failureOfRun(error, options.signal);
     } finally {
       await cleanUpAndUnlock(parts, lock);
     }

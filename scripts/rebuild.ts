@@ -2,7 +2,7 @@ import { parseArgs } from 'node:util';
 import { pino } from 'pino';
 import { RebuildLockedError } from '../projector/projection-control.js';
 import { migrateReadDb } from '../shared/read-model/migrations.js';
-import { RebuildAbortedError, userDataRebuild, type RebuildResult } from '../projector/rebuild.js';
+import { KeysMissingError, RebuildAbortedError, userDataRebuild, type RebuildResult } from '../projector/rebuild.js';
 import { loadConfig } from '../shared/config.js';
 import { StoreMissingError, StoreUnavailableError } from '../shared/errors.js';
 import { openEventStore } from '../shared/event-store/open-event-store.js';
@@ -13,7 +13,7 @@ import { integerOption } from './options.js';
 import { rebuildMetrics } from './rebuild/rebuild-metrics.js';
 import { rebuildProgress, type ProgressView } from './rebuild/progress.js';
 
-const usage = `Usage: npm run rebuild -- [--verify] [--dry-run] [--batch-size N] [--max-rows N]
+const usage = `Usage: npm run rebuild -- [--verify] [--dry-run] [--batch-size N] [--max-rows N] [--accept-missing-keys]
 
 Rebuilds the read model (USER_DATA) from the event store into a shadow table,
 then swaps it in atomically while reads and the live projector keep running.
@@ -27,6 +27,11 @@ is reported, never created.
   --dry-run        build (and verify) the shadow table, then drop it: no swap
   --batch-size N   events per read of the log (default 1000)
   --max-rows N     rows held in memory before flushing to the shadow (default 200000)
+  --accept-missing-keys
+                   swap in the table even when the key store lacks the keys of
+                   users nobody forgot (they are rebuilt as forgotten): only when
+                   those keys are lost for good. Without it such a run stops
+                   before the swap (exit 1), the live table untouched
   --help           this text
 
 Exit codes: 0 done, 1 failed (e.g. store or DB unreachable), 2 bad usage,
@@ -43,6 +48,7 @@ function parseOptions(argv: string[]) {
       'dry-run': { type: 'boolean', default: false },
       'batch-size': { type: 'string' },
       'max-rows': { type: 'string' },
+      'accept-missing-keys': { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
     },
     strict: true,
@@ -52,6 +58,7 @@ function parseOptions(argv: string[]) {
     help: values.help,
     verify: values.verify,
     dryRun: values['dry-run'],
+    acceptMissingKeys: values['accept-missing-keys'],
     batchSize: integerOption('--batch-size', values['batch-size'], { fallback: 1000 }),
     maxRowsInMemory: integerOption('--max-rows', values['max-rows'], { fallback: 200_000 }),
   };
@@ -69,8 +76,19 @@ function report(result: RebuildResult, out: (line: string) => void) {
   out(
     `${what}: ${result.events} events, ${result.rows} rows in ${seconds.toFixed(1)} s ` +
       `(${Math.round(result.events / Math.max(seconds, 0.001))} events/s)` +
-      (result.swapped ? `; live projector held ${Math.round(result.pausedMs)} ms; position ${result.position ?? 'none'}` : ''),
+      (result.swapped
+        ? `; live projector held ${Math.round(result.pausedMs)} ms; position ${result.position ?? 'none'}`
+        : result.verification
+          ? `; live projector held ${Math.round(result.pausedMs)} ms to compare`
+          : ''),
   );
+  if (result.usersWithoutKeys > 0) {
+    out(
+      result.swapped
+        ? `${result.usersWithoutKeys} users nobody forgot were rebuilt as forgotten: the key store lacks their keys (--accept-missing-keys)`
+        : `warning: ${result.usersWithoutKeys} users nobody forgot would be rebuilt as forgotten: the key store lacks their keys (a wrong KEY_STORE_URL or DATA_DIR, or an older backup?); a run without --dry-run would stop before the swap`,
+    );
+  }
   const v = result.verification;
   if (!v) return;
   const differs = v.missing + v.extra + v.different > 0;
@@ -135,7 +153,7 @@ async function main(): Promise<number> {
       return;
     }
     firstSignalAt = Date.now();
-    print(`${signal}: stopping; the live table stays as it is (again to exit at once)`);
+    print(`${signal}: stopping; unless the swap has begun, the live table stays as it is (again to exit at once)`);
     abort.abort();
   };
   process.on('SIGINT', onSignal);
@@ -186,6 +204,11 @@ async function main(): Promise<number> {
     if (error instanceof RebuildLockedError) {
       process.stderr.write(`rebuild: ${error.message}\n`);
       return exitCodes.locked;
+    }
+    if (error instanceof KeysMissingError) {
+      const where = config.keyStore.client === 'sqlite' ? config.keyStore.file : 'MariaDB, KEY_STORE_URL';
+      process.stderr.write(`rebuild failed: ${error.message} (the key store read: ${where})\n`);
+      return exitCodes.failed;
     }
     throw error;
   } finally {

@@ -165,4 +165,24 @@ forEachReadDb(t, async (t, db) => {
     t.same(await tableRows(db), before, 'the live table is untouched');
     await assertNoLeftovers(t, db);
   });
+
+  await t.test("a key store that is not the service's (another one that exists): refused before the swap, exit 1", async (t) => {
+    const before = await tableRows(db);
+    const otherFile = join(dir, 'keys-other.sqlite');
+    const other = openSqliteKeyStore(otherFile);
+    await openVault({ keyStore: other });
+    await other.close();
+    const wrongKeys = rebuild({ KEY_STORE_URL: `sqlite://${otherFile}` });
+    t.equal(await exitOf(wrongKeys), 1);
+    t.match(
+      wrongKeys.output(),
+      new RegExp(`rebuild failed: \\d+ users would be rebuilt as forgotten though nobody forgot them \\(e\\.g\\. user-[0-9a-f-]{36}\\): the key store lacks their keys\\..* \\(the key store read: ${otherFile.replace(/[.]/g, '\\.')}\\)\\n$`),
+    );
+    t.same(await tableRows(db), before, 'the live table is untouched: nobody made forgotten');
+    await assertNoLeftovers(t, db);
+    const looking = rebuild({ KEY_STORE_URL: `sqlite://${otherFile}` }, ['--dry-run']);
+    t.equal(await exitOf(looking), 0, 'a dry run only warns');
+    t.match(looking.output(), /warning: \d+ users nobody forgot would be rebuilt as forgotten/);
+    await assertNoLeftovers(t, db);
+  });
 });

@@ -45,11 +45,25 @@ forEachReadDb(t, async (t, db) => {
   const verified = await userDataRebuild({ vault: testVault, store, db, logger }).run({ verify: true, dryRun: true });
   t.match(verified.verification, { missing: 0, extra: 0, different: 0 }, 'a rebuild finds no difference with the live table');
 
-  // A key lost without a forget (a key store restored without it): the rebuild reads that user as forgotten too.
+  t.equal(verified.usersWithoutKeys, 0, 'the forgotten users\' keys are gone with a UserForgotten in their logs');
+
+  // A key lost without a forget (a key store restored without it): the rebuild will not swap in that user as forgotten...
   const lost = ids[5]!;
   const [first] = await store.readStream(userStreamId(lost));
   await testVault.destroy(testVault.keyIdsOf(first ? [first] : []));
-  const rebuilt = await userDataRebuild({ vault: testVault, store, db, logger }).run();
+  const live = await tableRows(db);
+  await t.rejects(userDataRebuild({ vault: testVault, store, db, logger }).run(), {
+    name: 'KeysMissingError',
+    users: 1,
+    example: userStreamId(lost),
+    message: /^1 user would be rebuilt as forgotten though nobody forgot them/,
+  });
+  t.same(await tableRows(db), live, 'refused before the swap: the live table as it was');
+  const looked = await userDataRebuild({ vault: testVault, store, db, logger }).run({ dryRun: true });
+  t.equal(looked.usersWithoutKeys, 1, 'a dry run counts the user');
+  // ...unless the operator says those keys are lost for good: then it reads that user as forgotten too.
+  const rebuilt = await userDataRebuild({ vault: testVault, store, db, logger }).run({ acceptMissingKeys: true });
+  t.equal(rebuilt.usersWithoutKeys, 1);
   t.equal(rebuilt.rows, 13, 'every user has a row');
   const after = await tableRows(db);
   t.match(after.find((row) => row.ID_USER_DATA === lost), { STATUS: 'forgotten', NAME: '', EMAIL: '' }, 'the user whose key is gone is rebuilt as forgotten');
