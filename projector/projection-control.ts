@@ -104,26 +104,32 @@ export function projectionControl(deps: { db: Knex; projection: string; owner: s
 
   return {
     /**
-     * Takes the rebuild lock when it is free or stale (heartbeat older than
-     * `staleAfterMs`); taking a stale lock also lifts any pause it left behind.
+     * Takes the rebuild lock when it is free or stale: its heartbeat older than the
+     * holder's own `staleAfterMs` (recorded when it took the lock; this run's, for a
+     * lock taken before that was recorded). Taking a stale lock also lifts any pause
+     * it left behind.
      */
     async acquire(staleAfterMs: number): Promise<LockTaken> {
       await db(controlTable).insert({ PROJECTION: projection }).onConflict('PROJECTION').ignore();
-      const before = await row().first<{ REBUILD_OWNER: string | null; AGE: number | string | null }>(
-        'REBUILD_OWNER',
-        ageMs(db, 'REBUILD_HEARTBEAT').wrap('(', ') AS AGE'),
-      );
+      const holderNow = () =>
+        row().first<{ REBUILD_OWNER: string | null; AGE: number | string | null; REBUILD_STALE_MS: number | string | null }>(
+          'REBUILD_OWNER',
+          'REBUILD_STALE_MS',
+          ageMs(db, 'REBUILD_HEARTBEAT').wrap('(', ') AS AGE'),
+        );
+      const before = await holderNow();
       const taken = await row()
         .where((q) => {
           void q
             .whereNull('REBUILD_OWNER')
             .orWhereNull('REBUILD_HEARTBEAT')
-            .orWhere('REBUILD_HEARTBEAT', '<', nowPlus(db, -staleAfterMs));
+            .orWhere(db.raw('(?) > COALESCE(REBUILD_STALE_MS, ?)', [ageMs(db, 'REBUILD_HEARTBEAT'), staleAfterMs]));
         })
         .update({
           REBUILD_OWNER: owner,
           REBUILD_STARTED: now(db),
           REBUILD_HEARTBEAT: now(db),
+          REBUILD_STALE_MS: staleAfterMs,
           PAUSED_BY: null,
           PAUSED_UNTIL: null,
         });
@@ -132,11 +138,8 @@ export function projectionControl(deps: { db: Knex; projection: string; owner: s
           ? { staleOwner: before.REBUILD_OWNER, staleAgeMs: Number(before.AGE ?? 0) }
           : {};
       }
-      const holder = await row().first<{ REBUILD_OWNER: string | null; AGE: number | string | null }>(
-        'REBUILD_OWNER',
-        ageMs(db, 'REBUILD_HEARTBEAT').wrap('(', ') AS AGE'),
-      );
-      throw new RebuildLockedError(holder?.REBUILD_OWNER ?? 'unknown', Number(holder?.AGE ?? 0), staleAfterMs);
+      const holder = await holderNow();
+      throw new RebuildLockedError(holder?.REBUILD_OWNER ?? 'unknown', Number(holder?.AGE ?? 0), Number(holder?.REBUILD_STALE_MS ?? staleAfterMs));
     },
 
     /** Refreshes the heartbeat; false when the lock is no longer ours (another run took it over). */

@@ -137,6 +137,24 @@ const migrations: Record<string, Knex.Migration> = {
       await knex.schema.dropTableIfExists('READ_DB_META');
     },
   },
+  /**
+   * How old the lock holder's heartbeat may get before its lock counts as stale: its own
+   * three intervals, written when it takes the lock, so that a run started with a shorter
+   * REBUILD_HEARTBEAT_MS does not take over a live run with a longer one.
+   */
+  '0006_rebuild_stale_after': {
+    async up(knex) {
+      if (await knex.schema.hasColumn('PROJECTION_CONTROL', 'REBUILD_STALE_MS')) return;
+      await knex.schema.alterTable('PROJECTION_CONTROL', (table) => {
+        table.integer('REBUILD_STALE_MS').nullable();
+      });
+    },
+    async down(knex) {
+      await knex.schema.alterTable('PROJECTION_CONTROL', (table) => {
+        table.dropColumn('REBUILD_STALE_MS');
+      });
+    },
+  },
 };
 
 const migrationSource: Knex.MigrationSource<string> = {

@@ -70,7 +70,7 @@ const foundInIndex = async (db: Knex, from: string, to: string) =>
   db.raw<{ NAME: string }[]>(`SELECT NAME FROM USER_DATA INDEXED BY ${foldedNameIndex} WHERE users_fold_name(NAME) >= ? AND users_fold_name(NAME) < ?`, [from, to]);
 
 const recorded = async (db: Knex) => (await db('knex_migrations').select('name')).map((row: { name: string }) => row.name).sort();
-const allMigrations = ['0001_user_data', '0002_projection_control', '0003_projection_dead_letter', '0004_name_folded_index', '0005_read_db_meta'];
+const allMigrations = ['0001_user_data', '0002_projection_control', '0003_projection_dead_letter', '0004_name_folded_index', '0005_read_db_meta', '0006_rebuild_stale_after'];
 
 void t.test('eight processes migrating a new database at once all start, and leave one lock row', async (t) => {
   for (let round = 0; round < 4; round++) {
@@ -84,7 +84,7 @@ void t.test('eight processes migrating a new database at once all start, and lea
       `round ${round}: every one succeeded`,
     );
     t.same(await dbs[0]!('knex_migrations_lock').select('is_locked'), [{ is_locked: 0 }], `round ${round}: one lock row, free`);
-    t.equal(Number((await dbs[0]!('knex_migrations').count({ n: '*' }))[0]!.n), 5, `round ${round}: each migration recorded once`);
+    t.equal(Number((await dbs[0]!('knex_migrations').count({ n: '*' }))[0]!.n), allMigrations.length, `round ${round}: each migration recorded once`);
     t.same(await dbs[0]!('PROJECTION_CONTROL').select('PROJECTION'), [{ PROJECTION: 'USER_DATA' }], `round ${round}: one control row`);
   }
 });
@@ -103,9 +103,9 @@ void t.test('a process that died while migrating (a table made, the lock left se
   await migrateReadDb(await fresh.open());
   t.same(await tables(db), ['PROJECTION_CHECKPOINT', 'PROJECTION_CONTROL', 'PROJECTION_DEAD_LETTER', 'USER_DATA', 'knex_migrations', 'knex_migrations_lock']);
   t.same(await db('knex_migrations_lock').select('is_locked'), [{ is_locked: 0 }], 'the lock is free again');
-  t.same((await db('knex_migrations').select('name').orderBy('id')).map((row: { name: string }) => row.name), ['0001_user_data', '0002_projection_control', '0003_projection_dead_letter', '0004_name_folded_index', '0005_read_db_meta']);
+  t.same((await db('knex_migrations').select('name').orderBy('id')).map((row: { name: string }) => row.name), ['0001_user_data', '0002_projection_control', '0003_projection_dead_letter', '0004_name_folded_index', '0005_read_db_meta', '0006_rebuild_stale_after']);
   await migrateReadDb(await fresh.open());
-  t.same((await db('knex_migrations').select('name')).length, 5, 'and the start after that finds nothing to do: no migration recorded twice');
+  t.same((await db('knex_migrations').select('name')).length, allMigrations.length, 'and the start after that finds nothing to do: no migration recorded twice');
   t.same(await db('knex_migrations_lock').select('is_locked'), [{ is_locked: 0 }], 'the lock free');
 });
 
