@@ -150,7 +150,7 @@ export function projectionControl(deps: { db: Knex; projection: string; owner: s
     async release(): Promise<void> {
       await row()
         .where({ REBUILD_OWNER: owner })
-        .update({ REBUILD_OWNER: null, REBUILD_STARTED: null, REBUILD_HEARTBEAT: null });
+        .update({ REBUILD_OWNER: null, REBUILD_STARTED: null, REBUILD_HEARTBEAT: null, REBUILD_STALE_MS: null });
     },
 
     /**

@@ -26,10 +26,11 @@ const batchBuckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1
  * the source, i.e. how far behind in time the read model is.
  *
  * A source that cannot be read (the broker or EventStoreDB down or not answering
- * within `sourceReadTimeoutMs`) tells nothing of what is behind, so the read model
- * is fresh only as of the last moment it was known to be: the last read of the
- * source that found nothing behind, or the entry of the last event applied since,
- * whichever is later (the metrics' creation when neither is known). Through such
+ * within `sourceReadTimeoutMs`, or a Kafka consumer not yet joined to its group) tells
+ * nothing of what is behind, so the read model is fresh only as of the last moment it
+ * was known to be: the last read of the source that found nothing behind, or the entry
+ * of the last event applied, whichever is later (the metrics' creation only when
+ * neither is known). Through such
  * an outage `users_projector_lag_seconds` grows from that moment,
  * `users_projector_source_up` is 0, and readiness fails once the lag passes its
  * bound: the figures of the last batches alone would read "caught up" while writes
@@ -178,15 +179,19 @@ export function projectorMetrics(
     },
   });
 
+  /** The last moment the read model is known to have held all of its source: the later of the two that are known, else the start. */
+  function knownWholeAt(): number {
+    if (caughtUpAt === undefined && lastEventAt === undefined) return createdAt;
+    return Math.max(caughtUpAt ?? -Infinity, lastEventAt ?? -Infinity);
+  }
+
   async function lagSeconds(): Promise<number> {
     const lag = await lagEvents();
     const at = now();
-    if (!sourceUp) {
-      const freshAsOf = Math.max(caughtUpAt ?? createdAt, lastEventAt ?? createdAt);
-      return Math.max(0, (at - freshAsOf) / 1000);
-    }
+    if (!sourceUp) return Math.max(0, (at - knownWholeAt()) / 1000);
     const isBehind = [...lag.values()].some((events) => events > 0);
-    return isBehind && lastEventAt !== undefined ? Math.max(0, (at - lastEventAt) / 1000) : 0;
+    // Behind before any batch of this process: since the read model was last known whole, or since the start.
+    return isBehind ? Math.max(0, (at - (lastEventAt ?? knownWholeAt())) / 1000) : 0;
   }
 
   return {

@@ -32,8 +32,6 @@ const relayCheckpointSchema = {
     /** Log position of the last event the broker acknowledged; absent before the first. */
     position: { type: 'string', pattern: '^[0-9]{1,20}$' },
     leaseUntil: { type: 'string', format: 'date-time' },
-    /** The topic's partition count at the first publish: keys are spread over that many from then on. Absent before it. */
-    partitions: { type: 'integer', minimum: 1, maximum: 1_000_000 },
   },
   required: ['owner', 'leaseUntil'],
 } as const;
@@ -49,6 +47,22 @@ export function parseRelayCheckpoint(stored: RecordedEvent): RelayCheckpoint {
     throw corrupt(`${stored.type} does not match its schema: ${problems.join('; ')}`);
   }
   return stored.data;
+}
+
+/**
+ * The partition count the keys are spread over (`relayPartitions`), kept in the events'
+ * metadata rather than their data: a relay of an earlier release parses the data against a
+ * closed schema and would stop on a field it does not know (a rolling deploy, a rollback),
+ * while it passes metadata by. The latest event that carries it holds; one that carries
+ * something else is read as not carrying it.
+ */
+const partitionsKey = 'relayPartitions';
+function recordedPartitions(events: readonly RecordedEvent[]): number | undefined {
+  for (let i = events.length - 1; i >= 0; i--) {
+    const value = events[i]!.metadata?.[partitionsKey];
+    if (typeof value === 'number' && Number.isInteger(value) && value >= 1 && value <= 1_000_000) return value;
+  }
+  return undefined;
 }
 
 export interface Lease {
@@ -71,10 +85,6 @@ export function relayLease(deps: { store: EventStore; streamId: string; owner: s
   const { store, streamId, owner, leaseMs } = deps;
   const now = deps.clock ?? Date.now;
 
-  const latest = async (): Promise<RecordedEvent | undefined> => {
-    const events = await store.readStream(streamId);
-    return events[events.length - 1];
-  };
 
   return {
     /**
@@ -82,7 +92,8 @@ export function relayLease(deps: { store: EventStore; streamId: string; owner: s
      * wait when another relay holds it.
      */
     async tryAcquire(): Promise<Lease | { waitMs: number }> {
-      const last = await latest();
+      const events = await store.readStream(streamId);
+      const last = events.at(-1);
       const held = last && parseRelayCheckpoint(last);
       if (held && held.owner !== owner) {
         const left = Date.parse(held.leaseUntil) - now();
@@ -90,27 +101,30 @@ export function relayLease(deps: { store: EventStore; streamId: string; owner: s
       }
       let revision = last?.revision ?? -1;
       let position = held?.position;
-      let partitions = held?.partitions;
+      let partitions = recordedPartitions(events);
       if (partitions !== undefined) deps.partitions?.pin(partitions);
       let until = 0;
       const append = async (moveTo?: bigint, leaseUntil = now() + leaseMs) => {
         const nextPosition = moveTo === undefined ? position : moveTo.toString();
-        // Recorded with the first resume point: the count the keys went over until then.
-        const nextPartitions = partitions ?? (moveTo === undefined ? undefined : deps.partitions?.seen());
+        // With a resume point: the count the keys went over until then, the first time; a
+        // smaller one when the topic has fewer partitions now (made again), so that growing
+        // it back later moves no key either.
+        const seen = moveTo === undefined ? undefined : deps.partitions?.seen();
+        const nextPartitions = seen !== undefined && (partitions === undefined || seen < partitions) ? seen : partitions;
         const data: RelayCheckpoint = {
           owner,
           ...(nextPosition === undefined ? {} : { position: nextPosition }),
           leaseUntil: new Date(leaseUntil).toISOString(),
-          ...(nextPartitions === undefined ? {} : { partitions: nextPartitions }),
         };
         try {
-          const result = await store.appendToStream(streamId, [{ type: 'RelayCheckpointed', data }], {
+          const event = { type: 'RelayCheckpointed', data, ...(nextPartitions === undefined ? {} : { metadata: { [partitionsKey]: nextPartitions } }) };
+          const result = await store.appendToStream(streamId, [event], {
             expectedRevision: revision === -1 ? 'no_stream' : revision,
           });
           revision = result.nextExpectedRevision;
           position = nextPosition;
           until = leaseUntil;
-          if (partitions === undefined && nextPartitions !== undefined) {
+          if (nextPartitions !== partitions && nextPartitions !== undefined) {
             partitions = nextPartitions;
             deps.partitions?.pin(partitions);
           }

@@ -80,7 +80,7 @@ export function kafkaFeed(deps: {
   const { topic } = deps;
   let consumer: Consumer | undefined;
   /** The member's partitions and where the read DB holds them, while it consumes (see `batches`). */
-  let holding: { known: ReadonlyMap<string, string>; assigned: ReadonlySet<string> } | undefined;
+  let holding: { known: ReadonlyMap<string, string>; assigned: ReadonlySet<string>; joined: boolean } | undefined;
   let admin: { client: Admin; connected: Promise<void> } | undefined;
   let highWaterMarks: { at: number; read: Promise<Map<string, bigint>>; settled: boolean } | undefined;
   let closing = false;
@@ -132,7 +132,8 @@ export function kafkaFeed(deps: {
        */
       const known = new Map(from);
       const assigned = new Set<string>();
-      holding = { known, assigned };
+      const held = { known, assigned, joined: false };
+      holding = held;
       /** Joins so far; bumped by a crash too, and ended with this consumer: a look at the DB answered later is for nothing. */
       let joins = 0;
       let ended = false;
@@ -150,6 +151,7 @@ export function kafkaFeed(deps: {
         const now = new Set(partitions.map((partition) => partitionSource(topic, partition)));
         for (const source of [...known.keys()]) if (!now.has(source)) known.delete(source);
         assigned.clear();
+        held.joined = true;
         const sought: Record<number, string> = {};
         const seeking: number[] = [];
         const unknown: number[] = [];
@@ -299,11 +301,14 @@ export function kafkaFeed(deps: {
     },
     /**
      * Per partition this member holds: the messages after the offset the read DB holds, from the broker's
-     * high-water marks (read at most once a second, when asked). Rejects when the broker does not answer.
+     * high-water marks (read at most once a second, when asked). Rejects when the broker does not answer,
+     * and until the feed's consumer has joined its group.
      */
     async lag() {
       const current = holding;
-      if (!current) return new Map();
+      // Between a (re)start of the feed and its consumer's join, which partitions it will hold is not
+      // known: no figure, rather than "nothing behind" (a member that joined holding none has none).
+      if (!current?.joined) throw new StoreUnavailableError('the Kafka consumer has not joined its group yet');
       // One read at a time: a broker that does not answer (kafkajs retries for up to tens of seconds) is not
       // asked again by every scrape and probe meanwhile.
       if (!highWaterMarks || (highWaterMarks.settled && Date.now() - highWaterMarks.at > 1000)) {

@@ -3,7 +3,7 @@ import { pino } from 'pino';
 import t, { type Test } from 'tap';
 import type { EventPublisher, OutboundMessage } from '../../command-side/relay/publisher.js';
 import { messageOf, eventRelay } from '../../command-side/relay/relay.js';
-import { relayStreamId } from '../../command-side/relay/relay-lease.js';
+import { parseRelayCheckpoint, relayLease, relayStreamId } from '../../command-side/relay/relay-lease.js';
 import { StoreUnavailableError } from '../../shared/errors.js';
 import { inMemoryEventStore } from '../../shared/event-store/in-memory-event-store.js';
 import type { EventStore } from '../../shared/event-store/port.js';
@@ -274,4 +274,35 @@ void t.test('a relay that stops releases its lease: a relay of another identity 
   const all = await userEventsIn(store);
   await waitFor(() => b.status().position === all.at(-1)!.position.toString(), 5000, 'b publishes without waiting out the lease');
   t.equal(publisher.acknowledged.length, all.length, 'b resumed exactly where a stopped');
+});
+
+void t.test("the partition count rides in the lease events' metadata: kept, taken back by the next holder, lowered for a smaller topic", async (t) => {
+  const store = inMemoryEventStore();
+  const streamId = relayStreamId('users.events.v1');
+  let seen: number | undefined;
+  const pinned: number[] = [];
+  const partitions = { seen: () => seen, pin: (count: number) => void pinned.push(count) };
+  const first = await relayLease({ store, streamId, owner: 'a', leaseMs: 60_000, partitions }).tryAcquire();
+  if ('waitMs' in first) throw new Error('the lease was free');
+  await first.renew();
+  t.equal((await store.readStream(streamId)).at(-1)!.metadata.relayPartitions, undefined, 'nothing published yet: no count');
+  seen = 3;
+  await first.renew(10n);
+  t.same(pinned, [3], 'recorded with the first resume point, and pinned');
+  seen = 6;
+  await first.renew(20n);
+  t.equal((await store.readStream(streamId)).at(-1)!.metadata.relayPartitions, 3, 'a topic grown to 6: still 3');
+  await first.release();
+
+  pinned.length = 0;
+  seen = undefined;
+  const next = await relayLease({ store, streamId, owner: 'b', leaseMs: 60_000, partitions }).tryAcquire();
+  if ('waitMs' in next) throw new Error('the lease was released');
+  t.same(pinned, [3], 'the next holder pins the recorded count before it publishes');
+  seen = 2;
+  await next.renew(30n);
+  t.same(pinned, [3, 2], 'a topic made again with 2: lowered, so growing it back moves no key either');
+  t.equal((await store.readStream(streamId)).at(-1)!.metadata.relayPartitions, 2);
+  for (const event of await store.readStream(streamId)) parseRelayCheckpoint(event);
+  t.pass("every lease event's data still parses under the schema a relay of an earlier release reads it with");
 });

@@ -30,5 +30,10 @@ forEachReadDb(t, async (t, db) => {
     const patient = projectionControl({ db, projection: 'USER_DATA', owner: 'patient' });
     t.match(await patient.acquire(60_000), { staleOwner: 'quick-heartbeat' }, 'stale by its own measure');
     await patient.release();
+    t.match(
+      await db('PROJECTION_CONTROL').where({ PROJECTION: 'USER_DATA' }).first(),
+      { REBUILD_OWNER: null, REBUILD_STALE_MS: null },
+      'released with its bound, which must not judge a lock that code without the bound takes next',
+    );
   });
 });

@@ -295,6 +295,19 @@ void t.test("the projector through its source's outage: the lag counts from the 
   source = 'refuses';
   clock += 4_000;
   t.equal(sample(await scrape(), 'users_projector_lag_seconds'), 5, 'the later of the last whole look and the last applied event');
+
+  // A projector started behind: before its first batch the lag counts from its start, not 0.
+  const fresh = projectorMetrics(createMetricsRegistry('projector'), { now: () => clock, sourceReadTimeoutMs: 50, headPosition: () => Promise.resolve(20n) });
+  fresh.watch({ status: () => ({ ...notStartedStatus(), running: true, checkpoints: { [globalLogSource]: '10' } }) });
+  clock += 3_000;
+  t.match(await fresh.readiness(db, 60_000), { detail: { source: 'up', lagSeconds: 3 } }, 'behind before any batch: since its start');
+  // Then a look that does not answer: the age of the last event it applied, though older than its start.
+  fresh.onBatch({ events: [], lastEventAt: clock - 7_200_000 } as unknown as Parameters<typeof fresh.onBatch>[0], 0.001);
+  const silent = projectorMetrics(createMetricsRegistry('projector'), { now: () => clock, sourceReadTimeoutMs: 50, headPosition: () => Promise.reject(new Error('down')) });
+  silent.watch({ status: () => ({ ...notStartedStatus(), running: true, checkpoints: {} }) });
+  silent.onBatch({ events: [], lastEventAt: clock - 7_200_000 } as unknown as Parameters<typeof silent.onBatch>[0], 0.001);
+  clock += 1_000;
+  t.match(await silent.readiness(db, 60_000), { ready: false, detail: { source: 'down', lagSeconds: 7201 } }, 'two hours behind, not the second since its start');
 });
 
 void t.test('a Kafka projector with its broker stopped: source down, the lag grows, not ready; back with the broker', async (t) => {
@@ -313,6 +326,7 @@ void t.test('a Kafka projector with its broker stopped: source down, the lag gro
   });
   const feed = kafkaFeed({ kafka, topic, groupId: 'projector-metrics-outage', logger, consumerConfig: { sessionTimeout: 3000, rebalanceTimeout: 3000, heartbeatInterval: 100, maxWaitTimeInMs: 200 } });
   const registry = createMetricsRegistry('projector');
+  await t.rejects(feed.lag(), /has not joined its group yet/, 'before its consumer joins, the feed knows of no partitions: no figure, not "caught up"');
   const metrics = projectorMetrics(registry, { sourceLag: () => feed.lag(), sourceReadTimeoutMs: 500 });
   const projector = userProjector({ db, feed, logger, onBatch: metrics.onBatch });
   metrics.watch(projector);
