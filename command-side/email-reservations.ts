@@ -227,8 +227,10 @@ export function emailReservations(deps: EmailReservationDeps) {
 
   /**
    * Claims an address whose stream exists: 'ours' when its last claim already names
-   * `userId`, 'claimed' when this appended the claim (the address was free, or its
-   * claim lapsed), 'taken' when another user holds it.
+   * `userId` and still binds, 'claimed' when this appended the claim (the address was
+   * free, its claim lapsed, or `userId`'s own claim lapsed: renewed, so that another
+   * user's takeover of it conflicts instead of succeeding beside this request),
+   * 'taken' when another user holds it.
    */
   async function claimFound(streamId: string, email: string, userId: string, now: Date, metadata: EventMetadata): Promise<'ours' | 'claimed' | 'taken'> {
     const claim = claimEvents(userId, now, metadata);
@@ -237,8 +239,11 @@ export function emailReservations(deps: EmailReservationDeps) {
       const last = events[events.length - 1];
       const held = lastClaimOf(events);
       if (held) {
-        if (held.holder === userId) return 'ours';
-        if (await isHeld(held.claim, held.holder, email, now)) return 'taken';
+        const binds = await isHeld(held.claim, held.holder, email, now);
+        // Our own claim, past the grace period and not yet on our stream (a retry of a registration
+        // whose user append failed, long after): another user may take it over as lapsed right now.
+        if (held.holder === userId && binds) return 'ours';
+        if (held.holder !== userId && binds) return 'taken';
       }
       try {
         await store.appendToStream(streamId, claim, { expectedRevision: last ? last.revision : 'no_stream' });
@@ -277,7 +282,7 @@ export function emailReservations(deps: EmailReservationDeps) {
       now: Date,
       metadata: EventMetadata,
       alongside?: StreamAppend,
-    ): Promise<{ newlyClaimed: boolean; appendedAlongside?: AppendResult }> {
+    ): Promise<{ newlyClaimed: boolean; appendedAlongside?: AppendResult; confirmAfter: boolean }> {
       await sameSecret();
       await checkLegacy(email, userId, now);
       const streamId = emailStreamIdOf(deps.emailHash(email));
@@ -286,16 +291,19 @@ export function emailReservations(deps: EmailReservationDeps) {
       try {
         if (alongside && store.appendToStreams) {
           const [, appendedAlongside] = await store.appendToStreams([{ streamId, events: claim, expectedRevision: 'no_stream' }, alongside]);
-          return { newlyClaimed: true, appendedAlongside: appendedAlongside! };
+          return { newlyClaimed: true, appendedAlongside: appendedAlongside!, confirmAfter: false };
         }
         await store.appendToStream(streamId, claim, { expectedRevision: 'no_stream' });
-        return { newlyClaimed: true };
+        // A store that may hold reservations from before the keyed hash: a request for this user moving
+        // the address away releases it under both names, and may read this new claim as the one to
+        // release before this request's user append lands; the claim is looked at again after it.
+        return { newlyClaimed: true, confirmAfter: await mayHoldLegacy() };
       } catch (error) {
         if (!(error instanceof ConcurrencyError) || error.streamId !== streamId) throw error;
       }
       const found = await claimFound(streamId, email, userId, now, metadata);
       if (found === 'taken') throw new DomainError('EMAIL_TAKEN', 'this email address is already taken');
-      return { newlyClaimed: found === 'claimed' };
+      return { newlyClaimed: found === 'claimed', confirmAfter: found === 'ours' || (await mayHoldLegacy()) };
     },
 
     confirm,

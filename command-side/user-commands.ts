@@ -149,14 +149,14 @@ export function userCommands(deps: { store: EventStore; vault: Vault; clock?: ()
       let newlyClaimed = false;
       try {
         // A new claim and the user's events may go in one append (see `reserve`).
-        const { newlyClaimed: claimedNow, appendedAlongside } = claimed
+        const { newlyClaimed: claimedNow, appendedAlongside, confirmAfter } = claimed
           ? await emails.reserve(claimed, userId, now, metadata, ours)
-          : { newlyClaimed: false, appendedAlongside: undefined };
+          : { newlyClaimed: false, appendedAlongside: undefined, confirmAfter: false };
         newlyClaimed = claimedNow;
         const { streamId, events: toAppend, expectedRevision } = ours;
         const next = (appendedAlongside ?? (await store.appendToStream(streamId, toAppend, { expectedRevision }))).nextExpectedRevision;
         // A claim found rather than made may have been released by a failed request for this user meanwhile (see `release`).
-        if (claimed && !newlyClaimed) await emails.confirm(claimed, userId, now, metadata).catch(() => {});
+        if (claimed && confirmAfter) await emails.confirm(claimed, userId, now, metadata).catch(() => {});
         const released = releasedEmail(events);
         if (released) await emails.release(released, userId, now, metadata).catch(() => {});
         return { id: userId, revision: next };

@@ -10,6 +10,8 @@ import { ajv, fieldProblems } from './schema-validation.js';
  * against this schema; an error lists every bad key. Defaults run the whole
  * service on embedded stores under ./data.
  */
+/** Three times EventStoreDB's operation timeout (`esdb-event-store.ts`). */
+const minGraceOnEventStoreDb = 30_000;
 const port = { type: 'integer', minimum: 0, maximum: 65535 } as const;
 const positiveMs = { type: 'integer', minimum: 1, maximum: 600_000 } as const;
 
@@ -269,6 +271,15 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env, { servesWrit
     problems.push({
       field: 'KEY_STORE_URL',
       message: 'must be set when NODE_ENV=production and EVENTSTORE_URL is set (or READ_DB_URL on MariaDB, whose server then keeps the keys): a key store in a local file is not shared between hosts',
+    });
+  }
+  // On EventStoreDB an append that timed out (after 10 s) may still commit: a claim must outlive that, or a
+  // second registration could take the address over from a user whose append is landing. The grace period
+  // is also compared across two clocks (the command side's, the server's recording time).
+  if (env.EVENTSTORE_URL !== undefined && typeof withDefaults.EMAIL_RESERVATION_GRACE_MS === 'number' && withDefaults.EMAIL_RESERVATION_GRACE_MS < minGraceOnEventStoreDb) {
+    problems.push({
+      field: 'EMAIL_RESERVATION_GRACE_MS',
+      message: `must be at least ${minGraceOnEventStoreDb} when EVENTSTORE_URL is set: an append that timed out (10 s) may still commit, and a claim taken over before it lands lets two users hold one address`,
     });
   }
   if (!valid || problems.length > 0) throw new ConfigError(problems);

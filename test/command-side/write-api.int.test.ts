@@ -1,5 +1,6 @@
 import { testEmailStreamId, testVault } from '../support/vault.js';
 import t, { type Test } from 'tap';
+import { v5 as uuidv5 } from 'uuid';
 import type { InjectOptions } from 'fastify';
 import { buildCommandApp } from '../../command-side/app.js';
 import { userCommands } from '../../command-side/user-commands.js';
@@ -241,6 +242,44 @@ function writeApiSuite(t: Test, openStore: (t: Test) => Promise<EventStore>) {
     t.same(answered.json(), second.json(), 'the first answers as the second did');
     t.same(await lastReservation(store, 'raced@example.org'), { type: 'EmailReserved', userId: second.json().id });
     t.equal((await register('Eve', 'raced@example.org')).statusCode, 409, 'nobody else can register it');
+  });
+
+  void t.test("a retry with its key long after its claim was orphaned renews the claim: another user's takeover meanwhile conflicts", async (t) => {
+    let blocked!: () => void;
+    const retryBlocked = new Promise<void>((resolve) => (blocked = resolve));
+    let letGo!: () => void;
+    const gate = new Promise<void>((resolve) => (letGo = resolve));
+    const inner = twoAppends(await openStore(t), async (append, nth) => {
+      if (nth === 0) {
+        blocked();
+        await gate;
+      }
+      return append();
+    });
+    const orphanStream = testEmailStreamId('stale@example.org');
+    // The first attempt with the key claimed the address and died before writing its user, two minutes ago
+    // (the claim's recording time read back that much earlier; every later claim is as recent as it is).
+    const store: EventStore = {
+      ...inner,
+      readStream: async (streamId, options) =>
+        (await inner.readStream(streamId, options)).map((e) =>
+          streamId === orphanStream && e.revision === 0 ? { ...e, recordedAt: new Date(e.recordedAt.getTime() - 120_000) } : e,
+        ),
+    };
+    const { register } = await setUp(t, { store });
+    // The id the key names (`user-commands.ts`: a UUIDv5 of the key in the service's namespace).
+    const userId = uuidv5('k-stale', '6f0c1a52-3a1e-4f4b-9d3c-52a8b0c3e2d1');
+    await store.appendToStream(orphanStream, [{ type: 'EmailReserved', data: { userId, occurredAt: new Date().toISOString() } }], { expectedRevision: 'no_stream' });
+    // Its retry, past the grace period, and someone else registering the address at the same moment.
+    const retry = register('Ada', 'stale@example.org', { 'idempotency-key': 'k-stale' });
+    await retryBlocked;
+    const other = await register('Eve', 'stale@example.org');
+    letGo();
+    const answered = await retry;
+    t.same([answered.statusCode, other.statusCode], [201, 409], 'the retry, which renewed its claim first, gets the address; the other does not');
+    t.equal(other.json().code, 'EMAIL_TAKEN');
+    t.same(await lastReservation(store, 'stale@example.org'), { type: 'EmailReserved', userId });
+    t.equal((await register('Mallory', 'stale@example.org')).statusCode, 409, 'and it stays taken');
   });
 
   void t.test('a release looks at the user before and after: it never leaves free an address the user took meanwhile', async (t) => {

@@ -146,3 +146,12 @@ void t.test('the rebuild\'s tuning: REBUILD_HEARTBEAT_MS, REBUILD_PAUSE_MS, REBU
   });
   t.throws(() => loadConfig({ REBUILD_PAUSE_MS: '1e3' }), { name: 'ConfigError', problems: [{ field: 'REBUILD_PAUSE_MS', message: 'must be integer' }] });
 });
+
+void t.test("EMAIL_RESERVATION_GRACE_MS on EventStoreDB outlives an append that timed out and may still commit", async (t) => {
+  t.throws(() => loadConfig({ EVENTSTORE_URL: 'esdb://127.0.0.1:2113?tls=false', EMAIL_RESERVATION_GRACE_MS: '5000' }), {
+    name: 'ConfigError',
+    problems: [{ field: 'EMAIL_RESERVATION_GRACE_MS', message: /^must be at least 30000 when EVENTSTORE_URL is set/ }],
+  });
+  t.equal(loadConfig({ EVENTSTORE_URL: 'esdb://127.0.0.1:2113?tls=false', EMAIL_RESERVATION_GRACE_MS: '30000' }).emailReservationGraceMs, 30_000);
+  t.equal(loadConfig({ EMAIL_RESERVATION_GRACE_MS: '5000' }).emailReservationGraceMs, 5000, "on the embedded store an append's outcome is always known");
+});
