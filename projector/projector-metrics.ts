@@ -3,6 +3,7 @@ import type { Knex } from 'knex';
 import type { FeedBatch } from '../shared/event-feed/port.js';
 import { globalLogSource } from '../shared/event-feed/event-store-feed.js';
 import type { Readiness } from '../shared/metrics.js';
+import { withTimeout } from '../shared/retry.js';
 import { notStartedStatus, type ProjectorStatus } from './projector.js';
 
 /** Batch durations in seconds: from a 1-event batch (a few ms) to a retried one. */
@@ -30,11 +31,10 @@ const batchBuckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1
  * nothing of what is behind, so the read model is fresh only as of the last moment it
  * was known to be: the last read of the source that found nothing behind, or the entry
  * of the last event applied, whichever is later (the metrics' creation only when
- * neither is known). Through such
- * an outage `users_projector_lag_seconds` grows from that moment,
- * `users_projector_source_up` is 0, and readiness fails once the lag passes its
- * bound: the figures of the last batches alone would read "caught up" while writes
- * accepted upstream wait to reach the read model.
+ * neither is known). Through such an outage `users_projector_lag_seconds` grows from
+ * that moment, `users_projector_source_up` is 0, and readiness fails once the lag
+ * passes its bound: the figures of the last batches alone would read "caught up"
+ * while writes accepted upstream wait to reach the read model.
  */
 export function projectorMetrics(
   registry: Registry,
@@ -77,18 +77,11 @@ export function projectorMetrics(
     registers: [registry],
   });
 
+  const anyBehind = (lag: ReadonlyMap<string, number>) => [...lag.values()].some((events) => events > 0);
+
   /** The source's read, or undefined if it failed or did not answer in time. */
-  async function withinTimeout<T>(read: () => Promise<T>): Promise<T | undefined> {
-    let timer: NodeJS.Timeout | undefined;
-    const timedOut = new Promise<undefined>((resolve) => {
-      timer = setTimeout(() => resolve(undefined), sourceReadTimeoutMs);
-    });
-    try {
-      return await Promise.race([read().catch(() => undefined), timedOut]);
-    } finally {
-      clearTimeout(timer);
-    }
-  }
+  const withinTimeout = <T>(read: () => Promise<T>): Promise<T | undefined> =>
+    withTimeout(read(), sourceReadTimeoutMs, () => new Error('the source did not answer')).catch(() => undefined);
 
   /** One look at the source for all the gauges of a scrape (prom-client collects them at once) and a probe beside it. */
   let looking: Promise<Map<string, number>> | undefined;
@@ -116,7 +109,7 @@ export function projectorMetrics(
     if (!readsSource) return new Map(behind);
     sourceUp = lag !== undefined;
     if (!lag) return new Map(behind);
-    if (![...lag.values()].some((events) => events > 0)) caughtUpAt = Math.max(caughtUpAt ?? startedAt, startedAt);
+    if (!anyBehind(lag)) caughtUpAt = Math.max(caughtUpAt ?? startedAt, startedAt);
     return lag;
   }
 
@@ -189,9 +182,8 @@ export function projectorMetrics(
     const lag = await lagEvents();
     const at = now();
     if (!sourceUp) return Math.max(0, (at - knownWholeAt()) / 1000);
-    const isBehind = [...lag.values()].some((events) => events > 0);
     // Behind before any batch of this process: since the read model was last known whole, or since the start.
-    return isBehind ? Math.max(0, (at - (lastEventAt ?? knownWholeAt())) / 1000) : 0;
+    return anyBehind(lag) ? Math.max(0, (at - (lastEventAt ?? knownWholeAt())) / 1000) : 0;
   }
 
   return {

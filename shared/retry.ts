@@ -5,6 +5,15 @@ export function backoffDelay(attempt: number, baseMs = 100, capMs = 10_000): num
   return Math.random() * Math.min(capMs, baseMs * 2 ** attempt);
 }
 
+/** `work`'s outcome, or `timedOut()`'s error thrown after `ms` (the work itself is not stopped: `timedOut` may release it). */
+export function withTimeout<T>(work: Promise<T>, ms: number, timedOut: () => Error): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(timedOut()), ms);
+  });
+  return Promise.race([work, timeout]).finally(() => clearTimeout(timer));
+}
+
 export const isRetriable = (error: unknown): boolean =>
   typeof error === 'object' && error !== null && (error as { retriable?: unknown }).retriable === true;
 

@@ -85,7 +85,6 @@ export function relayLease(deps: { store: EventStore; streamId: string; owner: s
   const { store, streamId, owner, leaseMs } = deps;
   const now = deps.clock ?? Date.now;
 
-
   return {
     /**
      * Takes the lease if it is free or expired. Returns undefined with the time to

@@ -23,6 +23,7 @@ import {
   type ResolvedEvent,
 } from '@eventstore/db-client';
 import { ConcurrencyError, ServiceError, StoreUnavailableError } from '../errors.js';
+import { withTimeout } from '../retry.js';
 import {
   describeExpected,
   type EventMetadata,
@@ -134,15 +135,11 @@ function toRecorded(resolved: Resolved): RecordedEvent | undefined {
 const isSystemEvent = (event: Pick<RecordedEvent, 'type' | 'streamId'>) => event.type.startsWith('$') || event.streamId.startsWith('$');
 
 /** Rejects with StoreUnavailableError after `ms`, calling `onTimeout` to release resources. */
-function withTimeout<T>(work: Promise<T>, ms: number, what: string, onTimeout?: () => void): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => {
-      onTimeout?.();
-      reject(new StoreUnavailableError(`EventStoreDB did not answer ${what} within ${ms} ms`));
-    }, ms);
+function bounded<T>(work: Promise<T>, ms: number, what: string, onTimeout?: () => void): Promise<T> {
+  return withTimeout(work, ms, () => {
+    onTimeout?.();
+    return new StoreUnavailableError(`EventStoreDB did not answer ${what} within ${ms} ms`);
   });
-  return Promise.race([work, timeout]).finally(() => clearTimeout(timer));
 }
 
 /**
@@ -211,7 +208,7 @@ export function esdbEventStore(options: EsdbEventStoreOptions): EventStore {
       for await (const resolved of read) events.push(resolved);
       return events;
     };
-    return withTimeout(drain(), timeoutMs, what, () => {
+    return bounded(drain(), timeoutMs, what, () => {
       void read.cancel();
       read.destroy();
     });
@@ -242,7 +239,7 @@ export function esdbEventStore(options: EsdbEventStoreOptions): EventStore {
   async function append(streamId: string, events: readonly EventToAppend[], expected: ExpectedRevision) {
     const what = `append to ${streamId}`;
     try {
-      const result = await withTimeout(
+      const result = await bounded(
         client.appendToStream(
           streamId,
           events.map((e) =>

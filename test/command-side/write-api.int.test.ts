@@ -195,6 +195,21 @@ function writeApiSuite(t: Test, openStore: (t: Test) => Promise<EventStore>) {
         streamId.startsWith('user-') ? userAppend(() => inner.appendToStream(streamId, events, options), userAppends++) : inner.appendToStream(streamId, events, options),
     };
   };
+  /** `twoAppends` with the first user append held until `letGo()`; `held` resolves once it is. */
+  const holdingFirstUserAppend = (inner: EventStore) => {
+    let blocked!: () => void;
+    const held = new Promise<void>((resolve) => (blocked = resolve));
+    let letGo!: () => void;
+    const gate = new Promise<void>((resolve) => (letGo = resolve));
+    const store = twoAppends(inner, async (append, nth) => {
+      if (nth === 0) {
+        blocked();
+        await gate;
+      }
+      return append();
+    });
+    return { store, held, letGo };
+  };
   const lastReservation = async (store: EventStore, email: string) => {
     const [last] = (await store.readStream(testEmailStreamId(email))).slice(-1);
     return { type: last?.type, userId: (last?.data as { userId?: string } | undefined)?.userId };
@@ -217,17 +232,7 @@ function writeApiSuite(t: Test, openStore: (t: Test) => Promise<EventStore>) {
   });
 
   void t.test('two requests with one Idempotency-Key, the first losing the race after it claimed: the address stays claimed', async (t) => {
-    let blocked!: () => void;
-    const firstBlocked = new Promise<void>((resolve) => (blocked = resolve));
-    let letGo!: () => void;
-    const gate = new Promise<void>((resolve) => (letGo = resolve));
-    const store = twoAppends(await openStore(t), async (append, nth) => {
-      if (nth === 0) {
-        blocked();
-        await gate;
-      }
-      return append();
-    });
+    const { store, held: firstBlocked, letGo } = holdingFirstUserAppend(await openStore(t));
     const { register } = await setUp(t, { store });
     const headers = { 'idempotency-key': 'k-race' };
     const first = register('Ada', 'raced@example.org', headers);
@@ -245,17 +250,7 @@ function writeApiSuite(t: Test, openStore: (t: Test) => Promise<EventStore>) {
   });
 
   void t.test("a retry with its key long after its claim was orphaned renews the claim: another user's takeover meanwhile conflicts", async (t) => {
-    let blocked!: () => void;
-    const retryBlocked = new Promise<void>((resolve) => (blocked = resolve));
-    let letGo!: () => void;
-    const gate = new Promise<void>((resolve) => (letGo = resolve));
-    const inner = twoAppends(await openStore(t), async (append, nth) => {
-      if (nth === 0) {
-        blocked();
-        await gate;
-      }
-      return append();
-    });
+    const { store: inner, held: retryBlocked, letGo } = holdingFirstUserAppend(await openStore(t));
     const orphanStream = testEmailStreamId('stale@example.org');
     // The first attempt with the key claimed the address and died before writing its user, two minutes ago
     // (the claim's recording time read back that much earlier; every later claim is as recent as it is).

@@ -4,7 +4,7 @@ import type { ConsumerConfig } from 'kafkajs';
 import { pino } from 'pino';
 import t, { type Test } from 'tap';
 import { kafkaPublisher } from '../../command-side/relay/kafka-publisher.js';
-import { messageOf, eventRelay } from '../../command-side/relay/relay.js';
+import { messageOf } from '../../command-side/relay/relay.js';
 import { projectionName } from '../../shared/read-model/user-row.js';
 import { readCheckpoints } from '../../shared/read-model/checkpoints.js';
 import { listParked, parkedCounts } from '../../shared/read-model/dead-letters.js';
@@ -16,6 +16,7 @@ import { inMemoryEventStore } from '../../shared/event-store/in-memory-event-sto
 import type { EventStore } from '../../shared/event-store/port.js';
 import { createKafka } from '../../shared/kafka/kafka-client.js';
 import { startKafkaTestBroker } from '../support/kafka-test-broker.js';
+import { relayToKafka } from '../support/kafka-relay.js';
 import { forEachReadDb, readDbsUnderTest } from '../support/read-dbs.js';
 import { commandsOver, expectedRows, seedUsers, tableRows, waitFor } from '../support/seed.js';
 import { mariadbBehindProxy } from '../support/mariadb-behind-proxy.js';
@@ -51,16 +52,6 @@ function projectorOn(
   return { projector, running, feed };
 }
 
-async function relayAll(t: Test, store: EventStore, kafka: ReturnType<typeof createKafka>, topic: string) {
-  const publisher = kafkaPublisher(kafka, topic);
-  const relay = eventRelay({ store, vault: testVault, publisher, topic, logger, leaseMs: 3000, batchSize: 50 });
-  void relay.start();
-  t.teardown(async () => {
-    await relay.stop();
-    await publisher.close();
-  });
-  return relay;
-}
 
 const sameAsLog = async (db: Parameters<typeof tableRows>[0], store: EventStore) =>
   JSON.stringify(await tableRows(db)) === JSON.stringify(await expectedRows(store));
@@ -71,7 +62,7 @@ forEachReadDb(t, async (t, db, kind) => {
   const store = inMemoryEventStore();
   const commands = commandsOver(store);
   await seedUsers(commands, 30);
-  await relayAll(t, store, kafka, topic);
+  relayToKafka(t, store, kafka, topic, logger);
 
   await t.test('relayed events become rows equal to a fold of the log; offsets stored per partition', async (t) => {
     const { projector } = projectorOn(t, kafka, topic, 'projector-a', db);
@@ -196,7 +187,7 @@ void t.test('a MariaDB outage pauses Kafka consumption, which resumes without lo
   const kafka = await kafkaFor(t, topic);
   const store = inMemoryEventStore();
   const commands = commandsOver(store);
-  await relayAll(t, store, kafka, topic);
+  relayToKafka(t, store, kafka, topic, logger);
   const { projector, feed } = projectorOn(t, kafka, topic, 'projector-outage', db);
   await seedUsers(commands, 10, 'before');
   await waitFor(() => sameAsLog(db, store), 20_000, 'first rows');
@@ -231,7 +222,7 @@ void t.test('a Kafka outage: the projector reconnects on its own and loses nothi
   const kafka = createKafka({ brokers: broker.brokers, clientId: 'test', logger });
   const store = inMemoryEventStore();
   const commands = commandsOver(store);
-  await relayAll(t, store, kafka, topic);
+  relayToKafka(t, store, kafka, topic, logger);
   const { projector } = projectorOn(t, kafka, topic, 'projector-kafka-outage', db);
   await seedUsers(commands, 10, 'before');
   await waitFor(() => sameAsLog(db, store), 20_000, 'rows before the outage');

@@ -6,10 +6,10 @@ import { eventRelay } from '../../command-side/relay/relay.js';
 import { relayMetrics } from '../../command-side/relay/relay-metrics.js';
 import { projectorMetrics } from '../../projector/projector-metrics.js';
 import { notStartedStatus, userProjector } from '../../projector/projector.js';
-import { kafkaPublisher } from '../../command-side/relay/kafka-publisher.js';
 import { kafkaFeed } from '../../shared/event-feed/kafka-feed.js';
 import { createKafka } from '../../shared/kafka/kafka-client.js';
 import { startKafkaTestBroker } from '../support/kafka-test-broker.js';
+import { relayToKafka } from '../support/kafka-relay.js';
 import { buildQueryApp } from '../../query-side/app.js';
 import { StoreUnavailableError } from '../../shared/errors.js';
 import { eventStoreFeed, globalLogSource } from '../../shared/event-feed/event-store-feed.js';
@@ -317,13 +317,7 @@ void t.test('a Kafka projector with its broker stopped: source down, the lag gro
   t.teardown(() => broker.stop());
   const kafka = createKafka({ brokers: broker.brokers, clientId: 'test', logger });
   const store = inMemoryEventStore();
-  const publisher = kafkaPublisher(kafka, topic);
-  const relay = eventRelay({ store, vault: testVault, publisher, topic, logger, leaseMs: 3000, batchSize: 50 });
-  void relay.start();
-  t.teardown(async () => {
-    await relay.stop();
-    await publisher.close();
-  });
+  const relayed = relayToKafka(t, store, kafka, topic, logger);
   const feed = kafkaFeed({ kafka, topic, groupId: 'projector-metrics-outage', logger, consumerConfig: { sessionTimeout: 3000, rebalanceTimeout: 3000, heartbeatInterval: 100, maxWaitTimeInMs: 200 } });
   const registry = createMetricsRegistry('projector');
   await t.rejects(feed.lag(), /has not joined its group yet/, 'before its consumer joins, the feed knows of no partitions: no figure, not "caught up"');
@@ -353,6 +347,5 @@ void t.test('a Kafka projector with its broker stopped: source down, the lag gro
   t.equal(sample(await registry.metrics(), 'users_projector_source_up'), 1);
   // Stopped here, while the broker is up: a consumer that crashed through the outage stops cleanly.
   await projector.stop();
-  await relay.stop();
-  await publisher.close();
+  await relayed.stop();
 });
