@@ -1,4 +1,5 @@
 import { setMaxListeners } from 'node:events';
+import type { ServerResponse } from 'node:http';
 import type { FastifyServerOptions } from 'fastify';
 import type { Registry } from 'prom-client';
 import type { Knex } from 'knex';
@@ -66,8 +67,16 @@ const readTags = ['users'] as const;
 
 /** The read API over `USER_DATA`. Builds the app; `main.ts` listens. */
 export function buildQueryApp(deps: QueryAppDeps) {
-  const app = createHttpApp({ logger: deps.logger ?? false, bodyLimitBytes: deps.bodyLimitBytes, trustProxy: deps.trustProxy });
-  const reads = openUserReads(deps.db, { timeoutMs: deps.queryTimeoutMs ?? 5000 });
+  const queryTimeoutMs = deps.queryTimeoutMs ?? 5000;
+  const app = createHttpApp({
+    logger: deps.logger ?? false,
+    bodyLimitBytes: deps.bodyLimitBytes,
+    trustProxy: deps.trustProxy,
+    // A read may wait for its write up to CONSISTENCY_WAIT_MS, then read (QUERY_TIMEOUT_MS, and the
+    // last look at the version before it): the connection is not cut as idle before that answer.
+    connectionTimeoutMs: Math.max(60_000, deps.consistencyWaitMs + 2 * (queryTimeoutMs + 1000) + 5000),
+  });
+  const reads = openUserReads(deps.db, { timeoutMs: queryTimeoutMs });
   app.addHook('onClose', () => reads.close());
   const users = userQueries(reads);
   // Most reads carry no token: they go straight to the query, without an await.
@@ -79,8 +88,19 @@ export function buildQueryApp(deps: QueryAppDeps) {
     closing.abort();
     done();
   });
-  const readYourWrites = (token: string | undefined) =>
-    token === undefined ? undefined : waitForWrite(token, users.versionOf, deps.consistencyWaitMs, (ms) => reads.waitForChange(ms), closing.signal);
+  const readYourWrites = (token: string | undefined, response: ServerResponse) => {
+    if (token === undefined) return undefined;
+    // A caller that leaves (its own timeout, a closed tab) ends its wait: it would otherwise keep
+    // looking at the read model, and hold a timer and a listener, for the whole CONSISTENCY_WAIT_MS.
+    const left = new AbortController();
+    const gone = () => {
+      if (!response.writableFinished) left.abort();
+    };
+    response.once('close', gone);
+    return waitForWrite(token, users.versionOf, deps.consistencyWaitMs, (ms) => reads.waitForChange(ms), closing.signal, left.signal).finally(() =>
+      response.off('close', gone),
+    );
+  };
 
   harden(app, { rateLimitPerMinute: deps.rateLimitPerMinute ?? 0, tokens: deps.readApiTokens ?? [] });
   registerApiDocs(app, {
@@ -131,7 +151,7 @@ export function buildQueryApp(deps: QueryAppDeps) {
           },
         },
         async (request, reply) => {
-          const waiting = readYourWrites(request.headers['consistency-token']);
+          const waiting = readYourWrites(request.headers['consistency-token'], reply.raw);
           if (waiting) await waiting;
           const user = await users.byId(request.params.id.toLowerCase());
           if (!user) {
@@ -194,8 +214,8 @@ export function buildQueryApp(deps: QueryAppDeps) {
             },
           },
         },
-        async (request) => {
-          const waiting = readYourWrites(request.headers['consistency-token']);
+        async (request, reply) => {
+          const waiting = readYourWrites(request.headers['consistency-token'], reply.raw);
           if (waiting) await waiting;
           const { email, name, status, cursor, limit } = request.query;
           return users.list({ email, name, status, cursor, limit: limit ?? 20 });

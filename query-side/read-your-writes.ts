@@ -12,7 +12,8 @@ import { userIdFromStream } from '../shared/user-events.js';
  * Retry-After) rather than let the caller read stale data. Once `closing` is aborted (the
  * read API closes) it looks once more and then throws SHUTTING_DOWN: a wait may last
  * `CONSISTENCY_WAIT_MS` (up to 600 s), and the close, which waits for the requests under
- * way, would otherwise wait as long, past a container's stop grace period.
+ * way, would otherwise wait as long, past a container's stop grace period. Once `left` is aborted
+ * (the caller closed its connection) it stops looking at once: no one is left to answer.
  */
 export async function waitForWrite(
   token: string,
@@ -20,6 +21,7 @@ export async function waitForWrite(
   timeoutMs: number,
   waitForChange: (ms: number) => Promise<unknown>,
   closing?: AbortSignal,
+  left?: AbortSignal,
 ): Promise<void> {
   const { streamId, revision } = decodeConsistencyToken(token);
   // The write API names users by UUID; ids are case-insensitive, as in the read API's paths.
@@ -33,9 +35,11 @@ export async function waitForWrite(
     if (closing?.aborted) {
       throw new ServiceError('SHUTTING_DOWN', `this instance is shutting down before the read model applied ${token}; retry the read`, true);
     }
-    const left = deadline - Date.now();
-    if (left <= 0) break;
-    await (closing ? untilEither(waitForChange(Math.min(pause, left)), closing) : waitForChange(Math.min(pause, left)));
+    if (left?.aborted) throw new ServiceError('CONSISTENCY_TIMEOUT', `the caller closed its connection before the read model applied ${token}`, true);
+    const remaining = deadline - Date.now();
+    if (remaining <= 0) break;
+    const change = waitForChange(Math.min(pause, remaining));
+    await (closing || left ? untilAnyOf(change, closing, left) : change);
   }
   throw new ServiceError(
     'CONSISTENCY_TIMEOUT',
@@ -44,19 +48,26 @@ export async function waitForWrite(
   );
 }
 
-/** `wait`, or the abort of `signal` if that comes first. */
-function untilEither(wait: Promise<unknown>, signal: AbortSignal): Promise<unknown> {
-  if (signal.aborted) return Promise.resolve();
+/** `wait`, or the abort of either signal if that comes first. */
+function untilAnyOf(wait: Promise<unknown>, ...signals: (AbortSignal | undefined)[]): Promise<unknown> {
+  const watched = signals.filter((signal): signal is AbortSignal => signal !== undefined);
+  if (watched.some((signal) => signal.aborted)) return Promise.resolve();
   return new Promise((resolve, reject) => {
-    const aborted = () => resolve(undefined);
-    signal.addEventListener('abort', aborted, { once: true });
+    const aborted = () => {
+      stopWatching();
+      resolve(undefined);
+    };
+    const stopWatching = () => {
+      for (const signal of watched) signal.removeEventListener('abort', aborted);
+    };
+    for (const signal of watched) signal.addEventListener('abort', aborted, { once: true });
     wait.then(
       (value) => {
-        signal.removeEventListener('abort', aborted);
+        stopWatching();
         resolve(value);
       },
       (error: unknown) => {
-        signal.removeEventListener('abort', aborted);
+        stopWatching();
         reject(error instanceof Error ? error : new Error(String(error)));
       },
     );

@@ -95,6 +95,12 @@ export interface AppOptions {
   bodyLimitBytes?: number;
   /** Fastify's `trustProxy`: whose X-Forwarded-For gives `request.ip` (config TRUST_PROXY); off when absent. */
   trustProxy?: boolean | number | readonly string[];
+  /**
+   * How long a connection may stay silent (Node's socket timeout), 60 s when absent: a request that
+   * is answered later than this on purpose (the read API's wait for a write) needs more, or its
+   * caller gets a dropped connection in the place of its answer.
+   */
+  connectionTimeoutMs?: number;
 }
 
 /**
@@ -119,7 +125,7 @@ export function createHttpApp(options: AppOptions) {
     trustProxy: trustProxyOption(options.trustProxy),
     // Clients that trickle their request are cut off rather than holding a socket.
     requestTimeout: 30_000,
-    connectionTimeout: 60_000,
+    connectionTimeout: options.connectionTimeoutMs ?? 60_000,
     // Answered by `refuseWhileClosing` instead, in the APIs' error form.
     return503OnClosing: false,
     logController: new RequestLogLines(),
