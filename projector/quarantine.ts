@@ -2,7 +2,7 @@ import type { Knex } from 'knex';
 import { dbNow, readDbError } from '../shared/read-db.js';
 import { readDbDialect } from '../shared/read-model/dialect.js';
 import { isRetriable } from '../shared/retry.js';
-import { userIdFromStream } from '../shared/user-events.js';
+import { userIdFromStream, type UserEvent } from '../shared/user-events.js';
 import { applyInSavepoint } from './apply-batch.js';
 import { classify } from './classify.js';
 import { projectionName, userDataTable, type UserRow } from '../shared/read-model/user-row.js';
@@ -67,6 +67,19 @@ export function quarantine(deps: { db: Knex; fold?: typeof userRowFrom }) {
       for (const [index, entry] of parked.entries()) {
         const id = Number(entry.ID);
         if (id === skipId) {
+          if (entry.EVENT_TYPE === 'UserForgotten' && userId !== undefined) {
+            // A person's erasure is never left out: skipping a forget that fails (its payload unreadable, its
+            // row write failing) erases the row as the forget would have, and the rest of the stream with it.
+            // Left out, the name and email would stay readable until a rebuild, with the forget long answered.
+            const stored = parse(entry.DATA) as { occurredAt?: unknown } | undefined;
+            const occurredAt = typeof stored?.occurredAt === 'string' && !Number.isNaN(Date.parse(stored.occurredAt)) ? stored.occurredAt : new Date().toISOString();
+            const erasure: UserEvent = { type: 'UserForgotten', data: { userId, occurredAt } };
+            // An entry parked without its revision (-1: a message that could not be read) still moves the row on.
+            await applyInSavepoint(trx, row, erasure, Math.max(Number(entry.REVISION), (row?.VERSION ?? -1) + 1), fold);
+            await eraseParkedStreams(trx, projectionName, [streamId]);
+            result.skipped += parked.length - index;
+            return;
+          }
           await trx(deadLetterTable).where({ ID: id }).update({ STATE: 'skipped', DATE_UPDATED: now });
           result.skipped += 1;
           continue;

@@ -112,7 +112,7 @@ forEachReadDb(t, async (t, db) => {
     t.match(stillBroken, { applied: 0, stillParked: 3, error: /unknown event type/ });
     t.match(await listParked(db, projectionName, { stream: userStreamId(a!) }), [{ STATE: 'failed', ATTEMPTS: 2 }, {}, {}]);
 
-    const [aHead] = await listParked(db, projectionName, { stream: userStreamId(a!), states: ['failed'] });
+    const [aHead] = await listParked(db, projectionName, { stream: userStreamId(a), states: ['failed'] });
     await t.rejects(operator.skip(aHead!.ID + 1), /only a failed event can be skipped/, 'a held event cannot be skipped');
     t.match(await operator.skip(aHead!.ID), { skipped: 1, applied: 2, stillParked: 0 });
     const [bHead] = await listParked(db, projectionName, { stream: userStreamId(b!), states: ['failed'] });
@@ -166,6 +166,22 @@ forEachReadDb(t, async (t, db) => {
       t.same(await tableRows(db), skippedNothing);
     });
   }
+
+  await t.test('skipping a forget that fails erases the person all the same', async (t) => {
+    const store = inMemoryEventStore();
+    const commands = commandsOver(store);
+    const { id: a } = await commands.register({ name: 'Parked Person', email: 'parked.person@example.org' });
+    // A forget whose payload fails its schema (no occurredAt).
+    const brokenAt = await appendRaw(store, a, 'UserForgotten', { userId: a });
+    await runProjector(t, db, store);
+    t.match(await tableRows(db).then((r) => r.find((x) => x.ID_USER_DATA === a)), { NAME: 'Parked Person' }, 'parked: the row keeps the name');
+    const operator = quarantine({ db });
+    const [failed] = await listParked(db, projectionName, { stream: userStreamId(a), states: ['failed'] });
+    t.equal(failed!.REVISION, brokenAt);
+    t.match(await operator.skip(failed!.ID), { skipped: 1, stillParked: 0 });
+    const erased = (await tableRows(db)).find((x) => x.ID_USER_DATA === a);
+    t.match(erased, { STATUS: 'forgotten', NAME: '', EMAIL: '', VERSION: brokenAt }, 'the row is erased as the forget would have erased it');
+  });
 
   await t.test('a handler error that repeats: parked after the bounded attempts; one that passes parks nothing', async (t) => {
     const store = inMemoryEventStore();
