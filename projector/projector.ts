@@ -9,7 +9,7 @@ import { beginPreparedOnMariaDb, type OpenMariaDbBatch } from './mariadb-batch.j
 import { readDbDialect } from '../shared/read-model/dialect.js';
 import { projectionName, type UserRow } from '../shared/read-model/user-row.js';
 import { readCheckpoints } from '../shared/read-model/checkpoints.js';
-import { eraseFreedPages, readDbError, walTruncationPending } from '../shared/read-db.js';
+import { eraseFreedPages, readDbError, truncateWalOnce, walTruncationPending } from '../shared/read-db.js';
 import { parkedCounts } from '../shared/read-model/dead-letters.js';
 import { ProjectionPausedError } from './projection-control.js';
 import { endingSpan, startSpan, tracingOn } from '../shared/tracing.js';
@@ -279,6 +279,7 @@ export function userProjector(deps: {
       let from = await retrying(() => readCheckpoints(db), { signal: abort.signal, onRetry });
       await retrying(countParked, { signal: abort.signal, onRetry });
       readDbIs(true);
+      truncateWalOnce(db);
       housekeeping = setInterval(() => {
         // The count doubles as the read DB's probe while no batch comes.
         void countParked().then(

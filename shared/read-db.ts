@@ -239,6 +239,15 @@ const walToTruncate = new WeakSet<Knex>();
 export const walTruncationPending = (db: Knex): boolean => walToTruncate.has(db);
 
 /**
+ * For a process that starts to write a SQLite read DB: whether the last one left an erasure's page
+ * images in the WAL (its truncation blocked by a reader, then a deploy or a crash) is known only to
+ * that process, so the new one truncates once, as soon as readers let it (`walTruncationPending`).
+ */
+export function truncateWalOnce(db: Knex): void {
+  if (readDbDialect(db).kind !== 'mariadb') walToTruncate.add(db);
+}
+
+/**
  * After an erasure (a batch that applied a UserForgotten) has committed: makes
  * the erased personal data leave the SQLite read DB's files. `secure_delete`
  * (set on every connection, see `openReadDb`) zeroes what a transaction deletes

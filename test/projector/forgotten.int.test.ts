@@ -402,3 +402,48 @@ void t.test('SQLite: with no next batch, the projector truncates the WAL a reade
   t.notOk(fileHolds(file, email) || fileHolds(`${file}-wal`, email), 'the email is in no file');
   t.notOk(fileHolds(file, 'Idle Truncation') || fileHolds(`${file}-wal`, 'Idle Truncation'), 'the name is in no file');
 });
+
+void t.test('SQLite: a truncation a reader held when the projector stopped is done by the next projector to start', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'users-forget-restart-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const file = join(dir, 'queries.sqlite');
+  const email = 'restart.truncation@bytes.example.org';
+  const before = await openReadDb({ client: 'sqlite', file });
+  await migrateReadDb(before);
+  const reader = new Database(file, { fileMustExist: true });
+  t.teardown(() => {
+    if (reader.open) reader.close();
+  });
+  const u = stream();
+  await applyBatch(before, [u.event(0, 'UserRegistered', { name: 'Restart Truncation', email })], new Map());
+  reader.exec('BEGIN');
+  reader.prepare('SELECT COUNT(*) FROM USER_DATA').get();
+  await applyBatch(before, [u.event(1, 'UserForgotten', {})], new Map());
+  t.ok(walTruncationPending(before), 'the truncation could not finish while the reader was in the WAL');
+  // The projector stops (a deploy, a crash) before its housekeeping comes round; the reader then finishes.
+  await before.destroy();
+  reader.exec('COMMIT');
+  t.ok(fileHolds(`${file}-wal`, email), 'the WAL still holds the erased email');
+
+  const after = await openReadDb({ client: 'sqlite', file });
+  const feed: EventFeed = {
+    // Nothing to apply: the feed waits until it is closed.
+    async *batches(): AsyncGenerator<FeedBatch> {
+      await new Promise<void>((resolve) => (stopFeed = resolve));
+      yield* [];
+    },
+    close() {
+      stopFeed?.();
+      return Promise.resolve();
+    },
+  };
+  let stopFeed: (() => void) | undefined;
+  const projector = userProjector({ db: after, feed, logger: pino({ level: 'silent' }), housekeepingMs: 100 });
+  void projector.start();
+  t.teardown(async () => {
+    await projector.stop();
+    await after.destroy();
+  });
+  await waitFor(() => !fileHolds(`${file}-wal`, email) && !fileHolds(`${file}-wal`, 'Restart Truncation'), 5000, 'the new projector to truncate the WAL, with no batch to apply');
+  t.notOk(fileHolds(file, email) || fileHolds(file, 'Restart Truncation'), 'and the database file holds neither');
+});
