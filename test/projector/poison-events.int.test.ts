@@ -112,7 +112,7 @@ forEachReadDb(t, async (t, db) => {
     t.match(stillBroken, { applied: 0, stillParked: 3, error: /unknown event type/ });
     t.match(await listParked(db, projectionName, { stream: userStreamId(a!) }), [{ STATE: 'failed', ATTEMPTS: 2 }, {}, {}]);
 
-    const [aHead] = await listParked(db, projectionName, { stream: userStreamId(a), states: ['failed'] });
+    const [aHead] = await listParked(db, projectionName, { stream: userStreamId(a!), states: ['failed'] });
     await t.rejects(operator.skip(aHead!.ID + 1), /only a failed event can be skipped/, 'a held event cannot be skipped');
     t.match(await operator.skip(aHead!.ID), { skipped: 1, applied: 2, stillParked: 0 });
     const [bHead] = await listParked(db, projectionName, { stream: userStreamId(b!), states: ['failed'] });
