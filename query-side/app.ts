@@ -12,7 +12,7 @@ import { userQueries, userViewSchema, visibleStatuses } from './user-queries.js'
 import { openUserReads } from './user-reads.js';
 import { waitForWrite } from './read-your-writes.js';
 import { projectionName } from '../shared/read-model/user-row.js';
-import { parkedCounts } from '../shared/read-model/dead-letters.js';
+import { listParked, parkedCounts } from '../shared/read-model/dead-letters.js';
 
 export interface QueryAppDeps {
   /** The process's metrics registry, served at /metrics; a fresh one when absent. */
@@ -39,7 +39,7 @@ const consistencyHeaders = {
       type: 'string',
       maxLength: 256,
       description:
-        'Read your own write: the `consistencyToken` a write answered (`user-<id>@<revision>`). The read waits until the read model holds that user at that revision or later, for at most `CONSISTENCY_WAIT_MS` (default 5 s); past that it answers 503 `CONSISTENCY_TIMEOUT` rather than stale data.',
+        'Read your own write: the `consistencyToken` a write answered (`user-<id>@<revision>`). The read waits until the read model holds that user at that revision or later, for at most `CONSISTENCY_WAIT_MS` (default 5 s); past that it answers 503 `CONSISTENCY_TIMEOUT` rather than stale data. A write the projector holds in quarantine (an event of the user it could not apply) is answered 503 `WRITE_QUARANTINED` as soon as the wait sees it, without `Retry-After`.',
       examples: ['user-0190f2a4-6c1d-7cc2-9d6e-7d3b8a2f0001@1'],
     },
   },
@@ -61,7 +61,7 @@ const readErrors = {
   400: '`VALIDATION_FAILED`: a parameter or header breaks its schema; `problems` names every one (`in`: params, querystring, headers). `INVALID_CONSISTENCY_TOKEN`: the `Consistency-Token` is not one the write API gave.',
   401: '`UNAUTHORIZED`: `READ_API_TOKENS` is set and the bearer token is missing or wrong.',
   ...commonErrorDescriptions,
-  503: '`CONSISTENCY_TIMEOUT`: the read model has not reached the `Consistency-Token`\'s write within `CONSISTENCY_WAIT_MS`. `STORE_UNAVAILABLE`: the read database cannot be reached or a query ran past `QUERY_TIMEOUT_MS`. `SHUTTING_DOWN`: this instance is stopping (a read waiting for its `Consistency-Token` included); the connection is closed, and a new one reaches another instance. Retry after `Retry-After` seconds.',
+  503: '`CONSISTENCY_TIMEOUT`: the read model has not reached the `Consistency-Token`\'s write within `CONSISTENCY_WAIT_MS`. `STORE_UNAVAILABLE`: the read database cannot be reached or a query ran past `QUERY_TIMEOUT_MS`. `SHUTTING_DOWN`: this instance is stopping (a read waiting for its `Consistency-Token` included); the connection is closed, and a new one reaches another instance. Retry after `Retry-After` seconds. `WRITE_QUARANTINED` (no `Retry-After`): the `Consistency-Token`\'s write is in the event log, but the projector holds the user\'s events in quarantine (an event it could not apply, and those after it); the read model shows it once an operator releases them (`npm run dead-letters`).',
 } as const;
 const readTags = ['users'] as const;
 
@@ -88,6 +88,11 @@ export function buildQueryApp(deps: QueryAppDeps) {
     closing.abort();
     done();
   });
+  // Whether the user's events wait in the projector's quarantine from the token's revision or before (see `waitForWrite`).
+  const quarantined = async (streamId: string, revision: number) => {
+    const [first] = await listParked(deps.db, projectionName, { stream: streamId, limit: 1 });
+    return first !== undefined && first.REVISION <= revision;
+  };
   const readYourWrites = (token: string | undefined, response: ServerResponse) => {
     if (token === undefined) return undefined;
     // A caller that leaves (its own timeout, a closed tab) ends its wait: it would otherwise keep
@@ -97,9 +102,14 @@ export function buildQueryApp(deps: QueryAppDeps) {
       if (!response.writableFinished) left.abort();
     };
     response.once('close', gone);
-    return waitForWrite(token, users.versionOf, deps.consistencyWaitMs, (ms) => reads.waitForChange(ms), closing.signal, left.signal).finally(() =>
-      response.off('close', gone),
-    );
+    return waitForWrite(token, {
+      versionOf: users.versionOf,
+      timeoutMs: deps.consistencyWaitMs,
+      waitForChange: (ms) => reads.waitForChange(ms),
+      quarantined,
+      closing: closing.signal,
+      left: left.signal,
+    }).finally(() => response.off('close', gone));
   };
 
   harden(app, { rateLimitPerMinute: deps.rateLimitPerMinute ?? 0, tokens: deps.readApiTokens ?? [] });

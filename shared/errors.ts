@@ -16,6 +16,8 @@ export type ApiErrorCode =
   | 'IDEMPOTENCY_KEY_REUSED'
   | 'STORE_UNAVAILABLE'
   | 'CONSISTENCY_TIMEOUT'
+  /** The `Consistency-Token`'s write is in the log, but its user's events wait in the projector's quarantine for an operator: 503 without Retry-After. */
+  | 'WRITE_QUARANTINED'
   /** The instance is closing: a request arriving, or a read still waiting for its write (503, Retry-After, Connection: close). */
   | 'SHUTTING_DOWN'
   | 'INVALID_CONSISTENCY_TOKEN'

@@ -27,6 +27,7 @@ export const httpStatusOf: Readonly<Record<ApiErrorCode, number>> = {
   IDEMPOTENCY_KEY_REUSED: 422,
   STORE_UNAVAILABLE: 503,
   CONSISTENCY_TIMEOUT: 503,
+  WRITE_QUARANTINED: 503,
   SHUTTING_DOWN: 503,
   EVENT_INVALID: 500,
 };

@@ -205,6 +205,31 @@ forEachReadDb(t, async (t, db) => {
     t.equal(upper.statusCode, 200, 'an upper-case id in the token names the same user');
   });
 
+  await t.test("read-your-writes: a write whose user's events are quarantined is answered so at once, not after the wait", async (t) => {
+    const patientApp = buildQueryApp({ db, consistencyWaitMs: 10_000 });
+    t.teardown(() => patientApp.close());
+    const id = ids[1]!;
+    const { VERSION: version } = (await db('USER_DATA').where({ ID_USER_DATA: id }).first()) as { VERSION: number };
+    // The projector could not apply the user's next event: parked, and the write after it held behind it.
+    await db('PROJECTION_DEAD_LETTER').insert([
+      toParkedRow('USER_DATA', { streamId: `user-${id}`, revision: Number(version) + 1, type: 'UserRenamed', data: {}, state: 'failed', error: 'e', attempts: 1 }),
+      toParkedRow('USER_DATA', { streamId: `user-${id}`, revision: Number(version) + 2, type: 'UserRenamed', data: {}, state: 'held', error: 'held', attempts: 0 }),
+    ]);
+    t.teardown(() => db('PROJECTION_DEAD_LETTER').del());
+    for (const revision of [Number(version) + 1, Number(version) + 2]) {
+      const started = Date.now();
+      const held = await patientApp.inject({ url: `/users/${id}`, headers: { 'consistency-token': `user-${id}@${revision}` } });
+      const took = Date.now() - started;
+      t.equal(held.statusCode, 503, `@${revision}: 503`);
+      t.equal(held.json().code, 'WRITE_QUARANTINED');
+      t.match(held.json().message, /quarantine/);
+      t.equal(held.headers['retry-after'], undefined, 'no Retry-After: a retry in a second would meet the same');
+      t.ok(took < 3000, `answered in ${took} ms, not after CONSISTENCY_WAIT_MS (10 s)`);
+    }
+    const applied = await patientApp.inject({ url: `/users/${id}`, headers: { 'consistency-token': `user-${id}@${version}` } });
+    t.equal(applied.statusCode, 200, 'a write the read model applied before the quarantine is read as ever');
+  });
+
   await t.test('GET /health reports the read DB and how many events are parked', async (t) => {
     const health = await app.inject({ url: '/health' });
     t.same(health.json(), { status: 'ok', readDb: 'up', parkedEvents: 0, parked: { failed: 0, held: 0 } });
