@@ -9,6 +9,29 @@ import { notStartedStatus, type ProjectorStatus } from './projector.js';
 /** Batch durations in seconds: from a 1-event batch (a few ms) to a retried one. */
 const batchBuckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 
+/** What is known of one source (a Kafka partition, the log) for the lag in seconds. */
+interface SourceMoments {
+  /** The start of the last look at the source that found nothing of it behind: the read model then held all of it. */
+  caughtUpAt?: number;
+  /** When the last event applied from it entered it: the read model then held all of it up to that moment. */
+  lastEventAt?: number;
+  /** Since when this process holds it: its start, or the look before the first that listed it (a partition a rebalance handed over). */
+  heldSince: number;
+}
+
+/**
+ * The last moment the read model is known to have held all of the source: the later of the two
+ * moments that say so; when neither is known, since it was held (nothing older can be told of it
+ * here: a projector started behind, a partition just handed over, count from there).
+ */
+function wholeAt(moments: SourceMoments): number {
+  if (moments.caughtUpAt === undefined && moments.lastEventAt === undefined) return moments.heldSince;
+  return Math.max(moments.caughtUpAt ?? -Infinity, moments.lastEventAt ?? -Infinity);
+}
+
+/** Behind: events left in it, or a count not known (NaN: a Kafka partition whose offset in the read DB is still being read). */
+const isBehind = (events: number) => events !== 0;
+
 /**
  * The projector's metrics. Counted per batch (the `onBatch` hook: no cost per
  * event); the lag and the quarantine are read from the projector's status when
@@ -22,19 +45,27 @@ const batchBuckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1
  * stopped, still shows the messages piling up); should the broker not answer, the
  * figures the last batches were fetched with. On the embedded path, the log head
  * minus the checkpoint (positions there count events; on EventStoreDB they are byte offsets,
- * which say whether the projector is behind but not by how many events: no series). `users_projector_lag_seconds`:
- * 0 when nothing is left behind, else how long ago the last applied event entered
- * the source, i.e. how far behind in time the read model is.
+ * which say whether the projector is behind but not by how many events: no series; nor for a Kafka
+ * partition whose offset in the read DB is still being read, which counts as behind).
+ *
+ * `users_projector_lag_seconds`, how far behind in time the read model is: 0 when nothing is
+ * left behind, else the longest, over the sources behind, since the read model last held all of
+ * one. That moment is per source (each Kafka partition, or the log), the later of two that prove
+ * it: the last look at the source that found nothing of it behind, and the entry of the last event
+ * applied from it. The age of the last applied event alone would err both ways: on a quiet system
+ * a write two hours after the one before would read as two hours behind until its batch, though a
+ * look a second before had found the read model whole; and in a batch merged from several
+ * partitions a live one would hide another ten minutes behind.
  *
  * A source that cannot be read (the broker or EventStoreDB down or not answering
  * within `sourceReadTimeoutMs`, or a Kafka consumer not yet joined to its group) tells
  * nothing of what is behind, so the read model is fresh only as of the last moment it
- * was known to be: the last read of the source that found nothing behind, or the entry
- * of the last event applied, whichever is later (the metrics' creation only when
- * neither is known). Through such an outage `users_projector_lag_seconds` grows from
- * that moment, `users_projector_source_up` is 0, and readiness fails once the lag
- * passes its bound: the figures of the last batches alone would read "caught up"
- * while writes accepted upstream wait to reach the read model.
+ * was known whole: the same moment, the earliest over the sources held at the last look
+ * (that look's start when it found none held, the metrics' creation before any). Through
+ * such an outage `users_projector_lag_seconds` grows from that moment,
+ * `users_projector_source_up` is 0, and readiness fails once the lag passes its bound:
+ * the figures of the last batches alone would read "caught up" while writes accepted
+ * upstream wait to reach the read model.
  */
 export function projectorMetrics(
   registry: Registry,
@@ -42,6 +73,7 @@ export function projectorMetrics(
     headPosition?: () => Promise<bigint | undefined>;
     /** Whether the log's positions count events (the embedded store); EventStoreDB's are byte offsets, which tell behind or not, not how many. */
     positionsCountEvents?: boolean;
+    /** Per source held, the events not yet applied; NaN for one held whose count is not known yet. */
     sourceLag?: () => Promise<ReadonlyMap<string, number>>;
     /** How long a scrape or a probe waits for the source's position before taking it as down (2000). */
     sourceReadTimeoutMs?: number;
@@ -54,11 +86,18 @@ export function projectorMetrics(
   const readsSource = options.sourceLag !== undefined || options.headPosition !== undefined;
   let status: () => Readonly<ProjectorStatus> = notStartedStatus;
   const behind = new Map<string, number>();
-  let lastEventAt: number | undefined;
-  /** The source's last answer: whether it was read, and when the read model was last known to hold all of it. */
+  /** Whether the source answered its last look. */
   let sourceUp = true;
-  let caughtUpAt: number | undefined;
   const createdAt = now();
+  /** The start of the last look that read the source: a source a later look lists first was taken on after it. */
+  let lastLookAt = createdAt;
+  /** Per source held, when the read model last held all of it; a source the last look did not list is not held. */
+  const sources = new Map<string, SourceMoments>();
+  const held = (source: string): SourceMoments => {
+    let moments = sources.get(source);
+    if (!moments) sources.set(source, (moments = { heldSince: lastLookAt }));
+    return moments;
+  };
 
   const applied = new client.Counter({
     name: 'users_projector_events_applied_total',
@@ -76,8 +115,6 @@ export function projectorMetrics(
     buckets: batchBuckets,
     registers: [registry],
   });
-
-  const anyBehind = (lag: ReadonlyMap<string, number>) => [...lag.values()].some((events) => events > 0);
 
   /** The source's read, or undefined if it failed or did not answer in time. */
   const withinTimeout = <T>(read: () => Promise<T>): Promise<T | undefined> =>
@@ -109,7 +146,13 @@ export function projectorMetrics(
     if (!readsSource) return new Map(behind);
     sourceUp = lag !== undefined;
     if (!lag) return new Map(behind);
-    if (!anyBehind(lag)) caughtUpAt = Math.max(caughtUpAt ?? startedAt, startedAt);
+    // A source this look does not list went to another member: what was known of it is no longer this one's to report.
+    for (const source of sources.keys()) if (!lag.has(source)) sources.delete(source);
+    for (const [source, events] of lag) {
+      const moments = held(source);
+      if (events === 0) moments.caughtUpAt = Math.max(moments.caughtUpAt ?? startedAt, startedAt);
+    }
+    lastLookAt = Math.max(lastLookAt, startedAt);
     return lag;
   }
 
@@ -121,13 +164,14 @@ export function projectorMetrics(
     async collect() {
       this.reset();
       for (const [source, events] of await lagEvents()) {
+        if (Number.isNaN(events)) continue;
         if (source !== globalLogSource || options.positionsCountEvents !== false) this.set({ source }, events);
       }
     },
   });
   new client.Gauge({
     name: 'users_projector_lag_seconds',
-    help: 'How far behind in time the read model is: 0 when no event is left behind, else the age of the last applied event',
+    help: 'How far behind in time the read model is: 0 when no event is left behind, else the longest, over the sources behind, since the read model last held all of one',
     registers: [registry],
     async collect() {
       this.set(await lagSeconds());
@@ -172,18 +216,20 @@ export function projectorMetrics(
     },
   });
 
-  /** The last moment the read model is known to have held all of its source: the later of the two that are known, else the start. */
-  function knownWholeAt(): number {
-    if (caughtUpAt === undefined && lastEventAt === undefined) return createdAt;
-    return Math.max(caughtUpAt ?? -Infinity, lastEventAt ?? -Infinity);
-  }
-
   async function lagSeconds(): Promise<number> {
     const lag = await lagEvents();
     const at = now();
-    if (!sourceUp) return Math.max(0, (at - knownWholeAt()) / 1000);
-    // Behind before any batch of this process: since the read model was last known whole, or since the start.
-    return anyBehind(lag) ? Math.max(0, (at - (lastEventAt ?? knownWholeAt())) / 1000) : 0;
+    /** The earliest moment known whole over the sources that count. */
+    let whole = at;
+    if (sourceUp) {
+      for (const [source, events] of lag) if (isBehind(events)) whole = Math.min(whole, wholeAt(held(source)));
+    } else if (sources.size > 0) {
+      // Which of them is behind is not known: every source held counts.
+      for (const moments of sources.values()) whole = Math.min(whole, wholeAt(moments));
+    } else {
+      whole = lastLookAt;
+    }
+    return Math.max(0, (at - whole) / 1000);
   }
 
   return {
@@ -196,7 +242,7 @@ export function projectorMetrics(
       batches.inc();
       duration.observe(seconds);
       for (const [source, events] of batch.behind ?? []) behind.set(source, events);
-      if (batch.lastEventAt !== undefined) lastEventAt = batch.lastEventAt;
+      for (const [source, enteredAt] of batch.lastEventAt ?? []) held(source).lastEventAt = enteredAt;
     },
     /**
      * Ready: running, the read DB answers, and not further behind than

@@ -48,7 +48,11 @@ export function eventStoreFeed(
             ...(options.onKeyStoreRetry ? { onRetry: options.onKeyStoreRetry } : {}),
           });
           const last = events[events.length - 1]!;
-          yield { events: tracingOn() ? events.map(withTrace) : events, checkpoints: new Map([[globalLogSource, last.position.toString()]]), lastEventAt: last.recordedAt.getTime() };
+          yield {
+            events: tracingOn() ? events.map(withTrace) : events,
+            checkpoints: new Map([[globalLogSource, last.position.toString()]]),
+            lastEventAt: new Map([[globalLogSource, last.recordedAt.getTime()]]),
+          };
         }
       } finally {
         subscriptions.delete(subscription);

@@ -4,7 +4,7 @@ import { StoreUnavailableError } from '../errors.js';
 import { translateKafkaError } from '../kafka/kafka-client.js';
 import { fromEnvelope } from '../public-events.js';
 import { traceContextOf, tracingOn } from '../tracing.js';
-import type { EventFeed, FeedBatch, ProjectedEvent } from './port.js';
+import type { EventFeed, ProjectedEvent } from './port.js';
 
 export const partitionSource = (topic: string, partition: number) => `${topic}:${partition}`;
 
@@ -40,8 +40,16 @@ function projectedEventOf(message: KafkaMessage, source: string): ProjectedEvent
   }
 }
 
+/** One partition's fetched batch, waiting to be merged into the projector's next batch. */
 interface Handoff {
-  batch: FeedBatch;
+  source: string;
+  events: ProjectedEvent[];
+  /** The offset after its last message: the partition's checkpoint once it is applied. */
+  next: string;
+  /** Messages left behind it in the partition when it was fetched. */
+  behind: number;
+  /** When its last message was appended to the partition. */
+  lastEventAt: number;
   applied: () => void;
   failed: (error: unknown) => void;
 }
@@ -222,12 +230,11 @@ export function kafkaFeed(deps: {
             const next = (BigInt(lastOffset) + 1n).toString();
             const applied = new Promise<void>((resolve, reject) => {
               waiting.push({
-                batch: {
-                  events,
-                  checkpoints: new Map([[source, next]]),
-                  behind: new Map([[source, Math.max(0, Number(BigInt(batch.highWatermark) - BigInt(next)))]]),
-                  lastEventAt: Number(batch.messages[batch.messages.length - 1]!.timestamp),
-                },
+                source,
+                events,
+                next,
+                behind: Math.max(0, Number(BigInt(batch.highWatermark) - BigInt(next))),
+                lastEventAt: Number(batch.messages[batch.messages.length - 1]!.timestamp),
                 applied: resolve,
                 failed: reject,
               });
@@ -276,17 +283,27 @@ export function kafkaFeed(deps: {
           // Whatever the partitions have handed over goes into one batch: one transaction for all.
           // Each partition's messages keep their order, and a stream lives in one partition.
           const current = waiting.splice(0);
-          for (const handoff of current) unconfirmed.add(handoff);
+          const checkpoints = new Map<string, string>();
+          const behind = new Map<string, number>();
+          // Per partition, not the latest of all: a live partition must not hide one that is far behind.
+          const lastEventAt = new Map<string, number>();
+          for (const handoff of current) {
+            unconfirmed.add(handoff);
+            // One partition's batches wait here in their order: a later one's figures stand.
+            checkpoints.set(handoff.source, handoff.next);
+            behind.set(handoff.source, handoff.behind);
+            lastEventAt.set(handoff.source, handoff.lastEventAt);
+          }
           yield {
-            events: current.flatMap((handoff) => handoff.batch.events),
-            checkpoints: new Map(current.flatMap((handoff) => [...handoff.batch.checkpoints])),
-            behind: new Map(current.flatMap((handoff) => [...(handoff.batch.behind ?? [])])),
-            lastEventAt: Math.max(...current.map((handoff) => handoff.batch.lastEventAt ?? 0)),
+            events: current.flatMap((handoff) => handoff.events),
+            checkpoints,
+            behind,
+            lastEventAt,
             // The projector says when the read DB holds the batch; it may ask for the next one before.
             applied() {
               for (const handoff of current) {
                 unconfirmed.delete(handoff);
-                for (const [source, next] of handoff.batch.checkpoints) if (assigned.has(source)) known.set(source, next);
+                if (assigned.has(handoff.source)) known.set(handoff.source, handoff.next);
                 handoff.applied();
               }
             },
@@ -301,7 +318,9 @@ export function kafkaFeed(deps: {
     },
     /**
      * Per partition this member holds: the messages after the offset the read DB holds, from the broker's
-     * high-water marks (read at most once a second, when asked). Rejects when the broker does not answer,
+     * high-water marks (read at most once a second, when asked); NaN for one held but not yet placed (its
+     * offset in the read DB still being read after a rebalance handed it over, or its mark not read yet):
+     * how far behind it is is not known, which is not "caught up". Rejects when the broker does not answer,
      * and until the feed's consumer has joined its group.
      */
     async lag() {
@@ -330,7 +349,7 @@ export function kafkaFeed(deps: {
       for (const source of current.assigned) {
         const at = current.known.get(source);
         const mark = marks.get(source);
-        if (at !== undefined && mark !== undefined) lag.set(source, Math.max(0, Number(mark - BigInt(at))));
+        lag.set(source, at === undefined || mark === undefined ? NaN : Math.max(0, Number(mark - BigInt(at))));
       }
       return lag;
     },

@@ -29,8 +29,13 @@ export interface FeedBatch {
   checkpoints: Checkpoints;
   /** For lag metrics, per source: how many messages were left behind this batch when it was fetched (Kafka). */
   behind?: Map<string, number>;
-  /** For lag metrics: when the batch's last event entered its source (recorded in the log, appended to Kafka), in ms since the epoch. */
-  lastEventAt?: number;
+  /**
+   * For lag metrics, per source: when the batch's last event of that source entered it (recorded in
+   * the log, appended to Kafka), in ms since the epoch. Per source because a batch merged from
+   * several Kafka partitions may hold one partition's live events beside another's ten minutes late:
+   * the freshest says nothing of the others.
+   */
+  lastEventAt?: Map<string, number>;
   /**
    * Set by a feed that counts a batch applied only when told (the projector calls
    * it once the batch is committed to the read DB), so that the next batch may be

@@ -6,7 +6,8 @@ import { eventRelay } from '../../command-side/relay/relay.js';
 import { relayMetrics } from '../../command-side/relay/relay-metrics.js';
 import { projectorMetrics } from '../../projector/projector-metrics.js';
 import { notStartedStatus, userProjector } from '../../projector/projector.js';
-import { kafkaFeed } from '../../shared/event-feed/kafka-feed.js';
+import { kafkaFeed, partitionSource } from '../../shared/event-feed/kafka-feed.js';
+import type { FeedBatch } from '../../shared/event-feed/port.js';
 import { createKafka } from '../../shared/kafka/kafka-client.js';
 import { startKafkaTestBroker } from '../support/kafka-test-broker.js';
 import { relayToKafka } from '../support/kafka-relay.js';
@@ -23,6 +24,9 @@ import { readDbsUnderTest } from '../support/read-dbs.js';
 import { commandsOver, seedUsers, waitFor } from '../support/seed.js';
 
 const logger = pino({ level: 'silent' });
+
+/** A batch as the projector's metrics see it: per source, when its last event in the batch entered it. */
+const appliedBatch = (lastEventAt: Record<string, number>): FeedBatch => ({ events: [], checkpoints: new Map(), lastEventAt: new Map(Object.entries(lastEventAt)) });
 
 void t.test('the write API: /metrics with request latencies by route pattern, process metrics, and probes', async (t) => {
   const store = inMemoryEventStore();
@@ -281,7 +285,7 @@ void t.test("the projector through its source's outage: the lag counts from the 
   // Back, behind: the lag is the age of the last applied event again; then caught up.
   source = 'up';
   head = 12n;
-  metrics.onBatch({ events: [], lastEventAt: clock - 2_000 } as unknown as Parameters<typeof metrics.onBatch>[0], 0.001);
+  metrics.onBatch(appliedBatch({ [globalLogSource]: clock - 2_000 }), 0.001);
   text = await scrape();
   t.equal(sample(text, 'users_projector_source_up'), 1);
   t.equal(sample(text, 'users_projector_lag_events', { source: globalLogSource }), 2);
@@ -291,7 +295,7 @@ void t.test("the projector through its source's outage: the lag counts from the 
 
   // An event applied after the last whole look moves the moment forward.
   clock += 10_000;
-  metrics.onBatch({ events: [], lastEventAt: clock - 1_000 } as unknown as Parameters<typeof metrics.onBatch>[0], 0.001);
+  metrics.onBatch(appliedBatch({ [globalLogSource]: clock - 1_000 }), 0.001);
   source = 'refuses';
   clock += 4_000;
   t.equal(sample(await scrape(), 'users_projector_lag_seconds'), 5, 'the later of the last whole look and the last applied event');
@@ -302,12 +306,108 @@ void t.test("the projector through its source's outage: the lag counts from the 
   clock += 3_000;
   t.match(await fresh.readiness(db, 60_000), { detail: { source: 'up', lagSeconds: 3 } }, 'behind before any batch: since its start');
   // Then a look that does not answer: the age of the last event it applied, though older than its start.
-  fresh.onBatch({ events: [], lastEventAt: clock - 7_200_000 } as unknown as Parameters<typeof fresh.onBatch>[0], 0.001);
+  fresh.onBatch(appliedBatch({ [globalLogSource]: clock - 7_200_000 }), 0.001);
   const silent = projectorMetrics(createMetricsRegistry('projector'), { now: () => clock, sourceReadTimeoutMs: 50, headPosition: () => Promise.reject(new Error('down')) });
   silent.watch({ status: () => ({ ...notStartedStatus(), running: true, checkpoints: {} }) });
-  silent.onBatch({ events: [], lastEventAt: clock - 7_200_000 } as unknown as Parameters<typeof silent.onBatch>[0], 0.001);
+  silent.onBatch(appliedBatch({ [globalLogSource]: clock - 7_200_000 }), 0.001);
   clock += 1_000;
   t.match(await silent.readiness(db, 60_000), { ready: false, detail: { source: 'down', lagSeconds: 7201 } }, 'two hours behind, not the second since its start');
+});
+
+void t.test('the projector on a quiet system: a write not yet applied is as old as the last look that found nothing behind, not as the last write', async (t) => {
+  const { db } = await readDbsUnderTest[0]!.open(t);
+  let clock = 1_000_000;
+  let head = 10n;
+  const registry = createMetricsRegistry('projector');
+  const metrics = projectorMetrics(registry, { now: () => clock, sourceReadTimeoutMs: 50, headPosition: () => Promise.resolve(head) });
+  metrics.watch({ status: () => ({ ...notStartedStatus(), running: true, checkpoints: { [globalLogSource]: '10' } }) });
+
+  // The last write two hours ago, applied; a scrape finds nothing behind.
+  metrics.onBatch(appliedBatch({ [globalLogSource]: clock - 7_200_000 }), 0.001);
+  t.equal(sample(await registry.metrics(), 'users_projector_lag_seconds'), 0, 'caught up');
+
+  // A second later a write enters the log, and a scrape and a probe land before its batch.
+  clock += 1_000;
+  head = 11n;
+  const text = await registry.metrics();
+  t.equal(sample(text, 'users_projector_lag_events', { source: globalLogSource }), 1, 'one event behind');
+  t.equal(sample(text, 'users_projector_lag_seconds'), 1, 'whole a second ago: 1 s behind, not the two hours since the last write');
+  t.match(await metrics.readiness(db, 60_000), { ready: true, detail: { source: 'up', lagSeconds: 1 } }, 'and ready');
+});
+
+void t.test('a Kafka projector: the lag in seconds is its furthest partition behind, each from its own last moment known whole', async (t) => {
+  const { db } = await readDbsUnderTest[0]!.open(t);
+  let clock = 1_000_000;
+  const [p0, p1, p2] = [0, 1, 2].map((partition) => partitionSource('users.events.v1', partition)) as [string, string, string];
+  let lag: Map<string, number> | undefined = new Map([
+    [p0, 500],
+    [p1, 0],
+  ]);
+  const registry = createMetricsRegistry('projector');
+  const metrics = projectorMetrics(registry, {
+    now: () => clock,
+    sourceReadTimeoutMs: 50,
+    sourceLag: () => (lag ? Promise.resolve(lag) : Promise.reject(new StoreUnavailableError('broker unavailable'))),
+  });
+  metrics.watch({ status: () => ({ ...notStartedStatus(), running: true }) });
+  const lagSeconds = async () => sample(await registry.metrics(), 'users_projector_lag_seconds');
+  clock += 3_600_000;
+
+  // One batch from both partitions: partition 0's last event ten minutes old, partition 1's just written.
+  metrics.onBatch(appliedBatch({ [p0]: clock - 600_000, [p1]: clock }), 0.001);
+  t.equal(await lagSeconds(), 600, 'partition 0 ten minutes behind, however fresh partition 1 is');
+  t.match(await metrics.readiness(db, 60_000), { ready: false, detail: { source: 'up', lagSeconds: 600 } }, 'not ready');
+  // Then batches from partition 1 alone: partition 0 is as far behind as before.
+  clock += 1_000;
+  metrics.onBatch(appliedBatch({ [p1]: clock }), 0.001);
+  t.equal(await lagSeconds(), 601, 'a later batch of another partition does not hide it');
+
+  // Partition 0 caught up; a second later partition 1 falls behind: it counts from that look, not from its last event.
+  lag = new Map([
+    [p0, 0],
+    [p1, 0],
+  ]);
+  t.equal(await lagSeconds(), 0, 'both caught up');
+  clock += 1_000;
+  lag = new Map([
+    [p0, 0],
+    [p1, 3],
+  ]);
+  t.equal(await lagSeconds(), 1);
+
+  // A rebalance gives this member partition 2, whose offset in the read DB is still being read (NaN: not known).
+  clock += 2_000;
+  lag = new Map([
+    [p0, 0],
+    [p1, 0],
+    [p2, NaN],
+  ]);
+  let text = await registry.metrics();
+  t.equal(sample(text, 'users_projector_lag_events', { source: p2 }), undefined, 'no figure in events for it');
+  t.equal(sample(text, 'users_projector_lag_seconds'), 2, 'not caught up: behind since the last look before it was taken on');
+  clock += 60_000;
+  t.match(await metrics.readiness(db, 60_000), { ready: false, detail: { lagSeconds: 62 } }, 'not ready while its offset is not known past the bound');
+  lag = new Map([
+    [p0, 0],
+    [p1, 0],
+    [p2, 4],
+  ]);
+  metrics.onBatch(appliedBatch({ [p2]: clock - 5_000 }), 0.001);
+  t.equal(await lagSeconds(), 5, 'then the age of its last applied event');
+
+  // Partition 0 handed to another member: its moments no longer count, even through an outage.
+  clock += 1_000;
+  lag = new Map([
+    [p1, 0],
+    [p2, 0],
+  ]);
+  text = await registry.metrics();
+  t.equal(sample(text, 'users_projector_lag_events', { source: p0 }), undefined, "partition 0's series gone");
+  t.equal(sample(text, 'users_projector_lag_seconds'), 0);
+  metrics.onBatch(appliedBatch({ [p2]: clock }), 0.001);
+  lag = undefined;
+  clock += 10_000;
+  t.match(await metrics.readiness(db, 60_000), { detail: { source: 'down', lagSeconds: 10 } }, 'through an outage, the time since the partitions it holds were last known whole');
 });
 
 void t.test('a Kafka projector with its broker stopped: source down, the lag grows, not ready; back with the broker', async (t) => {
@@ -353,4 +453,48 @@ void t.test('a Kafka projector with its broker stopped: source down, the lag gro
   // Stopped here, while the broker is up: a consumer that crashed through the outage stops cleanly.
   await projector.stop();
   await relayed.stop();
+});
+
+void t.test("the Kafka feed's figures for the lag: each partition's own last message, and no figure for one whose offset is still being read", async (t) => {
+  const topic = 'users.events.v1';
+  const broker = await startKafkaTestBroker({ topics: [{ name: topic, partitions: 2 }] });
+  t.teardown(() => broker.stop());
+  const kafka = createKafka({ brokers: broker.brokers, clientId: 'test', logger });
+  const [p0, p1] = [partitionSource(topic, 0), partitionSource(topic, 1)];
+  const producer = kafka.producer();
+  await producer.connect();
+  const sentAt = [Date.now() - 600_000, Date.now() - 1_000];
+  await producer.send({
+    topic,
+    messages: [
+      { partition: 0, key: 'user-a', value: 'ten minutes old', timestamp: String(sentAt[0]) },
+      { partition: 1, key: 'user-b', value: 'a second old', timestamp: String(sentAt[1]) },
+    ],
+  });
+  await producer.disconnect();
+
+  const feed = kafkaFeed({ kafka, topic, groupId: 'projector-metrics-partitions', logger, consumerConfig: { sessionTimeout: 3000, rebalanceTimeout: 3000, heartbeatInterval: 100, maxWaitTimeInMs: 200 } });
+  t.teardown(() => feed.close());
+  let readDbAnswers!: (checkpoints: Map<string, string>) => void;
+  const readDb = new Promise<Map<string, string>>((resolve) => (readDbAnswers = resolve));
+  // The read DB has no row for either partition: the feed reads it on the join, and it answers when told.
+  const batches = feed.batches(new Map(), () => readDb)[Symbol.asyncIterator]();
+  const first = batches.next();
+  const lag = () => feed.lag().catch(() => undefined);
+  await waitFor(async () => (await lag())?.size === 2, 20_000, 'the consumer to join, holding both partitions');
+  const looking = (await lag())!;
+  t.ok([p0, p1].every((source) => Number.isNaN(looking.get(source))), 'held, where the read DB holds them not yet known: no figure, not "caught up"');
+
+  readDbAnswers(new Map());
+  const lastEventAt = new Map<string, number>();
+  for (let next = first; lastEventAt.size < 2; next = batches.next()) {
+    const { value: batch } = await next;
+    if (!batch) break;
+    for (const [source, at] of batch.lastEventAt ?? []) lastEventAt.set(source, at);
+    batch.applied?.();
+  }
+  t.same(Object.fromEntries(lastEventAt), { [p0]: sentAt[0], [p1]: sentAt[1] }, 'each partition with the time of its own last message');
+  await waitFor(async () => [...((await lag()) ?? [])].every(([, events]) => events === 0), 10_000, 'nothing behind once both are applied');
+  await feed.close();
+  await batches.return?.(undefined);
 });
