@@ -1,13 +1,13 @@
 import { SpanKind, type Span } from '@opentelemetry/api';
 import { v5 as uuidv5, v7 as uuidv7 } from 'uuid';
-import { ConcurrencyError, DomainError } from '../shared/errors.js';
+import { ConcurrencyError, CorruptEventError, DomainError } from '../shared/errors.js';
 import type { EventMetadata, EventStore, RecordedEvent, StreamAppend } from '../shared/event-store/port.js';
 import type { DataKey } from '../shared/personal-data/key-store.js';
 import { personalFields, type Vault } from '../shared/personal-data/vault.js';
 import { failSpan, startSpan, traceContextOfSpan, tracingOn, type TraceContext } from '../shared/tracing.js';
 import { parseUserEvent, userStreamId, type UserEvent } from '../shared/user-events.js';
 import { emailReservations } from './email-reservations.js';
-import { decide, foldUser, initialState, type UserCommand, type UserState, type UserStatus } from './user-decider.js';
+import { decide, foldUser, initialState, type StoredStream, type UserCommand, type UserState, type UserStatus } from './user-decider.js';
 import { normaliseEmail, normaliseName } from './user-values.js';
 
 export interface CommandOptions {
@@ -42,7 +42,7 @@ export function userCommands(deps: { store: EventStore; vault: Vault; clock?: ()
     revision: number;
     /** The stream as stored (personal fields sealed). */
     stored: RecordedEvent[];
-    /** The same events, opened and typed. */
+    /** The same events, opened and typed (for a forget, those that parse: see `loadForForget`). */
     events: UserEvent[];
   }
 
@@ -50,6 +50,20 @@ export function userCommands(deps: { store: EventStore; vault: Vault; clock?: ()
   async function load(userId: string): Promise<Loaded> {
     const stored = await store.readStream(userStreamId(userId));
     const events = (await vault.open(stored)).map(parseUserEvent);
+    return { state: foldUser(events), revision: stored.length - 1, stored, events };
+  }
+
+  /**
+   * A user's stream as a forget reads it: as `load`, but an event that does not parse
+   * (EVENT_INVALID, e.g. a sealed payload that no longer authenticates) is left out
+   * instead of failing the read. A forget needs nothing such an event said: whether
+   * the stream exists and records a forget, and the keys it was sealed with, are read
+   * from the stream as stored; the address to release, from the events that parse.
+   * Every other command still fails on such a stream, and the projector quarantines it.
+   */
+  async function loadForForget(userId: string): Promise<Loaded> {
+    const stored = await store.readStream(userStreamId(userId));
+    const events = (await vault.open(stored)).flatMap(parsedOrNone);
     return { state: foldUser(events), revision: stored.length - 1, stored, events };
   }
 
@@ -64,13 +78,16 @@ export function userCommands(deps: { store: EventStore; vault: Vault; clock?: ()
     emailHash: vault.emailHash,
     graceMs: deps.emailGraceMs,
     currentEmailOf: async (userId) => {
-      const { state } = await load(userId);
+      const stored = await store.readStream(userStreamId(userId));
+      // Nothing changes a user after a forget: a forgotten holder has no address, whether or not its earlier events still parse.
+      if (stored.some(isForget)) return undefined;
+      const state = foldUser((await vault.open(stored)).map(parseUserEvent));
       return state.exists ? state.email : undefined;
     },
   });
 
-  const metadataFor = (command: UserCommand, options: CommandOptions): EventMetadata => ({
-    commandType: command.type,
+  const metadataFor = (commandType: UserCommand['type'], options: CommandOptions): EventMetadata => ({
+    commandType,
     ...(options.correlationId ? { correlationId: options.correlationId, causationId: options.correlationId } : {}),
     ...options.trace,
   });
@@ -106,8 +123,8 @@ export function userCommands(deps: { store: EventStore; vault: Vault; clock?: ()
    */
   async function execute(
     userId: string,
-    commandAt: (now: Date) => UserCommand,
-    options: CommandOptions & { newStream?: boolean },
+    commandAt: CommandAt,
+    options: CommandOptions & DecideOptions,
   ): Promise<CommandResult> {
     if (!tracingOn()) return decideAndAppend(userId, commandAt, options);
     const span = startSpan('append', { kind: SpanKind.INTERNAL, parent: options.trace, attributes: { 'users.stream.id': userStreamId(userId) } });
@@ -123,26 +140,38 @@ export function userCommands(deps: { store: EventStore; vault: Vault; clock?: ()
     }
   }
 
+  /** The command to decide, made at `now` on the user's stream as read (`stored`). */
+  type CommandAt = (now: Date, stored: readonly RecordedEvent[]) => UserCommand;
+  interface DecideOptions {
+    /** A freshly generated id, whose stream cannot exist yet. */
+    newStream?: boolean;
+    /** How the stream is read (`load` unless told). */
+    read?: (userId: string) => Promise<Loaded>;
+  }
+
   /** Decides and appends one command, claiming and releasing email addresses around it. */
   async function decideAndAppend(
     userId: string,
-    commandAt: (now: Date) => UserCommand,
-    options: CommandOptions & { newStream?: boolean; span?: Span },
+    commandAt: CommandAt,
+    options: CommandOptions & DecideOptions & { span?: Span },
   ): Promise<CommandResult> {
+    const read = options.read ?? load;
     for (let attempt = 0; ; attempt++) {
       // A freshly generated id has no stream yet: skip the read (the append still says "no stream").
       const { state, revision, stored } =
-        options.newStream && attempt === 0 ? { state: initialState(), revision: -1, stored: [] } : await load(userId);
-      // A user that does not exist is not found, whatever revision the caller expected (the decider says so below).
-      if (options.expectedRevision !== undefined && options.expectedRevision !== revision && state.exists) {
+        options.newStream && attempt === 0 ? { state: initialState(), revision: -1, stored: [] } : await read(userId);
+      const now = clock();
+      const command = commandAt(now, stored);
+      // A user that does not exist is not found, whatever revision the caller expected (the decider says so below);
+      // a forget tells by the stream as stored, as the decider does.
+      const found = command.type === 'ForgetUser' ? command.data.stored.exists : state.exists;
+      if (options.expectedRevision !== undefined && options.expectedRevision !== revision && found) {
         throw new ConcurrencyError(userStreamId(userId), String(options.expectedRevision), revision);
       }
-      const now = clock();
-      const command = commandAt(now);
       const events = decide(command, state);
       options.span?.setAttributes({ 'users.command': command.type, 'users.events.appended': events.length, 'users.append.attempts': attempt + 1 });
       if (events.length === 0) return { id: userId, revision };
-      const metadata = metadataFor(command, options);
+      const metadata = metadataFor(command.type, options);
       const claimed = claimedEmail(events);
       const personal = events.some((event) => Object.hasOwn(personalFields, event.type));
       const ours = userAppend(userId, events, revision, metadata, personal ? await keyFor(stored) : undefined, vault.keyIdsOf(stored));
@@ -211,13 +240,21 @@ export function userCommands(deps: { store: EventStore; vault: Vault; clock?: ()
      * other change), releases their address, then destroys every data key their
      * stream was sealed with. Idempotent: a retry after a crash anywhere in
      * between finishes the job.
+     *
+     * Decided on the stream as stored (see `StoredStream`), so a user whose keys
+     * are missing is forgotten all the same: UserForgotten is appended, naming the
+     * keys (a reader of the log holding them destroys them), and the user stays
+     * forgotten if the keys come back. Their address cannot be opened then, so it
+     * is not released here; a forgotten holder has no address, and its claim lapses
+     * after EMAIL_RESERVATION_GRACE_MS, when the next claimant takes it over. An
+     * event that does not parse does not stop a forget either (see `loadForForget`).
      */
     async forget(userId: string, options: CommandOptions = {}): Promise<CommandResult> {
-      const result = await execute(userId, (now) => ({ type: 'ForgetUser', data: { userId, now } }), options);
-      const { stored, events } = await load(userId);
+      const forgetAt: CommandAt = (now, stored) => ({ type: 'ForgetUser', data: { userId, now, stored: asStored(stored) } });
+      const result = await execute(userId, forgetAt, { ...options, read: loadForForget });
+      const { stored, events } = await loadForForget(userId);
       const email = lastKnownEmail(events);
-      const metadata = metadataFor({ type: 'ForgetUser', data: { userId, now: clock() } }, options);
-      if (email) await emails.release(email, userId, clock(), metadata);
+      if (email) await emails.release(email, userId, clock(), metadataFor('ForgetUser', options));
       await vault.destroy(vault.keyIdsOf(stored));
       return result;
     },
@@ -267,6 +304,21 @@ export interface PersonalDataExport {
   revision: number;
   user: { name: string; email: string; status: Exclude<UserStatus, 'forgotten'>; validated: boolean };
   events: { revision: number; type: string; recordedAt: string; data: UserEvent['data'] }[];
+}
+
+const isForget = (event: RecordedEvent) => event.type === 'UserForgotten';
+
+/** What a forget is decided on, from the stream as stored. */
+const asStored = (stored: readonly RecordedEvent[]): StoredStream => ({ exists: stored.length > 0, forgetRecorded: stored.some(isForget) });
+
+/** The event typed, or none when it does not parse (EVENT_INVALID). */
+function parsedOrNone(event: RecordedEvent): UserEvent[] {
+  try {
+    return [parseUserEvent(event)];
+  } catch (error) {
+    if (error instanceof CorruptEventError) return [];
+    throw error;
+  }
 }
 
 /** The address the user held last before any UserForgotten, if their events still say. */

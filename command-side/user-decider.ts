@@ -13,7 +13,21 @@ export type UserCommand =
   | { type: 'ChangeEmail'; data: { userId: string; email: string; now: Date } }
   | { type: 'ValidateUser'; data: { userId: string; now: Date } }
   | { type: 'DeactivateUser'; data: { userId: string; now: Date } }
-  | { type: 'ForgetUser'; data: { userId: string; now: Date } };
+  | { type: 'ForgetUser'; data: { userId: string; now: Date; stored: StoredStream } };
+
+/**
+ * What a forget is decided on: the user's stream as stored, not the state its
+ * events fold to. An event whose key is gone folds as UserForgotten though no
+ * forget was ever recorded (a key store restored from a backup older than the
+ * user, lost, or the wrong one), and an event that does not parse folds to
+ * nothing; neither may stop a forget, which needs nothing its events say.
+ */
+export interface StoredStream {
+  /** The stream holds events. */
+  exists: boolean;
+  /** A UserForgotten is stored in it (appended by a forget, not read from an event whose key is gone). */
+  forgetRecorded: boolean;
+}
 
 /** `forgotten`: the person's data is erased (name and email are empty); nothing changes the user again. */
 export type UserStatus = 'registered' | 'validated' | 'deactivated' | 'forgotten';
@@ -94,9 +108,11 @@ export function decide(command: UserCommand, state: UserState): UserEvent[] {
       return user.status === 'deactivated' ? [] : [{ type: 'UserDeactivated', data: { userId, occurredAt } }];
     }
     case 'ForgetUser': {
-      if (!state.exists) throw new DomainError('USER_NOT_FOUND', `user ${userId} does not exist`);
+      // On the stream as stored (see StoredStream): a user whose keys are gone but whom no forget recorded is forgotten now.
+      const { stored } = command.data;
+      if (!stored.exists) throw new DomainError('USER_NOT_FOUND', `user ${userId} does not exist`);
       // Forgetting twice is a no-op, so a retried request succeeds (and destroys any key left).
-      return state.status === 'forgotten' ? [] : [{ type: 'UserForgotten', data: { userId, occurredAt } }];
+      return stored.forgetRecorded ? [] : [{ type: 'UserForgotten', data: { userId, occurredAt } }];
     }
     default: {
       const _exhaustive: never = command;

@@ -14,7 +14,7 @@ import { eventStoreKinds } from '../support/event-stores.js';
  * forgetting (idempotent, concurrent, releasing the address, destroying the
  * keys) and data written before sealing existed.
  */
-async function setUp(t: Test, store: EventStore, options: { destroyFailsOnce?: boolean } = {}) {
+async function setUp(t: Test, store: EventStore, options: { destroyFailsOnce?: boolean; keyCacheMs?: number; emailGraceMs?: number } = {}) {
   const keyStore = inMemoryKeyStore();
   if (options.destroyFailsOnce) {
     const destroy = keyStore.destroy.bind(keyStore);
@@ -25,8 +25,12 @@ async function setUp(t: Test, store: EventStore, options: { destroyFailsOnce?: b
       return Promise.reject(new StoreUnavailableError('the key store went away'));
     };
   }
-  const vault = createVault({ keyStore, emailHashSecret: Buffer.from('a secret of the tests, long enough to use') });
-  const commands = userCommands({ store, vault, emailGraceMs: 60_000 });
+  const vault = createVault({
+    keyStore,
+    emailHashSecret: Buffer.from('a secret of the tests, long enough to use'),
+    ...(options.keyCacheMs === undefined ? {} : { cacheMs: options.keyCacheMs }),
+  });
+  const commands = userCommands({ store, vault, emailGraceMs: options.emailGraceMs ?? 60_000 });
   const app = buildCommandApp({ commands, store });
   t.teardown(() => app.close());
   const register = (name: string, email: string) => app.inject({ method: 'POST', url: '/users', payload: { name, email } });
@@ -147,6 +151,51 @@ for (const kind of eventStoreKinds.filter((k) => !k.name.includes('worker'))) {
         ['UserForgotten', ['occurredAt', 'userId']],
       ], 'readers see no key ids, and no personal data');
       t.equal((await forget(id)).statusCode, 200, 'a retry answers 200');
+    });
+
+    void t.test('a user whose keys are missing is still forgotten: UserForgotten is stored, naming the keys', async (t) => {
+      const store = await kind.open(t);
+      // Every key read goes to the key store, as in a process started after the keys went missing.
+      // Claims lapse at once unless their holder has the address.
+      const { register, forget, keyStore, vault, app } = await setUp(t, store, { keyCacheMs: 0, emailGraceMs: 0 });
+      const { id } = (await register('Kathleen Booth', 'kathleen@birkbeck.example')).json<{ id: string }>();
+      t.equal((await app.inject({ method: 'PUT', url: `/users/${id}/name`, payload: { name: 'Kathleen Britten' } })).statusCode, 200);
+      const keyIds = vault.keyIdsOf(await store.readStream(`user-${id}`));
+      // A key store restored from a backup older than the user: its key is not there.
+      await keyStore.destroy(keyIds);
+      t.same((await vault.open(await store.readStream(`user-${id}`))).map((e) => e.type), ['UserForgotten', 'UserForgotten'], 'the stream reads as forgotten');
+
+      const first = await forget(id);
+      t.equal(first.statusCode, 200);
+      t.match(first.json(), { id, revision: 2, consistencyToken: `user-${id}@2` }, 'a forget was appended: the revision went up');
+      const stored = await store.readStream(`user-${id}`);
+      t.same(stored.map((e) => e.type), ['UserRegistered', 'UserRenamed', 'UserForgotten'], 'the stream ends with a stored UserForgotten');
+      t.same((stored.at(-1)!.data as { keyIds?: string[] }).keyIds, keyIds, 'naming the keys the stream was sealed with');
+
+      const again = await forget(id);
+      t.equal(again.statusCode, 200, 'forgetting again is fine');
+      t.equal(again.json<{ revision: number }>().revision, 2, 'and writes nothing');
+      t.equal((await store.readStream(`user-${id}`)).length, 3);
+      t.equal((await app.inject({ method: 'PUT', url: `/users/${id}/name`, payload: { name: 'X' } })).statusCode, 410, 'other changes meet a forgotten user');
+      // Nobody can open the address to release it; a forgotten holder has none, so its claim lapses and is taken over.
+      t.equal((await register('Someone Else', 'kathleen@birkbeck.example')).statusCode, 201, 'the address can be registered again');
+    });
+
+    void t.test('a forget made through another key store holds once the right one is back, and the log\'s readers destroy the keys', async (t) => {
+      const store = await kind.open(t);
+      const right = await setUp(t, store);
+      const { id } = (await right.register('Mary Kenneth Keller', 'mkk@wisconsin.example')).json<{ id: string }>();
+      const keyIds = right.vault.keyIdsOf(await store.readStream(`user-${id}`));
+      // The write API started against an empty key store: it finds no key of the user.
+      const wrong = await setUp(t, store);
+      t.equal((await wrong.forget(id)).statusCode, 200);
+      t.equal((await store.readStream(`user-${id}`)).at(-1)?.type, 'UserForgotten', 'UserForgotten is stored');
+      t.equal((await right.keyStore.get(keyIds)).size, 1, 'the key is still in the right key store');
+
+      // Back on the right key store: the user stays forgotten, and a reader of the log destroys the key the event names.
+      t.equal((await right.exportOf(id)).statusCode, 410, 'the user stays forgotten');
+      await right.vault.open(await store.readAll({ maxCount: 1000 }), { finishForgets: true });
+      t.equal((await right.keyStore.get(keyIds)).size, 0, 'the key is destroyed');
     });
 
     const relayLease = { streamId: 'relay-users', type: 'RelayCheckpointed', data: { owner: 'relay-a' } };

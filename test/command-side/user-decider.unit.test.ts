@@ -106,6 +106,23 @@ void t.test('DeactivateUser', async (t) => {
   spec(t).given([]).when({ type: 'DeactivateUser', data: { userId, now } }).thenThrows({ code: 'USER_NOT_FOUND' });
 });
 
+void t.test('ForgetUser: decided on the stream as stored, not on the state its events fold to', async (t) => {
+  const forgotten: UserEvent = { type: 'UserForgotten', data: { userId, occurredAt } };
+  const forget = (stored: { exists: boolean; forgetRecorded: boolean }): UserCommand => ({ type: 'ForgetUser', data: { userId, now, stored } });
+  spec(t).given([registered]).when(forget({ exists: true, forgetRecorded: false })).then([forgotten]);
+  spec(t).given([registered, validated, deactivated]).when(forget({ exists: true, forgetRecorded: false })).then([forgotten]);
+  // A retry after a forget that was appended: nothing more to append (the caller finishes the job).
+  spec(t).given([registered, forgotten]).when(forget({ exists: true, forgetRecorded: true })).then([]);
+  // The user's keys are missing: the registration reads as UserForgotten, yet no forget was ever stored.
+  spec(t).given([forgotten]).when(forget({ exists: true, forgetRecorded: false })).then([forgotten]);
+  // A stream whose events do not parse folds to nothing; it exists all the same.
+  spec(t).given([]).when(forget({ exists: true, forgetRecorded: false })).then([forgotten]);
+  spec(t).given([]).when(forget({ exists: false, forgetRecorded: false })).thenThrows({ code: 'USER_NOT_FOUND' });
+  // Any other change to a user whose keys are missing meets a forgotten user: what it would change is gone.
+  spec(t).given([forgotten]).when({ type: 'RenameUser', data: { userId, name: 'Ada', now } }).thenThrows({ code: 'USER_FORGOTTEN' });
+  spec(t).given([forgotten]).when({ type: 'DeactivateUser', data: { userId, now } }).thenThrows({ code: 'USER_FORGOTTEN' });
+});
+
 void t.test('evolve folds a history into the current state', async (t) => {
   const state = [registered, validated, deactivated].reduce(evolve, initialState());
   t.same(state, { exists: true, userId, name: 'Ada', email: 'ada@example.org', status: 'deactivated', validated: true });

@@ -1,4 +1,4 @@
-import { testEmailStreamId, testVault } from '../support/vault.js';
+import { testEmailStreamId, testKeyStore, testVault } from '../support/vault.js';
 import { pino } from 'pino';
 import t from 'tap';
 import { buildCommandApp } from '../../command-side/app.js';
@@ -9,6 +9,7 @@ import { applyBatch } from '../../projector/apply-batch.js';
 import { userDataRebuild } from '../../projector/rebuild.js';
 import { CorruptEventError } from '../../shared/errors.js';
 import { inMemoryEventStore } from '../../shared/event-store/in-memory-event-store.js';
+import type { EventStore } from '../../shared/event-store/port.js';
 import { listParked } from '../../shared/read-model/dead-letters.js';
 import { projectionName } from '../../shared/read-model/user-row.js';
 import { parseUserEvent, userStreamId } from '../../shared/user-events.js';
@@ -65,6 +66,64 @@ void t.test('the command side: the command fails with EVENT_INVALID, a 500 over 
   t.equal(response.statusCode, 500);
   t.match(response.json(), { code: 'EVENT_INVALID', message: expected.message });
   t.equal((await store.readStream(userStreamId(id))).length, 2, 'nothing appended');
+});
+
+/** A sealed text with one character changed in its middle: it no longer authenticates. */
+const tampered = (sealed: string) => {
+  const at = Math.floor(sealed.length / 2);
+  return `${sealed.slice(0, at)}${sealed[at] === 'A' ? 'B' : 'A'}${sealed.slice(at + 1)}`;
+};
+
+/** A copy of the log of `store` in a new store, the sealed text of `streamId`@`revision` damaged on the way. */
+async function copyDamaging(store: EventStore, streamId: string, revision: number): Promise<EventStore> {
+  const copy = inMemoryEventStore();
+  for (const e of await store.readAll({ maxCount: 1000 })) {
+    const damaged = e.streamId === streamId && e.revision === revision;
+    const data = damaged ? { ...(e.data as object), sealed: tampered((e.data as { sealed: string }).sealed) } : e.data;
+    await copy.appendToStream(e.streamId, [{ type: e.type, data, metadata: e.metadata }], { expectedRevision: 'any' });
+  }
+  return copy;
+}
+
+/** A user, renamed once, whose sealed event at `revision` no longer authenticates. */
+async function storeWithDamagedSealedEvent(revision: number) {
+  const store = inMemoryEventStore();
+  const commands = commandsOver(store);
+  const { id } = await commands.register({ name: 'Ada', email: 'ada@example.org' });
+  await commands.rename(id, 'Ada L.');
+  return { store: await copyDamaging(store, userStreamId(id), revision), id };
+}
+
+void t.test('forgetting needs nothing a corrupt event held: UserForgotten appended at the stream\'s revision, every key destroyed', async (t) => {
+  // Each stream holds two events; the damaged one is either.
+  const cases: [string, () => Promise<{ store: EventStore; id: string }>, { addressReleased: boolean }][] = [
+    ['a payload that fails its schema', storeWithCorruptEvent, { addressReleased: true }],
+    ['a sealed payload that no longer authenticates', () => storeWithDamagedSealedEvent(1), { addressReleased: true }],
+    ['a registration that no longer authenticates', () => storeWithDamagedSealedEvent(0), { addressReleased: false }],
+  ];
+  for (const [what, make, { addressReleased }] of cases) {
+    await t.test(what, async (t) => {
+      const { store, id } = await make();
+      const commands = commandsOver(store);
+      const keyIds = testVault.keyIdsOf(await store.readStream(userStreamId(id)));
+      t.equal(keyIds.length, 1);
+      await t.rejects(commands.rename(id, 'Ada L.'), { code: 'EVENT_INVALID' }, 'other commands still refuse the stream');
+      await t.rejects(commands.forget(id, { expectedRevision: 0 }), { name: 'ConcurrencyError' }, 'a stale If-Match is a conflict');
+
+      const result = await commands.forget(id);
+      t.same(result, { id, revision: 2 }, 'appended at the stream\'s real revision');
+      const stored = await store.readStream(userStreamId(id));
+      t.equal(stored.length, 3);
+      t.equal(stored.at(-1)?.type, 'UserForgotten', 'UserForgotten is stored');
+      t.same((stored.at(-1)?.data as { keyIds?: string[] }).keyIds, keyIds, 'naming the keys');
+      t.equal((await testKeyStore.get(keyIds)).size, 0, 'every key of the stream is destroyed');
+      t.same(await commands.forget(id), { id, revision: 2 }, 'forgetting again writes nothing');
+      // Released when the events that still open say which address it was; else its claim lapses as a forgotten holder's.
+      const other = commands.register({ name: 'Another Ada', email: 'ada@example.org' });
+      if (addressReleased) await t.resolves(other, 'the address is free again at once');
+      else await t.rejects(other, { code: 'EMAIL_TAKEN' }, 'the address nobody can read stays claimed until the grace period ends');
+    });
+  }
 });
 
 void t.test('the relay: reports the same error and publishes the event as stored, so consumers park it', async (t) => {
