@@ -62,6 +62,14 @@ export function throwIfPaused(control: { PAUSED_BY: string | null; ACTIVE: numbe
   if (control?.PAUSED_BY && Number(control.ACTIVE) === 1) throw new ProjectionPausedError(control.PAUSED_BY);
 }
 
+/** This run's lock is another run's now: its heartbeat went stale and that run took over. */
+export class RebuildLockLostError extends ServiceError {
+  override readonly name = 'RebuildLockLostError';
+  constructor() {
+    super('REBUILD_LOCK_LOST', 'this rebuild lost its lock (its heartbeat went stale and another run took over); stopping without swapping');
+  }
+}
+
 /** A rebuild is running: the quarantine is left alone until it has swapped its table in. */
 export class RebuildRunningError extends ServiceError {
   override readonly name = 'RebuildRunningError';
@@ -145,6 +153,21 @@ export function projectionControl(deps: { db: Knex; projection: string; owner: s
     /** Refreshes the heartbeat; false when the lock is no longer ours (another run took it over). */
     async heartbeat(): Promise<boolean> {
       return (await row().where({ REBUILD_OWNER: owner }).update({ REBUILD_HEARTBEAT: now(db) })) === 1;
+    },
+
+    /**
+     * Inside a transaction that writes for this run (into its shadow table), after its
+     * writes: throws RebuildLockLostError, so they roll back, unless the lock is still
+     * ours. Another run that took over owns the shadow table now (it dropped this run's
+     * and made its own), and what this run wrote there would be mixed into it. Checked
+     * last, the check holds until the commit: SQLite's write lock is held by then, and on
+     * MariaDB the shared lock on the control row keeps a takeover waiting until the
+     * transaction ends.
+     */
+    async assertHeld(trx: Knex): Promise<void> {
+      const query = trx(controlTable).where({ PROJECTION: projection }).first<{ REBUILD_OWNER: string | null } | undefined>('REBUILD_OWNER');
+      const control = await readDbDialect(trx).lockForShare(query);
+      if (control?.REBUILD_OWNER !== owner) throw new RebuildLockLostError();
     },
 
     async release(): Promise<void> {

@@ -3,7 +3,6 @@ import { hostname } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Knex } from 'knex';
 import type { Logger } from 'pino';
-import { globalLogSource } from '../shared/event-feed/event-store-feed.js';
 import { ServiceError } from '../shared/errors.js';
 import type { EventStore, RecordedEvent } from '../shared/event-store/port.js';
 import { openedEventStore } from '../shared/personal-data/opened-event-store.js';
@@ -14,10 +13,12 @@ import { userStreamPrefix } from '../shared/user-events.js';
 import { projectionName } from '../shared/read-model/user-row.js';
 import { readCheckpoints } from '../shared/read-model/checkpoints.js';
 import { compareUserTables, type TableDifferences } from './compare-tables.js';
-import { projectionControl, type LockTaken, type ProjectionControl } from './projection-control.js';
+import { projectionControl, RebuildLockLostError, type LockTaken, type ProjectionControl } from './projection-control.js';
 import { quarantinedEvents } from '../shared/read-model/dead-letters.js';
 import { rebuildRows, type Quarantined, type RebuildRows } from './rebuild-rows.js';
-import { shadowUserData, SwapUnfinishedError, type ShadowUserData } from './shadow-table.js';
+import { liveLogPosition, shadowUserData, SwapUnfinishedError, type ShadowUserData } from './shadow-table.js';
+
+export { RebuildLockLostError } from './projection-control.js';
 
 export type RebuildPhase = 'replaying' | 'catching up (paused)' | 'verifying (paused)' | 'swapping';
 
@@ -55,7 +56,7 @@ export interface RebuildOptions {
 }
 
 export interface Verification extends TableDifferences {
-  /** The live projector's global-log checkpoint at the comparison, if it has one. */
+  /** The live projector's global-log checkpoint at the comparison, if it reads the log (fed by Kafka, it is compared at the head). */
   livePosition?: string;
   /** Log position the shadow had reached at the comparison. */
   shadowPosition?: string;
@@ -130,13 +131,6 @@ export class RebuildAbortedError extends ServiceError {
   override readonly name = 'RebuildAbortedError';
   constructor() {
     super('REBUILD_ABORTED', 'rebuild interrupted; the live table was left as it was and the shadow table dropped');
-  }
-}
-
-export class RebuildLockLostError extends ServiceError {
-  override readonly name = 'RebuildLockLostError';
-  constructor() {
-    super('REBUILD_LOCK_LOST', 'this rebuild lost its lock (its heartbeat went stale and another run took over); stopping without swapping');
   }
 }
 
@@ -223,7 +217,7 @@ interface RunState {
   pausedSince: number | undefined;
   /** How long the live projector was held, pauses that ended so far. */
   pausedMs: number;
-  /** The heartbeat found the lock taken over by another run. */
+  /** The lock is another run's now (found by the heartbeat, a refused pause, or the look at the end): nothing of the run's may be touched. */
   lockLost: boolean;
   swapped: boolean;
 }
@@ -373,7 +367,8 @@ function runParts(settings: RebuildSettings, options: RebuildOptions, unforgotte
   const maxRows = options.maxRowsInMemory ?? 200_000;
   const { signal } = options;
   const control = projectionControl({ db, projection: projectionName, owner });
-  const shadow = shadowUserData(db);
+  // Its writes commit only while the lock is ours.
+  const shadow = shadowUserData(db, control);
   const quarantine: Quarantined = { blocked: new Map(), skipped: new Set() };
   const rows = rebuildRows({
     shadow,
@@ -440,7 +435,8 @@ async function startShadow(run: Run): Promise<void> {
   logger.info({ owner: run.owner, verify: !!options.verify, dryRun: !!options.dryRun }, 'rebuild started');
 }
 
-const liveLogPosition = async (db: Knex) => toPosition((await readCheckpoints(db)).get(globalLogSource));
+/** Where the live projector is in the log, when it reads the log (see `liveLogPosition`). */
+const livePosition = async (db: Knex) => toPosition(liveLogPosition(await readCheckpoints(db)));
 
 const flush = (run: Run) => run.timed('writeMs', () => run.rows.flush(run.state.position?.toString()));
 
@@ -456,11 +452,11 @@ async function replayBesideLive(run: Run): Promise<void> {
   if (store.readAllByStream) {
     // Any position splits the log exactly (at or before it, stream after stream; after it,
     // in order of position), so a head that is already stale costs time, never rows.
-    const until = (followLive ? await liveLogPosition(db) : undefined) ?? (await store.headPosition?.());
+    const until = (followLive ? await livePosition(db) : undefined) ?? (await store.headPosition?.());
     if (until !== undefined) await replayStreamAfterStream(run, until);
   }
   for (;;) {
-    const target = followLive ? await liveLogPosition(db) : undefined;
+    const target = followLive ? await livePosition(db) : undefined;
     if ((await replayInOrder(run, target)) < run.batchSize) break;
   }
   // The bulk of the rows is written now, so the pause only covers the last few changes.
@@ -472,13 +468,18 @@ async function handOver(run: Run): Promise<Verification | undefined> {
   const { db, logger, control, shadow, rows, state, options, pauseMs } = run;
   state.phase = 'catching up (paused)';
   run.report();
-  if (!(await control.pause(pauseMs))) throw new RebuildLockLostError();
+  if (!(await control.pause(pauseMs))) {
+    // Pausing is refused only to a run that no longer holds the lock (also when a pause ran out and this is the next try).
+    state.lockLost = true;
+    throw new RebuildLockLostError();
+  }
   state.pausedSince = performance.now();
   logger.info('live projector paused');
   let verification: Verification | undefined;
   if (options.verify) {
-    // Compare at the live projector's own position, so both tables reflect the same events.
-    const live = await liveLogPosition(db);
+    // Compare at the live projector's own position, so both tables reflect the same events
+    // (at the head when it is fed by Kafka: everything it applied was in the log before the pause).
+    const live = await livePosition(db);
     const shadowAhead = live !== undefined && state.position !== undefined && state.position > live;
     await replayInOrder(run, shadowAhead ? undefined : live);
     await flush(run);
@@ -510,6 +511,8 @@ async function handOver(run: Run): Promise<Verification | undefined> {
   run.report();
   await run.checkpoint();
   if (!(await shadow.swap(control, state.position?.toString(), pauseMs, rows.parked, [...rows.forgotten]))) throw new PauseLost();
+  // From here on a failure must not read as "the live table was left as it was".
+  state.swapped = true;
   // The old table's pages (names and emails of forgotten users among them) out of the embedded DB's files.
   if (rows.forgotten.size > 0) await eraseFreedPages(db);
   return verification;
@@ -560,7 +563,6 @@ async function resumeLive(run: Run): Promise<void> {
     await releasePause(run);
     return;
   }
-  state.swapped = true;
   pauseEnded(state);
   logger.info({ position: state.position?.toString(), pausedMs: Math.round(state.pausedMs) }, 'rebuilt table swapped in; live projector resumed');
 }
@@ -585,18 +587,30 @@ function resultOf(run: Run, startedAt: number, lock: HeldLock, verification: Ver
 /**
  * However the run ended: the heartbeat stops and background writes finish; then, only
  * while the lock is ours (after a takeover the shadow belongs to the other run), an
- * unswapped shadow and the pause go, and the lock is released.
+ * unswapped shadow and the pause go, and the lock is released. Whether it is ours is
+ * looked at once more first: a run can fail for another reason (say, a write into the
+ * shadow the other run had just dropped) before its heartbeat notices the takeover.
  */
 async function cleanUpAndUnlock(run: Run, lock: HeldLock): Promise<void> {
-  const { logger, state } = run;
+  const { logger, state, control } = run;
   clearInterval(lock.heartbeat);
   await run.rows.drain();
-  if (!state.lockLost && !state.swapped) {
-    await Promise.all([run.shadow.drop(), releasePause(run)]).catch((error: unknown) =>
+  if (state.lockLost) return;
+  const ours = await control.heartbeat().catch((error: unknown) => {
+    logger.warn({ err: error }, 'could not make sure the rebuild lock is still this run\'s; leaving its shadow table to the next rebuild');
+    return undefined;
+  });
+  if (ours === false) {
+    state.lockLost = true;
+    return;
+  }
+  if (!state.swapped) {
+    // Pause and lock are only ever lifted for their own owner; the shadow has no owner, so it goes only when the lock is known to be ours.
+    await Promise.all([ours ? run.shadow.drop() : undefined, releasePause(run)]).catch((error: unknown) =>
       logger.warn({ err: error }, 'could not clean up; the next rebuild will'),
     );
   }
-  if (!state.lockLost) await run.control.release().catch((error: unknown) => logger.warn({ err: error }, 'could not release the rebuild lock'));
+  await control.release().catch((error: unknown) => logger.warn({ err: error }, 'could not release the rebuild lock'));
 }
 
 /**
@@ -644,7 +658,7 @@ export function userDataRebuild(deps: {
       await resumeLive(parts);
       return resultOf(parts, startedAt, lock, verification);
     } catch (error) {
-      throw failureOfRun(error, options.signal);
+      throw failureOfRun(parts.state.swapped ? new SwapUnfinishedError(error) : error, options.signal);
     } finally {
       await cleanUpAndUnlock(parts, lock);
     }

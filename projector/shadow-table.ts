@@ -165,11 +165,13 @@ async function insertMariaDb(trx: Knex.Transaction, rows: readonly UserRow[], ne
 const finishAttempts = 5;
 
 /**
- * On MariaDB the rebuilt table was renamed into place, but what follows (recording
- * what the rebuild parked, the checkpoint, clearing the pause) failed: the live
- * table IS the rebuilt one. The live projector resumes from its own checkpoint when
- * the pause expires and parks for itself what it meets; running the rebuild again
- * finishes the rest.
+ * The rebuilt table was swapped in, but what follows failed: on MariaDB, what the
+ * rename leaves to a transaction of its own (recording what the rebuild parked, the
+ * checkpoint, clearing the pause), on either read DB the erasing of the old table's
+ * freed pages. The live table IS the rebuilt one. The pause is lifted at once (by
+ * the run's clean-up when the swap did not get to it; with the read DB out of reach,
+ * it expires after its time), and the live projector resumes from its own checkpoint
+ * and parks for itself what it meets; running the rebuild again finishes the rest.
  */
 export class SwapUnfinishedError extends Error {
   override readonly name = 'SwapUnfinishedError';
@@ -182,11 +184,33 @@ export class SwapUnfinishedError extends Error {
 }
 
 /**
+ * Whether the live projection is fed by Kafka: it has a `topic:partition` checkpoint.
+ * Such a projector never reads, moves or deletes a `$all` row.
+ */
+const fedByKafka = (sources: Iterable<string>): boolean => {
+  for (const source of sources) if (source !== globalLogSource) return true;
+  return false;
+};
+
+/**
+ * The live projection's position in the log, from its checkpoints: its `$all` row,
+ * unless it is fed by Kafka. Then a `$all` row is left from before its first offsets
+ * (a rebuild into a read DB the projector had not written to yet, or a deployment that
+ * read the log before) and says nothing of where it is: the live projection has no
+ * log position, and a comparison with it is made at the log's head.
+ */
+export function liveLogPosition(checkpoints: ReadonlyMap<string, string>): string | undefined {
+  return fedByKafka(checkpoints.keys()) ? undefined : checkpoints.get(globalLogSource);
+}
+
+/**
  * The rebuild's shadow table, USER_DATA_REBUILD, and the swap that makes it
  * USER_DATA. The shadow is a clone of the live table's current definition
- * (whatever migrations made of it), so the two cannot drift apart.
+ * (whatever migrations made of it), so the two cannot drift apart. With `lock`
+ * (the run's control), every write commits only while the run's lock is held:
+ * a run that lost its lock cannot write into the shadow of the run that took over.
  */
-export function shadowUserData(db: Knex) {
+export function shadowUserData(db: Knex, lock?: Pick<ProjectionControl, 'assertHeld'>) {
   const mariadb = readDbDialect(db).kind === 'mariadb';
 
   async function exists(name: string): Promise<boolean> {
@@ -254,8 +278,20 @@ export function shadowUserData(db: Knex) {
         // server can use two cores. The checkpoint follows once both committed; a run that
         // fails in between drops the shadow anyway.
         const half = Math.ceil(rows.length / 2);
-        await Promise.all([rows.slice(0, half), rows.slice(half)].map((part) => db.transaction((trx) => writeMariaDb(db, trx, part, options.newRows))));
-        if (position !== undefined) await setCheckpoint(db, shadowName, position);
+        await Promise.all(
+          [rows.slice(0, half), rows.slice(half)].map((part) =>
+            db.transaction(async (trx) => {
+              await writeMariaDb(db, trx, part, options.newRows);
+              await lock?.assertHeld(trx);
+            }),
+          ),
+        );
+        if (position !== undefined) {
+          await db.transaction(async (trx) => {
+            await setCheckpoint(trx, shadowName, position);
+            await lock?.assertHeld(trx);
+          });
+        }
         return;
       }
       await db.transaction(async (trx) => {
@@ -268,6 +304,8 @@ export function shadowUserData(db: Knex) {
           }
         }
         if (position !== undefined) await setCheckpoint(trx, shadowName, position);
+        // Last, after the writes: see `assertHeld`.
+        await lock?.assertHeld(trx);
       });
     },
 
@@ -291,9 +329,11 @@ export function shadowUserData(db: Knex) {
      * pause is still ours (else returns false: the live projector may have moved
      * on, and the caller must pause and catch up again). Sets the live checkpoint
      * to the shadow's position when the live projector reads the global log (or
-     * has no checkpoint yet); Kafka `topic:partition` checkpoints are left alone,
-     * the rows' VERSION makes whatever Kafka redelivers harmless. Events the fold
-     * parked are recorded in the quarantine in the same step.
+     * has no checkpoint yet: a projector that reads the log then starts there, not
+     * at the log's start). Kafka `topic:partition` checkpoints are left alone, the
+     * rows' VERSION makes whatever Kafka redelivers harmless; a `$all` row beside
+     * them is one no projector reads (see `liveLogPosition`) and goes. Events the
+     * fold parked are recorded in the quarantine in the same step.
      */
     async swap(
       control: ProjectionControl,
@@ -308,9 +348,8 @@ export function shadowUserData(db: Knex) {
         await parkEvents(trx, liveName, parked);
         if (forgotten.length > 0) await eraseParkedStreams(trx, liveName, forgotten);
         const sources = await trx(checkpointTable).where({ PROJECTION: liveName }).pluck<string[]>('SOURCE');
-        if (position !== undefined && (sources.length === 0 || sources.includes(globalLogSource))) {
-          await setCheckpoint(trx, liveName, position);
-        }
+        if (fedByKafka(sources)) await trx(checkpointTable).where({ PROJECTION: liveName, SOURCE: globalLogSource }).del();
+        else if (position !== undefined) await setCheckpoint(trx, liveName, position);
         await trx(checkpointTable).where({ PROJECTION: shadowName }).del();
         await control.clearPause(trx);
       };

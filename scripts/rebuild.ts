@@ -36,7 +36,9 @@ is reported, never created.
 
 Exit codes: 0 done, 1 failed (e.g. store or DB unreachable), 2 bad usage,
 3 --verify found differences (the rebuilt table was still swapped in unless
---dry-run), 4 another rebuild is running, 130 interrupted (live table untouched).`;
+--dry-run), 4 another rebuild is running, 130 interrupted (live table untouched;
+a signal once the swap has begun lets it finish: then 0, or 1 saying the rebuilt
+table was swapped in).`;
 
 const exitCodes = { ok: 0, failed: 1, usage: 2, differences: 3, locked: 4, interrupted: 130 } as const;
 
@@ -94,7 +96,10 @@ function report(result: RebuildResult, out: (line: string) => void) {
   const differs = v.missing + v.extra + v.different > 0;
   out(
     `verify: ${v.compared} rows compared: ${v.missing} missing, ${v.extra} extra, ${v.different} different` +
-      (v.livePosition ? ` (live checkpoint ${v.livePosition}, rebuilt at ${v.shadowPosition ?? 'start'})` : ''),
+      (v.livePosition
+        ? ` (live checkpoint ${v.livePosition}, rebuilt at ${v.shadowPosition ?? 'start'})`
+        : // Fed by Kafka (or yet to project anything), the live projector has no log position to compare at.
+          ` (at the log's head, ${v.shadowPosition ?? 'start'}: the live projector keeps no log position; fed by Kafka, a lag shows as differences)`),
   );
   if (v.shadowAhead) out('verify: the rebuilt table was ahead of the live projector; rows changed in between differ legitimately');
   for (const example of v.examples) out(`  ${example}`);

@@ -4,6 +4,7 @@ import { pino } from 'pino';
 import t, { type Test } from 'tap';
 import { v7 as uuidv7 } from 'uuid';
 import { readCheckpoints } from '../../shared/read-model/checkpoints.js';
+import { applyBatch } from '../../projector/apply-batch.js';
 import { userProjector } from '../../projector/projector.js';
 import { userDataRebuild, type RebuildProgress } from '../../projector/rebuild.js';
 import { shadowUserData } from '../../projector/shadow-table.js';
@@ -267,6 +268,34 @@ forEachReadDb(t, async (t, db) => {
     await foreign.appendToStream('order-1', [{ type: 'OrderPlaced', data: {} }], { expectedRevision: 'no_stream' });
     for (const replay of replays) await t.rejects(userDataRebuild({ vault: testVault, store: replay.store(foreign), db, logger }).run(), { message: /holds no users/ });
     t.same(await tableRows(db), before);
+    await assertNoLeftovers(t, db);
+  });
+
+  await t.test('Kafka-fed: a $all checkpoint from before its first offsets moves neither --verify nor the pause off the head', async (t) => {
+    const store = inMemoryEventStore();
+    const commands = commandsOver(store);
+    await seedUsers(commands, 10);
+    // The read DB is filled by a rebuild before the Kafka-fed projector has committed anything.
+    const rebuild = userDataRebuild({ vault: testVault, store, db, logger });
+    const filled = await rebuild.run();
+    t.same(await readCheckpoints(db), new Map([[globalLogSource, filled.position]]), 'a projection with no checkpoint yet gets the log position');
+    // Then the Kafka-fed projector applies what follows, with its own offsets.
+    await db('PROJECTION_CHECKPOINT').insert({ PROJECTION: 'USER_DATA', SOURCE: 'users.events.v1:0', POSITION: '17', DATE_UPDATED: '2026-01-01 00:00:00.000' });
+    await seedUsers(commands, 5, 'after-fill');
+    const later = await testVault.open(await store.readAll({ after: BigInt(filled.position!), maxCount: 10_000 }));
+    await applyBatch(db, later, new Map([['users.events.v1:0', '99']]));
+
+    const dry = await rebuild.run({ verify: true, dryRun: true });
+    t.match(dry.verification, { compared: 15, missing: 0, extra: 0, different: 0, shadowAhead: false }, 'compared at the head');
+    t.equal(dry.verification?.livePosition, undefined, 'the leftover $all is not taken for the live position');
+    t.equal(dry.position, await head(store));
+
+    let readBeforePause: number | undefined;
+    const real = await rebuild.run({ verify: true, onProgress: (p) => void (p.phase !== 'replaying' && (readBeforePause ??= p.events)) });
+    t.match(real.verification, { compared: 15, missing: 0, extra: 0, different: 0 });
+    t.equal(real.events, readBeforePause, 'the log was read to its head before the pause: nothing left to read while the live projector is held');
+    t.same(await readCheckpoints(db), new Map([['users.events.v1:0', '99']]), 'Kafka offsets left alone, the leftover $all gone');
+    t.same(await tableRows(db), await expectedRows(store));
     await assertNoLeftovers(t, db);
   });
 });
