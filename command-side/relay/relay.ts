@@ -109,7 +109,11 @@ export function eventRelay(deps: {
    * background: the next batch is published while the previous one's resume
    * point is written. Resume points coalesce: while one is being written, only
    * the latest acknowledged position waits to be written next. A failure (the
-   * lease lost, the store down) is kept and thrown at the publisher's next step.
+   * lease lost, the store down) ends this holding of the lease: it is thrown at the
+   * publisher's next step, and `signal` stops the publisher's retries (a send or
+   * the key store through an outage), which would otherwise meet the same failure
+   * at every attempt. `run` then stands by, or, the store down, starts again from
+   * the last resume point written, with a writer of its own.
    */
   function leaseWriter(held: Lease) {
     let pending: bigint | undefined;
@@ -118,6 +122,7 @@ export function eventRelay(deps: {
     let fail: (error: Error) => void = () => {};
     const failed = new Promise<never>((_, reject) => (fail = reject));
     failed.catch(() => {}); // observed through `failed` by whoever races it
+    const failing = new AbortController();
     const drain = async () => {
       try {
         while (pending !== undefined) {
@@ -129,6 +134,7 @@ export function eventRelay(deps: {
       } catch (error) {
         failure = error instanceof Error ? error : new Error(String(error));
         fail(failure);
+        failing.abort(failure);
       } finally {
         writing = undefined;
       }
@@ -153,6 +159,10 @@ export function eventRelay(deps: {
       settled,
       /** Rejects when a write fails (the lease lost, the store down), so a relay waiting for events stops at once. */
       failed,
+      /** Aborted when a write fails or the relay stops: for the publisher's retries. */
+      signal: AbortSignal.any([abort.signal, failing.signal]),
+      /** The write that failed, if one did. */
+      failure: () => failure,
     };
   }
 
@@ -172,6 +182,19 @@ export function eventRelay(deps: {
     abort.signal.addEventListener('abort', closeOnAbort);
     const batches = inBatches(subscription, deps.batchSize, { lingerMs: 10 })[Symbol.asyncIterator]();
     const leaseWrites = leaseWriter(held);
+    /**
+     * `work` retried through an outage until it succeeds, the relay stops, or a lease
+     * write fails: then that failure is thrown, not the work's, and `run` handles it
+     * (a retry here would only meet it again). An attempt under way is finished first,
+     * so a send is never left running behind the next holding's.
+     */
+    const retryingWhileHeld = async <T>(work: () => Promise<T>, onRetry: (error: unknown, attempt: number) => void): Promise<T> => {
+      try {
+        return await retrying(work, { signal: leaseWrites.signal, capMs: renewEvery, onRetry });
+      } catch (error) {
+        throw leaseWrites.failure() ?? error;
+      }
+    };
     try {
       let next = batches.next();
       for (;;) {
@@ -191,13 +214,12 @@ export function eventRelay(deps: {
         // Read and not yet acknowledged from here on, through a key store's or a broker's outage.
         status.pendingSince = winner.value[0]!.recordedAt.getTime();
         // The key store down is an outage like the broker's: wait and try again, nothing skipped.
-        const events = await retrying(() => deps.vault.open(winner.value, { finishForgets: true }), {
-          signal: abort.signal,
-          capMs: renewEvery,
-          onRetry: (error, attempt) => {
+        const events = await retryingWhileHeld(
+          () => deps.vault.open(winner.value, { finishForgets: true }),
+          (error, attempt) => {
             if (attempt === 0) logger.warn({ err: error }, 'key store unavailable; relay retrying');
           },
-        });
+        );
         const messages = events.flatMap((event) => {
           const message = messageOf(event);
           // The v1 contract has no name for it; the embedded projector would park it, here it is only reported.
@@ -212,18 +234,14 @@ export function eventRelay(deps: {
         });
         const started = performance.now();
         const span = tracingOn() ? sendSpan(deps.topic, messages) : undefined;
-        await endingSpan(span, retrying(
+        await endingSpan(span, retryingWhileHeld(
           async () => {
             if (!held.isHeld(margin)) await leaseWrites.renew();
             await publisher.publish(messages);
           },
-          {
-            signal: abort.signal,
-            capMs: renewEvery,
-            onRetry: (error, attempt) => {
-              if (attempt === 0) logger.warn({ err: error }, 'broker unavailable; relay retrying');
-              span?.addEvent('retry', { 'error.type': error instanceof Error ? error.name : 'unknown' });
-            },
+          (error, attempt) => {
+            if (attempt === 0) logger.warn({ err: error }, 'broker unavailable; relay retrying');
+            span?.addEvent('retry', { 'error.type': error instanceof Error ? error.name : 'unknown' });
           },
         ));
         status.published += messages.length;

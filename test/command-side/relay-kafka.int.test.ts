@@ -75,6 +75,51 @@ void t.test('everything appended reaches Kafka at least once, in per-stream orde
   t.equal(misordered, 0, 'within each partition every stream is in order (duplicates allowed, gaps not)');
 });
 
+/**
+ * An outage longer than kafkajs's own retries of a send (with `createKafka`'s settings, 5.5
+ * to 6 s against the test broker): the producer finds the cluster disconnected, its
+ * reconnection gives up, and the send fails with a KafkaJSNonRetriableError whose cause is
+ * the connection error. That is an outage too: the relay must not stop on it.
+ */
+void t.test('a broker outage longer than the producer retries a send for: the relay waits it out and loses nothing', async (t) => {
+  const { broker, store, relay: start } = await onTestBroker(t, 3);
+  const commands = commandsOver(store);
+  const relay = start();
+  let stopped: unknown;
+  relay.start().catch((error: unknown) => (stopped = error));
+
+  await seedUsers(commands, 10, 'before');
+  const head = async () => (await store.readAll({ maxCount: 100_000 })).filter((e) => e.streamId.startsWith('user-')).at(-1)!.position.toString();
+  await waitFor(async () => relay.status().position === (await head()), 10_000, 'relay before the outage');
+
+  const beforeOutage = relay.status().position;
+  await broker.stop();
+  await seedUsers(commands, 10, 'during');
+  await new Promise((resolve) => setTimeout(resolve, 8000));
+  t.equal(relay.status().position, beforeOutage, 'nothing is acknowledged while the broker is down');
+  t.equal(stopped, undefined, 'the relay is still running');
+  await broker.restart();
+  await seedUsers(commands, 5, 'after');
+  await waitFor(async () => stopped !== undefined || relay.status().position === (await head()), 30_000, 'relay after the outage');
+  t.equal(stopped, undefined, 'the relay did not stop on the outage');
+  t.equal(relay.status().position, await head(), 'the relay caught up');
+
+  const records = [0, 1, 2].flatMap((p) => broker.records(topic, p).map((r) => ({ partition: p, ...fromEnvelope(r.value), key: r.key?.toString() })));
+  const expected = (await store.readAll({ maxCount: 100_000 })).filter((e) => e.streamId.startsWith('user-'));
+  const delivered = new Set(records.map((r) => `${r.streamId}@${r.revision}`));
+  t.equal(expected.filter((e) => !delivered.has(`${e.streamId}@${e.revision}`)).length, 0, `all ${expected.length} events delivered`);
+  const lastRevision = new Map<string, number>();
+  let misordered = 0;
+  for (const p of [0, 1, 2]) {
+    for (const r of records.filter((x) => x.partition === p)) {
+      const last = lastRevision.get(r.streamId) ?? -1;
+      if (r.revision > last + 1) misordered += 1;
+      lastRevision.set(r.streamId, Math.max(last, r.revision));
+    }
+  }
+  t.equal(misordered, 0, 'within each partition every stream is in order (duplicates allowed, gaps not)');
+});
+
 void t.test('the traceparent and tracestate of a write reach its Kafka message as headers', async (t) => {
   const { broker, store, relay } = await onTestBroker(t, 1);
   relay();

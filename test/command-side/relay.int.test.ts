@@ -160,6 +160,91 @@ void t.test('an event store outage is retried too: the relay neither stops nor s
   await t.resolves(running, 'it ran until it was stopped');
 });
 
+void t.test('a resume point that fails to be written while the broker is down: the relay starts again once both answer', async (t) => {
+  const inner = inMemoryEventStore();
+  await seedUsers(commandsOver(inner), 3);
+  // The first resume point's append hangs a while, then fails as a store that stopped answering does.
+  let failedResumePoints = 0;
+  const store: EventStore = Object.assign(Object.create(inner) as EventStore, {
+    async appendToStream(...args: Parameters<EventStore['appendToStream']>) {
+      const [stream, events] = args;
+      const resumePoint = events.some((e) => (e.data as { position?: string }).position !== undefined);
+      if (stream === relayStreamId(topic) && resumePoint && failedResumePoints === 0) {
+        failedResumePoints += 1;
+        await new Promise((resolve) => setTimeout(resolve, 250));
+        throw new StoreUnavailableError('event store timed out');
+      }
+      return inner.appendToStream(...args);
+    },
+  });
+  // The broker acknowledges the first batch, then is down for half a second: the relay retries a send
+  // while the resume point fails, and its lease needs renewing before the broker is back.
+  const acknowledged: OutboundMessage[] = [];
+  let downUntil: number | undefined;
+  const publisher: EventPublisher = {
+    async publish(messages) {
+      if (downUntil !== undefined && Date.now() < downUntil) throw new StoreUnavailableError('broker down');
+      acknowledged.push(...messages);
+      downUntil ??= Date.now() + 500;
+    },
+    close: () => Promise.resolve(),
+  };
+  const warnings: string[] = [];
+  const recording = pino({ level: 'warn' }, { write: (line: string) => void warnings.push((JSON.parse(line) as { msg: string }).msg) });
+  const relay = eventRelay({ store, vault: testVault, publisher, topic, logger: recording, leaseMs: 300, batchSize: 1 });
+  const running = relay.start();
+  t.teardown(() => relay.stop());
+  const expected = await userEventsIn(inner);
+  const head = expected.at(-1)!.position.toString();
+  await waitFor(() => relay.status().position === head, 5000, 'the resume point at the head once the store and the broker answer');
+  t.equal(failedResumePoints, 1, 'the resume point failed once');
+  t.ok(warnings.includes('event store unavailable; relay retrying from its last resume point'), 'the relay stood by and said why');
+  t.equal(relay.status().role, 'publishing');
+  t.equal(parseRelayCheckpoint((await inner.readStream(relayStreamId(topic))).at(-1)!).position, head, 'and is written');
+  assertComplete(t, acknowledged, expected);
+  await relay.stop();
+  await t.resolves(running, 'it ran until it was stopped');
+});
+
+void t.test('a relay that loses its lease while it retries a send through a broker outage stands by at once', async (t) => {
+  const inner = inMemoryEventStore();
+  await seedUsers(commandsOver(inner), 2);
+  // Another relay takes the lease while the first resume point is on its way (as if this one had stalled past it),
+  // late enough that the relay is retrying its next send by then.
+  let usurped = false;
+  const store: EventStore = Object.assign(Object.create(inner) as EventStore, {
+    async appendToStream(...args: Parameters<EventStore['appendToStream']>) {
+      const [stream, events] = args;
+      const resumePoint = events.some((e) => (e.data as { position?: string }).position !== undefined);
+      if (stream === relayStreamId(topic) && resumePoint && !usurped) {
+        usurped = true;
+        await new Promise((resolve) => setTimeout(resolve, 200));
+        const last = (await inner.readStream(stream)).at(-1)!;
+        await inner.appendToStream(stream, [{ type: 'RelayCheckpointed', data: { owner: 'usurper', leaseUntil: new Date(Date.now() + 60_000).toISOString() } }], {
+          expectedRevision: last.revision,
+        });
+      }
+      return inner.appendToStream(...args);
+    },
+  });
+  // The broker acknowledges the first batch, then is down for good.
+  const acknowledged: OutboundMessage[] = [];
+  const publisher: EventPublisher = {
+    async publish(messages) {
+      if (acknowledged.length > 0) throw new StoreUnavailableError('broker down');
+      acknowledged.push(...messages);
+    },
+    close: () => Promise.resolve(),
+  };
+  // A long lease: the relay still holds it with margin to spare, as far as it knows, all through the test.
+  const relay = eventRelay({ store, vault: testVault, publisher, topic, logger, leaseMs: 60_000, batchSize: 1, owner: 'slow' });
+  void relay.start();
+  t.teardown(() => relay.stop());
+  await waitFor(() => usurped && relay.status().role === 'standby', 5000, 'the relay to stand by');
+  t.equal(acknowledged.length, 1, 'nothing more was published');
+  t.equal(relay.status().position, undefined, 'no resume point of its own was written');
+});
+
 void t.test('a crash after the broker acknowledged, before the checkpoint: the restart republishes, loses nothing', async (t) => {
   const store = inMemoryEventStore();
   await seedUsers(commandsOver(store), 10);
