@@ -59,8 +59,9 @@ forEachReadDb(t, async (t, db) => {
   const store = inMemoryEventStore();
   const commands = userCommands({ store, vault: testVault, emailGraceMs: 60_000 });
   for (let i = 0; i < 5; i++) await commands.register({ name: `Reader ${i}`, email: `reader${i}@example.org` });
-  await applyBatch(db, await store.readAll({ maxCount: 1000 }), new Map());
+  await applyBatch(db, await testVault.open(await store.readAll({ maxCount: 1000 })), new Map());
   const before = await tableRows(db);
+  t.equal(before.length, 5, 'the read model holds the five users the hostile reads go at');
   const app = buildQueryApp({ db, consistencyWaitMs: 100 });
   t.teardown(() => app.close());
 
