@@ -23,6 +23,12 @@ import type { PartitionCount } from './publisher.js';
  *    are late copies of events already delivered in order (the successor starts
  *    from the resume point, before that batch); consumers drop them by
  *    (stream, revision), as at-least-once delivery asks of them anyway.
+ *
+ * The stream gains an event per resume point and per renewal for as long as the service
+ * runs (EventStoreDB keeps the last `keptLeaseEvents` of them, the embedded store all), so
+ * taking the lease (at every start, takeover and standby look) reads its last event only,
+ * never the stream: a read of the whole of it would grow with it, until it outlasted the
+ * store's read timeout and no relay could start.
  */
 const relayCheckpointSchema = {
   type: 'object',
@@ -53,17 +59,24 @@ export function parseRelayCheckpoint(stored: RecordedEvent): RelayCheckpoint {
  * The partition count the keys are spread over (`relayPartitions`), kept in the events'
  * metadata rather than their data: a relay of an earlier release parses the data against a
  * closed schema and would stop on a field it does not know (a rolling deploy, a rollback),
- * while it passes metadata by. The latest event that carries it holds; one that carries
- * something else is read as not carrying it.
+ * while it passes metadata by. Once recorded, every append carries it (renewals and the
+ * release included), so the last event holds it. Only an event of a release from before the
+ * count carries none after one that did; that release spread the keys over the topic's
+ * partitions as they were, and the count seen at the next send, recorded then, follows it.
+ * A value that is not a count is read as none.
  */
 const partitionsKey = 'relayPartitions';
-function recordedPartitions(events: readonly RecordedEvent[]): number | undefined {
-  for (let i = events.length - 1; i >= 0; i--) {
-    const value = events[i]!.metadata?.[partitionsKey];
-    if (typeof value === 'number' && Number.isInteger(value) && value >= 1 && value <= 1_000_000) return value;
-  }
-  return undefined;
+function recordedPartitions(event: RecordedEvent | undefined): number | undefined {
+  const value = event?.metadata?.[partitionsKey];
+  return typeof value === 'number' && Number.isInteger(value) && value >= 1 && value <= 1_000_000 ? value : undefined;
 }
+
+/**
+ * Lease events a store that can cap a stream keeps (EventStoreDB: `$maxCount`). The lease
+ * needs the last one alone (resume point, owner, expiry and count all ride in each); the
+ * rest show an operator the recent handovers and resume points.
+ */
+export const keptLeaseEvents = 1000;
 
 export interface Lease {
   /** Whether the lease is still ours with `marginMs` to spare. */
@@ -87,12 +100,16 @@ export function relayLease(deps: { store: EventStore; streamId: string; owner: s
 
   return {
     /**
+     * Keeps the lease stream to its last `keptLeaseEvents` where the store can
+     * (`EventStore.capStream`); a no-op elsewhere. Appends still name the real revision.
+     */
+    cap: (): Promise<void> => store.capStream?.(streamId, keptLeaseEvents) ?? Promise.resolve(),
+    /**
      * Takes the lease if it is free or expired. Returns undefined with the time to
      * wait when another relay holds it.
      */
     async tryAcquire(): Promise<Lease | { waitMs: number }> {
-      const events = await store.readStream(streamId);
-      const last = events.at(-1);
+      const [last] = await store.readStream(streamId, { backwards: true, maxCount: 1 });
       const held = last && parseRelayCheckpoint(last);
       if (held && held.owner !== owner) {
         const left = Date.parse(held.leaseUntil) - now();
@@ -100,7 +117,7 @@ export function relayLease(deps: { store: EventStore; streamId: string; owner: s
       }
       let revision = last?.revision ?? -1;
       let position = held?.position;
-      let partitions = recordedPartitions(events);
+      let partitions = recordedPartitions(last);
       if (partitions !== undefined) deps.partitions?.pin(partitions);
       let until = 0;
       const append = async (moveTo?: bigint, leaseUntil = now() + leaseMs) => {

@@ -263,6 +263,7 @@ export function eventRelay(deps: {
 
   async function run(): Promise<void> {
     let storeOutages = 0;
+    let capped = false;
     while (!abort.signal.aborted) {
       let acquired: Awaited<ReturnType<typeof lease.tryAcquire>>;
       try {
@@ -277,6 +278,18 @@ export function eventRelay(deps: {
         status.role = 'standby';
         await sleep(Math.min(acquired.waitMs, renewEvery), undefined, { signal: abort.signal }).catch(() => {});
         continue;
+      }
+      // Once per process, by the holder: the lease stream kept to its last events where the store can.
+      // Not a reason to stop publishing: the lease reads the last event only, whatever the stream's length.
+      if (!capped) {
+        capped = await lease.cap().then(
+          () => true,
+          (error: unknown) => {
+            logger.warn({ err: error }, 'could not cap the relay stream; it keeps every lease event');
+            // An outage is tried again at the next holding; a refusal (its metadata not ours to write) is not.
+            return !isRetriable(error);
+          },
+        );
       }
       status.role = 'publishing';
       logger.info({ owner, from: acquired.position()?.toString() ?? 'start' }, 'relay publishing');

@@ -6,6 +6,7 @@ import {
   DeadlineExceededError,
   END,
   EventStoreDBClient,
+  FORWARDS,
   NO_STREAM,
   NotLeaderError,
   START,
@@ -31,6 +32,7 @@ import {
   type EventToAppend,
   type ExpectedRevision,
   type LogSubscription,
+  type ReadStreamOptions,
   type RecordedEvent,
   type SubscribeOptions,
 } from './port.js';
@@ -274,15 +276,39 @@ export function esdbEventStore(options: EsdbEventStoreOptions): EventStore {
     }
   }
 
-  async function readStream(streamId: string, fromRevision: number) {
+  async function readStream(streamId: string, { fromRevision, backwards = false, maxCount }: ReadStreamOptions) {
     const what = `read of ${streamId}`;
     try {
-      const events = await collect(client.readStream(streamId, { fromRevision: BigInt(fromRevision) }), what);
+      const read = client.readStream(streamId, {
+        direction: backwards ? BACKWARDS : FORWARDS,
+        fromRevision: fromRevision === undefined ? (backwards ? END : START) : BigInt(fromRevision),
+        ...(maxCount === undefined ? {} : { maxCount }),
+      });
+      const events = await collect(read, what);
       return events.map(toRecorded).filter((e): e is RecordedEvent => e !== undefined);
     } catch (error) {
       if (error instanceof StreamNotFoundError) return [];
       throw translate(error, what);
     }
+  }
+
+  /**
+   * `$maxCount` in the stream's metadata, merged into what the metadata already says (an
+   * operator's ACL stays), unless it names one already. The metadata is read and written
+   * here rather than through the client's getStreamMetadata, whose `metastreamRevision` is
+   * the metadata event's log position, not its revision, so it cannot be the expected
+   * revision of the write; and the write names the revision read, so an operator's change
+   * made meanwhile is not overwritten (it conflicts instead). The server keeps a stream's
+   * revisions (its last event number) whatever the cap, so appends are checked against the
+   * real last revision; a read of the stream starts at its last `maxCount` events.
+   */
+  async function capStream(streamId: string, maxCount: number) {
+    const metastream = `$$${streamId}`;
+    const [current] = await readStream(metastream, { backwards: true, maxCount: 1 });
+    const data = current?.data;
+    const metadata = data !== null && typeof data === 'object' && !Array.isArray(data) && !(data instanceof Uint8Array) ? (data as Record<string, unknown>) : {};
+    if ('$maxCount' in metadata) return;
+    await append(metastream, [{ type: '$metadata', data: { ...metadata, $maxCount: maxCount } }], current?.revision ?? 'no_stream');
   }
 
   async function readAll(after: bigint | undefined, maxCount: number) {
@@ -389,7 +415,8 @@ export function esdbEventStore(options: EsdbEventStoreOptions): EventStore {
 
   return {
     appendToStream: (streamId, events, { expectedRevision }) => track(() => append(streamId, events, expectedRevision)),
-    readStream: (streamId, { fromRevision = 0 } = {}) => track(() => readStream(streamId, fromRevision)),
+    readStream: (streamId, options = {}) => track(() => readStream(streamId, options)),
+    capStream: (streamId, maxCount) => track(() => capStream(streamId, maxCount)),
     readAll: ({ after, maxCount }) => track(() => readAll(after, maxCount)),
     headPosition: () => track(() => headPosition()),
     subscribeToAll,

@@ -54,9 +54,12 @@ export function inMemoryEventStore(): EventStore {
       appended.notify();
       return Promise.resolve(results);
     },
-    readStream(streamId, options = {}) {
+    readStream(streamId, { fromRevision, backwards = false, maxCount = Infinity } = {}) {
+      // A stream's revisions are its indexes here.
       const stream = streams.get(streamId) ?? [];
-      return Promise.resolve(stream.slice(options.fromRevision ?? 0));
+      if (!backwards) return Promise.resolve(stream.slice(fromRevision ?? 0, (fromRevision ?? 0) + maxCount));
+      const end = fromRevision === undefined ? stream.length : Math.min(stream.length, fromRevision + 1);
+      return Promise.resolve(stream.slice(Math.max(0, end - maxCount), end).reverse());
     },
     readAll({ after = 0n, maxCount }) {
       // Positions are 1-based and consecutive here, so the index of position p is p - 1.

@@ -57,6 +57,22 @@ export interface ReadAllOptions {
   maxCount: number;
 }
 
+export interface ReadStreamOptions {
+  /**
+   * Where the read starts, that event included: forwards, the first revision read
+   * (default 0); backwards, the last (default the stream's last event).
+   */
+  fromRevision?: number;
+  /**
+   * From `fromRevision` towards the stream's start, in descending order of revision.
+   * With `maxCount: 1`, the stream's last event: a reader that needs only the latest
+   * state of a long stream (the relay's lease) reads one event, not the stream.
+   */
+  backwards?: boolean;
+  /** At most this many events (at least 1); all of them when absent. */
+  maxCount?: number;
+}
+
 /** An event as a projection replaying the log needs it: no id, metadata or recording time. */
 export type LoggedEvent = Pick<RecordedEvent, 'streamId' | 'revision' | 'position' | 'type' | 'data'>;
 
@@ -101,8 +117,20 @@ export interface EventStore {
    * stream by stream.
    */
   appendToStreams?(appends: readonly StreamAppend[]): Promise<AppendResult[]>;
-  /** The stream's events in order; an empty array when the stream does not exist. */
-  readStream(streamId: string, options?: { fromRevision?: number }): Promise<RecordedEvent[]>;
+  /**
+   * The stream's events in order of revision (descending with `backwards`); an empty
+   * array when the stream does not exist.
+   */
+  readStream(streamId: string, options?: ReadStreamOptions): Promise<RecordedEvent[]>;
+  /**
+   * Optional: keeps the stream to its last `maxCount` events, the rest dropped by the
+   * store in its own time (EventStoreDB: `$maxCount` in the stream's metadata, set
+   * once; a stream whose metadata already names one keeps it). Revisions go on
+   * counting, so an append still names the stream's real last revision; a read finds
+   * only the events kept, the last one always among them. Stores whose log is kept
+   * whole (the embedded one, append-only) leave it out.
+   */
+  capStream?(streamId: string, maxCount: number): Promise<void>;
   readAll(options: ReadAllOptions): Promise<RecordedEvent[]>;
   /**
    * Optional: the log up to a position, in pages, stream after stream (each

@@ -130,8 +130,12 @@ export function sqliteEventStore(options: {
   db.pragma('busy_timeout = 5000');
   db.exec(schema);
 
+  // Both walk the (stream_id, revision) index from `revision`, so the last event of a long stream is one step away. LIMIT -1: no limit.
   const selectStream = db
-    .prepare<[string, number], EventTuple>(`SELECT ${columns} FROM events WHERE stream_id = ? AND revision >= ? ORDER BY revision`)
+    .prepare<[string, number, number], EventTuple>(`SELECT ${columns} FROM events WHERE stream_id = ? AND revision >= ? ORDER BY revision LIMIT ?`)
+    .raw(true);
+  const selectStreamBackwards = db
+    .prepare<[string, number, number], EventTuple>(`SELECT ${columns} FROM events WHERE stream_id = ? AND revision <= ? ORDER BY revision DESC LIMIT ?`)
     .raw(true);
   const selectAllSql = `SELECT ${columns} FROM events WHERE position > ? ORDER BY position LIMIT ?`;
   const selectAll = db.prepare<[number | bigint, number], EventTuple>(selectAllSql).raw(true);
@@ -171,9 +175,12 @@ export function sqliteEventStore(options: {
     },
     writerStats: () => writer.stats(),
     observeCommits: (listener) => writer.observeCommits(listener),
-    readStream(streamId, { fromRevision = 0 } = {}) {
+    readStream(streamId, { fromRevision, backwards = false, maxCount = -1 } = {}) {
       try {
-        return Promise.resolve(selectStream.all(streamId, fromRevision).map(toRecorded));
+        const rows = backwards
+          ? selectStreamBackwards.all(streamId, fromRevision ?? Number.MAX_SAFE_INTEGER, maxCount)
+          : selectStream.all(streamId, fromRevision ?? 0, maxCount);
+        return Promise.resolve(rows.map(toRecorded));
       } catch (error) {
         return Promise.reject(translate(error));
       }

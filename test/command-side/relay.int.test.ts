@@ -5,10 +5,13 @@ import type { EventPublisher, OutboundMessage } from '../../command-side/relay/p
 import { messageOf, eventRelay } from '../../command-side/relay/relay.js';
 import { parseRelayCheckpoint, relayLease, relayStreamId } from '../../command-side/relay/relay-lease.js';
 import { StoreUnavailableError } from '../../shared/errors.js';
+import { esdbEventStore } from '../../shared/event-store/esdb-event-store.js';
 import { inMemoryEventStore } from '../../shared/event-store/in-memory-event-store.js';
-import type { EventStore } from '../../shared/event-store/port.js';
+import type { EventStore, EventToAppend } from '../../shared/event-store/port.js';
 import { envelopeSchema, fromEnvelope } from '../../shared/public-events.js';
 import { ajv } from '../../shared/schema-validation.js';
+import { startEsdbTestServer } from '../support/esdb-test-server.js';
+import { eventStoreKinds } from '../support/event-stores.js';
 import { commandsOver, seedUsers, waitFor } from '../support/seed.js';
 
 const logger = pino({ level: 'silent' });
@@ -377,7 +380,10 @@ void t.test("the partition count rides in the lease events' metadata: kept, take
   seen = 6;
   await first.renew(20n);
   t.equal((await store.readStream(streamId)).at(-1)!.metadata.relayPartitions, 3, 'a topic grown to 6: still 3');
+  await first.renew();
+  t.equal((await store.readStream(streamId)).at(-1)!.metadata.relayPartitions, 3, 'a renewal without a resume point carries it too');
   await first.release();
+  t.equal((await store.readStream(streamId)).at(-1)!.metadata.relayPartitions, 3, 'and the release');
 
   pinned.length = 0;
   seen = undefined;
@@ -390,4 +396,115 @@ void t.test("the partition count rides in the lease events' metadata: kept, take
   t.equal((await store.readStream(streamId)).at(-1)!.metadata.relayPartitions, 2);
   for (const event of await store.readStream(streamId)) parseRelayCheckpoint(event);
   t.pass("every lease event's data still parses under the schema a relay of an earlier release reads it with");
+  await next.renew();
+  await next.release();
+  const counts = (await store.readStream(streamId)).map((e) => e.metadata.relayPartitions);
+  t.same(counts.slice(counts.findIndex((count) => count !== undefined)).filter((count) => count === undefined), [], 'once recorded, every lease event carries a count: the last one read alone suffices');
+});
+
+/** `count` lease events of a relay `owner` whose lease ran out a second ago, the n-th with resume point 1000 + n. */
+function expiredLeases(owner: string, from: number, count: number, partitions: (n: number) => number | undefined): EventToAppend[] {
+  const leaseUntil = new Date(Date.now() - 1000).toISOString();
+  return Array.from({ length: count }, (_, i) => {
+    const count = partitions(from + i);
+    return {
+      type: 'RelayCheckpointed',
+      data: { owner, position: String(1000 + from + i), leaseUntil },
+      ...(count === undefined ? {} : { metadata: { relayPartitions: count } }),
+    };
+  });
+}
+
+void t.test("taking the lease reads the relay stream's last event, however long the stream", async (t) => {
+  for (const kind of eventStoreKinds) {
+    await t.test(kind.name, async (t) => {
+      const inner = await kind.open(t);
+      const streamId = relayStreamId(topic);
+      // 10,000 lease events, as hours of an idle relay's renewals or minutes of a busy one's resume points leave;
+      // the count recorded with the 10th resume point, lowered to 3 (a topic made again) half-way.
+      const partitionsAt = (n: number) => (n < 10 ? undefined : n < 5000 ? 6 : 3);
+      for (let from = 0; from < 10_000; from += 500) {
+        await inner.appendToStream(streamId, expiredLeases('gone', from, 500, partitionsAt), { expectedRevision: from === 0 ? 'no_stream' : from - 1 });
+      }
+      let read = 0;
+      const store: EventStore = Object.assign(Object.create(inner) as EventStore, {
+        async readStream(...args: Parameters<EventStore['readStream']>) {
+          const events = await inner.readStream(...args);
+          read += events.length;
+          return events;
+        },
+      });
+      const pinned: number[] = [];
+      const partitions = { seen: () => undefined, pin: (count: number) => void pinned.push(count) };
+      const acquired = await relayLease({ store, streamId, owner: 'next', leaseMs: 60_000, partitions }).tryAcquire();
+      t.ok(read <= 1, `${read} events read to take the lease`);
+      if ('waitMs' in acquired) throw new Error('the lease had run out');
+      t.equal(acquired.position(), 10_999n, 'it resumes where the last holder stopped');
+      t.same(pinned, [3], 'over the partition count of its last append');
+      const [taken] = await inner.readStream(streamId, { backwards: true, maxCount: 1 });
+      t.same(
+        [taken?.revision, (taken?.data as { owner?: string }).owner, (taken?.data as { position?: string }).position, taken?.metadata.relayPartitions],
+        [10_000, 'next', '10999', 3],
+        'appended at the real revision, carrying the resume point and the count on',
+      );
+
+      read = 0;
+      const standby = await relayLease({ store, streamId, owner: 'other', leaseMs: 60_000 }).tryAcquire();
+      t.ok('waitMs' in standby, 'another relay stands by');
+      t.ok(read <= 1, `${read} events read by its look at the lease`);
+    });
+  }
+});
+
+void t.test('on EventStoreDB the relay caps its stream at the last 1,000 events, once; leases go on at the real revision', async (t) => {
+  const server = await startEsdbTestServer();
+  t.teardown(() => server.stop());
+  const store = esdbEventStore({ connectionString: server.connectionString });
+  t.teardown(() => store.close());
+  const streamId = relayStreamId(topic);
+  const metadataEvents = async () => (await store.readStream(`$$${streamId}`)).map((e) => e.data);
+  const start = async (owner: string) => {
+    const relay = eventRelay({ store, vault: testVault, publisher: recordingPublisher(), topic, logger, leaseMs: 60_000, batchSize: 10, owner });
+    void relay.start();
+    await waitFor(() => relay.status().role === 'publishing', 5000, `${owner} publishing`);
+    return relay;
+  };
+  const first = await start('a');
+  t.same(await metadataEvents(), [{ $maxCount: 1000 }], 'the cap is set in the stream\'s metadata');
+  await first.stop();
+  // 1,500 more lease events.
+  for (let from = 0; from < 1500; from += 500) {
+    const [last] = await store.readStream(streamId, { backwards: true, maxCount: 1 });
+    await store.appendToStream(streamId, expiredLeases('a', from, 500, () => 4), { expectedRevision: last!.revision });
+  }
+  const kept = await store.readStream(streamId);
+  t.equal(kept.length, 1000, 'a read of the stream finds the last 1,000');
+  const head = kept.at(-1)!.revision;
+  t.equal(head, 1501, 'revisions go on counting');
+  const pinned: number[] = [];
+  const acquired = await relayLease({ store, streamId, owner: 'b', leaseMs: 60_000, partitions: { seen: () => undefined, pin: (count) => void pinned.push(count) } }).tryAcquire();
+  if ('waitMs' in acquired) throw new Error('the lease had run out');
+  t.same([acquired.position(), pinned], [2499n, [4]], 'the next holder resumes from the last event, with its count');
+  t.equal((await store.readStream(streamId, { backwards: true, maxCount: 1 }))[0]?.revision, head + 1, 'and appends at the real revision');
+  await acquired.release();
+  const second = await start('a');
+  await second.stop();
+  t.equal((await metadataEvents()).length, 1, 'a stream already capped is left as it is');
+});
+
+void t.test('a cap the store refuses is reported, and the relay publishes all the same', async (t) => {
+  const inner = inMemoryEventStore();
+  await seedUsers(commandsOver(inner), 2);
+  const store: EventStore = Object.assign(Object.create(inner) as EventStore, {
+    capStream: () => Promise.reject(new Error('access denied to $$relay-users.events.v1')),
+  });
+  const warnings: string[] = [];
+  const recording = pino({ level: 'warn' }, { write: (line: string) => void warnings.push((JSON.parse(line) as { msg: string }).msg) });
+  const publisher = recordingPublisher();
+  const relay = eventRelay({ store, vault: testVault, publisher, topic, logger: recording, leaseMs: 60_000, batchSize: 10 });
+  void relay.start();
+  t.teardown(() => relay.stop());
+  const expected = await userEventsIn(inner);
+  await waitFor(() => relay.status().position === expected.at(-1)!.position.toString(), 5000, 'published');
+  t.same(warnings, ['could not cap the relay stream; it keeps every lease event'], 'said once');
 });

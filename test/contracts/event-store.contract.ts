@@ -31,6 +31,8 @@ export interface ContractOptions {
   readsByStream: boolean;
   /** Whether it appends to several streams in one transaction (`appendToStreams`). */
   appendsToStreams: boolean;
+  /** Whether it can keep a stream to its last events (`capStream`); false when absent. */
+  capsStreams?: boolean;
   /**
    * For stores that commit the appends made in one turn of the event loop as
    * one group: a stream id whose appends make the commit of their whole group
@@ -121,6 +123,61 @@ export function eventStoreContract(t: Test, open: () => Promise<StoreUnderTest>,
       t.same(await store.readStream(stream()), []);
     }),
   );
+
+  void t.test('reads a stream backwards from its end or from a revision, and at most maxCount events either way', (t) =>
+    withStore(t, async (store) => {
+      const id = stream();
+      await store.appendToStream(id, [event(0), event(1), event(2), event(3)], { expectedRevision: 'no_stream' });
+      const revisions = (events: readonly RecordedEvent[]) => events.map((e) => e.revision);
+      const forwards = await store.readStream(id);
+      const last = await store.readStream(id, { backwards: true, maxCount: 1 });
+      t.same(
+        last.map((e) => [e.streamId, e.revision, e.position, e.id, e.type, e.data, e.metadata.correlationId]),
+        [[id, 3, forwards[3]!.position, forwards[3]!.id, 'Counted', { n: 3 }, 'c-3']],
+        'the last event alone, as recorded',
+      );
+      t.ok(last[0]!.recordedAt instanceof Date);
+      t.same(revisions(await store.readStream(id, { backwards: true })), [3, 2, 1, 0], 'the whole stream, last first');
+      t.same(revisions(await store.readStream(id, { backwards: true, maxCount: 2 })), [3, 2]);
+      t.same(revisions(await store.readStream(id, { backwards: true, fromRevision: 1 })), [1, 0], 'from a revision towards the start');
+      t.same(revisions(await store.readStream(id, { backwards: true, fromRevision: 2, maxCount: 2 })), [2, 1]);
+      t.same(revisions(await store.readStream(id, { maxCount: 2 })), [0, 1], 'forwards, at most maxCount');
+      t.same(revisions(await store.readStream(id, { fromRevision: 2, maxCount: 5 })), [2, 3]);
+      t.same(await store.readStream(stream(), { backwards: true, maxCount: 1 }), [], 'an unknown stream reads as empty backwards too');
+      await store.appendToStream(id, [event(4)], { expectedRevision: 3 });
+      t.same(revisions(await store.readStream(id, { backwards: true, maxCount: 1 })), [4], 'the last event follows appends');
+    }),
+  );
+
+  if (options.capsStreams) {
+    void t.test('caps a stream at its last events: revisions and expected revisions go on as before', (t) =>
+      withStore(t, async (store) => {
+        const revisions = (events: readonly RecordedEvent[]) => events.map((e) => e.revision);
+        const id = stream();
+        await store.appendToStream(id, [0, 1, 2, 3, 4].map(event), { expectedRevision: 'no_stream' });
+        await store.capStream!(id, 2);
+        t.same(revisions(await store.readStream(id)), [3, 4], 'a read finds the last two');
+        t.same(revisions(await store.readStream(id, { backwards: true, maxCount: 1 })), [4], 'the last event is kept');
+        await t.rejects(store.appendToStream(id, [event(5)], { expectedRevision: 1 }), { name: 'ConcurrencyError', actual: 4 });
+        const next = await store.appendToStream(id, [event(5)], { expectedRevision: 4 });
+        t.equal(next.nextExpectedRevision, 5, 'an append names the real last revision');
+        t.same(revisions(await store.readStream(id)), [4, 5], 'the window moves with the appends');
+        await store.capStream!(id, 3);
+        t.same(revisions(await store.readStream(id)), [4, 5], 'a stream already capped keeps its cap');
+
+        const before = stream();
+        await store.capStream!(before, 1);
+        await store.appendToStream(before, [event(0), event(1), event(2)], { expectedRevision: 'no_stream' });
+        t.same(revisions(await store.readStream(before)), [2], 'a cap set before the stream exists holds once it does');
+      }),
+    );
+  } else {
+    void t.test('offers no cap on a stream: every event stays readable', (t) =>
+      withStore(t, async (store) => {
+        t.equal(store.capStream, undefined);
+      }),
+    );
+  }
 
   void t.test('reads the global log after a position, in append order, in pages', (t) =>
     withStore(t, async (store) => {

@@ -56,7 +56,7 @@ for (const batchAppend of realServer ? [] : [true, false]) {
     eventStoreContract(t, () => {
       const store = esdbEventStore({ connectionString: server.connectionString });
       return Promise.resolve({ store, cleanup: () => store.close() });
-    }, { readsByStream: false, appendsToStreams: false });
+    }, { readsByStream: false, appendsToStreams: false, capsStreams: true });
   });
 }
 
@@ -65,7 +65,7 @@ if (realServer) {
     eventStoreContract(t, () => {
       const store = esdbEventStore({ connectionString: realServer });
       return Promise.resolve({ store, cleanup: () => store.close() });
-    }, { readsByStream: false, appendsToStreams: false });
+    }, { readsByStream: false, appendsToStreams: false, capsStreams: true });
     // A promise, so that tap waits for the subtests queued above.
     return Promise.resolve();
   });
@@ -242,6 +242,26 @@ void t.test('the client sends each event as the unpatched client did, in request
   const read: unknown[] = [];
   for await (const resolved of client.readStream(stream)) read.push(resolved.event?.data);
   t.same(read, events.map((e) => e.data), 'read back as appended');
+});
+
+void t.test("a cap joins what the stream's metadata already says; the metadata is left alone once it names one", async (t) => {
+  const server = realServer ? undefined : await startEsdbTestServer();
+  t.teardown(() => server?.stop());
+  const connectionString = realServer ?? server!.connectionString;
+  const store = openStore(t, connectionString);
+  const client = EventStoreDBClient.connectionString(connectionString);
+  t.teardown(() => client.dispose());
+  const metadataOf = async (stream: string) => (await client.getStreamMetadata(stream)).metadata;
+
+  const governed = `acl-${randomUUID()}`;
+  await client.setStreamMetadata(governed, { acl: { readRoles: ['ops'] }, owner: 'team-a' });
+  await store.capStream!(governed, 10);
+  t.same(await metadataOf(governed), { acl: { readRoles: ['ops'] }, owner: 'team-a', maxCount: 10 }, "an operator's ACL and own keys are kept");
+
+  const chosen = `chosen-${randomUUID()}`;
+  await client.setStreamMetadata(chosen, { maxCount: 50 });
+  await store.capStream!(chosen, 10);
+  t.same(await metadataOf(chosen), { maxCount: 50 }, "an operator's cap stands");
 });
 
 void t.test('an unreachable store fails fast with a retriable StoreUnavailableError, and recovers', async (t) => {

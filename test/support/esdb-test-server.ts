@@ -24,10 +24,12 @@ import type {
  * An in-memory EventStoreDB for integration tests: a gRPC server speaking the
  * protocol of `@eventstore/db-client` through the client's own generated service
  * definitions, so the real client talks to it over TCP. It answers what the
- * client sends for append (Append and BatchAppend), stream and $all reads, and
- * catch-up subscriptions on $all and on streams, the way a 23.x node does.
+ * client sends for append (Append and BatchAppend), stream and $all reads (forwards
+ * and backwards), and catch-up subscriptions on $all and on streams, the way a 23.x
+ * node does. Of a stream's metadata (the last event of `$$<stream>`), stream reads
+ * apply `$maxCount`.
  *
- * Not served: deletes/tombstones, backwards reads, link resolution, idempotent
+ * Not served: deletes/tombstones, the other metadata, link resolution, idempotent
  * re-appends of the same event ids, checkpoints of filtered subscriptions,
  * structured UUIDs, TLS, authentication, persistent subscriptions, projections.
  * Unsupported options fail loudly (UNIMPLEMENTED) rather than being ignored.
@@ -186,6 +188,23 @@ export async function startEsdbTestServer(options: EsdbTestServerOptions = {}): 
   }
 
   /**
+   * The first revision a read of the stream returns: with `$maxCount` in its metadata, the
+   * last that many events are readable and the rest are not, as the server reads it
+   * (last event number - $maxCount + 1); revisions and expected revisions are unchanged.
+   */
+  function firstReadable(streamId: string, events: readonly StoredEvent[]): number {
+    const metadata = streamId.startsWith('$$') ? undefined : streams.get(`$$${streamId}`)?.at(-1);
+    if (!metadata) return 0;
+    let maxCount: unknown;
+    try {
+      maxCount = (JSON.parse(Buffer.from(metadata.data).toString('utf8')) as { $maxCount?: unknown }).$maxCount;
+    } catch {
+      return 0;
+    }
+    return typeof maxCount === 'number' && Number.isInteger(maxCount) && maxCount >= 1 ? Math.max(0, events.length - maxCount) : 0;
+  }
+
+  /**
    * Catch-up subscription: confirmation, history, CaughtUp, then live events from
    * commit(). The history goes out as the client takes it (paused while the call's
    * buffer is full), as a node reads it page by page: not serialised all at once
@@ -221,10 +240,10 @@ export async function startEsdbTestServer(options: EsdbTestServerOptions = {}): 
   const streamsImpl = {
     read: (call: grpc.ServerWritableStream<ReadReq, ReadResp>) => {
       const options = call.request.getOptions();
-      // Backwards: reads of $all only (the log's head), as EventStoreDB gives them: from the end, or before a position.
-      const backwards = options?.getReadDirection() === streamsPb.ReadReq.Options.ReadDirection.BACKWARDS && options.hasAll() && !options.hasSubscription();
+      // Backwards: reads, not subscriptions, as EventStoreDB gives them: of a stream from its end or a revision; of $all from the end or before a position.
+      const backwards = options?.getReadDirection() === streamsPb.ReadReq.Options.ReadDirection.BACKWARDS && !options.hasSubscription();
       if (!options || (options.getReadDirection() !== streamsPb.ReadReq.Options.ReadDirection.FORWARDS && !backwards) || options.getResolveLinks()) {
-        call.emit('error', grpcError(grpc.status.UNIMPLEMENTED, 'test server: forward reads, and backward reads of $all, without link resolution'));
+        call.emit('error', grpcError(grpc.status.UNIMPLEMENTED, 'test server: forward reads and subscriptions, and backward reads, without link resolution'));
         return;
       }
       const filter = filterOf(options);
@@ -245,8 +264,12 @@ export async function startEsdbTestServer(options: EsdbTestServerOptions = {}): 
         } else if (!streams.has(streamId)) {
           call.write(new ReadRespMsg().setStreamNotFound(new ReadRespMsg.StreamNotFound().setStreamIdentifier(stream.getStreamIdentifier())));
           call.end();
+        } else if (backwards) {
+          const from = revision ?? (stream.hasStart() ? 0 : events.length - 1);
+          const first = firstReadable(streamId, events);
+          send(events.filter((e) => e.revision <= from && e.revision >= first).reverse());
         } else {
-          const from = revision ?? (stream.hasEnd() ? events.length : 0);
+          const from = Math.max(revision ?? (stream.hasEnd() ? events.length : 0), firstReadable(streamId, events));
           send(events.filter((e) => e.revision >= from));
         }
         return;
