@@ -94,6 +94,12 @@ export function eventRelay(deps: {
   owner?: string;
   /** Told of every batch the broker acknowledged: its messages and how long publishing took (retries included). */
   onPublished?: (messages: number, seconds: number) => void;
+  /**
+   * How long the vault keeps a key it read (KEY_CACHE_MS, 60 s by default): a batch opened longer
+   * ago than this, its send held back by a broker's outage, is opened again before it is sent, so
+   * that no message carries in clear the data of a person forgotten more than this before it goes.
+   */
+  keyCacheMs?: number;
 }) {
   const { store, publisher, logger } = deps;
   const owner = deps.owner ?? randomUUID();
@@ -103,6 +109,26 @@ export function eventRelay(deps: {
   const margin = deps.leaseMs / 3;
   const abort = new AbortController();
   const status: RelayStatus = { role: 'starting', live: false, published: 0 };
+
+  const keyCacheMs = deps.keyCacheMs ?? 60_000;
+
+  /** A batch of the log opened (its personal fields in clear, or forgotten) and made into messages, and when. */
+  async function openBatch(stored: RecordedEvent[]) {
+    const events = await deps.vault.open(stored, { finishForgets: true });
+    const messages = events.flatMap((event) => {
+      const message = messageOf(event);
+      // The v1 contract has no name for it; the embedded projector would park it, here it is only reported.
+      if (!message) {
+        logger.error({ stream: event.streamId, revision: event.revision, type: event.type }, 'user event of a type the public contract does not name; not published');
+        return [];
+      }
+      // A corrupt payload is published as stored: consumers park it and hold its stream back, in order.
+      const corrupt = corruptionOf(event);
+      if (corrupt) logger.error({ err: corrupt }, 'corrupt user event published as stored; consumers park it');
+      return message;
+    });
+    return { events, messages, at: performance.now() };
+  }
 
   /**
    * The lease's appends (renewals and resume points) one at a time, in the
@@ -213,37 +239,29 @@ export function eventRelay(deps: {
         if (winner.done) return;
         // Read and not yet acknowledged from here on, through a key store's or a broker's outage.
         status.pendingSince = winner.value[0]!.recordedAt.getTime();
+        const stored = winner.value;
         // The key store down is an outage like the broker's: wait and try again, nothing skipped.
-        const events = await retryingWhileHeld(
-          () => deps.vault.open(winner.value, { finishForgets: true }),
+        let opened = await retryingWhileHeld(
+          () => openBatch(stored),
           (error, attempt) => {
             if (attempt === 0) logger.warn({ err: error }, 'key store unavailable; relay retrying');
           },
         );
-        const messages = events.flatMap((event) => {
-          const message = messageOf(event);
-          // The v1 contract has no name for it; the embedded projector would park it, here it is only reported.
-          if (!message) {
-            logger.error({ stream: event.streamId, revision: event.revision, type: event.type }, 'user event of a type the public contract does not name; not published');
-            return [];
-          }
-          // A corrupt payload is published as stored: consumers park it and hold its stream back, in order.
-          const corrupt = corruptionOf(event);
-          if (corrupt) logger.error({ err: corrupt }, 'corrupt user event published as stored; consumers park it');
-          return message;
-        });
         const started = performance.now();
-        const span = tracingOn() ? sendSpan(deps.topic, messages) : undefined;
+        const span = tracingOn() ? sendSpan(deps.topic, opened.messages) : undefined;
         await endingSpan(span, retryingWhileHeld(
           async () => {
             if (!held.isHeld(margin)) await leaseWrites.renew();
-            await publisher.publish(messages);
+            // Held back past the key cache (a broker's outage): opened again, so a person forgotten meanwhile goes out forgotten.
+            if (performance.now() - opened.at > keyCacheMs) opened = await openBatch(stored);
+            await publisher.publish(opened.messages);
           },
           (error, attempt) => {
             if (attempt === 0) logger.warn({ err: error }, 'broker unavailable; relay retrying');
             span?.addEvent('retry', { 'error.type': error instanceof Error ? error.name : 'unknown' });
           },
         ));
+        const { events, messages } = opened;
         status.published += messages.length;
         status.lastPublishedAt = events[events.length - 1]!.recordedAt.getTime();
         delete status.pendingSince;

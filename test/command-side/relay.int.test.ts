@@ -1,4 +1,5 @@
-import { testVault } from '../support/vault.js';
+import { testEmailHashSecret, testKeyStore, testVault } from '../support/vault.js';
+import { createVault } from '../../shared/personal-data/vault.js';
 import { pino } from 'pino';
 import t, { type Test } from 'tap';
 import type { EventPublisher, OutboundMessage } from '../../command-side/relay/publisher.js';
@@ -507,4 +508,36 @@ void t.test('a cap the store refuses is reported, and the relay publishes all th
   const expected = await userEventsIn(inner);
   await waitFor(() => relay.status().position === expected.at(-1)!.position.toString(), 5000, 'published');
   t.same(warnings, ['could not cap the relay stream; it keeps every lease event'], 'said once');
+});
+
+void t.test('a batch held back by a broker outage longer than the key cache is opened again: a person forgotten meanwhile is not published in clear', async (t) => {
+  const store = inMemoryEventStore();
+  const commands = commandsOver(store);
+  const { id } = await commands.register({ name: 'Held Back Person', email: 'held.back@example.org' });
+  // The relay's own vault over the same key store, keeping a key it read for 100 ms (KEY_CACHE_MS).
+  const relayVault = createVault({ keyStore: testKeyStore, emailHashSecret: testEmailHashSecret, cacheMs: 100 });
+  let brokerDown = true;
+  let attempts = 0;
+  const acknowledged: OutboundMessage[] = [];
+  const publisher: EventPublisher = {
+    publish(messages) {
+      attempts += 1;
+      if (brokerDown) return Promise.reject(new StoreUnavailableError('broker down'));
+      acknowledged.push(...messages);
+      return Promise.resolve();
+    },
+    close: () => Promise.resolve(),
+  };
+  const relay = eventRelay({ store, vault: relayVault, publisher, topic, logger, leaseMs: 3000, batchSize: 10, keyCacheMs: 100 });
+  void relay.start();
+  t.teardown(() => relay.stop());
+  await waitFor(() => attempts > 0, 5000, 'the relay to try to send the registration');
+  // The person is forgotten while the registration waits for the broker.
+  await commands.forget(id);
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  brokerDown = false;
+  await waitFor(() => acknowledged.some((m) => JSON.parse(m.value).type === 'user.forgotten.v1'), 10_000, 'the forget published');
+  const clear = acknowledged.filter((m) => m.value.includes('Held Back Person') || m.value.includes('held.back@example.org'));
+  t.same(clear.map((m) => JSON.parse(m.value).type), [], 'no message carries the name or the address');
+  t.equal(JSON.parse(acknowledged[0]!.value).revision, 0, 'the registration went out all the same, in its place (as forgotten)');
 });

@@ -7,7 +7,8 @@ import { createVault } from '../../shared/personal-data/vault.js';
  * the relay, the feeds and the rebuild of the same test can open.
  */
 export const testKeyStore = inMemoryKeyStore();
-export const testVault = createVault({ keyStore: testKeyStore, emailHashSecret: Buffer.from('the tests email-hash secret, 32+ bytes long') });
+export const testEmailHashSecret = Buffer.from('the tests email-hash secret, 32+ bytes long');
+export const testVault = createVault({ keyStore: testKeyStore, emailHashSecret: testEmailHashSecret });
 
 /** The reservation stream of an address under the tests' secret. */
 export const testEmailStreamId = (email: string): string => emailStreamIdOf(testVault.emailHash(email));
