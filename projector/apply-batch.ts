@@ -1,7 +1,7 @@
 import type { Knex } from 'knex';
 import { announceReadDbChange, eraseFreedPages, readDbError, walTruncationPending } from '../shared/read-db.js';
 import { readDbDialect } from '../shared/read-model/dialect.js';
-import type { UserEvent } from '../shared/user-events.js';
+import { userIdFromStream, type UserEvent } from '../shared/user-events.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { backoffDelay, isRetriable } from '../shared/retry.js';
 import { assertNotPaused } from './projection-control.js';
@@ -18,6 +18,7 @@ import type { Checkpoints, ProjectedEvent } from '../shared/event-feed/port.js';
 import { writeCheckpoints } from '../shared/read-model/checkpoints.js';
 import { projectionName, userDataTable, userRowRead, type UserRow } from '../shared/read-model/user-row.js';
 import { userRowFrom } from './user-row.js';
+import { rebuildLeftovers } from './shadow-table.js';
 import { admit, isForgetting } from './admit.js';
 import { classify, userIdOf, type ClassifiedEvent } from './classify.js';
 import { applyPreparedOnSqlite } from './sqlite-batch.js';
@@ -93,6 +94,8 @@ export async function applyBatch(
   // An event that does not name its source is in the batch's one source (a batch from several names each event's).
   const source = checkpoints.size === 1 ? [...checkpoints.keys()][0] : undefined;
   let applied: Applied | undefined;
+  /** The rows of the users this batch forgot, as tombstones. */
+  let tombstones: UserRow[] = [];
   try {
     // Row locks and the batch's isolation level (READ COMMITTED on MariaDB) come from the dialect.
     const dialect = readDbDialect(db);
@@ -179,6 +182,10 @@ export async function applyBatch(
       await upsertRows(trx, rows);
       if (parked.length > 0) await parkEvents(trx, projectionName, parked);
       if (forgotten.size > 0) await eraseParkedStreams(trx, projectionName, [...forgotten]);
+      tombstones = [...forgotten].flatMap((streamId) => {
+        const row = current.get(userIdFromStream(streamId) ?? '');
+        return row?.STATUS === 'forgotten' ? [row] : [];
+      });
       await writeCheckpoints(trx, checkpoints);
       return { rows: rows.length + written, parked: parked.length, ...(forgotten.size > 0 ? { forgotten: forgotten.size } : {}) };
     }, dialect.batchIsolation);
@@ -187,7 +194,8 @@ export async function applyBatch(
   }
   // Committed: reads waiting for these rows (read-your-writes) may look now.
   announceReadDbChange(db);
-  // Best effort, never a reason to replay the batch: see `eraseFreedPages`.
+  // Best effort, never a reason to replay the batch: see `eraseLeftoverCopies` and `eraseFreedPages`.
+  if (tombstones.length > 0) await eraseLeftoverCopies(db, tombstones);
   if (applied.forgotten !== undefined || walTruncationPending(db)) await eraseFreedPages(db);
   return applied;
 }
@@ -255,4 +263,23 @@ function guardedMerge(trx: Knex): Record<string, Knex.Raw> {
   }
   merge.VERSION = trx.raw('GREATEST(VERSION, VALUES(VERSION))');
   return merge;
+}
+
+/**
+ * After a batch that forgot users has committed: their rows in the tables a rebuild may have
+ * left behind (`USER_DATA_REBUILD` of a run that died, `USER_DATA_OLD` whose drop after a swap
+ * failed) become the same tombstones, so the names and emails do not outlive the forget there
+ * until the next rebuild drops those tables. A rebuild running now writes its own rows over
+ * these and folds the forget itself before it swaps. Best effort: logged by nobody, never a
+ * reason to replay the batch; the next rebuild drops the tables whatever they hold.
+ */
+async function eraseLeftoverCopies(db: Knex, tombstones: readonly UserRow[]): Promise<void> {
+  try {
+    for (const table of rebuildLeftovers) {
+      if (!(await db.schema.hasTable(table))) continue;
+      for (const { ID_USER_DATA, ...tombstone } of tombstones) await db(table).where({ ID_USER_DATA }).update(tombstone);
+    }
+  } catch {
+    // The table went meanwhile (a rebuild dropped or swapped it), or the read DB is away: see above.
+  }
 }

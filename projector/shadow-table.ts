@@ -13,6 +13,8 @@ import { eraseParkedStreams, parkEvents, type EventToPark } from '../shared/read
 export const shadowName = 'USER_DATA_REBUILD';
 const liveName = projectionName;
 const oldName = 'USER_DATA_OLD';
+/** The tables a rebuild that died (or whose last step failed) may leave behind: copies of user rows. */
+export const rebuildLeftovers = [shadowName, oldName] as const;
 const checkpointTable = 'PROJECTION_CHECKPOINT';
 
 /** Rows per SQLite INSERT: knex writes a multi-row insert as a compound SELECT, which SQLite caps at 500 terms. */

@@ -251,6 +251,29 @@ forEachReadDb(t, async (t, knex) => {
     t.match(await deadLetters(knex, u.streamId), [{ REVISION: 1, STATE: 'failed', DATA: /nickname/ }]);
     t.match(await row(knex, u.id), { NAME: 'Kept', STATUS: 'registered' });
   });
+
+  await t.test('the copies a rebuild that died left behind are erased with the live row', async (t) => {
+    const u = stream();
+    const other = stream();
+    await applyBatch(
+      knex,
+      [u.event(0, 'UserRegistered', { name: 'Left Behind', email: 'left.behind@example.org' }), other.event(0, 'UserRegistered', { name: 'Someone Else', email: 'someone.else@example.org' })],
+      new Map(),
+    );
+    // A rebuild killed mid-replay (its shadow) and a swap whose last drop failed (the old table), both holding the rows.
+    for (const table of ['USER_DATA_REBUILD', 'USER_DATA_OLD']) {
+      await knex.schema.dropTableIfExists(table);
+      await knex.raw('CREATE TABLE ?? AS SELECT * FROM ??', [table, 'USER_DATA']);
+    }
+    t.teardown(async () => {
+      for (const table of ['USER_DATA_REBUILD', 'USER_DATA_OLD']) await knex.schema.dropTableIfExists(table);
+    });
+    await applyBatch(knex, [u.event(1, 'UserForgotten', {})], new Map());
+    for (const table of ['USER_DATA_REBUILD', 'USER_DATA_OLD']) {
+      t.match(await knex(table).where({ ID_USER_DATA: u.id }).first(), { NAME: '', EMAIL: '', STATUS: 'forgotten' }, `${table}: the forgotten user's copy is a tombstone`);
+      t.match(await knex(table).where({ ID_USER_DATA: other.id }).first(), { NAME: 'Someone Else' }, `${table}: others' rows are left alone`);
+    }
+  });
 });
 
 // --- the bytes on disk -----------------------------------------------------
