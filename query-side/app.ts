@@ -124,7 +124,9 @@ export function buildQueryApp(deps: QueryAppDeps) {
     serveProbes(api, async () => {
       try {
         // Events the projector could not apply wait in quarantine; operators watch this number.
-        const parked = await parkedCounts(deps.db, projectionName);
+        // The read path itself too, on the read API's own connections and with its timeout: knex's pool
+        // may reach the read DB while they do not (their connections stalled, their queue full).
+        const [parked] = await Promise.all([parkedCounts(deps.db, projectionName), users.versionOf('00000000-0000-0000-0000-000000000000')]);
         return { ready: true, detail: { readDb: 'up', parkedEvents: parked.failed + parked.held, parked } };
       } catch {
         return { ready: false, detail: { readDb: 'down' } };

@@ -1,8 +1,9 @@
 import Database from 'better-sqlite3';
 import DataLoader from 'dataloader';
 import type { Knex } from 'knex';
-import { createPool, type ExecuteValues, type Pool, type RowDataPacket } from 'mysql2/promise';
+import { createPool, type ExecuteValues, type Pool, type PoolConnection, type RowDataPacket } from 'mysql2';
 import { changeWaiter, sharedTicker } from '../shared/change-signal.js';
+import { StoreUnavailableError } from '../shared/errors.js';
 import { readDbConnectionOf, readDbError } from '../shared/read-db.js';
 import { readDbDialect } from '../shared/read-model/dialect.js';
 import type { UserRow } from '../shared/read-model/user-row.js';
@@ -270,6 +271,12 @@ function userReadsOver(
   };
 }
 
+/** A failed read as the read API answers it: `readDbError`'s, always an Error. */
+function readFailure(error: unknown): Error {
+  const failure = readDbError(error);
+  return failure instanceof Error ? failure : new Error(String(failure));
+}
+
 /** A USER_DATA row from a raw row of `columns`: every row one object shape, built from one literal. */
 const userRowOf = (r: unknown[]) =>
   ({
@@ -353,10 +360,7 @@ function sqliteUserReads(file: string, options: Pick<UserReadsOptions, 'onNameSe
     } else options.onNameSearch?.('through the index');
     return rowsNow<UserRow>(sql.throughIndex.sql, sql.throughIndex.params);
   });
-  const failed = (error: unknown) => {
-    const failure = readDbError(error);
-    return Promise.reject(failure instanceof Error ? failure : new Error(String(failure)));
-  };
+  const failed = (error: unknown) => Promise.reject(readFailure(error));
   const projectorCommits = changeWaiter(file);
   return userReadsOver(
     <T>(sql: string, params: readonly unknown[]): Promise<T[]> => {
@@ -391,42 +395,115 @@ function sqliteUserReads(file: string, options: Pick<UserReadsOptions, 'onNameSe
  */
 const mariadbWaitTickMs = 2;
 
+/** The read API's connections to MariaDB. */
+const mariadbConnections = 10;
+
+/**
+ * The most reads that wait for one of those connections (mysql2's `queueLimit`); past it a read
+ * is answered 503 at once. While the server answers, reads wait only behind the statements
+ * under way (lookups by id, and lists by email alone, wait as one statement per turn of the
+ * event loop; other lists one each). A server that has stopped answering would otherwise
+ * collect every read made until it answers again, each waiting its whole patience for nothing.
+ * Reads answered 503 while they waited keep their place until a connection comes free, which
+ * then passes through them at once: when the server answers again, a read may be refused
+ * until its first answer arrives.
+ */
+const mariadbMostWaitingReads = 1000;
+
 /**
  * MariaDB: mysql2's `execute` (server-side prepared statements, cached per
- * connection). The server ends a read that runs past `timeoutMs`
- * (max_statement_time); the client gives up a little later on a server that no
- * longer answers at all.
+ * connection), through its callback API: the promise API's wrapping (and its
+ * stack captures, unless `trace` is off) cost every read without serving it. The
+ * server ends a read that runs past `timeoutMs` (max_statement_time); a read
+ * gives up a second later (`patience`), on a server that no longer answers at all
+ * (a dropped route, a frozen host), and answers 503. Then:
+ * - a connection whose statement has gone unanswered that long is closed: the
+ *   pool forgets it, opens another when a read needs one, and never hands it to
+ *   another read (TCP would keep it open for about 15 minutes: its keepalive
+ *   probes do not start while a statement's bytes wait for an acknowledgement,
+ *   and the host of a frozen server process answers them);
+ * - a read answered before it got a connection runs nothing when it gets one,
+ *   so a server that answers again serves the reads made then, not the backlog
+ *   of those already answered 503.
+ * mysql2's own per-statement `timeout` does neither: it starts only once the
+ * statement runs on a connection (not while the read waits for one, nor while the
+ * statement is prepared there) and leaves the connection held by the unanswered
+ * statement, neither closed nor free.
  */
 function mariadbUserReads(connection: Record<string, unknown>, options: { timeoutMs: number }): UserReads {
-  // `trace: false`: mysql2's promise API otherwise captures a stack trace on every call for its errors'
-  // long stacks (1.5 to 2.5 µs per read here); errors leave through `readDbError` with their code.
-  const pool: Pool = createPool({ ...connection, multipleStatements: false, connectionLimit: 10, enableKeepAlive: true, trace: false });
+  const pool: Pool = createPool({
+    ...connection,
+    multipleStatements: false,
+    connectionLimit: mariadbConnections,
+    queueLimit: mariadbMostWaitingReads,
+    enableKeepAlive: true,
+  });
   // Queued on each new connection before anything else it runs; a failure shows in the first read.
-  pool.pool.on('connection', (created) => {
+  pool.on('connection', (created) => {
     created.query(`SET SESSION max_statement_time = ${options.timeoutMs / 1000}`, () => {});
   });
   const patience = options.timeoutMs + 1000;
-  const rows = async <T>(sql: string, params: readonly unknown[]): Promise<T[]> => {
-    let timer: NodeJS.Timeout | undefined;
-    const gaveUp = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(Object.assign(new Error('the read DB did not answer'), { code: 'ETIMEDOUT' })), patience);
+  const rows = <T>(sql: string, params: readonly unknown[]): Promise<T[]> =>
+    new Promise<T[]>((resolve, reject) => {
+      let answered = false;
+      const fail = (error: unknown) => {
+        if (answered) return;
+        answered = true;
+        clearTimeout(timer);
+        reject(readFailure(error));
+      };
+      /** The connection while it runs this read's statement, and since when. */
+      let running: PoolConnection | undefined;
+      let runningSince = 0;
+      const giveUp = () => {
+        fail(Object.assign(new Error('the read DB did not answer'), { code: 'ETIMEDOUT' }));
+        if (!running) return;
+        // A read that waited for its connection gives its statement the same time before the connection is judged stalled.
+        const left = runningSince + patience - Date.now();
+        if (left > 0) timer = setTimeout(giveUp, left);
+        else running.destroy();
+      };
+      let timer = setTimeout(giveUp, patience);
+      pool.getConnection((error, got) => {
+        if (error) {
+          // The pool's own refusals (its queue is full, it is closed) carry no code: the read DB cannot serve this read now.
+          fail((error as { code?: unknown }).code === undefined ? new StoreUnavailableError(`read database: ${error.message}`, { cause: error }) : error);
+          return;
+        }
+        if (answered) {
+          got.release();
+          return;
+        }
+        running = got;
+        runningSince = Date.now();
+        try {
+          got
+            .execute<RowDataPacket[]>(sql, [...params] as ExecuteValues[], (error, result) => {
+              running = undefined;
+              clearTimeout(timer);
+              if (error) fail(error);
+              else if (!answered) {
+                answered = true;
+                resolve(result as T[]);
+              }
+            })
+            // Once the statement is over, as mysql2's `pool.execute` does: a connection that failed
+            // (closed, or lost) never gets here, and the pool has already forgotten it.
+            .once('end', () => got.release());
+        } catch (error) {
+          running = undefined;
+          got.release();
+          fail(error);
+        }
+      });
     });
-    try {
-      const [result] = await Promise.race([pool.execute<RowDataPacket[]>(sql, [...params] as ExecuteValues[]), gaveUp]);
-      return result as T[];
-    } catch (error) {
-      throw readDbError(error);
-    } finally {
-      clearTimeout(timer);
-    }
-  };
   const ticks = sharedTicker(mariadbWaitTickMs);
   return userReadsOver(
     rows,
     (ms) => ticks.wait(ms),
     () => {
       ticks.close();
-      return pool.end();
+      return new Promise<void>((resolve, reject) => pool.end((error) => (error ? reject(error) : resolve())));
     },
     // The read model's collation (utf8mb4_general_ci: see `foldName`) ignores the case and the accents of letters.
     { nameCondition: likePrefix },
