@@ -59,13 +59,18 @@ forEachReadDb(t, async (t, db) => {
     request.on('error', () => {});
     return request;
   });
-  await new Promise((resolve) => setTimeout(resolve, 300));
-  const waiting = timers();
+  /** How many timers are active once `done` says so, or after `ms` (the machine may be slow to connect twenty callers). */
+  const timersOnce = async (done: (count: number) => boolean, ms: number) => {
+    const deadline = Date.now() + ms;
+    while (!done(timers()) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+    return timers();
+  };
+  const waiting = await timersOnce((count) => count >= before + 20, 10_000);
   t.ok(waiting >= before + 20, `the waiting reads hold timers (${before} before, ${waiting} while they wait)`);
+  const left = Date.now();
   for (const request of requests) request.destroy();
-  await new Promise((resolve) => setTimeout(resolve, 500));
-  const after = timers();
-  t.ok(after < before + 5, `their callers gone, the waits ended (${after} timers 500 ms later, ${before} before; the wait is 20 s)`);
+  const after = await timersOnce((count) => count < before + 5, 5000);
+  t.ok(after < before + 5, `their callers gone, the waits ended (${after} timers ${Date.now() - left} ms later, ${before} before; the wait is 20 s)`);
 
   // Node cuts a connection silent for longer than its timeout: the read API's covers the longest wait and the read after it.
   const patient = buildQueryApp({ db, consistencyWaitMs: 120_000, queryTimeoutMs: 5000 });
