@@ -37,13 +37,16 @@ async function onTestBroker(t: Test, partitions: number) {
 }
 
 /** The relay with the real kafkajs producer, through a broker outage. */
+/** The position of the log's last user event: where a relay that has published everything stands. */
+const userHead = async (store: EventStore) => (await store.readAll({ maxCount: 100_000 })).filter((e) => e.streamId.startsWith('user-')).at(-1)!.position.toString();
+
 void t.test('everything appended reaches Kafka at least once, in per-stream order, across a broker outage', async (t) => {
   const { broker, store, relay: start } = await onTestBroker(t, 3);
   const commands = commandsOver(store);
   const relay = start();
 
   await seedUsers(commands, 10, 'before');
-  const head = async () => (await store.readAll({ maxCount: 100_000 })).filter((e) => e.streamId.startsWith('user-')).at(-1)!.position.toString();
+  const head = () => userHead(store);
   await waitFor(async () => relay.status().position === (await head()), 10_000, 'relay before the outage');
 
   const beforeOutage = relay.status().position;
@@ -89,7 +92,7 @@ void t.test('a broker outage longer than the producer retries a send for: the re
   relay.start().catch((error: unknown) => (stopped = error));
 
   await seedUsers(commands, 10, 'before');
-  const head = async () => (await store.readAll({ maxCount: 100_000 })).filter((e) => e.streamId.startsWith('user-')).at(-1)!.position.toString();
+  const head = () => userHead(store);
   await waitFor(async () => relay.status().position === (await head()), 10_000, 'relay before the outage');
 
   const beforeOutage = relay.status().position;
@@ -178,7 +181,7 @@ void t.test('partitions added to the topic move no user: the relay keeps to the 
   const kafka = createKafka({ brokers: broker.brokers, clientId: 'relay-test', logger });
   const store = inMemoryEventStore();
   const commands = commandsOver(store);
-  const head = async () => (await store.readAll({ maxCount: 100_000 })).filter((e) => e.streamId.startsWith('user-')).at(-1)!.position.toString();
+  const head = () => userHead(store);
   const relayWith = (publisher: ReturnType<typeof kafkaPublisher>) => {
     const relay = eventRelay({ store, vault: testVault, publisher, topic, logger, leaseMs: 3000, batchSize: 20, owner: 'relay-a' });
     void relay.start();
