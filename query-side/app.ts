@@ -12,7 +12,8 @@ import { userQueries, userViewSchema, visibleStatuses } from './user-queries.js'
 import { openUserReads } from './user-reads.js';
 import { waitForWrite } from './read-your-writes.js';
 import { projectionName } from '../shared/read-model/user-row.js';
-import { listParked, parkedCounts } from '../shared/read-model/dead-letters.js';
+import { parkedCounts, writeParked } from '../shared/read-model/dead-letters.js';
+import { withTimeout } from '../shared/retry.js';
 
 export interface QueryAppDeps {
   /** The process's metrics registry, served at /metrics; a fresh one when absent. */
@@ -88,11 +89,11 @@ export function buildQueryApp(deps: QueryAppDeps) {
     closing.abort();
     done();
   });
-  // Whether the user's events wait in the projector's quarantine from the token's revision or before (see `waitForWrite`).
-  const quarantined = async (streamId: string, revision: number) => {
-    const [first] = await listParked(deps.db, projectionName, { stream: streamId, limit: 1 });
-    return first !== undefined && first.REVISION <= revision;
-  };
+  // Whether the token's write itself waits in the projector's quarantine (see `waitForWrite`): parked, or held behind
+  // an event parked before it. Not merely whether the stream is blocked: a forget is applied over a blocked stream,
+  // and its token is satisfied soon. A look that fails or does not answer within a second says nothing: the wait goes on.
+  const quarantined = (streamId: string, revision: number) =>
+    withTimeout(writeParked(deps.db, projectionName, streamId, revision), 1000, () => new Error('the quarantine did not answer')).catch(() => false);
   const readYourWrites = (token: string | undefined, response: ServerResponse) => {
     if (token === undefined) return undefined;
     // A caller that leaves (its own timeout, a closed tab) ends its wait: it would otherwise keep

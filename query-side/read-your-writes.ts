@@ -10,7 +10,7 @@ export interface WriteWait {
   timeoutMs: number;
   /** Resolves when the read DB may have changed, or after `ms`. */
   waitForChange: (ms: number) => Promise<unknown>;
-  /** Whether the projector's quarantine holds the stream's events from this revision or before (failed, or held behind one). */
+  /** Whether the projector's quarantine holds the write at this revision (parked, or held behind one parked before it). */
   quarantined?: (streamId: string, revision: number) => Promise<boolean>;
   /** Aborted when the read API closes. */
   closing?: AbortSignal;

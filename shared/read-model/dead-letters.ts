@@ -167,6 +167,20 @@ export async function listParked(
 }
 
 /**
+ * Whether the stream's event at `revision` waits in quarantine: parked or held at that revision or
+ * after it (an event after it is parked only once the projector has reached and kept back the write).
+ * A read waiting for its write asks this: such a write shows only once an operator releases it.
+ */
+export async function writeParked(db: Knex, projection: string, streamId: string, revision: number): Promise<boolean> {
+  const found = await db<ParkedEvent>(deadLetterTable)
+    .where({ PROJECTION: projection, STREAM_ID: streamId })
+    .whereIn('STATE', ['failed', 'held'])
+    .where('REVISION', '>=', revision)
+    .first('ID');
+  return found !== undefined;
+}
+
+/**
  * The quarantine as a rebuild must honour it, so that it reproduces the live
  * table: streams blocked from their lowest parked revision, and skipped events.
  * Entries of unknown revision (a Kafka message too broken to read) are about
