@@ -32,7 +32,6 @@ async function main() {
     leaseMs: config.relayLeaseMs,
     owner: config.relayId,
     batchSize: config.relayBatchSize,
-    keyCacheMs: config.keyCacheMs,
     onPublished: (messages, seconds) => metrics.onPublished(messages, seconds),
   });
   metrics.watch(relay);

@@ -94,12 +94,6 @@ export function eventRelay(deps: {
   owner?: string;
   /** Told of every batch the broker acknowledged: its messages and how long publishing took (retries included). */
   onPublished?: (messages: number, seconds: number) => void;
-  /**
-   * How long the vault keeps a key it read (KEY_CACHE_MS, 60 s by default): a batch opened longer
-   * ago than this, its send held back by a broker's outage, is opened again before it is sent, so
-   * that no message carries in clear the data of a person forgotten more than this before it goes.
-   */
-  keyCacheMs?: number;
 }) {
   const { store, publisher, logger } = deps;
   const owner = deps.owner ?? randomUUID();
@@ -109,8 +103,6 @@ export function eventRelay(deps: {
   const margin = deps.leaseMs / 3;
   const abort = new AbortController();
   const status: RelayStatus = { role: 'starting', live: false, published: 0 };
-
-  const keyCacheMs = deps.keyCacheMs ?? 60_000;
 
   /** A batch of the log opened (its personal fields in clear, or forgotten) and made into messages, and when. */
   async function openBatch(stored: RecordedEvent[]) {
@@ -127,7 +119,7 @@ export function eventRelay(deps: {
       if (corrupt) logger.error({ err: corrupt }, 'corrupt user event published as stored; consumers park it');
       return message;
     });
-    return { events, messages, at: performance.now() };
+    return { events, messages };
   }
 
   /**
@@ -249,11 +241,13 @@ export function eventRelay(deps: {
         );
         const started = performance.now();
         const span = tracingOn() ? sendSpan(deps.topic, opened.messages) : undefined;
+        let attempts = 0;
         await endingSpan(span, retryingWhileHeld(
           async () => {
             if (!held.isHeld(margin)) await leaseWrites.renew();
-            // Held back past the key cache (a broker's outage): opened again, so a person forgotten meanwhile goes out forgotten.
-            if (performance.now() - opened.at > keyCacheMs) opened = await openBatch(stored);
+            // A send tried again (a broker's outage) opens the batch again first, through the vault's cache (keys at most
+            // KEY_CACHE_MS old): a person forgotten meanwhile goes out forgotten, never in clear more than that after it.
+            if (attempts++ > 0) opened = await openBatch(stored);
             await publisher.publish(opened.messages);
           },
           (error, attempt) => {
