@@ -273,7 +273,7 @@ function guardedMerge(trx: Knex): Record<string, Knex.Raw> {
  * these and folds the forget itself before it swaps. Best effort: logged by nobody, never a
  * reason to replay the batch; the next rebuild drops the tables whatever they hold.
  */
-async function eraseLeftoverCopies(db: Knex, tombstones: readonly UserRow[]): Promise<void> {
+export async function eraseLeftoverCopies(db: Knex, tombstones: readonly UserRow[]): Promise<void> {
   try {
     for (const table of rebuildLeftovers) {
       if (!(await db.schema.hasTable(table))) continue;

@@ -9,7 +9,7 @@ import { beginPreparedOnMariaDb, type OpenMariaDbBatch } from './mariadb-batch.j
 import { readDbDialect } from '../shared/read-model/dialect.js';
 import { projectionName, type UserRow } from '../shared/read-model/user-row.js';
 import { readCheckpoints } from '../shared/read-model/checkpoints.js';
-import { eraseFreedPages, readDbError, truncateWalOnce, walTruncationPending } from '../shared/read-db.js';
+import { eraseFreedPages, readDbError, walTruncationPending } from '../shared/read-db.js';
 import { parkedCounts } from '../shared/read-model/dead-letters.js';
 import { ProjectionPausedError } from './projection-control.js';
 import { endingSpan, startSpan, tracingOn } from '../shared/tracing.js';
@@ -279,7 +279,10 @@ export function userProjector(deps: {
       let from = await retrying(() => readCheckpoints(db), { signal: abort.signal, onRetry });
       await retrying(countParked, { signal: abort.signal, onRetry });
       readDbIs(true);
-      truncateWalOnce(db);
+      // Whether the last projector left an erasure's page images in the WAL (its truncation blocked by a reader, then
+      // a deploy or a crash) only it knew: this one truncates once, from its housekeeping, as soon as readers let it
+      // (not from the batches: a start is no reason for them to wait on readers).
+      let truncateAtStart = true;
       housekeeping = setInterval(() => {
         // The count doubles as the read DB's probe while no batch comes.
         void countParked().then(
@@ -290,6 +293,11 @@ export function userProjector(deps: {
         );
         // Short patience: it waits on the event loop, and comes again in a few seconds.
         if (walTruncationPending(db)) void eraseFreedPages(db, { patienceMs: 100 });
+        else if (truncateAtStart) {
+          void eraseFreedPages(db, { patienceMs: 100, remember: false }).then((done) => {
+            if (done) truncateAtStart = false;
+          });
+        }
       }, deps.housekeepingMs ?? 5000);
       housekeeping.unref();
       // Published after the parked counts: a status that shows where the projector stands shows its quarantine too.

@@ -1,9 +1,9 @@
 import type { Knex } from 'knex';
-import { dbNow, readDbError } from '../shared/read-db.js';
+import { dbNow, eraseFreedPages, readDbError } from '../shared/read-db.js';
 import { readDbDialect } from '../shared/read-model/dialect.js';
 import { isRetriable } from '../shared/retry.js';
 import { userIdFromStream, type UserEvent } from '../shared/user-events.js';
-import { applyInSavepoint } from './apply-batch.js';
+import { applyInSavepoint, eraseLeftoverCopies } from './apply-batch.js';
 import { classify } from './classify.js';
 import { projectionName, userDataTable, type UserRow } from '../shared/read-model/user-row.js';
 import { deadLetterTable, erasedError, eraseParkedStreams, listParked, parkedError, type ParkedEvent } from '../shared/read-model/dead-letters.js';
@@ -41,7 +41,10 @@ export function quarantine(deps: { db: Knex; fold?: typeof userRowFrom }) {
 
   async function releaseOnce(streamId: string, skipId?: number): Promise<Release> {
     const result: Release = { streamId, applied: 0, skipped: 0, stillParked: 0 };
+    /** The user's row as a tombstone, when this release forgot them. */
+    let erased: UserRow | undefined;
     await db.transaction(async (trx) => {
+      erased = undefined;
       await assertNoRebuild(trx, projectionName);
       const dialect = readDbDialect(trx);
       const parkedQuery = trx<ParkedEvent>(deadLetterTable)
@@ -75,7 +78,7 @@ export function quarantine(deps: { db: Knex; fold?: typeof userRowFrom }) {
             const occurredAt = typeof stored?.occurredAt === 'string' && !Number.isNaN(Date.parse(stored.occurredAt)) ? stored.occurredAt : new Date().toISOString();
             const erasure: UserEvent = { type: 'UserForgotten', data: { userId, occurredAt } };
             // An entry parked without its revision (-1: a message that could not be read) still moves the row on.
-            await applyInSavepoint(trx, row, erasure, Math.max(Number(entry.REVISION), (row?.VERSION ?? -1) + 1), fold);
+            erased = await applyInSavepoint(trx, row, erasure, Math.max(Number(entry.REVISION), (row?.VERSION ?? -1) + 1), fold);
             await eraseParkedStreams(trx, projectionName, [streamId]);
             result.skipped += parked.length - index;
             return;
@@ -98,6 +101,7 @@ export function quarantine(deps: { db: Knex; fold?: typeof userRowFrom }) {
           }
           // A UserForgotten parked before forgetting overrode the quarantine: the rest of the stream is erased.
           if (failure === undefined && classified.event.type === 'UserForgotten') {
+            erased = row;
             await trx(deadLetterTable).where({ ID: id }).del();
             result.applied += 1;
             await eraseParkedStreams(trx, projectionName, [streamId]);
@@ -117,6 +121,12 @@ export function quarantine(deps: { db: Knex; fold?: typeof userRowFrom }) {
         result.applied += 1;
       }
     });
+    // Committed: as after a batch that forgot them, their copies in a rebuild's leftover tables and, on the
+    // embedded read DB, the old page images in the WAL go too (best effort, see `applyBatch`).
+    if (erased?.STATUS === 'forgotten') {
+      await eraseLeftoverCopies(db, [erased]);
+      await eraseFreedPages(db);
+    }
     return result;
   }
 

@@ -461,7 +461,13 @@ function mariadbUserReads(connection: Record<string, unknown>, options: { timeou
         // A read that waited for its connection gives its statement the same time before the connection is judged stalled.
         const left = runningSince + patience - Date.now();
         if (left > 0) timer = setTimeout(giveUp, left);
-        else running.destroy();
+        else {
+          // mysql2's destroy ends the socket politely (a FIN queued behind the unanswered statement, which a dropped
+          // route never delivers): the pool forgets the connection, and the socket is destroyed outright as well.
+          const { stream } = running as unknown as { stream?: { destroy(): void } };
+          running.destroy();
+          stream?.destroy();
+        }
       };
       let timer = setTimeout(giveUp, patience);
       pool.getConnection((error, got) => {

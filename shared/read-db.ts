@@ -238,14 +238,6 @@ const walToTruncate = new WeakSet<Knex>();
 /** Whether an earlier `eraseFreedPages` on this read DB could not truncate its WAL (readers were in it): try again. */
 export const walTruncationPending = (db: Knex): boolean => walToTruncate.has(db);
 
-/**
- * For a process that starts to write a SQLite read DB: whether the last one left an erasure's page
- * images in the WAL (its truncation blocked by a reader, then a deploy or a crash) is known only to
- * that process, so the new one truncates once, as soon as readers let it (`walTruncationPending`).
- */
-export function truncateWalOnce(db: Knex): void {
-  if (readDbDialect(db).kind !== 'mariadb') walToTruncate.add(db);
-}
 
 /**
  * After an erasure (a batch that applied a UserForgotten) has committed: makes
@@ -264,9 +256,10 @@ export function truncateWalOnce(db: Knex): void {
  * (always true for MariaDB, where there is nothing to do here: InnoDB's own logs
  * and undo are purged by the server).
  */
-export async function eraseFreedPages(db: Knex, options: { patienceMs?: number } = {}): Promise<boolean> {
+export async function eraseFreedPages(db: Knex, options: { patienceMs?: number; remember?: boolean } = {}): Promise<boolean> {
   if (readDbDialect(db).kind === 'mariadb') return true;
-  walToTruncate.add(db);
+  // `remember: false`: a try that need not be repeated after every batch (the projector's one at its start).
+  if (options.remember !== false) walToTruncate.add(db);
   const client = db.client as { acquireConnection(): Promise<unknown>; releaseConnection(connection: unknown): Promise<unknown> };
   let connection: SqliteConnection;
   try {
