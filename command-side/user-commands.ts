@@ -46,26 +46,27 @@ export function userCommands(deps: { store: EventStore; vault: Vault; clock?: ()
     events: UserEvent[];
   }
 
-  /** A user's stream, opened: each event typed, its personal fields in clear (or read as UserForgotten once its key is gone). */
-  async function load(userId: string): Promise<Loaded> {
+  /**
+   * A user's stream, opened: each event typed, its personal fields in clear (or read as
+   * UserForgotten once its key is gone). With `leaveOutCorrupt` (see `loadForForget`), an
+   * event that does not parse is left out instead of failing the read.
+   */
+  async function load(userId: string, leaveOutCorrupt = false): Promise<Loaded> {
     const stored = await store.readStream(userStreamId(userId));
-    const events = (await vault.open(stored)).map(parseUserEvent);
+    const opened = await vault.open(stored);
+    const events = leaveOutCorrupt ? opened.flatMap(parsedOrNone) : opened.map(parseUserEvent);
     return { state: foldUser(events), revision: stored.length - 1, stored, events };
   }
 
   /**
-   * A user's stream as a forget reads it: as `load`, but an event that does not parse
-   * (EVENT_INVALID, e.g. a sealed payload that no longer authenticates) is left out
-   * instead of failing the read. A forget needs nothing such an event said: whether
-   * the stream exists and records a forget, and the keys it was sealed with, are read
-   * from the stream as stored; the address to release, from the events that parse.
-   * Every other command still fails on such a stream, and the projector quarantines it.
+   * A user's stream as a forget reads it: an event that does not parse (EVENT_INVALID,
+   * e.g. a sealed payload that no longer authenticates) is left out. A forget needs
+   * nothing such an event said: whether the stream exists and records a forget, and the
+   * keys it was sealed with, are read from the stream as stored; the address to release,
+   * from the events that parse. Every other command still fails on such a stream, and
+   * the projector quarantines it.
    */
-  async function loadForForget(userId: string): Promise<Loaded> {
-    const stored = await store.readStream(userStreamId(userId));
-    const events = (await vault.open(stored)).flatMap(parsedOrNone);
-    return { state: foldUser(events), revision: stored.length - 1, stored, events };
-  }
+  const loadForForget = (userId: string): Promise<Loaded> => load(userId, true);
 
   /** The user's data key: the one its stream already uses while it exists, else a new one. */
   async function keyFor(stored: readonly RecordedEvent[]): Promise<DataKey> {
